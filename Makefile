@@ -1,0 +1,61 @@
+# aiport — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PROTOS := $(wildcard proto/aiport/v1/*.proto)
+GEN := gen
+DESCRIPTOR := $(GEN)/aiport.pb
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv gen run test lint typecheck unit integration clean deps
+
+all: gen
+
+# Virtualenv with the project (editable) and its dev tools; redone when pyproject changes.
+$(STAMP): pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+# Python stubs, type hints and the descriptor set Envoy's transcoder loads.
+$(DESCRIPTOR): $(PROTOS) $(STAMP)
+	@mkdir -p $(GEN)
+	$(VPY) -m grpc_tools.protoc -Iproto \
+	  -I$$($(VPY) -c 'import google.api.annotations_pb2 as a, os; print(os.path.dirname(os.path.dirname(os.path.dirname(a.__file__))))') \
+	  --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) \
+	  --include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR) \
+	  $(PROTOS)
+	@touch $(GEN)/aiport/__init__.py $(GEN)/aiport/v1/__init__.py
+	@echo "$(abspath $(GEN))" > $$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/aiport-gen.pth
+
+gen: $(DESCRIPTOR)
+
+# PostgreSQL and RabbitMQ: use what runs, install on Debian/Ubuntu as root, else print the steps.
+deps:
+	@bash deploy/local/ensure-deps.sh
+
+run: gen deps
+	$(VPY) -m deploy.local.run
+
+lint: gen
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: gen
+	$(VENV)/bin/mypy services deploy tests
+
+unit: gen
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: gen deps
+	$(VENV)/bin/pytest -q tests/integration
+
+test: gen deps lint typecheck
+	$(VENV)/bin/pytest -q tests
+
+clean:
+	rm -rf $(GEN) .pytest_cache .mypy_cache .ruff_cache
