@@ -1,0 +1,177 @@
+"""The model catalog (config/catalog.yaml): ids, modalities, limits and IDR prices.
+
+Loaded once at start-up into immutable objects; prices become integer µIDR.
+A model with `enabled: false` stays in the file but is invisible to clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.common.money import AmountError, idr_to_micros
+
+
+class CatalogError(ValueError):
+    """The catalog file is malformed; the service must not start with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TextModel:
+    id: str
+    display_name: str
+    created: int
+    owned_by: str
+    # µIDR per one million tokens.
+    input_micros_per_m: int
+    cached_input_micros_per_m: int
+    output_micros_per_m: int
+    max_output_tokens: int
+    supports_reasoning: bool
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ImageModel:
+    id: str
+    display_name: str
+    created: int
+    modality: str  # "image" or "img2img"
+    supports_aspect_ratio: bool
+    # resolution tier ("1k", "2k", "4k", or "default" for a flat price) -> µIDR per image
+    price_per_image: dict[str, int]
+    enabled: bool = True
+
+    @property
+    def has_resolution_tiers(self) -> bool:
+        return "default" not in self.price_per_image
+
+
+@dataclass(frozen=True, slots=True)
+class VideoModel:
+    id: str
+    display_name: str
+    created: int
+    modality: str  # "video", "img2video" or "multimodal"
+    # resolution -> µIDR per generated second
+    price_per_second: dict[str, int]
+    price_per_second_with_reference: dict[str, int] = field(default_factory=dict)
+    min_billable_seconds_with_reference: int = 0
+    enabled: bool = True
+
+
+Model = TextModel | ImageModel | VideoModel
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    currency: str
+    models: dict[str, Model]
+
+    def text_model(self, model_id: str) -> TextModel | None:
+        """An enabled text model, or None (unknown, disabled, or another modality)."""
+        model = self.models.get(model_id)
+        if isinstance(model, TextModel) and model.enabled:
+            return model
+        return None
+
+    def enabled_text_models(self) -> list[TextModel]:
+        return [m for m in self.models.values() if isinstance(m, TextModel) and m.enabled]
+
+    def enabled_models(self) -> list[Model]:
+        return [m for m in self.models.values() if m.enabled]
+
+
+def _require(entry: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = entry.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise CatalogError(f"{where}: '{key}' must be a {kind.__name__}")
+    return value
+
+
+def _micros(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise CatalogError(f"{where}: price must be a decimal string")
+    try:
+        micros = idr_to_micros(value)
+    except AmountError as exc:
+        raise CatalogError(f"{where}: {exc}") from exc
+    if micros < 0:
+        raise CatalogError(f"{where}: price must not be negative")
+    return micros
+
+
+def _price_table(entry: dict[str, Any], key: str, where: str) -> dict[str, int]:
+    table = entry.get(key)
+    if not isinstance(table, dict) or not table:
+        raise CatalogError(f"{where}: '{key}' must be a non-empty mapping")
+    return {str(tier): _micros(price, f"{where}.{key}.{tier}") for tier, price in table.items()}
+
+
+def parse_catalog(doc: Any) -> Catalog:
+    if not isinstance(doc, dict):
+        raise CatalogError("catalog: top level must be a mapping")
+    models: dict[str, Model] = {}
+
+    def add(model: Model) -> None:
+        if model.id in models:
+            raise CatalogError(f"catalog: duplicate model id {model.id!r}")
+        models[model.id] = model
+
+    for i, e in enumerate(doc.get("text") or []):
+        where = f"text[{i}]"
+        add(
+            TextModel(
+                id=_require(e, "id", str, where),
+                display_name=_require(e, "display_name", str, where),
+                created=_require(e, "created", int, where),
+                owned_by=str(e.get("owned_by", "aiport")),
+                input_micros_per_m=_micros(e.get("input_per_million_tokens"), where),
+                cached_input_micros_per_m=_micros(e.get("cached_input_per_million_tokens"), where),
+                output_micros_per_m=_micros(e.get("output_per_million_tokens"), where),
+                max_output_tokens=_require(e, "max_output_tokens", int, where),
+                supports_reasoning=_require(e, "supports_reasoning", bool, where),
+                enabled=bool(e.get("enabled", True)),
+            )
+        )
+    for i, e in enumerate(doc.get("image") or []):
+        where = f"image[{i}]"
+        add(
+            ImageModel(
+                id=_require(e, "id", str, where),
+                display_name=_require(e, "display_name", str, where),
+                created=_require(e, "created", int, where),
+                modality=_require(e, "modality", str, where),
+                supports_aspect_ratio=_require(e, "supports_aspect_ratio", bool, where),
+                price_per_image=_price_table(e, "price_per_image", where),
+                enabled=bool(e.get("enabled", True)),
+            )
+        )
+    for i, e in enumerate(doc.get("video") or []):
+        where = f"video[{i}]"
+        with_ref = e.get("price_per_second_with_reference")
+        add(
+            VideoModel(
+                id=_require(e, "id", str, where),
+                display_name=_require(e, "display_name", str, where),
+                created=_require(e, "created", int, where),
+                modality=_require(e, "modality", str, where),
+                price_per_second=_price_table(e, "price_per_second", where),
+                price_per_second_with_reference=(
+                    _price_table(e, "price_per_second_with_reference", where) if with_ref else {}
+                ),
+                min_billable_seconds_with_reference=int(
+                    e.get("min_billable_seconds_with_reference", 0)
+                ),
+                enabled=bool(e.get("enabled", True)),
+            )
+        )
+    return Catalog(currency=str(doc.get("currency", "IDR")), models=models)
+
+
+def load_catalog(path: Path) -> Catalog:
+    with path.open("rb") as fh:
+        return parse_catalog(yaml.safe_load(fh))
