@@ -1,0 +1,123 @@
+"""`[sim:...]` directives: how a test steers the sandbox from inside a prompt.
+
+Directives live in the prompt text because that is the one thing every client,
+SDK and gateway forwards untouched, whatever protocol it speaks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from services.sandbox.errors import ApiError, invalid, simulated_failure, simulated_status
+
+MAX_DELAY_SECONDS = 600.0
+# Bounds the answer the sandbox has to build in memory (8 choices of this many words).
+MAX_TOKENS_DIRECTIVE = 100_000
+
+_DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:=([^\]\s]*))?\]", re.IGNORECASE)
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+# Directives that take no value, and those that take a non-negative integer.
+_FLAGS = frozenset({"fail", "echo", "parallel"})
+_COUNTS = frozenset({"fail-after", "tokens", "cached", "reasoning"})
+
+
+@dataclass(frozen=True)
+class Directives:
+    fail: bool = False
+    fail_after: int | None = None
+    delay: float = 0.0
+    chunk_delay: float | None = None  # None: the server's --chunk-delay
+    tokens: int | None = None
+    cached: int = 0
+    reasoning: int = 0
+    status: int | None = None
+    echo: bool = False
+    parallel: bool = False
+
+    def error(self, streaming: bool) -> ApiError | None:
+        """The error to answer instead of a completion, if the directives ask for one.
+
+        `fail-after` can only break a stream midway; without a stream there is no
+        "midway", so it fails the whole request like `fail`.
+        """
+        if self.status is not None:
+            return simulated_status(self.status)
+        if self.fail or (self.fail_after is not None and not streaming):
+            return simulated_failure()
+        return None
+
+
+def remove(text: str) -> str:
+    """The text without directives, whitespace collapsed: what seeds the answer.
+
+    Collapsing means "hi [sim:tokens=3]" and "hi" get the same words, so adding
+    a directive to a prompt changes only what the directive is about.
+    """
+    return " ".join(_DIRECTIVE.sub(" ", text).split())
+
+
+def parse(text: str) -> Directives:
+    """Every directive anywhere in `text`; an unknown or malformed one is a 400.
+
+    Rejecting typos (`[sim:token=3]`) beats silently answering with defaults
+    and leaving a test author puzzled.
+    """
+    found: dict[str, int | float | bool] = {}
+    for match in _DIRECTIVE.finditer(text):
+        name, raw = match.group(1).lower(), match.group(2)
+        found[name] = _value(name, raw, match.group(0))
+    # Plain dict -> dataclass; the names were validated in _value.
+    return Directives(
+        fail=bool(found.get("fail", False)),
+        fail_after=_int_or_none(found.get("fail-after")),
+        delay=float(found.get("delay", 0.0)),
+        chunk_delay=_float_or_none(found.get("chunk-delay")),
+        tokens=_int_or_none(found.get("tokens")),
+        cached=int(found.get("cached", 0)),
+        reasoning=int(found.get("reasoning", 0)),
+        status=_int_or_none(found.get("status")),
+        echo=bool(found.get("echo", False)),
+        parallel=bool(found.get("parallel", False)),
+    )
+
+
+def _value(name: str, raw: str | None, literal: str) -> int | float | bool:
+    if name in _FLAGS:
+        if raw is not None:
+            raise _bad(literal, "takes no value")
+        return True
+    if raw is None:
+        raise _bad(literal, "needs a value")
+    if name in _COUNTS:
+        if not _DIGITS.fullmatch(raw):
+            raise _bad(literal, "needs a non-negative integer")
+        if name == "tokens" and int(raw) > MAX_TOKENS_DIRECTIVE:
+            raise _bad(literal, f"is capped at {MAX_TOKENS_DIRECTIVE}")
+        return int(raw)
+    if name in ("delay", "chunk-delay"):
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0.0 <= seconds < float("inf"):
+            raise _bad(literal, "needs a non-negative number of seconds")
+        return min(seconds, MAX_DELAY_SECONDS)
+    if name == "status":
+        if not _DIGITS.fullmatch(raw) or not 400 <= int(raw) <= 599:
+            raise _bad(literal, "needs an HTTP error status 400..599")
+        return int(raw)
+    raise _bad(literal, "is not a known directive")
+
+
+def _int_or_none(value: int | float | bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float_or_none(value: int | float | bool | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _bad(literal: str, why: str) -> Exception:
+    return invalid(f"sandbox: directive {literal} {why}", param="messages")

@@ -1,0 +1,51 @@
+"""The sandbox's one error type, rendered per protocol (OpenAI shape for now)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """A request the sandbox answers with an HTTP error instead of a completion."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def simulated_status(status: int) -> ApiError:
+    """The error `[sim:status=CODE]` asks for, typed the way OpenAI types that status."""
+    message = f"sandbox: simulated HTTP {status}"
+    if status == 429:
+        return ApiError(status, message, type="rate_limit_error", code="rate_limit_exceeded")
+    if status == 401:
+        return ApiError(status, message, code="invalid_api_key")
+    if status >= 500:
+        return ApiError(status, message, type="server_error")
+    return ApiError(status, message)
+
+
+def simulated_failure() -> ApiError:
+    return ApiError(500, "sandbox: simulated upstream failure", type="server_error")
+
+
+def openai_error_body(err: ApiError) -> dict[str, Any]:
+    return {
+        "error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
+    }
