@@ -1,0 +1,109 @@
+"""Provider and route configuration (config/providers*.yaml). Pure parsing.
+
+Strings may reference the environment as ${NAME} or ${NAME:-default}, so the
+same file serves every deployment and no credential is ever written in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROTOCOLS = frozenset({"openai-chat"})
+_ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+class RouteConfigError(ValueError):
+    """The providers file is malformed; the service must not start with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    protocol: str
+    base_url: str
+    api_key: str
+    connect_timeout_seconds: float
+    read_timeout_seconds: float
+    max_connections: int
+    # OpenAI reasoning models take max_completion_tokens instead of max_tokens.
+    max_tokens_field: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    model: str
+    provider: str
+    upstream_model: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    providers: dict[str, Provider]
+    routes: dict[str, tuple[Route, ...]]
+
+    def routes_for(self, model: str) -> tuple[Route, ...]:
+        return self.routes.get(model, ())
+
+
+def expand_env(value: str, environ: Mapping[str, str]) -> str:
+    def sub(match: re.Match[str]) -> str:
+        return environ.get(match.group(1)) or (match.group(2) or "")
+
+    return _ENV_REF.sub(sub, value)
+
+
+def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
+    if not isinstance(doc, dict):
+        raise RouteConfigError("providers: top level must be a mapping")
+    providers: dict[str, Provider] = {}
+    for name, p in (doc.get("providers") or {}).items():
+        if not isinstance(p, dict):
+            raise RouteConfigError(f"providers.{name}: must be a mapping")
+        protocol = p.get("protocol")
+        if protocol not in PROTOCOLS:
+            raise RouteConfigError(f"providers.{name}: unknown protocol {protocol!r}")
+        base_url = expand_env(str(p.get("base_url", "")), environ).rstrip("/")
+        if not base_url.startswith(("http://", "https://")):
+            raise RouteConfigError(f"providers.{name}: base_url must be an http(s) URL")
+        max_tokens_field = str(p.get("max_tokens_field", "max_tokens"))
+        if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
+            raise RouteConfigError(f"providers.{name}: bad max_tokens_field")
+        providers[name] = Provider(
+            name=name,
+            protocol=protocol,
+            base_url=base_url,
+            api_key=expand_env(str(p.get("api_key", "")), environ),
+            connect_timeout_seconds=float(p.get("connect_timeout_seconds", 5)),
+            read_timeout_seconds=float(p.get("read_timeout_seconds", 120)),
+            max_connections=int(p.get("max_connections", 100)),
+            max_tokens_field=max_tokens_field,
+        )
+    routes: dict[str, tuple[Route, ...]] = {}
+    for model, entries in (doc.get("routes") or {}).items():
+        if not isinstance(entries, list) or not entries:
+            raise RouteConfigError(f"routes.{model}: must be a non-empty list")
+        parsed = []
+        for i, r in enumerate(entries):
+            if not isinstance(r, dict) or r.get("provider") not in providers:
+                raise RouteConfigError(f"routes.{model}[{i}]: unknown provider")
+            parsed.append(
+                Route(
+                    model=model,
+                    provider=str(r["provider"]),
+                    upstream_model=str(r.get("upstream_model", model)),
+                )
+            )
+        routes[model] = tuple(parsed)
+    return RouteTable(providers=providers, routes=routes)
+
+
+def load_routes(path: Path, environ: Mapping[str, str] | None = None) -> RouteTable:
+    with path.open("rb") as fh:
+        return parse_routes(yaml.safe_load(fh), os.environ if environ is None else environ)
