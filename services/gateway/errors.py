@@ -1,0 +1,117 @@
+"""Public errors: the OpenAI-style JSON body plus the HTTP status, carried to the edge.
+
+A gRPC status cannot say 402 or carry our JSON body, so the gateway aborts with
+trailing metadata (`x-aiport-http-status`, `x-aiport-error`); before the first
+response message gRPC sends trailers-only, which reach Envoy as headers, and the
+edge's Lua filter turns them into the HTTP status and body. Values must be ASCII.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import grpc
+import orjson
+
+STATUS_HEADER = "x-aiport-http-status"
+ERROR_HEADER = "x-aiport-error"
+RETRY_HEADER = "x-aiport-should-retry"
+
+# The gRPC code that best describes each HTTP status, for native gRPC callers.
+_GRPC_CODE = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    402: grpc.StatusCode.FAILED_PRECONDITION,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PublicError(Exception):
+    """An error a client may see: status, OpenAI-style type/code/param and a message."""
+
+    status: int
+    type: str
+    code: str | None
+    message: str
+    param: str | None = None
+    should_retry: bool | None = None
+
+    def _payload(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def body(self) -> bytes:
+        return orjson.dumps(self._payload())
+
+    def sse_event(self) -> bytes:
+        """The same error as an in-band SSE event, for streams already under way."""
+        return b"data: " + self.body() + b"\n\n"
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        metadata: list[tuple[str, str]] = [
+            (STATUS_HEADER, str(self.status)),
+            # Metadata must be ASCII: \uXXXX escapes keep any message intact.
+            (ERROR_HEADER, json.dumps(self._payload(), ensure_ascii=True, separators=(",", ":"))),
+        ]
+        if self.should_retry is not None:
+            metadata.append((RETRY_HEADER, "true" if self.should_retry else "false"))
+        return tuple(metadata)
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return _GRPC_CODE.get(self.status, grpc.StatusCode.UNKNOWN)
+
+
+def invalid_request(message: str, param: str | None = None) -> PublicError:
+    return PublicError(400, "invalid_request_error", "invalid_request_error", message, param)
+
+
+def unauthorized(message: str = "Missing or invalid API key.") -> PublicError:
+    return PublicError(401, "authentication_error", "unauthorized", message)
+
+
+def model_not_found_for_chat(model: str) -> PublicError:
+    return PublicError(
+        404,
+        "invalid_request_error",
+        "MODEL_NOT_FOUND",
+        f"The model '{model}' does not exist or is not available.",
+        "model",
+    )
+
+
+def model_not_found(model: str) -> PublicError:
+    return PublicError(
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        f"The model '{model}' does not exist.",
+        None,
+    )
+
+
+def insufficient_quota(message: str) -> PublicError:
+    return PublicError(429, "insufficient_quota", "insufficient_quota", message, should_retry=False)
+
+
+def provider_error(
+    message: str = "The upstream AI provider failed. Please try again.",
+) -> PublicError:
+    return PublicError(502, "provider_error", "provider_error", message)
+
+
+def service_unavailable(message: str) -> PublicError:
+    return PublicError(503, "service_unavailable", "service_unavailable", message)
