@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL and RabbitMQ answer on 127.0.0.1 (the defaults of
+# AIPORT_DATABASE_URL / AIPORT_AMQP_URL). Uses running servers as they are;
+# on Debian/Ubuntu as root, installs and starts what is missing; otherwise
+# prints the exact steps and fails.
+set -euo pipefail
+
+PG_HOST=127.0.0.1 PG_PORT=5432 MQ_HOST=127.0.0.1 MQ_PORT=5672
+
+up() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+wait_up() { for _ in $(seq 1 60); do up "$1" "$2" && return 0; sleep 1; done; return 1; }
+can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  up $PG_HOST $PG_PORT && return 0
+  if ! can_install; then
+    cat >&2 <<'STEPS'
+PostgreSQL is not answering on 127.0.0.1:5432. Install and start it, e.g. on Debian/Ubuntu:
+  sudo apt-get update && sudo apt-get install -y postgresql
+  sudo pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start
+  sudo -u postgres psql -c "ALTER USER postgres PASSWORD 'postgres'"
+or point AIPORT_DATABASE_URL at a server you have (postgresql+psycopg://USER:PASS@HOST:PORT/aiport).
+STEPS
+    return 1
+  fi
+  echo "deps: installing PostgreSQL ..."
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+  wait_up $PG_HOST $PG_PORT || { echo "deps: PostgreSQL did not start" >&2; return 1; }
+  # The default URL logs in as postgres/postgres over TCP.
+  su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+}
+
+ensure_rabbitmq() {
+  up $MQ_HOST $MQ_PORT && return 0
+  if ! can_install; then
+    cat >&2 <<'STEPS'
+RabbitMQ is not answering on 127.0.0.1:5672. Install and start it, e.g. on Debian/Ubuntu:
+  sudo apt-get update && sudo apt-get install -y rabbitmq-server
+  sudo rabbitmq-server -detached
+or point AIPORT_AMQP_URL at a broker you have.
+STEPS
+    return 1
+  fi
+  echo "deps: installing RabbitMQ ..."
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  rabbitmq-server -detached || true
+  wait_up $MQ_HOST $MQ_PORT || { echo "deps: RabbitMQ did not start" >&2; return 1; }
+}
+
+# A custom URL means the operator runs their own servers: trust it.
+if [ -z "${AIPORT_DATABASE_URL:-}" ]; then ensure_postgres; fi
+if [ -z "${AIPORT_AMQP_URL:-}" ]; then ensure_rabbitmq; fi
