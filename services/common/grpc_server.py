@@ -6,11 +6,16 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio  # what grpc_health.v1.health.aio names
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# A servicer's context, whatever its message types.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 # Bigger than any request the edge lets through (Envoy caps bodies first).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -31,7 +36,7 @@ async def serve(
         ]
     )
     names = list(register(server))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if server.add_insecure_port(addr) == 0:
         raise OSError(f"cannot listen on {addr}")

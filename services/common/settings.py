@@ -27,7 +27,9 @@ def env_float(name: str, default: float) -> float:
 
 
 def database_url() -> str:
-    return env("AIPORT_DATABASE_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/aiport")
+    return env(
+        "AIPORT_DATABASE_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/aiport"
+    )
 
 
 def amqp_url() -> str:

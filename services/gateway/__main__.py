@@ -26,8 +26,8 @@ async def main() -> None:
         return ["aiport.v1.Chat", "aiport.v1.Catalog", "aiport.v1.Account"]
 
     async def close() -> None:
-        await billing.close()
-        await providers.close()
+        await billing.close(None)
+        await providers.close(None)
 
     await serve(settings.gateway_addr(), register, on_stop=close)
 

@@ -13,9 +13,9 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import grpc
 import orjson
@@ -33,6 +33,7 @@ from aiport.v1 import (
 from google.api import httpbody_pb2
 
 from services.common.catalog import Catalog, ImageModel, TextModel, VideoModel
+from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
 from services.common.sse import DONE, frame
 from services.gateway import errors
@@ -59,20 +60,22 @@ class Caller:
     request_id: str
 
 
-def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
+def _metadata(context: ServicerContext, name: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == name:
             return value if isinstance(value, str) else value.decode("latin-1")
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: PublicError) -> None:
+async def _abort(context: ServicerContext, error: PublicError) -> None:
     context.set_trailing_metadata(error.trailing_metadata())
     await context.abort(error.grpc_code, error.message)
 
 
 def _is_upstream_failure(exc: grpc.aio.AioRpcError) -> bool:
-    return any(key == UPSTREAM_FAILURE_KEY for key, _ in exc.trailing_metadata() or ())
+    # At run time this is a sequence of (key, value) pairs; grpc-stubs says otherwise.
+    pairs = cast(Iterable[tuple[str, object]], exc.trailing_metadata() or ())
+    return any(key == UPSTREAM_FAILURE_KEY for key, _ in pairs)
 
 
 class Backends:
@@ -105,7 +108,7 @@ class Backends:
                 "Billing is temporarily unavailable. Please try again."
             ) from exc
 
-    async def authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
+    async def authenticate(self, context: ServicerContext) -> Caller:
         request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
         header = _metadata(context, "authorization") or ""
         if not header[: len(BEARER)].lower() == BEARER or not header[len(BEARER) :].strip():
@@ -196,7 +199,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         self.backends = backends
 
     async def CreateChatCompletion(
-        self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         try:
             caller = await self.backends.authenticate(context)
@@ -307,10 +310,12 @@ class ChatService(chat_pb2_grpc.ChatServicer):
             upstream.cancel()
             raise
 
-    async def _place_hold(self, caller: Caller, call: ChatCall, completion_id: str) -> object:
+    async def _place_hold(
+        self, caller: Caller, call: ChatCall, completion_id: str
+    ) -> billing_pb2.Hold:
         amount = hold_micros(call)
         try:
-            return await self.backends.billing_call(
+            hold: billing_pb2.Hold = await self.backends.billing_call(
                 self.backends.billing.PlaceHold,
                 billing_pb2.PlaceHoldRequest(
                     account_id=caller.account_id,
@@ -326,6 +331,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
                 f"(it may cost up to {micros_to_idr(amount)} IDR). "
                 "Top up, or lower max_tokens, to continue."
             ) from exc
+        return hold
 
 
 class CatalogService(catalog_pb2_grpc.CatalogServicer):
@@ -340,7 +346,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         )
 
     async def ListModels(
-        self, request: catalog_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: catalog_pb2.ListModelsRequest, context: ServicerContext
     ) -> catalog_pb2.ModelList:
         try:
             await self.backends.authenticate(context)
@@ -351,7 +357,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         )
 
     async def GetModel(
-        self, request: catalog_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+        self, request: catalog_pb2.GetModelRequest, context: ServicerContext
     ) -> catalog_pb2.Model:
         try:
             await self.backends.authenticate(context)
@@ -364,7 +370,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         return self._model(model)
 
     async def GetPricing(
-        self, request: catalog_pb2.GetPricingRequest, context: grpc.aio.ServicerContext
+        self, request: catalog_pb2.GetPricingRequest, context: ServicerContext
     ) -> catalog_pb2.PriceList:
         return catalog_pb2.PriceList(
             object="list",
@@ -415,7 +421,7 @@ class AccountService(account_pb2_grpc.AccountServicer):
         self.backends = backends
 
     async def GetBalance(
-        self, request: account_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+        self, request: account_pb2.GetBalanceRequest, context: ServicerContext
     ) -> account_pb2.Balance:
         try:
             caller = await self.backends.authenticate(context)

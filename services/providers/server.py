@@ -9,6 +9,7 @@ import grpc
 import orjson
 from aiport.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 
+from services.common.grpc_server import ServicerContext
 from services.providers.adapters.openai_chat import OpenAIChatAdapter
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
@@ -59,7 +60,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         routes = self.table.routes_for(model)
         return routes[0] if routes else None
 
-    async def _abort(self, context: grpc.aio.ServicerContext, error: UpstreamError) -> None:
+    async def _abort(self, context: ServicerContext, error: UpstreamError) -> None:
         if error.kind == "rejected":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
         code = (
@@ -72,7 +73,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
     async def ChatCompletion(
         self,
         request: providers_pb2.ChatCompletionRequest,
-        context: grpc.aio.ServicerContext,
+        context: ServicerContext,
     ) -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
         route = self._route(request.model)
         if route is None:

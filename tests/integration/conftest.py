@@ -1,0 +1,104 @@
+"""The real stack (Envoy, gateway, billing, providers, sandbox upstream) on free
+ports against a fresh PostgreSQL database, shared by the integration tests."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import openai
+import pytest
+from aiport.v1 import billing_pb2, billing_pb2_grpc
+
+from deploy.local.stack import Stack, StackConfig
+from services.common.money import idr_to_micros
+from tests.support.databases import drop_database, fresh_database_url
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: str
+    api_key: str
+    key_id: str
+
+
+NewAccount = Callable[[str], Account]
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    url = fresh_database_url("aiport_it")
+    run_dir = Path(tempfile.mkdtemp(prefix="aiport-it-"))
+    stack = Stack(StackConfig.on_free_ports(url, run_dir))
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def base_url(stack: Stack) -> str:
+    return stack.config.base_url
+
+
+@pytest.fixture(scope="session")
+def billing(stack: Stack) -> Iterator[billing_pb2_grpc.BillingStub]:
+    with grpc.insecure_channel(stack.config.billing_addr) as chan:
+        yield billing_pb2_grpc.BillingStub(chan)
+
+
+@pytest.fixture(scope="session")
+def new_account(billing: billing_pb2_grpc.BillingStub) -> NewAccount:
+    """Make an account funded with the given IDR amount and give it a key."""
+
+    def make(balance_idr: str = "100000") -> Account:
+        account_id = billing.CreateAccount(billing_pb2.CreateAccountRequest(name="test")).account_id
+        if idr_to_micros(balance_idr) > 0:
+            billing.TopUp(
+                billing_pb2.TopUpRequest(
+                    account_id=account_id, amount_micros=idr_to_micros(balance_idr)
+                )
+            )
+        key = billing.CreateApiKey(billing_pb2.CreateApiKeyRequest(account_id=account_id))
+        return Account(account_id, key.api_key, key.key_id)
+
+    return make
+
+
+@pytest.fixture
+def account(new_account: NewAccount) -> Account:
+    return new_account("100000")
+
+
+@pytest.fixture
+def client(base_url: str, account: Account) -> openai.OpenAI:
+    # No SDK retries: each test sees exactly the response of its one request.
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=account.api_key, max_retries=0)
+
+
+@pytest.fixture
+def http(base_url: str, account: Account) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {account.api_key}"},
+        timeout=30,
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def sandbox(stack: Stack) -> Iterator[httpx.Client]:
+    """Direct access to the sandbox upstream's test endpoints."""
+    with httpx.Client(base_url=stack.config.sandbox_url, timeout=10) as c:
+        yield c
+
+
+def balance_micros(billing: billing_pb2_grpc.BillingStub, account_id: str) -> int:
+    reply = billing.GetAccountBalance(billing_pb2.GetAccountBalanceRequest(account_id=account_id))
+    return int(reply.balance_micros)

@@ -1,0 +1,150 @@
+"""Money through the whole stack: holds, exact captures, refunds, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from aiport.v1 import billing_pb2, billing_pb2_grpc
+
+from tests.integration.conftest import Account, NewAccount
+
+
+def expected_cost_micros(base_url: str, model: str, usage: dict[str, Any]) -> int:
+    """The charge computed from the public price list, independently of the gateway."""
+    prices = {m["model"]: m for m in httpx.get(f"{base_url}/v1/pricing").json()["data"]}
+    text = prices[model]["text"]
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    idr = (
+        (usage["prompt_tokens"] - cached) * Decimal(text["input_per_million_tokens_idr"])
+        + cached * Decimal(text["cached_input_per_million_tokens_idr"])
+        + usage["completion_tokens"] * Decimal(text["output_per_million_tokens_idr"])
+    ) / 1_000_000
+    return int((idr * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
+
+
+def account_state(billing: billing_pb2_grpc.BillingStub, account_id: str) -> tuple[int, int]:
+    reply = billing.GetAccountBalance(billing_pb2.GetAccountBalanceRequest(account_id=account_id))
+    return int(reply.balance_micros), int(reply.held_micros)
+
+
+def ledger_sum(billing: billing_pb2_grpc.BillingStub, account_id: str) -> int:
+    page = billing.ListLedger(billing_pb2.ListLedgerRequest(account_id=account_id, limit=1000))
+    return sum(e.amount_micros for e in page.entries)
+
+
+def test_charge_matches_usage_times_price(
+    base_url: str, http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before, _ = account_state(billing, account.account_id)
+    response = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "deepseek-v4-flash",
+            "messages": [{"role": "user", "content": "count [sim:tokens=7] [sim:cached=2]"}],
+        },
+    )
+    assert response.status_code == 200
+    usage = response.json()["usage"]
+    assert usage["completion_tokens"] == 7
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 2
+    after, held = account_state(billing, account.account_id)
+    cost = expected_cost_micros(base_url, "deepseek-v4-flash", usage)
+    assert cost > 0
+    assert before - after == cost
+    assert held == 0
+    page = billing.ListLedger(billing_pb2.ListLedgerRequest(account_id=account.account_id))
+    assert page.entries[0].kind == "capture"
+    assert page.entries[0].amount_micros == -cost
+    assert ledger_sum(billing, account.account_id) == after
+
+
+def test_stream_charge_matches_its_usage_chunk(
+    base_url: str, client: openai.OpenAI, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before, _ = account_state(billing, account.account_id)
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-sonnet-4-6",
+            messages=[{"role": "user", "content": "stream [sim:tokens=9] [sim:reasoning=4]"}],
+            stream=True,
+        )
+    )
+    usage = chunks[-1].usage
+    assert usage is not None
+    after, held = account_state(billing, account.account_id)
+    assert before - after == expected_cost_micros(base_url, "claude-sonnet-4-6", usage.model_dump())
+    assert held == 0
+
+
+def test_upstream_failure_refunds_everything(
+    http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before = account_state(billing, account.account_id)
+    for stream in (False, True):
+        response = http.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "x [sim:fail]"}], "stream": stream},
+        )
+        assert response.status_code == 502
+    assert account_state(billing, account.account_id) == before
+
+
+def test_stream_broken_midway_charges_what_was_sent(
+    client: openai.OpenAI, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before, _ = account_state(billing, account.account_id)
+    received = []
+    with pytest.raises(openai.APIError) as info:
+        for chunk in client.chat.completions.create(
+            model="deepseek-v4-flash",
+            messages=[{"role": "user", "content": "x [sim:tokens=20] [sim:fail-after=3]"}],
+            stream=True,
+        ):
+            if chunk.choices and chunk.choices[0].delta.content:
+                received.append(chunk.choices[0].delta.content)
+    assert len(received) == 3
+    assert "mid-stream" in str(info.value.message) or "interrupted" in str(info.value.message)
+    after, held = account_state(billing, account.account_id)
+    assert held == 0
+    # Charged for what was delivered, far less than the 20-token answer.
+    assert 0 < before - after
+    assert ledger_sum(billing, account.account_id) == after
+
+
+def test_concurrent_calls_never_overdraw(
+    base_url: str, new_account: NewAccount, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    # Each call holds 18.288 IDR: prompt bound (16 bytes + 16 + 32 = 64 tokens at
+    # 4500 IDR/M) plus max_tokens 1000 at 18000 IDR/M. Fund exactly ten of them.
+    content = "hi [sim:delay=3]"
+    assert len(content.encode()) == 16
+    acct: Account = new_account("182.88")
+
+    async def one(client: httpx.AsyncClient) -> int:
+        response = await client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": content}], "max_tokens": 1000},
+        )
+        return response.status_code
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {acct.api_key}"},
+            timeout=60,
+            limits=httpx.Limits(max_connections=60),
+        ) as client:
+            return await asyncio.gather(*(one(client) for _ in range(50)))
+
+    statuses = asyncio.run(burst())
+    assert statuses.count(200) == 10, statuses
+    assert statuses.count(429) == 40, statuses
+    balance, held = account_state(billing, acct.account_id)
+    assert held == 0
+    assert 0 < balance < 182_880_000
+    assert ledger_sum(billing, acct.account_id) == balance
