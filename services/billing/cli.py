@@ -1,0 +1,267 @@
+"""aiportctl: operate billing (accounts, top-ups, keys, balances, the ledger) over gRPC.
+
+    aiportctl account create NAME
+    aiportctl topup ACCOUNT_ID AMOUNT_IDR [--idempotency-key K] [--description D]
+    aiportctl key create ACCOUNT_ID | key list ACCOUNT_ID | key revoke KEY_ID
+    aiportctl balance ACCOUNT_ID
+    aiportctl ledger ACCOUNT_ID [--limit N]
+
+`--json` (anywhere) prints exactly one JSON object; IDR amounts are decimal
+strings. `--billing HOST:PORT` overrides AIPORT_BILLING_ADDR. Exit status 0 on
+success, 1 on any error (with --json: {"error": {"code", "message"}}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import grpc
+from aiport.v1 import billing_pb2, billing_pb2_grpc
+
+from services.common import settings
+
+from . import rules
+
+RPC_TIMEOUT_SECONDS = 10.0
+
+
+class CliError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CliError("INVALID_ARGUMENT", f"{message} (see aiportctl --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="aiportctl",
+        description="Operate aiport billing: accounts, top-ups, API keys, balances, ledger.",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--billing", metavar="ADDR", help="billing gRPC address (host:port)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    account = commands.add_parser("account", help="manage accounts")
+    account_cmds = account.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = account_cmds.add_parser("create", help="create an account")
+    create.add_argument("name", nargs="+", help="display name")
+
+    topup = commands.add_parser("topup", help="add IDR to an account")
+    topup.add_argument("account_id")
+    topup.add_argument("amount", metavar="AMOUNT_IDR", help='IDR amount, e.g. "50000" or "12.5"')
+    topup.add_argument("--idempotency-key", default="", help="repeat-safe key")
+    topup.add_argument("--description", default="", help="note kept on the ledger entry")
+
+    key = commands.add_parser("key", help="manage API keys")
+    key_cmds = key.add_subparsers(dest="action", metavar="ACTION", required=True)
+    key_cmds.add_parser("create", help="issue a key (shown once)").add_argument("account_id")
+    key_cmds.add_parser("list", help="list an account's keys").add_argument("account_id")
+    key_cmds.add_parser("revoke", help="revoke a key now").add_argument("key_id")
+
+    balance = commands.add_parser("balance", help="show balance, held and available")
+    balance.add_argument("account_id")
+
+    ledger = commands.add_parser("ledger", help="show ledger entries, newest first")
+    ledger.add_argument("account_id")
+    ledger.add_argument(
+        "--limit", type=int, default=rules.DEFAULT_LEDGER_LIMIT, help="1..1000 (default 100)"
+    )
+    return parser
+
+
+def _split_global_flags(argv: Sequence[str]) -> tuple[list[str], bool, str | None]:
+    """Pull --json and --billing out of any position on the line."""
+    rest: list[str] = []
+    as_json = False
+    billing: str | None = None
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg == "--json":
+            as_json = True
+        elif arg == "--billing":
+            if i + 1 >= len(args):
+                raise CliError("INVALID_ARGUMENT", "--billing needs an address (host:port)")
+            billing = args[i + 1]
+            i += 1
+        elif arg.startswith("--billing="):
+            billing = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, as_json, billing
+
+
+Output = tuple[dict[str, Any], str]
+
+
+def _balance_output(balance: billing_pb2.AccountBalance) -> Output:
+    data = {
+        "account_id": balance.account_id,
+        "balance_idr": rules.idr(balance.balance_micros),
+        "held_idr": rules.idr(balance.held_micros),
+        "available_idr": rules.idr(balance.available_micros),
+    }
+    human = (
+        f"{balance.account_id}: balance {data['balance_idr']} IDR,"
+        f" held {data['held_idr']} IDR, available {data['available_idr']} IDR"
+    )
+    return data, human
+
+
+def _run(stub: billing_pb2_grpc.BillingStub, ns: argparse.Namespace) -> Output:
+    timeout = RPC_TIMEOUT_SECONDS
+    if ns.command == "account":
+        name = " ".join(ns.name)
+        rules.check_name(name)
+        info: billing_pb2.AccountInfo = stub.CreateAccount(
+            billing_pb2.CreateAccountRequest(name=name), timeout=timeout
+        )
+        return {"account_id": info.account_id}, f"created account {info.account_id} ({info.name})"
+
+    if ns.command == "topup":
+        rules.check_account_id(ns.account_id)
+        amount = rules.parse_idr_amount(ns.amount)
+        topped: billing_pb2.AccountBalance = stub.TopUp(
+            billing_pb2.TopUpRequest(
+                account_id=ns.account_id,
+                amount_micros=amount,
+                idempotency_key=ns.idempotency_key,
+                description=ns.description,
+            ),
+            timeout=timeout,
+        )
+        data = {"account_id": topped.account_id, "balance_idr": rules.idr(topped.balance_micros)}
+        return data, f"{topped.account_id}: balance {data['balance_idr']} IDR"
+
+    if ns.command == "key":
+        if ns.action == "create":
+            rules.check_account_id(ns.account_id)
+            created: billing_pb2.CreatedApiKey = stub.CreateApiKey(
+                billing_pb2.CreateApiKeyRequest(account_id=ns.account_id), timeout=timeout
+            )
+            human = f"{created.key_id} {created.api_key}  (shown once: store it now)"
+            return {"key_id": created.key_id, "api_key": created.api_key}, human
+        if ns.action == "list":
+            rules.check_account_id(ns.account_id)
+            listed: billing_pb2.ApiKeyList = stub.ListApiKeys(
+                billing_pb2.ListApiKeysRequest(account_id=ns.account_id), timeout=timeout
+            )
+            keys = [
+                {
+                    "key_id": k.key_id,
+                    "prefix": k.prefix,
+                    "created_at": rules.rfc3339(k.created_at_unix),
+                    "revoked_at": rules.rfc3339(k.revoked_at_unix),
+                }
+                for k in listed.keys
+            ]
+            lines = [
+                f"{k['key_id']}  {k['prefix']}...  created {k['created_at']}  "
+                + (f"revoked {k['revoked_at']}" if k["revoked_at"] else "active")
+                for k in keys
+            ]
+            return {"keys": keys}, "\n".join(lines) if lines else "no keys"
+        rules.check_key_id(ns.key_id)
+        revoked: billing_pb2.ApiKeyInfo = stub.RevokeApiKey(
+            billing_pb2.RevokeApiKeyRequest(key_id=ns.key_id), timeout=timeout
+        )
+        return {"key_id": revoked.key_id, "revoked": True}, f"revoked {revoked.key_id}"
+
+    if ns.command == "balance":
+        rules.check_account_id(ns.account_id)
+        balance: billing_pb2.AccountBalance = stub.GetAccountBalance(
+            billing_pb2.GetAccountBalanceRequest(account_id=ns.account_id), timeout=timeout
+        )
+        return _balance_output(balance)
+
+    # ledger
+    rules.check_account_id(ns.account_id)
+    if not 1 <= ns.limit <= rules.MAX_LEDGER_LIMIT:
+        raise rules.InvalidArgument(f"--limit must be between 1 and {rules.MAX_LEDGER_LIMIT}")
+    page: billing_pb2.LedgerPage = stub.ListLedger(
+        billing_pb2.ListLedgerRequest(account_id=ns.account_id, limit=ns.limit), timeout=timeout
+    )
+    entries = [
+        {
+            "entry_id": e.entry_id,
+            "kind": e.kind,
+            "amount_idr": rules.idr(e.amount_micros),
+            "balance_after_idr": rules.idr(e.balance_after_micros),
+            "hold_id": e.hold_id or None,
+            "description": e.description,
+            "created_at": rules.rfc3339(e.created_at_unix),
+        }
+        for e in page.entries
+    ]
+    lines = [
+        f"{e['created_at']}  #{e['entry_id']}  {e['kind']:<8} {e['amount_idr']:>16} IDR"
+        f"  -> {e['balance_after_idr']} IDR  {e['description']}".rstrip()
+        for e in entries
+    ]
+    return {"entries": entries}, "\n".join(lines) if lines else "no ledger entries"
+
+
+def _rpc_error(error: grpc.RpcError, addr: str) -> CliError:
+    if not isinstance(error, grpc.Call):
+        return CliError("UNKNOWN", f"billing call failed: {error}")
+    code = error.code()
+    details = error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and "storage" not in details:
+        message = f"billing service unreachable at {addr}"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = f"billing at {addr} did not answer within {RPC_TIMEOUT_SECONDS:g}s"
+    else:
+        message = details or code.name
+    return CliError(code.name, message)
+
+
+def _emit_error(error: CliError, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"error": {"code": error.code, "message": error.message}}))
+    else:
+        print(f"aiportctl: {error.message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in raw
+    try:
+        args, as_json, billing = _split_global_flags(raw)
+        ns = _parser().parse_args(args)
+        addr = billing or settings.billing_addr()
+        with grpc.insecure_channel(addr) as channel:
+            stub = billing_pb2_grpc.BillingStub(channel)
+            try:
+                data, human = _run(stub, ns)
+            except grpc.RpcError as error:
+                raise _rpc_error(error, addr) from None
+    except CliError as error:
+        return _emit_error(error, as_json)
+    except rules.BillingError as error:
+        return _emit_error(CliError("INVALID_ARGUMENT", str(error)), as_json)
+    except KeyboardInterrupt:
+        return _emit_error(CliError("CANCELLED", "interrupted"), as_json)
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        print(human)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

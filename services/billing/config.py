@@ -1,0 +1,29 @@
+"""Billing settings from the environment (documented in the README), validated."""
+
+from __future__ import annotations
+
+from services.common.settings import env_int
+
+from . import rules
+
+
+def _bounded(name: str, default: int, low: int, high: int) -> int:
+    value = env_int(name, default)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def hold_ttl_seconds() -> int:
+    """AIPORT_HOLD_TTL_SECONDS: lifetime of a hold placed with ttl_seconds 0."""
+    return _bounded("AIPORT_HOLD_TTL_SECONDS", 3600, 1, rules.MAX_HOLD_TTL_SECONDS)
+
+
+def hold_sweep_seconds() -> int:
+    """AIPORT_HOLD_SWEEP_SECONDS: how often open holds past their expiry are released."""
+    return _bounded("AIPORT_HOLD_SWEEP_SECONDS", 30, 1, 24 * 3600)
+
+
+def hold_sweep_batch() -> int:
+    """AIPORT_HOLD_SWEEP_BATCH: expired holds settled per transaction."""
+    return _bounded("AIPORT_HOLD_SWEEP_BATCH", 500, 1, 10_000)

@@ -1,0 +1,1 @@
+"""Alembic migrations for the billing schema (loaded by path by alembic)."""

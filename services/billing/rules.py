@@ -1,0 +1,246 @@
+"""Pure billing rules: ids, API keys, input validation and formatting. No I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import string
+import unicodedata
+from datetime import UTC, datetime
+
+from services.common.money import AmountError, idr_to_micros, micros_to_idr
+
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+ACCOUNT_PREFIX = "acct_"
+KEY_ID_PREFIX = "key_"
+HOLD_PREFIX = "hold_"
+API_KEY_PREFIX = "aip_live_"
+ID_RANDOM_CHARS = 20
+API_KEY_RANDOM_CHARS = 32
+# "aip_live_" plus four random characters: enough to recognise a key, useless to guess it.
+KEY_DISPLAY_PREFIX_CHARS = 13
+
+MAX_NAME_CHARS = 200
+MAX_DESCRIPTION_CHARS = 1000
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+# One movement is at most 10^12 IDR; keeps every sum far from the int64 edge.
+MAX_AMOUNT_MICROS = 10**18
+INT64_MAX = 2**63 - 1
+DEFAULT_LEDGER_LIMIT = 100
+MAX_LEDGER_LIMIT = 1000
+MAX_LISTED_KEYS = 1000
+MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600
+
+HOLD_STATUSES = ("open", "captured", "released", "expired")
+
+_ID_RE = {
+    prefix: re.compile(rf"{prefix}[0-9A-Za-z]{{{ID_RANDOM_CHARS}}}")
+    for prefix in (ACCOUNT_PREFIX, KEY_ID_PREFIX, HOLD_PREFIX)
+}
+_API_KEY_RE = re.compile(rf"{API_KEY_PREFIX}[0-9A-Za-z]{{{API_KEY_RANDOM_CHARS}}}")
+
+
+# Domain errors. The server maps each class to one gRPC status code.
+class BillingError(Exception):
+    """Base of the errors a caller can act on; the message is safe to show."""
+
+
+class InvalidArgument(BillingError):
+    pass
+
+
+class NotFound(BillingError):
+    pass
+
+
+class InsufficientFunds(BillingError):
+    pass
+
+
+class FailedPrecondition(BillingError):
+    pass
+
+
+class Unauthenticated(BillingError):
+    pass
+
+
+# The one message for every failed Authenticate: unknown, revoked or malformed.
+UNAUTHENTICATED_MESSAGE = "invalid API key"
+
+
+def _random_chars(count: int) -> str:
+    return "".join(secrets.choice(BASE62) for _ in range(count))
+
+
+def new_account_id() -> str:
+    return ACCOUNT_PREFIX + _random_chars(ID_RANDOM_CHARS)
+
+
+def new_key_id() -> str:
+    return KEY_ID_PREFIX + _random_chars(ID_RANDOM_CHARS)
+
+
+def new_hold_id() -> str:
+    return HOLD_PREFIX + _random_chars(ID_RANDOM_CHARS)
+
+
+def new_api_key() -> str:
+    """A fresh plaintext key; only its hash is ever stored."""
+    return API_KEY_PREFIX + _random_chars(API_KEY_RANDOM_CHARS)
+
+
+def hash_api_key(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode("utf-8")).digest()
+
+
+def key_display_prefix(api_key: str) -> str:
+    return api_key[:KEY_DISPLAY_PREFIX_CHARS]
+
+
+def looks_like_api_key(value: str) -> bool:
+    return _API_KEY_RE.fullmatch(value) is not None
+
+
+def _shown(value: str) -> str:
+    """A caller's value quoted for an error message, cut short."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def _check_id(field: str, prefix: str, value: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    if _ID_RE[prefix].fullmatch(value) is None:
+        raise InvalidArgument(
+            f"{field} must be {prefix!r} followed by {ID_RANDOM_CHARS} letters or digits,"
+            f" got {_shown(value)}"
+        )
+    return value
+
+
+def check_account_id(value: str, field: str = "account_id") -> str:
+    return _check_id(field, ACCOUNT_PREFIX, value)
+
+
+def check_key_id(value: str, field: str = "key_id") -> str:
+    return _check_id(field, KEY_ID_PREFIX, value)
+
+
+def check_hold_id(value: str, field: str = "hold_id") -> str:
+    return _check_id(field, HOLD_PREFIX, value)
+
+
+def check_text(field: str, value: str, max_chars: int = MAX_DESCRIPTION_CHARS) -> str:
+    """Optional free text (descriptions, reasons): bounded, no NUL bytes."""
+    if len(value) > max_chars:
+        raise InvalidArgument(f"{field} is longer than {max_chars} characters")
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} contains a NUL character")
+    return value
+
+
+def check_name(value: str) -> str:
+    """An account name: trimmed, 1..200 characters, no control characters."""
+    name = value.strip()
+    if not name:
+        raise InvalidArgument("name is required")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument(f"name is longer than {MAX_NAME_CHARS} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise InvalidArgument("name contains control characters")
+    return name
+
+
+def check_idempotency_key(value: str, *, required: bool) -> str | None:
+    if not value:
+        if required:
+            raise InvalidArgument("idempotency_key is required")
+        return None
+    if len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidArgument(
+            f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise InvalidArgument("idempotency_key contains control characters")
+    return value
+
+
+def check_positive_amount(value: int, field: str = "amount_micros") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field} must be an integer number of micro-rupiah")
+    if value <= 0:
+        raise InvalidArgument(f"{field} must be positive, got {value}")
+    if value > MAX_AMOUNT_MICROS:
+        raise InvalidArgument(f"{field} must be at most {MAX_AMOUNT_MICROS}, got {value}")
+    return value
+
+
+def check_capture_amount(value: int) -> int:
+    """Capture takes 0 (frees the hold, charges nothing) up to anything; it is clamped."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument("amount_micros must be an integer number of micro-rupiah")
+    if value < 0:
+        raise InvalidArgument(f"amount_micros must not be negative, got {value}")
+    if value > INT64_MAX:
+        raise InvalidArgument("amount_micros is out of range")
+    return value
+
+
+def resolve_hold_ttl(ttl_seconds: int, default_seconds: int) -> int:
+    """0 means the service default; otherwise 1..MAX_HOLD_TTL_SECONDS."""
+    ttl = default_seconds if ttl_seconds == 0 else ttl_seconds
+    if ttl < 1 or ttl > MAX_HOLD_TTL_SECONDS:
+        raise InvalidArgument(
+            f"ttl_seconds must be between 1 and {MAX_HOLD_TTL_SECONDS}, got {ttl_seconds}"
+        )
+    return ttl
+
+
+def resolve_ledger_limit(limit: int) -> int:
+    """0 means 100; otherwise 1..1000."""
+    if limit == 0:
+        return DEFAULT_LEDGER_LIMIT
+    if limit < 0 or limit > MAX_LEDGER_LIMIT:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_LEDGER_LIMIT}, got {limit}")
+    return limit
+
+
+def clamp_capture(requested_micros: int, held_micros: int) -> int:
+    """The amount actually captured: never more than the hold."""
+    return max(0, min(requested_micros, held_micros))
+
+
+# Formatting for the CLI.
+
+
+def parse_idr_amount(text: str) -> int:
+    """A positive IDR amount typed by an operator ("50000", "12.5") -> µIDR."""
+    try:
+        micros = idr_to_micros(text)
+    except AmountError as exc:
+        raise InvalidArgument(f"invalid amount {_shown(text)}: use a decimal IDR amount") from exc
+    if micros <= 0:
+        raise InvalidArgument(f"amount must be positive, got {_shown(text)} IDR")
+    if micros > MAX_AMOUNT_MICROS:
+        raise InvalidArgument(
+            f"amount must be at most {micros_to_idr(MAX_AMOUNT_MICROS)} IDR, got {_shown(text)}"
+        )
+    return micros
+
+
+def rfc3339(unix_seconds: int) -> str | None:
+    """Unix seconds -> "2025-01-02T03:04:05Z"; 0 (unset) -> None."""
+    if unix_seconds <= 0:
+        return None
+    return datetime.fromtimestamp(unix_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def unix_seconds(moment: datetime | None) -> int:
+    """A timestamp as whole unix seconds; None (unset) -> 0."""
+    return 0 if moment is None else int(moment.timestamp())
+
+
+def idr(micros: int) -> str:
+    return micros_to_idr(micros)

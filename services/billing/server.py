@@ -1,0 +1,253 @@
+"""The gRPC face of billing: `aiport.v1.Billing` over the ledger.
+
+Domain errors become the status codes promised in billing.proto. Anything
+unexpected is logged with its stack and answered with a generic INTERNAL (or
+UNAVAILABLE when the database is unreachable or overloaded), never a trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from aiport.v1 import billing_pb2, billing_pb2_grpc
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.logs import fields
+
+from . import ledger, rules
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["Billing"].full_name
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+STATUS_FOR_ERROR: dict[type[rules.BillingError], grpc.StatusCode] = {
+    rules.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    rules.NotFound: grpc.StatusCode.NOT_FOUND,
+    rules.InsufficientFunds: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    rules.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    rules.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+}
+# Database trouble a retry may cure: lost connections, timeouts, an exhausted pool.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def status_for(error: rules.BillingError) -> grpc.StatusCode:
+    for cls, code in STATUS_FOR_ERROR.items():
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _guarded(
+    method: Callable[[S, Req, Ctx], Awaitable[Resp]],
+) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
+    """Turn domain errors into their status and hide everything else."""
+
+    @functools.wraps(method)
+    async def wrapper(self: S, request: Req, context: Ctx) -> Resp:
+        try:
+            return await method(self, request, context)
+        except rules.BillingError as error:
+            await context.abort(status_for(error), str(error))
+        except UNAVAILABLE_ERRORS:
+            log.exception("database unavailable", extra=fields(rpc=method.__name__))
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "billing storage is unavailable; try again"
+            )
+        except Exception:
+            log.exception("unexpected error", extra=fields(rpc=method.__name__))
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error in billing")
+
+    return wrapper
+
+
+def _balance_pb(balance: ledger.Balance) -> billing_pb2.AccountBalance:
+    return billing_pb2.AccountBalance(
+        account_id=balance.account_id,
+        balance_micros=balance.balance_micros,
+        held_micros=balance.held_micros,
+        available_micros=balance.available_micros,
+    )
+
+
+def _key_pb(key: ledger.ApiKey) -> billing_pb2.ApiKeyInfo:
+    return billing_pb2.ApiKeyInfo(
+        key_id=key.id,
+        account_id=key.account_id,
+        prefix=key.prefix,
+        created_at_unix=rules.unix_seconds(key.created_at),
+        revoked_at_unix=rules.unix_seconds(key.revoked_at),
+    )
+
+
+def _hold_pb(hold: ledger.Hold) -> billing_pb2.Hold:
+    return billing_pb2.Hold(
+        hold_id=hold.id,
+        account_id=hold.account_id,
+        amount_micros=hold.amount_micros,
+        status=hold.status,
+        captured_micros=hold.captured_micros,
+        expires_at_unix=rules.unix_seconds(hold.expires_at),
+    )
+
+
+def _entry_pb(entry: ledger.LedgerEntry) -> billing_pb2.LedgerEntry:
+    return billing_pb2.LedgerEntry(
+        entry_id=entry.id,
+        account_id=entry.account_id,
+        kind=entry.kind,
+        amount_micros=entry.amount_micros,
+        balance_after_micros=entry.balance_after_micros,
+        hold_id=entry.hold_id or "",
+        description=entry.description,
+        created_at_unix=rules.unix_seconds(entry.created_at),
+    )
+
+
+class BillingServicer(billing_pb2_grpc.BillingServicer):
+    def __init__(self, engine: AsyncEngine, *, hold_ttl_seconds: int = 3600) -> None:
+        self._engine = engine
+        self._hold_ttl_seconds = hold_ttl_seconds
+
+    @_guarded
+    async def CreateAccount(
+        self, request: billing_pb2.CreateAccountRequest, context: Ctx
+    ) -> billing_pb2.AccountInfo:
+        account = await ledger.create_account(self._engine, request.name)
+        log.info("account created", extra=fields(account_id=account.id))
+        return billing_pb2.AccountInfo(
+            account_id=account.id,
+            name=account.name,
+            created_at_unix=rules.unix_seconds(account.created_at),
+        )
+
+    @_guarded
+    async def GetAccountBalance(
+        self, request: billing_pb2.GetAccountBalanceRequest, context: Ctx
+    ) -> billing_pb2.AccountBalance:
+        return _balance_pb(await ledger.get_balance(self._engine, request.account_id))
+
+    @_guarded
+    async def TopUp(
+        self, request: billing_pb2.TopUpRequest, context: Ctx
+    ) -> billing_pb2.AccountBalance:
+        balance = await ledger.top_up(
+            self._engine,
+            request.account_id,
+            request.amount_micros,
+            idempotency_key=request.idempotency_key,
+            description=request.description,
+        )
+        log.info(
+            "top-up",
+            extra=fields(
+                account_id=balance.account_id,
+                amount_micros=request.amount_micros,
+                balance_micros=balance.balance_micros,
+            ),
+        )
+        return _balance_pb(balance)
+
+    @_guarded
+    async def CreateApiKey(
+        self, request: billing_pb2.CreateApiKeyRequest, context: Ctx
+    ) -> billing_pb2.CreatedApiKey:
+        created = await ledger.create_api_key(self._engine, request.account_id)
+        log.info(
+            "API key created",
+            extra=fields(account_id=created.account_id, key_id=created.key_id),
+        )
+        return billing_pb2.CreatedApiKey(
+            key_id=created.key_id, account_id=created.account_id, api_key=created.api_key
+        )
+
+    @_guarded
+    async def ListApiKeys(
+        self, request: billing_pb2.ListApiKeysRequest, context: Ctx
+    ) -> billing_pb2.ApiKeyList:
+        keys = await ledger.list_api_keys(self._engine, request.account_id)
+        return billing_pb2.ApiKeyList(keys=[_key_pb(key) for key in keys])
+
+    @_guarded
+    async def RevokeApiKey(
+        self, request: billing_pb2.RevokeApiKeyRequest, context: Ctx
+    ) -> billing_pb2.ApiKeyInfo:
+        key = await ledger.revoke_api_key(self._engine, request.key_id)
+        log.info("API key revoked", extra=fields(account_id=key.account_id, key_id=key.id))
+        return _key_pb(key)
+
+    @_guarded
+    async def Authenticate(
+        self, request: billing_pb2.AuthenticateRequest, context: Ctx
+    ) -> billing_pb2.Principal:
+        principal = await ledger.authenticate(self._engine, request.api_key)
+        return billing_pb2.Principal(account_id=principal.account_id, key_id=principal.key_id)
+
+    @_guarded
+    async def PlaceHold(
+        self, request: billing_pb2.PlaceHoldRequest, context: Ctx
+    ) -> billing_pb2.Hold:
+        hold = await ledger.place_hold(
+            self._engine,
+            request.account_id,
+            request.amount_micros,
+            request.idempotency_key,
+            description=request.description,
+            ttl_seconds=request.ttl_seconds,
+            default_ttl_seconds=self._hold_ttl_seconds,
+        )
+        log.debug(
+            "hold placed",
+            extra=fields(hold_id=hold.id, account_id=hold.account_id, amount=hold.amount_micros),
+        )
+        return _hold_pb(hold)
+
+    @_guarded
+    async def CaptureHold(
+        self, request: billing_pb2.CaptureHoldRequest, context: Ctx
+    ) -> billing_pb2.Hold:
+        hold = await ledger.capture_hold(
+            self._engine, request.hold_id, request.amount_micros, request.description
+        )
+        log.debug(
+            "hold captured",
+            extra=fields(hold_id=hold.id, status=hold.status, captured=hold.captured_micros),
+        )
+        return _hold_pb(hold)
+
+    @_guarded
+    async def ReleaseHold(
+        self, request: billing_pb2.ReleaseHoldRequest, context: Ctx
+    ) -> billing_pb2.Hold:
+        hold = await ledger.release_hold(self._engine, request.hold_id, request.reason)
+        log.debug("hold released", extra=fields(hold_id=hold.id, status=hold.status))
+        return _hold_pb(hold)
+
+    @_guarded
+    async def ListLedger(
+        self, request: billing_pb2.ListLedgerRequest, context: Ctx
+    ) -> billing_pb2.LedgerPage:
+        entries = await ledger.list_ledger(self._engine, request.account_id, request.limit)
+        return billing_pb2.LedgerPage(entries=[_entry_pb(entry) for entry in entries])
+
+
+def register(server: grpc.aio.Server, servicer: BillingServicer) -> list[str]:
+    """Add the servicer to a server; returns the service names (for health checks)."""
+    billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
+    return [SERVICE_NAME]

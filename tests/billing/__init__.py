@@ -1,0 +1,1 @@
+"""Billing tests, against a real PostgreSQL (a fresh database per session)."""

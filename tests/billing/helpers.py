@@ -1,0 +1,91 @@
+"""Shared helpers for the billing tests: invariant checks and small fixtures' building blocks."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.billing import ledger
+
+IDR = 1_000_000
+BIN = Path(sys.executable).parent
+AIPORTCTL = BIN / "aiportctl"
+
+# Every account whose stored balance/held disagrees with its ledger/open holds.
+_ACCOUNT_DRIFT = text(
+    """
+    WITH l AS (SELECT account_id, sum(amount_micros) AS total
+               FROM billing.ledger_entries GROUP BY account_id),
+         h AS (SELECT account_id, sum(amount_micros) AS total
+               FROM billing.holds WHERE status = 'open' GROUP BY account_id)
+    SELECT a.id, a.balance_micros, a.held_micros,
+           coalesce(l.total, 0) AS ledger_total, coalesce(h.total, 0) AS open_holds
+    FROM billing.accounts a
+    LEFT JOIN l ON l.account_id = a.id
+    LEFT JOIN h ON h.account_id = a.id
+    WHERE a.balance_micros <> coalesce(l.total, 0)
+       OR a.held_micros <> coalesce(h.total, 0)
+       OR a.balance_micros - a.held_micros < 0
+       OR a.held_micros < 0
+    """
+)
+# Ledger rows whose balance_after is not the running sum of the account's entries.
+_RUNNING_DRIFT = text(
+    """
+    SELECT id FROM (
+        SELECT id, balance_after_micros,
+               sum(amount_micros) OVER (PARTITION BY account_id ORDER BY id) AS running
+        FROM billing.ledger_entries) s
+    WHERE running <> balance_after_micros
+    """
+)
+# Captured holds and their capture entries must match one to one.
+_CAPTURE_DRIFT = text(
+    """
+    SELECT h.id FROM billing.holds h
+    LEFT JOIN billing.ledger_entries e ON e.hold_id = h.id
+    WHERE (h.status = 'captured' AND h.captured_micros > 0
+           AND (e.id IS NULL OR e.amount_micros <> -h.captured_micros))
+       OR ((h.status <> 'captured' OR h.captured_micros = 0) AND e.id IS NOT NULL)
+    """
+)
+
+
+async def assert_invariants(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        accounts = (await conn.execute(_ACCOUNT_DRIFT)).all()
+        running = (await conn.execute(_RUNNING_DRIFT)).all()
+        captures = (await conn.execute(_CAPTURE_DRIFT)).all()
+    assert accounts == [], f"balance/held drift from ledger/holds: {accounts}"
+    assert running == [], f"ledger balance_after drift: {running}"
+    assert captures == [], f"captured holds without matching entries: {captures}"
+
+
+async def funded_account(engine: AsyncEngine, micros: int = 0, name: str = "test") -> str:
+    account = await ledger.create_account(engine, name)
+    if micros:
+        await ledger.top_up(engine, account.id, micros)
+    return account.id
+
+
+async def make_overdue(engine: AsyncEngine, *hold_ids: str) -> None:
+    """Move holds' expiry into the past (as if their TTL ran out)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE billing.holds SET expires_at = now() - interval '1 second'"
+                " WHERE id = ANY(CAST(:ids AS text[]))"
+            ),
+            {"ids": list(hold_ids)},
+        )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,289 @@
+"""aiportctl as a subprocess, plus `python -m services.billing` and `... .migrate` as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.billing import db, ledger, rules
+from tests.support.databases import drop_database, fresh_database_url
+
+from .helpers import AIPORTCTL, IDR, free_port, make_overdue
+
+pytestmark = pytest.mark.usefixtures("check_invariants")
+
+
+async def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def cli_env(addr: str) -> dict[str, str]:
+    return {**os.environ, "AIPORT_BILLING_ADDR": addr}
+
+
+async def ctl(addr: str, *args: str) -> dict[str, Any]:
+    """Run aiportctl with --json, expecting success and exactly one JSON object."""
+    code, out, err = await run(str(AIPORTCTL), *args, env=cli_env(addr))
+    assert code == 0, (out, err)
+    return one_object(out)
+
+
+async def ctl_error(addr: str, *args: str) -> dict[str, Any]:
+    code, out, err = await run(str(AIPORTCTL), *args, env=cli_env(addr))
+    assert code == 1, (out, err)
+    assert "Traceback" not in err
+    body = one_object(out)
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def one_object(out: str) -> dict[str, Any]:
+    decoder = json.JSONDecoder()
+    obj, end = decoder.raw_decode(out.strip())
+    assert out.strip()[end:] == "", f"more than one JSON value on stdout: {out!r}"
+    assert isinstance(obj, dict)
+    return obj
+
+
+async def test_cli_account_topup_balance_ledger(billing_addr: str, engine: AsyncEngine) -> None:
+    created = await ctl(billing_addr, "account", "create", "CLI", "Co", "--json")
+    account_id = created["account_id"]
+    assert set(created) == {"account_id"}
+    assert account_id.startswith("acct_")
+
+    topped = await ctl(billing_addr, "--json", "topup", account_id, "50000.5")
+    assert topped == {"account_id": account_id, "balance_idr": "50000.5"}
+    topped = await ctl(billing_addr, "topup", account_id, "0.25", "--json")
+    assert topped["balance_idr"] == "50000.75"
+
+    hold = await ledger.place_hold(engine, account_id, 100 * IDR, "cli-hold-1", description="x")
+    await ledger.capture_hold(engine, hold.id, 1_500_000, "chat m")
+
+    balance = await ctl(billing_addr, "balance", "--json", account_id)
+    assert balance["account_id"] == account_id
+    assert balance["balance_idr"] == "49999.25"
+    assert balance["available_idr"] == "49999.25"
+    assert balance["held_idr"] == "0"
+
+    page = await ctl(billing_addr, "ledger", account_id, "--json")
+    entries = page["entries"]
+    assert [(e["kind"], e["amount_idr"], e["balance_after_idr"]) for e in entries] == [
+        ("capture", "-1.5", "49999.25"),
+        ("topup", "0.25", "50000.75"),
+        ("topup", "50000.5", "50000.5"),
+    ]
+    assert entries[0]["hold_id"] == hold.id
+    assert entries[0]["description"] == "chat m"
+    assert entries[1]["hold_id"] is None
+    assert isinstance(entries[0]["entry_id"], int)
+    assert entries[0]["created_at"].endswith("Z")
+    limited = await ctl(billing_addr, "ledger", account_id, "--limit", "1", "--json")
+    assert len(limited["entries"]) == 1
+
+
+async def test_cli_keys(billing_addr: str, engine: AsyncEngine) -> None:
+    account_id = (await ctl(billing_addr, "account", "create", "Keys", "--json"))["account_id"]
+    created = await ctl(billing_addr, "key", "create", account_id, "--json")
+    assert set(created) == {"key_id", "api_key"}
+    assert created["api_key"].startswith("aip_live_")
+    principal = await ledger.authenticate(engine, created["api_key"])
+    assert principal.key_id == created["key_id"]
+
+    listed = await ctl(billing_addr, "key", "list", account_id, "--json")
+    assert len(listed["keys"]) == 1
+    key = listed["keys"][0]
+    assert key["key_id"] == created["key_id"]
+    assert key["prefix"] == created["api_key"][:13]
+    assert key["revoked_at"] is None
+    assert key["created_at"].endswith("Z")
+
+    revoked = await ctl(billing_addr, "key", "revoke", created["key_id"], "--json")
+    assert revoked == {"key_id": created["key_id"], "revoked": True}
+    listed = await ctl(billing_addr, "key", "list", account_id, "--json")
+    assert listed["keys"][0]["revoked_at"] is not None
+    with pytest.raises(rules.Unauthenticated):
+        await ledger.authenticate(engine, created["api_key"])
+
+
+async def test_cli_errors(billing_addr: str) -> None:
+    account_id = (await ctl(billing_addr, "account", "create", "Errs", "--json"))["account_id"]
+    for amount in ("abc", "-5", "0", "1.0000001"):
+        error = await ctl_error(billing_addr, "topup", account_id, amount, "--json")
+        assert error["code"] == "INVALID_ARGUMENT"
+        assert "amount" in error["message"]
+    error = await ctl_error(billing_addr, "balance", "acct_" + "2" * 20, "--json")
+    assert error["code"] == "NOT_FOUND"
+    assert "not found" in error["message"]
+    error = await ctl_error(billing_addr, "balance", "nope", "--json")
+    assert error["code"] == "INVALID_ARGUMENT"
+    error = await ctl_error(billing_addr, "frobnicate", "--json")
+    assert error["code"] == "INVALID_ARGUMENT"
+    dead = f"127.0.0.1:{free_port()}"
+    error = await ctl_error(billing_addr, "--billing", dead, "balance", account_id, "--json")
+    assert error["code"] == "UNAVAILABLE"
+    assert dead in error["message"]
+
+    # Without --json: a message on stderr, nothing on stdout, exit 1, no traceback.
+    code, out, err = await run(
+        str(AIPORTCTL), "topup", account_id, "lots", env=cli_env(billing_addr)
+    )
+    assert (code, out) == (1, "")
+    assert "invalid amount" in err
+    assert "Traceback" not in err
+    code, out, err = await run(str(AIPORTCTL), "balance", account_id, env=cli_env(dead))
+    assert (code, out) == (1, "")
+    assert "unreachable" in err
+    assert "Traceback" not in err
+
+
+async def test_cli_human_output(billing_addr: str) -> None:
+    code, out, err = await run(
+        str(AIPORTCTL), "account", "create", "Human", env=cli_env(billing_addr)
+    )
+    assert code == 0, err
+    account_id = out.split()[2]
+    assert account_id.startswith("acct_")
+    code, out, err = await run(
+        str(AIPORTCTL), "topup", account_id, "1000", env=cli_env(billing_addr)
+    )
+    assert code == 0, err
+    assert out.strip() == f"{account_id}: balance 1000 IDR"
+    code, out, err = await run(str(AIPORTCTL), "balance", account_id, env=cli_env(billing_addr))
+    assert code == 0, err
+    assert "available 1000 IDR" in out
+
+
+async def wait_serving(addr: str, proc: asyncio.subprocess.Process) -> None:
+    async with grpc.aio.insecure_channel(addr) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(100):
+            assert proc.returncode is None, "billing exited during startup"
+            try:
+                reply = await health.Check(
+                    health_pb2.HealthCheckRequest(service="aiport.v1.Billing"), timeout=1
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"billing did not start serving on {addr}")
+
+
+async def test_billing_process_serves_sweeps_and_stops(
+    database_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    addr = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "AIPORT_DATABASE_URL": database_url,
+        "AIPORT_BILLING_ADDR": addr,
+        "AIPORT_HOLD_SWEEP_SECONDS": "1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.billing",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_serving(addr, proc)
+        account_id = (await ctl(addr, "account", "create", "Proc", "--json"))["account_id"]
+        assert (await ctl(addr, "topup", account_id, "10", "--json"))["balance_idr"] == "10"
+        hold = await ledger.place_hold(engine, account_id, 4 * IDR, "proc-hold-1")
+        await make_overdue(engine, hold.id)
+        for _ in range(50):
+            if (await ledger.get_hold(engine, hold.id)).status == "expired":
+                break
+            await asyncio.sleep(0.1)
+        assert (await ledger.get_hold(engine, hold.id)).status == "expired"
+        assert (await ctl(addr, "balance", account_id, "--json"))["available_idr"] == "10"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()
+    logs = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    messages = [entry["msg"] for entry in logs]
+    assert "expired holds" in messages
+    assert "stopped" in messages
+    assert not [entry for entry in logs if entry["level"] == "error"]
+
+
+async def test_billing_process_refuses_unmigrated_database(tmp_path: Path) -> None:
+    url = fresh_database_url("aiport_test_empty")
+    try:
+        env = {
+            **os.environ,
+            "AIPORT_DATABASE_URL": url,
+            "AIPORT_BILLING_ADDR": f"127.0.0.1:{free_port()}",
+        }
+        code, _, err = await run(sys.executable, "-m", "services.billing", env=env, cwd=tmp_path)
+        assert code == 1
+        assert "services.billing.migrate" in err
+    finally:
+        drop_database(url)
+
+
+async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) -> None:
+    url = fresh_database_url("aiport_test_migrate")
+    drop_database(url)  # migrate must create it
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    env = {**os.environ, "AIPORT_DATABASE_URL": plain}
+    try:
+        for _ in range(2):  # the second run is a no-op
+            code, _, err = await run(
+                sys.executable, "-m", "services.billing.migrate", env=env, cwd=tmp_path
+            )
+            assert code == 0, err
+        engine = db.create_engine(url, pool_size=1, max_overflow=0)
+        try:
+            assert await ledger.schema_revision(engine) == "0001"
+            async with engine.connect() as conn:
+                tables = (
+                    await conn.execute(
+                        text(
+                            "SELECT table_name FROM information_schema.tables"
+                            " WHERE table_schema = 'billing' ORDER BY table_name"
+                        )
+                    )
+                ).scalars()
+                assert list(tables) == [
+                    "accounts",
+                    "alembic_version",
+                    "api_keys",
+                    "holds",
+                    "ledger_entries",
+                ]
+        finally:
+            await engine.dispose()
+    finally:
+        drop_database(url)

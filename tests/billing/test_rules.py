@@ -1,0 +1,195 @@
+"""Pure billing rules: ids, keys, validation, formatting (no database)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import grpc
+import pytest
+
+from services.billing import cli, db, rules
+from services.billing.server import status_for
+
+
+def test_ids_have_prefix_and_20_base62_chars() -> None:
+    for make, prefix, check in (
+        (rules.new_account_id, "acct_", rules.check_account_id),
+        (rules.new_key_id, "key_", rules.check_key_id),
+        (rules.new_hold_id, "hold_", rules.check_hold_id),
+    ):
+        ids = {make() for _ in range(500)}
+        assert len(ids) == 500
+        for value in ids:
+            assert re.fullmatch(prefix + "[0-9A-Za-z]{20}", value)
+            assert check(value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "acct_",
+        "acct_123",
+        "acct_0123456789012345678",  # 19
+        "acct_012345678901234567890",  # 21
+        "acct_01234567890123456-89",
+        "key_01234567890123456789",
+        " acct_01234567890123456789",
+        "acct_01234567890123456789\n",
+    ],
+)
+def test_bad_account_ids_are_invalid(value: str) -> None:
+    with pytest.raises(rules.InvalidArgument):
+        rules.check_account_id(value)
+
+
+def test_bad_id_message_is_short_even_for_huge_input() -> None:
+    with pytest.raises(rules.InvalidArgument) as err:
+        rules.check_hold_id("x" * 10_000)
+    assert len(str(err.value)) < 200
+
+
+def test_api_key_shape_hash_and_prefix() -> None:
+    key = rules.new_api_key()
+    assert re.fullmatch(r"aip_live_[0-9A-Za-z]{32}", key)
+    assert rules.looks_like_api_key(key)
+    assert rules.hash_api_key(key) == hashlib.sha256(key.encode()).digest()
+    assert len(rules.hash_api_key(key)) == 32
+    assert rules.key_display_prefix(key) == key[:13]
+    assert rules.key_display_prefix(key).startswith("aip_live_")
+    assert len(rules.key_display_prefix(key)) == 13
+    assert len({rules.new_api_key() for _ in range(200)}) == 200
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "aip_live_", "aip_test_" + "a" * 32, "aip_live_" + "a" * 31, "aip_live_" + "!" * 32],
+)
+def test_malformed_api_keys_are_rejected(value: str) -> None:
+    assert not rules.looks_like_api_key(value)
+
+
+def test_names() -> None:
+    assert rules.check_name("  Demo Co ") == "Demo Co"
+    assert rules.check_name("x" * 200) == "x" * 200
+    for bad in ("", "   ", "x" * 201, "a\x00b", "tab\there"):
+        with pytest.raises(rules.InvalidArgument):
+            rules.check_name(bad)
+
+
+def test_positive_amounts() -> None:
+    assert rules.check_positive_amount(1) == 1
+    assert rules.check_positive_amount(rules.MAX_AMOUNT_MICROS) == rules.MAX_AMOUNT_MICROS
+    for bad in (0, -1, rules.MAX_AMOUNT_MICROS + 1, True):
+        with pytest.raises(rules.InvalidArgument):
+            rules.check_positive_amount(bad)
+
+
+def test_capture_amounts_allow_zero_not_negative() -> None:
+    assert rules.check_capture_amount(0) == 0
+    assert rules.check_capture_amount(rules.INT64_MAX) == rules.INT64_MAX
+    with pytest.raises(rules.InvalidArgument):
+        rules.check_capture_amount(-1)
+
+
+def test_clamp_capture() -> None:
+    assert rules.clamp_capture(5, 10) == 5
+    assert rules.clamp_capture(15, 10) == 10
+    assert rules.clamp_capture(0, 10) == 0
+
+
+def test_hold_ttl() -> None:
+    assert rules.resolve_hold_ttl(0, 3600) == 3600
+    assert rules.resolve_hold_ttl(5, 3600) == 5
+    assert rules.resolve_hold_ttl(rules.MAX_HOLD_TTL_SECONDS, 3600) == rules.MAX_HOLD_TTL_SECONDS
+    with pytest.raises(rules.InvalidArgument):
+        rules.resolve_hold_ttl(rules.MAX_HOLD_TTL_SECONDS + 1, 3600)
+
+
+def test_ledger_limit() -> None:
+    assert rules.resolve_ledger_limit(0) == 100
+    assert rules.resolve_ledger_limit(1) == 1
+    assert rules.resolve_ledger_limit(1000) == 1000
+    for bad in (1001, -1):
+        with pytest.raises(rules.InvalidArgument):
+            rules.resolve_ledger_limit(bad)
+
+
+def test_idempotency_keys() -> None:
+    assert rules.check_idempotency_key("", required=False) is None
+    assert rules.check_idempotency_key("req_1", required=True) == "req_1"
+    for bad in ("x" * 201, "a\nb"):
+        with pytest.raises(rules.InvalidArgument):
+            rules.check_idempotency_key(bad, required=False)
+    with pytest.raises(rules.InvalidArgument):
+        rules.check_idempotency_key("", required=True)
+
+
+def test_text_fields() -> None:
+    assert rules.check_text("description", "chat model-x req_1") == "chat model-x req_1"
+    for bad in ("x" * 1001, "nul\x00"):
+        with pytest.raises(rules.InvalidArgument):
+            rules.check_text("description", bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [("50000", 50_000_000_000), ("12.5", 12_500_000), ("0.000001", 1), (" 7 ", 7_000_000)],
+)
+def test_parse_idr_amount(text: str, micros: int) -> None:
+    assert rules.parse_idr_amount(text) == micros
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0", "-5", "0.0000001", "NaN", "Infinity", "1e30"])
+def test_parse_idr_amount_rejects(text: str) -> None:
+    with pytest.raises(rules.InvalidArgument):
+        rules.parse_idr_amount(text)
+
+
+def test_formatting() -> None:
+    assert rules.rfc3339(0) is None
+    assert rules.rfc3339(1767225600) == "2026-01-01T00:00:00Z"
+    assert rules.idr(12_500_000) == "12.5"
+    assert rules.idr(-1) == "-0.000001"
+    assert rules.unix_seconds(None) == 0
+
+
+def test_database_urls() -> None:
+    for raw in (
+        "postgresql://u:p@h:5433/d",
+        "postgres://u:p@h:5433/d",
+        "postgresql+psycopg://u:p@h:5433/d",
+        "postgresql+asyncpg://u:p@h:5433/d",
+    ):
+        url = db.sqlalchemy_url(raw)
+        assert url.drivername == "postgresql+psycopg"
+        assert (url.username, url.password, url.host, url.port, url.database) == (
+            "u",
+            "p",
+            "h",
+            5433,
+            "d",
+        )
+    assert db.libpq_conninfo("postgresql+psycopg://u:p@h/d", database="postgres") == (
+        "postgresql://u:p@h/postgres"
+    )
+    with pytest.raises(ValueError):
+        db.sqlalchemy_url("mysql://u@h/d")
+
+
+def test_error_status_codes() -> None:
+    assert status_for(rules.InvalidArgument("x")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(rules.NotFound("x")) == grpc.StatusCode.NOT_FOUND
+    assert status_for(rules.InsufficientFunds("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status_for(rules.FailedPrecondition("x")) == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_for(rules.Unauthenticated("x")) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_cli_global_flags_anywhere() -> None:
+    split = cli._split_global_flags
+    assert split(["balance", "--json", "acct_x"]) == (["balance", "acct_x"], True, None)
+    assert split(["--billing", "h:1", "balance", "a"]) == (["balance", "a"], False, "h:1")
+    assert split(["balance", "a", "--billing=h:2", "--json"]) == (["balance", "a"], True, "h:2")
+    with pytest.raises(cli.CliError):
+        split(["balance", "a", "--billing"])
