@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import httpx
 import openai
+import psycopg
 import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
@@ -37,9 +38,39 @@ def stack() -> Iterator[Stack]:
     try:
         stack.start()
         yield stack
+        assert_ledger_invariants(url)
     finally:
         stack.stop()
         drop_database(url)
+
+
+def assert_ledger_invariants(url: str) -> None:
+    """After every test: each balance is the sum of its ledger, held money is
+    exactly the open holds, and no hold was left open."""
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        drift = conn.execute(
+            """
+            SELECT a.id, a.balance_micros, COALESCE(l.total, 0), a.held_micros,
+                   COALESCE(h.open, 0)
+            FROM billing.accounts a
+            LEFT JOIN (SELECT account_id, SUM(amount_micros) AS total
+                       FROM billing.ledger_entries GROUP BY account_id) l
+                   ON l.account_id = a.id
+            LEFT JOIN (SELECT account_id, SUM(amount_micros) AS open
+                       FROM billing.holds WHERE status = 'open' GROUP BY account_id) h
+                   ON h.account_id = a.id
+            WHERE a.balance_micros <> COALESCE(l.total, 0)
+               OR a.held_micros <> COALESCE(h.open, 0)
+               OR a.balance_micros < a.held_micros
+            """
+        ).fetchall()
+        open_holds = conn.execute(
+            "SELECT count(*) FROM billing.holds WHERE status = 'open'"
+        ).fetchone()
+        accounts = conn.execute("SELECT count(*) FROM billing.accounts").fetchone()
+    assert accounts is not None and accounts[0] > 0
+    assert drift == [], f"ledger drift: {drift}"
+    assert open_holds == (0,), f"holds left open: {open_holds}"
 
 
 @pytest.fixture(scope="session")

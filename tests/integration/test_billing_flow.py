@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -148,3 +149,60 @@ def test_concurrent_calls_never_overdraw(
     assert held == 0
     assert 0 < balance < 182_880_000
     assert ledger_sum(billing, acct.account_id) == balance
+
+
+def wait_until_settled(
+    billing: billing_pb2_grpc.BillingStub, account_id: str, seconds: float = 10
+) -> tuple[int, int]:
+    deadline = time.monotonic() + seconds
+    while True:
+        balance, held = account_state(billing, account_id)
+        if held == 0 or time.monotonic() > deadline:
+            return balance, held
+        time.sleep(0.05)
+
+
+def test_client_leaving_a_stream_is_charged_for_what_it_got(
+    base_url: str, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before, _ = account_state(billing, account.account_id)
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {account.api_key}"}
+    ) as client:
+        with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "messages": [
+                    {"role": "user", "content": "x [sim:tokens=50] [sim:chunk-delay=0.2]"}
+                ],
+                "stream": True,
+                "max_tokens": 100,
+            },
+        ) as response:
+            seen = 0
+            for line in response.iter_lines():
+                if '"content"' in line:
+                    seen += 1
+                if seen == 2:
+                    break  # hang up mid-stream
+    balance, held = wait_until_settled(billing, account.account_id)
+    assert held == 0
+    charged = before - balance
+    # Some output was delivered, so something is charged; far less than the hold.
+    assert 0 < charged < 100 * 18_000
+    assert ledger_sum(billing, account.account_id) == balance
+
+
+def test_client_leaving_before_output_is_not_charged(
+    base_url: str, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before = account_state(billing, account.account_id)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{base_url}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "x [sim:delay=2]"}]},
+            headers={"Authorization": f"Bearer {account.api_key}"},
+            timeout=httpx.Timeout(5, read=0.5),
+        )
+    assert wait_until_settled(billing, account.account_id) == before
