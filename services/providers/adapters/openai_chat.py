@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -25,6 +26,19 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_COMPLETION_BYTES = 32 * 1024 * 1024
+
+
+@contextmanager
+def upstream_failures() -> Iterator[None]:
+    """Every way an upstream call can go wrong, as an UpstreamError."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamError("timeout", "upstream did not answer in time") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError("failed", f"upstream connection failed: {type(exc).__name__}") from exc
+    except (orjson.JSONDecodeError, UpstreamProtocolError, SseError) as exc:
+        raise UpstreamError("failed", f"upstream sent a malformed answer: {exc}") from exc
 
 
 class OpenAIChatAdapter:
@@ -88,7 +102,7 @@ class OpenAIChatAdapter:
             stream=False,
             max_tokens_field=self.provider.max_tokens_field,
         )
-        try:
+        with upstream_failures():
             response = await self.client.send(self._post(body, request_id), stream=True)
             try:
                 await self._raise_for_status(response)
@@ -100,14 +114,6 @@ class OpenAIChatAdapter:
             finally:
                 await response.aclose()
             return public_completion(orjson.loads(raw), identity)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError("timeout", "upstream did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                "failed", f"upstream connection failed: {type(exc).__name__}"
-            ) from exc
-        except (orjson.JSONDecodeError, UpstreamProtocolError) as exc:
-            raise UpstreamError("failed", f"upstream sent a malformed answer: {exc}") from exc
 
     async def stream(
         self,
@@ -125,7 +131,7 @@ class OpenAIChatAdapter:
             max_tokens_field=self.provider.max_tokens_field,
         )
         parser = SseParser()
-        try:
+        with upstream_failures():
             response = await self.client.send(self._post(body, request_id), stream=True)
             try:
                 await self._raise_for_status(response)
@@ -143,11 +149,3 @@ class OpenAIChatAdapter:
                 await response.aclose()
             # The body ended without [DONE]: the upstream broke off.
             raise UpstreamError("failed", "upstream stream ended early")
-        except httpx.TimeoutException as exc:
-            raise UpstreamError("timeout", "upstream did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                "failed", f"upstream connection failed: {type(exc).__name__}"
-            ) from exc
-        except (orjson.JSONDecodeError, UpstreamProtocolError, SseError) as exc:
-            raise UpstreamError("failed", f"upstream sent a malformed stream: {exc}") from exc
