@@ -30,6 +30,7 @@ class SseParser:
         self._data: list[bytes] = []
         self._data_size = 0
         self._event = "message"
+        self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         self._buffer += chunk
@@ -46,15 +47,21 @@ class SseParser:
         return events
 
     def _next_line(self) -> bytes | None:
+        if self._skip_lf and self._buffer:
+            # The \n of a \r\n whose \r ended the previous feed.
+            if self._buffer[0] == 0x0A:
+                del self._buffer[:1]
+            self._skip_lf = False
         lf = self._buffer.find(b"\n")
         cr = self._buffer.find(b"\r")
         if cr == -1 or (lf != -1 and lf < cr):
             if lf == -1:
                 return None
             end, skip = lf, 1
+        elif cr + 1 == len(self._buffer):
+            # A trailing \r ends the line now; a \n arriving next belongs to it.
+            end, skip, self._skip_lf = cr, 1, True
         else:
-            if cr + 1 == len(self._buffer):
-                return None  # a trailing \r may be half of \r\n
             end, skip = cr, 2 if self._buffer[cr + 1] == 0x0A else 1
         line = bytes(self._buffer[:end])
         del self._buffer[: end + skip]

@@ -9,7 +9,7 @@ import orjson
 
 MAX_MESSAGE_CHARS = 300
 # Anything that looks like a credential is masked before a message leaves us.
-_SECRETISH = re.compile(r"(sk|aip|key|AIza)[-_A-Za-z0-9]{12,}")
+_SECRETISH = re.compile(r"\b(sk-|sk_|aip_|key-|key_|AIza)[-_A-Za-z0-9]{12,}")
 
 FailureKind = Literal["rejected", "failed", "timeout"]
 

@@ -59,13 +59,34 @@ def expand_env(value: str, environ: Mapping[str, str]) -> str:
     return _ENV_REF.sub(sub, value)
 
 
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    section = doc.get(name) or {}
+    if not isinstance(section, dict):
+        raise RouteConfigError(f"{name}: must be a mapping")
+    return section
+
+
+def _positive(p: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = p.get(key, default)
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RouteConfigError(f"{where}: {key} must be a number") from None
+    if not number > 0:
+        raise RouteConfigError(f"{where}: {key} must be above zero")
+    return number
+
+
 def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
     if not isinstance(doc, dict):
         raise RouteConfigError("providers: top level must be a mapping")
     providers: dict[str, Provider] = {}
-    for name, p in (doc.get("providers") or {}).items():
+    for name, p in _section(doc, "providers").items():
+        where = f"providers.{name}"
         if not isinstance(p, dict):
-            raise RouteConfigError(f"providers.{name}: must be a mapping")
+            raise RouteConfigError(f"{where}: must be a mapping")
         protocol = p.get("protocol")
         if protocol not in PROTOCOLS:
             raise RouteConfigError(f"providers.{name}: unknown protocol {protocol!r}")
@@ -80,13 +101,13 @@ def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
             protocol=protocol,
             base_url=base_url,
             api_key=expand_env(str(p.get("api_key", "")), environ),
-            connect_timeout_seconds=float(p.get("connect_timeout_seconds", 5)),
-            read_timeout_seconds=float(p.get("read_timeout_seconds", 120)),
-            max_connections=int(p.get("max_connections", 100)),
+            connect_timeout_seconds=_positive(p, "connect_timeout_seconds", 5, where),
+            read_timeout_seconds=_positive(p, "read_timeout_seconds", 120, where),
+            max_connections=int(_positive(p, "max_connections", 100, where)),
             max_tokens_field=max_tokens_field,
         )
     routes: dict[str, tuple[Route, ...]] = {}
-    for model, entries in (doc.get("routes") or {}).items():
+    for model, entries in _section(doc, "routes").items():
         if not isinstance(entries, list) or not entries:
             raise RouteConfigError(f"routes.{model}: must be a non-empty list")
         parsed = []

@@ -1,0 +1,303 @@
+"""Provider and route configuration: ${ENV} expansion, validation, and the shipped files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.common.catalog import load_catalog
+from services.providers.routes import (
+    Provider,
+    Route,
+    RouteConfigError,
+    RouteTable,
+    expand_env,
+    load_routes,
+    parse_routes,
+)
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+ROUTE_FILES = ["providers.yaml", "providers.sandbox.yaml"]
+
+
+def provider_doc(**overrides: Any) -> dict[str, Any]:
+    return {"protocol": "openai-chat", "base_url": "https://api.example.com/v1", **overrides}
+
+
+def doc_with(provider: dict[str, Any], routes: Any = None) -> dict[str, Any]:
+    return {
+        "providers": {"acme": provider},
+        "routes": routes if routes is not None else {"m": [{"provider": "acme"}]},
+    }
+
+
+# --- expand_env --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "environ", "expected"),
+    [
+        ("${KEY}", {"KEY": "sk-1"}, "sk-1"),
+        ("${KEY}", {}, ""),
+        ("${KEY:-fallback}", {}, "fallback"),
+        ("${KEY:-fallback}", {"KEY": "set"}, "set"),
+        ("${KEY:-fallback}", {"KEY": ""}, "fallback"),  # like the shell's :-
+        ("${KEY:-}", {}, ""),
+        ("${URL:-http://127.0.0.1:9100/v1}", {}, "http://127.0.0.1:9100/v1"),
+        ("${HOST:-localhost}:${PORT:-80}/v1", {"PORT": "8080"}, "localhost:8080/v1"),
+        ("https://${HOST}/v1", {"HOST": "api.x.com"}, "https://api.x.com/v1"),
+        ("no references", {"KEY": "x"}, "no references"),
+        ("$KEY and ${lower}", {"KEY": "x", "lower": "y"}, "$KEY and ${lower}"),
+        ("${A_1}", {"A_1": "ok"}, "ok"),
+    ],
+)
+def test_expand_env(value: str, environ: dict[str, str], expected: str) -> None:
+    assert expand_env(value, environ) == expected
+
+
+def test_expanded_values_are_not_expanded_again() -> None:
+    assert expand_env("${A}", {"A": "${B}", "B": "secret"}) == "${B}"
+
+
+# --- parse_routes ------------------------------------------------------------------------
+
+
+def test_parse_full_document() -> None:
+    doc = {
+        "providers": {
+            "openai": {
+                "protocol": "openai-chat",
+                "base_url": "${OPENAI_BASE_URL:-https://api.openai.com/v1}/",
+                "api_key": "${OPENAI_API_KEY}",
+                "max_tokens_field": "max_completion_tokens",
+                "connect_timeout_seconds": 2.5,
+                "read_timeout_seconds": 300,
+                "max_connections": 20,
+            },
+            "deepseek": {"protocol": "openai-chat", "base_url": "https://api.deepseek.com"},
+        },
+        "routes": {
+            "gpt-5.4": [{"provider": "openai", "upstream_model": "gpt-5.4-2026-03-05"}],
+            "deepseek-v4-flash": [{"provider": "deepseek"}, {"provider": "openai"}],
+        },
+    }
+    table = parse_routes(doc, {"OPENAI_API_KEY": "sk-live-123"})
+    assert table == RouteTable(
+        providers={
+            "openai": Provider(
+                name="openai",
+                protocol="openai-chat",
+                base_url="https://api.openai.com/v1",
+                api_key="sk-live-123",
+                connect_timeout_seconds=2.5,
+                read_timeout_seconds=300.0,
+                max_connections=20,
+                max_tokens_field="max_completion_tokens",
+            ),
+            "deepseek": Provider(
+                name="deepseek",
+                protocol="openai-chat",
+                base_url="https://api.deepseek.com",
+                api_key="",
+                connect_timeout_seconds=5.0,
+                read_timeout_seconds=120.0,
+                max_connections=100,
+                max_tokens_field="max_tokens",
+            ),
+        },
+        routes={
+            "gpt-5.4": (Route("gpt-5.4", "openai", "gpt-5.4-2026-03-05"),),
+            "deepseek-v4-flash": (
+                Route("deepseek-v4-flash", "deepseek", "deepseek-v4-flash"),
+                Route("deepseek-v4-flash", "openai", "deepseek-v4-flash"),
+            ),
+        },
+    )
+    assert table.routes_for("deepseek-v4-flash")[0].provider == "deepseek"
+    assert table.routes_for("unknown-model") == ()
+
+
+def test_environment_overrides_defaults() -> None:
+    doc = doc_with(provider_doc(base_url="${BASE:-https://default.example/v1}", api_key="${K}"))
+    table = parse_routes(doc, {"BASE": "http://proxy.internal:8080/openai//", "K": "sk-abc"})
+    assert table.providers["acme"].base_url == "http://proxy.internal:8080/openai"
+    assert table.providers["acme"].api_key == "sk-abc"
+
+
+def test_empty_document_sections_give_an_empty_table() -> None:
+    assert parse_routes({}, {}) == RouteTable(providers={}, routes={})
+    assert parse_routes({"providers": None, "routes": None}, {}) == RouteTable({}, {})
+
+
+def test_upstream_model_is_kept_as_a_string() -> None:
+    table = parse_routes(
+        doc_with(provider_doc(), {"m": [{"provider": "acme", "upstream_model": 4}]}), {}
+    )
+    assert table.routes_for("m") == (Route("m", "acme", "4"),)
+
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        (["providers"], "providers: top level"),
+        ("providers: {}", "providers: top level"),
+        ({"providers": {"acme": "openai-chat"}}, "providers.acme"),
+        (doc_with(provider_doc(protocol="anthropic")), "providers.acme"),
+        (doc_with({"base_url": "https://x"}), "providers.acme"),
+        (doc_with(provider_doc(base_url="api.example.com/v1")), "providers.acme"),
+        (doc_with(provider_doc(base_url="ftp://api.example.com")), "providers.acme"),
+        (doc_with(provider_doc(base_url="${UNSET_BASE_URL}")), "providers.acme"),
+        (doc_with({"protocol": "openai-chat"}), "providers.acme"),
+        (doc_with(provider_doc(max_tokens_field="max_output_tokens")), "providers.acme"),
+        (doc_with(provider_doc(), {"m": []}), "routes.m"),
+        (doc_with(provider_doc(), {"m": None}), "routes.m"),
+        (doc_with(provider_doc(), {"m": {"provider": "acme"}}), "routes.m"),
+        (doc_with(provider_doc(), {"m": [{"provider": "nobody"}]}), "routes.m[0]"),
+        (doc_with(provider_doc(), {"m": [{"provider": "acme"}, {}]}), "routes.m[1]"),
+        (doc_with(provider_doc(), {"m": ["acme"]}), "routes.m[0]"),
+    ],
+    ids=[
+        "list",
+        "string",
+        "provider-not-mapping",
+        "unknown-protocol",
+        "missing-protocol",
+        "base-url-no-scheme",
+        "base-url-ftp",
+        "base-url-env-unset",
+        "base-url-missing",
+        "bad-max-tokens-field",
+        "route-empty-list",
+        "route-null",
+        "route-mapping",
+        "route-unknown-provider",
+        "route-no-provider",
+        "route-entry-string",
+    ],
+)
+def test_malformed_documents_are_rejected(doc: Any, where: str) -> None:
+    with pytest.raises(RouteConfigError, match="^" + re.escape(where)):
+        parse_routes(doc, {})
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"providers": [{"name": "acme", "protocol": "openai-chat"}]},
+        {"providers": {}, "routes": [{"m": [{"provider": "acme"}]}]},
+    ],
+    ids=["providers-list", "routes-list"],
+)
+def test_sections_that_are_not_mappings_are_config_errors(section: dict[str, Any]) -> None:
+    # An easy YAML slip (a list where a mapping belongs) must be reported as a config
+    # error naming the section, not crash start-up with an AttributeError.
+    with pytest.raises(RouteConfigError):
+        parse_routes(section, {})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("read_timeout_seconds", "soon"),
+        ("connect_timeout_seconds", 0),
+        ("read_timeout_seconds", -1),
+        ("max_connections", "many"),
+        ("max_connections", 0),
+    ],
+)
+def test_bad_numeric_settings_are_config_errors(key: str, value: Any) -> None:
+    # A zero/negative timeout fails every request and zero connections blocks every
+    # request; a non-number should name the provider rather than crash with a bare
+    # "could not convert string to float".
+    with pytest.raises(RouteConfigError, match=r"^providers\.acme"):
+        parse_routes(doc_with(provider_doc(**{key: value})), {})
+
+
+def test_load_routes_reads_yaml_and_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "providers.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {"acme": provider_doc(api_key="${AIPORT_TEST_ROUTES_KEY}")},
+                "routes": {"m": [{"provider": "acme", "upstream_model": "m-up"}]},
+            }
+        )
+    )
+    monkeypatch.setenv("AIPORT_TEST_ROUTES_KEY", "sk-from-env")
+    assert load_routes(path).providers["acme"].api_key == "sk-from-env"
+    # An explicit environment replaces the process one entirely.
+    assert load_routes(path, {}).providers["acme"].api_key == ""
+    assert load_routes(path, {}).routes_for("m") == (Route("m", "acme", "m-up"),)
+
+
+# --- the shipped configuration -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ROUTE_FILES)
+def test_every_enabled_text_model_has_a_route(name: str) -> None:
+    catalog = load_catalog(CONFIG / "catalog.yaml")
+    table = load_routes(CONFIG / name, {})
+    enabled = {m.id for m in catalog.enabled_text_models()}
+    assert enabled, "the catalog lists no enabled text model"
+    missing = sorted(m for m in enabled if not table.routes_for(m))
+    assert missing == [], f"{name}: no route for {missing}"
+
+
+@pytest.mark.parametrize("name", ROUTE_FILES)
+def test_every_route_is_for_a_catalog_text_model(name: str) -> None:
+    catalog = load_catalog(CONFIG / "catalog.yaml")
+    table = load_routes(CONFIG / name, {})
+    text_ids = {m.id for m in catalog.enabled_text_models()}
+    assert sorted(set(table.routes) - text_ids) == []
+    for routes in table.routes.values():
+        for route in routes:
+            assert route.provider in table.providers
+            assert route.upstream_model
+
+
+@pytest.mark.parametrize("name", ROUTE_FILES)
+def test_shipped_files_default_to_https_or_loopback(name: str) -> None:
+    table = load_routes(CONFIG / name, {})
+    assert table.providers
+    for provider in table.providers.values():
+        assert provider.protocol == "openai-chat"
+        assert provider.base_url.startswith(("https://", "http://127.0.0.1"))
+        assert not provider.base_url.endswith("/")
+        assert provider.read_timeout_seconds > 0 and provider.connect_timeout_seconds > 0
+
+
+def test_real_providers_file_takes_keys_only_from_the_environment() -> None:
+    bare = load_routes(CONFIG / "providers.yaml", {})
+    assert {p.api_key for p in bare.providers.values()} == {""}
+    env = {"OPENAI_API_KEY": "sk-openai-test", "DEEPSEEK_API_KEY": "sk-deepseek-test"}
+    table = load_routes(CONFIG / "providers.yaml", env)
+    assert table.providers["openai"].api_key == "sk-openai-test"
+    assert table.providers["deepseek"].api_key == "sk-deepseek-test"
+    assert table.providers["openai"].base_url == "https://api.openai.com/v1"
+
+
+def test_real_providers_file_token_fields() -> None:
+    table = load_routes(CONFIG / "providers.yaml", {})
+    # GPT-5 models are reasoning models: they reject max_tokens.
+    assert table.providers["openai"].max_tokens_field == "max_completion_tokens"
+    assert table.providers["deepseek"].max_tokens_field == "max_tokens"
+
+
+def test_sandbox_file_defaults_and_overrides() -> None:
+    table = load_routes(CONFIG / "providers.sandbox.yaml", {})
+    sandbox = table.providers["sandbox"]
+    assert sandbox.base_url == "http://127.0.0.1:9100/v1"
+    assert sandbox.api_key == "sk-sandbox"
+    moved = load_routes(
+        CONFIG / "providers.sandbox.yaml",
+        {"AIPORT_SANDBOX_URL": "http://127.0.0.1:40123/v1", "AIPORT_SANDBOX_API_KEY": "sk-x"},
+    )
+    assert moved.providers["sandbox"].base_url == "http://127.0.0.1:40123/v1"
+    assert moved.providers["sandbox"].api_key == "sk-x"
+    assert {r.provider for rs in moved.routes.values() for r in rs} == {"sandbox"}
