@@ -28,8 +28,10 @@ or point AIPORT_DATABASE_URL at a server you have (postgresql+psycopg://USER:PAS
 STEPS
     return 1
   fi
-  echo "deps: installing PostgreSQL ..."
-  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  if ! command -v pg_ctlcluster >/dev/null; then
+    echo "deps: installing PostgreSQL ..."; apt_install postgresql
+  fi
+  echo "deps: starting PostgreSQL ..."
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
   wait_up $PG_HOST $PG_PORT || { echo "deps: PostgreSQL did not start" >&2; return 1; }
   # The default URL logs in as postgres/postgres over TCP.
@@ -47,8 +49,10 @@ or point AIPORT_AMQP_URL at a broker you have.
 STEPS
     return 1
   fi
-  echo "deps: installing RabbitMQ ..."
-  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  if ! command -v rabbitmq-server >/dev/null; then
+    echo "deps: installing RabbitMQ ..."; apt_install rabbitmq-server
+  fi
+  echo "deps: starting RabbitMQ ..."
   rabbitmq-server -detached || true
   wait_up $MQ_HOST $MQ_PORT || { echo "deps: RabbitMQ did not start" >&2; return 1; }
 }
