@@ -14,17 +14,17 @@ import sys
 import grpc
 from sqlalchemy.engine import make_url
 
-from services.common import logs, settings
+from services.common import db, logs, settings
 from services.common.grpc_server import serve
 
-from . import config, db, ledger, sweeper
+from . import config, ledger, sweeper
 from .server import BillingServicer, register
 
 
 async def run() -> int:
     log = logs.setup("billing")
     url = settings.database_url()
-    engine = db.create_engine(url)
+    engine = db.create_engine(url, application_name="billing")
     sweeper_task: asyncio.Task[None] | None = None
     try:
         try:

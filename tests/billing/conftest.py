@@ -10,8 +10,8 @@ import pytest_asyncio
 from aiport.v1 import billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import db
 from services.billing.server import BillingServicer, register
+from services.common import db
 from tests.support.databases import drop_database, fresh_database_url, migrate_all
 
 from .helpers import assert_invariants
@@ -29,7 +29,7 @@ def database_url() -> Iterator[str]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(database_url)
+    engine = db.create_engine(database_url, application_name="billing")
     yield engine
     await engine.dispose()
 

@@ -17,7 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import db, ledger, rules
+from services.billing import ledger, rules
+from services.common import db
 from tests.support.databases import drop_database, fresh_database_url
 
 from .helpers import AIPORTCTL, IDR, free_port, make_overdue
@@ -264,7 +265,7 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
                 sys.executable, "-m", "services.billing.migrate", env=env, cwd=tmp_path
             )
             assert code == 0, err
-        engine = db.create_engine(url, pool_size=1, max_overflow=0)
+        engine = db.create_engine(url, application_name="billing", pool_size=1, max_overflow=0)
         try:
             assert await ledger.schema_revision(engine) == "0001"
             async with engine.connect() as conn:

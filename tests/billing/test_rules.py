@@ -8,8 +8,9 @@ import re
 import grpc
 import pytest
 
-from services.billing import cli, db, rules
+from services.billing import cli, rules
 from services.billing.server import status_for
+from services.common import db
 
 
 def test_ids_have_prefix_and_20_base62_chars() -> None:

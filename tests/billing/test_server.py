@@ -13,8 +13,9 @@ from aiport.v1 import billing_pb2 as pb
 from aiport.v1 import billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import db, ledger, rules
+from services.billing import ledger, rules
 from services.billing.server import BillingServicer, register
+from services.common import db
 from tests.support.databases import drop_database, fresh_database_url
 
 from .helpers import IDR
@@ -248,7 +249,7 @@ async def dead_db_stub() -> AsyncIterator[Stub]:
     """A server whose database has gone away."""
     url = fresh_database_url("aiport_test_gone")
     drop_database(url)
-    engine = db.create_engine(url)
+    engine = db.create_engine(url, application_name="billing")
     server = grpc.aio.server()
     register(server, BillingServicer(engine))
     port = server.add_insecure_port("127.0.0.1:0")

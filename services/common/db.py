@@ -1,4 +1,4 @@
-"""Database URLs and the service's async engine (modest pool, timeouts, pre-ping)."""
+"""PostgreSQL URLs and a service's async engine (modest pool, timeouts, pre-ping)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def libpq_conninfo(url: str | URL, database: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, application_name: str, pool_size: int = 10, max_overflow: int = 10
+) -> AsyncEngine:
     options = (
         f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
         f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
@@ -44,6 +46,6 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
         connect_args={
             "options": options,
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "application_name": "aiport-billing",
+            "application_name": f"aiport-{application_name}",
         },
     )
