@@ -15,7 +15,11 @@ from typing import Any
 
 import yaml
 
-PROTOCOLS = frozenset({"openai-chat"})
+PROTOCOLS = frozenset({"openai-chat", "openai-images", "video-task"})
+# How an OpenAI-Images-compatible upstream takes the output size and answers with bytes:
+#   openai: size="WIDTHxHEIGHT", output_format=png, edits as multipart/form-data `image[]`
+#   xai:    aspect_ratio + resolution (1k/2k), response_format=b64_json, edits as JSON
+IMAGE_DIALECTS = frozenset({"openai", "xai"})
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 
 
@@ -34,6 +38,13 @@ class Provider:
     max_connections: int
     # OpenAI reasoning models take max_completion_tokens instead of max_tokens.
     max_tokens_field: str
+    # video-task: seconds between two polls of an upstream task.
+    poll_interval_seconds: float = 5.0
+    # openai-images: the upstream's flavour and its output size limits (0 = no limit).
+    image_dialect: str = "openai"
+    image_max_edge: int = 4096
+    image_min_pixels: int = 0
+    image_max_pixels: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,19 @@ def _positive(p: dict[str, Any], key: str, default: float, where: str) -> float:
     return number
 
 
+def _whole(p: dict[str, Any], key: str, default: int, where: str, low: int) -> int:
+    value = p.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise RouteConfigError(f"{where}: {key} must be a whole number")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise RouteConfigError(f"{where}: {key} must be a whole number") from None
+    if number < low:
+        raise RouteConfigError(f"{where}: {key} must be at least {low}")
+    return number
+
+
 def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
     if not isinstance(doc, dict):
         raise RouteConfigError("providers: top level must be a mapping")
@@ -96,6 +120,13 @@ def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
         max_tokens_field = str(p.get("max_tokens_field", "max_tokens"))
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise RouteConfigError(f"providers.{name}: bad max_tokens_field")
+        image_dialect = str(p.get("image_dialect", "openai"))
+        if image_dialect not in IMAGE_DIALECTS:
+            raise RouteConfigError(f"providers.{name}: unknown image_dialect {image_dialect!r}")
+        image_min_pixels = _whole(p, "image_min_pixels", 0, where, 0)
+        image_max_pixels = _whole(p, "image_max_pixels", 0, where, 0)
+        if image_max_pixels and image_min_pixels > image_max_pixels:
+            raise RouteConfigError(f"{where}: image_min_pixels exceeds image_max_pixels")
         providers[name] = Provider(
             name=name,
             protocol=protocol,
@@ -105,6 +136,11 @@ def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
             read_timeout_seconds=_positive(p, "read_timeout_seconds", 120, where),
             max_connections=int(_positive(p, "max_connections", 100, where)),
             max_tokens_field=max_tokens_field,
+            poll_interval_seconds=_positive(p, "poll_interval_seconds", 5, where),
+            image_dialect=image_dialect,
+            image_max_edge=_whole(p, "image_max_edge", 4096, where, 16),
+            image_min_pixels=image_min_pixels,
+            image_max_pixels=image_max_pixels,
         )
     routes: dict[str, tuple[Route, ...]] = {}
     for model, entries in _section(doc, "routes").items():

@@ -13,7 +13,7 @@ from services.sandbox.server import serve
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m services.sandbox",
-        description="Deterministic OpenAI-protocol upstream for local runs and tests.",
+        description="Deterministic upstream (OpenAI chat and images, Ark video tasks) for tests.",
     )
     parser.add_argument(
         "--host", default=env("AIPORT_SANDBOX_HOST", "127.0.0.1"), help="[AIPORT_SANDBOX_HOST]"

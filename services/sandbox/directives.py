@@ -19,8 +19,15 @@ _DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:=([^\]\s]*))?\]", re.IGNORECASE)
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 # Directives that take no value, and those that take a non-negative integer.
-_FLAGS = frozenset({"fail", "echo", "parallel"})
+_FLAGS = frozenset({"fail", "echo", "parallel", "hang"})
 _COUNTS = frozenset({"fail-after", "tokens", "cached", "reasoning"})
+
+# What each endpoint understands; anything else in its prompt is a 400.
+CHAT = frozenset(
+    {"fail", "fail-after", "delay", "chunk-delay", "tokens", "cached", "reasoning"}
+    | {"status", "echo", "parallel"}
+)
+MEDIA = frozenset({"fail", "delay", "hang", "status"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class Directives:
     status: int | None = None
     echo: bool = False
     parallel: bool = False
+    hang: bool = False  # media only: never answer (images) / never finish (video tasks)
 
     def error(self, streaming: bool) -> ApiError | None:
         """The error to answer instead of a completion, if the directives ask for one.
@@ -58,16 +66,19 @@ def remove(text: str) -> str:
     return " ".join(_DIRECTIVE.sub(" ", text).split())
 
 
-def parse(text: str) -> Directives:
+def parse(text: str, allowed: frozenset[str] = CHAT, param: str = "messages") -> Directives:
     """Every directive anywhere in `text`; an unknown or malformed one is a 400.
 
     Rejecting typos (`[sim:token=3]`) beats silently answering with defaults
-    and leaving a test author puzzled.
+    and leaving a test author puzzled. `allowed` is what the endpoint understands
+    (chat and media differ); `param` names the request field in the 400.
     """
     found: dict[str, int | float | bool] = {}
     for match in _DIRECTIVE.finditer(text):
         name, raw = match.group(1).lower(), match.group(2)
-        found[name] = _value(name, raw, match.group(0))
+        found[name] = _value(name, raw, match.group(0), param)
+        if name not in allowed:
+            raise _bad(match.group(0), "is not supported by this endpoint", param)
     # Plain dict -> dataclass; the names were validated in _value.
     return Directives(
         fail=bool(found.get("fail", False)),
@@ -80,21 +91,22 @@ def parse(text: str) -> Directives:
         status=_int_or_none(found.get("status")),
         echo=bool(found.get("echo", False)),
         parallel=bool(found.get("parallel", False)),
+        hang=bool(found.get("hang", False)),
     )
 
 
-def _value(name: str, raw: str | None, literal: str) -> int | float | bool:
+def _value(name: str, raw: str | None, literal: str, param: str) -> int | float | bool:
     if name in _FLAGS:
         if raw is not None:
-            raise _bad(literal, "takes no value")
+            raise _bad(literal, "takes no value", param)
         return True
     if raw is None:
-        raise _bad(literal, "needs a value")
+        raise _bad(literal, "needs a value", param)
     if name in _COUNTS:
         if not _DIGITS.fullmatch(raw):
-            raise _bad(literal, "needs a non-negative integer")
+            raise _bad(literal, "needs a non-negative integer", param)
         if name == "tokens" and int(raw) > MAX_TOKENS_DIRECTIVE:
-            raise _bad(literal, f"is capped at {MAX_TOKENS_DIRECTIVE}")
+            raise _bad(literal, f"is capped at {MAX_TOKENS_DIRECTIVE}", param)
         return int(raw)
     if name in ("delay", "chunk-delay"):
         try:
@@ -102,13 +114,13 @@ def _value(name: str, raw: str | None, literal: str) -> int | float | bool:
         except ValueError:
             seconds = -1.0
         if not 0.0 <= seconds < float("inf"):
-            raise _bad(literal, "needs a non-negative number of seconds")
+            raise _bad(literal, "needs a non-negative number of seconds", param)
         return min(seconds, MAX_DELAY_SECONDS)
     if name == "status":
         if not _DIGITS.fullmatch(raw) or not 400 <= int(raw) <= 599:
-            raise _bad(literal, "needs an HTTP error status 400..599")
+            raise _bad(literal, "needs an HTTP error status 400..599", param)
         return int(raw)
-    raise _bad(literal, "is not a known directive")
+    raise _bad(literal, "is not a known directive", param)
 
 
 def _int_or_none(value: int | float | bool | None) -> int | None:
@@ -119,5 +131,5 @@ def _float_or_none(value: int | float | bool | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _bad(literal: str, why: str) -> Exception:
-    return invalid(f"sandbox: directive {literal} {why}", param="messages")
+def _bad(literal: str, why: str, param: str) -> Exception:
+    return invalid(f"sandbox: directive {literal} {why}", param=param)

@@ -49,3 +49,31 @@ def openai_error_body(err: ApiError) -> dict[str, Any]:
     return {
         "error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
     }
+
+
+# Ark (BytePlus ModelArk / Volcengine) answers errors as
+# {"error": {"code": "InvalidParameter", "message", "param", "type": "BadRequest"}}.
+_ARK_TYPES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}
+_ARK_CODES = {
+    400: "InvalidParameter",
+    401: "AuthenticationError",
+    403: "AccessDenied",
+    404: "ResourceNotFound",
+    429: "RateLimitExceeded",
+}
+
+
+def ark_error_body(err: ApiError) -> dict[str, Any]:
+    # Our own validation errors already carry Ark codes (CamelCase); others get the
+    # code Ark uses for that status.
+    code = err.code if err.code and err.code[:1].isupper() else None
+    if err.status >= 500:
+        kind, default = "InternalServiceError", "InternalServiceError"
+    elif err.status == 429:
+        kind, default = "TooManyRequests", _ARK_CODES[429]
+    else:
+        kind = _ARK_TYPES.get(err.status, "BadRequest")
+        default = _ARK_CODES.get(err.status, "InvalidParameter")
+    return {
+        "error": {"code": code or default, "message": err.message, "param": err.param, "type": kind}
+    }

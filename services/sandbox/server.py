@@ -12,8 +12,9 @@ import logging
 import secrets
 import signal
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,20 +22,30 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from services.common.logs import fields
-from services.sandbox import openai_chat
-from services.sandbox.errors import ApiError, openai_error_body
+from services.sandbox import media, openai_chat, openai_images, png, video_tasks
+from services.sandbox.errors import ApiError, ark_error_body, openai_error_body, simulated_status
 
 log = logging.getLogger("sandbox")
 
 REQUEST_LOG_SIZE = 200
-# Chat bodies may carry base64 images; aiohttp's 1 MiB default would 413 them.
-MAX_BODY_BYTES = 64 * 1024 * 1024
+# Chat bodies may carry base64 images and video tasks base64 videos (50 MB each, a third
+# more as base64); aiohttp's 1 MiB default would 413 them.
+MAX_BODY_BYTES = 256 * 1024 * 1024
 # A stopping sandbox should not hold a test run hostage to a [sim:delay=600].
 SHUTDOWN_SECONDS = 1.0
+# [sim:hang] holds a request until the client leaves, but not past this.
+HANG_LIMIT_SECONDS = 3600.0
+# Images answered as URLs (response_format=url) are kept for the last this many.
+FILE_STORE_SIZE = 200
+SAMPLE_MP4 = Path(__file__).resolve().parent / "assets" / "sample.mp4"
+ARK_PREFIX = "/api/v3/"
 
 API_KEY = web.AppKey("api_key", str)
 CHUNK_DELAY = web.AppKey("chunk_delay", float)
 REQUEST_LOG: web.AppKey[deque[dict[str, Any]]] = web.AppKey("request_log")
+TASKS = web.AppKey("tasks", video_tasks.TaskStore)
+FILES: web.AppKey[OrderedDict[str, bytes]] = web.AppKey("files")
+VIDEO = web.AppKey("video", bytes)
 # Per-request notes the access log line picks up (model, stream, dropped). A context
 # variable, not request storage: each request runs in its own task (own context), and
 # typed request keys (web.RequestKey) need a newer aiohttp than the project pins.
@@ -48,11 +59,21 @@ def create_app(api_key: str, *, chunk_delay: float = 0.0) -> web.Application:
     app[API_KEY] = api_key
     app[CHUNK_DELAY] = chunk_delay
     app[REQUEST_LOG] = deque(maxlen=REQUEST_LOG_SIZE)
+    app[TASKS] = video_tasks.TaskStore()
+    app[FILES] = OrderedDict()
+    app[VIDEO] = SAMPLE_MP4.read_bytes()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/images/generations", images_generations)
+    app.router.add_post("/v1/images/edits", images_edits)
+    app.router.add_post("/api/v3/contents/generations/tasks", create_task)
+    app.router.add_get("/api/v3/contents/generations/tasks/{task_id}", get_task)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/_sandbox/requests", list_requests)
     app.router.add_delete("/_sandbox/requests", clear_requests)
+    app.router.add_get("/_sandbox/tasks", list_tasks)
+    app.router.add_delete("/_sandbox/tasks", clear_tasks)
+    app.router.add_get("/_sandbox/files/{name}", get_file)
     return app
 
 
@@ -83,7 +104,9 @@ def _json(obj: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
 
 
-def _error(err: ApiError) -> web.Response:
+def _error(err: ApiError, path: str = "") -> web.Response:
+    if path.startswith(ARK_PREFIX):
+        return _json(ark_error_body(err), err.status)
     return _json(openai_error_body(err), err.status)
 
 
@@ -112,18 +135,20 @@ async def _access_log(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def _errors_as_openai(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error, ours or aiohttp's (404, 405, 413), leaves in OpenAI's error shape."""
+    """Every error, ours or aiohttp's (404, 405, 413), leaves in the protocol's error shape:
+    Ark's under /api/v3/, OpenAI's everywhere else."""
+    path = request.path
     try:
         return await handler(request)
     except ApiError as err:
-        return _error(err)
+        return _error(err, path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(ApiError(exc.status, f"{exc.reason} ({request.method} {request.path})"))
+        return _error(ApiError(exc.status, f"{exc.reason} ({request.method} {path})"), path)
     except Exception:
-        log.exception("unexpected error", extra=fields(path=request.path))
-        return _error(ApiError(500, "sandbox: internal error", type="server_error"))
+        log.exception("unexpected error", extra=fields(path=path))
+        return _error(ApiError(500, "sandbox: internal error", type="server_error"), path)
 
 
 def _auth_error(request: web.Request) -> ApiError | None:
@@ -206,6 +231,194 @@ def _drop(request: web.Request) -> None:
         request.transport.close()
 
 
+# --- OpenAI Images --------------------------------------------------------------------
+
+
+async def images_generations(request: web.Request) -> web.StreamResponse:
+    denied = _auth_error(request)
+    try:
+        body = openai_chat.parse_json(await request.read())
+    except ApiError:
+        if denied is not None:
+            raise denied from None
+        raise
+    _log_request(request, body)
+    if denied is not None:
+        raise denied
+    return await _answer_images(request, openai_images.parse_generation(body))
+
+
+async def images_edits(request: web.Request) -> web.StreamResponse:
+    """multipart/form-data (OpenAI's form: `image[]` file parts) or JSON with data: URLs."""
+    denied = _auth_error(request)
+    if request.content_type == "multipart/form-data":
+        form = await request.post()
+        text: dict[str, str] = {}
+        files: list[openai_images.Upload] = []
+        for name, value in form.items():
+            if isinstance(value, web.FileField):
+                files.append(
+                    openai_images.Upload(
+                        name, value.filename, value.content_type, value.file.read()
+                    )
+                )
+            else:
+                text[name] = str(value)
+        _log_request(
+            request,
+            {
+                **text,
+                "files": [
+                    {
+                        "field": f.field,
+                        "filename": f.filename,
+                        "content_type": f.declared_type,
+                        "sniffed": media.sniff(f.data),
+                        "bytes": len(f.data),
+                    }
+                    for f in files
+                ],
+            },
+        )
+        if denied is not None:
+            raise denied
+        job = openai_images.parse_edit_form(text, files)
+    elif request.content_type == "application/json":
+        try:
+            body = openai_chat.parse_json(await request.read())
+        except ApiError:
+            if denied is not None:
+                raise denied from None
+            raise
+        _log_request(request, _summarise_data_urls(body))
+        if denied is not None:
+            raise denied
+        job = openai_images.parse_edit_json(body)
+    else:
+        if denied is not None:
+            raise denied
+        raise ApiError(
+            400,
+            "Unsupported content type: send multipart/form-data (or application/json).",
+            code="invalid_content_type",
+        )
+    openai_images.check_edit_has_images(job)
+    return await _answer_images(request, job)
+
+
+async def _answer_images(request: web.Request, job: openai_images.ImageJob) -> web.StreamResponse:
+    _notes.get({}).update(model=job.model, n=job.n, size=job.size_label)
+    found = job.directives
+    if found.delay:
+        await asyncio.sleep(found.delay)
+    error = found.error(streaming=False)
+    if error is not None:
+        raise error
+    if found.hang:
+        await _hang(request)
+        return web.Response(status=504, text="client gave up")
+    # Deflating a few hundred KB per image is CPU work: keep the loop free for others.
+    images = await asyncio.to_thread(openai_images.render, job)
+    urls = []
+    if job.response_format == "url":
+        store = request.app[FILES]
+        for image in images:
+            name = media.new_id("img")
+            store[name] = image
+            while len(store) > FILE_STORE_SIZE:
+                store.popitem(last=False)
+            urls.append(f"{_origin(request)}/_sandbox/files/{name}.png")
+    return _json(openai_images.response_body(job, images, urls, int(time.time())))
+
+
+async def _hang(request: web.Request) -> None:
+    """Hold the request until the client hangs up (or HANG_LIMIT_SECONDS pass)."""
+    _notes.get({})["hung"] = True
+    deadline = time.monotonic() + HANG_LIMIT_SECONDS
+    while time.monotonic() < deadline:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            _notes.get({})["client_gone"] = True
+            return
+        await asyncio.sleep(0.05)
+
+
+def _summarise_data_urls(body: object) -> object:
+    if isinstance(body, dict):
+        return {k: _summarise_data_urls(v) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_summarise_data_urls(v) for v in body]
+    if isinstance(body, str) and body.startswith("data:"):
+        return media.data_url_summary(body)
+    return body
+
+
+# --- Ark video tasks -------------------------------------------------------------------
+
+
+async def create_task(request: web.Request) -> web.Response:
+    denied = _auth_error(request)
+    try:
+        body = openai_chat.parse_json(await request.read())
+    except ApiError:
+        if denied is not None:
+            raise denied from None
+        raise
+    _log_request(request, video_tasks.log_body(body))
+    if denied is not None:
+        raise denied
+    spec = video_tasks.parse_create(body)
+    _notes.get({}).update(model=spec.model)
+    if spec.directives.status is not None:
+        raise simulated_status(spec.directives.status)
+    task = video_tasks.Task(id=media.new_id("cgt"), spec=spec, created_at=time.time())
+    request.app[TASKS].add(task)
+    _notes.get({})["task"] = task.id
+    return _json({"id": task.id})
+
+
+async def get_task(request: web.Request) -> web.Response:
+    denied = _auth_error(request)
+    if denied is not None:
+        raise denied
+    task_id = request.match_info["task_id"]
+    task = request.app[TASKS].get(task_id)
+    if task is None:
+        raise ApiError(
+            404, f"The specified task {task_id[:64]} is not found.", code="ResourceNotFound"
+        )
+    base = f"{_origin(request)}/_sandbox/files"
+    return _json(video_tasks.task_body(task, time.time(), base))
+
+
+async def get_file(request: web.Request) -> web.Response:
+    """Result files, like Ark's pre-signed URLs: no Authorization needed."""
+    stem, _, ext = request.match_info["name"].rpartition(".")
+    stored = request.app[FILES].get(stem) if ext == "png" else None
+    if stored is not None:
+        return web.Response(body=stored, content_type="image/png")
+    task = request.app[TASKS].get(stem)
+    if task is not None and task.status(time.time()) == "succeeded":
+        if ext == "mp4":
+            return web.Response(body=request.app[VIDEO], content_type="video/mp4")
+        if ext == "png" and task.spec.return_last_frame:
+            width, height = png.fit(*video_tasks.output_size(task.spec.resolution, task.spec.ratio))
+            frame = await asyncio.to_thread(png.render, width, height, task.spec.prompt)
+            return web.Response(body=frame, content_type="image/png")
+    raise ApiError(404, f"No such file: {request.match_info['name'][:80]}")
+
+
+def _origin(request: web.Request) -> str:
+    """Where the client reached us: result URLs point back the same way."""
+    return f"{request.scheme}://{request.host}"
+
+
+def _log_request(request: web.Request, body: object) -> None:
+    request.app[REQUEST_LOG].append(
+        {"path": request.path, "authorization": request.headers.get("Authorization"), "body": body}
+    )
+
+
 async def list_models(request: web.Request) -> web.Response:
     denied = _auth_error(request)
     if denied is not None:
@@ -231,4 +444,16 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def clear_requests(request: web.Request) -> web.Response:
     request.app[REQUEST_LOG].clear()
+    return web.Response(status=204)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    """Every video task still kept, oldest first: {id, model, prompt, status, created_at}."""
+    now = time.time()
+    tasks = request.app[TASKS].tasks.values()
+    return _json([video_tasks.summary(task, now) for task in tasks])
+
+
+async def clear_tasks(request: web.Request) -> web.Response:
+    request.app[TASKS].clear()
     return web.Response(status=204)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from services.common.catalog import load_catalog
+from services.common.catalog import ImageModel, TextModel, VideoModel, load_catalog
 from services.providers.routes import (
+    PROTOCOLS,
     Provider,
     Route,
     RouteConfigError,
@@ -250,15 +251,31 @@ def test_every_enabled_text_model_has_a_route(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ROUTE_FILES)
-def test_every_route_is_for_a_catalog_text_model(name: str) -> None:
+def test_every_enabled_model_of_every_modality_has_a_route(name: str) -> None:
     catalog = load_catalog(CONFIG / "catalog.yaml")
     table = load_routes(CONFIG / name, {})
-    text_ids = {m.id for m in catalog.enabled_text_models()}
-    assert sorted(set(table.routes) - text_ids) == []
-    for routes in table.routes.values():
+    enabled = {m.id for m in catalog.enabled_models()}
+    assert any(isinstance(m, ImageModel) for m in catalog.enabled_models())
+    assert any(isinstance(m, VideoModel) for m in catalog.enabled_models())
+    missing = sorted(m for m in enabled if not table.routes_for(m))
+    assert missing == [], f"{name}: no route for {missing}"
+
+
+# Which upstream protocol can serve which kind of catalog model.
+PROTOCOL_FOR = {TextModel: "openai-chat", ImageModel: "openai-images", VideoModel: "video-task"}
+
+
+@pytest.mark.parametrize("name", ROUTE_FILES)
+def test_every_route_is_for_a_catalog_model_over_its_protocol(name: str) -> None:
+    catalog = load_catalog(CONFIG / "catalog.yaml")
+    table = load_routes(CONFIG / name, {})
+    assert sorted(set(table.routes) - set(catalog.models)) == []
+    for model_id, routes in table.routes.items():
+        expected = PROTOCOL_FOR[type(catalog.models[model_id])]
         for route in routes:
             assert route.provider in table.providers
             assert route.upstream_model
+            assert table.providers[route.provider].protocol == expected, model_id
 
 
 @pytest.mark.parametrize("name", ROUTE_FILES)
@@ -266,7 +283,7 @@ def test_shipped_files_default_to_https_or_loopback(name: str) -> None:
     table = load_routes(CONFIG / name, {})
     assert table.providers
     for provider in table.providers.values():
-        assert provider.protocol == "openai-chat"
+        assert provider.protocol in PROTOCOLS
         assert provider.base_url.startswith(("https://", "http://127.0.0.1"))
         assert not provider.base_url.endswith("/")
         assert provider.read_timeout_seconds > 0 and provider.connect_timeout_seconds > 0
@@ -300,4 +317,123 @@ def test_sandbox_file_defaults_and_overrides() -> None:
     )
     assert moved.providers["sandbox"].base_url == "http://127.0.0.1:40123/v1"
     assert moved.providers["sandbox"].api_key == "sk-x"
-    assert {r.provider for rs in moved.routes.values() for r in rs} == {"sandbox"}
+    assert {r.provider for rs in moved.routes.values() for r in rs} == {
+        "sandbox",
+        "sandbox-images",
+        "sandbox-video",
+    }
+
+
+def test_sandbox_file_media_providers() -> None:
+    table = load_routes(CONFIG / "providers.sandbox.yaml", {})
+    images, video = table.providers["sandbox-images"], table.providers["sandbox-video"]
+    assert (images.protocol, video.protocol) == ("openai-images", "video-task")
+    # AIPORT_SANDBOX_URL already ends in /v1: images share it, video hangs off the origin.
+    assert images.base_url == "http://127.0.0.1:9100/v1"
+    assert video.base_url == "http://127.0.0.1:9100/api/v3"
+    assert images.image_dialect == "openai"
+    assert video.poll_interval_seconds == 0.5
+    moved = load_routes(
+        CONFIG / "providers.sandbox.yaml",
+        {
+            "AIPORT_SANDBOX_URL": "http://127.0.0.1:40123/v1",
+            "AIPORT_SANDBOX_ROOT": "http://127.0.0.1:40123",
+            "AIPORT_SANDBOX_API_KEY": "sk-x",
+        },
+    )
+    assert moved.providers["sandbox-images"].base_url == "http://127.0.0.1:40123/v1"
+    assert moved.providers["sandbox-video"].base_url == "http://127.0.0.1:40123/api/v3"
+    assert {p.api_key for p in moved.providers.values()} == {"sk-x"}
+
+
+def test_real_providers_file_media_upstreams() -> None:
+    table = load_routes(CONFIG / "providers.yaml", {"OPENAI_API_KEY": "sk-o", "XAI_API_KEY": "xk"})
+    openai_images = table.providers["openai-images"]
+    assert openai_images.base_url == "https://api.openai.com/v1"
+    assert openai_images.api_key == "sk-o"
+    # gpt-image-2's documented size limits.
+    assert (
+        openai_images.image_max_edge,
+        openai_images.image_min_pixels,
+        openai_images.image_max_pixels,
+    ) == (3840, 655_360, 8_294_400)
+    xai = table.providers["xai-images"]
+    assert (xai.base_url, xai.image_dialect, xai.api_key) == ("https://api.x.ai/v1", "xai", "xk")
+    ark = table.providers["byteplus-ark"]
+    assert ark.protocol == "video-task"
+    assert ark.base_url == "https://ark.ap-southeast.bytepluses.com/api/v3"
+    assert ark.poll_interval_seconds >= 1
+    assert table.routes_for("gpt-image-2-img2img")[0].upstream_model == "gpt-image-2"
+    assert {table.routes_for(m)[0].provider for m in ("grok-image", "grok-image-img2img")} == {
+        "xai-images"
+    }
+    seedance = {
+        table.routes_for(m)[0].upstream_model
+        for m in (
+            "seedance-2.0-fast",
+            "seedance-2.0-fast-img2video",
+            "seedance-2.0-fast-multimodal",
+        )
+    }
+    assert seedance == {"dreamina-seedance-2-0-fast-260128"}
+
+
+# --- media provider fields ---------------------------------------------------------------
+
+
+def test_media_fields_default_for_every_protocol() -> None:
+    table = parse_routes(doc_with(provider_doc(protocol="openai-images")), {})
+    acme = table.providers["acme"]
+    assert acme.protocol == "openai-images"
+    assert (acme.poll_interval_seconds, acme.image_dialect) == (5.0, "openai")
+    assert (acme.image_max_edge, acme.image_min_pixels, acme.image_max_pixels) == (4096, 0, 0)
+
+
+def test_media_fields_are_parsed() -> None:
+    doc = doc_with(
+        provider_doc(
+            protocol="openai-images",
+            image_dialect="xai",
+            image_max_edge="3840",
+            image_min_pixels=655360,
+            image_max_pixels=8294400,
+            poll_interval_seconds="2.5",
+        )
+    )
+    acme = parse_routes(doc, {}).providers["acme"]
+    assert acme.image_dialect == "xai"
+    assert (acme.image_max_edge, acme.image_min_pixels, acme.image_max_pixels) == (
+        3840,
+        655360,
+        8294400,
+    )
+    assert acme.poll_interval_seconds == 2.5
+    video = parse_routes(doc_with(provider_doc(protocol="video-task")), {}).providers["acme"]
+    assert video.protocol == "video-task"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("image_dialect", "dall-e"),
+        ("poll_interval_seconds", 0),
+        ("poll_interval_seconds", "often"),
+        ("image_max_edge", 8),
+        ("image_max_edge", 1.5),
+        ("image_max_edge", True),
+        ("image_min_pixels", -1),
+        ("image_max_pixels", "lots"),
+    ],
+)
+def test_bad_media_settings_are_config_errors(key: str, value: Any) -> None:
+    doc = doc_with(provider_doc(protocol="openai-images", **{key: value}))
+    with pytest.raises(RouteConfigError, match=r"^providers\.acme"):
+        parse_routes(doc, {})
+
+
+def test_min_pixels_above_max_pixels_is_a_config_error() -> None:
+    doc = doc_with(
+        provider_doc(protocol="openai-images", image_min_pixels=100, image_max_pixels=99)
+    )
+    with pytest.raises(RouteConfigError, match="image_min_pixels exceeds image_max_pixels"):
+        parse_routes(doc, {})

@@ -1,0 +1,118 @@
+"""The Ark content-generation task protocol over HTTP (BytePlus ModelArk Seedance, sandbox).
+
+Implements services.providers.media.VideoTaskAdapter: submit a task, poll it, and
+stream the result file. Bodies are built and parsed in video_task_translate (pure).
+
+Result files live at the upstream's pre-signed URLs (Ark: TOS, valid 24 h), not
+behind its API: they are fetched with a separate client that never sends our key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+
+from services.providers.adapters.openai_chat import upstream_failures
+from services.providers.adapters.openai_images import api_client, raise_for_status, read_limited
+from services.providers.adapters.video_task_translate import (
+    TASKS_PATH,
+    create_body,
+    task_id_of,
+    task_state,
+    valid_task_id,
+)
+from services.providers.errors import UpstreamError
+from services.providers.media import TaskState, VideoRequest
+from services.providers.routes import Provider
+
+MAX_TASK_ANSWER_BYTES = 1024 * 1024
+MAX_REDIRECTS = 3
+
+
+class VideoTaskAdapter:
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.client = api_client(provider)
+        # No Authorization, no base URL: result URLs are absolute and pre-signed.
+        self.files = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=provider.connect_timeout_seconds,
+                read=provider.read_timeout_seconds,
+                write=provider.read_timeout_seconds,
+                pool=provider.connect_timeout_seconds,
+            ),
+            limits=httpx.Limits(max_connections=provider.max_connections),
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+        )
+
+    @property
+    def poll_interval_seconds(self) -> float:
+        return self.provider.poll_interval_seconds
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.files.aclose()
+
+    async def submit(self, request: VideoRequest) -> str:
+        """Create the task. Not idempotent upstream: a caller that retries after a
+        timeout may create a second task, so persist the id as soon as it is back."""
+        headers = {"Content-Type": "application/json"}
+        if request.request_id:
+            headers["X-Client-Request-Id"] = request.request_id
+        http_request = self.client.build_request(
+            "POST", TASKS_PATH, content=orjson.dumps(create_body(request)), headers=headers
+        )
+        with upstream_failures():
+            response = await self.client.send(http_request, stream=True)
+            try:
+                await raise_for_status(response, self.provider)
+                raw = await read_limited(response, MAX_TASK_ANSWER_BYTES)
+            finally:
+                await response.aclose()
+            return task_id_of(raw)
+
+    async def poll(self, task_id: str) -> TaskState:
+        """The task's state. A task the upstream no longer knows (404) is a failed task;
+        any other error means the upstream could not be asked (UpstreamError)."""
+        if not valid_task_id(task_id):
+            raise UpstreamError("failed", "not a valid upstream task id")
+        with upstream_failures():
+            response = await self.client.send(
+                self.client.build_request("GET", f"{TASKS_PATH}/{task_id}"), stream=True
+            )
+            try:
+                if response.status_code == 404:
+                    return TaskState(
+                        status="failed",
+                        error="The upstream task no longer exists.",
+                        extra={"upstream_status": "not_found"},
+                    )
+                # A poll is never the client's fault: every error is "failed".
+                await raise_for_status(response, self.provider, client_fault_possible=False)
+                raw = await read_limited(response, MAX_TASK_ANSWER_BYTES)
+            finally:
+                await response.aclose()
+            return task_state(raw, self.provider.api_key)
+
+    async def download(self, url: str, max_bytes: int) -> AsyncIterator[bytes]:
+        """The result file in pieces; UpstreamError once it passes max_bytes."""
+        if not url.startswith(("https://", "http://")):
+            raise UpstreamError("failed", "upstream result URL is not http(s)")
+        with upstream_failures():
+            async with self.files.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise UpstreamError(
+                        "failed", f"result download answered HTTP {response.status_code}"
+                    )
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise UpstreamError("failed", "result file exceeds the size limit")
+                total = 0
+                async for piece in response.aiter_bytes():
+                    total += len(piece)
+                    if total > max_bytes:
+                        raise UpstreamError("failed", "result file exceeds the size limit")
+                    yield piece

@@ -1,0 +1,68 @@
+"""Helpers both media protocols share: sniffing bytes, data: URLs, ids. No I/O."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+import time
+
+from services.sandbox.errors import invalid
+
+_DATA_URL = re.compile(r"data:([a-z0-9.+-]+/[a-z0-9.+-]+)(?:;[a-z0-9=.+-]+)*;base64,", re.I)
+
+
+def sniff(data: bytes) -> str | None:
+    """What the bytes are, by their magic number (not what someone declared)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if len(data) >= 12 and data[4:8] == b"ftyp":
+        return "video/mp4"
+    if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio/mpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio/wav"
+    return None
+
+
+def decode_data_url(url: str, param: str) -> tuple[str, bytes]:
+    """(declared media type, bytes) of a base64 data: URL; anything else is a 400."""
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise invalid(
+            f"Invalid '{param}': the sandbox cannot fetch remote files; send a base64 data: URL.",
+            param=param,
+            code="invalid_value",
+        )
+    try:
+        data = base64.b64decode(url[match.end() :], validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(
+            f"Invalid '{param}': the data: URL is not valid base64.",
+            param=param,
+            code="invalid_value",
+        ) from None
+    if not data:
+        raise invalid(f"Invalid '{param}': the file is empty.", param=param, code="invalid_value")
+    return match.group(1).lower(), data
+
+
+def data_url_summary(url: str) -> str:
+    """What the request log keeps of a data: URL: its type and size, not megabytes of base64."""
+    match = _DATA_URL.match(url)
+    if match is None:
+        return url[:200]
+    payload = url[match.end() :]
+    size = len(payload) * 3 // 4 - len(payload) + len(payload.rstrip("="))
+    return f"{url[: match.end()]}[{size} bytes]"
+
+
+def new_id(prefix: str) -> str:
+    """Like Ark's task ids: prefix, UTC timestamp, random suffix (cgt-20260405024433-sbj8r)."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return f"{prefix}-{stamp}-{secrets.token_hex(4)}"
