@@ -1,4 +1,5 @@
--- Turns gateway errors into the public error shape.
+-- Turns gateway errors into the public error shape, and sets the success
+-- status a method asks for (202 for accepted jobs) via the same header.
 --
 -- The gateway aborts failed calls with trailing metadata x-aiport-http-status
 -- and x-aiport-error (the JSON body). Before the first message gRPC sends them
@@ -35,5 +36,11 @@ function envoy_on_response(handle)
   if grpc_status ~= nil and grpc_status ~= "0" then
     local status = STATUS_FOR_GRPC[grpc_status] or "500"
     replace(handle, status, status == "500" and INTERNAL or UNAVAILABLE, nil)
+    return
+  end
+  local wanted = h:get("x-aiport-http-status")
+  if wanted ~= nil then
+    h:replace(":status", wanted)
+    h:remove("x-aiport-http-status")
   end
 end

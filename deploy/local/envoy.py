@@ -18,6 +18,7 @@ class EdgePorts:
     listen_port: int
     admin_port: int
     gateway_port: int
+    files_port: int
 
 
 def render(ports: EdgePorts, descriptor: Path) -> str:
@@ -27,6 +28,7 @@ def render(ports: EdgePorts, descriptor: Path) -> str:
         listen_port=ports.listen_port,
         admin_port=ports.admin_port,
         gateway_port=ports.gateway_port,
+        files_port=ports.files_port,
         descriptor_path=str(descriptor.resolve()),
         lua_path=str((ENVOY_DIR / "error_shaping.lua").resolve()),
         body_limit=BODY_LIMIT_BYTES,

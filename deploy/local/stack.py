@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -27,6 +28,19 @@ from services.common.settings import PROJECT_ROOT
 GEN_DIR = PROJECT_ROOT / "gen"
 DESCRIPTOR = GEN_DIR / "aiport.pb"
 READY_TIMEOUT_SECONDS = 30.0
+# Start order: dependencies first. Each owns its process; the edge comes last.
+SERVICES = (
+    "billing",
+    "sandbox",
+    "files",
+    "providers",
+    "jobs",
+    "worker-image",
+    "worker-video",
+    "gateway",
+)
+# Services that own a schema, migrated before anything starts.
+MIGRATED = ("billing", "jobs")
 STOP_TIMEOUT_SECONDS = 15.0
 
 
@@ -47,7 +61,13 @@ class StackConfig:
     gateway_port: int = 50050
     billing_port: int = 50051
     providers_port: int = 50052
+    jobs_port: int = 50053
+    worker_image_port: int = 50060
+    worker_video_port: int = 50061
+    files_port: int = 9200
     sandbox_port: int = 9100
+    amqp_prefix: str = "aiport"
+    job_timeout_seconds: int = 600
     providers_file: Path = PROJECT_ROOT / "config" / "providers.sandbox.yaml"
     catalog_file: Path = PROJECT_ROOT / "config" / "catalog.yaml"
     sandbox_api_key: str = "sk-sandbox"
@@ -63,7 +83,13 @@ class StackConfig:
             gateway_port=free_port(),
             billing_port=free_port(),
             providers_port=free_port(),
+            jobs_port=free_port(),
+            worker_image_port=free_port(),
+            worker_video_port=free_port(),
+            files_port=free_port(),
             sandbox_port=free_port(),
+            # Fresh queue names per run: runs never see each other's messages.
+            amqp_prefix=f"aiport-test-{uuid.uuid4().hex[:8]}",
         )
 
     @property
@@ -86,6 +112,13 @@ class StackConfig:
                 "AIPORT_GATEWAY_ADDR": f"127.0.0.1:{self.gateway_port}",
                 "AIPORT_BILLING_ADDR": self.billing_addr,
                 "AIPORT_PROVIDERS_ADDR": f"127.0.0.1:{self.providers_port}",
+                "AIPORT_JOBS_ADDR": f"127.0.0.1:{self.jobs_port}",
+                "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
+                "AIPORT_BLOB_DIR": str(self.run_dir / "blobs"),
+                "AIPORT_PUBLIC_URL": self.base_url,
+                "AIPORT_AMQP_PREFIX": self.amqp_prefix,
+                "AIPORT_JOB_TIMEOUT_SECONDS": str(self.job_timeout_seconds),
+                "AIPORT_SANDBOX_ROOT": self.sandbox_url,
                 "AIPORT_PROVIDERS": str(self.providers_file),
                 "AIPORT_CATALOG": str(self.catalog_file),
                 "AIPORT_SANDBOX_URL": f"{self.sandbox_url}/v1",
@@ -140,11 +173,19 @@ class Stack:
         return process
 
     def start_service(self, name: str) -> None:
-        """Start (or restart) one of our Python services by name."""
-        argv = [sys.executable, "-m", f"services.{name}"]
-        self.spawn(name, argv)
+        """Start (or restart) one of our processes by name (see SERVICES)."""
+        if name.startswith("worker-"):
+            kind = name.removeprefix("worker-")
+            addr = f"127.0.0.1:{getattr(self.config, f'worker_{kind}_port')}"
+            argv = ["-m", "services.providers.worker_main", "--kind", kind, "--addr", addr]
+            self.spawn(name, [sys.executable, *argv])
+            self._wait_grpc(name, addr)
+            return
+        self.spawn(name, [sys.executable, "-m", f"services.{name}"])
         if name == "sandbox":
             self._wait_http(name, f"{self.config.sandbox_url}/healthz")
+        elif name == "files":
+            self._wait_http(name, f"http://127.0.0.1:{self.config.files_port}/healthz")
         else:
             port = getattr(self.config, f"{name}_port")
             self._wait_grpc(name, f"127.0.0.1:{port}")
@@ -158,6 +199,7 @@ class Stack:
                     listen_port=self.config.edge_port,
                     admin_port=self.config.admin_port,
                     gateway_port=self.config.gateway_port,
+                    files_port=self.config.files_port,
                 ),
                 DESCRIPTOR,
             )
@@ -178,21 +220,24 @@ class Stack:
         self._wait_http("edge", f"http://127.0.0.1:{self.config.admin_port}/ready")
 
     def migrate(self) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "services.billing.migrate"],
-            cwd=PROJECT_ROOT,
-            env=self.config.env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"migrations failed:\n{result.stdout}\n{result.stderr}")
+        for service in MIGRATED:
+            result = subprocess.run(
+                [sys.executable, "-m", f"services.{service}.migrate"],
+                cwd=PROJECT_ROOT,
+                env=self.config.env(),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"{service} migrations failed:\n{result.stdout}\n{result.stderr}"
+                )
 
     def start(self) -> None:
         try:
             self.migrate()
-            for name in ("billing", "sandbox", "providers", "gateway"):
+            for name in SERVICES:
                 self.start_service(name)
             self.start_edge()
         except BaseException:

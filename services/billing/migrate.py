@@ -1,6 +1,6 @@
 """Create the database if needed and bring the `billing` schema to the latest revision.
 
-    python -m services.billing.migrate      # uses AIPORT_DATABASE_URL
+python -m services.billing.migrate      # uses AIPORT_DATABASE_URL
 """
 
 from __future__ import annotations

@@ -54,3 +54,7 @@ def providers_addr() -> str:
 
 def gateway_addr() -> str:
     return env("AIPORT_GATEWAY_ADDR", "127.0.0.1:50050")
+
+
+def jobs_addr() -> str:
+    return env("AIPORT_JOBS_ADDR", "127.0.0.1:50053")

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
-from aiport.v1 import account_pb2_grpc, catalog_pb2_grpc, chat_pb2_grpc
+from aiport.v1 import (
+    account_pb2_grpc,
+    catalog_pb2_grpc,
+    chat_pb2_grpc,
+    generate_pb2_grpc,
+    job_state_pb2_grpc,
+    jobs_pb2_grpc,
+)
 
-from services.common import logs, settings
+from services.common import blobs, logs, settings
 from services.common.catalog import load_catalog
 from services.common.grpc_server import channel, serve
+from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
 from services.gateway.server import AccountService, Backends, CatalogService, ChatService
+
+# Job holds outlive the job timeout, so the jobs service always settles them first.
+HOLD_MARGIN_SECONDS = 900
 
 
 async def main() -> None:
@@ -18,16 +29,35 @@ async def main() -> None:
     billing = channel(settings.billing_addr())
     providers = channel(settings.providers_addr())
     backends = Backends(billing, providers)
+    job_state = channel(settings.jobs_addr())
+    jobs = JobsBackend(
+        backends,
+        job_state_pb2_grpc.JobStateStub(job_state),
+        hold_ttl_seconds=settings.env_int("AIPORT_JOB_TIMEOUT_SECONDS", 600) + HOLD_MARGIN_SECONDS,
+    )
+    store = blobs.blob_store_from_env()
+    public_url = blobs.public_base_url()
 
     def register(server: object) -> list[str]:
         chat_pb2_grpc.add_ChatServicer_to_server(ChatService(catalog, backends), server)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogService(catalog, backends), server)
         account_pb2_grpc.add_AccountServicer_to_server(AccountService(backends), server)
-        return ["aiport.v1.Chat", "aiport.v1.Catalog", "aiport.v1.Account"]
+        generate_pb2_grpc.add_GenerateServicer_to_server(
+            GenerateService(catalog, backends, jobs, store, public_url), server
+        )
+        jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(backends, jobs, public_url), server)
+        return [
+            "aiport.v1.Chat",
+            "aiport.v1.Catalog",
+            "aiport.v1.Account",
+            "aiport.v1.Generate",
+            "aiport.v1.Jobs",
+        ]
 
     async def close() -> None:
         await billing.close(None)
         await providers.close(None)
+        await job_state.close(None)
 
     await serve(settings.gateway_addr(), register, on_stop=close)
 

@@ -67,7 +67,7 @@ def _metadata(context: ServicerContext, name: str) -> str | None:
     return None
 
 
-async def _abort(context: ServicerContext, error: PublicError) -> None:
+async def abort_with(context: ServicerContext, error: PublicError) -> None:
     context.set_trailing_metadata(error.trailing_metadata())
     await context.abort(error.grpc_code, error.message)
 
@@ -207,7 +207,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
             completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
             hold = await self._place_hold(caller, call, completion_id)
         except PublicError as error:
-            await _abort(context, error)
+            await abort_with(context, error)
             return
         fields = {
             "request_id": caller.request_id,
@@ -284,7 +284,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
                     "chat failed before output; hold released",
                     extra={"fields": {**fields, "detail": detail}},
                 )
-                await _abort(context, failure)
+                await abort_with(context, failure)
                 return
             # Broken after output without a usage report: charge an estimate.
             cost = cost_micros(call.model, estimated_usage(call, delivered))
@@ -351,7 +351,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         try:
             await self.backends.authenticate(context)
         except PublicError as error:
-            await _abort(context, error)
+            await abort_with(context, error)
         return catalog_pb2.ModelList(
             object="list", data=[self._model(m) for m in self.catalog.enabled_text_models()]
         )
@@ -365,7 +365,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
             if model is None:
                 raise errors.model_not_found(request.model)
         except PublicError as error:
-            await _abort(context, error)
+            await abort_with(context, error)
             raise AssertionError("unreachable") from None
         return self._model(model)
 
@@ -430,7 +430,7 @@ class AccountService(account_pb2_grpc.AccountServicer):
                 billing_pb2.GetAccountBalanceRequest(account_id=caller.account_id),
             )
         except PublicError as error:
-            await _abort(context, error)
+            await abort_with(context, error)
             raise AssertionError("unreachable") from None
         return account_pb2.Balance(
             object="balance",

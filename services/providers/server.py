@@ -48,7 +48,9 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
     def __init__(self, table: RouteTable) -> None:
         self.table = table
         self.adapters = {
-            name: OpenAIChatAdapter(provider) for name, provider in table.providers.items()
+            name: OpenAIChatAdapter(provider)
+            for name, provider in table.providers.items()
+            if provider.protocol == "openai-chat"
         }
 
     async def close(self) -> None:

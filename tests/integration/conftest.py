@@ -4,6 +4,7 @@ ports against a fresh PostgreSQL database, shared by the integration tests."""
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,18 @@ class Account:
 
 
 NewAccount = Callable[[str], Account]
+JOB_TIMEOUT_SECONDS = 15
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     url = fresh_database_url("aiport_it")
     run_dir = Path(tempfile.mkdtemp(prefix="aiport-it-"))
-    stack = Stack(StackConfig.on_free_ports(url, run_dir))
+    config = StackConfig.on_free_ports(url, run_dir)
+    # Short enough that the timeout test is quick, long enough for every other job.
+    config.job_timeout_seconds = JOB_TIMEOUT_SECONDS
+    config.extra_env["AIPORT_JOB_SWEEP_SECONDS"] = "1"
+    stack = Stack(config)
     try:
         stack.start()
         yield stack
@@ -44,9 +50,20 @@ def stack() -> Iterator[Stack]:
         drop_database(url)
 
 
+def wait_for_jobs_to_settle(url: str, seconds: float = 2 * JOB_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM jobs.jobs WHERE settled_at IS NULL").fetchone()
+            if row == (0,):
+                return
+            time.sleep(0.2)
+
+
 def assert_ledger_invariants(url: str) -> None:
     """After every test: each balance is the sum of its ledger, held money is
     exactly the open holds, and no hold was left open."""
+    wait_for_jobs_to_settle(url)
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         drift = conn.execute(
             """
@@ -68,9 +85,14 @@ def assert_ledger_invariants(url: str) -> None:
             "SELECT count(*) FROM billing.holds WHERE status = 'open'"
         ).fetchone()
         accounts = conn.execute("SELECT count(*) FROM billing.accounts").fetchone()
+        # Every job ended and had its hold settled.
+        unfinished = conn.execute(
+            "SELECT id, status FROM jobs.jobs WHERE settled_at IS NULL"
+        ).fetchall()
     assert accounts is not None and accounts[0] > 0
     assert drift == [], f"ledger drift: {drift}"
     assert open_holds == (0,), f"holds left open: {open_holds}"
+    assert unfinished == [], f"jobs not finished and settled: {unfinished}"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,73 @@
+"""The RabbitMQ topology jobs and provider workers share, and confirmed publishing.
+
+Work goes through a durable direct exchange to one durable queue per worker
+kind; outcomes come back on one durable queue. Every message is persistent and
+every publish waits for the broker's confirm, so "sent" means "on disk there".
+Names carry a prefix (AIPORT_AMQP_PREFIX) so test runs never share queues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from services.common import settings
+
+# Which worker kind serves each modality.
+WORKER_KIND = {
+    "image": "image",
+    "img2img": "image",
+    "video": "video",
+    "img2video": "video",
+    "multimodal": "video",
+}
+WORKER_KINDS = ("image", "video")
+CONFIRM_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    prefix: str
+
+    @property
+    def work_exchange(self) -> str:
+        return f"{self.prefix}.work"
+
+    def work_queue(self, kind: str) -> str:
+        return f"{self.prefix}.work.{kind}"
+
+    @property
+    def outcomes_queue(self) -> str:
+        return f"{self.prefix}.outcomes"
+
+
+def names_from_env() -> Names:
+    return Names(settings.env("AIPORT_AMQP_PREFIX", "aiport"))
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    # Robust: reconnects and re-declares after a broker restart.
+    return await aio_pika.connect_robust(url, timeout=10, client_properties={"product": "aiport"})
+
+
+async def declare(channel: AbstractChannel, names: Names) -> AbstractExchange:
+    """Declare everything (idempotent); returns the work exchange."""
+    exchange = await channel.declare_exchange(
+        names.work_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    for kind in WORKER_KINDS:
+        queue = await channel.declare_queue(names.work_queue(kind), durable=True)
+        await queue.bind(exchange, routing_key=kind)
+    await channel.declare_queue(names.outcomes_queue, durable=True)
+    return exchange
+
+
+def message(body: bytes, message_id: str) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        message_id=message_id,
+        content_type="application/x-protobuf",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )

@@ -1,0 +1,267 @@
+"""The gateway's async API: Generate (create jobs, upload references) and Jobs (poll).
+
+A create call places a hold for the job's worst-case price, asks the jobs
+service to create the job (committed and queued before it answers), and
+answers 202. If the job cannot be created the hold is released at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import grpc
+from aiport.v1 import (
+    billing_pb2,
+    generate_pb2,
+    generate_pb2_grpc,
+    job_state_pb2,
+    job_state_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
+from google.api import httpbody_pb2
+from google.protobuf import struct_pb2
+
+from services.common import blobs
+from services.common.catalog import Catalog
+from services.common.grpc_server import ServicerContext
+from services.common.logs import fields
+from services.common.money import micros_to_idr
+from services.gateway import errors
+from services.gateway.errors import PublicError
+from services.gateway.generate_request import (
+    JobPlan,
+    parse_image_generate,
+    parse_image_img2img,
+    parse_video_generate,
+    parse_video_img2video,
+    parse_video_multimodal,
+)
+from services.gateway.server import Backends, Caller, abort_with
+from services.gateway.upload import parse_upload
+
+log = logging.getLogger(__name__)
+
+JOBS_TIMEOUT_SECONDS = 15.0
+ACCEPTED = (("x-aiport-http-status", "202"),)
+
+Parser = Callable[[bytes, Catalog], JobPlan]
+
+
+def insufficient_balance(amount_micros: int) -> PublicError:
+    return PublicError(
+        402,
+        "insufficient_balance",
+        "insufficient_balance",
+        "Your IDR balance cannot cover this job "
+        f"(it costs up to {micros_to_idr(amount_micros)} IDR). Top up to continue.",
+    )
+
+
+def job_not_found() -> PublicError:
+    return PublicError(
+        404, "invalid_request_error", "not_found", "No such job for this API key.", "job_id"
+    )
+
+
+def _value(text: str) -> struct_pb2.Value:
+    return (
+        struct_pb2.Value(string_value=text)
+        if text
+        else struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    )
+
+
+def _rfc3339(unix: int) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def public_job(job: job_state_pb2.JobRecord, base_url: str) -> jobs_pb2.Job:
+    finished = job.status in ("done", "failed")
+    return jobs_pb2.Job(
+        job_id=job.job_id,
+        status=job.status,
+        result_url=_value(blobs.public_url(base_url, job.result_key) if job.result_key else ""),
+        error_message=_value(job.error_message if job.status == "failed" else ""),
+        created_at=_rfc3339(job.created_at_unix),
+        model=job.model,
+        estimated_cost_idr=micros_to_idr(job.estimated_cost_micros),
+        actual_cost_idr=_value(micros_to_idr(job.actual_cost_micros) if finished else ""),
+        finished_at=_value(_rfc3339(job.finished_at_unix) if finished else ""),
+        last_frame_url=_value(
+            blobs.public_url(base_url, job.last_frame_key) if job.last_frame_key else ""
+        ),
+    )
+
+
+class JobsBackend:
+    def __init__(
+        self,
+        backends: Backends,
+        job_state: job_state_pb2_grpc.JobStateStub,
+        hold_ttl_seconds: int,
+    ) -> None:
+        self.backends = backends
+        self.job_state = job_state
+        self.hold_ttl_seconds = hold_ttl_seconds
+
+    async def create(self, caller: Caller, plan: JobPlan) -> generate_pb2.JobAccepted:
+        amount = plan.estimated_cost_micros
+        try:
+            hold: billing_pb2.Hold = await self.backends.billing_call(
+                self.backends.billing.PlaceHold,
+                billing_pb2.PlaceHoldRequest(
+                    account_id=caller.account_id,
+                    amount_micros=amount,
+                    idempotency_key=f"job:{caller.request_id}",
+                    description=f"{plan.modality} {plan.model} {caller.request_id}",
+                    # Longer than the job timeout: the jobs service settles first.
+                    ttl_seconds=self.hold_ttl_seconds,
+                ),
+                expected=(grpc.StatusCode.RESOURCE_EXHAUSTED,),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise insufficient_balance(amount) from exc
+        try:
+            job = await self.job_state.CreateJob(
+                job_state_pb2.CreateJobRequest(
+                    account_id=caller.account_id,
+                    hold_id=hold.hold_id,
+                    model=plan.model,
+                    modality=plan.modality,
+                    spec=plan.spec,
+                    unit_price_micros=plan.unit_price_micros,
+                    estimated_units=plan.estimated_units,
+                    min_billable_units=plan.min_billable_units,
+                    estimated_cost_micros=amount,
+                    idempotency_key=caller.request_id,
+                ),
+                timeout=JOBS_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # No job exists (or it was failed and refunded already): free the money now.
+            await self.backends.release(hold.hold_id, f"job not created: {exc.code().name}")
+            log.error(
+                "job not created",
+                extra=fields(request_id=caller.request_id, code=exc.code().name),
+            )
+            raise errors.service_unavailable(
+                "Jobs cannot be accepted right now. Please try again."
+            ) from exc
+        return generate_pb2.JobAccepted(
+            job_id=job.job_id, status="pending", estimated_cost_idr=micros_to_idr(amount)
+        )
+
+
+class GenerateService(generate_pb2_grpc.GenerateServicer):
+    def __init__(
+        self,
+        catalog: Catalog,
+        backends: Backends,
+        jobs: JobsBackend,
+        store: blobs.LocalBlobStore,
+        public_base_url: str,
+    ) -> None:
+        self.catalog = catalog
+        self.backends = backends
+        self.jobs = jobs
+        self.store = store
+        self.public_base_url = public_base_url
+
+    async def _create(
+        self, parse: Parser, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> generate_pb2.JobAccepted:
+        try:
+            caller = await self.backends.authenticate(context)
+            accepted = await self.jobs.create(caller, parse(request.data, self.catalog))
+        except PublicError as error:
+            await abort_with(context, error)
+            raise AssertionError("unreachable") from None
+        await context.send_initial_metadata(ACCEPTED)
+        return accepted
+
+    async def GenerateImage(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> generate_pb2.JobAccepted:
+        return await self._create(parse_image_generate, request, context)
+
+    async def TransformImage(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> generate_pb2.JobAccepted:
+        return await self._create(parse_image_img2img, request, context)
+
+    async def GenerateVideo(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> generate_pb2.JobAccepted:
+        return await self._create(parse_video_generate, request, context)
+
+    async def AnimateImage(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> generate_pb2.JobAccepted:
+        return await self._create(parse_video_img2video, request, context)
+
+    async def GenerateMultimodalVideo(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> generate_pb2.JobAccepted:
+        return await self._create(parse_video_multimodal, request, context)
+
+    async def UploadImage(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> generate_pb2.Upload:
+        try:
+            caller = await self.backends.authenticate(context)
+            image = parse_upload(request.data, request.content_type)
+        except PublicError as error:
+            await abort_with(context, error)
+            raise AssertionError("unreachable") from None
+        key = blobs.new_key("uploads", f"image.{image.extension}")
+        await self.store.put_bytes(key, image.data)
+        token = blobs.parse_key(key)
+        assert token is not None
+        log.info(
+            "upload stored",
+            extra=fields(
+                request_id=caller.request_id,
+                account_id=caller.account_id,
+                bytes=len(image.data),
+                content_type=image.content_type,
+            ),
+        )
+        return generate_pb2.Upload(
+            upload_id=f"upl_{token.token}",
+            url=blobs.public_url(self.public_base_url, key),
+            content_type=image.content_type,
+            size_bytes=len(image.data),
+        )
+
+
+class JobsService(jobs_pb2_grpc.JobsServicer):
+    def __init__(self, backends: Backends, jobs: JobsBackend, public_base_url: str) -> None:
+        self.backends = backends
+        self.jobs = jobs
+        self.public_base_url = public_base_url
+
+    async def GetJob(
+        self, request: jobs_pb2.GetJobRequest, context: ServicerContext
+    ) -> jobs_pb2.Job:
+        try:
+            caller = await self.backends.authenticate(context)
+            try:
+                job = await self.jobs.job_state.GetJob(
+                    job_state_pb2.GetJobStateRequest(
+                        job_id=request.job_id, account_id=caller.account_id
+                    ),
+                    timeout=JOBS_TIMEOUT_SECONDS,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    raise job_not_found() from exc
+                raise errors.service_unavailable(
+                    "Jobs are temporarily unavailable. Please try again."
+                ) from exc
+        except PublicError as error:
+            await abort_with(context, error)
+            raise AssertionError("unreachable") from None
+        return public_job(job, self.public_base_url)

@@ -1,0 +1,57 @@
+"""python -m services.jobs — job state, the outbox relay, outcomes and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiport.v1 import billing_pb2_grpc, job_state_pb2_grpc
+
+from services.common import broker, db, logs, settings
+from services.common.grpc_server import channel, serve
+from services.jobs.service import (
+    JobStateService,
+    Settlement,
+    Timing,
+    open_publisher,
+    run_background,
+)
+
+
+def timing_from_env() -> Timing:
+    return Timing(
+        job_timeout_seconds=settings.env_int("AIPORT_JOB_TIMEOUT_SECONDS", 600),
+        sweep_seconds=settings.env_float("AIPORT_JOB_SWEEP_SECONDS", 5.0),
+    )
+
+
+async def main() -> None:
+    logs.setup("jobs")
+    engine = db.create_engine(settings.database_url(), application_name="jobs")
+    billing_channel = channel(settings.billing_addr())
+    settlement = Settlement(engine, billing_pb2_grpc.BillingStub(billing_channel))
+    names = broker.names_from_env()
+    connection = await broker.connect(settings.amqp_url())
+    publisher = await open_publisher(connection, names)
+    service = JobStateService(engine, publisher, settlement)
+    background = asyncio.create_task(
+        run_background(engine, connection, names, publisher, settlement, timing_from_env())
+    )
+
+    def register(server: object) -> list[str]:
+        job_state_pb2_grpc.add_JobStateServicer_to_server(service, server)
+        return ["aiport.v1.JobState"]
+
+    async def close() -> None:
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
+        await connection.close()
+        await billing_channel.close(None)
+        await engine.dispose()
+
+    await serve(settings.jobs_addr(), register, on_stop=close)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

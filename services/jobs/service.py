@@ -1,0 +1,292 @@
+"""The jobs service's moving parts: the JobState servicer, publishing, settling
+holds, and the background loops that make every accepted job end exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common import broker
+from services.common.grpc_server import ServicerContext
+from services.common.logs import fields
+from services.jobs import store
+from services.jobs.store import JobRow
+
+log = logging.getLogger(__name__)
+
+BILLING_TIMEOUT_SECONDS = 10.0
+MAX_ID_CHARS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    job_timeout_seconds: int = 600
+    sweep_seconds: float = 5.0
+    relay_after_seconds: float = 5.0
+    batch: int = 200
+    outcome_prefetch: int = 32
+
+
+def record(job: JobRow) -> job_state_pb2.JobRecord:
+    return job_state_pb2.JobRecord(
+        job_id=job.id,
+        account_id=job.account_id,
+        status=job.status,
+        model=job.model,
+        modality=job.modality,
+        spec=job_state_pb2.WorkSpec.FromString(job.spec),
+        hold_id=job.hold_id,
+        estimated_cost_micros=job.estimated_cost_micros,
+        actual_cost_micros=job.actual_cost_micros or 0,
+        result_key=job.result_key or "",
+        last_frame_key=job.last_frame_key or "",
+        error_message=job.error_message or "",
+        created_at_unix=int(job.created_at.timestamp()),
+        finished_at_unix=int(job.finished_at.timestamp()) if job.finished_at else 0,
+        upstream_task_id=job.upstream_task_id or "",
+        attempts=job.attempts,
+    )
+
+
+class Settlement:
+    """Captures a done job's cost or releases a failed job's hold, once."""
+
+    def __init__(self, engine: AsyncEngine, billing: billing_pb2_grpc.BillingStub) -> None:
+        self.engine = engine
+        self.billing = billing
+
+    async def settle(self, job: JobRow) -> bool:
+        """True once billing has settled the hold (now or before). Retry-safe:
+        capture and release are idempotent per hold."""
+        try:
+            if job.status == "done":
+                await self.billing.CaptureHold(
+                    billing_pb2.CaptureHoldRequest(
+                        hold_id=job.hold_id,
+                        amount_micros=job.actual_cost_micros or 0,
+                        description=f"{job.modality} {job.model} {job.id}",
+                    ),
+                    timeout=BILLING_TIMEOUT_SECONDS,
+                )
+            else:
+                await self.billing.ReleaseHold(
+                    billing_pb2.ReleaseHoldRequest(
+                        hold_id=job.hold_id, reason=f"job {job.id} failed"
+                    ),
+                    timeout=BILLING_TIMEOUT_SECONDS,
+                )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                log.warning("settle later: billing unavailable", extra=fields(job_id=job.id))
+                return False
+            # e.g. the hold expired before a very late capture: nothing left to move.
+            log.error(
+                "billing refused settlement",
+                extra=fields(job_id=job.id, code=exc.code().name, detail=exc.details()),
+            )
+        await store.mark_settled(self.engine, job.id)
+        log.info(
+            "job settled",
+            extra=fields(job_id=job.id, status=job.status, cost_micros=job.actual_cost_micros or 0),
+        )
+        return True
+
+
+class Publisher:
+    """Confirmed publishing of work messages."""
+
+    def __init__(self, exchange: AbstractExchange) -> None:
+        self.exchange = exchange
+
+    async def publish(self, routing_key: str, payload: bytes, job_id: str) -> None:
+        await self.exchange.publish(
+            broker.message(payload, job_id),
+            routing_key=routing_key,
+            timeout=broker.CONFIRM_TIMEOUT_SECONDS,
+        )
+
+
+def _valid_id(value: str, prefix: str) -> bool:
+    return value.startswith(prefix) and 0 < len(value) <= MAX_ID_CHARS
+
+
+class JobStateService(job_state_pb2_grpc.JobStateServicer):
+    def __init__(self, engine: AsyncEngine, publisher: Publisher, settlement: Settlement) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.settlement = settlement
+
+    async def CreateJob(
+        self, request: job_state_pb2.CreateJobRequest, context: ServicerContext
+    ) -> job_state_pb2.JobRecord:
+        kind = broker.WORKER_KIND.get(request.modality)
+        if (
+            kind is None
+            or not request.account_id
+            or not request.hold_id
+            or not request.idempotency_key
+            or not request.model
+            or request.estimated_cost_micros <= 0
+        ):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incomplete CreateJobRequest")
+        job, outbox_id = await store.create_job(self.engine, request, kind)
+        if outbox_id is None:
+            return record(job)  # a retry: the first call queued it
+        try:
+            await self.publisher.publish(
+                kind,
+                job_state_pb2.WorkItem(
+                    job_id=job.id, model=job.model, modality=job.modality, spec=request.spec
+                ).SerializeToString(),
+                job.id,
+            )
+        except Exception as exc:  # broker down or no confirm in time
+            log.warning("publish failed", extra=fields(job_id=job.id, error=repr(exc)))
+            failed = await store.cancel_unqueued(self.engine, job.id, outbox_id)
+            if failed is not None:
+                await self.settlement.settle(failed)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the job queue is unavailable")
+            # The relay sent it meanwhile: the job is queued after all.
+            return record(job)
+        await store.mark_published(self.engine, outbox_id)
+        log.info(
+            "job created",
+            extra=fields(
+                job_id=job.id,
+                account_id=job.account_id,
+                model=job.model,
+                estimated_cost_micros=job.estimated_cost_micros,
+            ),
+        )
+        return record(job)
+
+    async def GetJob(
+        self, request: job_state_pb2.GetJobStateRequest, context: ServicerContext
+    ) -> job_state_pb2.JobRecord:
+        job = None
+        if _valid_id(request.job_id, "job_"):
+            job = await store.get_job(self.engine, request.job_id)
+        # Another account's job is indistinguishable from a missing one.
+        if job is None or job.account_id != request.account_id:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such job")
+            raise AssertionError("unreachable")
+        return record(job)
+
+    async def BeginAttempt(
+        self, request: job_state_pb2.BeginAttemptRequest, context: ServicerContext
+    ) -> job_state_pb2.JobRecord:
+        job = await store.begin_attempt(self.engine, request.job_id, request.worker_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such job")
+            raise AssertionError("unreachable")
+        if job.finished and job.settled_at is None:
+            await self.settlement.settle(job)  # failed after too many attempts
+        return record(job)
+
+    async def RecordUpstreamTask(
+        self, request: job_state_pb2.RecordUpstreamTaskRequest, context: ServicerContext
+    ) -> job_state_pb2.JobRecord:
+        job = await store.record_upstream_task(
+            self.engine, request.job_id, request.upstream_task_id
+        )
+        if job is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "job is not processing")
+            raise AssertionError("unreachable")
+        return record(job)
+
+
+class OutcomeConsumer:
+    """Applies worker outcomes; acks only after the job row is final."""
+
+    def __init__(self, engine: AsyncEngine, settlement: Settlement) -> None:
+        self.engine = engine
+        self.settlement = settlement
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            outcome = job_state_pb2.JobOutcome.FromString(message.body)
+        except Exception:
+            log.error("dropping unreadable outcome", extra=fields(id=message.message_id))
+            await message.ack()
+            return
+        try:
+            job = await store.apply_outcome(self.engine, outcome)
+        except SQLAlchemyError as exc:
+            log.error("cannot apply outcome now", extra=fields(job_id=outcome.job_id, e=repr(exc)))
+            await asyncio.sleep(1.0)
+            await message.nack(requeue=True)
+            return
+        if job is None:
+            log.info("outcome for a finished job ignored", extra=fields(job_id=outcome.job_id))
+        else:
+            log.info(
+                "job finished",
+                extra=fields(job_id=job.id, status=job.status, error=job.error_message),
+            )
+            await self.settlement.settle(job)  # if billing is down, the settler retries
+        await message.ack()
+
+
+async def every(seconds: float, name: str, step: Callable[[], Awaitable[object]]) -> None:
+    """Run `step` forever, a pause apart; a failing step is logged, never fatal."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(f"{name} failed", extra=fields(error=repr(exc)))
+        await asyncio.sleep(seconds)
+
+
+async def run_background(
+    engine: AsyncEngine,
+    connection: AbstractRobustConnection,
+    names: broker.Names,
+    publisher: Publisher,
+    settlement: Settlement,
+    timing: Timing,
+) -> None:
+    async def relay() -> None:
+        sent = await store.relay_outbox(
+            engine,
+            publisher.publish,
+            older_than_seconds=timing.relay_after_seconds,
+            batch=timing.batch,
+        )
+        if sent:
+            log.warning("relayed unsent work messages", extra=fields(count=sent))
+
+    async def expire() -> None:
+        for job in await store.expire_overdue(engine, timing.job_timeout_seconds, timing.batch):
+            log.warning("job timed out", extra=fields(job_id=job.id))
+            await settlement.settle(job)
+
+    async def settle_leftovers() -> None:
+        for job in await store.unsettled(engine, timing.sweep_seconds, timing.batch):
+            await settlement.settle(job)
+
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=timing.outcome_prefetch)
+    outcomes = await channel.declare_queue(names.outcomes_queue, durable=True)
+    consumer = OutcomeConsumer(engine, settlement)
+    await outcomes.consume(consumer.handle)
+    await asyncio.gather(
+        every(1.0, "outbox relay", relay),
+        every(timing.sweep_seconds, "timeout sweep", expire),
+        every(timing.sweep_seconds, "settlement sweep", settle_leftovers),
+    )
+
+
+async def open_publisher(connection: AbstractRobustConnection, names: broker.Names) -> Publisher:
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await broker.declare(channel, names)
+    return Publisher(exchange)

@@ -1,0 +1,293 @@
+"""Provider workers: take jobs from the broker, run them upstream, store the
+result, report the outcome.
+
+    python -m services.providers.worker_main --kind image|video
+
+At-least-once delivery, made exactly-once where it matters: a worker acks its
+message only after the outcome is confirmed by the broker; a redelivered job
+that was already finished is skipped; a video job whose upstream task was
+recorded resumes polling that task instead of paying for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aiport.v1 import job_state_pb2, job_state_pb2_grpc
+
+from services.common import blobs, broker
+from services.common.logs import fields
+from services.providers.errors import UpstreamError
+from services.providers.fetch import FetchFailed, FetchRefused, load_reference
+from services.providers.media import (
+    ImageAdapter,
+    ImageRequest,
+    Reference,
+    ReferenceRole,
+    VideoRequest,
+    VideoTaskAdapter,
+)
+from services.providers.routes import Route, RouteTable
+
+log = logging.getLogger(__name__)
+
+JOB_STATE_TIMEOUT_SECONDS = 10.0
+# The jobs service fails overdue jobs itself; a worker stops a little later so
+# the two never race to report the same timeout.
+DEADLINE_GRACE_SECONDS = 30
+IMAGE_REFERENCE_MAX_BYTES = 30 * 1024 * 1024
+MEDIA_REFERENCE_MAX_BYTES = 50 * 1024 * 1024
+IMAGE_RESULT_MAX_BYTES = 64 * 1024 * 1024
+VIDEO_RESULT_MAX_BYTES = 512 * 1024 * 1024
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
+AUDIO_TYPES = ("audio/mpeg", "audio/mp3", "audio/wav", "audio/x-wav", "audio/mp4", "audio/aac")
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+PROVIDER_FAILED = "Provider failed. Please try again."
+TERMINAL = ("done", "failed")
+
+
+class JobFailed(Exception):
+    """The job cannot succeed; the message is safe to show the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    result_key: str
+    units: int
+    last_frame_key: str = ""
+
+
+class Worker:
+    def __init__(
+        self,
+        kind: str,
+        routes: RouteTable,
+        image_adapters: dict[str, ImageAdapter],
+        video_adapters: dict[str, VideoTaskAdapter],
+        job_state: job_state_pb2_grpc.JobStateStub,
+        store: blobs.LocalBlobStore,
+        outcomes: AbstractExchange,
+        names: broker.Names,
+        worker_id: str,
+        job_timeout_seconds: int,
+    ) -> None:
+        self.kind = kind
+        self.routes = routes
+        self.image_adapters = image_adapters
+        self.video_adapters = video_adapters
+        self.job_state = job_state
+        self.store = store
+        self.outcomes = outcomes
+        self.names = names
+        self.worker_id = worker_id
+        self.job_timeout_seconds = job_timeout_seconds
+
+    # -- the message -----------------------------------------------------------
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            item = job_state_pb2.WorkItem.FromString(message.body)
+        except Exception:
+            # Unreadable: the job (if any) times out and is refunded by the jobs service.
+            log.error("dropping unreadable work message", extra=fields(id=message.message_id))
+            await message.ack()
+            return
+        try:
+            job = await self.job_state.BeginAttempt(
+                job_state_pb2.BeginAttemptRequest(job_id=item.job_id, worker_id=self.worker_id),
+                timeout=JOB_STATE_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                log.error("work for an unknown job dropped", extra=fields(job_id=item.job_id))
+                await message.ack()
+            else:
+                await asyncio.sleep(1.0)
+                await message.nack(requeue=True)
+            return
+        if job.status in TERMINAL:
+            log.info("job already finished; skipped", extra=fields(job_id=job.job_id))
+            await message.ack()
+            return
+        log.info(
+            "job started",
+            extra=fields(job_id=job.job_id, model=job.model, attempt=job.attempts),
+        )
+        outcome = await self.run(job)
+        try:
+            await self.outcomes.publish(
+                broker.message(outcome.SerializeToString(), job.job_id),
+                routing_key=self.names.outcomes_queue,
+                timeout=broker.CONFIRM_TIMEOUT_SECONDS,
+            )
+        except Exception as exc:
+            # Not confirmed: leave the work unacked so it is tried again (a video
+            # resumes its recorded upstream task; results are stored already).
+            log.error("outcome not confirmed", extra=fields(job_id=job.job_id, e=repr(exc)))
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        log.info(
+            "job outcome sent",
+            extra=fields(job_id=job.job_id, succeeded=outcome.succeeded, units=outcome.units),
+        )
+
+    async def run(self, job: job_state_pb2.JobRecord) -> job_state_pb2.JobOutcome:
+        deadline = job.created_at_unix + self.job_timeout_seconds + DEADLINE_GRACE_SECONDS
+        try:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                route = self._route(job.model)
+                if job.modality in ("image", "img2img"):
+                    result = await self._image(job, route)
+                else:
+                    result = await self._video(job, route)
+            return job_state_pb2.JobOutcome(
+                job_id=job.job_id,
+                succeeded=True,
+                result_key=result.result_key,
+                last_frame_key=result.last_frame_key,
+                units=result.units,
+            )
+        except JobFailed as exc:
+            message = str(exc)
+        except UpstreamError as exc:
+            log.warning("upstream failed", extra=fields(job_id=job.job_id, error=exc.message))
+            message = PROVIDER_FAILED
+        except TimeoutError:
+            message = "Job timed out."
+        except blobs.BlobTooLarge:
+            message = "The result was larger than we can store."
+        except Exception:
+            log.exception("job crashed", extra=fields(job_id=job.job_id))
+            message = PROVIDER_FAILED
+        return job_state_pb2.JobOutcome(job_id=job.job_id, succeeded=False, error_message=message)
+
+    def _route(self, model: str) -> Route:
+        # The first route serves; failover across routes arrives with issue 4.
+        routes = self.routes.routes_for(model)
+        if not routes:
+            raise JobFailed("The model is not available right now.")
+        return routes[0]
+
+    # -- references ------------------------------------------------------------
+    async def _reference(
+        self, url: str, role: ReferenceRole, allowed: tuple[str, ...], max_bytes: int
+    ) -> Reference:
+        # Our own uploads (any host they were served on) come from the store;
+        # anything else is fetched with the SSRF rules. Same size/type checks.
+        try:
+            fetched = await load_reference(
+                url, store=self.store, max_bytes=max_bytes, allowed=allowed
+            )
+        except FetchRefused as exc:
+            raise JobFailed(f"Reference {role} refused: {exc.message}") from exc
+        except FetchFailed as exc:
+            raise JobFailed(f"Reference {role} could not be fetched: {exc.message}") from exc
+        return Reference(role, fetched.data, fetched.content_type)
+
+    async def _references(self, spec: job_state_pb2.WorkSpec) -> tuple[Reference, ...]:
+        wanted: list[tuple[str, ReferenceRole, tuple[str, ...], int]] = []
+        wanted += [(u, "image", IMAGE_TYPES, IMAGE_REFERENCE_MAX_BYTES) for u in spec.images]
+        if spec.first_frame_url:
+            wanted.append(
+                (spec.first_frame_url, "first_frame", IMAGE_TYPES, IMAGE_REFERENCE_MAX_BYTES)
+            )
+        if spec.last_frame_url:
+            wanted.append(
+                (spec.last_frame_url, "last_frame", IMAGE_TYPES, IMAGE_REFERENCE_MAX_BYTES)
+            )
+        wanted += [(u, "video", VIDEO_TYPES, MEDIA_REFERENCE_MAX_BYTES) for u in spec.videos]
+        wanted += [(u, "audio", AUDIO_TYPES, MEDIA_REFERENCE_MAX_BYTES) for u in spec.audios]
+        return tuple(await asyncio.gather(*(self._reference(u, r, a, m) for u, r, a, m in wanted)))
+
+    # -- images ----------------------------------------------------------------
+    async def _image(self, job: job_state_pb2.JobRecord, route: Route) -> Result:
+        adapter = self.image_adapters[route.provider]
+        spec = job.spec
+        image = await adapter.generate(
+            ImageRequest(
+                upstream_model=route.upstream_model,
+                prompt=spec.prompt,
+                aspect_ratio=spec.aspect_ratio,
+                resolution=spec.resolution,
+                references=await self._references(spec),
+                request_id=job.job_id,
+            )
+        )
+        if len(image.data) > IMAGE_RESULT_MAX_BYTES:
+            raise JobFailed("The result was larger than we can store.")
+        key = blobs.new_key("results", f"image.{EXTENSIONS.get(image.content_type, 'png')}")
+        await self.store.put_bytes(key, image.data)
+        return Result(result_key=key, units=1)
+
+    # -- video -----------------------------------------------------------------
+    async def _video(self, job: job_state_pb2.JobRecord, route: Route) -> Result:
+        adapter = self.video_adapters[route.provider]
+        spec = job.spec
+        task_id = job.upstream_task_id
+        if task_id:
+            log.info("resuming upstream task", extra=fields(job_id=job.job_id))
+        else:
+            task_id = await adapter.submit(
+                VideoRequest(
+                    upstream_model=route.upstream_model,
+                    prompt=spec.prompt,
+                    resolution=spec.resolution,
+                    duration_seconds=spec.duration_seconds,
+                    ratio=spec.ratio,
+                    generate_audio=spec.generate_audio if spec.HasField("generate_audio") else None,
+                    web_search=spec.web_search if spec.HasField("web_search") else None,
+                    return_last_frame=spec.return_last_frame,
+                    seed=spec.seed if spec.HasField("seed") else None,
+                    real_person_mode=(
+                        spec.real_person_mode if spec.HasField("real_person_mode") else None
+                    ),
+                    references=await self._references(spec),
+                    request_id=job.job_id,
+                )
+            )
+            # Remembered before polling: a worker killed from here on resumes this task.
+            await self.job_state.RecordUpstreamTask(
+                job_state_pb2.RecordUpstreamTaskRequest(
+                    job_id=job.job_id, upstream_task_id=task_id
+                ),
+                timeout=JOB_STATE_TIMEOUT_SECONDS,
+            )
+        while True:
+            try:
+                state = await adapter.poll(task_id)
+            except UpstreamError as exc:
+                # Asking failed, not the task: ask again (the job deadline bounds this).
+                log.warning("poll failed; retrying", extra=fields(job_id=job.job_id, e=exc.message))
+                await asyncio.sleep(adapter.poll_interval_seconds)
+                continue
+            if state.status == "succeeded":
+                break
+            if state.status == "failed":
+                log.warning("upstream task failed", extra=fields(job_id=job.job_id, e=state.error))
+                raise JobFailed(PROVIDER_FAILED)
+            await asyncio.sleep(adapter.poll_interval_seconds)
+        if not state.video_url:
+            raise UpstreamError("failed", "the task succeeded without a video")
+        key = blobs.new_key("results", "video.mp4")
+        await self.store.put_stream(
+            key, adapter.download(state.video_url, VIDEO_RESULT_MAX_BYTES), VIDEO_RESULT_MAX_BYTES
+        )
+        frame_key = ""
+        if spec.return_last_frame and state.last_frame_url:
+            frame_key = blobs.new_key("results", "last_frame.png")
+            await self.store.put_stream(
+                frame_key,
+                adapter.download(state.last_frame_url, IMAGE_RESULT_MAX_BYTES),
+                IMAGE_RESULT_MAX_BYTES,
+            )
+        units = state.duration_seconds or spec.duration_seconds
+        return Result(result_key=key, units=units, last_frame_key=frame_key)

@@ -1,0 +1,79 @@
+"""python -m services.providers.worker_main --kind image|video [--addr HOST:PORT]
+
+Consumes the kind's work queue with bounded prefetch and serves gRPC health on
+--addr (so probes can see it). SIGTERM stops consuming; unacked work returns to
+the queue for another worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+
+from aiport.v1 import job_state_pb2_grpc
+
+from services.common import blobs, broker, logs, settings
+from services.common.grpc_server import channel, serve
+from services.providers.adapters.openai_images import OpenAIImagesAdapter
+from services.providers.adapters.video_task import VideoTaskAdapter
+from services.providers.media import ImageAdapter
+from services.providers.media import VideoTaskAdapter as VideoAdapter
+from services.providers.routes import load_routes
+from services.providers.worker import Worker
+
+
+async def main(kind: str, addr: str) -> None:
+    logs.setup(f"worker-{kind}")
+    table = load_routes(settings.providers_path())
+    image_adapters: dict[str, ImageAdapter] = {
+        name: OpenAIImagesAdapter(p)
+        for name, p in table.providers.items()
+        if p.protocol == "openai-images"
+    }
+    video_adapters: dict[str, VideoAdapter] = {
+        name: VideoTaskAdapter(p)
+        for name, p in table.providers.items()
+        if p.protocol == "video-task"
+    }
+    job_state_channel = channel(settings.jobs_addr())
+    names = broker.names_from_env()
+    connection = await broker.connect(settings.amqp_url())
+    publish_channel = await connection.channel(publisher_confirms=True)
+    await broker.declare(publish_channel, names)
+    worker = Worker(
+        kind=kind,
+        routes=table,
+        image_adapters=image_adapters,
+        video_adapters=video_adapters,
+        job_state=job_state_pb2_grpc.JobStateStub(job_state_channel),
+        store=blobs.blob_store_from_env(),
+        outcomes=publish_channel.default_exchange,
+        names=names,
+        worker_id=f"{socket.gethostname()}:{os.getpid()}:{kind}",
+        job_timeout_seconds=settings.env_int("AIPORT_JOB_TIMEOUT_SECONDS", 600),
+    )
+    consume_channel = await connection.channel()
+    await consume_channel.set_qos(prefetch_count=settings.env_int("AIPORT_WORKER_PREFETCH", 8))
+    queue = await consume_channel.declare_queue(names.work_queue(kind), durable=True)
+    consumer_tag = await queue.consume(worker.handle)
+
+    async def close() -> None:
+        await queue.cancel(consumer_tag)
+        await connection.close()
+        await job_state_channel.close(None)
+        for image_adapter in image_adapters.values():
+            await image_adapter.close()
+        for video_adapter in video_adapters.values():
+            await video_adapter.close()
+
+    await serve(addr, lambda server: [f"aiport.worker.{kind}"], on_stop=close)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kind", choices=broker.WORKER_KINDS, required=True)
+    parser.add_argument("--addr", default="127.0.0.1:50060")
+    args = parser.parse_args()
+    asyncio.run(main(args.kind, args.addr))

@@ -1,0 +1,298 @@
+"""Async image and video jobs through the edge: submit, poll, download, money."""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+import httpx
+import pytest
+from aiport.v1 import billing_pb2, billing_pb2_grpc
+
+from deploy.local.stack import Stack
+from tests.integration.conftest import JOB_TIMEOUT_SECONDS, Account, NewAccount
+
+TERMINAL = ("done", "failed")
+
+
+def poll(http: httpx.Client, job_id: str, seconds: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        response = http.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        if job["status"] in TERMINAL or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def submit(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = http.post(path, json=body)
+    assert response.status_code == 202, response.text
+    accepted: dict[str, Any] = response.json()
+    assert accepted["status"] == "pending"
+    assert accepted["job_id"].startswith("job_")
+    return accepted
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def upload(http: httpx.Client, data: bytes, name: str = "ref.png") -> dict[str, Any]:
+    response = http.post("/v1/image/upload", files={"file": (name, data, "image/png")})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def a_png(http: httpx.Client) -> bytes:
+    """A real PNG made by the stack itself (a finished 1:1 image job)."""
+    job = poll(
+        http, submit(http, "/v1/image/generate", {"prompt": "ref", "aspect_ratio": "1:1"})["job_id"]
+    )
+    return httpx.get(job["result_url"]).content
+
+
+def state(billing: billing_pb2_grpc.BillingStub, account_id: str) -> tuple[int, int]:
+    reply = billing.GetAccountBalance(billing_pb2.GetAccountBalanceRequest(account_id=account_id))
+    return int(reply.balance_micros), int(reply.held_micros)
+
+
+def test_image_job_end_to_end(
+    http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    accepted = submit(
+        http,
+        "/v1/image/generate",
+        {"prompt": "Sunset over Mount Bromo", "resolution": "2k", "aspect_ratio": "16:9"},
+    )
+    assert accepted["estimated_cost_idr"] == "1400"
+    job = poll(http, accepted["job_id"])
+    assert job["status"] == "done", job
+    assert job["error_message"] is None
+    assert job["actual_cost_idr"] == "1400"
+    assert job["created_at"].endswith("Z")
+    image = httpx.get(job["result_url"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    width, height = png_size(image.content)
+    assert width * 9 == pytest.approx(height * 16, abs=16)
+    balance, held = state(billing, account.account_id)
+    assert (balance, held) == (100_000_000_000 - 1_400_000_000, 0)
+
+
+def test_pending_job_shape_has_nulls(http: httpx.Client) -> None:
+    accepted = submit(http, "/v1/video/generate", {"prompt": "slow [sim:delay=2]", "duration": 4})
+    job = http.get(f"/v1/jobs/{accepted['job_id']}").json()
+    assert job["status"] in ("pending", "processing")
+    assert job["result_url"] is None and job["error_message"] is None
+    assert job["actual_cost_idr"] is None
+    assert poll(http, accepted["job_id"])["status"] == "done"
+
+
+def test_video_job_is_a_playable_mp4_billed_per_second(
+    http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    accepted = submit(
+        http,
+        "/v1/video/generate",
+        {
+            "prompt": "A drone shot over rice terraces",
+            "resolution": "1080p",
+            "duration": 6,
+            "ratio": "16:9",
+            "return_last_frame": True,
+        },
+    )
+    assert accepted["estimated_cost_idr"] == "30000"  # 6 s x 5000 IDR
+    job = poll(http, accepted["job_id"])
+    assert job["status"] == "done", job
+    video = httpx.get(job["result_url"])
+    assert video.headers["content-type"] == "video/mp4"
+    assert video.content[4:8] == b"ftyp"
+    frame = httpx.get(job["last_frame_url"])
+    assert frame.headers["content-type"] == "image/png"
+    assert state(billing, account.account_id) == (100_000_000_000 - 30_000_000_000, 0)
+
+
+def test_img2img_with_an_upload(http: httpx.Client) -> None:
+    uploaded = upload(http, a_png(http))
+    assert uploaded["upload_id"].startswith("upl_")
+    assert uploaded["content_type"] == "image/png"
+    job = poll(
+        http,
+        submit(http, "/v1/image/img2img", {"prompt": "Studio Ghibli", "images": [uploaded["url"]]})[
+            "job_id"
+        ],
+    )
+    assert job["status"] == "done", job
+    assert httpx.get(job["result_url"]).content[:4] == b"\x89PNG"
+
+
+def test_img2video_and_multimodal_with_uploads(http: httpx.Client) -> None:
+    url = upload(http, a_png(http))["url"]
+    job = poll(
+        http,
+        submit(
+            http,
+            "/v1/video/img2video",
+            {"prompt": "push in", "first_frame_url": url, "last_frame_url": url, "duration": 4},
+        )["job_id"],
+    )
+    assert job["status"] == "done", job
+    # With a reference asset: the with-reference rate and the 5-second floor.
+    accepted = submit(
+        http,
+        "/v1/video/multimodal",
+        {"prompt": "subject walks", "images": [url], "resolution": "720p", "duration": 4},
+    )
+    assert accepted["estimated_cost_idr"] == "14000"  # max(4, 5) s x 2800 IDR
+    job = poll(http, accepted["job_id"])
+    assert job["status"] == "done", job
+    assert job["actual_cost_idr"] == "14000"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/image/generate", {}, "prompt"),
+        ("/v1/image/generate", {"prompt": "x", "aspect_ratio": "7:5"}, "aspect_ratio"),
+        ("/v1/image/generate", {"prompt": "x", "resolution": "8k"}, "resolution"),
+        ("/v1/image/img2img", {"prompt": "x"}, "images"),
+        ("/v1/image/img2img", {"prompt": "x", "images": ["http://example.com/a.png"]}, "images[0]"),
+        ("/v1/video/generate", {"prompt": "x", "duration": 16}, "duration"),
+        ("/v1/video/generate", {"prompt": "x", "resolution": "360p"}, "resolution"),
+        ("/v1/video/generate", {"prompt": "x", "ratio": "5:4"}, "ratio"),
+        ("/v1/video/img2video", {"prompt": "x"}, "first_frame_url"),
+        ("/v1/video/multimodal", {"prompt": "x", "videos": ["https://a.b/v.mp4"] * 4}, "videos"),
+    ],
+)
+def test_invalid_fields_are_named(
+    http: httpx.Client, path: str, body: dict[str, Any], param: str
+) -> None:
+    response = http.post(path, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert param.split("[")[0] in error["message"]
+
+
+def test_unknown_model_is_404(http: httpx.Client) -> None:
+    response = http.post("/v1/image/generate", json={"prompt": "x", "model": "seedance-2.0-fast"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "MODEL_NOT_FOUND"
+
+
+def test_empty_balance_is_402(base_url: str, new_account: NewAccount) -> None:
+    poor = new_account("100")
+    response = httpx.post(
+        f"{base_url}/v1/video/generate",
+        json={"prompt": "x", "duration": 15, "resolution": "4k"},
+        headers={"Authorization": f"Bearer {poor.api_key}"},
+    )
+    assert response.status_code == 402
+    assert response.json()["error"]["code"] == "insufficient_balance"
+
+
+def test_another_accounts_job_is_404(
+    http: httpx.Client, base_url: str, new_account: NewAccount
+) -> None:
+    job_id = submit(http, "/v1/image/generate", {"prompt": "mine"})["job_id"]
+    other = new_account("1000")
+    theirs = httpx.get(
+        f"{base_url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {other.api_key}"}
+    )
+    missing = http.get("/v1/jobs/job_doesnotexist0000000000000")
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.json() == missing.json()
+    poll(http, job_id)
+
+
+def test_upload_type_is_sniffed_not_trusted(http: httpx.Client) -> None:
+    png = a_png(http)
+    # Named and labelled JPEG, but the bytes are PNG.
+    sniffed = http.post("/v1/image/upload", files={"file": ("a.jpg", png, "image/jpeg")})
+    assert sniffed.json()["content_type"] == "image/png"
+    fake = http.post("/v1/image/upload", files={"file": ("a.png", b"<html>hi</html>", "image/png")})
+    assert fake.status_code == 400
+    assert fake.json()["error"]["param"] == "file"
+    missing = http.post("/v1/image/upload", files={"other": ("a.png", png, "image/png")})
+    assert missing.status_code == 400
+
+
+def test_upload_over_30_mib_is_413(http: httpx.Client) -> None:
+    header = b"\x89PNG\r\n\x1a\n"
+    just_over = header + bytes(30 * 1024 * 1024 + 1 - len(header))
+    response = http.post("/v1/image/upload", files={"file": ("big.png", just_over, "image/png")})
+    assert response.status_code == 413
+    assert response.json()["error"]["param"] == "file"
+    # Far over: refused by the edge before it reaches a service, same shape.
+    huge = header + bytes(40 * 1024 * 1024)
+    response = http.post("/v1/image/upload", files={"file": ("huge.png", huge, "image/png")})
+    assert response.status_code == 413
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_failing_upstream_refunds_in_full(
+    http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before = state(billing, account.account_id)
+    failing: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/image/generate", {"prompt": "x [sim:fail]"}),
+        ("/v1/video/generate", {"prompt": "x [sim:fail]", "duration": 4}),
+    ]
+    for path, body in failing:
+        job = poll(http, submit(http, path, body)["job_id"])
+        assert job["status"] == "failed"
+        assert job["error_message"] == "Provider failed. Please try again."
+        assert job["actual_cost_idr"] == "0"
+    assert state(billing, account.account_id) == before
+
+
+def test_hung_job_times_out_and_is_refunded(
+    http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before = state(billing, account.account_id)
+    job_id = submit(http, "/v1/video/generate", {"prompt": "x [sim:hang]", "duration": 4})["job_id"]
+    job = poll(http, job_id, seconds=JOB_TIMEOUT_SECONDS + 10)
+    assert job["status"] == "failed"
+    assert job["error_message"] == f"Job timed out after {JOB_TIMEOUT_SECONDS} seconds."
+    deadline = time.monotonic() + 5
+    while state(billing, account.account_id) != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state(billing, account.account_id) == before
+
+
+def test_worker_killed_mid_job_finishes_it_once(
+    stack: Stack,
+    http: httpx.Client,
+    sandbox: httpx.Client,
+    account: Account,
+    billing: billing_pb2_grpc.BillingStub,
+) -> None:
+    prompt = f"kill test {time.monotonic_ns()} [sim:delay=4]"
+    job_id = submit(http, "/v1/video/generate", {"prompt": prompt, "duration": 4})["job_id"]
+
+    def tasks() -> list[dict[str, Any]]:
+        return [t for t in sandbox.get("/_sandbox/tasks").json() if t["prompt"] == prompt]
+
+    deadline = time.monotonic() + 10
+    while not tasks() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(tasks()) == 1
+    time.sleep(0.3)  # let the worker record the upstream task before the kill
+    stack.kill("worker-video")  # SIGKILL: no goodbye, the message stays unacked
+    stack.start_service("worker-video")
+    job = poll(http, job_id)
+    assert job["status"] == "done", job
+    # The restarted worker resumed the recorded task: no second upstream task,
+    # one charge.
+    assert len(tasks()) == 1
+    balance, held = state(billing, account.account_id)
+    assert (balance, held) == (100_000_000_000 - 4 * 2_300_000_000, 0)
+    page = billing.ListLedger(billing_pb2.ListLedgerRequest(account_id=account.account_id))
+    assert [e.kind for e in page.entries].count("capture") == 1
