@@ -66,6 +66,7 @@ def main() -> int:
     config = StackConfig(
         database_url=settings.database_url(),
         run_dir=STATE_DIR / "logs",
+        blob_dir=STATE_DIR / "blobs",
         edge_port=settings.env_int("AIPORT_EDGE_PORT", 8080),
     )
     stack = Stack(config)
@@ -77,7 +78,7 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print("aiport: starting billing, sandbox upstream, providers, gateway and the edge ...")
+    print("aiport: starting billing, jobs, files, providers and workers, gateway, edge ...")
     try:
         stack.start()
         account_id, key, balance = seed_demo(config.billing_addr, DEMO_ACCOUNT_FILE)
@@ -101,6 +102,11 @@ Try it:
     -H "Authorization: Bearer {key}" \\
     -H "Content-Type: application/json" \\
     -d '{{"model":"deepseek-v4-flash","messages":[{{"role":"user","content":"Hello"}}]}}'
+
+  curl {base}/v1/image/generate \\
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model":"gpt-image-2","prompt":"Sunset over Mount Bromo","resolution":"2k"}}'
+  curl {base}/v1/jobs/JOB_ID -H "Authorization: Bearer {key}"
 
   curl {base}/v1/balance -H "Authorization: Bearer {key}"
 

@@ -67,6 +67,7 @@ class StackConfig:
     files_port: int = 9200
     sandbox_port: int = 9100
     amqp_prefix: str = "aiport"
+    blob_dir: Path | None = None  # default: <run_dir>/blobs
     job_timeout_seconds: int = 600
     providers_file: Path = PROJECT_ROOT / "config" / "providers.sandbox.yaml"
     catalog_file: Path = PROJECT_ROOT / "config" / "catalog.yaml"
@@ -114,7 +115,7 @@ class StackConfig:
                 "AIPORT_PROVIDERS_ADDR": f"127.0.0.1:{self.providers_port}",
                 "AIPORT_JOBS_ADDR": f"127.0.0.1:{self.jobs_port}",
                 "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
-                "AIPORT_BLOB_DIR": str(self.run_dir / "blobs"),
+                "AIPORT_BLOB_DIR": str(self.blob_dir or self.run_dir / "blobs"),
                 "AIPORT_PUBLIC_URL": self.base_url,
                 "AIPORT_AMQP_PREFIX": self.amqp_prefix,
                 "AIPORT_JOB_TIMEOUT_SECONDS": str(self.job_timeout_seconds),
