@@ -296,3 +296,22 @@ def test_worker_killed_mid_job_finishes_it_once(
     assert (balance, held) == (100_000_000_000 - 4 * 2_300_000_000, 0)
     page = billing.ListLedger(billing_pb2.ListLedgerRequest(account_id=account.account_id))
     assert [e.kind for e in page.entries].count("capture") == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/secret.png",
+        "https://localhost:8443/a.png",
+        "https://169.254.169.254/latest/meta-data/iam.png",
+        "https://10.0.0.7/internal.png",
+    ],
+)
+def test_private_reference_urls_are_refused_and_refunded(
+    http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub, url: str
+) -> None:
+    before = state(billing, account.account_id)
+    job = poll(http, submit(http, "/v1/image/img2img", {"prompt": "x", "images": [url]})["job_id"])
+    assert job["status"] == "failed"
+    assert "refused" in job["error_message"]
+    assert state(billing, account.account_id) == before
