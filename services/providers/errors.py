@@ -14,6 +14,10 @@ _SECRETISH = re.compile(r"\b(sk-|sk_|aip_|key-|key_|AIza)[-_A-Za-z0-9]{12,}")
 FailureKind = Literal["rejected", "failed", "timeout"]
 
 
+class UpstreamProtocolError(ValueError):
+    """The upstream answered with something that is not its protocol."""
+
+
 class UpstreamError(Exception):
     """rejected: the upstream refused the request as malformed (client-visible 400).
     failed / timeout: the upstream could not serve it (502, refunded)."""

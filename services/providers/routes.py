@@ -15,7 +15,23 @@ from typing import Any
 
 import yaml
 
-PROTOCOLS = frozenset({"openai-chat", "openai-images", "video-task"})
+PROTOCOLS = frozenset(
+    {
+        # chat
+        "openai-chat",
+        "anthropic-messages",
+        "gemini",
+        # images
+        "openai-images",
+        "gemini-image",
+        "dashscope-image",
+        # video
+        "video-task",
+    }
+)
+CHAT_PROTOCOLS = frozenset({"openai-chat", "anthropic-messages", "gemini"})
+IMAGE_PROTOCOLS = frozenset({"openai-images", "gemini-image", "dashscope-image"})
+VIDEO_PROTOCOLS = frozenset({"video-task"})
 # How an OpenAI-Images-compatible upstream takes the output size and answers with bytes:
 #   openai: size="WIDTHxHEIGHT", output_format=png, edits as multipart/form-data `image[]`
 #   xai:    aspect_ratio + resolution (1k/2k), response_format=b64_json, edits as JSON
@@ -45,6 +61,8 @@ class Provider:
     image_max_edge: int = 4096
     image_min_pixels: int = 0
     image_max_pixels: int = 0
+    # Extra headers on every upstream request (e.g. anthropic-version), ${ENV}-expanded.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +121,17 @@ def _whole(p: dict[str, Any], key: str, default: int, where: str, low: int) -> i
     return number
 
 
+def _headers(
+    p: dict[str, Any], where: str, environ: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    headers = p.get("headers") or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str | int) for k, v in headers.items()
+    ):
+        raise RouteConfigError(f"{where}: headers must map names to strings")
+    return tuple((k, expand_env(str(v), environ)) for k, v in headers.items())
+
+
 def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
     if not isinstance(doc, dict):
         raise RouteConfigError("providers: top level must be a mapping")
@@ -138,6 +167,7 @@ def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
             max_tokens_field=max_tokens_field,
             poll_interval_seconds=_positive(p, "poll_interval_seconds", 5, where),
             image_dialect=image_dialect,
+            headers=_headers(p, where, environ),
             image_max_edge=_whole(p, "image_max_edge", 4096, where, 16),
             image_min_pixels=image_min_pixels,
             image_max_pixels=image_max_pixels,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from services.sandbox.errors import ApiError, invalid, simulated_failure, simulated_status
 
@@ -25,9 +26,10 @@ _COUNTS = frozenset({"fail-after", "tokens", "cached", "reasoning"})
 # What each endpoint understands; anything else in its prompt is a 400.
 CHAT = frozenset(
     {"fail", "fail-after", "delay", "chunk-delay", "tokens", "cached", "reasoning"}
-    | {"status", "echo", "parallel"}
+    | {"status", "echo", "parallel", "fail-route"}
 )
-MEDIA = frozenset({"fail", "delay", "hang", "status"})
+MEDIA = frozenset({"fail", "delay", "hang", "status", "fail-route"})
+_ROUTE_LABELS = re.compile(r"[A-Za-z0-9_-]{1,40}(,[A-Za-z0-9_-]{1,40}){0,9}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Directives:
     echo: bool = False
     parallel: bool = False
     hang: bool = False  # media only: never answer (images) / never finish (video tasks)
+    # Route labels (the X-Sandbox-Route header a provider sends) that answer 503.
+    fail_routes: tuple[str, ...] = ()
 
     def error(self, streaming: bool) -> ApiError | None:
         """The error to answer instead of a completion, if the directives ask for one.
@@ -73,7 +77,8 @@ def parse(text: str, allowed: frozenset[str] = CHAT, param: str = "messages") ->
     and leaving a test author puzzled. `allowed` is what the endpoint understands
     (chat and media differ); `param` names the request field in the 400.
     """
-    found: dict[str, int | float | bool] = {}
+    # Values were validated per name in _value; their types follow from the name.
+    found: dict[str, Any] = {}
     for match in _DIRECTIVE.finditer(text):
         name, raw = match.group(1).lower(), match.group(2)
         found[name] = _value(name, raw, match.group(0), param)
@@ -92,10 +97,20 @@ def parse(text: str, allowed: frozenset[str] = CHAT, param: str = "messages") ->
         echo=bool(found.get("echo", False)),
         parallel=bool(found.get("parallel", False)),
         hang=bool(found.get("hang", False)),
+        fail_routes=tuple(found.get("fail-route", ())),
     )
 
 
-def _value(name: str, raw: str | None, literal: str, param: str) -> int | float | bool:
+def failing_routes(text: str) -> tuple[str, ...]:
+    """The labels in `[sim:fail-route=a,b]` directives, without validating the rest."""
+    labels: list[str] = []
+    for match in _DIRECTIVE.finditer(text):
+        if match.group(1).lower() == "fail-route" and match.group(2):
+            labels += match.group(2).split(",")
+    return tuple(labels)
+
+
+def _value(name: str, raw: str | None, literal: str, param: str) -> Any:
     if name in _FLAGS:
         if raw is not None:
             raise _bad(literal, "takes no value", param)
@@ -116,6 +131,10 @@ def _value(name: str, raw: str | None, literal: str, param: str) -> int | float 
         if not 0.0 <= seconds < float("inf"):
             raise _bad(literal, "needs a non-negative number of seconds", param)
         return min(seconds, MAX_DELAY_SECONDS)
+    if name == "fail-route":
+        if not _ROUTE_LABELS.fullmatch(raw):
+            raise _bad(literal, "needs route labels like primary or a,b", param)
+        return tuple(raw.split(","))
     if name == "status":
         if not _DIGITS.fullmatch(raw) or not 400 <= int(raw) <= 599:
             raise _bad(literal, "needs an HTTP error status 400..599", param)
@@ -123,11 +142,11 @@ def _value(name: str, raw: str | None, literal: str, param: str) -> int | float 
     raise _bad(literal, "is not a known directive", param)
 
 
-def _int_or_none(value: int | float | bool | None) -> int | None:
+def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def _float_or_none(value: int | float | bool | None) -> float | None:
+def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 

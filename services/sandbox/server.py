@@ -13,6 +13,7 @@ import secrets
 import signal
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from services.common.logs import fields
-from services.sandbox import media, openai_chat, openai_images, png, video_tasks
+from services.sandbox import directives, media, openai_chat, openai_images, png, video_tasks
 from services.sandbox.errors import ApiError, ark_error_body, openai_error_body, simulated_status
 
 log = logging.getLogger("sandbox")
@@ -46,6 +47,14 @@ REQUEST_LOG: web.AppKey[deque[dict[str, Any]]] = web.AppKey("request_log")
 TASKS = web.AppKey("tasks", video_tasks.TaskStore)
 FILES: web.AppKey[OrderedDict[str, bytes]] = web.AppKey("files")
 VIDEO = web.AppKey("video", bytes)
+# Protocol modules register how their errors look, by path prefix.
+ERROR_SHAPES: web.AppKey[dict[str, Callable[[ApiError], object]]] = web.AppKey("error_shapes")
+# Which sandbox "provider" a request came through (routes.py `headers`), so a
+# test can fail one route and let its fallback answer.
+ROUTE_HEADER = "X-Sandbox-Route"
+
+# Each protocol beyond OpenAI's lives in its own module with register(app).
+PROTOCOL_MODULES: tuple[Callable[[web.Application], None], ...] = ()
 # Per-request notes the access log line picks up (model, stream, dropped). A context
 # variable, not request storage: each request runs in its own task (own context), and
 # typed request keys (web.RequestKey) need a newer aiohttp than the project pins.
@@ -54,8 +63,11 @@ _notes: ContextVar[dict[str, Any]] = ContextVar("sandbox_notes")
 
 def create_app(api_key: str, *, chunk_delay: float = 0.0) -> web.Application:
     app = web.Application(
-        middlewares=[_access_log, _errors_as_openai], client_max_size=MAX_BODY_BYTES
+        middlewares=[_access_log, _errors_as_openai, _route_failures],
+        client_max_size=MAX_BODY_BYTES,
     )
+    shapes: dict[str, Callable[[ApiError], object]] = {ARK_PREFIX: ark_error_body}
+    app[ERROR_SHAPES] = shapes
     app[API_KEY] = api_key
     app[CHUNK_DELAY] = chunk_delay
     app[REQUEST_LOG] = deque(maxlen=REQUEST_LOG_SIZE)
@@ -74,6 +86,8 @@ def create_app(api_key: str, *, chunk_delay: float = 0.0) -> web.Application:
     app.router.add_get("/_sandbox/tasks", list_tasks)
     app.router.add_delete("/_sandbox/tasks", clear_tasks)
     app.router.add_get("/_sandbox/files/{name}", get_file)
+    for register in PROTOCOL_MODULES:
+        register(app)
     return app
 
 
@@ -104,9 +118,12 @@ def _json(obj: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
 
 
-def _error(err: ApiError, path: str = "") -> web.Response:
-    if path.startswith(ARK_PREFIX):
-        return _json(ark_error_body(err), err.status)
+def _error(
+    err: ApiError, path: str = "", shapes: dict[str, Callable[[ApiError], object]] | None = None
+) -> web.Response:
+    for prefix, shape in (shapes or {}).items():
+        if path.startswith(prefix):
+            return _json(shape(err), err.status)
     return _json(openai_error_body(err), err.status)
 
 
@@ -138,17 +155,32 @@ async def _errors_as_openai(request: web.Request, handler: Handler) -> web.Strea
     """Every error, ours or aiohttp's (404, 405, 413), leaves in the protocol's error shape:
     Ark's under /api/v3/, OpenAI's everywhere else."""
     path = request.path
+    shapes = request.app[ERROR_SHAPES]
     try:
         return await handler(request)
     except ApiError as err:
-        return _error(err, path)
+        return _error(err, path, shapes)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(ApiError(exc.status, f"{exc.reason} ({request.method} {path})"), path)
+        return _error(ApiError(exc.status, f"{exc.reason} ({request.method} {path})"), path, shapes)
     except Exception:
         log.exception("unexpected error", extra=fields(path=path))
-        return _error(ApiError(500, "sandbox: internal error", type="server_error"), path)
+        return _error(ApiError(500, "sandbox: internal error", type="server_error"), path, shapes)
+
+
+@web.middleware
+async def _route_failures(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`[sim:fail-route=LABEL]` in a body: the provider sending that route label
+    answers 503, whatever protocol it speaks; other routes answer normally."""
+    label = request.headers.get(ROUTE_HEADER)
+    if label and request.method == "POST" and request.can_read_body:
+        body = await request.read()  # cached: the handler reads it again
+        if b"[sim:fail-route=" in body:
+            text = body.decode("utf-8", "replace")
+            if label in directives.failing_routes(text):
+                raise ApiError(503, f"sandbox: route {label} is down", type="server_error")
+    return await handler(request)
 
 
 def _auth_error(request: web.Request) -> ApiError | None:

@@ -13,13 +13,12 @@ from typing import Any
 import orjson
 
 from services.common.money import ceil_div
+from services.providers.errors import UpstreamProtocolError
+
+__all__ = ["UpstreamProtocolError"]
 
 CHARS_PER_TOKEN_ESTIMATE = 4
 _DELTA_KEYS = ("role", "content", "reasoning_content", "tool_calls")
-
-
-class UpstreamProtocolError(ValueError):
-    """The upstream answered with something that is not the protocol."""
 
 
 @dataclass(frozen=True, slots=True)

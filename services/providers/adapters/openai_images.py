@@ -1,8 +1,7 @@
 """The OpenAI Images protocol over HTTP (OpenAI gpt-image, xAI Grok Imagine, the sandbox).
 
 Implements services.providers.media.ImageAdapter. Request building and answer parsing
-live in openai_images_translate (pure); this module only moves bytes. The two helpers
-`read_limited` and `raise_for_status` are shared with the video-task adapter.
+live in openai_images_translate (pure); this module only moves bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +11,12 @@ import logging
 import httpx
 import orjson
 
-from services.providers.adapters.openai_chat import MAX_ERROR_BODY_BYTES, upstream_failures
+from services.providers.adapters.http import (
+    api_client,
+    raise_for_status,
+    read_limited,
+    upstream_failures,
+)
 from services.providers.adapters.openai_images_translate import (
     ImageRequestError,
     JsonCall,
@@ -21,7 +25,7 @@ from services.providers.adapters.openai_images_translate import (
     image_bytes,
     sniff_image,
 )
-from services.providers.errors import UpstreamError, safe_upstream_message
+from services.providers.errors import UpstreamError
 from services.providers.media import GeneratedImage, ImageRequest
 from services.providers.routes import Provider
 
@@ -29,61 +33,6 @@ log = logging.getLogger(__name__)
 
 # A 4k PNG is tens of MB, and base64 adds a third.
 MAX_IMAGE_ANSWER_BYTES = 96 * 1024 * 1024
-
-
-def api_client(provider: Provider) -> httpx.AsyncClient:
-    """The provider's client: base URL, Bearer key, its timeouts and connection cap."""
-    return httpx.AsyncClient(
-        base_url=provider.base_url,
-        timeout=httpx.Timeout(
-            connect=provider.connect_timeout_seconds,
-            read=provider.read_timeout_seconds,
-            write=provider.read_timeout_seconds,
-            pool=provider.connect_timeout_seconds,
-        ),
-        limits=httpx.Limits(
-            max_connections=provider.max_connections,
-            max_keepalive_connections=provider.max_connections,
-        ),
-        headers={"Authorization": f"Bearer {provider.api_key}"},
-    )
-
-
-async def read_limited(response: httpx.Response, limit: int) -> bytes:
-    raw = bytearray()
-    async for piece in response.aiter_bytes():
-        raw += piece
-        if len(raw) > limit:
-            raise UpstreamError("failed", "upstream answer exceeds the size limit")
-    return bytes(raw)
-
-
-async def raise_for_status(
-    response: httpx.Response, provider: Provider, *, client_fault_possible: bool = True
-) -> None:
-    """4xx/5xx as UpstreamError: 400/422 are the client's request ("rejected", with the
-    upstream's scrubbed message) when `client_fault_possible`; everything else "failed"."""
-    if response.status_code < 400:
-        return
-    raw = b""
-    async for piece in response.aiter_bytes():
-        raw += piece
-        if len(raw) > MAX_ERROR_BODY_BYTES:
-            break
-    message = safe_upstream_message(raw, provider.api_key)
-    log.warning(
-        "upstream error",
-        extra={
-            "fields": {
-                "provider": provider.name,
-                "status": response.status_code,
-                "upstream_message": message,
-            }
-        },
-    )
-    if client_fault_possible and response.status_code in (400, 422):
-        raise UpstreamError("rejected", f"The upstream rejected the request: {message}")
-    raise UpstreamError("failed", f"upstream answered HTTP {response.status_code}")
 
 
 class OpenAIImagesAdapter:

@@ -14,8 +14,12 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 
-from services.providers.adapters.openai_chat import upstream_failures
-from services.providers.adapters.openai_images import api_client, raise_for_status, read_limited
+from services.providers.adapters.http import (
+    api_client,
+    raise_for_status,
+    read_limited,
+    upstream_failures,
+)
 from services.providers.adapters.video_task_translate import (
     TASKS_PATH,
     create_body,

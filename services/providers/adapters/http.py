@@ -1,0 +1,93 @@
+"""The HTTP client every adapter uses to talk to its provider."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import orjson
+
+from services.common.sse import SseError
+from services.providers.errors import UpstreamError, UpstreamProtocolError, safe_upstream_message
+from services.providers.routes import Provider
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+def bearer(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def api_client(provider: Provider, auth: dict[str, str] | None = None) -> httpx.AsyncClient:
+    """The provider's client: base URL, credentials (`auth`, default a Bearer
+    key), its configured extra headers, its timeouts and its connection cap."""
+    headers = dict(provider.headers)
+    headers.update(bearer(provider.api_key) if auth is None else auth)
+    return httpx.AsyncClient(
+        base_url=provider.base_url,
+        timeout=httpx.Timeout(
+            connect=provider.connect_timeout_seconds,
+            read=provider.read_timeout_seconds,
+            write=provider.read_timeout_seconds,
+            pool=provider.connect_timeout_seconds,
+        ),
+        limits=httpx.Limits(
+            max_connections=provider.max_connections,
+            max_keepalive_connections=provider.max_connections,
+        ),
+        headers=headers,
+    )
+
+
+@contextmanager
+def upstream_failures() -> Iterator[None]:
+    """Every way an upstream call can go wrong, as an UpstreamError."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamError("timeout", "upstream did not answer in time") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError("failed", f"upstream connection failed: {type(exc).__name__}") from exc
+    except (orjson.JSONDecodeError, UpstreamProtocolError, SseError) as exc:
+        raise UpstreamError("failed", f"upstream sent a malformed answer: {exc}") from exc
+
+
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
+    raw = bytearray()
+    async for piece in response.aiter_bytes():
+        raw += piece
+        if len(raw) > limit:
+            raise UpstreamError("failed", "upstream answer exceeds the size limit")
+    return bytes(raw)
+
+
+async def raise_for_status(
+    response: httpx.Response, provider: Provider, *, client_fault_possible: bool = True
+) -> None:
+    """4xx/5xx as UpstreamError: 400/422 are the client's request ("rejected", with the
+    upstream's scrubbed message) when `client_fault_possible`; everything else "failed"."""
+    if response.status_code < 400:
+        return
+    raw = b""
+    async for piece in response.aiter_bytes():
+        raw += piece
+        if len(raw) > MAX_ERROR_BODY_BYTES:
+            break
+    message = safe_upstream_message(raw, provider.api_key)
+    log.warning(
+        "upstream error",
+        extra={
+            "fields": {
+                "provider": provider.name,
+                "status": response.status_code,
+                "upstream_message": message,
+            }
+        },
+    )
+    if client_fault_possible and response.status_code in (400, 422):
+        raise UpstreamError("rejected", f"The upstream rejected the request: {message}")
+    raise UpstreamError("failed", f"upstream answered HTTP {response.status_code}")
