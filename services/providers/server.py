@@ -10,14 +10,15 @@ import orjson
 from aiport.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 
 from services.common.grpc_server import ServicerContext
-from services.providers.adapters.openai_chat import OpenAIChatAdapter
+from services.providers import registry
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
     TokenCounts,
 )
 from services.providers.errors import UpstreamError
-from services.providers.routes import Route, RouteTable
+from services.providers.failover import Breakers, should_fail_over
+from services.providers.routes import RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +46,14 @@ def _prompt_chars(request: dict[str, object]) -> int:
 
 
 class ProvidersService(providers_pb2_grpc.ProvidersServicer):
-    def __init__(self, table: RouteTable) -> None:
+    def __init__(self, table: RouteTable, breakers: Breakers | None = None) -> None:
         self.table = table
-        self.adapters = {
-            name: OpenAIChatAdapter(provider)
-            for name, provider in table.providers.items()
-            if provider.protocol == "openai-chat"
-        }
+        self.adapters = registry.build(table, registry.CHAT)
+        self.breakers = breakers or Breakers()
 
     async def close(self) -> None:
         for adapter in self.adapters.values():
             await adapter.close()
-
-    def _route(self, model: str) -> Route | None:
-        # The first route serves; failover across routes arrives with issue 4.
-        routes = self.table.routes_for(model)
-        return routes[0] if routes else None
 
     async def _abort(self, context: ServicerContext, error: UpstreamError) -> None:
         if error.kind == "rejected":
@@ -77,60 +70,74 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         request: providers_pb2.ChatCompletionRequest,
         context: ServicerContext,
     ) -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
-        route = self._route(request.model)
-        if route is None:
+        routes = tuple(
+            r for r in self.table.routes_for(request.model) if r.provider in self.adapters
+        )
+        if not routes:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model {request.model}")
             return
-        adapter = self.adapters[route.provider]
         body = orjson.loads(request.request_json)
         identity = Identity(request.completion_id, request.model, request.created_unix)
-        fields = {
-            "request_id": request.request_id,
-            "model": request.model,
-            "provider": route.provider,
-            "stream": request.stream,
-        }
-        if not request.stream:
+        last_error = UpstreamError("failed", "every route for this model is cooling down")
+        for attempt, route in enumerate(self.breakers.plan(routes)):
+            adapter = self.adapters[route.provider]
+            fields = {
+                "request_id": request.request_id,
+                "model": request.model,
+                "route": f"{route.provider}/{route.upstream_model}",
+                "attempt": attempt + 1,
+                "stream": request.stream,
+            }
+            translator = ChunkTranslator(identity, prompt_chars=_prompt_chars(body))
+            verdict = False  # whether the breaker has heard about this attempt
             try:
-                completion, usage = await adapter.complete(
-                    route, body, identity, request.request_id
-                )
+                if request.stream:
+                    async for chunk in adapter.stream(
+                        route, body, identity, request.request_id, translator
+                    ):
+                        yield providers_pb2.ChatCompletionEvent(chunk=chunk)
+                    closing, usage = translator.finish()
+                    self.breakers.success(route)
+                    verdict = True
+                    for chunk in closing:
+                        yield providers_pb2.ChatCompletionEvent(chunk=chunk)
+                else:
+                    completion, usage = await adapter.complete(
+                        route, body, identity, request.request_id
+                    )
+                    self.breakers.success(route)
+                    verdict = True
+                    yield providers_pb2.ChatCompletionEvent(completion=completion)
+                yield providers_pb2.ChatCompletionEvent(usage=_usage_pb(usage))
+                return
             except UpstreamError as error:
-                log.warning("upstream failed", extra={"fields": {**fields, "error": error.message}})
-                await self._abort(context, error)
-                return
-            yield providers_pb2.ChatCompletionEvent(completion=completion)
-            yield providers_pb2.ChatCompletionEvent(usage=_usage_pb(usage))
-            return
-
-        translator = ChunkTranslator(identity, prompt_chars=_prompt_chars(body))
-        try:
-            async for chunk in adapter.stream(
-                route, body, identity, request.request_id, translator
-            ):
-                yield providers_pb2.ChatCompletionEvent(chunk=chunk)
-        except UpstreamError as error:
-            log.warning(
-                "upstream failed",
-                extra={
-                    "fields": {
-                        **fields,
-                        "error": error.message,
-                        "output_started": translator.output_started,
-                    }
-                },
-            )
-            if not translator.output_started:
-                await self._abort(context, error)
-                return
-            yield providers_pb2.ChatCompletionEvent(
-                failure=providers_pb2.StreamFailure(
-                    message="The upstream AI provider failed mid-stream.",
-                    usage=_usage_pb(translator.estimated_usage()),
+                last_error = error
+                if should_fail_over(error):
+                    self.breakers.failure(route)
+                    verdict = True
+                log.warning(
+                    "upstream failed",
+                    extra={
+                        "fields": {
+                            **fields,
+                            "error": error.message,
+                            "output_started": translator.output_started,
+                            "breaker": self.breakers.state(route),
+                        }
+                    },
                 )
-            )
-            return
-        closing, usage = translator.finish()
-        for chunk in closing:
-            yield providers_pb2.ChatCompletionEvent(chunk=chunk)
-        yield providers_pb2.ChatCompletionEvent(usage=_usage_pb(usage))
+                if translator.output_started:
+                    # Output reached the client: no second route, end in-band.
+                    yield providers_pb2.ChatCompletionEvent(
+                        failure=providers_pb2.StreamFailure(
+                            message="The upstream AI provider failed mid-stream.",
+                            usage=_usage_pb(translator.estimated_usage()),
+                        )
+                    )
+                    return
+                if not should_fail_over(error):
+                    break
+            finally:
+                if not verdict:
+                    self.breakers.release_probe(route)
+        await self._abort(context, last_error)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
@@ -23,8 +25,10 @@ from aiport.v1 import job_state_pb2, job_state_pb2_grpc
 from services.common import blobs, broker
 from services.common.logs import fields
 from services.providers.errors import UpstreamError
+from services.providers.failover import Breakers, should_fail_over
 from services.providers.fetch import FetchFailed, FetchRefused, load_reference
 from services.providers.media import (
+    GeneratedImage,
     ImageAdapter,
     ImageRequest,
     Reference,
@@ -33,6 +37,8 @@ from services.providers.media import (
     VideoTaskAdapter,
 )
 from services.providers.routes import Route, RouteTable
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,7 @@ class Worker:
         routes: RouteTable,
         image_adapters: dict[str, ImageAdapter],
         video_adapters: dict[str, VideoTaskAdapter],
+        breakers: Breakers,
         job_state: job_state_pb2_grpc.JobStateStub,
         store: blobs.LocalBlobStore,
         outcomes: AbstractExchange,
@@ -81,6 +88,7 @@ class Worker:
         self.routes = routes
         self.image_adapters = image_adapters
         self.video_adapters = video_adapters
+        self.breakers = breakers
         self.job_state = job_state
         self.store = store
         self.outcomes = outcomes
@@ -144,11 +152,10 @@ class Worker:
             if remaining <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
-                route = self._route(job.model)
                 if job.modality in ("image", "img2img"):
-                    result = await self._image(job, route)
+                    result = await self._image(job)
                 else:
-                    result = await self._video(job, route)
+                    result = await self._video(job)
             return job_state_pb2.JobOutcome(
                 job_id=job.job_id,
                 succeeded=True,
@@ -170,12 +177,48 @@ class Worker:
             message = PROVIDER_FAILED
         return job_state_pb2.JobOutcome(job_id=job.job_id, succeeded=False, error_message=message)
 
-    def _route(self, model: str) -> Route:
-        # The first route serves; failover across routes arrives with issue 4.
-        routes = self.routes.routes_for(model)
+    def _plan(self, model: str, adapters: Mapping[str, object]) -> list[Route]:
+        routes = tuple(r for r in self.routes.routes_for(model) if r.provider in adapters)
         if not routes:
             raise JobFailed("The model is not available right now.")
-        return routes[0]
+        plan = self.breakers.plan(routes)
+        if not plan:
+            raise UpstreamError("failed", "every route for this model is cooling down")
+        return plan
+
+    async def _with_failover(
+        self, job: job_state_pb2.JobRecord, plan: list[Route], call: Callable[[Route], Awaitable[T]]
+    ) -> tuple[Route, T]:
+        """Try each route in turn until one answers; only failures another route
+        might not have (connection, timeout, 429, 5xx) move on to the next."""
+        last: UpstreamError | None = None
+        for attempt, route in enumerate(plan):
+            verdict = False
+            try:
+                result = await call(route)
+                self.breakers.success(route)
+                verdict = True
+                return route, result
+            except UpstreamError as error:
+                last = error
+                log.warning(
+                    "upstream failed",
+                    extra=fields(
+                        job_id=job.job_id,
+                        route=f"{route.provider}/{route.upstream_model}",
+                        attempt=attempt + 1,
+                        error=error.message,
+                    ),
+                )
+                if not should_fail_over(error):
+                    raise
+                self.breakers.failure(route)
+                verdict = True
+            finally:
+                if not verdict:
+                    self.breakers.release_probe(route)
+        assert last is not None
+        raise last
 
     # -- references ------------------------------------------------------------
     async def _reference(
@@ -209,19 +252,24 @@ class Worker:
         return tuple(await asyncio.gather(*(self._reference(u, r, a, m) for u, r, a, m in wanted)))
 
     # -- images ----------------------------------------------------------------
-    async def _image(self, job: job_state_pb2.JobRecord, route: Route) -> Result:
-        adapter = self.image_adapters[route.provider]
+    async def _image(self, job: job_state_pb2.JobRecord) -> Result:
         spec = job.spec
-        image = await adapter.generate(
-            ImageRequest(
-                upstream_model=route.upstream_model,
-                prompt=spec.prompt,
-                aspect_ratio=spec.aspect_ratio,
-                resolution=spec.resolution,
-                references=await self._references(spec),
-                request_id=job.job_id,
+        plan = self._plan(job.model, self.image_adapters)
+        references = await self._references(spec)
+
+        async def generate(route: Route) -> GeneratedImage:
+            return await self.image_adapters[route.provider].generate(
+                ImageRequest(
+                    upstream_model=route.upstream_model,
+                    prompt=spec.prompt,
+                    aspect_ratio=spec.aspect_ratio,
+                    resolution=spec.resolution,
+                    references=references,
+                    request_id=job.job_id,
+                )
             )
-        )
+
+        _, image = await self._with_failover(job, plan, generate)
         if len(image.data) > IMAGE_RESULT_MAX_BYTES:
             raise JobFailed("The result was larger than we can store.")
         key = blobs.new_key("results", f"image.{EXTENSIONS.get(image.content_type, 'png')}")
@@ -229,35 +277,48 @@ class Worker:
         return Result(result_key=key, units=1)
 
     # -- video -----------------------------------------------------------------
-    async def _video(self, job: job_state_pb2.JobRecord, route: Route) -> Result:
-        adapter = self.video_adapters[route.provider]
+    async def _video(self, job: job_state_pb2.JobRecord) -> Result:
         spec = job.spec
-        task_id = job.upstream_task_id
-        if task_id:
+        if job.upstream_task_id:
+            # "<provider>/<task id>": resume polling where the task lives.
+            provider, _, task_id = job.upstream_task_id.partition("/")
+            adapter = self.video_adapters.get(provider)
+            if adapter is None or not task_id:
+                raise JobFailed(PROVIDER_FAILED)
             log.info("resuming upstream task", extra=fields(job_id=job.job_id))
         else:
-            task_id = await adapter.submit(
-                VideoRequest(
-                    upstream_model=route.upstream_model,
-                    prompt=spec.prompt,
-                    resolution=spec.resolution,
-                    duration_seconds=spec.duration_seconds,
-                    ratio=spec.ratio,
-                    generate_audio=spec.generate_audio if spec.HasField("generate_audio") else None,
-                    web_search=spec.web_search if spec.HasField("web_search") else None,
-                    return_last_frame=spec.return_last_frame,
-                    seed=spec.seed if spec.HasField("seed") else None,
-                    real_person_mode=(
-                        spec.real_person_mode if spec.HasField("real_person_mode") else None
-                    ),
-                    references=await self._references(spec),
-                    request_id=job.job_id,
+            plan = self._plan(job.model, self.video_adapters)
+            references = await self._references(spec)
+
+            async def submit(route: Route) -> str:
+                return await self.video_adapters[route.provider].submit(
+                    VideoRequest(
+                        upstream_model=route.upstream_model,
+                        prompt=spec.prompt,
+                        resolution=spec.resolution,
+                        duration_seconds=spec.duration_seconds,
+                        ratio=spec.ratio,
+                        generate_audio=(
+                            spec.generate_audio if spec.HasField("generate_audio") else None
+                        ),
+                        web_search=spec.web_search if spec.HasField("web_search") else None,
+                        return_last_frame=spec.return_last_frame,
+                        seed=spec.seed if spec.HasField("seed") else None,
+                        real_person_mode=(
+                            spec.real_person_mode if spec.HasField("real_person_mode") else None
+                        ),
+                        references=references,
+                        request_id=job.job_id,
+                    )
                 )
-            )
+
+            # Failover only before a task exists: a running task stays where it is.
+            route, task_id = await self._with_failover(job, plan, submit)
+            adapter = self.video_adapters[route.provider]
             # Remembered before polling: a worker killed from here on resumes this task.
             await self.job_state.RecordUpstreamTask(
                 job_state_pb2.RecordUpstreamTaskRequest(
-                    job_id=job.job_id, upstream_task_id=task_id
+                    job_id=job.job_id, upstream_task_id=f"{route.provider}/{task_id}"
                 ),
                 timeout=JOB_STATE_TIMEOUT_SECONDS,
             )

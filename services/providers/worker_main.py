@@ -16,10 +16,8 @@ from aiport.v1 import job_state_pb2_grpc
 
 from services.common import blobs, broker, logs, settings
 from services.common.grpc_server import channel, serve
-from services.providers.adapters.openai_images import OpenAIImagesAdapter
-from services.providers.adapters.video_task import VideoTaskAdapter
-from services.providers.media import ImageAdapter
-from services.providers.media import VideoTaskAdapter as VideoAdapter
+from services.providers import registry
+from services.providers.failover import Breakers, policy_from_env
 from services.providers.routes import load_routes
 from services.providers.worker import Worker
 
@@ -27,16 +25,8 @@ from services.providers.worker import Worker
 async def main(kind: str, addr: str) -> None:
     logs.setup(f"worker-{kind}")
     table = load_routes(settings.providers_path())
-    image_adapters: dict[str, ImageAdapter] = {
-        name: OpenAIImagesAdapter(p)
-        for name, p in table.providers.items()
-        if p.protocol == "openai-images"
-    }
-    video_adapters: dict[str, VideoAdapter] = {
-        name: VideoTaskAdapter(p)
-        for name, p in table.providers.items()
-        if p.protocol == "video-task"
-    }
+    image_adapters = registry.build(table, registry.IMAGE)
+    video_adapters = registry.build(table, registry.VIDEO)
     job_state_channel = channel(settings.jobs_addr())
     names = broker.names_from_env()
     connection = await broker.connect(settings.amqp_url())
@@ -47,6 +37,7 @@ async def main(kind: str, addr: str) -> None:
         routes=table,
         image_adapters=image_adapters,
         video_adapters=video_adapters,
+        breakers=Breakers(policy_from_env()),
         job_state=job_state_pb2_grpc.JobStateStub(job_state_channel),
         store=blobs.blob_store_from_env(),
         outcomes=publish_channel.default_exchange,

@@ -179,6 +179,7 @@ async def _route_failures(request: web.Request, handler: Handler) -> web.StreamR
         if b"[sim:fail-route=" in body:
             text = body.decode("utf-8", "replace")
             if label in directives.failing_routes(text):
+                _log_request(request, {"failed_route": label})
                 raise ApiError(503, f"sandbox: route {label} is down", type="server_error")
     return await handler(request)
 
@@ -209,7 +210,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise
     # Logged even when the key is wrong: "which key did the gateway send?" is a question.
     request.app[REQUEST_LOG].append(
-        {"path": request.path, "authorization": request.headers.get("Authorization"), "body": body}
+        {
+            "path": request.path,
+            "authorization": request.headers.get("Authorization"),
+            "route": request.headers.get(ROUTE_HEADER),
+            "body": body,
+        }
     )
     if denied is not None:
         raise denied
@@ -447,7 +453,12 @@ def _origin(request: web.Request) -> str:
 
 def _log_request(request: web.Request, body: object) -> None:
     request.app[REQUEST_LOG].append(
-        {"path": request.path, "authorization": request.headers.get("Authorization"), "body": body}
+        {
+            "path": request.path,
+            "authorization": request.headers.get("Authorization"),
+            "route": request.headers.get(ROUTE_HEADER),
+            "body": body,
+        }
     )
 
 

@@ -30,6 +30,7 @@ class Account:
 
 NewAccount = Callable[[str], Account]
 JOB_TIMEOUT_SECONDS = 15
+BREAKER_COOLDOWN_SECONDS = 2
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,7 @@ def stack() -> Iterator[Stack]:
     # Short enough that the timeout test is quick, long enough for every other job.
     config.job_timeout_seconds = JOB_TIMEOUT_SECONDS
     config.extra_env["AIPORT_JOB_SWEEP_SECONDS"] = "1"
+    config.extra_env["AIPORT_BREAKER_COOLDOWN_SECONDS"] = str(BREAKER_COOLDOWN_SECONDS)
     stack = Stack(config)
     try:
         stack.start()

@@ -308,31 +308,19 @@ def test_real_providers_file_token_fields() -> None:
 
 def test_sandbox_file_defaults_and_overrides() -> None:
     table = load_routes(CONFIG / "providers.sandbox.yaml", {})
-    sandbox = table.providers["sandbox"]
-    assert sandbox.base_url == "http://127.0.0.1:9100/v1"
-    assert sandbox.api_key == "sk-sandbox"
-    moved = load_routes(
-        CONFIG / "providers.sandbox.yaml",
-        {"AIPORT_SANDBOX_URL": "http://127.0.0.1:40123/v1", "AIPORT_SANDBOX_API_KEY": "sk-x"},
+    chat = table.providers["sandbox-openai-primary"]
+    images = table.providers["sandbox-images-primary"]
+    video = table.providers["sandbox-video-primary"]
+    assert (chat.protocol, images.protocol, video.protocol) == (
+        "openai-chat",
+        "openai-images",
+        "video-task",
     )
-    assert moved.providers["sandbox"].base_url == "http://127.0.0.1:40123/v1"
-    assert moved.providers["sandbox"].api_key == "sk-x"
-    assert {r.provider for rs in moved.routes.values() for r in rs} == {
-        "sandbox",
-        "sandbox-images",
-        "sandbox-video",
-    }
-
-
-def test_sandbox_file_media_providers() -> None:
-    table = load_routes(CONFIG / "providers.sandbox.yaml", {})
-    images, video = table.providers["sandbox-images"], table.providers["sandbox-video"]
-    assert (images.protocol, video.protocol) == ("openai-images", "video-task")
     # AIPORT_SANDBOX_URL already ends in /v1: images share it, video hangs off the origin.
-    assert images.base_url == "http://127.0.0.1:9100/v1"
+    assert chat.base_url == images.base_url == "http://127.0.0.1:9100/v1"
     assert video.base_url == "http://127.0.0.1:9100/api/v3"
-    assert images.image_dialect == "openai"
     assert video.poll_interval_seconds == 0.5
+    assert {p.api_key for p in table.providers.values()} == {"sk-sandbox"}
     moved = load_routes(
         CONFIG / "providers.sandbox.yaml",
         {
@@ -341,9 +329,16 @@ def test_sandbox_file_media_providers() -> None:
             "AIPORT_SANDBOX_API_KEY": "sk-x",
         },
     )
-    assert moved.providers["sandbox-images"].base_url == "http://127.0.0.1:40123/v1"
-    assert moved.providers["sandbox-video"].base_url == "http://127.0.0.1:40123/api/v3"
+    assert all(p.base_url.startswith("http://127.0.0.1:40123/") for p in moved.providers.values())
     assert {p.api_key for p in moved.providers.values()} == {"sk-x"}
+
+
+def test_sandbox_file_gives_every_model_a_primary_and_a_backup() -> None:
+    table = load_routes(CONFIG / "providers.sandbox.yaml", {})
+    for model, routes in table.routes.items():
+        labels = [dict(table.providers[r.provider].headers)["X-Sandbox-Route"] for r in routes]
+        assert labels == ["primary", "backup"], model
+        assert len({table.providers[r.provider].protocol for r in routes}) == 1, model
 
 
 def test_real_providers_file_media_upstreams() -> None:

@@ -1,0 +1,104 @@
+"""Which routes to try, in what order, and which to skip for a while. Pure.
+
+Each route (provider + upstream model) has a circuit breaker: after
+`failure_threshold` consecutive failures it opens and is skipped for
+`cooldown_seconds`; then one request may probe it (half-open); a success
+closes it, a failure opens it again. A request tries at most `max_attempts`
+routes, so one request can never multiply upstream cost without bound.
+
+State is per process: each replica learns about its own failures. That is
+enough to stop hammering a dead upstream; it is not a shared rate limiter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from services.common.settings import env_float, env_int
+from services.providers.errors import UpstreamError
+from services.providers.routes import Route
+
+State = Literal["closed", "open", "half-open"]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    failure_threshold: int = 5
+    cooldown_seconds: float = 30.0
+    max_attempts: int = 3
+
+
+def policy_from_env() -> Policy:
+    return Policy(
+        failure_threshold=max(1, env_int("AIPORT_BREAKER_FAILURES", 5)),
+        cooldown_seconds=max(0.0, env_float("AIPORT_BREAKER_COOLDOWN_SECONDS", 30.0)),
+        max_attempts=max(1, env_int("AIPORT_MAX_ROUTE_ATTEMPTS", 3)),
+    )
+
+
+@dataclass(slots=True)
+class _Breaker:
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+
+def route_key(route: Route) -> str:
+    return f"{route.provider}/{route.upstream_model}"
+
+
+def should_fail_over(error: UpstreamError) -> bool:
+    """Connection errors, timeouts, 429 and 5xx: another route may do better.
+    A request the upstream rejected as malformed would be rejected anywhere."""
+    return error.kind in ("failed", "timeout")
+
+
+@dataclass
+class Breakers:
+    policy: Policy = field(default_factory=Policy)
+    clock: Callable[[], float] = time.monotonic
+    _state: dict[str, _Breaker] = field(default_factory=dict)
+
+    def state(self, route: Route) -> State:
+        breaker = self._state.get(route_key(route))
+        if breaker is None or breaker.opened_at is None:
+            return "closed"
+        if self.clock() - breaker.opened_at >= self.policy.cooldown_seconds:
+            return "half-open"
+        return "open"
+
+    def plan(self, routes: tuple[Route, ...]) -> list[Route]:
+        """The routes to try for one request, in priority order: closed ones, and
+        a half-open one only if no other request is probing it right now."""
+        chosen: list[Route] = []
+        for route in routes:
+            if len(chosen) == self.policy.max_attempts:
+                break
+            state = self.state(route)
+            if state == "closed":
+                chosen.append(route)
+            elif state == "half-open":
+                breaker = self._state[route_key(route)]
+                if not breaker.probing:
+                    breaker.probing = True
+                    chosen.append(route)
+        return chosen
+
+    def success(self, route: Route) -> None:
+        self._state.pop(route_key(route), None)
+
+    def failure(self, route: Route) -> None:
+        breaker = self._state.setdefault(route_key(route), _Breaker())
+        breaker.failures += 1
+        if breaker.probing or breaker.failures >= self.policy.failure_threshold:
+            breaker.opened_at = self.clock()
+        breaker.probing = False
+
+    def release_probe(self, route: Route) -> None:
+        """A probe that ended without a verdict (cancelled, rejected request)."""
+        breaker = self._state.get(route_key(route))
+        if breaker is not None:
+            breaker.probing = False

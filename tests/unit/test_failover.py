@@ -1,0 +1,99 @@
+"""Circuit breakers and the route plan."""
+
+from __future__ import annotations
+
+from services.providers.errors import UpstreamError
+from services.providers.failover import Breakers, Policy, should_fail_over
+from services.providers.routes import Route
+
+A = Route("m", "primary", "m-a")
+B = Route("m", "backup", "m-b")
+C = Route("m", "third", "m-c")
+D = Route("m", "fourth", "m-d")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breakers(clock: Clock, threshold: int = 3) -> Breakers:
+    return Breakers(Policy(failure_threshold=threshold, cooldown_seconds=30), clock)
+
+
+def test_plan_keeps_priority_and_caps_attempts() -> None:
+    b = Breakers(Policy(max_attempts=3))
+    assert b.plan((A, B, C, D)) == [A, B, C]
+
+
+def test_route_opens_after_consecutive_failures_only() -> None:
+    clock = Clock()
+    b = breakers(clock)
+    b.failure(A)
+    b.failure(A)
+    b.success(A)  # a success resets the count
+    b.failure(A)
+    b.failure(A)
+    assert b.state(A) == "closed"
+    b.failure(A)
+    assert b.state(A) == "open"
+    assert b.plan((A, B)) == [B]
+
+
+def test_half_open_allows_one_probe_then_closes_or_reopens() -> None:
+    clock = Clock()
+    b = breakers(clock, threshold=1)
+    b.failure(A)
+    assert b.plan((A, B)) == [B]
+    clock.now += 30
+    assert b.state(A) == "half-open"
+    assert b.plan((A, B)) == [A, B]
+    # While one request probes, others do not pile onto the sick route.
+    assert b.plan((A, B)) == [B]
+    b.failure(A)  # the probe failed: open again for a full cooldown
+    assert b.state(A) == "open"
+    clock.now += 29
+    assert b.plan((A, B)) == [B]
+    clock.now += 1
+    assert b.plan((A, B)) == [A, B]
+    b.success(A)
+    assert b.state(A) == "closed"
+    assert b.plan((A, B)) == [A, B]
+
+
+def test_a_failing_probe_reopens_even_below_the_threshold() -> None:
+    clock = Clock()
+    b = breakers(clock, threshold=5)
+    for _ in range(5):
+        b.failure(A)
+    clock.now += 30
+    assert b.plan((A,)) == [A]
+    b.failure(A)
+    assert b.state(A) == "open"
+
+
+def test_released_probe_can_be_taken_again() -> None:
+    clock = Clock()
+    b = breakers(clock, threshold=1)
+    b.failure(A)
+    clock.now += 30
+    assert b.plan((A,)) == [A]
+    b.release_probe(A)
+    assert b.plan((A,)) == [A]
+
+
+def test_all_routes_open_means_no_attempt() -> None:
+    clock = Clock()
+    b = breakers(clock, threshold=1)
+    b.failure(A)
+    b.failure(B)
+    assert b.plan((A, B)) == []
+
+
+def test_which_errors_fail_over() -> None:
+    assert should_fail_over(UpstreamError("failed", "503"))
+    assert should_fail_over(UpstreamError("timeout", "slow"))
+    assert not should_fail_over(UpstreamError("rejected", "bad request"))
