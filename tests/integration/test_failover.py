@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import openai
-from openai.types.chat import ChatCompletionMessageParam
 from aiport.v1 import billing_pb2, billing_pb2_grpc
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.integration.conftest import BREAKER_COOLDOWN_SECONDS, Account
 from tests.integration.test_jobs import poll, state, submit
