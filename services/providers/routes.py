@@ -61,6 +61,8 @@ class Provider:
     image_max_edge: int = 4096
     image_min_pixels: int = 0
     image_max_pixels: int = 0
+    # Request parameters this upstream rejects; dropped like unknown ones.
+    drop_params: frozenset[str] = frozenset()
     # Extra headers on every upstream request (e.g. anthropic-version), ${ENV}-expanded.
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -121,6 +123,13 @@ def _whole(p: dict[str, Any], key: str, default: int, where: str, low: int) -> i
     return number
 
 
+def _names(p: dict[str, Any], key: str, where: str) -> frozenset[str]:
+    names = p.get(key) or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RouteConfigError(f"{where}: {key} must be a list of names")
+    return frozenset(names)
+
+
 def _headers(
     p: dict[str, Any], where: str, environ: Mapping[str, str]
 ) -> tuple[tuple[str, str], ...]:
@@ -168,6 +177,7 @@ def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
             poll_interval_seconds=_positive(p, "poll_interval_seconds", 5, where),
             image_dialect=image_dialect,
             headers=_headers(p, where, environ),
+            drop_params=_names(p, "drop_params", where),
             image_max_edge=_whole(p, "image_max_edge", 4096, where, 16),
             image_min_pixels=image_min_pixels,
             image_max_pixels=image_max_pixels,

@@ -765,3 +765,16 @@ def test_usage_only_chunk_does_not_release_the_held_role() -> None:
 def test_malformed_chunks_are_protocol_errors(chunk: Any) -> None:
     with pytest.raises(UpstreamProtocolError):
         translator().feed(chunk)
+
+
+def test_parameters_an_upstream_rejects_are_dropped() -> None:
+    request = {"messages": [], "max_tokens": 5, "temperature": 0.2, "top_p": 0.9, "seed": 1}
+    body = upstream_request(
+        request,
+        "gpt-5.4",
+        stream=False,
+        max_tokens_field="max_completion_tokens",
+        drop_params=frozenset({"temperature", "top_p"}),
+    )
+    assert body == {"messages": [], "max_completion_tokens": 5, "seed": 1, "model": "gpt-5.4"}
+    assert request["temperature"] == 0.2  # the caller's dict is untouched

@@ -432,3 +432,9 @@ def test_min_pixels_above_max_pixels_is_a_config_error() -> None:
     )
     with pytest.raises(RouteConfigError, match="image_min_pixels exceeds image_max_pixels"):
         parse_routes(doc, {})
+
+
+def test_real_openai_provider_drops_what_reasoning_models_reject() -> None:
+    table = load_routes(CONFIG / "providers.yaml", {})
+    assert {"temperature", "top_p"} <= table.providers["openai"].drop_params
+    assert table.providers["deepseek"].drop_params == frozenset()

@@ -308,8 +308,13 @@ def test_request_log_records_bodies_and_key(http: httpx.Client, base_url: str) -
     httpx.post(f"{base_url}/v1/chat/completions", json=chat(), headers={"Authorization": "x"})
     log = http.get("/_sandbox/requests").json()
     assert log == [
-        {"path": "/v1/chat/completions", "authorization": f"Bearer {KEY}", "body": payload},
-        {"path": "/v1/chat/completions", "authorization": "x", "body": chat()},
+        {
+            "path": "/v1/chat/completions",
+            "authorization": f"Bearer {KEY}",
+            "route": None,
+            "body": payload,
+        },
+        {"path": "/v1/chat/completions", "authorization": "x", "route": None, "body": chat()},
     ]
     http.delete("/_sandbox/requests")
     assert http.get("/_sandbox/requests").json() == []

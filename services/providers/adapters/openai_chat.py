@@ -55,6 +55,7 @@ class OpenAIChatAdapter:
             route.upstream_model,
             stream=False,
             max_tokens_field=self.provider.max_tokens_field,
+            drop_params=self.provider.drop_params,
         )
         with upstream_failures():
             response = await self.client.send(self._post(body, request_id), stream=True)
@@ -79,6 +80,7 @@ class OpenAIChatAdapter:
             route.upstream_model,
             stream=True,
             max_tokens_field=self.provider.max_tokens_field,
+            drop_params=self.provider.drop_params,
         )
         parser = SseParser()
         with upstream_failures():

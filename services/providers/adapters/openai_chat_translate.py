@@ -72,9 +72,15 @@ def parse_usage(usage: Any) -> TokenCounts:
 
 
 def upstream_request(
-    request: dict[str, Any], upstream_model: str, stream: bool, max_tokens_field: str
+    request: dict[str, Any],
+    upstream_model: str,
+    stream: bool,
+    max_tokens_field: str,
+    drop_params: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    body = dict(request)
+    """The upstream's body. `drop_params` are parameters this upstream rejects
+    (e.g. temperature on OpenAI reasoning models): dropped, like unknown ones."""
+    body = {k: v for k, v in request.items() if k not in drop_params}
     body["model"] = upstream_model
     if max_tokens_field != "max_tokens" and "max_tokens" in body:
         body[max_tokens_field] = body.pop("max_tokens")
