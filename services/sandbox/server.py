@@ -172,9 +172,16 @@ async def _errors_as_openai(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def _route_failures(request: web.Request, handler: Handler) -> web.StreamResponse:
     """`[sim:fail-route=LABEL]` in a body: the provider sending that route label
-    answers 503, whatever protocol it speaks; other routes answer normally."""
+    answers 503, whatever protocol it speaks; other routes answer normally.
+    JSON bodies only: reading a multipart body here would leave nothing for
+    the handler's form parser (aiohttp does not replay it)."""
     label = request.headers.get(ROUTE_HEADER)
-    if label and request.method == "POST" and request.can_read_body:
+    if (
+        label
+        and request.method == "POST"
+        and request.can_read_body
+        and request.content_type == "application/json"
+    ):
         body = await request.read()  # cached: the handler reads it again
         if b"[sim:fail-route=" in body:
             text = body.decode("utf-8", "replace")

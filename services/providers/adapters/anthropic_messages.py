@@ -1,0 +1,109 @@
+"""Anthropic's Messages API over HTTP (POST {base_url}/messages, base_url ending in /v1).
+
+Credentials go in `x-api-key` (never an Authorization header), and every request
+carries `anthropic-version` (ANTHROPIC_VERSION unless the provider's `headers`
+set one). Translation lives in anthropic_messages_translate; the public JSON and
+the usage accounting are the shared half's (public_completion, ChunkTranslator).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from services.common.sse import SseParser
+from services.providers.adapters.anthropic_messages_translate import (
+    ANTHROPIC_VERSION,
+    MessagesStream,
+    messages_request,
+    openai_completion,
+)
+from services.providers.adapters.http import (
+    api_client,
+    raise_for_status,
+    read_limited,
+    upstream_failures,
+)
+from services.providers.adapters.openai_chat_translate import (
+    ChunkTranslator,
+    Identity,
+    TokenCounts,
+    public_completion,
+)
+from services.providers.errors import UpstreamError
+from services.providers.routes import Provider, Route
+
+log = logging.getLogger(__name__)
+
+MAX_COMPLETION_BYTES = 32 * 1024 * 1024
+
+
+class AnthropicMessagesAdapter:
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.client = api_client(provider, auth={"x-api-key": provider.api_key})
+        if "anthropic-version" not in self.client.headers:
+            self.client.headers["anthropic-version"] = ANTHROPIC_VERSION
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def _body(self, route: Route, request: dict[str, Any], stream: bool) -> dict[str, Any]:
+        # Parameters the provider is configured to drop (routes.Provider.drop_params,
+        # where that exists) go before translation, as for the OpenAI adapter.
+        drop: frozenset[str] = getattr(self.provider, "drop_params", frozenset())
+        canonical = {k: v for k, v in request.items() if k not in drop}
+        return messages_request(canonical, route.upstream_model, stream=stream)
+
+    def _post(self, body: dict[str, Any], request_id: str) -> httpx.Request:
+        return self.client.build_request(
+            "POST",
+            "/messages",
+            content=orjson.dumps(body),
+            headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+        )
+
+    async def complete(
+        self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
+    ) -> tuple[bytes, TokenCounts]:
+        body = self._body(route, request, stream=False)
+        with upstream_failures():
+            response = await self.client.send(self._post(body, request_id), stream=True)
+            try:
+                await raise_for_status(response, self.provider)
+                raw = await read_limited(response, MAX_COMPLETION_BYTES)
+            finally:
+                await response.aclose()
+            return public_completion(openai_completion(orjson.loads(raw)), identity)
+
+    async def stream(
+        self,
+        route: Route,
+        request: dict[str, Any],
+        identity: Identity,
+        request_id: str,
+        translator: ChunkTranslator,
+    ) -> AsyncIterator[bytes]:
+        """Public chunks as they arrive; the caller reads usage from the translator."""
+        body = self._body(route, request, stream=True)
+        parser = SseParser()
+        events = MessagesStream(api_key=self.provider.api_key)
+        with upstream_failures():
+            response = await self.client.send(self._post(body, request_id), stream=True)
+            try:
+                await raise_for_status(response, self.provider)
+                async for piece in response.aiter_bytes():
+                    for event in parser.feed(piece):
+                        for chunk in events.feed(event.event, event.data):
+                            for public in translator.feed(chunk):
+                                yield public
+                        if events.done:
+                            return
+            finally:
+                await response.aclose()
+            # The body ended without message_stop: the upstream broke off.
+            raise UpstreamError("failed", "upstream stream ended early")
