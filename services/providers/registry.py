@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from services.providers.adapters.anthropic_messages import AnthropicMessagesAdapter
+from services.providers.adapters.dashscope_image import DashScopeImageAdapter
 from services.providers.adapters.openai_chat import OpenAIChatAdapter
 from services.providers.adapters.openai_images import OpenAIImagesAdapter
 from services.providers.adapters.video_task import VideoTaskAdapter
@@ -18,9 +20,11 @@ A = TypeVar("A")
 
 CHAT: dict[str, Callable[[Provider], ChatAdapter]] = {
     "openai-chat": OpenAIChatAdapter,
+    "anthropic-messages": AnthropicMessagesAdapter,
 }
 IMAGE: dict[str, Callable[[Provider], ImageAdapter]] = {
     "openai-images": OpenAIImagesAdapter,
+    "dashscope-image": DashScopeImageAdapter,
 }
 VIDEO: dict[str, Callable[[Provider], VideoAdapter]] = {
     "video-task": VideoTaskAdapter,

@@ -168,6 +168,7 @@ class Task:
     id: str
     spec: ImageSpec
     created_at: float
+    asynchronous: bool = True  # False: a synchronous answer, kept only for its result URLs
 
     def timeline(self) -> tuple[float, float | None]:
         """(when it starts running, when it ends or None for never), as Unix times."""
@@ -277,7 +278,9 @@ def parse_create(body: object, asynchronous: bool) -> ImageSpec:
     n = _n(params, rules)
     seed = params.get("seed")
     if seed is None:
-        seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") % MAX_SEED
+        # Like a random seed, but repeatable; directives do not change the picture.
+        text = directives.remove(prompt).encode()
+        seed = int.from_bytes(hashlib.sha256(text).digest()[:4], "big") % MAX_SEED
     return ImageSpec(
         model=model,
         family=rules.family,
@@ -390,10 +393,8 @@ def _parameters(value: object, rules: ModelRules) -> dict[str, Any]:
 
 
 def _n(params: dict[str, Any], rules: ModelRules) -> int:
-    if rules.family == "z-image":
-        if params.get("n", 1) != 1:
-            raise bad("parameters.n must be 1 for this model.")
-        return 1
+    if "n" not in rules.parameters:
+        return 1  # Z-Image: always one image (and no n parameter)
     top = 12 if params.get("enable_sequential") else 4
     n = int(params.get("n", 1))
     if not 1 <= n <= top:
@@ -518,8 +519,8 @@ def sync_body(task: Task, file_base: str) -> dict[str, Any]:
 def parse_file_name(name: str) -> tuple[str, int] | None:
     """'<task id>_<index>.png' -> (task id, index)."""
     stem, dot, ext = name.rpartition(".")
-    task_id, sep, index = stem.rpartition("_")
-    if not dot or ext != "png" or not sep or not index.isdigit() or len(index) > 2:
+    task_id, _, index = stem.rpartition("_")
+    if not dot or ext != "png" or not task_id or not index.isdigit() or len(index) > 2:
         return None
     return task_id, int(index)
 
@@ -543,6 +544,7 @@ def summary(task: Task, now: float) -> dict[str, Any]:
         "status": task.status(now),
         "size": f"{task.spec.width}*{task.spec.height}",
         "n": task.spec.n,
+        "asynchronous": task.asynchronous,
         "created_at": int(task.created_at),
     }
 

@@ -23,7 +23,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from services.common.logs import fields
-from services.sandbox import directives, media, openai_chat, openai_images, png, video_tasks
+from services.sandbox import (
+    anthropic_server,
+    dashscope_server,
+    directives,
+    media,
+    openai_chat,
+    openai_images,
+    png,
+    video_tasks,
+)
 from services.sandbox.errors import ApiError, ark_error_body, openai_error_body, simulated_status
 
 log = logging.getLogger("sandbox")
@@ -54,7 +63,10 @@ ERROR_SHAPES: web.AppKey[dict[str, Callable[[ApiError], object]]] = web.AppKey("
 ROUTE_HEADER = "X-Sandbox-Route"
 
 # Each protocol beyond OpenAI's lives in its own module with register(app).
-PROTOCOL_MODULES: tuple[Callable[[web.Application], None], ...] = ()
+PROTOCOL_MODULES: tuple[Callable[[web.Application], None], ...] = (
+    anthropic_server.register,
+    dashscope_server.register,
+)
 # Per-request notes the access log line picks up (model, stream, dropped). A context
 # variable, not request storage: each request runs in its own task (own context), and
 # typed request keys (web.RequestKey) need a newer aiohttp than the project pins.
@@ -186,7 +198,7 @@ async def _route_failures(request: web.Request, handler: Handler) -> web.StreamR
         if b"[sim:fail-route=" in body:
             text = body.decode("utf-8", "replace")
             if label in directives.failing_routes(text):
-                _log_request(request, {"failed_route": label})
+                log_request(request, {"failed_route": label})
                 raise ApiError(503, f"sandbox: route {label} is down", type="server_error")
     return await handler(request)
 
@@ -287,7 +299,7 @@ async def images_generations(request: web.Request) -> web.StreamResponse:
         if denied is not None:
             raise denied from None
         raise
-    _log_request(request, body)
+    log_request(request, body)
     if denied is not None:
         raise denied
     return await _answer_images(request, openai_images.parse_generation(body))
@@ -309,7 +321,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
                 )
             else:
                 text[name] = str(value)
-        _log_request(
+        log_request(
             request,
             {
                 **text,
@@ -335,7 +347,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
             if denied is not None:
                 raise denied from None
             raise
-        _log_request(request, _summarise_data_urls(body))
+        log_request(request, _summarise_data_urls(body))
         if denied is not None:
             raise denied
         job = openai_images.parse_edit_json(body)
@@ -409,7 +421,7 @@ async def create_task(request: web.Request) -> web.Response:
         if denied is not None:
             raise denied from None
         raise
-    _log_request(request, video_tasks.log_body(body))
+    log_request(request, video_tasks.log_body(body))
     if denied is not None:
         raise denied
     spec = video_tasks.parse_create(body)
@@ -458,7 +470,7 @@ def _origin(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
-def _log_request(request: web.Request, body: object) -> None:
+def log_request(request: web.Request, body: object) -> None:
     request.app[REQUEST_LOG].append(
         {
             "path": request.path,
