@@ -8,6 +8,8 @@ from typing import TypeVar
 
 from services.providers.adapters.anthropic_messages import AnthropicMessagesAdapter
 from services.providers.adapters.dashscope_image import DashScopeImageAdapter
+from services.providers.adapters.gemini import GeminiChatAdapter
+from services.providers.adapters.gemini_image import GeminiImageAdapter
 from services.providers.adapters.openai_chat import OpenAIChatAdapter
 from services.providers.adapters.openai_images import OpenAIImagesAdapter
 from services.providers.adapters.video_task import VideoTaskAdapter
@@ -21,10 +23,12 @@ A = TypeVar("A")
 CHAT: dict[str, Callable[[Provider], ChatAdapter]] = {
     "openai-chat": OpenAIChatAdapter,
     "anthropic-messages": AnthropicMessagesAdapter,
+    "gemini": GeminiChatAdapter,
 }
 IMAGE: dict[str, Callable[[Provider], ImageAdapter]] = {
     "openai-images": OpenAIImagesAdapter,
     "dashscope-image": DashScopeImageAdapter,
+    "gemini-image": GeminiImageAdapter,
 }
 VIDEO: dict[str, Callable[[Provider], VideoAdapter]] = {
     "video-task": VideoTaskAdapter,

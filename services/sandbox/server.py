@@ -27,6 +27,7 @@ from services.sandbox import (
     anthropic_server,
     dashscope_server,
     directives,
+    gemini_server,
     media,
     openai_chat,
     openai_images,
@@ -66,6 +67,7 @@ ROUTE_HEADER = "X-Sandbox-Route"
 PROTOCOL_MODULES: tuple[Callable[[web.Application], None], ...] = (
     anthropic_server.register,
     dashscope_server.register,
+    gemini_server.register,
 )
 # Per-request notes the access log line picks up (model, stream, dropped). A context
 # variable, not request storage: each request runs in its own task (own context), and
