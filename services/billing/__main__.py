@@ -14,10 +14,11 @@ import sys
 import grpc
 from sqlalchemy.engine import make_url
 
-from services.common import db, logs, settings
+from services.common import db, logs, runtime, settings
 from services.common.grpc_server import serve
 
 from . import config, ledger, sweeper
+from .hotpath import HotPath
 from .server import BillingServicer, register
 
 
@@ -50,7 +51,9 @@ async def run() -> int:
         except ValueError as exc:
             log.error("bad configuration", extra=logs.fields(error=str(exc)))
             return 1
-        servicer = BillingServicer(engine, hold_ttl_seconds=hold_ttl)
+        hot = HotPath(url, engine)
+        await hot.open()
+        servicer = BillingServicer(engine, hot, hold_ttl_seconds=hold_ttl)
         sweeper_task = asyncio.create_task(
             sweeper.run_forever(engine, sweep_every, sweep_batch), name="hold-sweeper"
         )
@@ -60,7 +63,7 @@ async def run() -> int:
 
         addr = settings.billing_addr()
         try:
-            await serve(addr, add)
+            await serve(addr, add, on_stop=hot.close)
         except (OSError, RuntimeError) as exc:  # grpc raises RuntimeError on a taken port
             log.error("cannot serve", extra=logs.fields(addr=addr, error=str(exc)))
             return 1
@@ -74,7 +77,7 @@ async def run() -> int:
 
 
 def main() -> int:
-    return asyncio.run(run())
+    return runtime.run(run())
 
 
 if __name__ == "__main__":

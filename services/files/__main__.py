@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
-from services.common import logs
+from services.common import logs, runtime
 from services.common.blobs import LocalBlobStore, blob_dir
 from services.files.server import files_addr, serve
 
@@ -22,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logs.setup("files")
-    asyncio.run(serve(args.addr, LocalBlobStore(args.blob_dir)))
+    runtime.run(serve(args.addr, LocalBlobStore(args.blob_dir)))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiport.v1 import (
     account_pb2_grpc,
     catalog_pb2_grpc,
@@ -13,7 +11,7 @@ from aiport.v1 import (
     jobs_pb2_grpc,
 )
 
-from services.common import blobs, logs, settings
+from services.common import blobs, logs, runtime, settings
 from services.common.catalog import load_catalog
 from services.common.grpc_server import channel, serve
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
@@ -63,4 +61,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    runtime.run(main())

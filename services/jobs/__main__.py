@@ -7,7 +7,7 @@ import contextlib
 
 from aiport.v1 import billing_pb2_grpc, job_state_pb2_grpc
 
-from services.common import broker, db, logs, settings
+from services.common import broker, db, logs, runtime, settings
 from services.common.grpc_server import channel, serve
 from services.jobs.service import (
     JobStateService,
@@ -54,4 +54,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    runtime.run(main())

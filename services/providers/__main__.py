@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiport.v1 import providers_pb2_grpc
 
-from services.common import logs, settings
+from services.common import logs, runtime, settings
 from services.common.grpc_server import serve
 from services.providers.failover import Breakers, policy_from_env
 from services.providers.routes import load_routes
@@ -25,4 +23,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    runtime.run(main())

@@ -8,13 +8,12 @@ the queue for another worker.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 
 from aiport.v1 import job_state_pb2_grpc
 
-from services.common import blobs, broker, logs, settings
+from services.common import blobs, broker, logs, runtime, settings
 from services.common.grpc_server import channel, serve
 from services.providers import registry
 from services.providers.failover import Breakers, policy_from_env
@@ -67,4 +66,4 @@ if __name__ == "__main__":
     parser.add_argument("--kind", choices=broker.WORKER_KINDS, required=True)
     parser.add_argument("--addr", default="127.0.0.1:50060")
     args = parser.parse_args()
-    asyncio.run(main(args.kind, args.addr))
+    runtime.run(main(args.kind, args.addr))
