@@ -13,13 +13,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import psycopg
 from aiport.v1 import billing_pb2, billing_pb2_grpc
+from psycopg_pool import PoolClosed, PoolTimeout
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.logs import fields
 
 from . import ledger, rules
+from .hotpath import HotPath
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ STATUS_FOR_ERROR: dict[type[rules.BillingError], grpc.StatusCode] = {
 }
 # Database trouble a retry may cure: lost connections, timeouts, an exhausted pool.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    PoolTimeout,
+    PoolClosed,
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,
@@ -121,8 +127,9 @@ def _entry_pb(entry: ledger.LedgerEntry) -> billing_pb2.LedgerEntry:
 
 
 class BillingServicer(billing_pb2_grpc.BillingServicer):
-    def __init__(self, engine: AsyncEngine, *, hold_ttl_seconds: int = 3600) -> None:
+    def __init__(self, engine: AsyncEngine, hot: HotPath, *, hold_ttl_seconds: int = 3600) -> None:
         self._engine = engine
+        self._hot = hot
         self._hold_ttl_seconds = hold_ttl_seconds
 
     @_guarded
@@ -219,12 +226,29 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         return _hold_pb(hold)
 
     @_guarded
+    async def AuthorizeHold(
+        self, request: billing_pb2.AuthorizeHoldRequest, context: Ctx
+    ) -> billing_pb2.AuthorizedHold:
+        principal, hold = await self._hot.authorize_hold(
+            request.api_key,
+            request.amount_micros,
+            request.idempotency_key,
+            description=request.description,
+            ttl_seconds=request.ttl_seconds,
+            default_ttl_seconds=self._hold_ttl_seconds,
+        )
+        return billing_pb2.AuthorizedHold(
+            principal=billing_pb2.Principal(
+                account_id=principal.account_id, key_id=principal.key_id
+            ),
+            hold=_hold_pb(hold),
+        )
+
+    @_guarded
     async def CaptureHold(
         self, request: billing_pb2.CaptureHoldRequest, context: Ctx
     ) -> billing_pb2.Hold:
-        hold = await ledger.capture_hold(
-            self._engine, request.hold_id, request.amount_micros, request.description
-        )
+        hold = await self._hot.capture(request.hold_id, request.amount_micros, request.description)
         log.debug(
             "hold captured",
             extra=fields(hold_id=hold.id, status=hold.status, captured=hold.captured_micros),

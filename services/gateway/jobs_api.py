@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 import grpc
 from aiport.v1 import (
-    billing_pb2,
     generate_pb2,
     generate_pb2_grpc,
     job_state_pb2,
@@ -39,7 +38,7 @@ from services.gateway.generate_request import (
     parse_video_img2video,
     parse_video_multimodal,
 )
-from services.gateway.server import Backends, Caller, abort_with
+from services.gateway.server import Backends, abort_with
 from services.gateway.upload import parse_upload
 
 log = logging.getLogger(__name__)
@@ -107,23 +106,16 @@ class JobsBackend:
         self.job_state = job_state
         self.hold_ttl_seconds = hold_ttl_seconds
 
-    async def create(self, caller: Caller, plan: JobPlan) -> generate_pb2.JobAccepted:
+    async def create(self, context: ServicerContext, plan: JobPlan) -> generate_pb2.JobAccepted:
         amount = plan.estimated_cost_micros
-        try:
-            hold: billing_pb2.Hold = await self.backends.billing_call(
-                self.backends.billing.PlaceHold,
-                billing_pb2.PlaceHoldRequest(
-                    account_id=caller.account_id,
-                    amount_micros=amount,
-                    idempotency_key=f"job:{caller.request_id}",
-                    description=f"{plan.modality} {plan.model} {caller.request_id}",
-                    # Longer than the job timeout: the jobs service settles first.
-                    ttl_seconds=self.hold_ttl_seconds,
-                ),
-                expected=(grpc.StatusCode.RESOURCE_EXHAUSTED,),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise insufficient_balance(amount) from exc
+        caller, hold = await self.backends.authorize_hold(
+            context,
+            amount,
+            f"job {plan.modality} {plan.model}",
+            lambda: insufficient_balance(amount),
+            # Longer than the job timeout: the jobs service settles first.
+            ttl_seconds=self.hold_ttl_seconds,
+        )
         try:
             job = await self.job_state.CreateJob(
                 job_state_pb2.CreateJobRequest(
@@ -174,8 +166,8 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
         self, parse: Parser, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
         try:
-            caller = await self.backends.authenticate(context)
-            accepted = await self.jobs.create(caller, parse(request.data, self.catalog))
+            self.backends.api_key(context)  # no key at all: 401 before anything else
+            accepted = await self.jobs.create(context, parse(request.data, self.catalog))
         except PublicError as error:
             await abort_with(context, error)
             raise AssertionError("unreachable") from None

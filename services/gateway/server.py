@@ -37,7 +37,7 @@ from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
 from services.common.sse import DONE, frame
 from services.gateway import errors
-from services.gateway.chat_request import ChatCall, parse_chat_request
+from services.gateway.chat_request import parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.pricing import Usage, cost_micros, estimated_usage, hold_micros
 
@@ -108,20 +108,65 @@ class Backends:
                 "Billing is temporarily unavailable. Please try again."
             ) from exc
 
-    async def authenticate(self, context: ServicerContext) -> Caller:
-        request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
+    @staticmethod
+    def api_key(context: ServicerContext) -> str:
+        """The Bearer key of the call (401 when there is none)."""
         header = _metadata(context, "authorization") or ""
-        if not header[: len(BEARER)].lower() == BEARER or not header[len(BEARER) :].strip():
+        key = header[len(BEARER) :].strip()
+        if header[: len(BEARER)].lower() != BEARER or not key:
             raise errors.unauthorized()
+        return key
+
+    @staticmethod
+    def request_id(context: ServicerContext) -> str:
+        return _metadata(context, "x-request-id") or uuid.uuid4().hex
+
+    async def authenticate(self, context: ServicerContext) -> Caller:
+        key = self.api_key(context)
         try:
             principal = await self.billing_call(
                 self.billing.Authenticate,
-                billing_pb2.AuthenticateRequest(api_key=header[len(BEARER) :].strip()),
+                billing_pb2.AuthenticateRequest(api_key=key),
                 expected=(grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT),
             )
         except grpc.aio.AioRpcError as exc:
             raise errors.unauthorized() from exc
-        return Caller(principal.account_id, principal.key_id, request_id)
+        return Caller(principal.account_id, principal.key_id, self.request_id(context))
+
+    async def authorize_hold(
+        self,
+        context: ServicerContext,
+        amount_micros: int,
+        purpose: str,
+        insufficient: Callable[[], PublicError],
+        ttl_seconds: int = 0,
+    ) -> tuple[Caller, billing_pb2.Hold]:
+        """Authenticate and reserve the worst-case cost in one billing call."""
+        key = self.api_key(context)
+        request_id = self.request_id(context)
+        try:
+            authorized: billing_pb2.AuthorizedHold = await self.billing_call(
+                self.billing.AuthorizeHold,
+                billing_pb2.AuthorizeHoldRequest(
+                    api_key=key,
+                    amount_micros=amount_micros,
+                    # One hold per request, whatever retries happen in between.
+                    idempotency_key=f"{purpose.split()[0]}:{request_id}",
+                    description=f"{purpose} {request_id}",
+                    ttl_seconds=ttl_seconds,
+                ),
+                expected=(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                ),
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise insufficient() from exc
+            raise errors.unauthorized() from exc
+        principal = authorized.principal
+        return Caller(principal.account_id, principal.key_id, request_id), authorized.hold
 
     def settle_later(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -202,10 +247,20 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         try:
-            caller = await self.backends.authenticate(context)
+            self.backends.api_key(context)  # no key at all: 401 before anything else
             call = parse_chat_request(request.data, self.catalog)
             completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
-            hold = await self._place_hold(caller, call, completion_id)
+            amount = hold_micros(call)
+            caller, hold = await self.backends.authorize_hold(
+                context,
+                amount,
+                f"chat {call.model.id}",
+                lambda: errors.insufficient_quota(
+                    "Your IDR balance cannot cover this request "
+                    f"(it may cost up to {micros_to_idr(amount)} IDR). "
+                    "Top up, or lower max_tokens, to continue."
+                ),
+            )
         except PublicError as error:
             await abort_with(context, error)
             return
@@ -309,29 +364,6 @@ class ChatService(chat_pb2_grpc.ChatServicer):
                     )
             upstream.cancel()
             raise
-
-    async def _place_hold(
-        self, caller: Caller, call: ChatCall, completion_id: str
-    ) -> billing_pb2.Hold:
-        amount = hold_micros(call)
-        try:
-            hold: billing_pb2.Hold = await self.backends.billing_call(
-                self.backends.billing.PlaceHold,
-                billing_pb2.PlaceHoldRequest(
-                    account_id=caller.account_id,
-                    amount_micros=amount,
-                    idempotency_key=f"chat:{completion_id}",
-                    description=f"chat {call.model.id} {caller.request_id}",
-                ),
-                expected=(grpc.StatusCode.RESOURCE_EXHAUSTED,),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise errors.insufficient_quota(
-                "Your IDR balance cannot cover this request "
-                f"(it may cost up to {micros_to_idr(amount)} IDR). "
-                "Top up, or lower max_tokens, to continue."
-            ) from exc
-        return hold
 
 
 class CatalogService(catalog_pb2_grpc.CatalogServicer):

@@ -10,6 +10,7 @@ import pytest_asyncio
 from aiport.v1 import billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.billing.hotpath import HotPath
 from services.billing.server import BillingServicer, register
 from services.common import db
 from tests.support.databases import drop_database, fresh_database_url, migrate_all
@@ -35,10 +36,18 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def billing_addr(engine: AsyncEngine) -> AsyncIterator[str]:
+async def hot(database_url: str, engine: AsyncEngine) -> AsyncIterator[HotPath]:
+    hot = HotPath(database_url, engine)
+    await hot.open()
+    yield hot
+    await hot.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def billing_addr(engine: AsyncEngine, hot: HotPath) -> AsyncIterator[str]:
     """The real servicer on a grpc.aio server on a free port (no sweeper task)."""
     server = grpc.aio.server()
-    register(server, BillingServicer(engine, hold_ttl_seconds=3600))
+    register(server, BillingServicer(engine, hot, hold_ttl_seconds=3600))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"

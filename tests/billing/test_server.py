@@ -14,6 +14,7 @@ from aiport.v1 import billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.billing import ledger, rules
+from services.billing.hotpath import HotPath
 from services.billing.server import BillingServicer, register
 from services.common import db
 from tests.support.databases import drop_database, fresh_database_url
@@ -250,8 +251,10 @@ async def dead_db_stub() -> AsyncIterator[Stub]:
     url = fresh_database_url("aiport_test_gone")
     drop_database(url)
     engine = db.create_engine(url, application_name="billing")
+    hot = HotPath(url, engine, timeout_seconds=0.5)
+    await hot.open(wait=False)
     server = grpc.aio.server()
-    register(server, BillingServicer(engine))
+    register(server, BillingServicer(engine, hot))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -259,6 +262,7 @@ async def dead_db_stub() -> AsyncIterator[Stub]:
             yield billing_pb2_grpc.BillingStub(channel)
     finally:
         await server.stop(None)
+        await hot.close()
         await engine.dispose()
 
 
