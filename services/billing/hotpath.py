@@ -15,11 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import errors
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.db import libpq_conninfo
+from services.common import pg
 
 from . import ledger, rules
 from .ledger import Hold, Principal
@@ -50,6 +48,11 @@ WITH k AS (
     RETURNING {HOLD_COLUMNS}
 )
 SELECT k.key_id, k.account_id AS principal_account_id, h.* FROM k LEFT JOIN h ON true
+"""
+
+_AUTHENTICATE = """
+SELECT id AS key_id, account_id FROM billing.api_keys
+WHERE key_hash = %(hash)s AND revoked_at IS NULL
 """
 
 # One statement: close the hold (only if open), move the money on the account,
@@ -108,18 +111,12 @@ class HotPath:
         timeout_seconds: float = 10.0,
     ) -> None:
         self._engine = engine  # for the rare cases, through ledger.py
-        self._pool = AsyncConnectionPool(
-            libpq_conninfo(url),
+        self._pool = pg.pool(
+            url,
+            "billing-hot",
             min_size=min_size,
             max_size=max_size,
-            timeout=timeout_seconds,
-            open=False,
-            kwargs={
-                "autocommit": True,  # each statement is its own transaction
-                "prepare_threshold": 0,  # prepared from the first use
-                "application_name": "aiport-billing-hot",
-                "options": "-c statement_timeout=5000",
-            },
+            timeout_seconds=timeout_seconds,
         )
 
     async def open(self, *, wait: bool = True) -> None:
@@ -128,6 +125,15 @@ class HotPath:
 
     async def close(self) -> None:
         await self._pool.close()
+
+    async def authenticate(self, api_key: str) -> Principal:
+        """The key's owner. Unknown, revoked and malformed keys fail alike."""
+        if not rules.looks_like_api_key(api_key):
+            raise rules.Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+        row = await pg.fetchone(self._pool, _AUTHENTICATE, {"hash": rules.hash_api_key(api_key)})
+        if row is None:
+            raise rules.Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+        return Principal(account_id=row["account_id"], key_id=row["key_id"])
 
     async def authorize_hold(
         self,
@@ -155,9 +161,7 @@ class HotPath:
             "ttl": rules.resolve_hold_ttl(ttl_seconds, default_ttl_seconds),
         }
         try:
-            async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(_AUTHORIZE_HOLD, params)
-                row = await cur.fetchone()
+            row = await pg.fetchone(self._pool, _AUTHORIZE_HOLD, params)
         except errors.UniqueViolation:
             row = None  # a twin with this idempotency key won: fall through
             principal = await ledger.authenticate(self._engine, api_key)
@@ -184,9 +188,9 @@ class HotPath:
         hold_id = rules.check_hold_id(hold_id)
         amount = rules.check_capture_amount(amount_micros)
         note = rules.check_text("description", description)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_CAPTURE, {"id": hold_id, "amount": amount, "note": note})
-            row = await cur.fetchone()
+        row = await pg.fetchone(
+            self._pool, _CAPTURE, {"id": hold_id, "amount": amount, "note": note}
+        )
         if row is not None:
             return _hold(row)
         # Not open: already captured (idempotent), released, expired or unknown.

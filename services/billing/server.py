@@ -203,7 +203,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def Authenticate(
         self, request: billing_pb2.AuthenticateRequest, context: Ctx
     ) -> billing_pb2.Principal:
-        principal = await ledger.authenticate(self._engine, request.api_key)
+        principal = await self._hot.authenticate(request.api_key)
         return billing_pb2.Principal(account_id=principal.account_id, key_id=principal.key_id)
 
     @_guarded

@@ -7,10 +7,11 @@ import contextlib
 
 from aiport.v1 import billing_pb2_grpc, job_state_pb2_grpc
 
-from services.common import broker, db, logs, runtime, settings
+from services.common import broker, logs, pg, runtime, settings
 from services.common.grpc_server import channel, serve
 from services.jobs.service import (
     JobStateService,
+    PublishedMarks,
     Settlement,
     Timing,
     open_publisher,
@@ -27,15 +28,17 @@ def timing_from_env() -> Timing:
 
 async def main() -> None:
     logs.setup("jobs")
-    engine = db.create_engine(settings.database_url(), application_name="jobs")
+    pool = pg.pool(settings.database_url(), "jobs")
+    await pool.open(wait=True, timeout=10)
     billing_channel = channel(settings.billing_addr())
-    settlement = Settlement(engine, billing_pb2_grpc.BillingStub(billing_channel))
+    settlement = Settlement(pool, billing_pb2_grpc.BillingStub(billing_channel))
     names = broker.names_from_env()
     connection = await broker.connect(settings.amqp_url())
     publisher = await open_publisher(connection, names)
-    service = JobStateService(engine, publisher, settlement)
+    published = PublishedMarks(pool)
+    service = JobStateService(pool, publisher, settlement, published)
     background = asyncio.create_task(
-        run_background(engine, connection, names, publisher, settlement, timing_from_env())
+        run_background(pool, connection, names, publisher, settlement, published, timing_from_env())
     )
 
     def register(server: object) -> list[str]:
@@ -48,7 +51,8 @@ async def main() -> None:
             await background
         await connection.close()
         await billing_channel.close(None)
-        await engine.dispose()
+        await published.flush()
+        await pool.close()
 
     await serve(settings.jobs_addr(), register, on_stop=close)
 

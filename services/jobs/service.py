@@ -9,12 +9,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
+import psycopg
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import broker
+from services.common import broker, pg
 from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
 from services.jobs import store
@@ -59,8 +58,8 @@ def record(job: JobRow) -> job_state_pb2.JobRecord:
 class Settlement:
     """Captures a done job's cost or releases a failed job's hold, once."""
 
-    def __init__(self, engine: AsyncEngine, billing: billing_pb2_grpc.BillingStub) -> None:
-        self.engine = engine
+    def __init__(self, pool: pg.Pool, billing: billing_pb2_grpc.BillingStub) -> None:
+        self.pool = pool
         self.billing = billing
 
     async def settle(self, job: JobRow) -> bool:
@@ -92,7 +91,7 @@ class Settlement:
                 "billing refused settlement",
                 extra=fields(job_id=job.id, code=exc.code().name, detail=exc.details()),
             )
-        await store.mark_settled(self.engine, job.id)
+        await store.mark_settled(self.pool, job.id)
         log.info(
             "job settled",
             extra=fields(job_id=job.id, status=job.status, cost_micros=job.actual_cost_micros or 0),
@@ -118,11 +117,47 @@ def _valid_id(value: str, prefix: str) -> bool:
     return value.startswith(prefix) and 0 < len(value) <= MAX_ID_CHARS
 
 
+class PublishedMarks:
+    """Records confirmed publishes in batches: one UPDATE per flush instead of a
+    transaction per job. A crash before a flush only means the relay sends
+    those messages again, which workers tolerate (finished jobs are skipped)."""
+
+    def __init__(self, pool: pg.Pool, every_seconds: float = 0.05) -> None:
+        self.pool = pool
+        self.every_seconds = every_seconds
+        self.pending: list[int] = []
+
+    def add(self, outbox_id: int) -> None:
+        self.pending.append(outbox_id)
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        ids, self.pending = self.pending, []
+        try:
+            await store.mark_published(self.pool, ids)
+        except psycopg.Error as exc:
+            self.pending.extend(ids)  # tried again on the next flush
+            log.warning("cannot record published messages yet", extra=fields(error=repr(exc)))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_seconds)
+            await self.flush()
+
+
 class JobStateService(job_state_pb2_grpc.JobStateServicer):
-    def __init__(self, engine: AsyncEngine, publisher: Publisher, settlement: Settlement) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        pool: pg.Pool,
+        publisher: Publisher,
+        settlement: Settlement,
+        published: PublishedMarks,
+    ) -> None:
+        self.pool = pool
         self.publisher = publisher
         self.settlement = settlement
+        self.published = published
 
     async def CreateJob(
         self, request: job_state_pb2.CreateJobRequest, context: ServicerContext
@@ -137,7 +172,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             or request.estimated_cost_micros <= 0
         ):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incomplete CreateJobRequest")
-        job, outbox_id = await store.create_job(self.engine, request, kind)
+        job, outbox_id = await store.create_job(self.pool, request, kind)
         if outbox_id is None:
             return record(job)  # a retry: the first call queued it
         try:
@@ -150,13 +185,13 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             )
         except Exception as exc:  # broker down or no confirm in time
             log.warning("publish failed", extra=fields(job_id=job.id, error=repr(exc)))
-            failed = await store.cancel_unqueued(self.engine, job.id, outbox_id)
+            failed = await store.cancel_unqueued(self.pool, job.id, outbox_id)
             if failed is not None:
                 await self.settlement.settle(failed)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the job queue is unavailable")
             # The relay sent it meanwhile: the job is queued after all.
             return record(job)
-        await store.mark_published(self.engine, outbox_id)
+        self.published.add(outbox_id)
         log.info(
             "job created",
             extra=fields(
@@ -173,7 +208,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
     ) -> job_state_pb2.JobRecord:
         job = None
         if _valid_id(request.job_id, "job_"):
-            job = await store.get_job(self.engine, request.job_id)
+            job = await store.get_job(self.pool, request.job_id)
         # Another account's job is indistinguishable from a missing one.
         if job is None or job.account_id != request.account_id:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such job")
@@ -183,7 +218,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
     async def BeginAttempt(
         self, request: job_state_pb2.BeginAttemptRequest, context: ServicerContext
     ) -> job_state_pb2.JobRecord:
-        job = await store.begin_attempt(self.engine, request.job_id, request.worker_id)
+        job = await store.begin_attempt(self.pool, request.job_id, request.worker_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such job")
             raise AssertionError("unreachable")
@@ -194,9 +229,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
     async def RecordUpstreamTask(
         self, request: job_state_pb2.RecordUpstreamTaskRequest, context: ServicerContext
     ) -> job_state_pb2.JobRecord:
-        job = await store.record_upstream_task(
-            self.engine, request.job_id, request.upstream_task_id
-        )
+        job = await store.record_upstream_task(self.pool, request.job_id, request.upstream_task_id)
         if job is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "job is not processing")
             raise AssertionError("unreachable")
@@ -206,8 +239,8 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
 class OutcomeConsumer:
     """Applies worker outcomes; acks only after the job row is final."""
 
-    def __init__(self, engine: AsyncEngine, settlement: Settlement) -> None:
-        self.engine = engine
+    def __init__(self, pool: pg.Pool, settlement: Settlement) -> None:
+        self.pool = pool
         self.settlement = settlement
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
@@ -218,8 +251,8 @@ class OutcomeConsumer:
             await message.ack()
             return
         try:
-            job = await store.apply_outcome(self.engine, outcome)
-        except SQLAlchemyError as exc:
+            job = await store.apply_outcome(self.pool, outcome)
+        except psycopg.Error as exc:
             log.error("cannot apply outcome now", extra=fields(job_id=outcome.job_id, e=repr(exc)))
             await asyncio.sleep(1.0)
             await message.nack(requeue=True)
@@ -248,16 +281,17 @@ async def every(seconds: float, name: str, step: Callable[[], Awaitable[object]]
 
 
 async def run_background(
-    engine: AsyncEngine,
+    pool: pg.Pool,
     connection: AbstractRobustConnection,
     names: broker.Names,
     publisher: Publisher,
     settlement: Settlement,
+    published: PublishedMarks,
     timing: Timing,
 ) -> None:
     async def relay() -> None:
         sent = await store.relay_outbox(
-            engine,
+            pool,
             publisher.publish,
             older_than_seconds=timing.relay_after_seconds,
             batch=timing.batch,
@@ -266,20 +300,21 @@ async def run_background(
             log.warning("relayed unsent work messages", extra=fields(count=sent))
 
     async def expire() -> None:
-        for job in await store.expire_overdue(engine, timing.job_timeout_seconds, timing.batch):
+        for job in await store.expire_overdue(pool, timing.job_timeout_seconds, timing.batch):
             log.warning("job timed out", extra=fields(job_id=job.id))
             await settlement.settle(job)
 
     async def settle_leftovers() -> None:
-        for job in await store.unsettled(engine, timing.sweep_seconds, timing.batch):
+        for job in await store.unsettled(pool, timing.sweep_seconds, timing.batch):
             await settlement.settle(job)
 
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=timing.outcome_prefetch)
     outcomes = await channel.declare_queue(names.outcomes_queue, durable=True)
-    consumer = OutcomeConsumer(engine, settlement)
+    consumer = OutcomeConsumer(pool, settlement)
     await outcomes.consume(consumer.handle)
     await asyncio.gather(
+        published.run(),
         every(1.0, "outbox relay", relay),
         every(timing.sweep_seconds, "timeout sweep", expire),
         every(timing.sweep_seconds, "settlement sweep", settle_leftovers),

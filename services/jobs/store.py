@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from aiport.v1 import job_state_pb2
-from sqlalchemy import text
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
 
+from services.common import pg
 from services.jobs import rules
 
 COLUMNS = (
@@ -50,17 +50,17 @@ class JobRow:
         return self.status in rules.TERMINAL
 
 
-def _row(row: Row[Any]) -> JobRow:
-    return JobRow(**row._asdict())
+def _row(row: DictRow) -> JobRow:
+    return JobRow(**row)
 
 
-async def _one(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> JobRow | None:
-    row = (await conn.execute(text(sql), params)).first()
+async def _one(conn: AsyncConnection[DictRow], sql: str, params: dict[str, Any]) -> JobRow | None:
+    row = await (await conn.execute(sql, params)).fetchone()
     return _row(row) if row is not None else None
 
 
 async def create_job(
-    engine: AsyncEngine, request: job_state_pb2.CreateJobRequest, routing_key: str
+    pool: pg.Pool, request: job_state_pb2.CreateJobRequest, routing_key: str
 ) -> tuple[JobRow, int | None]:
     """Insert the job and its work message together. A repeated idempotency key
     returns the existing job and no outbox id (its message is already handled)."""
@@ -68,15 +68,15 @@ async def create_job(
     item = job_state_pb2.WorkItem(
         job_id=job_id, model=request.model, modality=request.modality, spec=request.spec
     )
-    async with engine.begin() as conn:
+    async with pg.transaction(pool) as conn:
         job = await _one(
             conn,
             f"""
             INSERT INTO jobs.jobs (id, account_id, idempotency_key, model, modality, spec,
                 hold_id, unit_price_micros, estimated_units, min_billable_units,
                 estimated_cost_micros)
-            VALUES (:id, :account_id, :key, :model, :modality, :spec, :hold_id, :unit_price,
-                :units, :min_units, :estimated)
+            VALUES (%(id)s, %(account_id)s, %(key)s, %(model)s, %(modality)s, %(spec)s,
+                %(hold_id)s, %(unit_price)s, %(units)s, %(min_units)s, %(estimated)s)
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING {COLUMNS}
             """,
@@ -97,40 +97,37 @@ async def create_job(
         if job is None:
             existing = await _one(
                 conn,
-                f"SELECT {COLUMNS} FROM jobs.jobs WHERE idempotency_key = :key",
+                f"SELECT {COLUMNS} FROM jobs.jobs WHERE idempotency_key = %(key)s",
                 {"key": request.idempotency_key},
             )
             assert existing is not None  # the conflict says it exists
             return existing, None
-        outbox_id = (
-            await conn.execute(
-                text(
-                    "INSERT INTO jobs.outbox (job_id, routing_key, payload)"
-                    " VALUES (:job_id, :routing_key, :payload) RETURNING id"
-                ),
-                {
-                    "job_id": job_id,
-                    "routing_key": routing_key,
-                    "payload": item.SerializeToString(),
-                },
-            )
-        ).scalar_one()
-        return job, int(outbox_id)
+        cur = await conn.execute(
+            "INSERT INTO jobs.outbox (job_id, routing_key, payload)"
+            " VALUES (%(job_id)s, %(routing_key)s, %(payload)s) RETURNING id",
+            {"job_id": job_id, "routing_key": routing_key, "payload": item.SerializeToString()},
+        )
+        inserted = await cur.fetchone()
+        assert inserted is not None
+        return job, int(inserted["id"])
 
 
-async def mark_published(engine: AsyncEngine, outbox_id: int) -> None:
-    async with engine.begin() as conn:
+async def mark_published(pool: pg.Pool, outbox_ids: list[int]) -> None:
+    """Many at once: confirmed publishes are recorded in batches."""
+    async with pool.connection() as conn:
         await conn.execute(
-            text("UPDATE jobs.outbox SET published_at = now() WHERE id = :id"), {"id": outbox_id}
+            "UPDATE jobs.outbox SET published_at = now()"
+            " WHERE id = ANY(%(ids)s) AND published_at IS NULL",
+            {"ids": outbox_ids},
         )
 
 
-async def cancel_unqueued(engine: AsyncEngine, job_id: str, outbox_id: int) -> JobRow | None:
+async def cancel_unqueued(pool: pg.Pool, job_id: str, outbox_id: int) -> JobRow | None:
     """Fail a job whose message never reached the broker, if the relay has not
     sent it meanwhile. Returns the failed job (to settle) or None."""
-    async with engine.begin() as conn:
+    async with pg.transaction(pool) as conn:
         removed = await conn.execute(
-            text("DELETE FROM jobs.outbox WHERE id = :id AND published_at IS NULL"),
+            "DELETE FROM jobs.outbox WHERE id = %(id)s AND published_at IS NULL",
             {"id": outbox_id},
         )
         if removed.rowcount != 1:
@@ -138,16 +135,16 @@ async def cancel_unqueued(engine: AsyncEngine, job_id: str, outbox_id: int) -> J
         return await _one(
             conn,
             f"""
-            UPDATE jobs.jobs SET status = 'failed', error_message = :message,
+            UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
                 actual_cost_micros = 0, finished_at = now()
-            WHERE id = :id AND status = 'pending' RETURNING {COLUMNS}
+            WHERE id = %(id)s AND status = 'pending' RETURNING {COLUMNS}
             """,
             {"id": job_id, "message": rules.NOT_QUEUED},
         )
 
 
 async def relay_outbox(
-    engine: AsyncEngine,
+    pool: pg.Pool,
     publish: Callable[[str, bytes, str], Awaitable[None]],
     *,
     older_than_seconds: float,
@@ -156,84 +153,83 @@ async def relay_outbox(
     """Send outbox rows nobody sent (a crash after commit, a broker outage).
     Rows stay locked while being sent, so replicas never send the same row twice
     at once; a message sent twice anyway is harmless (workers skip finished jobs)."""
-    async with engine.begin() as conn:
-        rows = (
-            await conn.execute(
-                text(
-                    """
-                    SELECT id, job_id, routing_key, payload FROM jobs.outbox
-                    WHERE published_at IS NULL
-                      AND created_at < now() - make_interval(secs => :age)
-                    ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED
-                    """
-                ),
-                {"age": older_than_seconds, "batch": batch},
-            )
-        ).all()
+    async with pg.transaction(pool) as conn:
+        cur = await conn.execute(
+            """
+            SELECT id, job_id, routing_key, payload FROM jobs.outbox
+            WHERE published_at IS NULL
+              AND created_at < now() - make_interval(secs => %(age)s)
+            ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED
+            """,
+            {"age": older_than_seconds, "batch": batch},
+        )
+        rows = await cur.fetchall()
         for row in rows:
-            await publish(row.routing_key, bytes(row.payload), row.job_id)
+            await publish(row["routing_key"], bytes(row["payload"]), row["job_id"])
             await conn.execute(
-                text("UPDATE jobs.outbox SET published_at = now() WHERE id = :id"), {"id": row.id}
+                "UPDATE jobs.outbox SET published_at = now() WHERE id = %(id)s", {"id": row["id"]}
             )
         return len(rows)
 
 
-async def get_job(engine: AsyncEngine, job_id: str) -> JobRow | None:
-    async with engine.connect() as conn:
-        return await _one(conn, f"SELECT {COLUMNS} FROM jobs.jobs WHERE id = :id", {"id": job_id})
+async def get_job(pool: pg.Pool, job_id: str) -> JobRow | None:
+    async with pool.connection() as conn:
+        return await _one(
+            conn, f"SELECT {COLUMNS} FROM jobs.jobs WHERE id = %(id)s", {"id": job_id}
+        )
 
 
-async def begin_attempt(engine: AsyncEngine, job_id: str, worker_id: str) -> JobRow | None:
+async def begin_attempt(pool: pg.Pool, job_id: str, worker_id: str) -> JobRow | None:
     """pending/processing -> processing, counting attempts; past MAX_ATTEMPTS the
     job fails instead. Finished jobs come back unchanged (the worker skips them)."""
-    async with engine.begin() as conn:
+    async with pg.transaction(pool) as conn:
         job = await _one(
             conn,
             f"""
             UPDATE jobs.jobs SET status = 'processing', attempts = attempts + 1,
-                worker_id = :worker, started_at = COALESCE(started_at, now())
-            WHERE id = :id AND status IN ('pending', 'processing') RETURNING {COLUMNS}
+                worker_id = %(worker)s, started_at = COALESCE(started_at, now())
+            WHERE id = %(id)s AND status IN ('pending', 'processing') RETURNING {COLUMNS}
             """,
             {"id": job_id, "worker": worker_id},
         )
         if job is None:
             return await _one(
-                conn, f"SELECT {COLUMNS} FROM jobs.jobs WHERE id = :id", {"id": job_id}
+                conn, f"SELECT {COLUMNS} FROM jobs.jobs WHERE id = %(id)s", {"id": job_id}
             )
         if job.attempts > rules.MAX_ATTEMPTS:
             return await _one(
                 conn,
                 f"""
-                UPDATE jobs.jobs SET status = 'failed', error_message = :message,
+                UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
                     actual_cost_micros = 0, finished_at = now()
-                WHERE id = :id RETURNING {COLUMNS}
+                WHERE id = %(id)s RETURNING {COLUMNS}
                 """,
                 {"id": job_id, "message": rules.PROVIDER_FAILED},
             )
         return job
 
 
-async def record_upstream_task(engine: AsyncEngine, job_id: str, task_id: str) -> JobRow | None:
-    async with engine.begin() as conn:
+async def record_upstream_task(pool: pg.Pool, job_id: str, task_id: str) -> JobRow | None:
+    async with pg.transaction(pool) as conn:
         return await _one(
             conn,
             f"""
-            UPDATE jobs.jobs SET upstream_task_id = :task
-            WHERE id = :id AND status = 'processing' RETURNING {COLUMNS}
+            UPDATE jobs.jobs SET upstream_task_id = %(task)s
+            WHERE id = %(id)s AND status = 'processing' RETURNING {COLUMNS}
             """,
             {"id": job_id, "task": task_id},
         )
 
 
-async def apply_outcome(engine: AsyncEngine, outcome: job_state_pb2.JobOutcome) -> JobRow | None:
+async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> JobRow | None:
     """Finish an active job from a worker's outcome. None when the job is unknown
     or already finished (a redelivered or late outcome changes nothing)."""
-    async with engine.begin() as conn:
+    async with pg.transaction(pool) as conn:
         job = await _one(
             conn,
             f"""
             SELECT {COLUMNS} FROM jobs.jobs
-            WHERE id = :id AND status IN ('pending', 'processing') FOR UPDATE
+            WHERE id = %(id)s AND status IN ('pending', 'processing') FOR UPDATE
             """,
             {"id": outcome.job_id},
         )
@@ -265,63 +261,57 @@ async def apply_outcome(engine: AsyncEngine, outcome: job_state_pb2.JobOutcome) 
         return await _one(
             conn,
             f"""
-            UPDATE jobs.jobs SET status = :status, result_key = :result,
-                last_frame_key = :frame, error_message = :error,
-                actual_cost_micros = :cost, finished_at = now()
-            WHERE id = :id RETURNING {COLUMNS}
+            UPDATE jobs.jobs SET status = %(status)s, result_key = %(result)s,
+                last_frame_key = %(frame)s, error_message = %(error)s,
+                actual_cost_micros = %(cost)s, finished_at = now()
+            WHERE id = %(id)s RETURNING {COLUMNS}
             """,
             {"id": job.id, **params},
         )
 
 
-async def expire_overdue(engine: AsyncEngine, timeout_seconds: int, batch: int) -> list[JobRow]:
+async def expire_overdue(pool: pg.Pool, timeout_seconds: int, batch: int) -> list[JobRow]:
     """Fail (and so refund) active jobs older than the timeout, a batch at a time."""
-    async with engine.begin() as conn:
-        rows = (
-            await conn.execute(
-                text(
-                    f"""
-                    UPDATE jobs.jobs SET status = 'failed', error_message = :message,
+    async with pg.transaction(pool) as conn:
+        cur = await conn.execute(
+            f"""
+                    UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
                         actual_cost_micros = 0, finished_at = now()
                     WHERE id IN (
                         SELECT id FROM jobs.jobs
                         WHERE status IN ('pending', 'processing')
-                          AND created_at < now() - make_interval(secs => :timeout)
-                        ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED)
+                          AND created_at < now() - make_interval(secs => %(timeout)s)
+                        ORDER BY created_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
                     RETURNING {COLUMNS}
-                    """
-                ),
-                {
-                    "timeout": timeout_seconds,
-                    "batch": batch,
-                    "message": rules.timed_out_message(timeout_seconds),
-                },
-            )
-        ).all()
+                    """,
+            {
+                "timeout": timeout_seconds,
+                "batch": batch,
+                "message": rules.timed_out_message(timeout_seconds),
+            },
+        )
+        rows = await cur.fetchall()
         return [_row(r) for r in rows]
 
 
-async def unsettled(engine: AsyncEngine, older_than_seconds: float, batch: int) -> list[JobRow]:
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                text(
-                    f"""
+async def unsettled(pool: pg.Pool, older_than_seconds: float, batch: int) -> list[JobRow]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            f"""
                     SELECT {COLUMNS} FROM jobs.jobs
                     WHERE finished_at IS NOT NULL AND settled_at IS NULL
-                      AND finished_at < now() - make_interval(secs => :age)
-                    ORDER BY finished_at LIMIT :batch
-                    """
-                ),
-                {"age": older_than_seconds, "batch": batch},
-            )
-        ).all()
+                      AND finished_at < now() - make_interval(secs => %(age)s)
+                    ORDER BY finished_at LIMIT %(batch)s
+                    """,
+            {"age": older_than_seconds, "batch": batch},
+        )
+        rows = await cur.fetchall()
         return [_row(r) for r in rows]
 
 
-async def mark_settled(engine: AsyncEngine, job_id: str) -> None:
-    async with engine.begin() as conn:
+async def mark_settled(pool: pg.Pool, job_id: str) -> None:
+    async with pool.connection() as conn:
         await conn.execute(
-            text("UPDATE jobs.jobs SET settled_at = now() WHERE id = :id AND settled_at IS NULL"),
+            "UPDATE jobs.jobs SET settled_at = now() WHERE id = %(id)s AND settled_at IS NULL",
             {"id": job_id},
         )
