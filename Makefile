@@ -57,5 +57,12 @@ integration: gen deps
 test: gen deps lint typecheck
 	$(VENV)/bin/pytest -q tests
 
+# The benchmark (bench/README.md): mock upstream, Envoy floor and the whole stack, on
+# free ports with a fresh database; writes bench/results/latest.{json,md}. Not part of test.
+.PHONY: bench
+bench: gen deps
+	@bash bench/ensure-tools.sh
+	$(VPY) -m bench
+
 clean:
 	rm -rf $(GEN) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""aiport's benchmark suite (`make bench`); see bench/README.md."""
