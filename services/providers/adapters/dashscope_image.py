@@ -42,7 +42,13 @@ from services.providers.adapters.dashscope_image_translate import (
     task_state,
     valid_task_id,
 )
-from services.providers.adapters.http import MAX_ERROR_BODY_BYTES, api_client, upstream_failures
+from services.providers.adapters.http import (
+    MAX_ERROR_BODY_BYTES,
+    api_client,
+    download,
+    result_client,
+    upstream_failures,
+)
 from services.providers.adapters.openai_images_translate import ImageRequestError, sniff_image
 from services.providers.errors import UpstreamError
 from services.providers.media import GeneratedImage, ImageRequest
@@ -53,7 +59,6 @@ log = logging.getLogger(__name__)
 MAX_ANSWER_BYTES = 1024 * 1024  # a JSON answer carries URLs, never image bytes
 # What we accept as a result file; the worker stores at most the same (IMAGE_RESULT_MAX_BYTES).
 MAX_RESULT_BYTES = 64 * 1024 * 1024
-MAX_REDIRECTS = 3
 POLL_BUDGET_FACTOR = 4.0
 MAX_POLLS = 1000
 MAX_POLL_ERRORS = 3
@@ -63,18 +68,7 @@ class DashScopeImageAdapter:
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
         self.client = api_client(provider)
-        # No Authorization, no base URL: result URLs are absolute and pre-signed.
-        self.files = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=provider.connect_timeout_seconds,
-                read=provider.read_timeout_seconds,
-                write=provider.read_timeout_seconds,
-                pool=provider.connect_timeout_seconds,
-            ),
-            limits=httpx.Limits(max_connections=provider.max_connections),
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-        )
+        self.files = result_client(provider)
         self.poll_budget_seconds = provider.read_timeout_seconds * POLL_BUDGET_FACTOR
         self.max_polls = poll_limit(
             provider.poll_interval_seconds, self.poll_budget_seconds, MAX_POLLS
@@ -189,18 +183,7 @@ class DashScopeImageAdapter:
 
     async def download(self, url: str, max_bytes: int) -> bytes:
         """The result file; UpstreamError once it passes max_bytes."""
-        if not url.startswith(("https://", "http://")):
-            raise UpstreamError("failed", "upstream result URL is not http(s)")
-        with upstream_failures():
-            async with self.files.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise UpstreamError(
-                        "failed", f"result download answered HTTP {response.status_code}"
-                    )
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise UpstreamError("failed", "result file exceeds the size limit")
-                return await self._read(response, max_bytes, what="result file")
+        return b"".join([piece async for piece in download(self.files, url, max_bytes)])
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -101,3 +101,43 @@ async def raise_for_status(
     if client_fault_possible and response.status_code in (400, 422):
         raise UpstreamError("rejected", f"The upstream rejected the request: {message}")
     raise UpstreamError("failed", f"upstream answered HTTP {response.status_code}")
+
+
+RESULT_MAX_REDIRECTS = 3
+
+
+def result_client(provider: Provider) -> httpx.AsyncClient:
+    """For result files an upstream produced: absolute, pre-signed URLs, so no
+    base URL and, above all, none of our credentials on the request."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=provider.connect_timeout_seconds,
+            read=provider.read_timeout_seconds,
+            write=provider.read_timeout_seconds,
+            pool=provider.connect_timeout_seconds,
+        ),
+        limits=httpx.Limits(max_connections=provider.max_connections),
+        follow_redirects=True,
+        max_redirects=RESULT_MAX_REDIRECTS,
+    )
+
+
+async def download(client: httpx.AsyncClient, url: str, max_bytes: int) -> AsyncIterator[bytes]:
+    """A result file in pieces; UpstreamError once it passes max_bytes."""
+    if not url.startswith(("https://", "http://")):
+        raise UpstreamError("failed", "upstream result URL is not http(s)")
+    with upstream_failures():
+        async with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise UpstreamError(
+                    "failed", f"result download answered HTTP {response.status_code}"
+                )
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise UpstreamError("failed", "result file exceeds the size limit")
+            total = 0
+            async for piece in response.aiter_bytes():
+                total += len(piece)
+                if total > max_bytes:
+                    raise UpstreamError("failed", "result file exceeds the size limit")
+                yield piece

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import orjson
 
 from services.providers.adapters.http import (
     api_client,
+    download,
     raise_for_status,
     read_limited,
+    result_client,
     upstream_failures,
 )
 from services.providers.adapters.video_task_translate import (
@@ -32,25 +33,13 @@ from services.providers.media import TaskState, VideoRequest
 from services.providers.routes import Provider
 
 MAX_TASK_ANSWER_BYTES = 1024 * 1024
-MAX_REDIRECTS = 3
 
 
 class VideoTaskAdapter:
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
         self.client = api_client(provider)
-        # No Authorization, no base URL: result URLs are absolute and pre-signed.
-        self.files = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=provider.connect_timeout_seconds,
-                read=provider.read_timeout_seconds,
-                write=provider.read_timeout_seconds,
-                pool=provider.connect_timeout_seconds,
-            ),
-            limits=httpx.Limits(max_connections=provider.max_connections),
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-        )
+        self.files = result_client(provider)
 
     @property
     def poll_interval_seconds(self) -> float:
@@ -101,22 +90,6 @@ class VideoTaskAdapter:
                 await response.aclose()
             return task_state(raw, self.provider.api_key)
 
-    async def download(self, url: str, max_bytes: int) -> AsyncIterator[bytes]:
+    def download(self, url: str, max_bytes: int) -> AsyncIterator[bytes]:
         """The result file in pieces; UpstreamError once it passes max_bytes."""
-        if not url.startswith(("https://", "http://")):
-            raise UpstreamError("failed", "upstream result URL is not http(s)")
-        with upstream_failures():
-            async with self.files.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise UpstreamError(
-                        "failed", f"result download answered HTTP {response.status_code}"
-                    )
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise UpstreamError("failed", "result file exceeds the size limit")
-                total = 0
-                async for piece in response.aiter_bytes():
-                    total += len(piece)
-                    if total > max_bytes:
-                        raise UpstreamError("failed", "result file exceeds the size limit")
-                    yield piece
+        return download(self.files, url, max_bytes)
