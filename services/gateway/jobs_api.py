@@ -7,6 +7,7 @@ answers 202. If the job cannot be created the hold is released at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from services.gateway.upload import parse_upload
 log = logging.getLogger(__name__)
 
 JOBS_TIMEOUT_SECONDS = 15.0
+CREATE_JOB_ATTEMPTS = 3
 ACCEPTED = (("x-aiport-http-status", "202"),)
 
 Parser = Callable[[bytes, Catalog], JobPlan]
@@ -116,22 +118,20 @@ class JobsBackend:
             # Longer than the job timeout: the jobs service settles first.
             ttl_seconds=self.hold_ttl_seconds,
         )
+        request = job_state_pb2.CreateJobRequest(
+            account_id=caller.account_id,
+            hold_id=hold.hold_id,
+            model=plan.model,
+            modality=plan.modality,
+            spec=plan.spec,
+            unit_price_micros=plan.unit_price_micros,
+            estimated_units=plan.estimated_units,
+            min_billable_units=plan.min_billable_units,
+            estimated_cost_micros=amount,
+            idempotency_key=caller.request_id,
+        )
         try:
-            job = await self.job_state.CreateJob(
-                job_state_pb2.CreateJobRequest(
-                    account_id=caller.account_id,
-                    hold_id=hold.hold_id,
-                    model=plan.model,
-                    modality=plan.modality,
-                    spec=plan.spec,
-                    unit_price_micros=plan.unit_price_micros,
-                    estimated_units=plan.estimated_units,
-                    min_billable_units=plan.min_billable_units,
-                    estimated_cost_micros=amount,
-                    idempotency_key=caller.request_id,
-                ),
-                timeout=JOBS_TIMEOUT_SECONDS,
-            )
+            job = await self._create_job(request)
         except grpc.aio.AioRpcError as exc:
             # No job exists (or it was failed and refunded already): free the money now.
             await self.backends.release(hold.hold_id, f"job not created: {exc.code().name}")
@@ -145,6 +145,28 @@ class JobsBackend:
         return generate_pb2.JobAccepted(
             job_id=job.job_id, status="pending", estimated_cost_idr=micros_to_idr(amount)
         )
+
+    async def _create_job(self, request: job_state_pb2.CreateJobRequest) -> job_state_pb2.JobRecord:
+        """CreateJob is idempotent per request id, so a reply lost to a timeout or
+        a restarting jobs service is asked for again rather than given up on:
+        giving up would release the hold of a job that may exist and run."""
+        for attempt in range(1, CREATE_JOB_ATTEMPTS + 1):
+            try:
+                job: job_state_pb2.JobRecord = await self.job_state.CreateJob(
+                    request, timeout=JOBS_TIMEOUT_SECONDS
+                )
+                return job
+            except grpc.aio.AioRpcError as exc:
+                retryable = exc.code() in (
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.UNAVAILABLE,
+                )
+                # A job the jobs service refused (and refunded) comes back failed
+                # on the retry, which the client then sees when polling.
+                if not retryable or attempt == CREATE_JOB_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
 
 
 class GenerateService(generate_pb2_grpc.GenerateServicer):
