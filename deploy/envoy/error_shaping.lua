@@ -25,6 +25,34 @@ local function replace(handle, status, body, should_retry)
   handle:body(true):setBytes(body)
 end
 
+local UNAUTHORIZED = '{"error":{"message":"Missing or invalid API key.","type":"authentication_error","param":null,"code":"unauthorized"}}'
+
+-- Before a request becomes gRPC:
+-- * An Authorization header that is not printable ASCII cannot be a key. It is
+--   refused here, because gRPC would log the undecodable value (key material).
+-- * Header names HTTP allows but gRPC metadata does not (e.g. "a|b", "x#y") are
+--   dropped: passed on, they make the gRPC call fail and the client get a 500.
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local auth = headers:get("authorization")
+  if auth ~= nil and string.find(auth, "[^\32-\126]") ~= nil then
+    handle:respond({ [":status"] = "401", ["content-type"] = "application/json" }, UNAUTHORIZED)
+    return
+  end
+  local unfit = nil
+  for name, _ in pairs(headers) do
+    if string.sub(name, 1, 1) ~= ":" and string.find(name, "[^0-9a-z_.%-]") ~= nil then
+      unfit = unfit or {}
+      table.insert(unfit, name)
+    end
+  end
+  if unfit ~= nil then
+    for _, name in ipairs(unfit) do
+      headers:remove(name)
+    end
+  end
+end
+
 function envoy_on_response(handle)
   local h = handle:headers()
   local err = h:get("x-aiport-error")

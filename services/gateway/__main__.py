@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 from aiport.v1 import (
     account_pb2_grpc,
     catalog_pb2_grpc,
@@ -13,7 +14,7 @@ from aiport.v1 import (
 
 from services.common import blobs, logs, runtime, settings
 from services.common.catalog import load_catalog
-from services.common.grpc_server import channel, serve
+from services.common.grpc_server import LenientRequests, channel, serve
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
 from services.gateway.server import AccountService, Backends, CatalogService, ChatService
 
@@ -36,7 +37,8 @@ async def main() -> None:
     store = blobs.blob_store_from_env()
     public_url = blobs.public_base_url()
 
-    def register(server: object) -> list[str]:
+    def register(grpc_server: grpc.aio.Server) -> list[str]:
+        server = LenientRequests(grpc_server)
         chat_pb2_grpc.add_ChatServicer_to_server(ChatService(catalog, backends), server)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogService(catalog, backends), server)
         account_pb2_grpc.add_AccountServicer_to_server(AccountService(backends), server)
