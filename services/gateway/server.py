@@ -36,7 +36,7 @@ from services.common.catalog import Catalog, ImageModel, TextModel, VideoModel
 from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
 from services.common.sse import DONE, frame
-from services.gateway import errors
+from services.gateway import bad_keys, errors
 from services.gateway.chat_request import parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.pricing import Usage, cost_micros, estimated_usage, hold_micros
@@ -123,6 +123,8 @@ class Backends:
 
     async def authenticate(self, context: ServicerContext) -> Caller:
         key = self.api_key(context)
+        # Repeated bad keys are refused (429) before they reach billing.
+        attempt = bad_keys.begin(context.invocation_metadata(), context.peer(), key)
         try:
             principal = await self.billing_call(
                 self.billing.Authenticate,
@@ -130,7 +132,9 @@ class Backends:
                 expected=(grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT),
             )
         except grpc.aio.AioRpcError as exc:
+            attempt.failed()
             raise errors.unauthorized() from exc
+        attempt.succeeded()
         return Caller(principal.account_id, principal.key_id, self.request_id(context))
 
     async def authorize_hold(
@@ -144,6 +148,7 @@ class Backends:
         """Authenticate and reserve the worst-case cost in one billing call."""
         key = self.api_key(context)
         request_id = self.request_id(context)
+        attempt = bad_keys.begin(context.invocation_metadata(), context.peer(), key)
         try:
             authorized: billing_pb2.AuthorizedHold = await self.billing_call(
                 self.billing.AuthorizeHold,
@@ -163,8 +168,11 @@ class Backends:
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                attempt.succeeded()
                 raise insufficient() from exc
+            attempt.failed()
             raise errors.unauthorized() from exc
+        attempt.succeeded()
         principal = authorized.principal
         return Caller(principal.account_id, principal.key_id, request_id), authorized.hold
 
