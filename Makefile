@@ -8,7 +8,7 @@ GEN := gen
 DESCRIPTOR := $(GEN)/aiport.pb
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv gen run test lint typecheck unit integration clean deps
+.PHONY: all venv gen run test test-faults lint typecheck unit integration clean deps
 
 all: gen
 
@@ -63,6 +63,11 @@ test: gen deps lint typecheck
 bench: gen deps
 	@bash bench/ensure-tools.sh
 	$(VPY) -m bench
+
+# The fault suite including restarts of the machine's PostgreSQL and RabbitMQ
+# (make test runs it without those two, which would disturb anything else here).
+test-faults: gen deps
+	AIPORT_FAULTS_RESTART_SHARED=1 $(VENV)/bin/pytest -q -s tests/faults
 
 clean:
 	rm -rf $(GEN) .pytest_cache .mypy_cache .ruff_cache

@@ -4,14 +4,17 @@ holds, and the background loops that make every accepted job end exactly once.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 import psycopg
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
+from psycopg_pool import PoolTimeout
 
 from services.common import broker, pg
 from services.common.grpc_server import ServicerContext
@@ -20,6 +23,9 @@ from services.jobs import store
 from services.jobs.store import JobRow
 
 log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 BILLING_TIMEOUT_SECONDS = 10.0
 MAX_ID_CHARS = 100
@@ -117,6 +123,24 @@ def _valid_id(value: str, prefix: str) -> bool:
     return value.startswith(prefix) and 0 < len(value) <= MAX_ID_CHARS
 
 
+def _database_guarded(
+    method: Callable[[Any, Req, ServicerContext], Awaitable[Resp]],
+) -> Callable[[Any, Req, ServicerContext], Awaitable[Resp]]:
+    """A lost or restarting database is UNAVAILABLE for the caller (who may
+    retry), not an unexpected error with a stack in the log."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: ServicerContext) -> Resp:
+        try:
+            return await method(self, request, context)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            log.warning("database unavailable", extra=fields(rpc=method.__name__, error=repr(exc)))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "job storage is unavailable")
+            raise AssertionError("unreachable") from exc
+
+    return wrapper
+
+
 class PublishedMarks:
     """Records confirmed publishes in batches: one UPDATE per flush instead of a
     transaction per job. A crash before a flush only means the relay sends
@@ -159,6 +183,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
         self.settlement = settlement
         self.published = published
 
+    @_database_guarded
     async def CreateJob(
         self, request: job_state_pb2.CreateJobRequest, context: ServicerContext
     ) -> job_state_pb2.JobRecord:
@@ -188,7 +213,12 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             failed = await store.cancel_unqueued(self.pool, job.id, outbox_id)
             if failed is not None:
                 await self.settlement.settle(failed)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the job queue is unavailable")
+                # Definitive, not retryable: this job was failed and refunded. A
+                # retry with the same key would only find it failed.
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "the job queue is unavailable; the job was not created",
+                )
             # The relay sent it meanwhile: the job is queued after all.
             return record(job)
         self.published.add(outbox_id)
@@ -203,6 +233,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
         )
         return record(job)
 
+    @_database_guarded
     async def GetJob(
         self, request: job_state_pb2.GetJobStateRequest, context: ServicerContext
     ) -> job_state_pb2.JobRecord:
@@ -215,6 +246,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             raise AssertionError("unreachable")
         return record(job)
 
+    @_database_guarded
     async def BeginAttempt(
         self, request: job_state_pb2.BeginAttemptRequest, context: ServicerContext
     ) -> job_state_pb2.JobRecord:
@@ -226,6 +258,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             await self.settlement.settle(job)  # failed after too many attempts
         return record(job)
 
+    @_database_guarded
     async def RecordUpstreamTask(
         self, request: job_state_pb2.RecordUpstreamTaskRequest, context: ServicerContext
     ) -> job_state_pb2.JobRecord:

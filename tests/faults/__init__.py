@@ -1,0 +1,1 @@
+"""Fault-injection suite: SIGKILLs and upstream faults under a steady mixed load."""
