@@ -64,10 +64,10 @@ bench: gen deps
 	@bash bench/ensure-tools.sh
 	$(VPY) -m bench
 
-# The fault suite including restarts of the machine's PostgreSQL and RabbitMQ
-# (make test runs it without those two, which would disturb anything else here).
+# Restarts of the machine's PostgreSQL and RabbitMQ under load. make test runs
+# every other fault scenario; these two disturb anything else on the machine.
 test-faults: gen deps
-	AIPORT_FAULTS_RESTART_SHARED=1 $(VENV)/bin/pytest -q -s tests/faults
+	$(VENV)/bin/pytest -q -s tests/faults/shared_restarts.py
 
 clean:
 	rm -rf $(GEN) .pytest_cache .mypy_cache .ruff_cache

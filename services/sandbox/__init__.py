@@ -50,6 +50,8 @@ Directives, written anywhere in the LAST user message (several may combine):
                       rate_limit_exceeded, 5xx server_error, other 4xx invalid_request_error
   [sim:echo]          content = compact JSON of the request body minus "messages"
                       (tokens = whitespace-separated pieces)
+  [sim:reset]         chat: drop the connection before any response (a connection reset)
+  [sim:malformed]     chat: answer 200 with a body that is not JSON / not SSE frames
   [sim:parallel]      with tools (and parallel_tool_calls not false): call every tool, in order
 Precedence: delay first, then status, then fail/fail-after. An unknown or malformed directive
 (e.g. [sim:token=3]) is a 400, so typos do not pass silently.

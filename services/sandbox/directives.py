@@ -20,13 +20,13 @@ _DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:=([^\]\s]*))?\]", re.IGNORECASE)
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 # Directives that take no value, and those that take a non-negative integer.
-_FLAGS = frozenset({"fail", "echo", "parallel", "hang"})
+_FLAGS = frozenset({"fail", "echo", "parallel", "hang", "reset", "malformed"})
 _COUNTS = frozenset({"fail-after", "tokens", "cached", "reasoning"})
 
 # What each endpoint understands; anything else in its prompt is a 400.
 CHAT = frozenset(
     {"fail", "fail-after", "delay", "chunk-delay", "tokens", "cached", "reasoning"}
-    | {"status", "echo", "parallel", "fail-route"}
+    | {"status", "echo", "parallel", "fail-route", "reset", "malformed"}
 )
 MEDIA = frozenset({"fail", "delay", "hang", "status", "fail-route"})
 _ROUTE_LABELS = re.compile(r"[A-Za-z0-9_-]{1,40}(,[A-Za-z0-9_-]{1,40}){0,9}")
@@ -45,6 +45,10 @@ class Directives:
     echo: bool = False
     parallel: bool = False
     hang: bool = False  # media only: never answer (images) / never finish (video tasks)
+    # Chat only: drop the connection before any response (a reset), or answer
+    # 200 with a body that is not the protocol (a broken upstream).
+    reset: bool = False
+    malformed: bool = False
     # Route labels (the X-Sandbox-Route header a provider sends) that answer 503.
     fail_routes: tuple[str, ...] = ()
 
@@ -97,6 +101,8 @@ def parse(text: str, allowed: frozenset[str] = CHAT, param: str = "messages") ->
         echo=bool(found.get("echo", False)),
         parallel=bool(found.get("parallel", False)),
         hang=bool(found.get("hang", False)),
+        reset=bool(found.get("reset", False)),
+        malformed=bool(found.get("malformed", False)),
         fail_routes=tuple(found.get("fail-route", ())),
     )
 

@@ -248,6 +248,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     error = chat.directives.error(streaming=chat.stream)
     if error is not None:
         raise error
+    if chat.directives.reset:
+        _drop(request)  # no status line at all: the client sees a reset connection
+        return web.Response()
+    if chat.directives.malformed:
+        content_type = "text/event-stream" if chat.stream else "application/json"
+        return web.Response(body=b"{not: json", content_type=content_type)
 
     answer = openai_chat.plan_answer(chat)
     completion_id = "chatcmpl-sbx" + secrets.token_hex(12)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -103,3 +104,28 @@ def test_jobs_fail_over_to_the_backup_route(
     tasks = [t for t in sandbox.get("/_sandbox/tasks").json() if t["prompt"] == prompt]
     assert len(tasks) == 1
     assert captures(billing, account.account_id) == 2
+
+
+@pytest.mark.parametrize("fault", ["reset", "malformed"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_broken_upstreams_are_a_refunded_502(
+    http: httpx.Client,
+    account: Account,
+    billing: billing_pb2_grpc.BillingStub,
+    fault: str,
+    stream: bool,
+) -> None:
+    # Both routes break the same way: failover tries both, then gives up cleanly.
+    before = state(billing, account.account_id)
+    response = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-5.5",
+            "messages": [{"role": "user", "content": f"x [sim:{fault}]"}],
+            "stream": stream,
+        },
+    )
+    assert response.status_code == 502, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "provider_error"
+    assert state(billing, account.account_id) == before

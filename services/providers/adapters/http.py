@@ -19,6 +19,37 @@ log = logging.getLogger(__name__)
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
+class _Transport(httpx.AsyncBaseTransport):
+    """aiohttp's C parser for whole answers (a third of httpcore's CPU per call),
+    httpcore for streams: aiohttp's reader raises a broken connection's error
+    before handing over what it had buffered, so the last chunks an upstream
+    sent before dying could be lost; httpcore delivers them, then raises."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._whole = AiohttpTransport(limits=limits, trust_env=False)
+        self._streams = httpx.AsyncHTTPTransport(limits=limits)
+
+    @staticmethod
+    def _is_stream(request: httpx.Request) -> bool:
+        # Our adapters' own requests: compact JSON with "stream":true (OpenAI,
+        # Anthropic), or Gemini's streaming method in the path.
+        if request.url.path.endswith(":streamGenerateContent"):
+            return True
+        try:
+            return b'"stream":true' in request.content
+        except httpx.RequestNotRead:
+            return False  # a multipart upload (image edits): a whole answer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._is_stream(request):
+            return await self._streams.handle_async_request(request)
+        return await self._whole.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._whole.aclose()
+        await self._streams.aclose()
+
+
 def bearer(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
@@ -41,14 +72,11 @@ def api_client(provider: Provider, auth: dict[str, str] | None = None) -> httpx.
             max_keepalive_connections=provider.max_connections,
         ),
         headers=headers,
-        # aiohttp's C HTTP parser under the httpx API: a third of the CPU of
-        # httpcore's pure-Python HTTP/1.1 per upstream call (bench/README.md).
-        transport=AiohttpTransport(
-            limits=httpx.Limits(
+        transport=_Transport(
+            httpx.Limits(
                 max_connections=provider.max_connections,
                 max_keepalive_connections=provider.max_connections,
-            ),
-            trust_env=False,
+            )
         ),
     )
 
