@@ -137,6 +137,11 @@ async def recovered(faults: FaultStack) -> None:
         job: dict[str, Any] = {}
         while True:
             created = await c.post("/v1/image/generate", json={"prompt": "recovered"})
+            if created.status_code == 503 and time.monotonic() < deadline:
+                # A prompt "try again" while a connection to the broker or a
+                # service is re-established: retry, as a client would.
+                await asyncio.sleep(0.5)
+                continue
             assert created.status_code == 202, created.text
             job_id = created.json()["job_id"]
             jobs, lost = await _poll_until_terminal(faults.base_url, [(key, job_id)], 30)
