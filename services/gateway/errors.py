@@ -63,7 +63,7 @@ class PublicError(Exception):
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         metadata: list[tuple[str, str]] = [
             (STATUS_HEADER, str(self.status)),
-            # Metadata must be ASCII: \uXXXX escapes keep any message intact.
+            # Metadata must be ASCII: JSON escapes keep any message intact.
             (ERROR_HEADER, json.dumps(self._payload(), ensure_ascii=True, separators=(",", ":"))),
         ]
         if self.should_retry is not None:
