@@ -9,7 +9,6 @@ names the field and its allowed values. A JSON null counts as "not given".
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 from aiport.v1 import job_state_pb2
 
+from services.common import blobs
 from services.common.catalog import Catalog, ImageModel, VideoModel
 from services.gateway.errors import PublicError
 
@@ -61,9 +61,6 @@ DEFAULT_CONVERSION_SLOTS = ("all",)
 
 # Our own upload URLs (http or https, any host): /files/uploads/<32 base62>/<filename>.
 # Kept local on purpose; services/common/blobs.py's key_from_url covers the same shape.
-_UPLOAD_PATH = re.compile(r"/files/uploads/[0-9A-Za-z]{32}/(?P<name>[A-Za-z0-9._-]{1,100})")
-_UPLOAD_SCHEMES = ("http", "https")
-_RESERVED_SUFFIXES = (".gz", ".br")  # never stored names (blobs.is_valid_filename)
 
 _INVALID_CODE = "invalid_request"
 
@@ -235,19 +232,9 @@ def _conversion_slots(body: dict[str, Any], allowed: Sequence[str]) -> list[str]
 
 
 def is_upload_url(url: str) -> bool:
-    """One of our upload URLs: http(s), any host, path /files/uploads/<token>/<filename>."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    if parts.scheme not in _UPLOAD_SCHEMES or not parts.netloc:
-        return False
-    match = _UPLOAD_PATH.fullmatch(parts.path)
-    if match is None:
-        return False
-    # A leading dot ("." and ".." too) or a reserved suffix is never a stored name.
-    name = match["name"]
-    return not name.startswith(".") and not name.lower().endswith(_RESERVED_SUFFIXES)
+    """One of our upload URLs, whatever host or scheme served it."""
+    key = blobs.key_from_url(url)
+    return key is not None and key.startswith("uploads/")
 
 
 def _is_https_url(url: str) -> bool:
