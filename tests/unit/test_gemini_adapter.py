@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from services.providers.chat import ChatAdapter
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
 from services.sandbox import gemini as sandbox_gemini
+from tests.unit.fake_upstream import Respond, faked, json_response, raising, sse_response
 
 API_KEY = "AIzaSyTest0123456789abcdefghijklmnop"
 PROVIDER = Provider(
@@ -63,8 +64,6 @@ WEATHER = {
         },
     },
 }
-
-Respond = Callable[[httpx.Request], httpx.Response]
 
 
 class StrictGemini:
@@ -120,41 +119,12 @@ async def connected(respond: Respond) -> AsyncIterator[tuple[GeminiChatAdapter, 
     upstream = StrictGemini(respond)
     adapter = GeminiChatAdapter(PROVIDER)
     own = adapter.client
-    adapter.client = httpx.AsyncClient(
-        transport=httpx.MockTransport(upstream.handle),
-        base_url=own.base_url,
-        headers=own.headers,
-        timeout=own.timeout,
-    )
+    adapter.client = faked(own, upstream.handle)
     await own.aclose()
     try:
         yield adapter, upstream
     finally:
         await adapter.close()
-
-
-def json_response(body: Any, status: int = 200) -> Respond:
-    return lambda request: httpx.Response(status, content=orjson.dumps(body))
-
-
-def sse_response(pieces: list[bytes], then: Exception | None = None) -> Respond:
-    async def content() -> AsyncIterator[bytes]:
-        for piece in pieces:
-            yield piece
-        if then is not None:
-            raise then
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=content())
-
-    return respond
-
-
-def raising(exc_type: type[httpx.TransportError]) -> Respond:
-    def respond(request: httpx.Request) -> httpx.Response:
-        raise exc_type("simulated", request=request)
-
-    return respond
 
 
 def sse(events: list[Any]) -> bytes:

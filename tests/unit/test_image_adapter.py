@@ -7,7 +7,7 @@ import dataclasses
 import email
 import email.policy
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,6 +33,7 @@ from services.providers.errors import UpstreamError
 from services.providers.media import ImageAdapter, ImageRequest, Reference
 from services.providers.routes import Provider
 from services.sandbox import png
+from tests.unit.fake_upstream import Respond, faked, raising
 from tests.unit.test_sandbox_server import KEY, ThreadedSandbox
 
 API_KEY = "sk-test-0123456789abcdefghij"
@@ -233,8 +234,6 @@ def test_malformed_answers(raw: bytes) -> None:
 
 # --- the adapter against a strict fake upstream ------------------------------------------
 
-Respond = Callable[[httpx.Request], httpx.Response]
-
 
 class FakeUpstream:
     def __init__(self, respond: Respond) -> None:
@@ -259,12 +258,7 @@ async def connected(
     upstream = FakeUpstream(respond)
     adapter = OpenAIImagesAdapter(provider)
     own = adapter.client
-    adapter.client = httpx.AsyncClient(
-        transport=httpx.MockTransport(upstream.handle),
-        base_url=own.base_url,
-        headers=own.headers,
-        timeout=own.timeout,
-    )
+    adapter.client = faked(own, upstream.handle)
     await own.aclose()
     try:
         yield adapter, upstream
@@ -275,13 +269,6 @@ async def connected(
 def answer(content: bytes, status: int = 200) -> Respond:
     def respond(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, content=content)
-
-    return respond
-
-
-def raising(exc_type: type[httpx.TransportError]) -> Respond:
-    def respond(request: httpx.Request) -> httpx.Response:
-        raise exc_type("simulated", request=request)
 
     return respond
 

@@ -23,6 +23,14 @@ from services.providers.adapters.openai_chat_translate import (
 )
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
+from tests.unit.fake_upstream import (
+    Respond,
+    faked,
+    json_response,
+    raising,
+    raw_response,
+    sse_response,
+)
 
 API_KEY = "sk-test-0123456789abcdefghij"
 PROVIDER = Provider(
@@ -45,8 +53,6 @@ REQUEST: dict[str, Any] = {
     "max_tokens": 64,
     "temperature": 0.5,
 }
-
-Respond = Callable[[httpx.Request], httpx.Response]
 
 
 class FakeUpstream:
@@ -72,53 +78,12 @@ async def connected(
     upstream = FakeUpstream(respond)
     adapter = OpenAIChatAdapter(provider)
     own = adapter.client
-    adapter.client = httpx.AsyncClient(
-        transport=httpx.MockTransport(upstream.handle),
-        base_url=own.base_url,
-        headers=own.headers,
-        timeout=own.timeout,
-    )
+    adapter.client = faked(own, upstream.handle)
     await own.aclose()
     try:
         yield adapter, upstream
     finally:
         await adapter.close()
-
-
-def json_response(body: Any, status: int = 200) -> Respond:
-    def respond(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=orjson.dumps(body))
-
-    return respond
-
-
-def raw_response(content: bytes, status: int = 200) -> Respond:
-    def respond(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=content)
-
-    return respond
-
-
-def sse_response(pieces: list[bytes], then: Exception | None = None) -> Respond:
-    """An event stream delivered in exactly these pieces, optionally breaking after them."""
-
-    async def body() -> AsyncIterator[bytes]:
-        for piece in pieces:
-            yield piece
-        if then is not None:
-            raise then
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=body())
-
-    return respond
-
-
-def raising(exc_type: type[httpx.TransportError]) -> Respond:
-    def respond(request: httpx.Request) -> httpx.Response:
-        raise exc_type("simulated", request=request)
-
-    return respond
 
 
 def sse(events: list[Any], eol: bytes = b"\n") -> bytes:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from services.providers.media import VideoTaskAdapter as VideoTaskAdapterProtoco
 from services.providers.routes import Provider
 from services.sandbox import png
 from services.sandbox.server import SAMPLE_MP4
+from tests.unit.fake_upstream import Respond, raising
 from tests.unit.test_sandbox_server import KEY, ThreadedSandbox
 
 API_KEY = "ark-test-0123456789abcdefghij"
@@ -234,8 +235,6 @@ def test_malformed_task_answers(raw: bytes) -> None:
 
 # --- the adapter against a strict fake upstream ------------------------------------------
 
-Respond = Callable[[httpx.Request], httpx.Response]
-
 
 class FakeUpstream:
     def __init__(self, respond: Respond) -> None:
@@ -271,13 +270,6 @@ async def connected(respond: Respond) -> AsyncIterator[tuple[VideoTaskAdapter, F
 def json_answer(body: Any, status: int = 200) -> Respond:
     def respond(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, content=orjson.dumps(body))
-
-    return respond
-
-
-def raising(exc_type: type[httpx.TransportError]) -> Respond:
-    def respond(request: httpx.Request) -> httpx.Response:
-        raise exc_type("simulated", request=request)
 
     return respond
 
