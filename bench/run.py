@@ -743,42 +743,50 @@ def checks(rows: list[Row], document: dict[str, Any], bench: Bench) -> list[Chec
     def row(scenario: str, path: str, c: int) -> Row | None:
         return bench.find(scenario, path, c)
 
+    def at_most(label: str, value: float | None, limit: float, digits: int) -> Check:
+        shown = "—" if value is None else f"{value:.{digits}f} ms"
+        return Check(label, shown, None if value is None else value <= limit)
+
+    def cpu(scenario: str, c: int) -> float | None:
+        r = row(scenario, "stack", c)
+        return r.cpu_ms_per_request if r else None
+
+    def added(scenario: str) -> float | None:
+        r = row(scenario, "stack", 1)
+        return r.added_p50_ms if r else None
+
     for c in bench.s.concurrency:
-        r = row("chat", "stack", c)
-        cpu = r.cpu_ms_per_request if r else None
         out.append(
-            Check(
+            at_most(
                 f"chat: CPU ≤ {TARGET_CHAT_CPU_MS} ms/request (c={c})",
-                "—" if cpu is None else f"{cpu:.3f} ms",
-                None if cpu is None else cpu <= TARGET_CHAT_CPU_MS,
+                cpu("chat", c),
+                TARGET_CHAT_CPU_MS,
+                3,
             )
         )
-    r = row("chat", "stack", 1)
-    added = r.added_p50_ms if r else None
     out.append(
-        Check(
+        at_most(
             f"chat: added p50 ≤ {TARGET_CHAT_ADDED_P50_MS} ms (c=1)",
-            "—" if added is None else f"{added:.2f} ms",
-            None if added is None else added <= TARGET_CHAT_ADDED_P50_MS,
+            added("chat"),
+            TARGET_CHAT_ADDED_P50_MS,
+            2,
         )
     )
     for c in bench.s.concurrency:
-        r = row("chat stream", "stack", c)
-        cpu = r.cpu_ms_per_request if r else None
         out.append(
-            Check(
+            at_most(
                 f"stream: CPU ≤ {TARGET_STREAM_CPU_MS} ms/request of 8 chunks (c={c})",
-                "—" if cpu is None else f"{cpu:.3f} ms",
-                None if cpu is None else cpu <= TARGET_STREAM_CPU_MS,
+                cpu("chat stream", c),
+                TARGET_STREAM_CPU_MS,
+                3,
             )
         )
-    r = row("stream first chunk", "stack", 1)
-    added = r.added_p50_ms if r else None
     out.append(
-        Check(
+        at_most(
             f"stream: first chunk added p50 ≤ {TARGET_STREAM_FIRST_CHUNK_ADDED_MS} ms (c=1)",
-            "—" if added is None else f"{added:.2f} ms",
-            None if added is None else added <= TARGET_STREAM_FIRST_CHUNK_ADDED_MS,
+            added("stream first chunk"),
+            TARGET_STREAM_FIRST_CHUNK_ADDED_MS,
+            2,
         )
     )
     r = row("image submit (202)", "stack", TARGET_SUBMIT_CONCURRENCY)
