@@ -62,6 +62,19 @@ def state(billing: billing_pb2_grpc.BillingStub, account_id: str) -> tuple[int, 
     return int(reply.balance_micros), int(reply.held_micros)
 
 
+def settled_state(
+    billing: billing_pb2_grpc.BillingStub, account_id: str, expected: tuple[int, int]
+) -> tuple[int, int]:
+    """The account once the jobs service has settled with billing, which it does
+    just after a job is marked finished (two services: not one transaction)."""
+    deadline = time.monotonic() + 5
+    current = state(billing, account_id)
+    while current != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        current = state(billing, account_id)
+    return current
+
+
 def test_image_job_end_to_end(
     http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
 ) -> None:
@@ -81,8 +94,8 @@ def test_image_job_end_to_end(
     assert image.headers["content-type"] == "image/png"
     width, height = png_size(image.content)
     assert width * 9 == pytest.approx(height * 16, abs=16)
-    balance, held = state(billing, account.account_id)
-    assert (balance, held) == (100_000_000_000 - 1_400_000_000, 0)
+    expected = (100_000_000_000 - 1_400_000_000, 0)
+    assert settled_state(billing, account.account_id, expected) == expected
 
 
 def test_pending_job_shape_has_nulls(http: httpx.Client) -> None:
@@ -116,7 +129,8 @@ def test_video_job_is_a_playable_mp4_billed_per_second(
     assert video.content[4:8] == b"ftyp"
     frame = httpx.get(job["last_frame_url"])
     assert frame.headers["content-type"] == "image/png"
-    assert state(billing, account.account_id) == (100_000_000_000 - 30_000_000_000, 0)
+    expected = (100_000_000_000 - 30_000_000_000, 0)
+    assert settled_state(billing, account.account_id, expected) == expected
 
 
 def test_img2img_with_an_upload(http: httpx.Client) -> None:
@@ -250,7 +264,7 @@ def test_failing_upstream_refunds_in_full(
         assert job["status"] == "failed"
         assert job["error_message"] == "Provider failed. Please try again."
         assert job["actual_cost_idr"] == "0"
-    assert state(billing, account.account_id) == before
+    assert settled_state(billing, account.account_id, before) == before
 
 
 def test_hung_job_times_out_and_is_refunded(
@@ -261,10 +275,7 @@ def test_hung_job_times_out_and_is_refunded(
     job = poll(http, job_id, seconds=JOB_TIMEOUT_SECONDS + 10)
     assert job["status"] == "failed"
     assert job["error_message"] == f"Job timed out after {JOB_TIMEOUT_SECONDS} seconds."
-    deadline = time.monotonic() + 5
-    while state(billing, account.account_id) != before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert state(billing, account.account_id) == before
+    assert settled_state(billing, account.account_id, before) == before
 
 
 def test_worker_killed_mid_job_finishes_it_once(
@@ -292,8 +303,8 @@ def test_worker_killed_mid_job_finishes_it_once(
     # The restarted worker resumed the recorded task: no second upstream task,
     # one charge.
     assert len(tasks()) == 1
-    balance, held = state(billing, account.account_id)
-    assert (balance, held) == (100_000_000_000 - 4 * 2_300_000_000, 0)
+    expected = (100_000_000_000 - 4 * 2_300_000_000, 0)
+    assert settled_state(billing, account.account_id, expected) == expected
     page = billing.ListLedger(billing_pb2.ListLedgerRequest(account_id=account.account_id))
     assert [e.kind for e in page.entries].count("capture") == 1
 
@@ -314,4 +325,4 @@ def test_private_reference_urls_are_refused_and_refunded(
     job = poll(http, submit(http, "/v1/image/img2img", {"prompt": "x", "images": [url]})["job_id"])
     assert job["status"] == "failed"
     assert "refused" in job["error_message"]
-    assert state(billing, account.account_id) == before
+    assert settled_state(billing, account.account_id, before) == before
