@@ -19,6 +19,7 @@ class EdgePorts:
     admin_port: int
     gateway_port: int
     files_port: int
+    metrics_port: int  # a listener that serves only the admin's /stats/prometheus
 
 
 def render(ports: EdgePorts, descriptor: Path) -> str:
@@ -29,6 +30,7 @@ def render(ports: EdgePorts, descriptor: Path) -> str:
         admin_port=ports.admin_port,
         gateway_port=ports.gateway_port,
         files_port=ports.files_port,
+        metrics_port=ports.metrics_port,
         descriptor_path=str(descriptor.resolve()),
         lua_path=str((ENVOY_DIR / "error_shaping.lua").resolve()),
         body_limit=BODY_LIMIT_BYTES,

@@ -42,6 +42,16 @@ SERVICES = (
 # Services that own a schema, migrated before anything starts.
 MIGRATED = ("billing", "jobs")
 STOP_TIMEOUT_SECONDS = 15.0
+# make run's /metrics ports (the tests use free ones).
+DEFAULT_METRICS_PORTS = {
+    "gateway": 9310,
+    "billing": 9311,
+    "providers": 9312,
+    "jobs": 9313,
+    "files": 9314,
+    "worker-image": 9320,
+    "worker-video": 9321,
+}
 
 
 def free_port() -> int:
@@ -66,6 +76,9 @@ class StackConfig:
     worker_video_port: int = 50061
     files_port: int = 9200
     sandbox_port: int = 9100
+    # Prometheus /metrics per process (AIPORT_METRICS_ADDR); the edge's on metrics_port.
+    edge_metrics_port: int = 9902
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     amqp_prefix: str = "aiport"
     blob_dir: Path | None = None  # default: <run_dir>/blobs
     job_timeout_seconds: int = 600
@@ -89,6 +102,8 @@ class StackConfig:
             worker_video_port=free_port(),
             files_port=free_port(),
             sandbox_port=free_port(),
+            edge_metrics_port=free_port(),
+            metrics_ports={name: free_port() for name in SERVICES if name != "sandbox"},
             # Fresh queue names per run: runs never see each other's messages.
             amqp_prefix=f"aiport-test-{uuid.uuid4().hex[:8]}",
         )
@@ -105,8 +120,19 @@ class StackConfig:
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.sandbox_port}"
 
-    def env(self) -> dict[str, str]:
+    def metrics_port(self, name: str) -> int | None:
+        """The /metrics port of process `name`: fixed defaults unless assigned."""
+        if name == "sandbox":
+            return None
+        if name not in self.metrics_ports:
+            self.metrics_ports[name] = DEFAULT_METRICS_PORTS[name]
+        return self.metrics_ports[name]
+
+    def env(self, name: str | None = None) -> dict[str, str]:
+        """The environment of process `name` (None: what every process shares)."""
         env = dict(os.environ)
+        env.pop("AIPORT_METRICS_ADDR", None)
+        env.pop("AIPORT_LISTEN_ADDR", None)
         env.update(
             {
                 "AIPORT_DATABASE_URL": self.database_url,
@@ -129,6 +155,9 @@ class StackConfig:
             }
         )
         env.update(self.extra_env)
+        port = self.metrics_port(name) if name else None
+        if port is not None:
+            env["AIPORT_METRICS_ADDR"] = f"127.0.0.1:{port}"
         return env
 
 
@@ -163,7 +192,7 @@ class Stack:
         popen = subprocess.Popen(
             argv,
             cwd=PROJECT_ROOT,
-            env=self.config.env(),
+            env=self.config.env(name),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -201,6 +230,7 @@ class Stack:
                     admin_port=self.config.admin_port,
                     gateway_port=self.config.gateway_port,
                     files_port=self.config.files_port,
+                    metrics_port=self.config.edge_metrics_port,
                 ),
                 DESCRIPTOR,
             )
@@ -270,6 +300,17 @@ class Stack:
     def exited(self) -> list[str]:
         """Names of processes that have died on their own."""
         return [n for n, p in self.processes.items() if p.popen.poll() is not None]
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Prometheus endpoints of every running process, the edge's included."""
+        urls = {
+            name: f"http://127.0.0.1:{port}/metrics"
+            for name in self.processes
+            if name != "edge" and (port := self.config.metrics_port(name)) is not None
+        }
+        if "edge" in self.processes:
+            urls["edge"] = f"http://127.0.0.1:{self.config.edge_metrics_port}/stats/prometheus"
+        return urls
 
     # -- readiness -----------------------------------------------------------
     def _check_alive(self, name: str) -> None:

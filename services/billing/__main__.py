@@ -61,7 +61,7 @@ async def run() -> int:
         def add(server: grpc.aio.Server) -> list[str]:
             return register(server, servicer)
 
-        addr = settings.billing_addr()
+        addr = settings.listen_addr(settings.billing_addr())
         try:
             await serve(addr, add, on_stop=hot.close)
         except (OSError, RuntimeError) as exc:  # grpc raises RuntimeError on a taken port

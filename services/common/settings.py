@@ -58,3 +58,15 @@ def gateway_addr() -> str:
 
 def jobs_addr() -> str:
     return env("AIPORT_JOBS_ADDR", "127.0.0.1:50053")
+
+
+def listen_addr(default: str) -> str:
+    """Where this process listens. In a cluster a service listens on 0.0.0.0 while
+    its peers dial it by name, so AIPORT_LISTEN_ADDR overrides the service's own
+    *_ADDR (which stays the address others dial)."""
+    return env("AIPORT_LISTEN_ADDR", default)
+
+
+def metrics_addr() -> str | None:
+    """HOST:PORT for this process's Prometheus /metrics; unset means none."""
+    return os.environ.get("AIPORT_METRICS_ADDR", "").strip() or None

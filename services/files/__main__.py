@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from services.common import logs, runtime
+from services.common import logs, runtime, settings
 from services.common.blobs import LocalBlobStore, blob_dir
 from services.files.server import files_addr, serve
 
@@ -15,7 +15,11 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m services.files",
         description="Serve stored results and uploads at /files/{kind}/{token}/{filename}.",
     )
-    parser.add_argument("--addr", default=files_addr(), help="HOST:PORT [AIPORT_FILES_ADDR]")
+    parser.add_argument(
+        "--addr",
+        default=settings.listen_addr(files_addr()),
+        help="HOST:PORT [AIPORT_LISTEN_ADDR, else AIPORT_FILES_ADDR]",
+    )
     parser.add_argument(
         "--blob-dir", type=Path, default=blob_dir(), help="blob root [AIPORT_BLOB_DIR]"
     )

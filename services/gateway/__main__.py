@@ -59,7 +59,7 @@ async def main() -> None:
         await providers.close(None)
         await job_state.close(None)
 
-    await serve(settings.gateway_addr(), register, on_stop=close)
+    await serve(settings.listen_addr(settings.gateway_addr()), register, on_stop=close)
 
 
 if __name__ == "__main__":

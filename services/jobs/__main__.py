@@ -54,7 +54,7 @@ async def main() -> None:
         await published.flush()
         await pool.close()
 
-    await serve(settings.jobs_addr(), register, on_stop=close)
+    await serve(settings.listen_addr(settings.jobs_addr()), register, on_stop=close)
 
 
 if __name__ == "__main__":

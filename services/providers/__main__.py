@@ -19,7 +19,7 @@ async def main() -> None:
         providers_pb2_grpc.add_ProvidersServicer_to_server(service, server)
         return ["aiport.v1.Providers"]
 
-    await serve(settings.providers_addr(), register, on_stop=service.close)
+    await serve(settings.listen_addr(settings.providers_addr()), register, on_stop=service.close)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,10 @@ async def main(kind: str, addr: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kind", choices=broker.WORKER_KINDS, required=True)
-    parser.add_argument("--addr", default="127.0.0.1:50060")
+    parser.add_argument(
+        "--addr",
+        default=settings.listen_addr("127.0.0.1:50060"),
+        help="HOST:PORT for gRPC health [AIPORT_LISTEN_ADDR]",
+    )
     args = parser.parse_args()
     runtime.run(main(args.kind, args.addr))
