@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from services.common import db, logs, runtime, settings
 from services.common.grpc_server import serve
 
-from . import config, ledger, sweeper
+from . import config, gauges, ledger, sweeper
 from .hotpath import HotPath
 from .server import BillingServicer, register
 
@@ -27,6 +27,7 @@ async def run() -> int:
     url = settings.database_url()
     engine = db.create_engine(url, application_name="billing")
     sweeper_task: asyncio.Task[None] | None = None
+    gauges_task: asyncio.Task[None] | None = None
     try:
         try:
             revision = await ledger.schema_revision(engine)
@@ -57,6 +58,7 @@ async def run() -> int:
         sweeper_task = asyncio.create_task(
             sweeper.run_forever(engine, sweep_every, sweep_batch), name="hold-sweeper"
         )
+        gauges_task = asyncio.create_task(gauges.run_forever(engine), name="gauges")
 
         def add(server: grpc.aio.Server) -> list[str]:
             return register(server, servicer)
@@ -69,6 +71,10 @@ async def run() -> int:
             return 1
         return 0
     finally:
+        if gauges_task is not None:
+            gauges_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges_task
         if sweeper_task is not None:
             sweeper_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
@@ -12,6 +13,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import _async as health_aio  # what grpc_health.v1.health.aio names
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common import metrics, requestctx, settings, tracing
 
 log = logging.getLogger(__name__)
 
@@ -23,23 +26,44 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Above the edge's 64 KiB header cap, so whatever Envoy accepts we accept too
 # (gRPC's own default is far lower and turned big headers into a 500).
 MAX_METADATA_BYTES = 96 * 1024
+# SIGTERM: report NOT_SERVING but keep serving this long (so load balancers stop
+# sending), then give in-flight calls and streams this long to finish.
+DRAIN_DELAY_SECONDS = 0.0
 GRACE_SECONDS = 10.0
+MAX_DRAIN_SECONDS = 300.0
+# Servers close each connection after about this long (plus the grace for calls
+# in flight), so long-lived clients re-resolve and spread over new replicas.
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000
+# Client-side health checking (gRFC A17): round_robin skips replicas whose
+# overall health ("") is not SERVING.
+CLIENT_SERVICE_CONFIG = json.dumps({"healthCheckConfig": {"serviceName": ""}})
 
 
 async def serve(
     addr: str,
     register: Callable[[grpc.aio.Server], Iterable[str]],
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    on_drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT. `register` adds servicers and names the services."""
+    """Run until SIGTERM/SIGINT. `register` adds servicers and names the services.
+
+    On the signal: health turns NOT_SERVING and `on_drain` runs (stop taking
+    new background work); calls are still served for the drain delay, then
+    the server stops with the grace for calls in flight, then `on_stop`."""
+    addr_for_metrics = settings.metrics_addr()
+    metrics_server = metrics.serve_metrics(addr_for_metrics) if addr_for_metrics else None
     server = grpc.aio.server(
+        interceptors=server_interceptors(),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+        ],
     )
     names = list(register(server))
     health_servicer = health_aio.HealthServicer()
@@ -56,27 +80,53 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("draining", extra={"fields": {"grace_seconds": GRACE_SECONDS}})
+    drain_delay, grace = drain_seconds()
+    log.info(
+        "draining", extra={"fields": {"drain_delay_seconds": drain_delay, "grace_seconds": grace}}
+    )
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(GRACE_SECONDS)
+    if on_drain is not None:
+        await on_drain()
+    # Still serving: callers that have not yet seen NOT_SERVING keep being answered.
+    await asyncio.sleep(drain_delay)
+    # No new calls from here; calls and streams in flight get the grace to finish.
+    await server.stop(grace)
     if on_stop is not None:
         await on_stop()
+    tracing.shutdown()  # flushes spans still buffered
+    if metrics_server is not None:
+        metrics_server.close()
     log.info("stopped")
+
+
+def drain_seconds() -> tuple[float, float]:
+    """(AIPORT_DRAIN_DELAY_SECONDS, AIPORT_GRACE_SECONDS), each within [0, MAX_DRAIN_SECONDS]."""
+    delay = settings.env_float("AIPORT_DRAIN_DELAY_SECONDS", DRAIN_DELAY_SECONDS)
+    grace = settings.env_float("AIPORT_GRACE_SECONDS", GRACE_SECONDS)
+    return (min(max(delay, 0.0), MAX_DRAIN_SECONDS), min(max(grace, 0.0), MAX_DRAIN_SECONDS))
 
 
 def channel(addr: str) -> grpc.aio.Channel:
     """An internal client channel with the same message limits as the servers."""
-    return grpc.aio.insecure_channel(
+    plain = grpc.aio.insecure_channel(
         addr,
+        interceptors=client_interceptors(),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.enable_retries", 1),
+            # Spread calls over every address the target resolves to (local
+            # replicas, a headless Service) and move off one that goes away...
+            ("grpc.lb_policy_name", "round_robin"),
+            # ...or that reports NOT_SERVING on gRPC health (it is draining).
+            ("grpc.service_config", CLIENT_SERVICE_CONFIG),
         ],
     )
+    # Every call carries the current request id.
+    return requestctx.propagating(plain)
 
 
 class LenientRequests:
@@ -114,3 +164,19 @@ def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
             return parse(b"")
 
     return lenient
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    """Request id first (so everything after sees it), then the trace span (when
+    tracing is on), then metrics."""
+    return [
+        requestctx.ServerInterceptor(),
+        *tracing.server_interceptors(),
+        metrics.ServerInterceptor(),
+    ]
+
+
+def client_interceptors() -> list[Any]:
+    """A client span and traceparent per call when tracing is on; none otherwise
+    (the request id is added by requestctx.propagating, more cheaply)."""
+    return tracing.client_interceptors()

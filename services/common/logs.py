@@ -1,4 +1,7 @@
-"""One-line JSON logs, so an operator can grep and a collector can parse."""
+"""One-line JSON logs, so an operator can grep and a collector can parse.
+
+Every line written while a request is being handled carries its `request_id`
+(services/common/requestctx.py), the same id on every hop."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import os
 import sys
 import time
 from typing import Any
+
+from services.common import requestctx
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,6 +25,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = requestctx.current()
+        if request_id is not None:
+            entry["request_id"] = request_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

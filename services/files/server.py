@@ -21,9 +21,10 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from services.common import metrics
 from services.common.blobs import KINDS, LocalBlobStore, content_type_for
 from services.common.logs import fields
-from services.common.settings import env
+from services.common.settings import env, metrics_addr
 
 log = logging.getLogger("files")
 
@@ -76,6 +77,8 @@ def make_runner(app: web.Application) -> web.AppRunner:
 async def serve(addr: str, store: LocalBlobStore) -> None:
     """Run until SIGTERM/SIGINT, then stop listening and let downloads drain briefly."""
     host, port = parse_addr(addr)
+    scrape_addr = metrics_addr()
+    metrics_server = metrics.serve_metrics(scrape_addr) if scrape_addr else None
     runner = make_runner(create_app(store))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -91,6 +94,8 @@ async def serve(addr: str, store: LocalBlobStore) -> None:
             loop.remove_signal_handler(sig)
     log.info("stopping")
     await runner.cleanup()
+    if metrics_server is not None:
+        metrics_server.close()
     log.info("stopped")
 
 
@@ -184,6 +189,7 @@ class AccessLogger(AbstractAccessLogger):
                 kind = candidate if candidate in KINDS else None
             elif canonical == "/healthz":
                 route = "healthz"
+        metrics.HTTP_REQUESTS.labels(route, str(response.status)).inc()
         self.logger.info(
             "request",
             extra=fields(

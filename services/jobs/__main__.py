@@ -9,6 +9,7 @@ from aiport.v1 import billing_pb2_grpc, job_state_pb2_grpc
 
 from services.common import broker, logs, pg, runtime, settings
 from services.common.grpc_server import channel, serve
+from services.jobs import gauges
 from services.jobs.service import (
     JobStateService,
     PublishedMarks,
@@ -40,15 +41,19 @@ async def main() -> None:
     background = asyncio.create_task(
         run_background(pool, connection, names, publisher, settlement, published, timing_from_env())
     )
+    queue_depth = gauges.QueueDepth(connection, names)
+    refresh = asyncio.create_task(gauges.run(pool, queue_depth))
 
     def register(server: object) -> list[str]:
         job_state_pb2_grpc.add_JobStateServicer_to_server(service, server)
         return ["aiport.v1.JobState"]
 
     async def close() -> None:
-        background.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await background
+        for task in (background, refresh):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await queue_depth.close()
         await connection.close()
         await billing_channel.close(None)
         await published.flush()

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobu
 from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
 from psycopg_pool import PoolTimeout
 
-from services.common import broker, pg
+from services.common import broker, metrics, pg, requestctx
 from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
 from services.jobs import store
@@ -111,9 +111,14 @@ class Publisher:
     def __init__(self, exchange: AbstractExchange) -> None:
         self.exchange = exchange
 
-    async def publish(self, routing_key: str, payload: bytes, job_id: str) -> None:
+    async def publish(
+        self, routing_key: str, payload: bytes, job_id: str, request_id: str | None = None
+    ) -> None:
+        message = broker.message(payload, job_id)
+        if request_id:
+            message.headers[requestctx.METADATA_KEY] = request_id
         await self.exchange.publish(
-            broker.message(payload, job_id),
+            message,
             routing_key=routing_key,
             timeout=broker.CONFIRM_TIMEOUT_SECONDS,
         )
@@ -197,7 +202,8 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             or request.estimated_cost_micros <= 0
         ):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incomplete CreateJobRequest")
-        job, outbox_id = await store.create_job(self.pool, request, kind)
+        request_id = requestctx.current()
+        job, outbox_id = await store.create_job(self.pool, request, kind, request_id)
         if outbox_id is None:
             return record(job)  # a retry: the first call queued it
         try:
@@ -207,11 +213,13 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
                     job_id=job.id, model=job.model, modality=job.modality, spec=request.spec
                 ).SerializeToString(),
                 job.id,
+                request_id,
             )
         except Exception as exc:  # broker down or no confirm in time
             log.warning("publish failed", extra=fields(job_id=job.id, error=repr(exc)))
             failed = await store.cancel_unqueued(self.pool, job.id, outbox_id)
             if failed is not None:
+                metrics.JOBS_FINISHED.labels(failed.modality, failed.status).inc()
                 await self.settlement.settle(failed)
                 # Definitive, not retryable: this job was failed and refunded. A
                 # retry with the same key would only find it failed.
@@ -277,6 +285,15 @@ class OutcomeConsumer:
         self.settlement = settlement
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
+        """One outcome, under the request id the job was created with (the worker
+        sends it back), so settling it logs and calls billing under that id."""
+        token = requestctx.bind(requestctx.from_message_headers(message.headers))
+        try:
+            await self._handle(message)
+        finally:
+            requestctx.unbind(token)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             outcome = job_state_pb2.JobOutcome.FromString(message.body)
         except Exception:
@@ -293,6 +310,7 @@ class OutcomeConsumer:
         if job is None:
             log.info("outcome for a finished job ignored", extra=fields(job_id=outcome.job_id))
         else:
+            metrics.JOBS_FINISHED.labels(job.modality, job.status).inc()
             log.info(
                 "job finished",
                 extra=fields(job_id=job.id, status=job.status, error=job.error_message),
@@ -334,6 +352,7 @@ async def run_background(
 
     async def expire() -> None:
         for job in await store.expire_overdue(pool, timing.job_timeout_seconds, timing.batch):
+            metrics.JOBS_FINISHED.labels(job.modality, job.status).inc()
             log.warning("job timed out", extra=fields(job_id=job.id))
             await settlement.settle(job)
 

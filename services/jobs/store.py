@@ -60,10 +60,14 @@ async def _one(conn: AsyncConnection[DictRow], sql: str, params: dict[str, Any])
 
 
 async def create_job(
-    pool: pg.Pool, request: job_state_pb2.CreateJobRequest, routing_key: str
+    pool: pg.Pool,
+    request: job_state_pb2.CreateJobRequest,
+    routing_key: str,
+    request_id: str | None = None,
 ) -> tuple[JobRow, int | None]:
     """Insert the job and its work message together. A repeated idempotency key
-    returns the existing job and no outbox id (its message is already handled)."""
+    returns the existing job and no outbox id (its message is already handled).
+    `request_id` travels with the message to the worker."""
     job_id = rules.new_job_id()
     item = job_state_pb2.WorkItem(
         job_id=job_id, model=request.model, modality=request.modality, spec=request.spec
@@ -103,9 +107,14 @@ async def create_job(
             assert existing is not None  # the conflict says it exists
             return existing, None
         cur = await conn.execute(
-            "INSERT INTO jobs.outbox (job_id, routing_key, payload)"
-            " VALUES (%(job_id)s, %(routing_key)s, %(payload)s) RETURNING id",
-            {"job_id": job_id, "routing_key": routing_key, "payload": item.SerializeToString()},
+            "INSERT INTO jobs.outbox (job_id, routing_key, payload, request_id)"
+            " VALUES (%(job_id)s, %(routing_key)s, %(payload)s, %(request_id)s) RETURNING id",
+            {
+                "job_id": job_id,
+                "routing_key": routing_key,
+                "payload": item.SerializeToString(),
+                "request_id": request_id,
+            },
         )
         inserted = await cur.fetchone()
         assert inserted is not None
@@ -145,7 +154,7 @@ async def cancel_unqueued(pool: pg.Pool, job_id: str, outbox_id: int) -> JobRow 
 
 async def relay_outbox(
     pool: pg.Pool,
-    publish: Callable[[str, bytes, str], Awaitable[None]],
+    publish: Callable[[str, bytes, str, str | None], Awaitable[None]],
     *,
     older_than_seconds: float,
     batch: int,
@@ -156,7 +165,7 @@ async def relay_outbox(
     async with pg.transaction(pool) as conn:
         cur = await conn.execute(
             """
-            SELECT id, job_id, routing_key, payload FROM jobs.outbox
+            SELECT id, job_id, routing_key, payload, request_id FROM jobs.outbox
             WHERE published_at IS NULL
               AND created_at < now() - make_interval(secs => %(age)s)
             ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED
@@ -165,7 +174,9 @@ async def relay_outbox(
         )
         rows = await cur.fetchall()
         for row in rows:
-            await publish(row["routing_key"], bytes(row["payload"]), row["job_id"])
+            await publish(
+                row["routing_key"], bytes(row["payload"]), row["job_id"], row["request_id"]
+            )
             await conn.execute(
                 "UPDATE jobs.outbox SET published_at = now() WHERE id = %(id)s", {"id": row["id"]}
             )

@@ -13,7 +13,7 @@ enough to stop hammering a dead upstream; it is not a shared rate limiter.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,6 +96,10 @@ class Breakers:
         if breaker.probing or breaker.failures >= self.policy.failure_threshold:
             breaker.opened_at = self.clock()
         breaker.probing = False
+
+    def states(self, routes: Iterable[Route]) -> list[tuple[str, State]]:
+        """(route key, state) for each of `routes`: the metrics gauge reads this."""
+        return [(route_key(route), self.state(route)) for route in routes]
 
     def release_probe(self, route: Route) -> None:
         """A probe that ended without a verdict (cancelled, rejected request)."""

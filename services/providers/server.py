@@ -9,6 +9,7 @@ import grpc
 import orjson
 from aiport.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 
+from services.common import metrics
 from services.common.grpc_server import ServicerContext
 from services.providers import registry
 from services.providers.adapters.openai_chat_translate import (
@@ -17,7 +18,7 @@ from services.providers.adapters.openai_chat_translate import (
     TokenCounts,
 )
 from services.providers.errors import UpstreamError
-from services.providers.failover import Breakers, should_fail_over
+from services.providers.failover import Breakers, route_key, should_fail_over
 from services.providers.routes import RouteTable
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         self.table = table
         self.adapters = registry.build(table, registry.CHAT)
         self.breakers = breakers or Breakers()
+        served = {
+            route_key(r): r
+            for rs in table.routes.values()
+            for r in rs
+            if r.provider in self.adapters
+        }
+        metrics.watch_breakers(lambda: self.breakers.states(served.values()))
 
     async def close(self) -> None:
         for adapter in self.adapters.values():
@@ -79,8 +87,10 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         body = orjson.loads(request.request_json)
         identity = Identity(request.completion_id, request.model, request.created_unix)
         last_error = UpstreamError("failed", "every route for this model is cooling down")
-        for attempt, route in enumerate(self.breakers.plan(routes)):
+        plan = self.breakers.plan(routes)
+        for attempt, route in enumerate(plan):
             adapter = self.adapters[route.provider]
+            metrics.forget_upstream_outcome()
             fields = {
                 "request_id": request.request_id,
                 "model": request.model,
@@ -137,6 +147,8 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                     return
                 if not should_fail_over(error):
                     break
+                if attempt + 1 < len(plan):
+                    metrics.record_failover(route_key(route), error.kind)
             finally:
                 if not verdict:
                     self.breakers.release_probe(route)

@@ -22,10 +22,10 @@ import grpc
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiport.v1 import job_state_pb2, job_state_pb2_grpc
 
-from services.common import blobs, broker
+from services.common import blobs, broker, metrics, requestctx
 from services.common.logs import fields
 from services.providers.errors import UpstreamError
-from services.providers.failover import Breakers, should_fail_over
+from services.providers.failover import Breakers, route_key, should_fail_over
 from services.providers.fetch import FetchFailed, FetchRefused, load_reference
 from services.providers.media import (
     GeneratedImage,
@@ -95,9 +95,23 @@ class Worker:
         self.names = names
         self.worker_id = worker_id
         self.job_timeout_seconds = job_timeout_seconds
+        adapters = {**image_adapters, **video_adapters}
+        served = {
+            route_key(r): r for rs in routes.routes.values() for r in rs if r.provider in adapters
+        }
+        metrics.watch_breakers(lambda: self.breakers.states(served.values()))
 
     # -- the message -----------------------------------------------------------
     async def handle(self, message: AbstractIncomingMessage) -> None:
+        """One work message, with the request id it carries (the one the job was
+        created under) current for its log lines and upstream calls."""
+        token = requestctx.bind(requestctx.from_message_headers(message.headers))
+        try:
+            await self._handle(message)
+        finally:
+            requestctx.unbind(token)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             item = job_state_pb2.WorkItem.FromString(message.body)
         except Exception:
@@ -127,9 +141,11 @@ class Worker:
             extra=fields(job_id=job.job_id, model=job.model, attempt=job.attempts),
         )
         outcome = await self.run(job)
+        reply = broker.message(outcome.SerializeToString(), job.job_id)
+        reply.headers.update(requestctx.message_headers())
         try:
             await self.outcomes.publish(
-                broker.message(outcome.SerializeToString(), job.job_id),
+                reply,
                 routing_key=self.names.outcomes_queue,
                 timeout=broker.CONFIRM_TIMEOUT_SECONDS,
             )
@@ -194,6 +210,7 @@ class Worker:
         last: UpstreamError | None = None
         for attempt, route in enumerate(plan):
             verdict = False
+            metrics.forget_upstream_outcome()
             try:
                 result = await call(route)
                 self.breakers.success(route)
@@ -214,6 +231,8 @@ class Worker:
                     raise
                 self.breakers.failure(route)
                 verdict = True
+                if attempt + 1 < len(plan):
+                    metrics.record_failover(route_key(route), error.kind)
             finally:
                 if not verdict:
                     self.breakers.release_probe(route)

@@ -157,6 +157,8 @@ async def _access_log(request: web.Request, handler: Handler) -> web.StreamRespo
             extra=fields(
                 method=request.method,
                 path=request.path,
+                # What our adapters sent, so a test can follow one request id here.
+                request_id=request.headers.get("X-Request-Id"),
                 status=status,
                 ms=round((time.monotonic() - start) * 1000, 1),
                 **notes,

@@ -1,15 +1,23 @@
-"""The HTTP client every adapter uses to talk to its provider."""
+"""The HTTP client every adapter uses to talk to its provider.
+
+Every upstream request carries the current request id (X-Request-Id), is
+counted and timed per provider and outcome (services/common/metrics.py) and,
+when tracing is on, gets a client span."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
+from opentelemetry.trace import Span
 
+from services.common import metrics, requestctx, tracing
 from services.common.sse import SseError
 from services.providers.errors import UpstreamError, UpstreamProtocolError, safe_upstream_message
 from services.providers.routes import Provider
@@ -50,6 +58,110 @@ class _Transport(httpx.AsyncBaseTransport):
         await self._streams.aclose()
 
 
+def outcome_for_status(status: int) -> str:
+    """An upstream answer's outcome, for aiport_upstream_requests_total."""
+    if status < 400:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    if status < 500:
+        return "client_error"
+    return "server_error"
+
+
+def outcome_for_exception(exc: BaseException) -> str:
+    """How an upstream call that raised `exc` went (the same split upstream_failures
+    makes, finer: connect vs. later connection failures)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(exc, httpx.TransportError):
+        return "connection_error"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
+
+
+class _Call:
+    """One upstream call being observed: recorded once, when it ends."""
+
+    __slots__ = ("done", "outcome", "provider", "span", "started", "status")
+
+    def __init__(self, provider: str, request: httpx.Request) -> None:
+        self.provider = provider
+        self.started = time.perf_counter()
+        self.span: Span | None = (
+            tracing.start_upstream_span(provider, request.method, str(request.url))
+            if tracing.enabled()
+            else None
+        )
+        self.outcome = "error"
+        self.status: int | None = None
+        self.done = False
+
+    def end(self, outcome: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        final = outcome or self.outcome
+        metrics.record_upstream(self.provider, final, time.perf_counter() - self.started)
+        if self.span is not None:
+            tracing.end_upstream_span(self.span, final, self.status)
+
+
+class _ObservedBody(httpx.AsyncByteStream):
+    """The response body, passed through; the call ends when the body is closed
+    (so a stream is timed to its end, and a stream that breaks is counted so)."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, call: _Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._inner:
+                yield piece
+        except BaseException as exc:
+            self._call.end(outcome_for_exception(exc))
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._call.end()
+
+
+class ObservedTransport(httpx.AsyncBaseTransport):
+    """Adds X-Request-Id, then counts, times and (optionally) traces each call."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, provider: str) -> None:
+        self._inner = inner
+        self._provider = provider
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request_id = requestctx.current()
+        if request_id is not None:
+            request.headers[requestctx.HTTP_HEADER] = request_id
+        call = _Call(self._provider, request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException as exc:
+            call.end(outcome_for_exception(exc))
+            raise
+        call.status = response.status_code
+        call.outcome = outcome_for_status(response.status_code)
+        if response.is_closed or not isinstance(response.stream, httpx.AsyncByteStream):
+            call.end()  # the body came whole with the answer: nothing left to wait for
+        else:
+            response.stream = _ObservedBody(response.stream, call)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def bearer(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
@@ -72,11 +184,14 @@ def api_client(provider: Provider, auth: dict[str, str] | None = None) -> httpx.
             max_keepalive_connections=provider.max_connections,
         ),
         headers=headers,
-        transport=_Transport(
-            httpx.Limits(
-                max_connections=provider.max_connections,
-                max_keepalive_connections=provider.max_connections,
-            )
+        transport=ObservedTransport(
+            _Transport(
+                httpx.Limits(
+                    max_connections=provider.max_connections,
+                    max_keepalive_connections=provider.max_connections,
+                )
+            ),
+            provider.name,
         ),
     )
 
@@ -144,9 +259,12 @@ def result_client(provider: Provider) -> httpx.AsyncClient:
             write=provider.read_timeout_seconds,
             pool=provider.connect_timeout_seconds,
         ),
-        limits=httpx.Limits(max_connections=provider.max_connections),
         follow_redirects=True,
         max_redirects=RESULT_MAX_REDIRECTS,
+        transport=ObservedTransport(
+            httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=provider.max_connections)),
+            provider.name,
+        ),
     )
 
 
