@@ -19,9 +19,10 @@ from psycopg_pool import PoolClosed, PoolTimeout
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.auth_failures import CLIENT_HEADER
 from services.common.logs import fields
 
-from . import ledger, rules
+from . import auth_limits, ledger, rules
 from .hotpath import HotPath
 
 log = logging.getLogger(__name__)
@@ -199,11 +200,30 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         log.info("API key revoked", extra=fields(account_id=key.account_id, key_id=key.id))
         return _key_pb(key)
 
+    async def _count_failure(self, api_key: str, context: Ctx) -> None:
+        """Count a failed authentication for every gateway replica, and send the
+        caller the lock-outs now running (trailing metadata of the error)."""
+        client = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == CLIENT_HEADER:
+                client = value if isinstance(value, str) else value.decode("latin-1")
+        try:
+            verdict = await auth_limits.record_failure_of(self._engine, client, api_key)
+        except UNAVAILABLE_ERRORS as exc:
+            # Still a plain 401; the gateway's own counters keep limiting meanwhile.
+            log.warning("cannot count a failed authentication", extra=fields(error=repr(exc)))
+            return
+        context.set_trailing_metadata(verdict.metadata())
+
     @_guarded
     async def Authenticate(
         self, request: billing_pb2.AuthenticateRequest, context: Ctx
     ) -> billing_pb2.Principal:
-        principal = await self._hot.authenticate(request.api_key)
+        try:
+            principal = await self._hot.authenticate(request.api_key)
+        except rules.Unauthenticated:
+            await self._count_failure(request.api_key, context)
+            raise
         return billing_pb2.Principal(account_id=principal.account_id, key_id=principal.key_id)
 
     @_guarded
@@ -229,14 +249,18 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def AuthorizeHold(
         self, request: billing_pb2.AuthorizeHoldRequest, context: Ctx
     ) -> billing_pb2.AuthorizedHold:
-        principal, hold = await self._hot.authorize_hold(
-            request.api_key,
-            request.amount_micros,
-            request.idempotency_key,
-            description=request.description,
-            ttl_seconds=request.ttl_seconds,
-            default_ttl_seconds=self._hold_ttl_seconds,
-        )
+        try:
+            principal, hold = await self._hot.authorize_hold(
+                request.api_key,
+                request.amount_micros,
+                request.idempotency_key,
+                description=request.description,
+                ttl_seconds=request.ttl_seconds,
+                default_ttl_seconds=self._hold_ttl_seconds,
+            )
+        except rules.Unauthenticated:
+            await self._count_failure(request.api_key, context)
+            raise
         return billing_pb2.AuthorizedHold(
             principal=billing_pb2.Principal(
                 account_id=principal.account_id, key_id=principal.key_id

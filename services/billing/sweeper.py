@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.logs import fields
 
-from . import ledger
+from . import auth_limits, ledger
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ async def run_forever(engine: AsyncEngine, interval_seconds: float, batch_size: 
     while True:
         try:
             await sweep_once(engine, batch_size)
+            # Keeps the shared failed-authentication table bounded.
+            await auth_limits.prune(engine)
         except Exception:
             log.exception("hold sweep failed; will retry")
         await asyncio.sleep(interval_seconds)

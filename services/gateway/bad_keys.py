@@ -32,70 +32,87 @@ it is loose and why keys that authenticated in the last day are exempt from it.
 A refusal is 429 `rate_limit_exceeded` with the seconds to wait in the message
 and no `x-should-retry: false`: retrying later is the right thing to do.
 Pure apart from the clock, which tests inject.
+
+Shared across gateway replicas: billing counts every failure in PostgreSQL by
+the same rule (services/common/auth_failures.py) and answers a failed
+authentication with the lock-outs now running. `Attempt.failed` copies them
+into this process's tables, so later attempts are refused here without a round
+trip until they expire, whichever replica counted the failures; an attempt
+that billing refused because a lock-out was already running is a 429 too. The
+local counters stay as they were (each replica's count is a subset of
+billing's, so they never lock earlier), and valid keys cost nothing extra:
+billing looks at the counters only when a key fails. What stays per process is
+the memory of recently good keys (so a valid key not yet seen by a replica is
+refused there while its client is locked out) and the circuit breakers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from services.common.auth_failures import (
+    BASE_COOLDOWN_SECONDS,
+    CLIENT_HEADER,
+    CLIENT_THRESHOLD,
+    KEY_THRESHOLD,
+    MAX_CLIENT_CHARS,
+    MAX_COOLDOWN_SECONDS,
+    WINDOW_SECONDS,
+    FailureCounter,
+    LockoutPolicy,
+    Verdict,
+    fingerprint,
+    locked_for,
+    new_counter,
+    record_failure,
+)
 from services.gateway.errors import PublicError
 
 log = logging.getLogger(__name__)
 
-KEY_THRESHOLD = 10
-CLIENT_THRESHOLD = 100
-WINDOW_SECONDS = 60.0
-BASE_COOLDOWN_SECONDS = 5.0
-MAX_COOLDOWN_SECONDS = 300.0
+__all__ = [
+    "BASE_COOLDOWN_SECONDS",
+    "CLIENT_THRESHOLD",
+    "KEY_THRESHOLD",
+    "MAX_COOLDOWN_SECONDS",
+    "WINDOW_SECONDS",
+    "BadKeyLimiter",
+    "fingerprint",
+]
+
 MAX_TRACKED = 10_000
 # A key that authenticated within this long is exempt from its client's lock-out.
 GOOD_KEY_SECONDS = 24 * 3600.0
-MAX_ADDRESS_CHARS = 64
-FINGERPRINT_BYTES = 16
-
-
-@dataclass(slots=True)
-class _Counter:
-    """Recent failure times (at most `threshold` kept) and the lock-out state."""
-
-    failures: deque[float]
-    locked_until: float = 0.0
-    strikes: int = 0
+MAX_ADDRESS_CHARS = MAX_CLIENT_CHARS
 
 
 @dataclass(slots=True)
 class _Table:
     """One bounded LRU table of counters."""
 
-    threshold: int
+    policy: LockoutPolicy
     max_entries: int
-    entries: OrderedDict[str, _Counter] = field(default_factory=OrderedDict)
+    entries: OrderedDict[str, FailureCounter] = field(default_factory=OrderedDict)
 
-    def get(self, name: str) -> _Counter | None:
+    def get(self, name: str) -> FailureCounter | None:
         counter = self.entries.get(name)
         if counter is not None:
             self.entries.move_to_end(name)
         return counter
 
-    def add(self, name: str) -> _Counter:
+    def add(self, name: str) -> FailureCounter:
         counter = self.get(name)
         if counter is None:
-            counter = _Counter(deque(maxlen=self.threshold))
+            counter = new_counter(self.policy)
             self.entries[name] = counter
             while len(self.entries) > self.max_entries:
                 self.entries.popitem(last=False)
         return counter
-
-
-def fingerprint(api_key: str) -> str:
-    """A short digest that names a presented key without holding it."""
-    return hashlib.sha256(api_key.encode("utf-8", "replace")).hexdigest()[: 2 * FINGERPRINT_BYTES]
 
 
 def peer_address(peer: str) -> str:
@@ -155,15 +172,21 @@ class BadKeyLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         assert 1 <= key_threshold <= client_threshold
-        assert window_seconds > 0 and 0 < base_cooldown_seconds <= max_cooldown_seconds
         assert max_tracked >= 1
-        self.window = window_seconds
-        self.base_cooldown = base_cooldown_seconds
-        self.max_cooldown = max_cooldown_seconds
         self.trust_forwarded = trust_forwarded
         self.clock = clock
-        self.keys = _Table(key_threshold, max_tracked)
-        self.clients = _Table(client_threshold, max_tracked)
+        self.keys = _Table(
+            LockoutPolicy(
+                key_threshold, window_seconds, base_cooldown_seconds, max_cooldown_seconds
+            ),
+            max_tracked,
+        )
+        self.clients = _Table(
+            LockoutPolicy(
+                client_threshold, window_seconds, base_cooldown_seconds, max_cooldown_seconds
+            ),
+            max_tracked,
+        )
         # Keys that authenticated recently: exempt from a client's lock-out.
         self.good: OrderedDict[str, float] = OrderedDict()
         self.max_good = max_tracked
@@ -183,9 +206,9 @@ class BadKeyLimiter:
 
     def check_fingerprint(self, client: str, key: str) -> None:
         now = self.clock()
-        wait = self._locked_for(self.keys.get(key), now)
+        wait = locked_for(self.keys.get(key), now)
         if wait <= 0 and not self._recently_good(key, now):
-            wait = self._locked_for(self.clients.get(client), now)
+            wait = locked_for(self.clients.get(client), now)
         if wait > 0:
             raise too_many_attempts(wait)
 
@@ -207,6 +230,21 @@ class BadKeyLimiter:
                     },
                 )
 
+    def apply_shared(self, client: str, key: str, verdict: Verdict) -> float:
+        """Cache the lock-outs billing reported for this key and client; the
+        seconds to refuse this attempt for (0: it is a plain 401)."""
+        now = self.clock()
+        for table, name, seconds in (
+            (self.keys, key, verdict.key_locked_seconds),
+            (self.clients, client, verdict.client_locked_seconds),
+        ):
+            if seconds > 0:
+                counter = table.add(name)
+                counter.locked_until = max(counter.locked_until, now + seconds)
+        if not verdict.refused:
+            return 0.0
+        return max(verdict.key_locked_seconds, verdict.client_locked_seconds, 1.0)
+
     def succeeded_fingerprint(self, client: str, key: str) -> None:
         del client
         self.good[key] = self.clock()
@@ -220,24 +258,9 @@ class BadKeyLimiter:
         return seen is not None and now - seen <= self.good_key_seconds
 
     @staticmethod
-    def _locked_for(counter: _Counter | None, now: float) -> float:
-        return 0.0 if counter is None else counter.locked_until - now
-
-    def _record(self, table: _Table, name: str, now: float) -> float:
+    def _record(table: _Table, name: str, now: float) -> float:
         """Count one failure; the cool-down it starts, or 0."""
-        counter = table.add(name)
-        if counter.failures and now - max(counter.failures[-1], counter.locked_until) > self.window:
-            # Quiet for a whole window after the last failure or lock-out: forgive both.
-            counter.failures.clear()
-            counter.strikes = 0
-        counter.failures.append(now)
-        full = len(counter.failures) == table.threshold
-        if full and now - counter.failures[0] <= self.window and now >= counter.locked_until:
-            cooldown = min(self.max_cooldown, self.base_cooldown * 2.0**counter.strikes)
-            counter.strikes = min(counter.strikes + 1, 32)
-            counter.locked_until = now + cooldown
-            return cooldown
-        return 0.0
+        return record_failure(table.add(name), table.policy, now)
 
 
 _DEFAULT: BadKeyLimiter | None = None
@@ -259,8 +282,18 @@ class Attempt:
     client: str
     key: str  # the key's fingerprint, never the key
 
-    def failed(self) -> None:
-        self.limiter.failed_fingerprint(self.client, self.key)
+    def billing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """What billing needs to count a failure of this attempt against the client."""
+        printable = "".join(c for c in self.client if " " <= c <= "~")
+        return ((CLIENT_HEADER, printable or "unknown"),)
+
+    def failed(self, billing_metadata: Iterable[tuple[str, str | bytes]] = ()) -> float:
+        """Count the failure here and cache billing's shared lock-outs (from its
+        trailing metadata); the seconds to refuse this attempt for (0: a 401)."""
+        verdict = Verdict.from_metadata(billing_metadata)
+        if not verdict.refused:  # a refused attempt is not counted, as locally
+            self.limiter.failed_fingerprint(self.client, self.key)
+        return self.limiter.apply_shared(self.client, self.key, verdict)
 
     def succeeded(self) -> None:
         self.limiter.succeeded_fingerprint(self.client, self.key)

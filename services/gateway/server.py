@@ -12,7 +12,6 @@ import asyncio
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TypeVar, cast
@@ -32,6 +31,7 @@ from aiport.v1 import (
 )
 from google.api import httpbody_pb2
 
+from services.common import requestctx
 from services.common.catalog import Catalog, ImageModel, TextModel, VideoModel
 from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
@@ -92,10 +92,13 @@ class Backends:
         call: Callable[..., Awaitable[T]],
         request: object,
         expected: tuple[grpc.StatusCode, ...] = (),
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> T:
         """Call billing; codes in `expected` are re-raised for the caller to handle,
         anything else becomes a clean 503 (and a log line for the operator)."""
         try:
+            if metadata:
+                return await call(request, timeout=BILLING_TIMEOUT_SECONDS, metadata=metadata)
             return await call(request, timeout=BILLING_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in expected:
@@ -119,7 +122,9 @@ class Backends:
 
     @staticmethod
     def request_id(context: ServicerContext) -> str:
-        return _metadata(context, "x-request-id") or uuid.uuid4().hex
+        """The call's request id: the one the server interceptor made current (the
+        edge's x-request-id, cleaned), so logs, holds and every hop share it."""
+        return requestctx.current() or requestctx.ensure(_metadata(context, "x-request-id"))
 
     async def authenticate(self, context: ServicerContext) -> Caller:
         key = self.api_key(context)
@@ -130,10 +135,10 @@ class Backends:
                 self.billing.Authenticate,
                 billing_pb2.AuthenticateRequest(api_key=key),
                 expected=(grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT),
+                metadata=attempt.billing_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
-            attempt.failed()
-            raise errors.unauthorized() from exc
+            raise self._refused(attempt, exc) from exc
         attempt.succeeded()
         return Caller(principal.account_id, principal.key_id, self.request_id(context))
 
@@ -165,16 +170,25 @@ class Backends:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                 ),
+                metadata=attempt.billing_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 attempt.succeeded()
                 raise insufficient() from exc
-            attempt.failed()
-            raise errors.unauthorized() from exc
+            raise self._refused(attempt, exc) from exc
         attempt.succeeded()
         principal = authorized.principal
         return Caller(principal.account_id, principal.key_id, request_id), authorized.hold
+
+    @staticmethod
+    def _refused(attempt: bad_keys.Attempt, exc: grpc.aio.AioRpcError) -> PublicError:
+        """A failed authentication: a 401, or a 429 when billing reports that this
+        key or client is locked out (counted across every gateway replica)."""
+        # grpc.aio.Metadata at run time: (key, value) pairs (grpc-stubs says otherwise).
+        trailing = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+        wait = attempt.failed(trailing)
+        return bad_keys.too_many_attempts(wait) if wait > 0 else errors.unauthorized()
 
     def settle_later(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

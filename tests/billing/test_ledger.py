@@ -437,4 +437,4 @@ async def test_schema_refuses_bad_money(engine: AsyncEngine) -> None:
 
 
 async def test_schema_revision(engine: AsyncEngine) -> None:
-    assert await ledger.schema_revision(engine) == "0001"
+    assert await ledger.schema_revision(engine) == "0002"
