@@ -8,7 +8,7 @@ GEN := gen
 DESCRIPTOR := $(GEN)/aiport.pb
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv gen run test test-faults lint typecheck unit integration clean deps
+.PHONY: all venv gen run test test-replicas test-faults lint typecheck unit integration clean deps
 
 all: gen
 
@@ -56,6 +56,11 @@ integration: gen deps
 
 test: gen deps lint typecheck
 	$(VENV)/bin/pytest -q tests
+	$(MAKE) --no-print-directory test-replicas
+
+# The integration suite again with two processes of every service behind Envoy.
+test-replicas: gen deps
+	AIPORT_TEST_REPLICAS=2 $(VENV)/bin/pytest -q tests/integration
 
 # The benchmark (bench/README.md): mock upstream, Envoy floor and the whole stack, on
 # free ports with a fresh database; writes bench/results/latest.{json,md}. Not part of test.

@@ -1,4 +1,9 @@
-"""Render the edge's Envoy config for a local stack (ports and paths vary per run)."""
+"""Render the edge's Envoy config (ports, replicas and paths vary per run).
+
+The gateway and files clusters are STRICT_DNS: locally their endpoints are IPs
+(one per replica), in Kubernetes the name of a headless Service, which resolves
+to every ready pod.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +12,57 @@ from pathlib import Path
 from string import Template
 
 ENVOY_DIR = Path(__file__).resolve().parents[1] / "envoy"
+LUA_PATH = ENVOY_DIR / "error_shaping.lua"
 
 # Largest request body the edge accepts (uploads will need 30 MB plus multipart overhead).
 BODY_LIMIT_BYTES = 32 * 1024 * 1024
+MAX_ENDPOINTS = 64
+ENDPOINT_INDENT = " " * 8
 
 
 @dataclass(frozen=True)
-class EdgePorts:
+class Endpoint:
+    host: str  # an IP, or a DNS name (all its addresses are used)
+    port: int
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
     listen_host: str
     listen_port: int
-    admin_port: int
-    gateway_port: int
-    files_port: int
+    admin_port: int  # on 127.0.0.1 only
     metrics_port: int  # a listener that serves only the admin's /stats/prometheus
+    gateways: tuple[Endpoint, ...]
+    files: tuple[Endpoint, ...]
 
 
-def render(ports: EdgePorts, descriptor: Path) -> str:
+def _endpoints(endpoints: tuple[Endpoint, ...], what: str) -> str:
+    """The lb_endpoints entries of one cluster, indented for the template."""
+    if not 1 <= len(endpoints) <= MAX_ENDPOINTS:
+        raise ValueError(f"{what}: between 1 and {MAX_ENDPOINTS} endpoints, not {len(endpoints)}")
+    lines = []
+    for endpoint in endpoints:
+        if not endpoint.host or any(c in endpoint.host for c in " :{},\n") or endpoint.port <= 0:
+            raise ValueError(f"{what}: bad endpoint {endpoint}")
+        lines.append(
+            f"{ENDPOINT_INDENT}- endpoint:\n"
+            f"{ENDPOINT_INDENT}    address:\n"
+            f"{ENDPOINT_INDENT}      socket_address:"
+            f" {{ address: {endpoint.host}, port_value: {endpoint.port} }}"
+        )
+    return "\n".join(lines)
+
+
+def render(config: EdgeConfig, descriptor: Path, lua: Path = LUA_PATH) -> str:
     template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
     return template.substitute(
-        listen_host=ports.listen_host,
-        listen_port=ports.listen_port,
-        admin_port=ports.admin_port,
-        gateway_port=ports.gateway_port,
-        files_port=ports.files_port,
-        metrics_port=ports.metrics_port,
+        listen_host=config.listen_host,
+        listen_port=config.listen_port,
+        admin_port=config.admin_port,
+        metrics_port=config.metrics_port,
+        gateway_endpoints=_endpoints(config.gateways, "gateways"),
+        files_endpoints=_endpoints(config.files, "files"),
         descriptor_path=str(descriptor.resolve()),
-        lua_path=str((ENVOY_DIR / "error_shaping.lua").resolve()),
+        lua_path=str(lua.resolve()),
         body_limit=BODY_LIMIT_BYTES,
     )

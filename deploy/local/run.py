@@ -68,6 +68,8 @@ def main() -> int:
         run_dir=STATE_DIR / "logs",
         blob_dir=STATE_DIR / "blobs",
         edge_port=settings.env_int("AIPORT_EDGE_PORT", 8080),
+        # AIPORT_REPLICAS=2 make run: two processes of every service (replica k on port + 100(k-1)).
+        replicas=settings.env_int("AIPORT_REPLICAS", 1),
     )
     stack = Stack(config)
     stop = False

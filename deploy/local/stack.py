@@ -2,6 +2,10 @@
 
 Each service runs as its own OS process (as in production), in its own session
 so a terminal's Ctrl-C reaches only the launcher, which stops them in order.
+With `replicas` > 1 every service but the sandbox runs that many processes,
+named "<service>", "<service>-2", ..., each on its own port; peers dial all of
+them (`ipv4:127.0.0.1:p1,127.0.0.1:p2`, round robin) and the edge balances
+over the gateways and the files servers.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.local.envoy import EdgePorts, render
+from deploy.local.envoy import EdgeConfig, Endpoint, render
 from services.common.settings import PROJECT_ROOT
 
 GEN_DIR = PROJECT_ROOT / "gen"
@@ -39,6 +43,12 @@ SERVICES = (
     "worker-video",
     "gateway",
 )
+# Services that run `replicas` processes each (the sandbox stands in for the
+# outside world: always one).
+REPLICATED = tuple(name for name in SERVICES if name != "sandbox")
+MAX_REPLICAS = 8
+# make run's ports for replica k: the service's port + (k - 1) * this.
+REPLICA_PORT_STEP = 100
 # Services that own a schema, migrated before anything starts.
 MIGRATED = ("billing", "jobs")
 STOP_TIMEOUT_SECONDS = 15.0
@@ -52,6 +62,18 @@ DEFAULT_METRICS_PORTS = {
     "worker-image": 9320,
     "worker-video": 9321,
 }
+
+
+def split_name(name: str) -> tuple[str, int]:
+    """("gateway-2", 2) -> ("gateway", 2); a service's own name is replica 1."""
+    service, dash, index = name.rpartition("-")
+    if dash and index.isdigit() and service in REPLICATED and int(index) >= 2:
+        return service, int(index)
+    return name, 1
+
+
+def replica_name(service: str, index: int) -> str:
+    return service if index == 1 else f"{service}-{index}"
 
 
 def free_port() -> int:
@@ -79,6 +101,9 @@ class StackConfig:
     # Prometheus /metrics per process (AIPORT_METRICS_ADDR); the edge's on metrics_port.
     edge_metrics_port: int = 9902
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # Processes per replicated service; the ports of replicas 2.. by process name.
+    replicas: int = 1
+    replica_ports: dict[str, int] = field(default_factory=dict)
     amqp_prefix: str = "aiport"
     blob_dir: Path | None = None  # default: <run_dir>/blobs
     job_timeout_seconds: int = 600
@@ -88,8 +113,8 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def on_free_ports(cls, database_url: str, run_dir: Path) -> StackConfig:
-        return cls(
+    def on_free_ports(cls, database_url: str, run_dir: Path, replicas: int = 1) -> StackConfig:
+        config = cls(
             database_url=database_url,
             run_dir=run_dir,
             edge_port=free_port(),
@@ -103,10 +128,16 @@ class StackConfig:
             files_port=free_port(),
             sandbox_port=free_port(),
             edge_metrics_port=free_port(),
-            metrics_ports={name: free_port() for name in SERVICES if name != "sandbox"},
+            replicas=replicas,
             # Fresh queue names per run: runs never see each other's messages.
             amqp_prefix=f"aiport-test-{uuid.uuid4().hex[:8]}",
         )
+        for name in config.process_names():
+            if name != "sandbox":
+                config.metrics_ports[name] = free_port()
+            if split_name(name)[1] > 1:
+                config.replica_ports[name] = free_port()
+        return config
 
     @property
     def base_url(self) -> str:
@@ -114,7 +145,33 @@ class StackConfig:
 
     @property
     def billing_addr(self) -> str:
-        return f"127.0.0.1:{self.billing_port}"
+        return self.dial_addr("billing")
+
+    def replica_names(self, service: str) -> list[str]:
+        """The process names of one service, replica 1 first."""
+        if not 1 <= self.replicas <= MAX_REPLICAS:
+            raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, not {self.replicas}")
+        count = self.replicas if service in REPLICATED else 1
+        return [replica_name(service, index) for index in range(1, count + 1)]
+
+    def process_names(self) -> list[str]:
+        """Every process but the edge, in start order."""
+        return [name for service in SERVICES for name in self.replica_names(service)]
+
+    def port(self, name: str) -> int:
+        """The port process `name` listens on (gRPC, or HTTP for files and the sandbox)."""
+        service, index = split_name(name)
+        first: int = getattr(self, f"{service.replace('-', '_')}_port")
+        if index == 1:
+            return first
+        if name not in self.replica_ports:
+            self.replica_ports[name] = first + REPLICA_PORT_STEP * (index - 1)
+        return self.replica_ports[name]
+
+    def dial_addr(self, service: str) -> str:
+        """The gRPC target that reaches every replica of `service`."""
+        addrs = [f"127.0.0.1:{self.port(name)}" for name in self.replica_names(service)]
+        return addrs[0] if len(addrs) == 1 else "ipv4:" + ",".join(addrs)
 
     @property
     def sandbox_url(self) -> str:
@@ -122,10 +179,12 @@ class StackConfig:
 
     def metrics_port(self, name: str) -> int | None:
         """The /metrics port of process `name`: fixed defaults unless assigned."""
-        if name == "sandbox":
-            return None
+        service, index = split_name(name)
+        if service not in DEFAULT_METRICS_PORTS:
+            return None  # the sandbox has none; the edge's is edge_metrics_port
         if name not in self.metrics_ports:
-            self.metrics_ports[name] = DEFAULT_METRICS_PORTS[name]
+            port = DEFAULT_METRICS_PORTS[service] + REPLICA_PORT_STEP * (index - 1)
+            self.metrics_ports[name] = port
         return self.metrics_ports[name]
 
     def env(self, name: str | None = None) -> dict[str, str]:
@@ -136,10 +195,10 @@ class StackConfig:
         env.update(
             {
                 "AIPORT_DATABASE_URL": self.database_url,
-                "AIPORT_GATEWAY_ADDR": f"127.0.0.1:{self.gateway_port}",
+                "AIPORT_GATEWAY_ADDR": self.dial_addr("gateway"),
                 "AIPORT_BILLING_ADDR": self.billing_addr,
-                "AIPORT_PROVIDERS_ADDR": f"127.0.0.1:{self.providers_port}",
-                "AIPORT_JOBS_ADDR": f"127.0.0.1:{self.jobs_port}",
+                "AIPORT_PROVIDERS_ADDR": self.dial_addr("providers"),
+                "AIPORT_JOBS_ADDR": self.dial_addr("jobs"),
                 "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
                 "AIPORT_BLOB_DIR": str(self.blob_dir or self.run_dir / "blobs"),
                 "AIPORT_PUBLIC_URL": self.base_url,
@@ -158,6 +217,8 @@ class StackConfig:
         port = self.metrics_port(name) if name else None
         if port is not None:
             env["AIPORT_METRICS_ADDR"] = f"127.0.0.1:{port}"
+        if name and split_name(name)[0] in REPLICATED:
+            env["AIPORT_LISTEN_ADDR"] = f"127.0.0.1:{self.port(name)}"
         return env
 
 
@@ -203,38 +264,45 @@ class Stack:
         return process
 
     def start_service(self, name: str) -> None:
-        """Start (or restart) one of our processes by name (see SERVICES)."""
-        if name.startswith("worker-"):
-            kind = name.removeprefix("worker-")
-            addr = f"127.0.0.1:{getattr(self.config, f'worker_{kind}_port')}"
+        """Start (or restart) one of our processes by name: a service ("gateway")
+        or one of its replicas ("gateway-2")."""
+        self._spawn_service(name)
+        self._wait_ready(name)
+
+    def _spawn_service(self, name: str) -> None:
+        service, _ = split_name(name)
+        if service.startswith("worker-"):
+            kind = service.removeprefix("worker-")
+            addr = f"127.0.0.1:{self.config.port(name)}"
             argv = ["-m", "services.providers.worker_main", "--kind", kind, "--addr", addr]
             self.spawn(name, [sys.executable, *argv])
-            self._wait_grpc(name, addr)
-            return
-        self.spawn(name, [sys.executable, "-m", f"services.{name}"])
-        if name == "sandbox":
-            self._wait_http(name, f"{self.config.sandbox_url}/healthz")
-        elif name == "files":
-            self._wait_http(name, f"http://127.0.0.1:{self.config.files_port}/healthz")
         else:
-            port = getattr(self.config, f"{name}_port")
-            self._wait_grpc(name, f"127.0.0.1:{port}")
+            self.spawn(name, [sys.executable, "-m", f"services.{service}"])
+
+    def _wait_ready(self, name: str) -> None:
+        service, _ = split_name(name)
+        if service in ("sandbox", "files"):
+            self._wait_http(name, f"http://127.0.0.1:{self.config.port(name)}/healthz")
+        else:
+            self._wait_grpc(name, f"127.0.0.1:{self.config.port(name)}")
+
+    def edge_config(self) -> EdgeConfig:
+        def endpoints(service: str) -> tuple[Endpoint, ...]:
+            names = self.config.replica_names(service)
+            return tuple(Endpoint("127.0.0.1", self.config.port(name)) for name in names)
+
+        return EdgeConfig(
+            listen_host=self.config.edge_host,
+            listen_port=self.config.edge_port,
+            admin_port=self.config.admin_port,
+            metrics_port=self.config.edge_metrics_port,
+            gateways=endpoints("gateway"),
+            files=endpoints("files"),
+        )
 
     def start_edge(self) -> None:
         config_path = self.config.run_dir / "envoy.yaml"
-        config_path.write_text(
-            render(
-                EdgePorts(
-                    listen_host=self.config.edge_host,
-                    listen_port=self.config.edge_port,
-                    admin_port=self.config.admin_port,
-                    gateway_port=self.config.gateway_port,
-                    files_port=self.config.files_port,
-                    metrics_port=self.config.edge_metrics_port,
-                ),
-                DESCRIPTOR,
-            )
-        )
+        config_path.write_text(render(self.edge_config(), DESCRIPTOR))
         self.spawn(
             "edge",
             [
@@ -249,6 +317,7 @@ class Stack:
             ],
         )
         self._wait_http("edge", f"http://127.0.0.1:{self.config.admin_port}/ready")
+        self._wait_edge_hosts_healthy()
 
     def migrate(self) -> None:
         for service in MIGRATED:
@@ -268,8 +337,13 @@ class Stack:
     def start(self) -> None:
         try:
             self.migrate()
-            for name in SERVICES:
-                self.start_service(name)
+            for service in SERVICES:
+                # A service's replicas start together; the next service waits for them.
+                names = self.config.replica_names(service)
+                for name in names:
+                    self._spawn_service(name)
+                for name in names:
+                    self._wait_ready(name)
             self.start_edge()
         except BaseException:
             self.stop()
@@ -313,6 +387,29 @@ class Stack:
         return urls
 
     # -- readiness -----------------------------------------------------------
+    def _wait_edge_hosts_healthy(self) -> None:
+        """Until Envoy's health checks have passed every gateway and files endpoint."""
+        expected = len(self.config.replica_names("gateway")) + len(
+            self.config.replica_names("files")
+        )
+        url = f"http://127.0.0.1:{self.config.admin_port}/clusters"
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            self._check_alive("edge")
+            try:
+                text = httpx.get(url, timeout=1.0).text
+            except httpx.HTTPError:
+                text = ""
+            healthy = [
+                line
+                for line in text.splitlines()
+                if line.startswith(("gateway::", "files::")) and "::health_flags::healthy" in line
+            ]
+            if len(healthy) >= expected:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"edge: endpoints not healthy after {READY_TIMEOUT_SECONDS}s")
+
     def _check_alive(self, name: str) -> None:
         process = self.processes[name]
         if process.popen.poll() is not None:

@@ -4,6 +4,7 @@ settles quickly."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,11 +42,12 @@ class FaultStack:
         return self.url.replace("postgresql+psycopg://", "postgresql://")
 
 
-@pytest.fixture(scope="session")
-def faults() -> Iterator[FaultStack]:
+@contextlib.contextmanager
+def fault_stack(replicas: int = 1, extra_env: dict[str, str] | None = None) -> Iterator[FaultStack]:
+    """A fresh stack with funded accounts; checks the ledger before stopping it."""
     url = fresh_database_url("aiport_faults")
     run_dir = Path(tempfile.mkdtemp(prefix="aiport-faults-"))
-    config = StackConfig.on_free_ports(url, run_dir)
+    config = StackConfig.on_free_ports(url, run_dir, replicas=replicas)
     config.job_timeout_seconds = JOB_TIMEOUT_SECONDS
     config.extra_env.update(
         {
@@ -53,6 +55,7 @@ def faults() -> Iterator[FaultStack]:
             "AIPORT_BREAKER_COOLDOWN_SECONDS": "2",
             "AIPORT_HOLD_TTL_SECONDS": str(HOLD_TTL_SECONDS),
             "AIPORT_HOLD_SWEEP_SECONDS": "1",
+            **(extra_env or {}),
         }
     )
     stack = Stack(config)
@@ -81,6 +84,12 @@ def faults() -> Iterator[FaultStack]:
     finally:
         stack.stop()
         drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def faults() -> Iterator[FaultStack]:
+    with fault_stack() as stack:
+        yield stack
 
 
 COLUMNS = (

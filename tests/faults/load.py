@@ -101,6 +101,8 @@ class Load:
     chat_directive: str = ""
     job_directive: str = ""
     directive_share: float = 0.0
+    # Stop early (still at most `seconds`) once this is set, e.g. when a fault sequence ends.
+    until: asyncio.Event | None = None
     weights: dict[str, float] = field(
         default_factory=lambda: {
             "chat": 0.28,
@@ -273,7 +275,9 @@ class Driver:
             interval = 1.0 / self.load.rate
             start = time.monotonic()
             n = 0
-            while time.monotonic() - start < self.load.seconds:
+            while time.monotonic() - start < self.load.seconds and not (
+                self.load.until is not None and self.load.until.is_set()
+            ):
                 tasks.append(asyncio.create_task(self.one(client)))
                 n += 1
                 await asyncio.sleep(max(0.0, start + n * interval - time.monotonic()))

@@ -40,7 +40,7 @@ class Outcome:
         return [r for r in self.records if predicate(r)]
 
 
-async def _poll_until_terminal(
+async def poll_until_terminal(
     base_url: str, accepted: list[tuple[str, str]], seconds: float
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Poll each accepted job until done or failed; those that never get
@@ -72,7 +72,7 @@ async def _poll_until_terminal(
     return jobs, [job_id for _, job_id in pending]
 
 
-def _wait_settled(conninfo: str, seconds: float) -> None:
+def wait_settled(conninfo: str, seconds: float) -> None:
     """Until no hold is open and every finished job is settled (bounded)."""
     deadline = time.monotonic() + seconds
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -144,7 +144,7 @@ async def recovered(faults: FaultStack) -> None:
                 continue
             assert created.status_code == 202, created.text
             job_id = created.json()["job_id"]
-            jobs, lost = await _poll_until_terminal(faults.base_url, [(key, job_id)], 30)
+            jobs, lost = await poll_until_terminal(faults.base_url, [(key, job_id)], 30)
             assert not lost, jobs
             job = jobs[job_id]
             if job["status"] == "done" or time.monotonic() > deadline:
@@ -175,10 +175,10 @@ async def run_scenario(
     result = LoadResult([r for d in drivers for r in d.result.records])
     outcome = Outcome(name, result, drivers, injected)
     accepted = [a for d in drivers for a in d.accepted]
-    outcome.jobs, outcome.lost = await _poll_until_terminal(
+    outcome.jobs, outcome.lost = await poll_until_terminal(
         faults.base_url, accepted, JOB_TIMEOUT_SECONDS + 20
     )
-    await asyncio.to_thread(_wait_settled, faults.conninfo, HOLD_TTL_SECONDS + 15)
+    await asyncio.to_thread(wait_settled, faults.conninfo, HOLD_TTL_SECONDS + 15)
     with psycopg.connect(faults.conninfo, autocommit=True) as conn:
         rows = conn.execute(MONEY_SQL, ([j for _, j in accepted],)).fetchall()
         outcome.money = _money_violations(rows)

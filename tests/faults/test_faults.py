@@ -10,12 +10,22 @@ import asyncio
 import os
 import random
 import signal
+import time
 
+import httpx
+import psycopg
 import pytest
 
 from tests.faults.conftest import JOB_TIMEOUT_SECONDS, FaultStack
 from tests.faults.load import Load
-from tests.faults.scenario import assert_promises, recovered, run_scenario
+from tests.faults.scenario import (
+    assert_promises,
+    poll_until_terminal,
+    recovered,
+    run_scenario,
+    wait_settled,
+)
+from tests.integration.conftest import assert_ledger_invariants
 
 SEED = int(os.environ.get("AIPORT_FAULTS_SEED", "0")) or random.randrange(1, 1_000_000)
 
@@ -118,3 +128,64 @@ async def test_video_task_that_never_finishes(faults: FaultStack) -> None:
     ]
     assert timed_out, "no hung job was failed by the timeout"
     await recovered(faults)
+
+
+async def test_sigterm_a_worker_with_slow_jobs_in_flight(faults: FaultStack) -> None:
+    """One video worker, SIGTERMed with two jobs in hand: the one that ends within
+    the grace finishes before the worker exits; the other goes back to the queue
+    and, after the restart, resumes its recorded upstream task. Both are done,
+    with one upstream task and one charge each."""
+    stack = faults.stack
+    grace = 2
+    # The worker reads its grace from its environment: restart it with a short one.
+    stack.config.extra_env["AIPORT_GRACE_SECONDS"] = str(grace)
+    try:
+        await asyncio.to_thread(stack.kill, "worker-video", signal.SIGTERM)
+        await asyncio.to_thread(stack.start_service, "worker-video")
+    finally:
+        del stack.config.extra_env["AIPORT_GRACE_SECONDS"]
+    tag = f"drain-{time.monotonic_ns()}"
+    prompts = {"short": f"{tag} short [sim:delay=1]", "long": f"{tag} long [sim:delay=6]"}
+    key = faults.api_keys[0]
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=faults.base_url, timeout=15, headers=headers) as c:
+        job_ids = {}
+        for name, prompt in prompts.items():
+            created = await c.post("/v1/video/generate", json={"prompt": prompt, "duration": 4})
+            assert created.status_code == 202, created.text
+            job_ids[name] = created.json()["job_id"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # both in hand (processing) before the SIGTERM
+            statuses = [(await c.get(f"/v1/jobs/{j}")).json()["status"] for j in job_ids.values()]
+            if statuses == ["processing", "processing"]:
+                break
+            await asyncio.sleep(0.1)
+        assert statuses == ["processing", "processing"], statuses
+        process = stack.processes["worker-video"]
+        started = time.monotonic()
+        await asyncio.to_thread(stack.kill, "worker-video", signal.SIGTERM)
+        exited_after = time.monotonic() - started
+        assert process.popen.returncode == 0
+        assert grace - 0.5 < exited_after < grace + 3, exited_after  # waited for the grace
+        short = (await c.get(f"/v1/jobs/{job_ids['short']}")).json()
+        assert short["status"] == "done", short  # finished before the worker exited
+        assert (await c.get(f"/v1/jobs/{job_ids['long']}")).json()["status"] == "processing"
+        await asyncio.to_thread(stack.start_service, "worker-video")
+        jobs, lost = await poll_until_terminal(
+            faults.base_url, [(key, j) for j in job_ids.values()], 30
+        )
+    assert not lost and [jobs[j]["status"] for j in job_ids.values()] == ["done", "done"], jobs
+    async with httpx.AsyncClient(base_url=stack.config.sandbox_url, timeout=10) as sandbox:
+        tasks = [t["prompt"] for t in (await sandbox.get("/_sandbox/tasks")).json()]
+    assert [tasks.count(p) for p in prompts.values()] == [1, 1]
+    with psycopg.connect(faults.conninfo, autocommit=True) as conn:
+        await asyncio.to_thread(wait_settled, faults.conninfo, 20)
+        charges = conn.execute(
+            "SELECT j.id, h.status, count(e.id) FROM jobs.jobs j"
+            " JOIN billing.holds h ON h.id = j.hold_id"
+            " LEFT JOIN billing.ledger_entries e ON e.hold_id = j.hold_id"
+            " WHERE j.id = ANY(%s) GROUP BY j.id, h.status",
+            (list(job_ids.values()),),
+        ).fetchall()
+    assert sorted(charges) == sorted((j, "captured", 1) for j in job_ids.values())
+    assert_ledger_invariants(faults.url)

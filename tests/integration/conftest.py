@@ -1,8 +1,12 @@
 """The real stack (Envoy, gateway, billing, providers, sandbox upstream) on free
-ports against a fresh PostgreSQL database, shared by the integration tests."""
+ports against a fresh PostgreSQL database, shared by the integration tests.
+
+AIPORT_TEST_REPLICAS (default 1) runs that many processes of every service
+(`make test-replicas` runs the suite with 2)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,17 +35,20 @@ class Account:
 NewAccount = Callable[[str], Account]
 JOB_TIMEOUT_SECONDS = 15
 BREAKER_COOLDOWN_SECONDS = 2
+REPLICAS = int(os.environ.get("AIPORT_TEST_REPLICAS", "1") or "1")
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     url = fresh_database_url("aiport_it")
     run_dir = Path(tempfile.mkdtemp(prefix="aiport-it-"))
-    config = StackConfig.on_free_ports(url, run_dir)
+    config = StackConfig.on_free_ports(url, run_dir, replicas=REPLICAS)
     # Short enough that the timeout test is quick, long enough for every other job.
     config.job_timeout_seconds = JOB_TIMEOUT_SECONDS
     config.extra_env["AIPORT_JOB_SWEEP_SECONDS"] = "1"
     config.extra_env["AIPORT_BREAKER_COOLDOWN_SECONDS"] = str(BREAKER_COOLDOWN_SECONDS)
+    # One "rpc" log line per call, so every hop of a request can be found by its id.
+    config.extra_env["AIPORT_GRPC_ACCESS_LOG"] = "1"
     stack = Stack(config)
     try:
         stack.start()
@@ -64,7 +71,7 @@ def wait_for_jobs_to_settle(url: str, seconds: float = 2 * JOB_TIMEOUT_SECONDS) 
 
 def assert_ledger_invariants(url: str) -> None:
     """After every test: each balance is the sum of its ledger, held money is
-    exactly the open holds, and no hold was left open."""
+    exactly the open holds, no hold was left open or charged twice."""
     wait_for_jobs_to_settle(url)
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         drift = conn.execute(
@@ -87,6 +94,11 @@ def assert_ledger_invariants(url: str) -> None:
             "SELECT count(*) FROM billing.holds WHERE status = 'open'"
         ).fetchone()
         accounts = conn.execute("SELECT count(*) FROM billing.accounts").fetchone()
+        # No hold moved money twice (two replicas settling the same job, say).
+        charged_twice = conn.execute(
+            "SELECT hold_id, count(*) FROM billing.ledger_entries WHERE hold_id IS NOT NULL"
+            " GROUP BY hold_id HAVING count(*) > 1"
+        ).fetchall()
         # Every job ended and had its hold settled.
         unfinished = conn.execute(
             "SELECT id, status FROM jobs.jobs WHERE settled_at IS NULL"
@@ -95,6 +107,7 @@ def assert_ledger_invariants(url: str) -> None:
     assert drift == [], f"ledger drift: {drift}"
     assert open_holds == (0,), f"holds left open: {open_holds}"
     assert unfinished == [], f"jobs not finished and settled: {unfinished}"
+    assert charged_twice == [], f"holds charged more than once: {charged_twice}"
 
 
 @pytest.fixture(scope="session")

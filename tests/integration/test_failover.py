@@ -12,7 +12,7 @@ import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.integration.conftest import BREAKER_COOLDOWN_SECONDS, Account
+from tests.integration.conftest import BREAKER_COOLDOWN_SECONDS, REPLICAS, Account
 from tests.integration.test_jobs import poll, state, submit
 
 
@@ -70,12 +70,16 @@ def test_breaker_skips_a_failing_route_then_probes_it(
     failing: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "x [sim:fail-route=primary]"}
     ]
-    for _ in range(6):
+    # Breakers are per providers process: with replicas, each one opens its own
+    # after five failures. Round robin spreads the calls, so 7 per replica
+    # (a margin of 2) get every breaker open.
+    calls = 7 * REPLICAS
+    for _ in range(calls):
         client.chat.completions.create(model="glm-5.2", messages=failing)
     labels = [e["route"] for e in sandbox.get("/_sandbox/requests").json()]
-    # Five failures open the primary's breaker; the sixth goes straight to backup.
-    assert labels.count("primary") == 5
-    assert labels.count("backup") == 6
+    # Five failures open a primary's breaker; later calls go straight to backup.
+    assert labels.count("primary") == 5 * REPLICAS
+    assert labels.count("backup") == calls
     assert labels[-2:] == ["backup", "backup"]
     time.sleep(BREAKER_COOLDOWN_SECONDS + 0.2)
     sandbox.delete("/_sandbox/requests")
