@@ -1,0 +1,269 @@
+"""The rendered Kubernetes manifests: schema-valid, and consistent with the code.
+
+Each overlay is rendered with `kubectl kustomize` (a missing kubectl fails, it
+does not skip) and every document is validated offline by kubernetes-validate
+against the Kubernetes version's strict schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+
+from deploy.k8s import render_envoy, sync_config
+from tests.deploy import checks
+from tests.deploy.repo import (
+    K8S,
+    KUBECTL_MISSING,
+    KUBERNETES_VERSION,
+    OVERLAYS,
+    REPO,
+    env_read_by_code,
+    kubectl,
+    module_exists,
+    overlay_image,
+    path_exists,
+    render,
+)
+
+BACKING: Final = "aiport-backing"
+UPSTREAM_KEYS: Final = "aiport-upstream-keys"
+LISTEN = frozenset({"AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR"})
+# What each process reads and has no usable default for in a cluster (their own
+# listen address included: the local default is 127.0.0.1). Upstream keys come on
+# top, from the providers file mounted into the pod (checks.required_by_config).
+REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
+    "gateway": LISTEN
+    | {
+        "AIPORT_BILLING_ADDR",
+        "AIPORT_PROVIDERS_ADDR",
+        "AIPORT_JOBS_ADDR",
+        "AIPORT_CATALOG",
+        "AIPORT_BLOB_DIR",
+        "AIPORT_PUBLIC_URL",
+    },
+    "billing": LISTEN | {"AIPORT_DATABASE_URL"},
+    "providers": LISTEN | {"AIPORT_PROVIDERS"},
+    "jobs": LISTEN | {"AIPORT_DATABASE_URL", "AIPORT_AMQP_URL", "AIPORT_BILLING_ADDR"},
+    "worker-image": LISTEN
+    | {"AIPORT_AMQP_URL", "AIPORT_JOBS_ADDR", "AIPORT_PROVIDERS", "AIPORT_BLOB_DIR"},
+    "worker-video": LISTEN
+    | {"AIPORT_AMQP_URL", "AIPORT_JOBS_ADDR", "AIPORT_PROVIDERS", "AIPORT_BLOB_DIR"},
+    "files": LISTEN | {"AIPORT_BLOB_DIR"},
+    "aiport-migrate": frozenset({"AIPORT_DATABASE_URL"}),
+}
+SERVICES: Final = (
+    "edge",
+    "gateway",
+    "billing",
+    "providers",
+    "jobs",
+    "worker-image",
+    "worker-video",
+    "files",
+)
+GRPC_BACKENDS: Final = ("gateway", "billing", "providers", "jobs")
+
+
+def rendered(overlay: str) -> list[checks.Doc]:
+    try:
+        return list(render(overlay))
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+
+
+def test_kubectl_is_installed() -> None:
+    assert kubectl() is not None, KUBECTL_MISSING
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_document_is_schema_valid(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert len(docs) > 30
+    problems = []
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = f"{doc['kind']}/{doc['metadata']['name']}"
+            problems.append(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}")
+    assert problems == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_has_its_objects(overlay: str) -> None:
+    docs = rendered(overlay)
+    for name in SERVICES:
+        for kind in ("Deployment", "Service", "PodDisruptionBudget"):
+            assert checks.find(docs, kind, name, docs[0]["metadata"]["namespace"]), (kind, name)
+    services = {d["metadata"]["name"]: d for d in checks.of_kind(docs, "Service")}
+    for name in GRPC_BACKENDS:
+        assert services[name]["spec"]["clusterIP"] == "None", f"{name} must be headless"
+    assert services["edge"]["spec"].get("type") == "ClusterIP"
+    assert checks.of_kind(docs, "Job")[0]["metadata"]["name"] == "aiport-migrate"
+    assert checks.of_kind(docs, "Secret") == [], "secrets are created by the operator, never here"
+
+
+def test_production_autoscales_with_two_replicas_at_least() -> None:
+    docs = rendered("production")
+    hpas = {
+        d["spec"]["scaleTargetRef"]["name"]: d
+        for d in checks.of_kind(docs, "HorizontalPodAutoscaler")
+    }
+    assert set(hpas) == set(SERVICES)
+    assert all(h["spec"]["minReplicas"] >= 2 for h in hpas.values())
+    deployments = checks.of_kind(docs, "Deployment")
+    assert all(d["spec"]["replicas"] >= 2 for d in deployments)
+    assert checks.find(docs, "Deployment", "sandbox", "aiport") is None
+
+
+def test_dev_runs_the_sandbox_on_one_replica_each() -> None:
+    docs = rendered("dev")
+    assert checks.of_kind(docs, "HorizontalPodAutoscaler") == []
+    assert all(d["spec"]["replicas"] == 1 for d in checks.of_kind(docs, "Deployment"))
+    providers = next(
+        d
+        for d in checks.of_kind(docs, "ConfigMap")
+        if d["metadata"]["name"].startswith("aiport-providers")
+    )
+    assert (
+        providers["data"]["providers.yaml"] == (REPO / "config/providers.sandbox.yaml").read_text()
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_commands_name_existing_modules(overlay: str) -> None:
+    assert checks.check_modules(rendered(overlay), module_exists) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_env_var_set_is_read_by_the_code(overlay: str) -> None:
+    assert checks.check_env_is_read(rendered(overlay), env_read_by_code()) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_env_var_the_code_needs_is_provided(overlay: str) -> None:
+    assert checks.check_required_env(rendered(overlay), REQUIRED_ENV) == []
+
+
+def test_production_gives_upstream_keys_to_providers_and_workers_only() -> None:
+    docs = rendered("production")
+    keyed = {
+        pod.name
+        for pod in checks.pods(docs)
+        for c in pod.containers()
+        for var in c.get("env", [])
+        if var.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == UPSTREAM_KEYS
+    }
+    assert keyed == {"providers", "worker-image", "worker-video"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ports_and_probes_match_what_processes_listen_on(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert checks.check_ports(docs) == []
+    assert checks.check_services(docs) == []
+    assert checks.check_peers(docs) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_the_overlay_image(overlay: str) -> None:
+    assert checks.check_images(rendered(overlay), overlay_image(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_selectors_and_targets_exist(overlay: str) -> None:
+    assert checks.check_selectors(rendered(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_are_hardened_probed_scraped_and_drain_in_time(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert checks.check_hardening(docs) == []
+    assert checks.check_long_running(docs) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_only_real_callers_in(overlay: str) -> None:
+    docs = rendered(overlay)
+    policies = {d["metadata"]["name"]: d["spec"] for d in checks.of_kind(docs, "NetworkPolicy")}
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+    def callers(target: str) -> set[str]:
+        found = set()
+        for spec in policies.values():
+            if spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") != target:
+                continue
+            for rule in spec.get("ingress", []):
+                for peer in rule.get("from", [{"podSelector": {"matchLabels": {"*": "*"}}}]):
+                    found.add(peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name", "*"))
+        return found
+
+    assert callers("gateway") == {"edge"}
+    assert callers("billing") == {"gateway", "jobs"}
+    assert callers("providers") == {"gateway"}
+    assert callers("jobs") == {"gateway", "worker-image", "worker-video"}
+    assert callers("files") == {"edge"}
+    assert callers("edge") == {"*"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_referenced_secrets_are_documented(overlay: str) -> None:
+    readme = (K8S / "README.md").read_text()
+    for pod in checks.pods(rendered(overlay)):
+        for container in pod.containers():
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref is not None:
+                    assert ref["name"] in (BACKING, UPSTREAM_KEYS)
+                    assert f"{ref['key']}=" in readme, f"README: how to create {ref['key']}"
+
+
+def test_dockerfile_builds_what_the_manifests_run() -> None:
+    dockerfile = (REPO / "deploy/docker/Dockerfile").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    assert checks.check_dockerfile(dockerfile, makefile, path_exists, module_exists) == []
+
+
+def test_config_copies_equal_their_originals() -> None:
+    assert sync_config.stale_copies() == []
+
+
+def test_envoy_config_is_a_fresh_render_of_the_template() -> None:
+    assert render_envoy.RENDERED.read_text() == render_envoy.rendered(), (
+        "run python -m deploy.k8s.sync_config"
+    )
+
+
+def test_strict_schema_validation_rejects_a_misspelled_field() -> None:
+    deployment = checks.find(rendered("production"), "Deployment", "gateway", "aiport")
+    assert deployment is not None
+    deployment = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_edge_finds_its_descriptor_and_lua_where_image_and_configmap_put_them() -> None:
+    dockerfile = (REPO / "deploy/docker/Dockerfile").read_text()
+    assert f"--descriptor_set_out={render_envoy.DESCRIPTOR}" in dockerfile
+    docs = rendered("production")
+    edge = next(p for p in checks.pods(docs) if p.name == "edge")
+    container = edge.spec["containers"][0]
+    config = checks.envoy_config(docs, edge, container)
+    lua_files = [
+        f["typed_config"]["default_source_code"]["filename"]
+        for listener in config["static_resources"]["listeners"]
+        for chain in listener.get("filter_chains", [])
+        for network in chain["filters"]
+        for f in network["typed_config"].get("http_filters", [])
+        if f["name"] == "envoy.filters.http.lua"
+    ]
+    assert lua_files == [str(render_envoy.LUA)]
+    mount = next(
+        m for m in container["volumeMounts"] if m["mountPath"] == str(render_envoy.LUA.parent)
+    )
+    volume = next(v for v in edge.spec["volumes"] if v["name"] == mount["name"])
+    config_map = checks.find(docs, "ConfigMap", volume["configMap"]["name"], "aiport")
+    assert config_map is not None and render_envoy.LUA.name in config_map["data"]
