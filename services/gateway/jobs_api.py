@@ -128,7 +128,7 @@ class JobsBackend:
             estimated_units=plan.estimated_units,
             min_billable_units=plan.min_billable_units,
             estimated_cost_micros=amount,
-            idempotency_key=caller.request_id,
+            idempotency_key=caller.call_id,
         )
         try:
             job = await self._create_job(request)

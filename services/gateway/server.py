@@ -57,7 +57,14 @@ BEARER = "bearer "
 class Caller:
     account_id: str
     key_id: str
-    request_id: str
+    request_id: str  # for correlation only: the client may choose it
+    # Idempotency key of this call's hold and job: made here, never by the client
+    # (a reused x-request-id must not share, or collide with, another call's hold).
+    call_id: str
+
+
+def new_call_id() -> str:
+    return secrets.token_hex(16)
 
 
 def _metadata(context: ServicerContext, name: str) -> str | None:
@@ -140,7 +147,9 @@ class Backends:
         except grpc.aio.AioRpcError as exc:
             raise self._refused(attempt, exc) from exc
         attempt.succeeded()
-        return Caller(principal.account_id, principal.key_id, self.request_id(context))
+        return Caller(
+            principal.account_id, principal.key_id, self.request_id(context), new_call_id()
+        )
 
     async def authorize_hold(
         self,
@@ -153,6 +162,7 @@ class Backends:
         """Authenticate and reserve the worst-case cost in one billing call."""
         key = self.api_key(context)
         request_id = self.request_id(context)
+        call_id = new_call_id()
         attempt = bad_keys.begin(context.invocation_metadata(), context.peer(), key)
         try:
             authorized: billing_pb2.AuthorizedHold = await self.billing_call(
@@ -160,8 +170,8 @@ class Backends:
                 billing_pb2.AuthorizeHoldRequest(
                     api_key=key,
                     amount_micros=amount_micros,
-                    # One hold per request, whatever retries happen in between.
-                    idempotency_key=f"{purpose.split()[0]}:{request_id}",
+                    # One hold per call, whatever retries happen in between.
+                    idempotency_key=f"{purpose.split()[0]}:{call_id}",
                     description=f"{purpose} {request_id}",
                     ttl_seconds=ttl_seconds,
                 ),
@@ -179,7 +189,7 @@ class Backends:
             raise self._refused(attempt, exc) from exc
         attempt.succeeded()
         principal = authorized.principal
-        return Caller(principal.account_id, principal.key_id, request_id), authorized.hold
+        return Caller(principal.account_id, principal.key_id, request_id, call_id), authorized.hold
 
     @staticmethod
     def _refused(attempt: bad_keys.Attempt, exc: grpc.aio.AioRpcError) -> PublicError:

@@ -21,10 +21,11 @@ import grpc
 import httpx
 import openai
 import orjson
-from aiport.v1 import providers_pb2, providers_pb2_grpc
+from aiport.v1 import billing_pb2_grpc, providers_pb2, providers_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import Stack, StackConfig
+from tests.integration.conftest import NewAccount, balance_micros
 from tests.integration.test_jobs import poll, submit
 
 WAIT_SECONDS = 15.0
@@ -125,6 +126,38 @@ def test_an_image_job_carries_its_request_id_to_the_worker(
     assert {"job created", "job finished", "job settled"} <= {line["msg"] for line in jobs}
     upstream = wait_for_lines(stack, "sandbox", request_id)
     assert any(line["path"] == "/v1/images/generations" for line in upstream)
+
+
+def test_a_reused_request_id_is_only_a_label(
+    base_url: str, new_account: NewAccount, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    """The client chooses x-request-id, so it must never key a hold or a job: the same
+    id twice is two calls charged twice, and another account reusing it is neither
+    refused nor shown the first account's job."""
+    request_id = f"it-reuse-{uuid.uuid4().hex}"
+    first, second = new_account("100000"), new_account("100000")
+    chat = {"model": "kimi-k2.6", "messages": [{"role": "user", "content": "hello"}]}
+    image = {"model": "gpt-image-2", "prompt": "a lighthouse", "resolution": "1k"}
+    job_ids = []
+    for account in (first, first, second):
+        with httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {account.api_key}", "x-request-id": request_id},
+            timeout=30,
+        ) as http:
+            before = balance_micros(billing, account.account_id)
+            response = http.post("/v1/chat/completions", json=chat)
+            assert response.status_code == 200, response.text
+            eventually(
+                lambda: balance_micros(billing, account.account_id) < before,  # noqa: B023
+                f"the chat of {account.account_id} charged",
+            )
+            accepted = http.post("/v1/image/generate", json=image)
+            assert accepted.status_code == 202, accepted.text
+            job = poll(http, accepted.json()["job_id"])
+            assert job["status"] == "done", job
+            job_ids.append(job["job_id"])
+    assert len(set(job_ids)) == 3, job_ids
 
 
 # -- metrics -----------------------------------------------------------------------------------
