@@ -36,7 +36,9 @@ PRUNE_BATCH = 5000
 
 _ENSURE_ROWS = text(
     "INSERT INTO billing.auth_failures (scope, name) VALUES ('key', :key), ('client', :client)"
-    " ON CONFLICT DO NOTHING"
+    # DO UPDATE (not DO NOTHING) locks rows that exist, so the sweeper's prune
+    # cannot delete one between this statement and the SELECT below.
+    " ON CONFLICT (scope, name) DO UPDATE SET updated_at = now()"
 )
 # ORDER BY scope DESC: 'key' before 'client', the order the INSERT above takes them in.
 _LOCK_ROWS = text(

@@ -31,10 +31,10 @@ MAX_METADATA_BYTES = 96 * 1024
 DRAIN_DELAY_SECONDS = 0.0
 GRACE_SECONDS = 10.0
 MAX_DRAIN_SECONDS = 300.0
-# Servers close each connection after about this long (plus the grace for calls
-# in flight), so long-lived clients re-resolve and spread over new replicas.
+# Servers ask each client to reconnect after about this long, so long-lived
+# clients re-resolve and spread over new replicas. No max_connection_age_grace:
+# calls in flight (streams may last up to 15 min) keep their connection until done.
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
-MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000
 # Client-side health checking (gRFC A17): round_robin skips replicas whose
 # overall health ("") is not SERVING.
 CLIENT_SERVICE_CONFIG = json.dumps({"healthCheckConfig": {"serviceName": ""}})
@@ -62,7 +62,6 @@ async def serve(
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 0),
             ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
-            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
         ],
     )
     names = list(register(server))
@@ -100,10 +99,10 @@ async def serve(
     log.info("stopped")
 
 
-def drain_seconds() -> tuple[float, float]:
+def drain_seconds(default_grace: float = GRACE_SECONDS) -> tuple[float, float]:
     """(AIPORT_DRAIN_DELAY_SECONDS, AIPORT_GRACE_SECONDS), each within [0, MAX_DRAIN_SECONDS]."""
     delay = settings.env_float("AIPORT_DRAIN_DELAY_SECONDS", DRAIN_DELAY_SECONDS)
-    grace = settings.env_float("AIPORT_GRACE_SECONDS", GRACE_SECONDS)
+    grace = settings.env_float("AIPORT_GRACE_SECONDS", default_grace)
     return (min(max(delay, 0.0), MAX_DRAIN_SECONDS), min(max(grace, 0.0), MAX_DRAIN_SECONDS))
 
 
