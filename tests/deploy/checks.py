@@ -519,6 +519,28 @@ def check_long_running(docs: list[Doc]) -> list[str]:
     return problems
 
 
+def check_edge_drain(docs: list[Doc]) -> list[str]:
+    """An Envoy preStop that drains with `inboundonly` drains only listeners marked
+    traffic_direction INBOUND: without one it does nothing and keep-alive clients
+    are never told to leave before Envoy exits."""
+    problems = []
+    for pod in pods(docs):
+        for container in pod.spec["containers"]:
+            pre_stop = container.get("lifecycle", {}).get("preStop", {})
+            script = " ".join(str(p) for p in pre_stop.get("exec", {}).get("command", []))
+            config = envoy_config(docs, pod, container)
+            if config is None or "drain_listeners" not in script:
+                continue
+            listeners = config.get("static_resources", {}).get("listeners", [])
+            inbound = [x for x in listeners if x.get("traffic_direction") == "INBOUND"]
+            if "inboundonly" in script and not inbound:
+                problems.append(
+                    f"{pod.where}/{container['name']}: preStop drains no listener "
+                    "(inboundonly, but no listener has traffic_direction: INBOUND)"
+                )
+    return problems
+
+
 def _stop_seconds(docs: list[Doc], pod: Pod, container: Mapping[str, Any]) -> float | None:
     """Seconds the container may take to stop after the kubelet starts stopping it."""
     pre_stop = container.get("lifecycle", {}).get("preStop", {})

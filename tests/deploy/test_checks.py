@@ -17,6 +17,7 @@ admin:
 static_resources:
   listeners:
   - address: {socket_address: {address: 0.0.0.0, port_value: 8080}}
+    traffic_direction: INBOUND
   clusters:
   - name: gateway
     load_assignment:
@@ -101,6 +102,10 @@ spec:
         ports: [{name: http, containerPort: 8080}]
         readinessProbe: {tcpSocket: {port: http}}
         livenessProbe: {tcpSocket: {port: 8080}}
+        lifecycle:
+          preStop:
+            exec:
+              command: [python, -c, "drain('/drain_listeners?graceful&inboundonly'); sleep(5)"]
         resources: @RESOURCES@
         securityContext: @CONTAINER_SECURITY@
         volumeMounts: [{name: config, mountPath: /etc/envoy}]
@@ -179,6 +184,7 @@ ALL_CHECKS: dict[str, Callable[[Docs], list[str]]] = {
     "peers": checks.check_peers,
     "hardening": checks.check_hardening,
     "long_running": checks.check_long_running,
+    "edge_drain": checks.check_edge_drain,
 }
 
 
@@ -318,6 +324,11 @@ def break_grace_period(d: Docs) -> None:
     named(d, "ConfigMap", "env-abc")["data"]["AIPORT_GRACE_SECONDS"] = "30"
 
 
+def break_edge_drain(d: Docs) -> None:
+    config = named(d, "ConfigMap", "edge-config-abc")["data"]
+    config["envoy.yaml"] = config["envoy.yaml"].replace("traffic_direction: INBOUND", "")
+
+
 @pytest.mark.parametrize(
     ("breakage", "check", "expected"),
     [
@@ -346,6 +357,7 @@ def break_grace_period(d: Docs) -> None:
         (break_liveness, "long_running", "no livenessProbe"),
         (break_scrape_port, "long_running", "prometheus.io/port '9091'"),
         (break_grace_period, "long_running", "terminationGracePeriodSeconds 20 < 40"),
+        (break_edge_drain, "edge_drain", "drains no listener"),
     ],
     ids=lambda value: getattr(value, "__name__", None) if callable(value) else None,
 )

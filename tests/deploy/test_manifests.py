@@ -183,6 +183,7 @@ def test_pods_are_hardened_probed_scraped_and_drain_in_time(overlay: str) -> Non
     docs = rendered(overlay)
     assert checks.check_hardening(docs) == []
     assert checks.check_long_running(docs) == []
+    assert checks.check_edge_drain(docs) == []
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
