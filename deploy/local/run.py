@@ -91,6 +91,9 @@ def main() -> int:
         return 1
 
     base = config.base_url
+    metrics = "\n              ".join(
+        f"{name:<14}{url}" for name, url in sorted(stack.metrics_urls().items())
+    )
     print(
         f"""
 aiport is running on {base}   (logs: {config.run_dir})
@@ -113,6 +116,7 @@ Try it:
   curl {base}/v1/balance -H "Authorization: Bearer {key}"
 
 Operator CLI: .venv/bin/aiportctl --help      Ctrl-C stops everything.
+Prometheus:   {metrics}
 """,
         flush=True,
     )

@@ -23,13 +23,15 @@ from aiohttp.web_response import StreamResponse
 
 from services.common import metrics
 from services.common.blobs import KINDS, LocalBlobStore, content_type_for
+from services.common.grpc_server import drain_seconds
 from services.common.logs import fields
 from services.common.settings import env, metrics_addr
 
 log = logging.getLogger("files")
 
 DEFAULT_ADDR: Final = "127.0.0.1:9200"
-# Running downloads get this long to finish when the service stops.
+# Running downloads get this long to finish when the service stops, unless
+# AIPORT_GRACE_SECONDS says otherwise (as for the gRPC services).
 SHUTDOWN_SECONDS: Final = 5.0
 CHUNK_BYTES: Final = 256 * 1024  # read size when sendfile is unavailable
 ALLOWED_METHODS: Final = "GET, HEAD"
@@ -46,6 +48,8 @@ SECURITY_HEADERS: Final = {
 }
 
 STORE = web.AppKey("store", LocalBlobStore)
+# Set on SIGTERM: /healthz answers 503 so load balancers stop sending new downloads.
+DRAINING = web.AppKey("draining", asyncio.Event)
 
 
 def files_addr() -> str:
@@ -57,29 +61,34 @@ def create_app(store: LocalBlobStore) -> web.Application:
     # No route takes a body; anything sent is refused before it is buffered.
     app = web.Application(middlewares=[_errors_as_json], client_max_size=4096)
     app[STORE] = store
+    app[DRAINING] = asyncio.Event()
     app.router.add_get("/files/{kind}/{token}/{filename}", serve_file)  # HEAD too
     app.router.add_get("/healthz", healthz)
     app.on_response_prepare.append(_add_security_headers)
     return app
 
 
-def make_runner(app: web.Application) -> web.AppRunner:
+def make_runner(app: web.Application, shutdown_seconds: float = SHUTDOWN_SECONDS) -> web.AppRunner:
     """The runner `serve` uses: one JSON access-log line per request, after the
     response went out (so Range 206s and conditional 304s log their real status)."""
     return web.AppRunner(
         app,
         access_log_class=AccessLogger,
         access_log=log,
-        shutdown_timeout=SHUTDOWN_SECONDS,
+        shutdown_timeout=shutdown_seconds,
     )
 
 
 async def serve(addr: str, store: LocalBlobStore) -> None:
-    """Run until SIGTERM/SIGINT, then stop listening and let downloads drain briefly."""
+    """Run until SIGTERM/SIGINT. Then, like the gRPC services: report unhealthy but
+    keep serving for the drain delay, stop listening, and give downloads in
+    flight the grace to finish."""
     host, port = parse_addr(addr)
     scrape_addr = metrics_addr()
     metrics_server = metrics.serve_metrics(scrape_addr) if scrape_addr else None
-    runner = make_runner(create_app(store))
+    drain_delay, grace = drain_seconds(default_grace=SHUTDOWN_SECONDS)
+    app = create_app(store)
+    runner = make_runner(app, grace)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("listening", extra=fields(addr=f"{host}:{port}", blob_dir=str(store.root)))
@@ -92,7 +101,9 @@ async def serve(addr: str, store: LocalBlobStore) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    log.info("stopping")
+    log.info("draining", extra=fields(drain_delay_seconds=drain_delay, grace_seconds=grace))
+    app[DRAINING].set()
+    await asyncio.sleep(drain_delay)
     await runner.cleanup()
     if metrics_server is not None:
         metrics_server.close()
@@ -126,6 +137,8 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if request.app[DRAINING].is_set():
+        return _json({"status": "draining"}, 503)
     return _json({"status": "ok"})
 
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from services.common.blobs import LocalBlobStore, new_key
-from services.files.server import create_app, make_runner, parse_addr
+from services.files.server import DRAINING, create_app, make_runner, parse_addr
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
@@ -234,6 +234,21 @@ async def test_healthz(served: Served) -> None:
         response = await client.get(f"{served.base}/healthz")
     assert response.status_code == 200
     assert orjson.loads(response.content) == {"status": "ok"}
+
+
+async def test_healthz_turns_503_while_draining_but_files_are_still_served(
+    served: Served,
+) -> None:
+    """After SIGTERM the load balancer must see 'unhealthy' while downloads keep working."""
+    key = new_key("results", "image.png")
+    await served.store.put_bytes(key, PNG)
+    served.runner.app[DRAINING].set()
+    async with httpx.AsyncClient() as client:
+        health = await client.get(f"{served.base}/healthz")
+        download = await client.get(f"{served.base}/files/{key}")
+    assert health.status_code == 503
+    assert orjson.loads(health.content) == {"status": "draining"}
+    assert download.status_code == 200, download.text
 
 
 async def test_access_log_has_kind_and_status_but_no_token(
