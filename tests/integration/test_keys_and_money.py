@@ -187,9 +187,11 @@ def test_1000_concurrent_spends_never_overdraw_and_sum_exactly(
         prices: dict[tuple[int, ...], int] = {}
         for body, request_id in chats_ok:
             assert request_id
+            # Holds are keyed by a gateway nonce; the request id is in the description.
             holds = conn.execute(
-                "SELECT id, status, captured_micros FROM billing.holds WHERE idempotency_key = %s",
-                ("chat:" + request_id,),
+                "SELECT id, status, captured_micros FROM billing.holds"
+                " WHERE account_id = %s AND description LIKE %s",
+                (account.account_id, f"chat % {request_id}"),
             ).fetchall()
             assert len(holds) == 1 and holds[0][1] == "captured", holds
             usage = body["usage"]
