@@ -307,16 +307,22 @@ class OutcomeConsumer:
             await asyncio.sleep(1.0)
             await message.nack(requeue=True)
             return
+        # The job row is final now: the message has done its work. Acked before
+        # settling, so a settlement error can never leave it unacked, holding a
+        # prefetch slot; the settlement sweep settles whatever is missed here.
+        await message.ack()
         if job is None:
             log.info("outcome for a finished job ignored", extra=fields(job_id=outcome.job_id))
-        else:
-            metrics.JOBS_FINISHED.labels(job.modality, job.status).inc()
-            log.info(
-                "job finished",
-                extra=fields(job_id=job.id, status=job.status, error=job.error_message),
-            )
-            await self.settlement.settle(job)  # if billing is down, the settler retries
-        await message.ack()
+            return
+        metrics.JOBS_FINISHED.labels(job.modality, job.status).inc()
+        log.info(
+            "job finished",
+            extra=fields(job_id=job.id, status=job.status, error=job.error_message),
+        )
+        try:
+            await self.settlement.settle(job)  # if billing is down, the sweep retries
+        except psycopg.Error as exc:
+            log.error("settle later: database error", extra=fields(job_id=job.id, e=repr(exc)))
 
 
 async def every(seconds: float, name: str, step: Callable[[], Awaitable[object]]) -> None:
