@@ -200,10 +200,18 @@ class Backends:
         wait = attempt.failed(trailing)
         return bad_keys.too_many_attempts(wait) if wait > 0 else errors.unauthorized()
 
-    def settle_later(self, coro: Awaitable[None]) -> None:
+    def settle_later(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    async def _settle_shielded(
+        self, name: str, call: Callable[[], Awaitable[object]], hold_id: str
+    ) -> None:
+        """Settle in a task of its own: a client leaving mid-capture cancels the
+        request's task, and must not cancel the capture of what it already got."""
+        await asyncio.shield(self.settle_later(self._settle(name, call, hold_id)))
 
     async def _settle(self, name: str, call: Callable[[], Awaitable[object]], hold_id: str) -> None:
         # Capture and release are idempotent per hold, so retrying is safe.
@@ -229,7 +237,7 @@ class Backends:
         request = billing_pb2.CaptureHoldRequest(
             hold_id=hold_id, amount_micros=amount, description=description
         )
-        await self._settle(
+        await self._settle_shielded(
             "capture",
             lambda: self.billing.CaptureHold(request, timeout=BILLING_TIMEOUT_SECONDS),
             hold_id,
@@ -237,7 +245,7 @@ class Backends:
 
     async def release(self, hold_id: str, reason: str) -> None:
         request = billing_pb2.ReleaseHoldRequest(hold_id=hold_id, reason=reason)
-        await self._settle(
+        await self._settle_shielded(
             "release",
             lambda: self.billing.ReleaseHold(request, timeout=BILLING_TIMEOUT_SECONDS),
             hold_id,
