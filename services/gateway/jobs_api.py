@@ -231,7 +231,17 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
             await abort_with(context, error)
             raise AssertionError("unreachable") from None
         key = blobs.new_key("uploads", f"image.{image.extension}")
-        await self.store.put_bytes(key, image.data)
+        try:
+            await self.store.put_bytes(key, image.data)
+        except OSError as exc:  # disk full, permissions: ours, not the client's
+            log.error("upload not stored", extra=fields(error=repr(exc)))
+            await abort_with(
+                context,
+                errors.service_unavailable(
+                    "Uploads are temporarily unavailable. Please try again."
+                ),
+            )
+            raise AssertionError("unreachable") from exc
         token = blobs.parse_key(key)
         assert token is not None
         log.info(

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import random
+from typing import cast
 
+import grpc
 import httpx
 import pytest
+from google.api import httpbody_pb2
 
-from services.gateway.errors import PublicError
+from services.common.blobs import LocalBlobStore
+from services.common.catalog import Catalog
+from services.common.grpc_server import ServicerContext
+from services.gateway.errors import STATUS_HEADER, PublicError
+from services.gateway.jobs_api import GenerateService, JobsBackend
+from services.gateway.server import Backends, Caller
 from services.gateway.upload import MAX_UPLOAD_BYTES, UploadedImage, parse_upload, sniff_image
 
 BOUNDARY = "----aiportBoundary7MA4YWxkTrZu0gW"
@@ -353,3 +361,49 @@ def test_mangled_bodies_fail_only_with_public_errors() -> None:
             assert err.status == 400 and err.param == "file"
         else:
             assert sniff_image(upload.data) == (upload.content_type, upload.extension)
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """The two calls abort_with makes on a servicer context."""
+
+    def __init__(self) -> None:
+        self.trailing: tuple[tuple[str, str], ...] = ()
+        self.code: object = None
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.trailing = metadata
+
+    async def abort(self, code: object, message: str) -> None:
+        self.code = code
+        raise _Aborted(message)
+
+
+class _FullDisk:
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+
+class _Backends:
+    async def authenticate(self, context: object) -> Caller:
+        return Caller("acct_1", "key_1", "req-1", "call-1")
+
+
+async def test_a_store_that_cannot_write_is_a_503_not_a_500() -> None:
+    """A disk error is ours: the client gets the service-unavailable shape."""
+    service = GenerateService(
+        cast(Catalog, None),
+        cast(Backends, _Backends()),
+        cast(JobsBackend, None),
+        cast(LocalBlobStore, _FullDisk()),
+        "http://127.0.0.1:8080",
+    )
+    context = _Context()
+    request = httpbody_pb2.HttpBody(content_type=CONTENT_TYPE, data=multipart(file_part(PNG)))
+    with pytest.raises(_Aborted, match="Uploads are temporarily unavailable"):
+        await service.UploadImage(request, cast(ServicerContext, context))
+    assert context.code == grpc.StatusCode.UNAVAILABLE
+    assert dict(context.trailing)[STATUS_HEADER] == "503"
