@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from aio_pika import Message
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiport.v1 import job_state_pb2, job_state_pb2_grpc
 
@@ -56,6 +57,53 @@ AUDIO_TYPES = ("audio/mpeg", "audio/mp3", "audio/wav", "audio/x-wav", "audio/mp4
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 PROVIDER_FAILED = "Provider failed. Please try again."
 TERMINAL = ("done", "failed")
+# Transient failures of the two calls after paid upstream work, retried in place
+# before falling back (a redelivered job would pay the upstream again).
+RECORD_TASK_ATTEMPTS = 3
+PUBLISH_ATTEMPTS = 3
+RETRY_PAUSE_SECONDS = 0.5
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def record_upstream_task(
+    job_state: job_state_pb2_grpc.JobStateStub, job_id: str, upstream_task_id: str
+) -> None:
+    """Remember a submitted task before polling it, so a worker killed from here on
+    resumes it. If the jobs service stays unreachable, polling goes on with the id
+    in hand: only resume-after-crash is lost, not the task we already paid for."""
+    request = job_state_pb2.RecordUpstreamTaskRequest(
+        job_id=job_id, upstream_task_id=upstream_task_id
+    )
+    for attempt in range(1, RECORD_TASK_ATTEMPTS + 1):
+        try:
+            await job_state.RecordUpstreamTask(request, timeout=JOB_STATE_TIMEOUT_SECONDS)
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in TRANSIENT:
+                raise
+            if attempt == RECORD_TASK_ATTEMPTS:
+                log.warning(
+                    "upstream task not recorded; polling it anyway",
+                    extra=fields(job_id=job_id, code=exc.code().name),
+                )
+                return
+            await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
+
+
+async def publish_confirmed(exchange: AbstractExchange, message: Message, queue: str) -> bool:
+    """Publish with broker confirmation, retried a few times in place: True once
+    confirmed, False if it never was."""
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            await exchange.publish(
+                message, routing_key=queue, timeout=broker.CONFIRM_TIMEOUT_SECONDS
+            )
+            return True
+        except Exception as exc:
+            log.warning("publish not confirmed", extra=fields(attempt=attempt, e=repr(exc)))
+            if attempt < PUBLISH_ATTEMPTS:
+                await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
+    return False
 
 
 class JobFailed(Exception):
@@ -143,16 +191,10 @@ class Worker:
         outcome = await self.run(job)
         reply = broker.message(outcome.SerializeToString(), job.job_id)
         reply.headers.update(requestctx.message_headers())
-        try:
-            await self.outcomes.publish(
-                reply,
-                routing_key=self.names.outcomes_queue,
-                timeout=broker.CONFIRM_TIMEOUT_SECONDS,
-            )
-        except Exception as exc:
-            # Not confirmed: leave the work unacked so it is tried again (a video
-            # resumes its recorded upstream task; results are stored already).
-            log.error("outcome not confirmed", extra=fields(job_id=job.job_id, e=repr(exc)))
+        if not await publish_confirmed(self.outcomes, reply, self.names.outcomes_queue):
+            # Still not confirmed: leave the work unacked so it is tried again. A
+            # video resumes its recorded upstream task; an image is generated again.
+            log.error("outcome not confirmed", extra=fields(job_id=job.job_id))
             await message.nack(requeue=True)
             return
         await message.ack()
@@ -334,13 +376,7 @@ class Worker:
             # Failover only before a task exists: a running task stays where it is.
             route, task_id = await self._with_failover(job, plan, submit)
             adapter = self.video_adapters[route.provider]
-            # Remembered before polling: a worker killed from here on resumes this task.
-            await self.job_state.RecordUpstreamTask(
-                job_state_pb2.RecordUpstreamTaskRequest(
-                    job_id=job.job_id, upstream_task_id=f"{route.provider}/{task_id}"
-                ),
-                timeout=JOB_STATE_TIMEOUT_SECONDS,
-            )
+            await record_upstream_task(self.job_state, job.job_id, f"{route.provider}/{task_id}")
         while True:
             try:
                 state = await adapter.poll(task_id)
