@@ -16,7 +16,12 @@ from typing import Any
 import orjson
 
 from services.common.catalog import Catalog, TextModel
-from services.gateway.errors import PublicError, invalid_request, model_not_found_for_chat
+from services.gateway.errors import (
+    PublicError,
+    invalid_request,
+    json_object_body,
+    model_not_found_for_chat,
+)
 
 DEFAULT_MODEL = "deepseek-v4-flash"
 MAX_CONTENT_CHARS = 20_000
@@ -316,14 +321,7 @@ def _logit_bias(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def parse_chat_request(raw: bytes, catalog: Catalog) -> ChatCall:
-    if not raw.strip():
-        raise invalid_request("The request body is empty; send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
+    body = json_object_body(raw)
 
     model_id = body.get("model", DEFAULT_MODEL)
     if model_id is None:

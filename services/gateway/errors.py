@@ -9,7 +9,9 @@ edge's Lua filter turns them into the HTTP status and body. Values must be ASCII
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import orjson
@@ -77,6 +79,22 @@ class PublicError(Exception):
 
 def invalid_request(message: str, param: str | None = None) -> PublicError:
     return PublicError(400, "invalid_request_error", "invalid_request_error", message, param)
+
+
+def json_object_body(
+    raw: bytes, invalid: Callable[[str], PublicError] = invalid_request
+) -> dict[str, Any]:
+    """A request body that must be one JSON object; `invalid` makes the 400 (each
+    endpoint family has the code the spec lists for it)."""
+    if not raw.strip():
+        raise invalid("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    return body
 
 
 def unauthorized(message: str = "Missing or invalid API key.") -> PublicError:

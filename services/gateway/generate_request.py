@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from aiport.v1 import job_state_pb2
 
 from services.common import blobs
 from services.common.catalog import Catalog, ImageModel, VideoModel
-from services.gateway.errors import PublicError
+from services.gateway.errors import PublicError, json_object_body
 
 DEFAULT_IMAGE_MODEL = "gpt-image-2"
 DEFAULT_IMG2IMG_MODEL = "gpt-image-2-img2img"
@@ -105,15 +104,7 @@ def _one_of(values: Sequence[str]) -> str:
 
 
 def _body(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        raise _invalid("The request body is empty; send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise _invalid(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise _invalid("The request body must be a JSON object.")
-    return body
+    return json_object_body(raw, _invalid)
 
 
 def _model_id(body: dict[str, Any], default: str) -> str:
