@@ -53,9 +53,9 @@ class AnthropicMessagesAdapter:
         await self.client.aclose()
 
     def _body(self, route: Route, request: dict[str, Any], stream: bool) -> dict[str, Any]:
-        # Parameters the provider is configured to drop (routes.Provider.drop_params,
-        # where that exists) go before translation, as for the OpenAI adapter.
-        drop: frozenset[str] = getattr(self.provider, "drop_params", frozenset())
+        # Parameters the provider is configured to drop go before translation,
+        # as for the OpenAI adapter.
+        drop = self.provider.drop_params
         canonical = {k: v for k, v in request.items() if k not in drop}
         return messages_request(canonical, route.upstream_model, stream=stream)
 

@@ -122,9 +122,9 @@ class GeminiChatAdapter:
         await self.client.aclose()
 
     def _body(self, route: Route, request: dict[str, Any]) -> dict[str, Any]:
-        # Parameters the provider is configured to drop (Provider.drop_params, where that
-        # exists) go before translation, as for the OpenAI adapter.
-        drop: frozenset[str] = getattr(self.provider, "drop_params", frozenset())
+        # Parameters the provider is configured to drop go before translation,
+        # as for the OpenAI adapter.
+        drop = self.provider.drop_params
         try:
             return generate_content_request(request, route.upstream_model, drop_params=drop)
         except GeminiRequestError as exc:

@@ -179,10 +179,6 @@ def api_client(provider: Provider, auth: dict[str, str] | None = None) -> httpx.
             write=provider.read_timeout_seconds,
             pool=provider.connect_timeout_seconds,
         ),
-        limits=httpx.Limits(
-            max_connections=provider.max_connections,
-            max_keepalive_connections=provider.max_connections,
-        ),
         headers=headers,
         transport=ObservedTransport(
             _Transport(
