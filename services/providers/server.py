@@ -87,6 +87,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         body = orjson.loads(request.request_json)
         identity = Identity(request.completion_id, request.model, request.created_unix)
         last_error = UpstreamError("failed", "every route for this model is cooling down")
+        prompt_chars = _prompt_chars(body)  # the same for every route tried
         plan = self.breakers.plan(routes)
         for attempt, route in enumerate(plan):
             adapter = self.adapters[route.provider]
@@ -98,7 +99,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                 "attempt": attempt + 1,
                 "stream": request.stream,
             }
-            translator = ChunkTranslator(identity, prompt_chars=_prompt_chars(body))
+            translator = ChunkTranslator(identity, prompt_chars=prompt_chars)
             verdict = False  # whether the breaker has heard about this attempt
             try:
                 if request.stream:
