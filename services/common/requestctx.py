@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -59,6 +60,17 @@ def bind(request_id: str) -> Token[str | None]:
 
 def unbind(token: Token[str | None]) -> None:
     _current.reset(token)
+
+
+@contextmanager
+def of_message(headers: Mapping[str, object] | None) -> Iterator[str]:
+    """The request id a message carries (or a fresh one) is current inside."""
+    request_id = from_message_headers(headers)
+    token = bind(request_id)
+    try:
+        yield request_id
+    finally:
+        unbind(token)
 
 
 def message_headers() -> dict[str, str]:

@@ -287,11 +287,8 @@ class OutcomeConsumer:
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """One outcome, under the request id the job was created with (the worker
         sends it back), so settling it logs and calls billing under that id."""
-        token = requestctx.bind(requestctx.from_message_headers(message.headers))
-        try:
+        with requestctx.of_message(message.headers):
             await self._handle(message)
-        finally:
-            requestctx.unbind(token)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:

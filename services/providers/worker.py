@@ -153,11 +153,8 @@ class Worker:
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """One work message, with the request id it carries (the one the job was
         created under) current for its log lines and upstream calls."""
-        token = requestctx.bind(requestctx.from_message_headers(message.headers))
-        try:
+        with requestctx.of_message(message.headers):
             await self._handle(message)
-        finally:
-            requestctx.unbind(token)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -127,3 +127,13 @@ def test_log_lines_carry_the_current_request_id(monkeypatch: pytest.MonkeyPatch)
     assert line["request_id"] == "req-42"
     assert line["msg"] == "inside" and line["service"] == "svc"
     assert requestctx.current() is None
+
+
+def test_of_message_makes_the_message_id_current_only_inside() -> None:
+    assert requestctx.current() is None
+    with requestctx.of_message({"x-request-id": "from-job"}) as request_id:
+        assert request_id == "from-job"
+        assert requestctx.current() == "from-job"
+    assert requestctx.current() is None
+    with requestctx.of_message(None) as fresh:
+        assert fresh and requestctx.current() == fresh
