@@ -8,6 +8,11 @@ A key is ``<kind>/<token>/<filename>``:
   the URL. It is never derived from ids, times or content;
 - filename: a short safe name such as ``image.png`` or ``last_frame.png``.
 
+Each blob records the account that owns it (``record_owner``, written before
+the blob itself): a ``.owner`` file beside it in the token directory. Dot
+names are never valid keys, so the record is never served. Only the owner may
+use a blob as a job reference (``services/gateway/references.py``).
+
 Files are served back by ``services/files`` behind the edge at
 ``{AIPORT_PUBLIC_URL}/files/{key}``. Whoever knows such a URL can read the file
 (and may reuse it as an input, see ``key_from_url``), so keys must never be
@@ -50,6 +55,8 @@ _RESERVED_SUFFIXES: Final = (".gz", ".br")
 
 DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8080"
 _WRITE_BUFFER: Final = 1 << 20  # put_stream hands the disk thread at least 1 MiB at a time
+OWNER_FILE: Final = ".owner"  # beside a blob: the account id that owns it
+_OWNER_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 CONTENT_TYPES: Final[dict[str, str]] = {
     "png": "image/png",
@@ -238,6 +245,12 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> bool: ...
 
+    async def record_owner(self, key: str, account_id: str) -> None: ...
+
+    async def owner_of(self, key: str) -> str | None: ...
+
+    async def find_key(self, kind: Kind, token: str) -> str | None: ...
+
 
 class LocalBlobStore:
     """Blobs as files under ``root/<kind>/<token>/<filename>``.
@@ -321,9 +334,34 @@ class LocalBlobStore:
         return st.st_size
 
     async def delete(self, key: str) -> bool:
-        """Remove a blob; False if there was none."""
+        """Remove a blob (and its owner record); False if there was none."""
         path = self.path_for(key)
         return await asyncio.to_thread(_unlink, path)
+
+    async def record_owner(self, key: str, account_id: str) -> None:
+        """Record who owns the blob at key. Call it BEFORE storing the blob, so a
+        blob that can be read always has its owner recorded."""
+        if not isinstance(account_id, str) or not _OWNER_RE.fullmatch(account_id):
+            raise ValueError("invalid owner account id")
+        path = self.path_for(key).parent / OWNER_FILE
+        await asyncio.to_thread(_write_atomic, path, account_id.encode("ascii"))
+
+    async def owner_of(self, key: str) -> str | None:
+        """The account that owns the stored blob at key; None for an invalid key, a
+        missing blob, or a blob with no owner record (stored before records existed)."""
+        path = await self.open_path(key)
+        if path is None:
+            return None
+        return await asyncio.to_thread(_read_owner, path.parent / OWNER_FILE)
+
+    async def find_key(self, kind: Kind, token: str) -> str | None:
+        """The key of the one blob stored under kind/token (an upload id names only
+        the token), or None if there is none or the token is malformed."""
+        if kind not in KINDS or not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+            return None
+        names = await asyncio.to_thread(_blob_names, self.root / kind / token)
+        keys = [k for k in (f"{kind}/{token}/{name}" for name in names) if parse_key(k)]
+        return keys[0] if len(keys) == 1 else None
 
 
 def blob_dir() -> Path:
@@ -393,11 +431,33 @@ def _is_regular_file(path: Path) -> bool:
         return False
 
 
+def _read_owner(path: Path) -> str | None:
+    try:
+        owner = path.read_bytes().decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return owner if _OWNER_RE.fullmatch(owner) else None
+
+
+def _blob_names(directory: Path) -> list[str]:
+    """The regular files in a token directory that could be blobs (no dot names)."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    return [
+        e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+    ]
+
+
 def _unlink(path: Path) -> bool:
     try:
         path.unlink()
     except (FileNotFoundError, NotADirectoryError):
         return False
+    if not _blob_names(path.parent):
+        with contextlib.suppress(FileNotFoundError):
+            (path.parent / OWNER_FILE).unlink()
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # the token directory, once empty
     return True

@@ -19,6 +19,7 @@ from aiport.v1 import job_state_pb2
 from services.common import blobs
 from services.common.catalog import Catalog, ImageModel, VideoModel
 from services.gateway.errors import PublicError, json_object_body
+from services.gateway.references import is_own_reference
 
 DEFAULT_IMAGE_MODEL = "gpt-image-2"
 DEFAULT_IMG2IMG_MODEL = "gpt-image-2-img2img"
@@ -245,14 +246,17 @@ def _is_acceptable_url(url: str) -> bool:
     # control character) rather than forward a URL that differs from what was checked.
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         return False
-    return _is_https_url(url) or is_upload_url(url)
+    # Our own blobs (upload ids, upload and result URLs) are checked for ownership
+    # and resolved by services/gateway/references.py before anything is held.
+    return _is_https_url(url) or is_own_reference(url)
 
 
 def _url(value: Any, param: str) -> str:
     if not isinstance(value, str) or not _is_acceptable_url(value):
         raise _invalid(
             f"'{param}' must be an https URL (with a host, no user info, at most "
-            f"{MAX_URL_CHARS} characters) or a URL returned by /v1/image/upload.",
+            f"{MAX_URL_CHARS} characters), an upload_id or url from /v1/image/upload, "
+            "or a result_url of one of your jobs.",
             param,
         )
     return value

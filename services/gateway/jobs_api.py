@@ -27,6 +27,7 @@ from google.protobuf import struct_pb2
 from services.common import blobs
 from services.common.catalog import Catalog
 from services.common.grpc_server import ServicerContext
+from services.common.images import DecodeGate, InvalidImage
 from services.common.logs import fields
 from services.common.money import micros_to_idr
 from services.gateway import errors
@@ -39,8 +40,9 @@ from services.gateway.generate_request import (
     parse_video_img2video,
     parse_video_multimodal,
 )
+from services.gateway.references import ReferenceResolver, own_references
 from services.gateway.server import Backends, abort_with
-from services.gateway.upload import parse_upload
+from services.gateway.upload import FILE_FIELD, parse_upload
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ def insufficient_balance(amount_micros: int) -> PublicError:
         "Your IDR balance cannot cover this job "
         f"(it costs up to {micros_to_idr(amount_micros)} IDR). Top up to continue.",
     )
+
+
+def invalid_image(message: str) -> PublicError:
+    return PublicError(400, "invalid_request_error", "invalid_image", message, FILE_FIELD)
 
 
 def job_not_found() -> PublicError:
@@ -177,19 +183,27 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
         jobs: JobsBackend,
         store: blobs.LocalBlobStore,
         public_base_url: str,
+        images: DecodeGate | None = None,
     ) -> None:
         self.catalog = catalog
         self.backends = backends
         self.jobs = jobs
         self.store = store
         self.public_base_url = public_base_url
+        self.images = images if images is not None else DecodeGate.from_env()
+        self.references = ReferenceResolver(store, public_base_url)
 
     async def _create(
         self, parse: Parser, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
         try:
             self.backends.api_key(context)  # no key at all: 401 before anything else
-            accepted = await self.jobs.create(context, parse(request.data, self.catalog))
+            plan = parse(request.data, self.catalog)
+            if own_references(plan.spec):
+                # Our blobs must be the caller's: resolved before anything is held.
+                caller = await self.backends.authenticate(context)
+                await self.references.resolve(plan.spec, caller.account_id)
+            accepted = await self.jobs.create(context, plan)
         except PublicError as error:
             await abort_with(context, error)
             raise AssertionError("unreachable") from None
@@ -227,11 +241,17 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
         try:
             caller = await self.backends.authenticate(context)
             image = parse_upload(request.data, request.content_type)
+            try:
+                # Decoded in full (off the event loop, bounded) before it is stored.
+                info = await self.images.verify(image.data)
+            except InvalidImage as exc:
+                raise invalid_image(exc.message) from None
         except PublicError as error:
             await abort_with(context, error)
             raise AssertionError("unreachable") from None
-        key = blobs.new_key("uploads", f"image.{image.extension}")
+        key = blobs.new_key("uploads", f"image.{info.extension}")
         try:
+            await self.store.record_owner(key, caller.account_id)
             await self.store.put_bytes(key, image.data)
         except OSError as exc:  # disk full, permissions: ours, not the client's
             log.error("upload not stored", extra=fields(error=repr(exc)))
@@ -250,13 +270,13 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
                 request_id=caller.request_id,
                 account_id=caller.account_id,
                 bytes=len(image.data),
-                content_type=image.content_type,
+                content_type=info.content_type,
             ),
         )
         return generate_pb2.Upload(
             upload_id=f"upl_{token.token}",
             url=blobs.public_url(self.public_base_url, key),
-            content_type=image.content_type,
+            content_type=info.content_type,
             size_bytes=len(image.data),
         )
 

@@ -24,6 +24,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiport.v1 import job_state_pb2, job_state_pb2_grpc
 
 from services.common import blobs, broker, metrics, requestctx
+from services.common.images import DecodeGate, InvalidImage
 from services.common.logs import fields
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, route_key, should_fail_over
@@ -131,6 +132,7 @@ class Worker:
         names: broker.Names,
         worker_id: str,
         job_timeout_seconds: int,
+        images: DecodeGate | None = None,
     ) -> None:
         self.kind = kind
         self.routes = routes
@@ -143,6 +145,7 @@ class Worker:
         self.names = names
         self.worker_id = worker_id
         self.job_timeout_seconds = job_timeout_seconds
+        self.images = images if images is not None else DecodeGate.from_env()
         adapters = {**image_adapters, **video_adapters}
         served = {
             route_key(r): r for rs in routes.routes.values() for r in rs if r.provider in adapters
@@ -292,6 +295,13 @@ class Worker:
             raise JobFailed(f"Reference {role} refused: {exc.message}") from exc
         except FetchFailed as exc:
             raise JobFailed(f"Reference {role} could not be fetched: {exc.message}") from exc
+        if allowed == IMAGE_TYPES:
+            # The same decode-and-verify as an upload: no corrupt file, bomb or animation
+            # is sent upstream (where some models would charge for it).
+            try:
+                await self.images.verify(fetched.data)
+            except InvalidImage as exc:
+                raise JobFailed(f"Reference {role} refused: {exc.message}") from exc
         return Reference(role, fetched.data, fetched.content_type)
 
     async def _references(self, spec: job_state_pb2.WorkSpec) -> tuple[Reference, ...]:
@@ -331,6 +341,7 @@ class Worker:
         if len(image.data) > IMAGE_RESULT_MAX_BYTES:
             raise JobFailed("The result was larger than we can store.")
         key = blobs.new_key("results", f"image.{EXTENSIONS.get(image.content_type, 'png')}")
+        await self.store.record_owner(key, job.account_id)  # first: see blobs.record_owner
         await self.store.put_bytes(key, image.data)
         return Result(result_key=key, units=1)
 
@@ -391,12 +402,14 @@ class Worker:
         if not state.video_url:
             raise UpstreamError("failed", "the task succeeded without a video")
         key = blobs.new_key("results", "video.mp4")
+        await self.store.record_owner(key, job.account_id)
         await self.store.put_stream(
             key, adapter.download(state.video_url, VIDEO_RESULT_MAX_BYTES), VIDEO_RESULT_MAX_BYTES
         )
         frame_key = ""
         if spec.return_last_frame and state.last_frame_url:
             frame_key = blobs.new_key("results", "last_frame.png")
+            await self.store.record_owner(frame_key, job.account_id)
             await self.store.put_stream(
                 frame_key,
                 adapter.download(state.last_frame_url, IMAGE_RESULT_MAX_BYTES),

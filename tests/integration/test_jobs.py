@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import struct
 import time
+import zlib
 from typing import Any
 
 import httpx
 import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
+from PIL import Image
 
 from deploy.local.stack import Stack
+from services.common.blobs import LocalBlobStore, new_key
 from tests.integration.conftest import JOB_TIMEOUT_SECONDS, Account, NewAccount
 
 TERMINAL = ("done", "failed")
@@ -325,4 +330,139 @@ def test_private_reference_urls_are_refused_and_refunded(
     job = poll(http, submit(http, "/v1/image/img2img", {"prompt": "x", "images": [url]})["job_id"])
     assert job["status"] == "failed"
     assert "refused" in job["error_message"]
+    assert settled_state(billing, account.account_id, before) == before
+
+
+# -- issue 11: upload ids, own results as references; uploads decoded --------------------
+
+
+def test_img2img_with_an_upload_id(http: httpx.Client) -> None:
+    uploaded = upload(http, a_png(http))
+    job = poll(
+        http,
+        submit(http, "/v1/image/img2img", {"prompt": "Ghibli", "images": [uploaded["upload_id"]]})[
+            "job_id"
+        ],
+    )
+    assert job["status"] == "done", job
+    # The same id as an img2video first frame.
+    accepted = submit(
+        http,
+        "/v1/video/img2video",
+        {"prompt": "push in", "first_frame_url": uploaded["upload_id"], "duration": 4},
+    )
+    assert poll(http, accepted["job_id"])["status"] == "done"
+
+
+def test_img2img_with_a_result_url_of_an_own_job(http: httpx.Client) -> None:
+    first = poll(http, submit(http, "/v1/image/generate", {"prompt": "a cat"})["job_id"])
+    assert first["status"] == "done", first
+    edited = poll(
+        http,
+        submit(http, "/v1/image/img2img", {"prompt": "add a hat", "images": [first["result_url"]]})[
+            "job_id"
+        ],
+    )
+    assert edited["status"] == "done", edited
+    assert httpx.get(edited["result_url"]).content[:4] == b"\x89PNG"
+
+
+def test_another_accounts_upload_and_result_are_refused_and_nothing_held(
+    http: httpx.Client,
+    base_url: str,
+    new_account: NewAccount,
+    billing: billing_pb2_grpc.BillingStub,
+) -> None:
+    uploaded = upload(http, a_png(http))
+    result = poll(http, submit(http, "/v1/image/generate", {"prompt": "mine"})["job_id"])
+    assert result["status"] == "done", result
+    stranger = new_account("100000")
+    before = state(billing, stranger.account_id)
+    refusals = []
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {stranger.api_key}"}, timeout=30
+    ) as theirs:
+        for path, body, param in [
+            ("/v1/image/img2img", {"images": [uploaded["upload_id"]]}, "images[0]"),
+            ("/v1/image/img2img", {"images": [uploaded["url"]]}, "images[0]"),
+            ("/v1/image/img2img", {"images": [result["result_url"]]}, "images[0]"),
+            ("/v1/video/img2video", {"first_frame_url": result["result_url"]}, "first_frame_url"),
+            ("/v1/video/multimodal", {"images": [uploaded["upload_id"]]}, "images[0]"),
+            # Unknown ids answer exactly the same.
+            ("/v1/image/img2img", {"images": ["upl_" + "A" * 32]}, "images[0]"),
+        ]:
+            response = theirs.post(path, json={"prompt": "steal", **body})
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert (error["code"], error["param"]) == ("reference_not_found", param)
+            refusals.append(error["message"].replace(param, "<param>"))
+    assert len(set(refusals)) == 1
+    assert state(billing, stranger.account_id) == before  # nothing held, nothing charged
+
+
+def animated_png() -> bytes:
+    """Two 8x8 frames: an APNG (acTL declares 2 frames)."""
+    out = io.BytesIO()
+    frames = [Image.new("RGB", (8, 8), color) for color in ("red", "blue")]
+    frames[0].save(out, "PNG", save_all=True, append_images=frames[1:])
+    return out.getvalue()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1_000_000, 9)
+    header = b"\x89PNG\r\n\x1a\n"
+    return header + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8,
+            "The PNG image could not be decoded (it is corrupt or truncated).",
+        ),
+        (bomb_png(20_000, 20_000), "pixels are accepted."),
+        (bomb_png(8_000, 8_000), "The image is 8000×8000 pixels; at most 50000000 pixels"),
+        (animated_png(), "The image has 2 frames (animated or multi-picture)"),
+    ],
+    ids=["garbage-after-png-signature", "bomb-20000", "bomb-8000", "animated-png"],
+)
+def test_uploads_that_do_not_decode_as_one_still_image_are_400(
+    http: httpx.Client, data: bytes, message: str
+) -> None:
+    response = http.post("/v1/image/upload", files={"file": ("x.png", data, "image/png")})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_image", "file")
+    assert message in error["message"]
+
+
+def test_a_stored_reference_that_does_not_decode_fails_the_job_and_refunds(
+    stack: Stack, http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    """The worker decodes every image reference too (a file stored before uploads
+    were verified, or a fetched URL): it never reaches the upstream."""
+    store = LocalBlobStore(stack.config.blob_dir or stack.config.run_dir / "blobs")
+    key = new_key("uploads", "image.png")
+    garbage = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+
+    async def put() -> None:
+        await store.record_owner(key, account.account_id)
+        await store.put_bytes(key, garbage)
+
+    asyncio.run(put())
+    before = state(billing, account.account_id)
+    upload_id = "upl_" + key.split("/")[1]
+    job = poll(
+        http, submit(http, "/v1/image/img2img", {"prompt": "x", "images": [upload_id]})["job_id"]
+    )
+    assert job["status"] == "failed", job
+    assert job["error_message"] == (
+        "Reference image refused: The PNG image could not be decoded (it is corrupt or truncated)."
+    )
     assert settled_state(billing, account.account_id, before) == before

@@ -361,3 +361,36 @@ def test_store_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert blobs.blob_store_from_env().root == tmp_path / "blobs"
     monkeypatch.delenv("AIPORT_BLOB_DIR")
     assert blobs.blob_store_from_env().root == PROJECT_ROOT / ".aiport" / "blobs"
+
+
+# --- owners (issue 11: only the owner may use a blob as a reference) ---------------------
+
+
+async def test_owner_is_recorded_beside_the_blob_and_never_a_key(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    key = new_key("uploads", "image.png")
+    await store.record_owner(key, "acct_A")
+    assert await store.owner_of(key) is None  # no blob yet: nothing to own
+    await store.put_bytes(key, b"png")
+    assert await store.owner_of(key) == "acct_A"
+    token = key.split("/")[1]
+    assert parse_key(f"uploads/{token}/.owner") is None  # never servable
+    assert await store.find_key("uploads", token) == key
+    assert await store.find_key("results", token) is None
+    assert await store.find_key("uploads", token[:-1]) is None
+    assert await store.find_key("uploads", "../" + token[3:]) is None
+    assert await store.delete(key) is True
+    assert files_under(tmp_path) == []  # the record goes with the blob
+    assert await store.owner_of(key) is None
+    assert await store.find_key("uploads", token) is None
+
+
+async def test_a_blob_without_an_owner_record_has_no_owner(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    key = new_key("results", "image.png")
+    await store.put_bytes(key, b"png")
+    assert await store.owner_of(key) is None
+    with pytest.raises(ValueError):
+        await store.record_owner(key, "")
+    with pytest.raises(ValueError):
+        await store.record_owner(key, "acct/../x")

@@ -489,6 +489,10 @@ GOOD_URLS = [
     f"http://127.0.0.1/files/uploads/{TOKEN}/a_b-c.1.webp",
     f"HTTP://LOCALHOST/files/uploads/{TOKEN}/x",
     f"https://uploads.aiport.id/files/uploads/{TOKEN}/" + "n" * 100,
+    # Issue 11: a job's result URL (any scheme, like uploads) and an upload id; the
+    # gateway checks they are the caller's before holding (services/gateway/references.py).
+    f"http://h/files/results/{TOKEN}/ref.jpg",
+    f"upl_{TOKEN}",
 ]
 BAD_URLS = [
     "",
@@ -531,8 +535,13 @@ BAD_URLS = [
     f"http://h/files/uploads/{TOKEN}/a b.png",
     f"http://h/files/uploads/{TOKEN}/ref.jpg/more",
     f"http://h/x/files/uploads/{TOKEN}/ref.jpg",
-    f"http://h/files/results/{TOKEN}/ref.jpg",
     f"http://h/files/uploads/{TOKEN}/" + "n" * 101,
+    # Upload-id-shaped but not quite.
+    f"upl_{TOKEN[:-1]}",
+    f"upl_{TOKEN}A",
+    f"UPL_{TOKEN}",
+    f"upload://upl_{TOKEN}",
+    f" upl_{TOKEN}",
     f"http://{'h' * MAX_URL_CHARS}/files/uploads/{TOKEN}/ref.jpg",
 ]
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import os
 import random
+from pathlib import Path
 from typing import cast
 
 import grpc
 import httpx
 import pytest
 from google.api import httpbody_pb2
+from PIL import Image
 
 from services.common.blobs import LocalBlobStore
 from services.common.catalog import Catalog
@@ -383,8 +387,17 @@ class _Context:
 
 
 class _FullDisk:
+    async def record_owner(self, key: str, account_id: str) -> None:
+        pass
+
     async def put_bytes(self, key: str, data: bytes) -> None:
         raise OSError(28, "No space left on device")
+
+
+def real_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), "green").save(out, "PNG")
+    return out.getvalue()
 
 
 class _Backends:
@@ -402,8 +415,58 @@ async def test_a_store_that_cannot_write_is_a_503_not_a_500() -> None:
         "http://127.0.0.1:8080",
     )
     context = _Context()
-    request = httpbody_pb2.HttpBody(content_type=CONTENT_TYPE, data=multipart(file_part(PNG)))
+    request = httpbody_pb2.HttpBody(
+        content_type=CONTENT_TYPE, data=multipart(file_part(real_png()))
+    )
     with pytest.raises(_Aborted, match="Uploads are temporarily unavailable"):
         await service.UploadImage(request, cast(ServicerContext, context))
     assert context.code == grpc.StatusCode.UNAVAILABLE
     assert dict(context.trailing)[STATUS_HEADER] == "503"
+
+
+def service_with(store: LocalBlobStore) -> GenerateService:
+    return GenerateService(
+        cast(Catalog, None),
+        cast(Backends, _Backends()),
+        cast(JobsBackend, None),
+        store,
+        "http://127.0.0.1:8080",
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (PNG, "The PNG image could not be decoded (it is corrupt or truncated)."),
+        (JPEG, "The JPEG image could not be decoded (it is corrupt or truncated)."),
+        (real_png()[:-20], "The PNG image could not be decoded (it is corrupt or truncated)."),
+    ],
+)
+async def test_an_image_that_does_not_decode_is_400_and_not_stored(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
+    """Issue 11: magic bytes are not enough; the whole image must decode."""
+    context = _Context()
+    request = httpbody_pb2.HttpBody(content_type=CONTENT_TYPE, data=multipart(file_part(data)))
+    with pytest.raises(_Aborted) as aborted:
+        await service_with(LocalBlobStore(tmp_path)).UploadImage(
+            request, cast(ServicerContext, context)
+        )
+    assert context.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(aborted.value) == message
+    trailing = dict(context.trailing)
+    assert trailing[STATUS_HEADER] == "400"
+    assert "invalid_image" in str(trailing)
+    assert not os.listdir(tmp_path)  # nothing stored, not even an owner record
+
+
+async def test_a_valid_upload_is_stored_as_sent_and_owned(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = real_png()
+    request = httpbody_pb2.HttpBody(content_type=CONTENT_TYPE, data=multipart(file_part(data)))
+    upload = await service_with(store).UploadImage(request, cast(ServicerContext, _Context()))
+    key = await store.find_key("uploads", upload.upload_id.removeprefix("upl_"))
+    assert key is not None and key.endswith("/image.png")
+    assert await store.read(key) == data  # not re-encoded
+    assert await store.owner_of(key) == "acct_1"
+    assert (upload.content_type, upload.size_bytes) == ("image/png", len(data))
