@@ -23,13 +23,58 @@ from services.common.settings import PROJECT_ROOT
 from services.providers.routes import load_env_references
 
 STATE_DIR = PROJECT_ROOT / ".aiport"
-DEMO_ACCOUNT_FILE = STATE_DIR / "demo-account"
+# Under the state dir (git-ignored): the demo account's id, and the demo key's
+# plaintext (mode 0600), so every run prints the same key while it still works.
+DEMO_ACCOUNT_FILE = "demo-account"
+DEMO_KEY_FILE = "demo-key"
 DEMO_MINIMUM_IDR = "100000"
 DEMO_TOPUP_IDR = "1000000"
 
 
-def seed_demo(billing_addr: str, account_file: Path) -> tuple[str, str, str]:
-    """Reuse (or create) the demo account, keep it funded, issue a fresh key."""
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by its owner only from the start."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _demo_key(billing: billing_pb2_grpc.BillingStub, account_id: str, key_file: Path) -> str:
+    """The demo key: the stored one while it authenticates as the demo account,
+    else a new one. Either way every other key of the demo account is revoked
+    (keys minted by earlier runs, or one whose file was lost): one stays live."""
+    key = key_file.read_text().strip() if key_file.exists() else ""
+    key_id = ""
+    if key:
+        try:
+            principal = billing.Authenticate(
+                billing_pb2.AuthenticateRequest(api_key=key), timeout=10
+            )
+            key_id = principal.key_id if principal.account_id == account_id else ""
+        except grpc.RpcError as exc:
+            if exc.code() not in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ):
+                raise
+    if not key_id:
+        created = billing.CreateApiKey(
+            billing_pb2.CreateApiKeyRequest(account_id=account_id), timeout=10
+        )
+        key, key_id = created.api_key, created.key_id
+        _write_private(key_file, key + "\n")
+    keys = billing.ListApiKeys(billing_pb2.ListApiKeysRequest(account_id=account_id), timeout=10)
+    for other in keys.keys:
+        if other.key_id != key_id and not other.revoked_at_unix:
+            billing.RevokeApiKey(billing_pb2.RevokeApiKeyRequest(key_id=other.key_id), timeout=10)
+    return key
+
+
+def seed_demo(billing_addr: str, state_dir: Path) -> tuple[str, str, str]:
+    """Reuse (or create) the demo account and its key; keep the account funded."""
+    account_file = state_dir / DEMO_ACCOUNT_FILE
     with grpc.insecure_channel(billing_addr) as chan:
         billing = billing_pb2_grpc.BillingStub(chan)
         account_id = account_file.read_text().strip() if account_file.exists() else ""
@@ -59,9 +104,7 @@ def seed_demo(billing_addr: str, account_file: Path) -> tuple[str, str, str]:
                 ),
                 timeout=10,
             )
-        key = billing.CreateApiKey(
-            billing_pb2.CreateApiKeyRequest(account_id=account_id), timeout=10
-        ).api_key
+        key = _demo_key(billing, account_id, state_dir / DEMO_KEY_FILE)
         return account_id, key, micros_to_idr(balance.balance_micros)
 
 
@@ -214,7 +257,7 @@ def main() -> int:
     print("aiport: starting billing, jobs, files, providers and workers, gateway, edge ...")
     try:
         stack.start()
-        account_id, key, balance = seed_demo(config.billing_addr, DEMO_ACCOUNT_FILE)
+        account_id, key, balance = seed_demo(config.billing_addr, STATE_DIR)
     except Exception as exc:
         stack.stop()
         print(f"aiport: failed to start: {exc}", file=sys.stderr)
@@ -230,7 +273,7 @@ def main() -> int:
 aiport is running on {base}   (logs: {config.run_dir})
 
   demo account  {account_id}   balance {balance} IDR
-  demo API key  {key}
+  demo API key  {key}   (the same every run: {STATE_DIR / DEMO_KEY_FILE})
 
 Try it:
 
