@@ -178,7 +178,9 @@ def stack_config(environ: Mapping[str, str], state_dir: Path) -> StackConfig:
     def get(name: str) -> str:
         return environ.get(name, "").strip()
 
-    providers_file = Path(get("AIPORT_PROVIDERS") or SANDBOX_PROVIDERS)
+    # Paths are the user's (relative to where make run was started); the processes
+    # run in the project root, so they get absolute ones.
+    providers_file = Path(get("AIPORT_PROVIDERS") or SANDBOX_PROVIDERS).absolute()
     try:
         upstream_names = load_env_references(providers_file)
     except (OSError, yaml.YAMLError) as exc:
@@ -187,7 +189,7 @@ def stack_config(environ: Mapping[str, str], state_dir: Path) -> StackConfig:
         database_url=get("AIPORT_DATABASE_URL") or settings.database_url(),
         amqp_url=get("AIPORT_AMQP_URL") or settings.amqp_url(),
         run_dir=state_dir / "logs",
-        blob_dir=Path(get("AIPORT_BLOB_DIR") or state_dir / "blobs"),
+        blob_dir=Path(get("AIPORT_BLOB_DIR") or state_dir / "blobs").absolute(),
         public_url=get("AIPORT_PUBLIC_URL"),
         job_timeout_seconds=_whole(environ, "AIPORT_JOB_TIMEOUT_SECONDS", 600),
         edge_port=_whole(environ, "AIPORT_EDGE_PORT", 8080),
@@ -195,7 +197,9 @@ def stack_config(environ: Mapping[str, str], state_dir: Path) -> StackConfig:
         replicas=_whole(environ, "AIPORT_REPLICAS", 1),
         amqp_prefix=get("AIPORT_AMQP_PREFIX") or "aiport",
         providers_file=providers_file,
-        catalog_file=Path(get("AIPORT_CATALOG") or PROJECT_ROOT / "config" / "catalog.yaml"),
+        catalog_file=Path(
+            get("AIPORT_CATALOG") or PROJECT_ROOT / "config" / "catalog.yaml"
+        ).absolute(),
         sandbox_port=_whole(environ, "AIPORT_SANDBOX_PORT", 9100),
         sandbox_api_key=get("AIPORT_SANDBOX_API_KEY") or "sk-sandbox",
     )

@@ -283,7 +283,8 @@ def _print_ledger(
         tail = {"total_idr": rules.idr(total), "next_after": next_after or None}
         write("], " + json.dumps(tail)[1:] + "\n")
         return
-    write(f"{count} entries, total {rules.idr(total)} IDR\n" if count else "no ledger entries\n")
+    shown = f"{count} entries" if count != 1 else "1 entry"
+    write(f"{shown}, total {rules.idr(total)} IDR\n" if count else "no ledger entries\n")
     if next_after:
         write(f"more: aiportctl ledger {ns.account_id} --after {next_after}\n")
 

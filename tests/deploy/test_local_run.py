@@ -135,3 +135,12 @@ def test_startup_says_which_providers_file_and_what_it_lacks(tmp_path: Path) -> 
     assert "OPENAI_API_KEY" not in missing
     assert "OPENAI_BASE_URL" not in missing  # it has a default
     assert "AIPORT_LISTEN_ADDR" in notes[2]
+
+
+def test_relative_paths_are_the_users(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Relative to where make run was started, though the processes run elsewhere."""
+    (tmp_path / "mine.yaml").write_text((PROJECT_ROOT / "config" / "providers.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    config = stack_config({"AIPORT_PROVIDERS": "mine.yaml", "AIPORT_BLOB_DIR": "b"}, tmp_path)
+    assert config.env("providers")["AIPORT_PROVIDERS"] == str(tmp_path / "mine.yaml")
+    assert config.env("files")["AIPORT_BLOB_DIR"] == str(tmp_path / "b")
