@@ -141,6 +141,12 @@ MAPPED = frozenset(
 # Set per process by make run (every process listens on its own port); a
 # value in the user's environment cannot apply to all of them.
 PER_PROCESS = ("AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR")
+# How to reach the internet from here: for the processes that call upstreams only.
+PROXY_ENV = tuple(
+    case(name)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+    for case in (str.upper, str.lower)
+)
 # Tracing's exporter settings, passed like the AIPORT_ tunables.
 PASSED_PREFIXES = ("AIPORT_", "OTEL_")
 
@@ -205,7 +211,8 @@ def stack_config(environ: Mapping[str, str], state_dir: Path) -> StackConfig:
     )
     for name, field_name in ADDR_PORTS.items():
         setattr(config, field_name, _local_port(environ, name, getattr(config, field_name)))
-    config.upstream_env = {name: environ[name] for name in upstream_names if name in environ}
+    upstream = (*upstream_names, *PROXY_ENV)
+    config.upstream_env = {name: environ[name] for name in upstream if name in environ}
     config.extra_env = {
         name: value
         for name, value in environ.items()

@@ -27,6 +27,7 @@ def user_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "OPENAI_API_KEY": "sk-real-openai",
         "DEEPSEEK_BASE_URL": "https://deepseek.example.test/v1",
         "UNRELATED_SECRET": "s3cret",
+        "HTTPS_PROXY": "http://proxy.example.test:3128",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -54,9 +55,11 @@ def test_upstream_credentials_reach_only_the_upstream_callers(
         env = config.env(name)
         assert env["OPENAI_API_KEY"] == "sk-real-openai"
         assert env["DEEPSEEK_BASE_URL"] == "https://deepseek.example.test/v1"
+        assert env["HTTPS_PROXY"] == "http://proxy.example.test:3128"
     for name in NOT_UPSTREAM_CALLERS:
         env = config.env(name)
         assert "OPENAI_API_KEY" not in env, name
+        assert "HTTPS_PROXY" not in env, name
         assert "DEEPSEEK_BASE_URL" not in env, name
     for name in (*UPSTREAM_CALLERS, *NOT_UPSTREAM_CALLERS):
         assert "UNRELATED_SECRET" not in config.env(name), name
