@@ -218,7 +218,7 @@ class Bench:
         config = StackConfig.on_free_ports(self.db_url, self.tmp / "stack")
         config.amqp_prefix = f"aiport-bench-{uuid.uuid4().hex[:8]}"
         config.providers_file = PROVIDERS_FILE
-        config.extra_env["AIPORT_BENCH_MOCK_URL"] = self.mock.base_url
+        config.upstream_env["AIPORT_BENCH_MOCK_URL"] = self.mock.base_url
         self.stack = Stack(config)
         self.cleanup.callback(self._delete_queues, config.amqp_prefix)
         print("bench: starting the stack (migrations, services, edge) ...", flush=True)

@@ -5,27 +5,76 @@ Stays in the foreground; Ctrl-C or SIGTERM stops everything it started.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
+import yaml
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack, StackConfig
 from services.common import settings
 from services.common.money import idr_to_micros, micros_to_idr
 from services.common.settings import PROJECT_ROOT
+from services.providers.routes import load_env_references
 
 STATE_DIR = PROJECT_ROOT / ".aiport"
-DEMO_ACCOUNT_FILE = STATE_DIR / "demo-account"
+# Under the state dir (git-ignored): the demo account's id, and the demo key's
+# plaintext (mode 0600), so every run prints the same key while it still works.
+DEMO_ACCOUNT_FILE = "demo-account"
+DEMO_KEY_FILE = "demo-key"
 DEMO_MINIMUM_IDR = "100000"
 DEMO_TOPUP_IDR = "1000000"
 
 
-def seed_demo(billing_addr: str, account_file: Path) -> tuple[str, str, str]:
-    """Reuse (or create) the demo account, keep it funded, issue a fresh key."""
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by its owner only from the start."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _demo_key(billing: billing_pb2_grpc.BillingStub, account_id: str, key_file: Path) -> str:
+    """The demo key: the stored one while it authenticates as the demo account,
+    else a new one. Either way every other key of the demo account is revoked
+    (keys minted by earlier runs, or one whose file was lost): one stays live."""
+    key = key_file.read_text().strip() if key_file.exists() else ""
+    key_id = ""
+    if key:
+        try:
+            principal = billing.Authenticate(
+                billing_pb2.AuthenticateRequest(api_key=key), timeout=10
+            )
+            key_id = principal.key_id if principal.account_id == account_id else ""
+        except grpc.RpcError as exc:
+            if exc.code() not in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ):
+                raise
+    if not key_id:
+        created = billing.CreateApiKey(
+            billing_pb2.CreateApiKeyRequest(account_id=account_id), timeout=10
+        )
+        key, key_id = created.api_key, created.key_id
+        _write_private(key_file, key + "\n")
+    keys = billing.ListApiKeys(billing_pb2.ListApiKeysRequest(account_id=account_id), timeout=10)
+    for other in keys.keys:
+        if other.key_id != key_id and not other.revoked_at_unix:
+            billing.RevokeApiKey(billing_pb2.RevokeApiKeyRequest(key_id=other.key_id), timeout=10)
+    return key
+
+
+def seed_demo(billing_addr: str, state_dir: Path) -> tuple[str, str, str]:
+    """Reuse (or create) the demo account and its key; keep the account funded."""
+    account_file = state_dir / DEMO_ACCOUNT_FILE
     with grpc.insecure_channel(billing_addr) as chan:
         billing = billing_pb2_grpc.BillingStub(chan)
         account_id = account_file.read_text().strip() if account_file.exists() else ""
@@ -55,22 +104,158 @@ def seed_demo(billing_addr: str, account_file: Path) -> tuple[str, str, str]:
                 ),
                 timeout=10,
             )
-        key = billing.CreateApiKey(
-            billing_pb2.CreateApiKeyRequest(account_id=account_id), timeout=10
-        ).api_key
+        key = _demo_key(billing, account_id, state_dir / DEMO_KEY_FILE)
         return account_id, key, micros_to_idr(balance.balance_micros)
+
+
+# make run's own defaults where the library's differ: the sandbox upstream, and
+# blobs and logs under .aiport/.
+SANDBOX_PROVIDERS = PROJECT_ROOT / "config" / "providers.sandbox.yaml"
+# AIPORT_<SERVICE>_ADDR: where make run starts that service (127.0.0.1:PORT only).
+ADDR_PORTS = {
+    "AIPORT_GATEWAY_ADDR": "gateway_port",
+    "AIPORT_BILLING_ADDR": "billing_port",
+    "AIPORT_PROVIDERS_ADDR": "providers_port",
+    "AIPORT_JOBS_ADDR": "jobs_port",
+    "AIPORT_FILES_ADDR": "files_port",
+}
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+# The documented variables make run maps onto StackConfig's fields (below).
+MAPPED = frozenset(
+    {
+        "AIPORT_DATABASE_URL",
+        "AIPORT_AMQP_URL",
+        "AIPORT_AMQP_PREFIX",
+        "AIPORT_BLOB_DIR",
+        "AIPORT_PUBLIC_URL",
+        "AIPORT_JOB_TIMEOUT_SECONDS",
+        "AIPORT_EDGE_PORT",
+        "AIPORT_REPLICAS",
+        "AIPORT_CATALOG",
+        "AIPORT_PROVIDERS",
+        "AIPORT_SANDBOX_PORT",
+        "AIPORT_SANDBOX_API_KEY",
+        *ADDR_PORTS,
+    }
+)
+# Set per process by make run (every process listens on its own port); a
+# value in the user's environment cannot apply to all of them.
+PER_PROCESS = ("AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR")
+# How to reach the internet from here: for the processes that call upstreams only.
+PROXY_ENV = tuple(
+    case(name)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+    for case in (str.upper, str.lower)
+)
+# Tracing's exporter settings, passed like the AIPORT_ tunables.
+PASSED_PREFIXES = ("AIPORT_", "OTEL_")
+
+
+class ConfigError(ValueError):
+    """A variable make run cannot honour; it says which and why."""
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _local_port(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    host, _, port = raw.rpartition(":")
+    if host not in LOCAL_HOSTS or not port.isdigit():
+        raise ConfigError(
+            f"{name}={raw}: make run starts every service on this machine,"
+            " so it takes 127.0.0.1:PORT here"
+        )
+    return int(port)
+
+
+def stack_config(environ: Mapping[str, str], state_dir: Path) -> StackConfig:
+    """make run's stack as the user's environment configures it: every documented
+    variable is honoured (a tunable is passed to every process), and the variables
+    the providers file in use reads go only to the processes that call upstreams."""
+
+    def get(name: str) -> str:
+        return environ.get(name, "").strip()
+
+    # Paths are the user's (relative to where make run was started); the processes
+    # run in the project root, so they get absolute ones.
+    providers_file = Path(get("AIPORT_PROVIDERS") or SANDBOX_PROVIDERS).absolute()
+    try:
+        upstream_names = load_env_references(providers_file)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"AIPORT_PROVIDERS={providers_file}: {exc}") from None
+    config = StackConfig(
+        database_url=get("AIPORT_DATABASE_URL") or settings.database_url(),
+        amqp_url=get("AIPORT_AMQP_URL") or settings.amqp_url(),
+        run_dir=state_dir / "logs",
+        blob_dir=Path(get("AIPORT_BLOB_DIR") or state_dir / "blobs").absolute(),
+        public_url=get("AIPORT_PUBLIC_URL"),
+        job_timeout_seconds=_whole(environ, "AIPORT_JOB_TIMEOUT_SECONDS", 600),
+        edge_port=_whole(environ, "AIPORT_EDGE_PORT", 8080),
+        # AIPORT_REPLICAS=2 make run: two processes of every service (replica k on port + 100(k-1)).
+        replicas=_whole(environ, "AIPORT_REPLICAS", 1),
+        amqp_prefix=get("AIPORT_AMQP_PREFIX") or "aiport",
+        providers_file=providers_file,
+        catalog_file=Path(
+            get("AIPORT_CATALOG") or PROJECT_ROOT / "config" / "catalog.yaml"
+        ).absolute(),
+        sandbox_port=_whole(environ, "AIPORT_SANDBOX_PORT", 9100),
+        sandbox_api_key=get("AIPORT_SANDBOX_API_KEY") or "sk-sandbox",
+    )
+    for name, field_name in ADDR_PORTS.items():
+        setattr(config, field_name, _local_port(environ, name, getattr(config, field_name)))
+    upstream = (*upstream_names, *PROXY_ENV)
+    config.upstream_env = {name: environ[name] for name in upstream if name in environ}
+    config.extra_env = {
+        name: value
+        for name, value in environ.items()
+        if name.startswith(PASSED_PREFIXES)
+        and name not in MAPPED
+        and name not in PER_PROCESS
+        and name not in upstream_names
+    }
+    return config
+
+
+def startup_notes(environ: Mapping[str, str], config: StackConfig) -> list[str]:
+    """What the user should know about the configuration in use."""
+    providers = config.providers_file
+    shown = (
+        providers.relative_to(PROJECT_ROOT) if providers.is_relative_to(PROJECT_ROOT) else providers
+    )
+    if providers == SANDBOX_PROVIDERS:
+        notes = [
+            f"providers: {shown} (the sandbox upstream;"
+            " AIPORT_PROVIDERS=config/providers.yaml for the real providers)"
+        ]
+    else:
+        notes = [f"providers: {shown} (AIPORT_PROVIDERS)"]
+    needed = load_env_references(providers)
+    missing = sorted(n for n, default in needed.items() if default is None and not environ.get(n))
+    if missing:
+        notes.append(f"unset, so calls to the providers that need them fail: {', '.join(missing)}")
+    for name in PER_PROCESS:
+        if environ.get(name, "").strip():
+            notes.append(f"{name} is set per process by make run; yours is not used")
+    return notes
 
 
 def main() -> int:
     STATE_DIR.mkdir(exist_ok=True)
-    config = StackConfig(
-        database_url=settings.database_url(),
-        run_dir=STATE_DIR / "logs",
-        blob_dir=STATE_DIR / "blobs",
-        edge_port=settings.env_int("AIPORT_EDGE_PORT", 8080),
-        # AIPORT_REPLICAS=2 make run: two processes of every service (replica k on port + 100(k-1)).
-        replicas=settings.env_int("AIPORT_REPLICAS", 1),
-    )
+    try:
+        config = stack_config(os.environ, STATE_DIR)
+    except ConfigError as exc:
+        print(f"aiport: {exc}", file=sys.stderr)
+        return 2
+    for note in startup_notes(os.environ, config):
+        print(f"aiport: {note}")
     stack = Stack(config)
     stop = False
 
@@ -83,7 +268,7 @@ def main() -> int:
     print("aiport: starting billing, jobs, files, providers and workers, gateway, edge ...")
     try:
         stack.start()
-        account_id, key, balance = seed_demo(config.billing_addr, DEMO_ACCOUNT_FILE)
+        account_id, key, balance = seed_demo(config.billing_addr, STATE_DIR)
     except Exception as exc:
         stack.stop()
         print(f"aiport: failed to start: {exc}", file=sys.stderr)
@@ -99,7 +284,7 @@ def main() -> int:
 aiport is running on {base}   (logs: {config.run_dir})
 
   demo account  {account_id}   balance {balance} IDR
-  demo API key  {key}
+  demo API key  {key}   (the same every run: {STATE_DIR / DEMO_KEY_FILE})
 
 Try it:
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -27,6 +28,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.local.envoy import EdgeConfig, Endpoint, render
+from services.common import settings
 from services.common.settings import PROJECT_ROOT
 
 GEN_DIR = PROJECT_ROOT / "gen"
@@ -52,6 +54,31 @@ REPLICA_PORT_STEP = 100
 # Services that own a schema, migrated before anything starts.
 MIGRATED = ("billing", "jobs")
 STOP_TIMEOUT_SECONDS = 15.0
+# What each process may see beyond the settings every process shares, as in
+# deploy/k8s: the database's and the broker's URLs carry passwords; the
+# variables the providers file reads (upstream keys and base URLs) and the
+# sandbox's key go only to the processes that call upstreams.
+DATABASE_USERS = frozenset({"billing", "jobs"})
+BROKER_USERS = frozenset({"jobs", "worker-image", "worker-video"})
+UPSTREAM_CALLERS = frozenset({"providers", "worker-image", "worker-video"})
+# The only variables a process inherits from the launcher's environment: the
+# operating system's and Python's basics, never a setting or a secret (those
+# come from StackConfig, so a run is what its config says).
+INHERITED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
 # make run's /metrics ports (the tests use free ones).
 DEFAULT_METRICS_PORTS = {
     "gateway": 9310,
@@ -83,10 +110,18 @@ def free_port() -> int:
         return port
 
 
+def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of the launcher's environment every process keeps."""
+    return {name: environ[name] for name in INHERITED_ENV if name in environ}
+
+
 @dataclass
 class StackConfig:
     database_url: str
     run_dir: Path
+    # The broker's location, like the database's (not a tunable): the local default
+    # unless AIPORT_AMQP_URL says where RabbitMQ runs.
+    amqp_url: str = field(default_factory=settings.amqp_url)
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
     admin_port: int = 9901
@@ -107,10 +142,16 @@ class StackConfig:
     amqp_prefix: str = "aiport"
     blob_dir: Path | None = None  # default: <run_dir>/blobs
     job_timeout_seconds: int = 600
+    # The public origin in absolute URLs (AIPORT_PUBLIC_URL); empty: base_url.
+    public_url: str = ""
     providers_file: Path = PROJECT_ROOT / "config" / "providers.sandbox.yaml"
     catalog_file: Path = PROJECT_ROOT / "config" / "catalog.yaml"
     sandbox_api_key: str = "sk-sandbox"
+    # Settings every process gets (tunables such as AIPORT_HOLD_TTL_SECONDS).
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Variables the providers file reads (upstream keys, base URL overrides):
+    # only UPSTREAM_CALLERS get them.
+    upstream_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def on_free_ports(cls, database_url: str, run_dir: Path, replicas: int = 1) -> StackConfig:
@@ -187,37 +228,53 @@ class StackConfig:
             self.metrics_ports[name] = port
         return self.metrics_ports[name]
 
-    def env(self, name: str | None = None) -> dict[str, str]:
-        """The environment of process `name` (None: what every process shares)."""
-        env = dict(os.environ)
-        env.pop("AIPORT_METRICS_ADDR", None)
-        env.pop("AIPORT_LISTEN_ADDR", None)
-        env.update(
-            {
-                "AIPORT_DATABASE_URL": self.database_url,
-                "AIPORT_GATEWAY_ADDR": self.dial_addr("gateway"),
-                "AIPORT_BILLING_ADDR": self.billing_addr,
-                "AIPORT_PROVIDERS_ADDR": self.dial_addr("providers"),
-                "AIPORT_JOBS_ADDR": self.dial_addr("jobs"),
-                "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
-                "AIPORT_BLOB_DIR": str(self.blob_dir or self.run_dir / "blobs"),
-                "AIPORT_PUBLIC_URL": self.base_url,
-                "AIPORT_AMQP_PREFIX": self.amqp_prefix,
-                "AIPORT_JOB_TIMEOUT_SECONDS": str(self.job_timeout_seconds),
-                "AIPORT_SANDBOX_ROOT": self.sandbox_url,
-                "AIPORT_PROVIDERS": str(self.providers_file),
-                "AIPORT_CATALOG": str(self.catalog_file),
-                "AIPORT_SANDBOX_URL": f"{self.sandbox_url}/v1",
-                "AIPORT_SANDBOX_API_KEY": self.sandbox_api_key,
-                "AIPORT_SANDBOX_PORT": str(self.sandbox_port),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
+    def shared_env(self) -> dict[str, str]:
+        """Settings every process gets: addresses, files, tunables; no secret."""
+        env = {
+            "AIPORT_GATEWAY_ADDR": self.dial_addr("gateway"),
+            "AIPORT_BILLING_ADDR": self.billing_addr,
+            "AIPORT_PROVIDERS_ADDR": self.dial_addr("providers"),
+            "AIPORT_JOBS_ADDR": self.dial_addr("jobs"),
+            "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
+            "AIPORT_BLOB_DIR": str(self.blob_dir or self.run_dir / "blobs"),
+            "AIPORT_PUBLIC_URL": self.public_url or self.base_url,
+            "AIPORT_AMQP_PREFIX": self.amqp_prefix,
+            "AIPORT_JOB_TIMEOUT_SECONDS": str(self.job_timeout_seconds),
+            "AIPORT_SANDBOX_ROOT": self.sandbox_url,
+            "AIPORT_PROVIDERS": str(self.providers_file),
+            "AIPORT_CATALOG": str(self.catalog_file),
+            "AIPORT_SANDBOX_URL": f"{self.sandbox_url}/v1",
+            "AIPORT_SANDBOX_PORT": str(self.sandbox_port),
+            "PYTHONUNBUFFERED": "1",
+        }
         env.update(self.extra_env)
-        port = self.metrics_port(name) if name else None
+        return env
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """What every process of `service` gets: the shared settings and the
+        secrets that service uses. The edge (Envoy) reads none of them."""
+        env = inherited_env(os.environ)
+        if service == "edge":
+            return env
+        env.update(self.shared_env())
+        if service in DATABASE_USERS:
+            env["AIPORT_DATABASE_URL"] = self.database_url
+        if service in BROKER_USERS:
+            env["AIPORT_AMQP_URL"] = self.amqp_url
+        if service == "sandbox" or service in UPSTREAM_CALLERS:
+            env["AIPORT_SANDBOX_API_KEY"] = self.sandbox_api_key
+        if service in UPSTREAM_CALLERS:
+            env.update(self.upstream_env)
+        return env
+
+    def env(self, name: str) -> dict[str, str]:
+        """The environment of process `name`: its service's, and where it listens."""
+        service, _ = split_name(name)
+        env = self.service_env(service)
+        port = self.metrics_port(name)
         if port is not None:
             env["AIPORT_METRICS_ADDR"] = f"127.0.0.1:{port}"
-        if name and split_name(name)[0] in REPLICATED:
+        if service in REPLICATED:
             env["AIPORT_LISTEN_ADDR"] = f"127.0.0.1:{self.port(name)}"
         return env
 
@@ -324,7 +381,7 @@ class Stack:
             result = subprocess.run(
                 [sys.executable, "-m", f"services.{service}.migrate"],
                 cwd=PROJECT_ROOT,
-                env=self.config.env(),
+                env=self.config.service_env(service),
                 capture_output=True,
                 text=True,
                 check=False,

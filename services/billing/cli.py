@@ -4,11 +4,16 @@
     aiportctl topup ACCOUNT_ID AMOUNT_IDR [--idempotency-key K] [--description D]
     aiportctl key create ACCOUNT_ID | key list ACCOUNT_ID | key revoke KEY_ID
     aiportctl balance ACCOUNT_ID
-    aiportctl ledger ACCOUNT_ID [--limit N]
+    aiportctl ledger ACCOUNT_ID [--limit N] [--after ENTRY_ID] [--all]
 
 `--json` (anywhere) prints exactly one JSON object; IDR amounts are decimal
-strings. `--billing HOST:PORT` overrides AIPORT_BILLING_ADDR. Exit status 0 on
-success, 1 on any error (with --json: {"error": {"code", "message"}}).
+strings. `ledger` prints one page (newest first), the total of the entries it
+shows, and the cursor of the next page (`--after`); `--all` pages through every
+entry from there, printing each page as it comes (memory stays one page), so its
+total from the newest entry is the balance. If a later page fails, the JSON
+object so far is closed with an "error" member. `--billing HOST:PORT` overrides
+AIPORT_BILLING_ADDR. Exit status 0 on success, 1 on any error (with --json:
+{"error": {"code", "message"}}).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -73,8 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     ledger = commands.add_parser("ledger", help="show ledger entries, newest first")
     ledger.add_argument("account_id")
     ledger.add_argument(
-        "--limit", type=int, default=rules.DEFAULT_LEDGER_LIMIT, help="1..1000 (default 100)"
+        "--limit",
+        type=int,
+        help=f"entries per page, 1..1000 (default {rules.DEFAULT_LEDGER_LIMIT};"
+        f" {rules.MAX_LEDGER_LIMIT} with --all)",
     )
+    ledger.add_argument(
+        "--after", type=int, default=0, metavar="ENTRY_ID", help="start after this entry"
+    )
+    ledger.add_argument("--all", action="store_true", help="every page, to the oldest entry")
     return parser
 
 
@@ -188,31 +200,97 @@ def _run(stub: billing_pb2_grpc.BillingStub, ns: argparse.Namespace) -> Output:
         )
         return _balance_output(balance)
 
-    # ledger
+    raise CliError("INVALID_ARGUMENT", f"unknown command {ns.command}")
+
+
+def _ledger_pages(
+    stub: billing_pb2_grpc.BillingStub, ns: argparse.Namespace
+) -> Iterator[billing_pb2.LedgerPage]:
+    """The pages `aiportctl ledger` shows: one, or with --all every one from --after on."""
     rules.check_account_id(ns.account_id)
-    if not 1 <= ns.limit <= rules.MAX_LEDGER_LIMIT:
+    limit = ns.limit or (rules.MAX_LEDGER_LIMIT if ns.all else rules.DEFAULT_LEDGER_LIMIT)
+    if not 1 <= limit <= rules.MAX_LEDGER_LIMIT:
         raise rules.InvalidArgument(f"--limit must be between 1 and {rules.MAX_LEDGER_LIMIT}")
-    page: billing_pb2.LedgerPage = stub.ListLedger(
-        billing_pb2.ListLedgerRequest(account_id=ns.account_id, limit=ns.limit), timeout=timeout
-    )
-    entries = [
-        {
-            "entry_id": e.entry_id,
-            "kind": e.kind,
-            "amount_idr": rules.idr(e.amount_micros),
-            "balance_after_idr": rules.idr(e.balance_after_micros),
-            "hold_id": e.hold_id or None,
-            "description": e.description,
-            "created_at": rules.rfc3339(e.created_at_unix),
-        }
-        for e in page.entries
-    ]
-    lines = [
+    if ns.after < 0:
+        raise rules.InvalidArgument("--after must be a ledger entry id")
+    after = ns.after
+    while True:
+        page: billing_pb2.LedgerPage = stub.ListLedger(
+            billing_pb2.ListLedgerRequest(
+                account_id=ns.account_id, limit=limit, after_entry_id=after
+            ),
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
+        yield page
+        after = page.next_after_entry_id
+        if not (ns.all and after):
+            return
+
+
+def _entry_data(e: billing_pb2.LedgerEntry) -> dict[str, Any]:
+    return {
+        "entry_id": e.entry_id,
+        "kind": e.kind,
+        "amount_idr": rules.idr(e.amount_micros),
+        "balance_after_idr": rules.idr(e.balance_after_micros),
+        "hold_id": e.hold_id or None,
+        "description": e.description,
+        "created_at": rules.rfc3339(e.created_at_unix),
+    }
+
+
+def _entry_line(e: dict[str, Any]) -> str:
+    return (
         f"{e['created_at']}  #{e['entry_id']}  {e['kind']:<8} {e['amount_idr']:>16} IDR"
         f"  -> {e['balance_after_idr']} IDR  {e['description']}".rstrip()
-        for e in entries
-    ]
-    return {"entries": entries}, "\n".join(lines) if lines else "no ledger entries"
+    )
+
+
+def _print_ledger(
+    pages: Iterator[billing_pb2.LedgerPage],
+    ns: argparse.Namespace,
+    as_json: bool,
+    addr: str,
+    write: Callable[[str], object],
+) -> None:
+    """Print entries page by page; then their count, total and the next cursor.
+    Nothing is printed before the first page arrives, so an error there is
+    reported like any other."""
+    first = next(pages)
+    count = total = next_after = 0
+    if as_json:
+        write('{"entries": [')
+    page: billing_pb2.LedgerPage | None = first
+    while page is not None:
+        for e in page.entries:
+            data = _entry_data(e)
+            if as_json:
+                write((", " if count else "") + json.dumps(data, ensure_ascii=False))
+            else:
+                write(_entry_line(data) + "\n")
+            count += 1
+            total += e.amount_micros
+        next_after = page.next_after_entry_id
+        try:
+            page = next(pages, None)
+        except grpc.RpcError as error:
+            if not as_json:
+                raise
+            failure = _rpc_error(error, addr)
+            write(f'], "error": {json.dumps(_error_body(failure))}}}\n')
+            raise _Reported from None
+    if as_json:
+        tail = {"total_idr": rules.idr(total), "next_after": next_after or None}
+        write("], " + json.dumps(tail)[1:] + "\n")
+        return
+    shown = f"{count} entries" if count != 1 else "1 entry"
+    write(f"{shown}, total {rules.idr(total)} IDR\n" if count else "no ledger entries\n")
+    if next_after:
+        write(f"more: aiportctl ledger {ns.account_id} --after {next_after}\n")
+
+
+class _Reported(Exception):
+    """The error is already in the output; exit 1 without printing more."""
 
 
 def _rpc_error(error: grpc.RpcError, addr: str) -> CliError:
@@ -229,9 +307,13 @@ def _rpc_error(error: grpc.RpcError, addr: str) -> CliError:
     return CliError(code.name, message)
 
 
+def _error_body(error: CliError) -> dict[str, str]:
+    return {"code": error.code, "message": error.message}
+
+
 def _emit_error(error: CliError, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"error": {"code": error.code, "message": error.message}}))
+        print(json.dumps({"error": _error_body(error)}))
     else:
         print(f"aiportctl: {error.message}", file=sys.stderr)
     return 1
@@ -247,9 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with grpc.insecure_channel(addr) as channel:
             stub = billing_pb2_grpc.BillingStub(channel)
             try:
+                if ns.command == "ledger":
+                    _print_ledger(_ledger_pages(stub, ns), ns, as_json, addr, sys.stdout.write)
+                    return 0
                 data, human = _run(stub, ns)
             except grpc.RpcError as error:
                 raise _rpc_error(error, addr) from None
+    except _Reported:
+        return 1
     except CliError as error:
         return _emit_error(error, as_json)
     except rules.BillingError as error:

@@ -39,6 +39,8 @@ T = TypeVar("T")
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 NUMERIC_OUT_OF_RANGE = "22003"
 MAX_ATTEMPTS = 3
+# Above every ledger entry id (a bigint): where a listing from the newest starts.
+MAX_BIGINT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,13 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerPage:
+    entries: list[LedgerEntry]
+    # Where the next page starts (its after_entry_id); 0 when this page is the last.
+    next_after_entry_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ExpiredBatch:
     holds: int
     released_micros: int
@@ -177,7 +186,7 @@ _ENTRY_BY_KEY = text(
 )
 _LIST_ENTRIES = text(
     f"SELECT {ENTRY_COLUMNS} FROM billing.ledger_entries"
-    " WHERE account_id = :id ORDER BY id DESC LIMIT :limit"
+    " WHERE account_id = :id AND id < :before ORDER BY id DESC LIMIT :limit"
 )
 
 _INSERT_KEY = text(
@@ -409,13 +418,27 @@ async def _prior_top_up(
 
 
 async def list_ledger(engine: AsyncEngine, account_id: str, limit: int = 0) -> list[LedgerEntry]:
-    """The account's entries, newest first."""
+    """The account's newest entries, newest first."""
+    return (await ledger_page(engine, account_id, limit)).entries
+
+
+async def ledger_page(
+    engine: AsyncEngine, account_id: str, limit: int = 0, after_entry_id: int = 0
+) -> LedgerPage:
+    """One page of the account's entries, newest first, starting after entry
+    `after_entry_id` (0: at the newest). Entry ids only grow, so a cursor stays
+    valid while new entries arrive: they are newer than every page after it."""
     account_id = rules.check_account_id(account_id)
     limit = rules.resolve_ledger_limit(limit)
+    after = rules.check_ledger_cursor(after_entry_id)
     async with engine.connect() as conn:
         await _require_account(conn, account_id)
-        rows = (await conn.execute(_LIST_ENTRIES, {"id": account_id, "limit": limit})).all()
-    return [_entry(row) for row in rows]
+        # One row beyond the page tells whether another page follows.
+        before = after or MAX_BIGINT
+        params = {"id": account_id, "limit": limit + 1, "before": before}
+        rows = (await conn.execute(_LIST_ENTRIES, params)).all()
+    entries = [_entry(row) for row in rows[:limit]]
+    return LedgerPage(entries, entries[-1].id if len(rows) > limit else 0)
 
 
 # API keys.

@@ -207,6 +207,13 @@ def resolve_ledger_limit(limit: int) -> int:
     return limit
 
 
+def check_ledger_cursor(after_entry_id: int) -> int:
+    """0 (from the newest) or the id of an entry the listing continues after."""
+    if after_entry_id < 0:
+        raise InvalidArgument(f"after_entry_id must be an entry id, got {after_entry_id}")
+    return after_entry_id
+
+
 def clamp_capture(requested_micros: int, held_micros: int) -> int:
     """The amount actually captured: never more than the hold."""
     return max(0, min(requested_micros, held_micros))

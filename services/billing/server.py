@@ -291,8 +291,13 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def ListLedger(
         self, request: billing_pb2.ListLedgerRequest, context: Ctx
     ) -> billing_pb2.LedgerPage:
-        entries = await ledger.list_ledger(self._engine, request.account_id, request.limit)
-        return billing_pb2.LedgerPage(entries=[_entry_pb(entry) for entry in entries])
+        page = await ledger.ledger_page(
+            self._engine, request.account_id, request.limit, request.after_entry_id
+        )
+        return billing_pb2.LedgerPage(
+            entries=[_entry_pb(entry) for entry in page.entries],
+            next_after_entry_id=page.next_after_entry_id,
+        )
 
 
 def register(server: grpc.aio.Server, servicer: BillingServicer) -> list[str]:

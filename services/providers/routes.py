@@ -90,6 +90,33 @@ def expand_env(value: str, environ: Mapping[str, str]) -> str:
     return _ENV_REF.sub(sub, value)
 
 
+def env_references(doc: Any) -> dict[str, str | None]:
+    """Each variable a providers document reads (${NAME} in any of its strings),
+    with its default; None when some reference has none (the variable is needed)."""
+    found: dict[str, str | None] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            for match in _ENV_REF.finditer(node):
+                name, default = match.group(1), match.group(2)
+                if default is None or name not in found:
+                    found[name] = default
+        elif isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    return found
+
+
+def load_env_references(path: Path) -> dict[str, str | None]:
+    with path.open("rb") as fh:
+        return env_references(yaml.safe_load(fh))
+
+
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
     section = doc.get(name) or {}
     if not isinstance(section, dict):

@@ -7,17 +7,19 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from aiport.v1 import billing_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import ledger, rules
+from services.billing import cli, ledger, rules
 from services.common import db
 from tests.support.databases import drop_database, fresh_database_url
 
@@ -105,6 +107,60 @@ async def test_cli_account_topup_balance_ledger(billing_addr: str, engine: Async
     assert entries[0]["created_at"].endswith("Z")
     limited = await ctl(billing_addr, "ledger", account_id, "--limit", "1", "--json")
     assert len(limited["entries"]) == 1
+
+
+async def test_cli_ledger_pages_and_totals(billing_addr: str, engine: AsyncEngine) -> None:
+    """--limit pages, --after continues from a page's next_after, --all pages through
+    everything; each prints the total of what it shows, which for --all is the balance."""
+    account_id = (await ctl(billing_addr, "account", "create", "Pages", "--json"))["account_id"]
+    for amount in ("1", "2", "3", "4", "5.5"):
+        await ledger.top_up(engine, account_id, rules.parse_idr_amount(amount))
+    hold = await ledger.place_hold(engine, account_id, 2 * IDR, "cli-pages-1")
+    await ledger.capture_hold(engine, hold.id, 1_250_000)
+    balance = (await ctl(billing_addr, "balance", account_id, "--json"))["balance_idr"]
+    assert balance == "14.25"
+
+    first = await ctl(billing_addr, "ledger", account_id, "--limit", "2", "--json")
+    assert [e["amount_idr"] for e in first["entries"]] == ["-1.25", "5.5"]
+    assert first["total_idr"] == "4.25"
+    assert first["next_after"] == first["entries"][-1]["entry_id"]
+    after = str(first["next_after"])
+    second = await ctl(
+        billing_addr, "ledger", account_id, "--after", after, "--limit", "3", "--json"
+    )
+    assert [e["amount_idr"] for e in second["entries"]] == ["4", "3", "2"]
+    assert second["total_idr"] == "9"
+    last = await ctl(
+        billing_addr, "ledger", account_id, "--after", str(second["next_after"]), "--json"
+    )
+    assert [e["amount_idr"] for e in last["entries"]] == ["1"]
+    assert last["next_after"] is None
+
+    # --all in pages of 2: every entry once, newest first, and the total is the balance.
+    everything = await ctl(billing_addr, "ledger", account_id, "--all", "--limit", "2", "--json")
+    assert [e["amount_idr"] for e in everything["entries"]] == ["-1.25", "5.5", "4", "3", "2", "1"]
+    assert everything["total_idr"] == balance
+    assert everything["next_after"] is None
+    rest = await ctl(billing_addr, "ledger", account_id, "--all", "--after", after, "--json")
+    assert [e["amount_idr"] for e in rest["entries"]] == ["4", "3", "2", "1"]
+
+    code, out, err = await run(
+        str(AIPORTCTL), "ledger", account_id, "--limit", "2", env=cli_env(billing_addr)
+    )
+    assert code == 0, err
+    assert "2 entries, total 4.25 IDR" in out
+    assert f"--after {first['next_after']}" in out
+    code, out, err = await run(
+        str(AIPORTCTL), "ledger", account_id, "--all", "--limit", "4", env=cli_env(billing_addr)
+    )
+    assert code == 0, err
+    assert out.count(" IDR  -> ") == 6
+    assert "6 entries, total 14.25 IDR" in out
+    assert "--after" not in out
+
+    bad = await ctl_error(billing_addr, "ledger", account_id, "--after", "-3", "--json")
+    assert bad["code"] == "INVALID_ARGUMENT"
+    assert "--after" in bad["message"]
 
 
 async def test_cli_keys(billing_addr: str, engine: AsyncEngine) -> None:
@@ -289,3 +345,22 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
             await engine.dispose()
     finally:
         drop_database(url)
+
+
+def test_cli_ledger_all_closes_its_json_when_a_later_page_fails() -> None:
+    """--all --json has printed earlier pages when a later one fails: the output is
+    still exactly one JSON object, ending in the error, and the exit status is 1."""
+
+    def pages() -> Iterator[billing_pb2.LedgerPage]:
+        entry = billing_pb2.LedgerEntry(entry_id=9, kind="topup", amount_micros=2 * IDR)
+        yield billing_pb2.LedgerPage(entries=[entry], next_after_entry_id=9)
+        raise grpc.RpcError("billing went away")
+
+    ns = cli._parser().parse_args(["ledger", "acct_" + "1" * 20, "--all"])
+    out: list[str] = []
+    with pytest.raises(cli._Reported):
+        cli._print_ledger(pages(), ns, True, "127.0.0.1:1", out.append)
+    body = one_object("".join(out))
+    assert [e["entry_id"] for e in body["entries"]] == [9]
+    assert body["error"]["code"] == "UNKNOWN"
+    assert "total_idr" not in body

@@ -419,6 +419,28 @@ async def test_ledger_listing_limits(engine: AsyncEngine) -> None:
         await ledger.list_ledger(engine, account_id, 1001)
 
 
+async def test_ledger_pages_with_a_cursor(engine: AsyncEngine) -> None:
+    """Pages newest first; each page's cursor continues exactly where it stopped,
+    and the last page says so (no cursor), so paging ends without an empty page."""
+    account_id = await funded_account(engine, 1 * IDR)
+    for amount in (2, 3, 4, 5):
+        await ledger.top_up(engine, account_id, amount * IDR)
+    everything = await entries(engine, account_id)
+    assert len(everything) == 5
+    first = await ledger.ledger_page(engine, account_id, 2)
+    assert [e.id for e in first.entries] == [e.id for e in everything[:2]]
+    assert first.next_after_entry_id == everything[1].id
+    second = await ledger.ledger_page(engine, account_id, 2, first.next_after_entry_id)
+    assert [e.id for e in second.entries] == [e.id for e in everything[2:4]]
+    last = await ledger.ledger_page(engine, account_id, 2, second.next_after_entry_id)
+    assert [e.id for e in last.entries] == [everything[4].id]
+    assert last.next_after_entry_id == 0
+    exact = await ledger.ledger_page(engine, account_id, 5)
+    assert len(exact.entries) == 5 and exact.next_after_entry_id == 0
+    with pytest.raises(InvalidArgument):
+        await ledger.ledger_page(engine, account_id, 2, -1)
+
+
 async def test_schema_refuses_bad_money(engine: AsyncEngine) -> None:
     account_id = await funded_account(engine, 5 * IDR)
     hold = await ledger.place_hold(engine, account_id, IDR, key())

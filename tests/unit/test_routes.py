@@ -19,7 +19,9 @@ from services.providers.routes import (
     Route,
     RouteConfigError,
     RouteTable,
+    env_references,
     expand_env,
+    load_env_references,
     load_routes,
     parse_routes,
 )
@@ -445,3 +447,30 @@ def test_real_openai_provider_drops_what_reasoning_models_reject() -> None:
     table = load_routes(CONFIG / "providers.yaml", {})
     assert {"temperature", "top_p"} <= table.providers["openai"].drop_params
     assert table.providers["deepseek"].drop_params == frozenset()
+
+
+def test_env_references_lists_what_a_providers_document_reads() -> None:
+    doc = {
+        "providers": {
+            "a": {"base_url": "${A_URL:-https://a}/v1", "api_key": "${A_KEY}", "timeout": 5},
+            "b": {"base_url": "${A_URL}", "api_key": "${B_KEY:-}", "headers": {"X": "${HDR}"}},
+        },
+        "routes": {"m": [{"provider": "a", "upstream_model": "${MODEL:-m}"}]},
+        "comment": "plain A_KEY is not a reference",
+    }
+    # A_URL: one reference has no default, so the variable is needed.
+    assert env_references(doc) == {
+        "A_URL": None,
+        "A_KEY": None,
+        "B_KEY": "",
+        "HDR": None,
+        "MODEL": "m",
+    }
+
+
+def test_env_references_of_the_shipped_files() -> None:
+    real = load_env_references(CONFIG / "providers.yaml")
+    assert real["OPENAI_API_KEY"] is None
+    assert real["OPENAI_BASE_URL"] == "https://api.openai.com/v1"
+    sandbox = load_env_references(CONFIG / "providers.sandbox.yaml")
+    assert set(sandbox) == {"AIPORT_SANDBOX_API_KEY", "AIPORT_SANDBOX_URL", "AIPORT_SANDBOX_ROOT"}
