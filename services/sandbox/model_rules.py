@@ -19,6 +19,8 @@ Sources (checked 2026-12):
       output_config.effort); temperature, top_p and top_k are refused ("deprecated for
       this model"). Opus/Sonnet 4.6 take both adaptive and budget thinking; older
       models (Haiku 4.5) only budget thinking.
+  Gemini (ai.google.dev thinking docs): thinkingLevel is for Gemini 3 onwards; 2.5 and
+      older take thinkingBudget only; both in one request is a 400 (checked in gemini.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class ChatRules:
     budget_thinking: bool = True  # thinking.type "enabled" with budget_tokens
     adaptive_thinking: bool = True  # thinking.type "adaptive" and output_config.effort
     sampling: bool = True  # temperature / top_p / top_k
+    # Gemini.
+    thinking_level: bool = True  # generationConfig.thinkingConfig.thinkingLevel
 
 
 _DEEPSEEK = ChatRules(thinking_toggle=True, reasoning_content_in_tool_turns=True)
@@ -61,6 +65,8 @@ RULES: tuple[tuple[str, ChatRules], ...] = (
     ("claude-opus-4-6", ChatRules()),
     ("claude-sonnet-4-6", ChatRules()),
     ("claude-", _CLAUDE_BUDGET_ONLY),
+    ("gemini-1", ChatRules(thinking_level=False)),
+    ("gemini-2", ChatRules(thinking_level=False)),
 )
 DEFAULT = ChatRules()
 
