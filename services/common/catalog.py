@@ -19,6 +19,50 @@ class CatalogError(ValueError):
     """The catalog file is malformed; the service must not start with it."""
 
 
+# How a text model's thinking is switched on the upstream (catalog `thinking.control`):
+#   toggle    OpenAI-compatible `thinking: {type: enabled|disabled}` (DeepSeek, GLM, Kimi)
+#   effort    OpenAI `reasoning_effort`; off = the effort value meaning "no reasoning"
+#   always    always reasons, nothing to switch (reasoning models only)
+#   adaptive  Anthropic `thinking: {type: adaptive}` + `output_config.effort`; off = omitted
+#   budget    Anthropic enabled + budget_tokens / Gemini thinkingBudget (0 = off)
+#   level     Gemini thinkingLevel; off = the lowest level the model has
+#   none      the model does not think (non-reasoning models only)
+THINKING_CONTROLS = frozenset({"toggle", "effort", "always", "adaptive", "budget", "level", "none"})
+# Controls that need an explicit `off` value to keep a non-reasoning model from thinking.
+_OFF_BY_VALUE = frozenset({"effort", "level"})
+# What the gateway does with a public parameter for a model (catalog `parameters`).
+PARAMETER_RULES = frozenset({"pass", "drop", "refuse"})
+# Public chat parameters a model's `parameters` map may name.
+POLICY_PARAMETERS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "n",
+        "stop",
+        "response_format",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "reasoning_effort",
+        "parallel_tool_calls",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingPolicy:
+    control: str = "none"
+    # The upstream value that switches thinking off (`effort` / `level` controls).
+    off: str | None = None
+    # Whether the client's reasoning_effort is sent on as the upstream's effort / level
+    # (False: thinking is only switched on, the model picks its own depth).
+    effort: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class TextModel:
     id: str
@@ -32,6 +76,9 @@ class TextModel:
     max_output_tokens: int
     supports_reasoning: bool
     enabled: bool = True
+    thinking: ThinkingPolicy = field(default_factory=ThinkingPolicy)
+    # public parameter -> "drop" | "refuse" (absent: "pass")
+    parameters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +158,41 @@ def _price_table(entry: dict[str, Any], key: str, where: str) -> dict[str, int]:
     return {str(tier): _micros(price, f"{where}.{key}.{tier}") for tier, price in table.items()}
 
 
+def _thinking(entry: dict[str, Any], reasoning: bool, where: str) -> ThinkingPolicy:
+    raw = entry.get("thinking", {"control": "none"})
+    if not isinstance(raw, dict) or raw.get("control") not in THINKING_CONTROLS:
+        raise CatalogError(
+            f"{where}: 'thinking.control' must be one of {', '.join(sorted(THINKING_CONTROLS))}"
+        )
+    off = raw.get("off_value")
+    if off is not None and not isinstance(off, str):
+        raise CatalogError(f"{where}: 'thinking.off_value' must be a string")
+    policy = ThinkingPolicy(control=raw["control"], off=off, effort=bool(raw.get("effort", True)))
+    # supports_reasoning (shown by /v1/pricing) must be what the policy can deliver.
+    if reasoning and policy.control == "none":
+        raise CatalogError(f"{where}: a reasoning model needs a thinking control")
+    if not reasoning and policy.control == "always":
+        raise CatalogError(f"{where}: a model that always reasons must be a reasoning model")
+    if not reasoning and policy.control in _OFF_BY_VALUE and off is None:
+        raise CatalogError(f"{where}: a non-reasoning model needs 'thinking.off_value'")
+    return policy
+
+
+def _parameters(entry: dict[str, Any], reasoning: bool, where: str) -> dict[str, str]:
+    raw = entry.get("parameters") or {}
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: 'parameters' must be a mapping")
+    out: dict[str, str] = {}
+    for name, rule in raw.items():
+        if name not in POLICY_PARAMETERS or rule not in PARAMETER_RULES:
+            raise CatalogError(f"{where}: bad parameter rule {name!r}: {rule!r}")
+        if rule != "pass":
+            out[name] = rule
+    if reasoning and "reasoning_effort" in out:
+        raise CatalogError(f"{where}: a reasoning model must take reasoning_effort")
+    return out
+
+
 def parse_catalog(doc: Any) -> Catalog:
     if not isinstance(doc, dict):
         raise CatalogError("catalog: top level must be a mapping")
@@ -123,6 +205,7 @@ def parse_catalog(doc: Any) -> Catalog:
 
     for i, e in enumerate(doc.get("text") or []):
         where = f"text[{i}]"
+        reasoning = _require(e, "supports_reasoning", bool, where)
         add(
             TextModel(
                 id=_require(e, "id", str, where),
@@ -133,8 +216,10 @@ def parse_catalog(doc: Any) -> Catalog:
                 cached_input_micros_per_m=_micros(e.get("cached_input_per_million_tokens"), where),
                 output_micros_per_m=_micros(e.get("output_per_million_tokens"), where),
                 max_output_tokens=_require(e, "max_output_tokens", int, where),
-                supports_reasoning=_require(e, "supports_reasoning", bool, where),
+                supports_reasoning=reasoning,
                 enabled=bool(e.get("enabled", True)),
+                thinking=_thinking(e, reasoning, where),
+                parameters=_parameters(e, reasoning, where),
             )
         )
     for i, e in enumerate(doc.get("image") or []):

@@ -4,7 +4,8 @@ Turns the client's raw JSON into a ChatCall: the catalog model, whether to
 stream, the bounds billing needs for the hold, and the canonical request the
 providers service forwards upstream. Unknown parameters are dropped, not
 rejected; every known one is type- and range-checked so a bad value is a clear
-400 here rather than an upstream error.
+400 here rather than an upstream error; then the model's own parameter policy
+(chat_policy) drops or refuses what that model does not take.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from services.common.catalog import Catalog, TextModel
+from services.gateway.chat_policy import apply_model_policy
 from services.gateway.errors import (
     PublicError,
     invalid_request,
@@ -194,6 +196,16 @@ def _message(message: Any, index: int, size: _PromptSize) -> dict[str, Any]:
             out["content"] = _content(message, index, size, allow_images=False)
         if has_calls:
             out["tool_calls"] = _tool_calls(message, index, size)
+        reasoning = message.get("reasoning_content")
+        if reasoning is not None:
+            # Sent back as the upstream gave it: DeepSeek's thinking mode refuses a tool
+            # loop whose tool-calling turns come back without it.
+            if not isinstance(reasoning, str):
+                raise invalid_request(
+                    f"'{param}.reasoning_content' must be a string.", f"{param}.reasoning_content"
+                )
+            size.add_text(reasoning, is_content=False)
+            out["reasoning_content"] = reasoning
     else:
         if "content" not in message or message["content"] is None:
             raise invalid_request(f"'{param}.content' is required.", f"{param}.content")
@@ -419,13 +431,14 @@ def parse_chat_request(raw: bytes, catalog: Catalog) -> ChatCall:
         raise invalid_request("'user' must be a string.", "user")
     optional["user"] = user
     upstream.update({k: v for k, v in optional.items() if v is not None})
+    upstream = apply_model_policy(model, upstream)
 
     return ChatCall(
         model=model,
         stream=stream,
         upstream_request=upstream,
         max_output_tokens=max_output,
-        choices=optional["n"] or 1,
+        choices=upstream.get("n") or 1,
         prompt_chars=size.chars,
         prompt_bytes=size.bytes,
         image_parts=size.images,

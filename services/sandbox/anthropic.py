@@ -6,7 +6,8 @@ adapter is caught here rather than in production: unknown fields anywhere are a 
 `tool_calls`, role `tool`, `type: function` tools) are 400s, roles must alternate
 starting with the user (the real API merges consecutive turns; older versions refused
 them), tool_use / tool_result blocks must pair up turn by turn, text must not be blank,
-and thinking must obey its documented rules (budget 1024..max_tokens-1, no temperature
+and thinking must obey its documented rules (budget 1024..max_tokens-1, or adaptive; and
+per model (model_rules): adaptive-only Opus models, no sampling on them; no temperature
 other than 1, no top_k, top_p >= 0.95, no forced tool use, no prefill, and the
 assistant turn a tool loop continues must start with its thinking block).
 
@@ -37,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from services.sandbox import directives, media, openai_chat, textgen
+from services.sandbox import directives, media, model_rules, openai_chat, textgen
 from services.sandbox.errors import ApiError, invalid
 
 VERSIONS = frozenset({"2023-06-01", "2023-01-01"})
@@ -50,7 +51,9 @@ STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_
 _TOP_LEVEL = frozenset(
     {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream"}
     | {"temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier"}
+    | {"output_config"}
 )
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 # Per block type: (required fields, optional fields).
@@ -515,19 +518,31 @@ def _tool_choice(raw: Any, tools: tuple[openai_chat.Tool, ...]) -> dict[str, Any
     return raw
 
 
-def _thinking_budget(raw: Any, max_tokens: int) -> int | None:
+def _thinking_on(raw: Any, max_tokens: int, rules: model_rules.ChatRules) -> bool:
+    """Whether the request turns thinking on (budget or adaptive), as this model allows."""
     if raw is None:
-        return None
+        return False
     if not isinstance(raw, dict):
         raise _wrong("thinking", "a valid dictionary")
     kind = raw.get("type")
     if kind == "disabled":
         _fields(raw, "thinking", frozenset({"type"}), frozenset())
-        return None
+        return False
+    if kind == "adaptive":
+        if not rules.adaptive_thinking:
+            raise invalid('"thinking.type.adaptive" is not supported for this model.')
+        _fields(raw, "thinking", frozenset({"type"}), frozenset({"display"}))
+        return True
     if kind != "enabled":
         raise invalid(
             f"thinking.type: Input tag {kind!r} found using 'type' does not match any of the"
-            " expected tags: 'enabled', 'disabled'"
+            " expected tags: 'enabled', 'disabled', 'adaptive'"
+        )
+    if not rules.budget_thinking:
+        raise invalid(
+            '"thinking.type.enabled" is not supported for this model. Use'
+            ' "thinking.type.adaptive" and "output_config.effort" to control thinking'
+            " behavior."
         )
     _fields(raw, "thinking", frozenset({"type", "budget_tokens"}), frozenset())
     budget = _int(raw, "budget_tokens", MIN_THINKING_BUDGET)
@@ -535,7 +550,22 @@ def _thinking_budget(raw: Any, max_tokens: int) -> int | None:
         raise _required("thinking.budget_tokens")
     if budget >= max_tokens:
         raise invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
-    return budget
+    return True
+
+
+def _output_config(raw: Any, rules: model_rules.ChatRules) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        raise _wrong("output_config", "a valid dictionary")
+    _fields(raw, "output_config", frozenset(), frozenset({"effort", "format"}))
+    effort = raw.get("effort")
+    if effort is None:
+        return
+    if not rules.adaptive_thinking:
+        raise invalid("output_config.effort: the effort parameter is not supported for this model.")
+    if effort not in EFFORTS:
+        raise _wrong("output_config.effort", "'low', 'medium', 'high', 'xhigh' or 'max'")
 
 
 def _check_thinking(
@@ -601,6 +631,11 @@ def parse_request(body: object) -> openai_chat.ChatRequest:
         raise _wrong("stream", "a valid boolean")
     if body.get("service_tier") not in (None, "auto", "standard_only"):
         raise _wrong("service_tier", "'auto' or 'standard_only'")
+    rules = model_rules.rules_for(model)
+    if not rules.sampling:
+        for key in ("temperature", "top_p", "top_k"):
+            if key in body:
+                raise invalid(f"`{key}` is deprecated for this model.")
     temperature = _number(body, "temperature", 0, 1)
     top_p = _number(body, "top_p", 0, 1)
     _int(body, "top_k", 0)
@@ -611,7 +646,8 @@ def parse_request(body: object) -> openai_chat.ChatRequest:
         )
     tools = _tools(body.get("tools"))
     tool_choice = _tool_choice(body.get("tool_choice"), tools)
-    if _thinking_budget(body.get("thinking"), max_tokens) is not None:
+    _output_config(body.get("output_config"), rules)
+    if _thinking_on(body.get("thinking"), max_tokens, rules):
         _check_thinking(body, messages, tool_choice)
 
     choice, forced = ("auto" if tools else "none"), None

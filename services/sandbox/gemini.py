@@ -55,7 +55,7 @@ from typing import Any
 
 import orjson
 
-from services.sandbox import directives, media, openai_chat, png, textgen
+from services.sandbox import directives, media, model_rules, openai_chat, png, textgen
 from services.sandbox.errors import ApiError, invalid
 
 MAX_CANDIDATES = 8
@@ -388,7 +388,7 @@ def parse_request(model: str, body: object, stream: bool) -> GeminiRequest:
     _safety(fields.get("safetySettings"))
     if fields.get("cachedContent") is not None:
         _str(fields, "cachedContent", "")
-    config = _generation(fields.get("generationConfig"))
+    config = _generation(fields.get("generationConfig"), model)
     _check_turn_order(contents)
     return GeminiRequest(
         model=model,
@@ -693,7 +693,7 @@ def _safety(raw: Any) -> None:
             _str(fields, key, f"safety_settings[{i}]")
 
 
-def _generation(raw: Any) -> dict[str, Any]:
+def _generation(raw: Any, model: str) -> dict[str, Any]:
     where = "generation_config"
     fields = _fields(raw, _GENERATION, where) if raw is not None else {}
     stop = fields.get("stopSequences")
@@ -759,6 +759,12 @@ def _generation(raw: Any) -> dict[str, Any]:
                 "Unable to submit request because thinking_budget and thinking_level are not "
                 "supported together."
             )
+        if (
+            level is not None
+            and not model_rules.rules_for(model.removeprefix("models/")).thinking_level
+        ):
+            # Gemini 2.5 and older take a thinkingBudget; thinkingLevel is Gemini 3's.
+            raise invalid("Thinking level is not supported for this model.")
     aspect_ratio, image_size = "1:1", "1K"
     if fields.get("imageConfig") is not None:
         image = _fields(fields["imageConfig"], _IMAGE, f"{where}.image_config")

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from services.sandbox import directives, textgen, toolargs
+from services.sandbox import directives, model_rules, textgen, toolargs
 from services.sandbox.errors import ApiError, invalid
 
 DEFAULT_WORDS = 12
@@ -32,6 +32,9 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 _CONTENT_OPTIONAL = frozenset({"assistant", "function"})
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _REASONING_WORDS = 6
+# Reasoning tokens of a thinking-mode answer (a model with a thinking toggle, toggle on)
+# when the prompt asks for none with [sim:reasoning=N]: such a model always reasons.
+THINKING_MODE_REASONING_TOKENS = 8
 _ARGUMENT_FRAGMENTS = 3
 
 
@@ -56,6 +59,9 @@ class ChatRequest:
     parallel_tool_calls: bool
     directives: directives.Directives
     seed_text: str  # last user message, directives stripped: seeds the answer
+    # None: the model has no thinking toggle ([sim:reasoning=N] decides); else whether
+    # this request runs in thinking mode (DeepSeek-style `thinking: {type}`).
+    thinking: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,7 @@ def parse_request(body: object) -> ChatRequest:
     given = [cap for cap in caps if cap is not None]
     tools = _tools(body)
     tool_choice, forced = _tool_choice(body, tools)
+    thinking = _model_rules(body, model, messages)
     user_text = next((_text(m) for m in reversed(messages) if m["role"] == "user"), "")
     return ChatRequest(
         body=body,
@@ -167,7 +174,52 @@ def parse_request(body: object) -> ChatRequest:
         parallel_tool_calls=_bool(body, "parallel_tool_calls", True),
         directives=directives.parse(user_text),
         seed_text=directives.remove(user_text),
+        thinking=thinking,
     )
+
+
+def _model_rules(body: dict[str, Any], model: str, messages: list[Any]) -> bool | None:
+    """The model's own rules (model_rules); whether it runs in thinking mode, or None."""
+    rules = model_rules.rules_for(model)
+    for key in sorted(rules.unsupported):
+        if key in body:
+            raise invalid(
+                f"Unsupported parameter: '{key}' is not supported with this model.",
+                param=key,
+                code="unsupported_parameter",
+            )
+    for key, default in rules.default_only:
+        value = body.get(key)
+        if value is not None and value != default:
+            raise invalid(
+                f"Unsupported value: '{key}' does not support {value} with this model."
+                f" Only the default ({default}) value is supported.",
+                param=key,
+                code="unsupported_value",
+            )
+    if not rules.thinking_toggle:
+        return None
+    raw = body.get("thinking")
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if raw is not None and kind not in ("enabled", "disabled"):
+        raise invalid(
+            "Invalid value for 'thinking.type': expected 'enabled' or 'disabled'.",
+            param="thinking.type",
+            code="invalid_value",
+        )
+    thinking = kind != "disabled"
+    if thinking and rules.reasoning_content_in_tool_turns:
+        for i, message in enumerate(messages):
+            if message.get("tool_calls") and not (
+                isinstance(message.get("reasoning_content"), str) and message["reasoning_content"]
+            ):
+                raise invalid(
+                    f"Missing `reasoning_content` in the assistant message at 'messages.[{i}]':"
+                    " in thinking mode the reasoning_content of a turn that called tools must"
+                    " be passed back to the API.",
+                    param=f"messages.[{i}].reasoning_content",
+                )
+    return thinking
 
 
 def _check_message(i: int, message: object) -> None:
@@ -381,6 +433,9 @@ def _choice(request: ChatRequest, index: int, to_call: tuple[Tool, ...]) -> Choi
     key = f"{request.model}\x00{request.seed_text}\x00{index}"
     cap = request.max_tokens
     wanted_reasoning = request.directives.reasoning
+    if request.thinking is not None:
+        # A thinking-toggle model reasons exactly when thinking mode is on.
+        wanted_reasoning = (wanted_reasoning or THINKING_MODE_REASONING_TOKENS) * request.thinking
     reasoning_tokens = wanted_reasoning if cap is None else min(wanted_reasoning, cap)
     reasoning = None
     if reasoning_tokens:

@@ -300,3 +300,96 @@ def test_each_account_sees_only_itself(
     ).json()
     assert mine["balance_idr"] == "100000"
     assert theirs["balance_idr"] == "5000"
+
+
+# --- per-model parameter policy (issue 11, items 9 and 10) ---------------------------------
+
+
+def last_upstream_body(sandbox: httpx.Client) -> dict[str, object]:
+    seen = sandbox.get("/_sandbox/requests").json()[-1]
+    body = seen["body"] if "body" in seen else seen
+    assert isinstance(body, dict)
+    return body
+
+
+def test_deepseek_thinking_tool_loop_sends_reasoning_content_back(
+    client: openai.OpenAI, sandbox: httpx.Client
+) -> None:
+    question: ChatCompletionMessageParam = {"role": "user", "content": "Weather in Medan?"}
+    first = client.chat.completions.create(
+        model="deepseek-v4-pro", messages=[question], tools=[WEATHER_TOOL]
+    )
+    turn = first.choices[0].message.model_dump(exclude_none=True)
+    # Thinking mode (DeepSeek's default for a reasoning model): the reasoning comes back.
+    assert turn["reasoning_content"] and turn["tool_calls"]
+    call_id = turn["tool_calls"][0]["id"]
+    sandbox.delete("/_sandbox/requests")
+    second = client.chat.completions.create(
+        model="deepseek-v4-pro",
+        messages=[
+            question,
+            turn,  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": call_id, "content": '{"temp_c":30}'},
+        ],
+        tools=[WEATHER_TOOL],
+    )
+    assert second.choices[0].finish_reason == "stop"
+    sent = last_upstream_body(sandbox)["messages"]
+    assert isinstance(sent, list) and sent[1]["reasoning_content"] == turn["reasoning_content"]
+
+
+def test_non_reasoning_model_is_told_not_to_think(
+    client: openai.OpenAI, sandbox: httpx.Client
+) -> None:
+    sandbox.delete("/_sandbox/requests")
+    reply = client.chat.completions.create(
+        model="deepseek-v4-flash", messages=[{"role": "user", "content": "Hi [sim:reasoning=6]"}]
+    )
+    assert last_upstream_body(sandbox)["thinking"] == {"type": "disabled"}
+    assert reply.usage is not None and reply.usage.completion_tokens_details is not None
+    assert reply.usage.completion_tokens_details.reasoning_tokens == 0
+    assert getattr(reply.choices[0].message, "reasoning_content", None) is None
+
+
+def test_opus_reasoning_effort_is_adaptive_thinking_and_temperature_dropped(
+    client: openai.OpenAI, sandbox: httpx.Client
+) -> None:
+    sandbox.delete("/_sandbox/requests")
+    reply = client.chat.completions.create(
+        model="claude-opus-4-8",
+        messages=[{"role": "user", "content": "Think [sim:reasoning=3]"}],
+        reasoning_effort="high",
+        temperature=0.3,
+        top_p=0.8,
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    body = last_upstream_body(sandbox)
+    assert body["thinking"] == {"type": "adaptive"}
+    assert body["output_config"] == {"effort": "high"}
+    assert "temperature" not in body and "top_p" not in body
+
+
+def test_gpt5_refuses_stop_with_our_own_error(http: httpx.Client, sandbox: httpx.Client) -> None:
+    sandbox.delete("/_sandbox/requests")
+    response = http.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-5.4", "messages": MESSAGES, "stop": ["\n"], "temperature": 0.2},
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "stop" and "gpt-5.4" in error["message"]
+    assert sandbox.get("/_sandbox/requests").json() == []
+    # Without stop the same request goes through; temperature is dropped for this model.
+    ok = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-5.4",
+            "messages": MESSAGES,
+            "temperature": 0.2,
+            "reasoning_effort": "low",
+        },
+    )
+    assert ok.status_code == 200, ok.text
+    body = last_upstream_body(sandbox)
+    assert "temperature" not in body and "thinking" not in body
+    assert body["reasoning_effort"] == "low"

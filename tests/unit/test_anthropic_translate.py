@@ -895,3 +895,41 @@ def test_protocol_violations(events: list[tuple[str, Any]]) -> None:
 def test_bad_json_in_an_event_is_an_error() -> None:
     with pytest.raises(orjson.JSONDecodeError):
         run([start(), ("content_block_delta", b"{not json")])
+
+
+# --- thinking instruction (per-model policy) -------------------------------------------------
+
+
+def test_adaptive_control_sends_adaptive_thinking_and_effort() -> None:
+    adaptive = {"control": "adaptive", "type": "enabled"}
+    out = build([user("Hi")], reasoning_effort="medium", thinking=adaptive, max_tokens=100)
+    assert out["thinking"] == {"type": "adaptive"}
+    assert out["output_config"] == {"effort": "medium"}
+    # No fixed budget, so no minimum max_tokens either; no temperature with thinking.
+    assert "budget_tokens" not in out["thinking"]
+    out = build([user("Hi")], reasoning_effort="low", thinking=adaptive, temperature=0.5)
+    assert out["thinking"] == {"type": "adaptive"} and "temperature" not in out
+    # The tool-loop, prefill and forced-tool rules apply to adaptive thinking too.
+    loop = [
+        user("Weather?"),
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [call("c1")],
+            "reasoning_content": "r",
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "22C"},
+    ]
+    out = build(loop, reasoning_effort="high", thinking=adaptive)
+    assert "thinking" not in out and "output_config" not in out
+    # reasoning_content has no place in Anthropic's turns (no signature to send back).
+    assert all("reasoning_content" not in block for m in out["messages"] for block in m["content"])
+
+
+def test_disabled_thinking_and_budget_control() -> None:
+    off = build([user("Hi")], thinking={"control": "budget", "type": "disabled"})
+    assert "thinking" not in off
+    budget = {"control": "budget", "type": "enabled"}
+    out = build([user("Hi")], reasoning_effort="low", thinking=budget, max_tokens=4096)
+    assert out["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert "output_config" not in out

@@ -31,8 +31,13 @@ def test_defaults() -> None:
     call = parse({"messages": HELLO})
     assert call.model.id == "deepseek-v4-flash"
     assert call.stream is False
-    # No max_tokens from the client: the model's own cap bounds the upstream.
-    assert call.upstream_request == {"messages": HELLO, "max_tokens": 8192}
+    # No max_tokens from the client: the model's own cap bounds the upstream; the
+    # default model does not reason, so its upstream is told not to think.
+    assert call.upstream_request == {
+        "messages": HELLO,
+        "max_tokens": 8192,
+        "thinking": {"control": "toggle", "type": "disabled"},
+    }
     assert call.max_output_tokens == 8192
     assert call.choices == 1
 
@@ -46,7 +51,7 @@ def test_max_tokens_is_capped_by_the_model() -> None:
 
 def test_unknown_parameters_are_dropped() -> None:
     call = parse({"messages": HELLO, "store": True, "x_custom": [1], "metadata": {"a": "b"}})
-    assert set(call.upstream_request) == {"messages", "max_tokens"}
+    assert set(call.upstream_request) == {"messages", "max_tokens", "thinking"}
 
 
 def test_standard_parameters_are_forwarded() -> None:

@@ -879,3 +879,32 @@ def test_stream_rejects_content_after_finish() -> None:
     assert state.end()[0]["usage"]["prompt_tokens"] == 8
     with pytest.raises(UpstreamProtocolError):
         state.feed(event([{"text": "b"}]))
+
+
+# --- thinking instruction (per-model policy) -------------------------------------------------
+
+
+def test_thinking_instruction_picks_the_style_and_switches_off() -> None:
+    hello = [{"role": "user", "content": "Hi"}]
+    off = body(hello, thinking={"control": "level", "type": "disabled", "off": "minimal"})
+    assert off["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "minimal"}
+    budget_off = generate_content_request(
+        {"messages": hello, "max_tokens": 9, "thinking": {"control": "budget", "type": "disabled"}},
+        "any-model",
+    )
+    assert budget_off["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}
+    # The instruction's control wins over the model name's generation.
+    on = generate_content_request(
+        {
+            "messages": hello,
+            "max_tokens": 9,
+            "reasoning_effort": "high",
+            "thinking": {"control": "level", "type": "enabled"},
+        },
+        "gemini-2.5-flash",
+    )
+    assert on["generationConfig"]["thinkingConfig"] == {
+        "thinkingLevel": "high",
+        "includeThoughts": True,
+    }
+    assert "thinking" not in on and "thinking" not in on["generationConfig"]

@@ -778,3 +778,45 @@ def test_parameters_an_upstream_rejects_are_dropped() -> None:
     )
     assert body == {"messages": [], "max_completion_tokens": 5, "seed": 1, "model": "gpt-5.4"}
     assert request["temperature"] == 0.2  # the caller's dict is untouched
+
+
+# --- thinking instruction and reasoning_content (per-model policy) ---------------------------
+
+TOOL_TURN = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    "reasoning_content": "I should call f.",
+}
+
+
+@pytest.mark.parametrize(
+    ("instruction", "effort", "expected"),
+    [
+        ({"control": "toggle", "type": "disabled"}, None, {"thinking": {"type": "disabled"}}),
+        (
+            {"control": "toggle", "type": "enabled"},
+            "high",
+            {"thinking": {"type": "enabled"}, "reasoning_effort": "high"},
+        ),
+        ({"control": "effort", "type": "enabled"}, "low", {"reasoning_effort": "low"}),
+        (
+            {"control": "effort", "type": "disabled", "off": "none"},
+            None,
+            {"reasoning_effort": "none"},
+        ),
+        # Controls of other protocols have no OpenAI-compatible form.
+        ({"control": "adaptive", "type": "enabled"}, "high", {"reasoning_effort": "high"}),
+        ({"control": "level", "type": "disabled", "off": "minimal"}, None, {}),
+    ],
+)
+def test_thinking_instruction_rendered_openai_compatible(
+    instruction: dict[str, Any], effort: str | None, expected: dict[str, Any]
+) -> None:
+    request: dict[str, Any] = {"messages": [TOOL_TURN], "max_tokens": 5, "thinking": instruction}
+    if effort is not None:
+        request["reasoning_effort"] = effort
+    body = upstream_request(request, "deepseek-v4-pro", stream=False, max_tokens_field="max_tokens")
+    assert {k: body[k] for k in ("thinking", "reasoning_effort") if k in body} == expected
+    # The assistant turn's reasoning goes back to the upstream as it came.
+    assert body["messages"][0]["reasoning_content"] == "I should call f."

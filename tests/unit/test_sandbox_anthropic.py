@@ -271,7 +271,7 @@ THINKING = {"type": "enabled", "budget_tokens": 1024}
             body(thinking=THINKING, max_tokens=1024),
             "`max_tokens` must be greater than `thinking.budget_tokens`",
         ),
-        (body(thinking={"type": "adaptive"}), "thinking.type: Input tag 'adaptive'"),
+        (body(thinking={"type": "adaptive"}), '"thinking.type.adaptive" is not supported'),
         (
             body(thinking=THINKING, max_tokens=4096, temperature=0.5),
             "`temperature` may only be set to 1",
@@ -972,3 +972,34 @@ def test_register_adds_one_route() -> None:
         if r.resource is not None and r.resource.canonical == "/v1/messages"
     ]
     assert [r.method for r in routes] == ["POST"]
+
+
+# --- per-model rules (model_rules) -------------------------------------------------------
+
+
+def test_adaptive_only_opus_refuses_budget_thinking_and_sampling() -> None:
+    opus = {"model": "claude-opus-4-8", "max_tokens": 4096}
+    enabled = {**body("Hi"), **opus, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert '"thinking.type.enabled" is not supported' in bad(enabled)
+    assert "`temperature` is deprecated" in bad({**body("Hi"), **opus, "temperature": 0.5})
+    assert "`top_p` is deprecated" in bad({**body("Hi"), **opus, "top_p": 0.5})
+    adaptive = {
+        **body("Hi [sim:reasoning=3]"),
+        **opus,
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "high"},
+    }
+    assert plan(adaptive).usage.reasoning_tokens == 3
+    assert "output_config.effort" in bad({**adaptive, "output_config": {"effort": "huge"}})
+    # Adaptive thinking obeys the thinking rules too (no forced tool use, tool loops).
+    looped = with_messages(*tool_loop(), **opus, tools=[TOOL], thinking={"type": "adaptive"})
+    assert "must start with a thinking block" in bad(looped)
+
+
+def test_budget_only_models_refuse_adaptive_thinking() -> None:
+    haiku = {**body("Hi"), "model": "claude-haiku-4-5", "thinking": {"type": "adaptive"}}
+    assert '"thinking.type.adaptive" is not supported' in bad(haiku)
+    effort = {**body("Hi"), "model": "claude-haiku-4-5", "output_config": {"effort": "low"}}
+    assert "effort" in bad(effort)
+    sonnet = {**body("Hi"), "model": "claude-sonnet-4-6", "thinking": {"type": "adaptive"}}
+    assert plan(sonnet).choices

@@ -559,3 +559,73 @@ def test_fail_after_cuts_the_stream(after: int, content_chunks: int) -> None:
     assert "[DONE]" not in decoded
     assert all(c["choices"] and c["choices"][0]["finish_reason"] is None for c in decoded)
     assert sum("content" in c["choices"][0]["delta"] for c in decoded[1:]) == content_chunks
+
+
+# --- per-model rules (model_rules) -------------------------------------------------------
+
+
+def deepseek_tool_loop(reasoning: str | None, **extra: Any) -> dict[str, Any]:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    turn: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
+    if reasoning is not None:
+        turn["reasoning_content"] = reasoning
+    return {
+        "model": "deepseek-v4-pro",
+        "messages": [
+            user("Weather?"),
+            turn,
+            {"role": "tool", "tool_call_id": "call_1", "content": "22C"},
+        ],
+        **extra,
+    }
+
+
+def test_deepseek_thinking_mode_demands_reasoning_content_of_tool_turns() -> None:
+    with pytest.raises(ApiError) as caught:
+        openai_chat.parse_request(deepseek_tool_loop(None))
+    assert caught.value.status == 400 and caught.value.param == "messages.[1].reasoning_content"
+    assert openai_chat.parse_request(deepseek_tool_loop("I should look it up.")).thinking is True
+    # Thinking off: the reasoning of earlier turns is not needed.
+    off = deepseek_tool_loop(None, thinking={"type": "disabled"})
+    assert openai_chat.parse_request(off).thinking is False
+    with pytest.raises(ApiError):
+        openai_chat.parse_request(deepseek_tool_loop("r", thinking={"type": "auto"}))
+
+
+def test_deepseek_reasons_exactly_in_thinking_mode() -> None:
+    on = answer({**body("Hi"), "model": "deepseek-v4-pro"})
+    assert on.usage.reasoning_tokens == openai_chat.THINKING_MODE_REASONING_TOKENS
+    assert on.choices[0].reasoning
+    off = answer(
+        {
+            **body("Hi [sim:reasoning=5]"),
+            "model": "deepseek-v4-flash",
+            "thinking": {"type": "disabled"},
+        }
+    )
+    assert off.usage.reasoning_tokens == 0 and off.choices[0].reasoning is None
+    # A thinking-mode tool call carries its reasoning, so the client can send it back.
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    called = answer({**body("Hi"), "model": "deepseek-v4-pro", "tools": tools})
+    assert called.choices[0].tool_calls and called.choices[0].reasoning
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"stop": ["\n"]}, "stop"),
+        ({"temperature": 0.2}, "temperature"),
+        ({"top_p": 0.5}, "top_p"),
+        ({"logprobs": True}, "logprobs"),
+        ({"thinking": {"type": "disabled"}}, "thinking"),
+    ],
+)
+def test_openai_reasoning_models_refuse_what_openai_refuses(
+    extra: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(ApiError) as caught:
+        openai_chat.parse_request({**body("Hi"), "model": "gpt-5.4", **extra})
+    assert caught.value.status == 400 and caught.value.param == param
+    # Defaults are accepted, and other models are unaffected.
+    openai_chat.parse_request({**body("Hi"), "model": "gpt-5.4", "temperature": 1})
+    openai_chat.parse_request({**body("Hi"), **extra})

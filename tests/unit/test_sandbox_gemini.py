@@ -794,3 +794,13 @@ async def test_e2e_image_delay_and_hang(sandbox: tuple[str, web.Application]) ->
     finally:
         await adapter.close()
     await asyncio.sleep(0.1)  # the sandbox notices the client left
+
+
+def test_thinking_level_only_on_gemini_3_onwards() -> None:
+    level = generate(generationConfig={"thinkingConfig": {"thinkingLevel": "minimal"}})
+    assert parse(level)
+    with pytest.raises(ApiError) as caught:
+        gemini.parse_request("gemini-2.5-flash", level, False)
+    assert caught.value.status == 400 and "Thinking level" in caught.value.message
+    budget = generate(generationConfig={"thinkingConfig": {"thinkingBudget": 0}})
+    assert gemini.parse_request("gemini-2.5-flash", budget, False)

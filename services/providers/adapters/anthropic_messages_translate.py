@@ -24,7 +24,12 @@ Request mapping (canonical request -> POST /v1/messages):
   stop                        -> stop_sequences
   tools / tool_choice         -> {name, description, input_schema} / auto, none, any, tool
   parallel_tool_calls=false   -> disable_parallel_tool_use inside tool_choice
-  reasoning_effort            -> thinking (see THINKING_BUDGETS and `_thinking`)
+  reasoning_effort            -> thinking, as the gateway's thinking instruction says
+      (chat_policy): control `adaptive` -> thinking {type: adaptive} + output_config.effort
+      (Claude 4.6+, the only mode of Opus 4.7+); otherwise enabled + budget_tokens (see
+      THINKING_BUDGETS and `_thinking`); type disabled -> no thinking (Anthropic's default)
+  assistant reasoning_content -> not sent: Anthropic wants thinking blocks back with their
+      signatures, which the client schema cannot carry (see `_thinking`)
   response_format             -> a system instruction (classic Messages has no JSON mode)
   user                        -> metadata.user_id (when at most 256 characters)
   n > 1                       -> rejected: Anthropic returns one answer per request
@@ -253,29 +258,39 @@ def _tool_choice(request: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _thinking(
-    effort: Any, max_tokens: int, tool_choice: dict[str, Any] | None, turns: list[_Turn]
-) -> dict[str, Any] | None:
-    """Anthropic's extended thinking for a reasoning_effort, or None where it cannot apply.
+    instruction: Any,
+    effort: Any,
+    max_tokens: int,
+    tool_choice: dict[str, Any] | None,
+    turns: list[_Turn],
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Anthropic's thinking and output_config for the gateway's thinking instruction and
+    the reasoning_effort, or (None, None) where thinking is off or cannot apply.
 
-    Never raises max_tokens to fit a budget (the billing hold is computed from it), so
-    a small max_tokens skips thinking. Also skipped, because Anthropic rejects thinking
-    with them: forced tool use (tool_choice required / named: the tool contract wins),
-    a trailing assistant message (prefill), and a request continuing a tool loop (the
-    last user turn holds tool results): Anthropic wants the thinking block of the
-    assistant turn that called the tools sent back verbatim with its signature, and
-    the client schema cannot carry it, so that follow-up request runs without thinking.
+    Adaptive thinking (control `adaptive`) takes the effort as output_config.effort.
+    Budget thinking never raises max_tokens to fit a budget (the billing hold is
+    computed from it), so a small max_tokens skips it. Skipped in both modes, because
+    Anthropic rejects thinking with them: forced tool use (tool_choice required /
+    named: the tool contract wins), a trailing assistant message (prefill), and a
+    request continuing a tool loop (the last user turn holds tool results): Anthropic
+    wants the thinking block of the assistant turn that called the tools sent back
+    verbatim with its signature, and the client schema cannot carry it, so that
+    follow-up request runs without thinking.
     """
-    if effort not in THINKING_BUDGETS:
-        return None
-    budget = min(THINKING_BUDGETS[effort], max_tokens // 2)
-    if budget < MIN_THINKING_BUDGET:
-        return None
+    instruction = instruction if isinstance(instruction, dict) else {}
+    if instruction.get("type") == "disabled" or effort not in THINKING_BUDGETS:
+        return None, None
     if tool_choice is not None and tool_choice["type"] in ("any", "tool"):
-        return None
+        return None, None
     last = turns[-1]
     if last.role == "assistant" or last.results:
-        return None
-    return {"type": "enabled", "budget_tokens": budget}
+        return None, None
+    if instruction.get("control") == "adaptive":
+        return {"type": "adaptive"}, {"effort": effort}
+    budget = min(THINKING_BUDGETS[effort], max_tokens // 2)
+    if budget < MIN_THINKING_BUDGET:
+        return None, None
+    return {"type": "enabled", "budget_tokens": budget}, None
 
 
 def _format_instruction(fmt: Any) -> dict[str, Any] | None:
@@ -322,12 +337,16 @@ def messages_request(request: dict[str, Any], upstream_model: str, stream: bool)
         tool_choice = _tool_choice(request)
         if tool_choice is not None:
             body["tool_choice"] = tool_choice
-    thinking = _thinking(request.get("reasoning_effort"), max_tokens, tool_choice, turns)
+    thinking, output_config = _thinking(
+        request.get("thinking"), request.get("reasoning_effort"), max_tokens, tool_choice, turns
+    )
     temperature = request.get("temperature")
     top_p = request.get("top_p")
     if thinking is not None:
         # Thinking takes no temperature (only the default 1) and top_p only from 0.95.
         body["thinking"] = thinking
+        if output_config is not None:
+            body["output_config"] = output_config
         if top_p is not None and top_p >= MIN_THINKING_TOP_P:
             body["top_p"] = top_p
     elif temperature is not None:

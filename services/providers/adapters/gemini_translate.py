@@ -34,7 +34,11 @@ Request (OpenAI -> Gemini)
   come back as reasoning_content), by the model's generation (`thinking_style`):
     gemini-1.x / 2.x  thinkingBudget  low 1024, medium 8192, high 24576 tokens
     gemini-3 onwards  thinkingLevel   low "low", medium "medium", high "high"
-  Without reasoning_effort no thinkingConfig is sent (the model's default thinking).
+  The gateway's thinking instruction (chat_policy) picks the style (control `level` /
+  `budget`, else by the model's generation); type disabled -> thinkingBudget 0, or
+  thinkingLevel = the model's lowest level (`off`). Without reasoning_effort or an
+  instruction no thinkingConfig is sent (the model's default thinking). An assistant
+  message's reasoning_content is not sent (Gemini's own thought signatures carry that).
   Dropped, as Gemini has no equivalent or answers them in another shape: logit_bias,
   logprobs, top_logprobs, user, parallel_tool_calls, the messages' `name`, images' `detail`.
 
@@ -243,6 +247,14 @@ def thinking_config(effort: str, style: ThinkingStyle) -> dict[str, Any]:
     if style == "budget":
         return {"thinkingBudget": THINKING_BUDGETS[effort], "includeThoughts": True}
     return {"thinkingLevel": THINKING_LEVELS[effort], "includeThoughts": True}
+
+
+def off_thinking_config(style: ThinkingStyle, off: Any) -> dict[str, Any] | None:
+    """Thinking switched off: thinkingBudget 0 (Gemini 2.5 Flash / Flash-Lite), or the
+    model's lowest thinkingLevel (Gemini 3 cannot switch thinking off entirely)."""
+    if style == "budget":
+        return {"thinkingBudget": 0}
+    return {"thinkingLevel": off} if isinstance(off, str) and off else None
 
 
 # --- JSON Schema -> Gemini Schema ------------------------------------------------------------
@@ -592,8 +604,13 @@ def _generation_config(request: dict[str, Any], style: ThinkingStyle) -> dict[st
             schema = clean_schema(spec.get("schema"))
             if schema:
                 config["responseSchema"] = schema
+    instruction = request.get("thinking")
     effort = request.get("reasoning_effort")
-    if effort is not None:
+    if isinstance(instruction, dict) and instruction.get("type") == "disabled":
+        off = off_thinking_config(style, instruction.get("off"))
+        if off is not None:
+            config["thinkingConfig"] = off
+    elif effort is not None:
         config["thinkingConfig"] = thinking_config(str(effort), style)
     return config
 
@@ -654,6 +671,10 @@ def generate_content_request(
         body["tools"] = tools
         if tool_config is not None:
             body["toolConfig"] = tool_config
+    instruction = canonical.get("thinking")
+    control = instruction.get("control") if isinstance(instruction, dict) else None
+    if style is None and control in ("level", "budget"):
+        style = control
     body["generationConfig"] = _generation_config(
         canonical, style or thinking_style(upstream_model)
     )

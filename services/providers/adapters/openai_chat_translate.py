@@ -78,9 +78,11 @@ def upstream_request(
     max_tokens_field: str,
     drop_params: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The upstream's body. `drop_params` are parameters this upstream rejects
-    (e.g. temperature on OpenAI reasoning models): dropped, like unknown ones."""
-    body = {k: v for k, v in request.items() if k not in drop_params}
+    """The upstream's body. `drop_params` are parameters this upstream rejects:
+    dropped, like unknown ones. The gateway's thinking instruction (chat_policy) is
+    rendered the OpenAI-compatible way (`openai_thinking`)."""
+    body = {k: v for k, v in request.items() if k not in drop_params and k != "thinking"}
+    body.update(openai_thinking(request.get("thinking")))
     body["model"] = upstream_model
     if max_tokens_field != "max_tokens" and "max_tokens" in body:
         body[max_tokens_field] = body.pop("max_tokens")
@@ -89,6 +91,21 @@ def upstream_request(
         # Without it an OpenAI upstream never reports the usage we bill by.
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def openai_thinking(instruction: Any) -> dict[str, Any]:
+    """The body fields that switch thinking for an OpenAI-compatible upstream:
+    `toggle` -> thinking {type: enabled|disabled} (DeepSeek, GLM, Kimi);
+    `effort` switched off -> reasoning_effort = the model's "no reasoning" value.
+    Anything else has no OpenAI-compatible form and sends nothing."""
+    if not isinstance(instruction, dict) or instruction.get("type") not in ("enabled", "disabled"):
+        return {}
+    control = instruction.get("control")
+    if control == "toggle":
+        return {"thinking": {"type": instruction["type"]}}
+    if control == "effort" and instruction["type"] == "disabled" and instruction.get("off"):
+        return {"reasoning_effort": instruction["off"]}
+    return {}
 
 
 def _tool_call(call: Any, streamed: bool) -> dict[str, Any]:
