@@ -115,13 +115,13 @@ def test_video_job_is_a_playable_mp4_billed_per_second(
         "/v1/video/generate",
         {
             "prompt": "A drone shot over rice terraces",
-            "resolution": "1080p",
+            "resolution": "720p",
             "duration": 6,
             "ratio": "16:9",
             "return_last_frame": True,
         },
     )
-    assert accepted["estimated_cost_idr"] == "30000"  # 6 s x 5000 IDR
+    assert accepted["estimated_cost_idr"] == "13800"  # 6 s x 2300 IDR
     job = poll(http, accepted["job_id"])
     assert job["status"] == "done", job
     video = httpx.get(job["result_url"])
@@ -129,7 +129,7 @@ def test_video_job_is_a_playable_mp4_billed_per_second(
     assert video.content[4:8] == b"ftyp"
     frame = httpx.get(job["last_frame_url"])
     assert frame.headers["content-type"] == "image/png"
-    expected = (100_000_000_000 - 30_000_000_000, 0)
+    expected = (100_000_000_000 - 13_800_000_000, 0)
     assert settled_state(billing, account.account_id, expected) == expected
 
 
@@ -205,7 +205,7 @@ def test_empty_balance_is_402(base_url: str, new_account: NewAccount) -> None:
     poor = new_account("100")
     response = httpx.post(
         f"{base_url}/v1/video/generate",
-        json={"prompt": "x", "duration": 15, "resolution": "4k"},
+        json={"prompt": "x", "duration": 15, "resolution": "720p"},
         headers={"Authorization": f"Bearer {poor.api_key}"},
     )
     assert response.status_code == 402
