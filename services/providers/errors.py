@@ -123,7 +123,9 @@ def public_reason(text: str) -> str:
     return text
 
 
-JobErrorCode = Literal["provider_error", "invalid_input", "content_policy"]
+JobErrorCode = Literal[
+    "provider_error", "invalid_input", "content_policy", "timeout", "result_too_large"
+]
 
 
 def job_error(error: UpstreamError) -> tuple[JobErrorCode, str]:

@@ -234,8 +234,7 @@ class Worker:
                 units=result.units,
             )
         except JobFailed as exc:
-            message = str(exc)
-            log.info("job failed", extra=fields(job_id=job.job_id, code=exc.code))
+            code, message = exc.code, str(exc)
         except UpstreamError as exc:
             code, message = job_error(exc)
             log.warning(
@@ -245,13 +244,17 @@ class Worker:
                 ),
             )
         except TimeoutError:
-            message = "Job timed out."
+            code, message = "timeout", "Job timed out."
         except blobs.BlobTooLarge:
-            message = "The result was larger than we can store."
+            code, message = "result_too_large", "The result was larger than we can store."
         except Exception:
             log.exception("job crashed", extra=fields(job_id=job.job_id))
-            message = PROVIDER_FAILED
-        return job_state_pb2.JobOutcome(job_id=job.job_id, succeeded=False, error_message=message)
+            code, message = "provider_error", PROVIDER_FAILED
+        metrics.JOB_FAILURES.labels(job.modality, code).inc()
+        log.info("job failed", extra=fields(job_id=job.job_id, code=code))
+        return job_state_pb2.JobOutcome(
+            job_id=job.job_id, succeeded=False, error_message=message, error_code=code
+        )
 
     def _plan(self, model: str, adapters: Mapping[str, object]) -> list[Route]:
         routes = tuple(r for r in self.routes.routes_for(model) if r.provider in adapters)
@@ -387,7 +390,7 @@ class Worker:
 
         _, image = await self._with_failover(job, plan, generate)
         if len(image.data) > IMAGE_RESULT_MAX_BYTES:
-            raise JobFailed("The result was larger than we can store.")
+            raise JobFailed("The result was larger than we can store.", "result_too_large")
         key = blobs.new_key("results", f"image.{EXTENSIONS.get(image.content_type, 'png')}")
         await self.store.put_bytes(key, image.data)
         return Result(result_key=key, units=1)
