@@ -813,3 +813,16 @@ async def test_bad_results(result: httpx.Response, why: str) -> None:
         with pytest.raises(UpstreamError) as err:
             await adapter.generate(image())
     assert err.value.kind == "failed" and why in err.value.message
+
+
+async def test_what_the_model_cannot_do_is_the_clients_input_with_the_reason() -> None:
+    refs = tuple(Reference("image", PNG, "image/png") for _ in range(10))
+    upstream = StrictDashScope()
+    async with connected(upstream) as adapter:
+        with pytest.raises(UpstreamError) as err:
+            await adapter.generate(image(references=refs))
+    assert job_error(err.value) == (
+        "invalid_input",
+        "The provider rejected the input: at most 9 reference images.",
+    )
+    assert upstream.requests == []

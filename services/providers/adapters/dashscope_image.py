@@ -84,7 +84,9 @@ class DashScopeImageAdapter:
         except UnsupportedModel as exc:
             raise UpstreamError("failed", str(exc)) from exc
         except ImageRequestError as exc:
-            raise UpstreamError("rejected", f"The upstream cannot do this: {exc}") from exc
+            raise UpstreamError(
+                "rejected", f"The upstream cannot do this: {exc}", reason=str(exc)
+            ) from exc
         if call.asynchronous:
             task_id = await self.submit(call, request.request_id)
             url = await self.wait(task_id, request.request_id)

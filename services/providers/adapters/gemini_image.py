@@ -157,7 +157,9 @@ class GeminiImageAdapter:
         try:
             body = image_request_body(request)
         except ImageRequestError as exc:
-            raise UpstreamError("rejected", f"The upstream cannot do this: {exc}") from exc
+            raise UpstreamError(
+                "rejected", f"The upstream cannot do this: {exc}", reason=str(exc)
+            ) from exc
         headers = {"Content-Type": "application/json"}
         if request.request_id:
             headers["X-Request-Id"] = request.request_id
