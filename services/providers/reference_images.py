@@ -29,8 +29,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from services.common.catalog import ReferenceImageRules
 
-# Decoding more than this is refused rather than attempted (a decompression bomb).
-MAX_DECODE_PIXELS: Final = 100_000_000
+# Decoding more than this is refused rather than attempted (a decompression bomb);
+# 8000 x 8000, the largest side any upstream takes, squared.
+MAX_DECODE_PIXELS: Final = 64_000_000
 JPEG_QUALITIES: Final = (92, 85, 75)
 # Each further shrink when even the lowest JPEG quality is over max_bytes.
 SHRINK_STEP: Final = 0.8
@@ -102,20 +103,33 @@ def target_size(width: int, height: int, rules: ReferenceImageRules) -> tuple[in
     return new_w, new_h
 
 
-def _decode(data: bytes) -> Image.Image:
+def _open(data: bytes) -> Image.Image:
+    """The image with only its header read (size, mode, format); nothing decoded yet."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_DECODE_PIXELS:
-                raise ReferenceImageRefused(
-                    f"The reference image is {image.width}x{image.height}; at most "
-                    f"{MAX_DECODE_PIXELS:,} pixels can be read."
-                )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ReferenceImageRefused(
+            f"The reference image has more than {MAX_DECODE_PIXELS:,} pixels."
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise ReferenceImageRefused("The reference image could not be decoded.") from None
+    if image.width * image.height > MAX_DECODE_PIXELS:
+        raise ReferenceImageRefused(
+            f"The reference image is {image.width}x{image.height}; at most "
+            f"{MAX_DECODE_PIXELS:,} pixels can be read."
+        )
+    return image
+
+
+def _decode(image: Image.Image) -> Image.Image:
+    """The first frame, decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.seek(0)
             image.load()
-    except ReferenceImageRefused:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ReferenceImageRefused(
             f"The reference image has more than {MAX_DECODE_PIXELS:,} pixels."
@@ -152,8 +166,9 @@ def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
 def adapt_reference_image(
     data: bytes, content_type: str, rules: ReferenceImageRules
 ) -> AdaptedImage:
-    """The reference as the upstream will take it (see the module docstring)."""
-    image = _decode(data)
+    """The reference as the upstream will take it (see the module docstring).
+    One that already fits is passed on without being decoded at all."""
+    image = _open(data)
     source_format = image.format or ""
     source_type = _CONTENT_TYPES.get(source_format, content_type)
     width, height = image.size
@@ -170,7 +185,7 @@ def adapt_reference_image(
         return AdaptedImage(data, source_type, width, height, changed=False)
 
     # Re-encoding drops EXIF, so apply its orientation first (the upstream would have).
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(_decode(image))
     if image.size != (width, height):  # rotated by 90 degrees: sizes swap
         size = (size[1], size[0])
     keep_alpha = alpha and rules.alpha and "image/png" in rules.formats

@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from services.common.catalog import ImageModel, ReferenceImageRules, VideoModel, load_catalog
 from services.common.settings import PROJECT_ROOT
@@ -254,3 +254,21 @@ def test_target_size_always_meets_the_limits_or_refuses(seed: int) -> None:
     if rules.max_pixels:
         assert new_w * new_h <= rules.max_pixels
     assert new_w / new_h == pytest.approx(width / height, rel=0.02, abs=2 / min(new_w, new_h))
+
+
+def test_a_reference_that_fits_is_never_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passing on what already fits costs a header read, not a full decode."""
+    data, content_type = non_square_jpeg()
+
+    def no_load(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_load)
+    adapted = adapt_reference_image(data, content_type, rules_of("wan-2.7-img2img"))
+    assert adapted.data == data
+
+
+def test_more_than_8000_squared_pixels_are_refused_unread() -> None:
+    big = encode(Image.new("L", (9000, 8000)), "PNG")
+    with pytest.raises(ReferenceImageRefused, match="at most 64,000,000 pixels"):
+        adapt_reference_image(big, "image/png", rules_of("gpt-image-2-img2img"))
