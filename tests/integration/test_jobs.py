@@ -263,6 +263,7 @@ def test_failing_upstream_refunds_in_full(
         job = poll(http, submit(http, path, body)["job_id"])
         assert job["status"] == "failed"
         assert job["error_message"] == "Provider failed. Please try again."
+        assert job["error_code"] == "provider_error"
         assert job["actual_cost_idr"] == "0"
     assert settled_state(billing, account.account_id, before) == before
 
@@ -275,6 +276,7 @@ def test_hung_job_times_out_and_is_refunded(
     job = poll(http, job_id, seconds=JOB_TIMEOUT_SECONDS + 10)
     assert job["status"] == "failed"
     assert job["error_message"] == f"Job timed out after {JOB_TIMEOUT_SECONDS} seconds."
+    assert job["error_code"] == "timeout"
     assert settled_state(billing, account.account_id, before) == before
 
 

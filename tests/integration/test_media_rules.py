@@ -51,6 +51,7 @@ def test_a_64px_reference_on_wan_is_upscaled_and_succeeds(
     job = poll(http, accepted["job_id"])
     assert job["status"] == "done", job
     assert job["actual_cost_idr"] == "550"
+    assert job["error_code"] is None
 
 
 def test_a_small_jpeg_first_frame_on_seedance_is_upscaled_and_succeeds(http: httpx.Client) -> None:
@@ -79,6 +80,7 @@ def test_a_reference_no_resize_can_fit_fails_naming_the_limit_and_is_refunded(
     )
     assert job["status"] == "failed"
     assert "aspect ratios up to 2.5:1" in job["error_message"]
+    assert job["error_code"] == "invalid_input"
     assert job["error_message"] != "Provider failed. Please try again."
     assert settled_state(billing, account.account_id, before) == before
 
@@ -103,5 +105,6 @@ def test_moderation_refusals_say_so_and_are_refunded(
         job = poll(http, submit(http, path, body)["job_id"])
         assert job["status"] == "failed", (path, job)
         assert job["error_message"] == CONTENT_POLICY, (path, job)
+        assert job["error_code"] == "content_policy"
         assert job["actual_cost_idr"] == "0"
     assert settled_state(billing, account.account_id, before) == before
