@@ -81,6 +81,26 @@ class TextModel:
     parameters: dict[str, str] = field(default_factory=dict)
 
 
+IMAGE_FORMATS = ("image/jpeg", "image/png", "image/webp")
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceImageRules:
+    """What the model's upstream accepts as a reference image (its documented limits).
+
+    The worker adapts each reference to these before the upstream sees it (see
+    services/providers/reference_images.py); 0 means no limit.
+    """
+
+    min_side: int = 0  # px, each side
+    max_side: int = 0  # px, each side
+    max_pixels: int = 0  # width x height
+    max_aspect: float = 0.0  # longest side / shortest side
+    max_bytes: int = 0
+    formats: tuple[str, ...] = IMAGE_FORMATS  # content types it takes
+    alpha: bool = True  # False: transparency must be flattened away
+
+
 @dataclass(frozen=True, slots=True)
 class ImageModel:
     id: str
@@ -91,6 +111,9 @@ class ImageModel:
     # resolution tier ("1k", "2k", "4k", or "default" for a flat price) -> µIDR per image
     price_per_image: dict[str, int]
     enabled: bool = True
+    # img2img: how many reference images the upstream takes, and what each may be.
+    max_images: int = 0
+    reference_image: ReferenceImageRules = ReferenceImageRules()
 
     @property
     def has_resolution_tiers(self) -> bool:
@@ -108,6 +131,15 @@ class VideoModel:
     price_per_second_with_reference: dict[str, int] = field(default_factory=dict)
     min_billable_seconds_with_reference: int = 0
     enabled: bool = True
+    # The upstream's rules: duration range, ratios, reference counts and images.
+    # Resolutions are the keys of price_per_second.
+    min_duration_seconds: int = 4
+    max_duration_seconds: int = 15
+    ratios: tuple[str, ...] = ()
+    max_images: int = 0
+    max_videos: int = 0
+    max_audios: int = 0
+    reference_image: ReferenceImageRules = ReferenceImageRules()
 
 
 Model = TextModel | ImageModel | VideoModel
@@ -193,6 +225,55 @@ def _parameters(entry: dict[str, Any], reasoning: bool, where: str) -> dict[str,
     return out
 
 
+def _count(entry: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CatalogError(f"{where}: '{key}' must be a whole number, 0 or more")
+    return value
+
+
+def _strings(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = entry.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CatalogError(f"{where}: '{key}' must be a list of strings")
+    return tuple(value)
+
+
+def _reference_rules(entry: dict[str, Any], where: str) -> ReferenceImageRules:
+    rules = entry.get("reference_image")
+    if rules is None:
+        return ReferenceImageRules()
+    where = f"{where}.reference_image"
+    if not isinstance(rules, dict):
+        raise CatalogError(f"{where}: must be a mapping")
+    unknown = set(rules) - set(ReferenceImageRules.__dataclass_fields__)
+    if unknown:
+        raise CatalogError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    aspect = rules.get("max_aspect", 0)
+    if isinstance(aspect, bool) or not isinstance(aspect, int | float) or aspect < 0:
+        raise CatalogError(f"{where}: 'max_aspect' must be a number, 0 or more")
+    if 0 < aspect < 1:
+        raise CatalogError(f"{where}: 'max_aspect' is long side / short side: 1 or more")
+    formats = _strings(rules, "formats", where) or IMAGE_FORMATS
+    if not set(formats) & set(IMAGE_FORMATS):
+        raise CatalogError(f"{where}: 'formats' must include one of {', '.join(IMAGE_FORMATS)}")
+    alpha = rules.get("alpha", True)
+    if not isinstance(alpha, bool):
+        raise CatalogError(f"{where}: 'alpha' must be true or false")
+    parsed = ReferenceImageRules(
+        min_side=_count(rules, "min_side", 0, where),
+        max_side=_count(rules, "max_side", 0, where),
+        max_pixels=_count(rules, "max_pixels", 0, where),
+        max_aspect=float(aspect),
+        max_bytes=_count(rules, "max_bytes", 0, where),
+        formats=formats,
+        alpha=alpha,
+    )
+    if parsed.max_side and parsed.min_side > parsed.max_side:
+        raise CatalogError(f"{where}: min_side exceeds max_side")
+    return parsed
+
+
 def parse_catalog(doc: Any) -> Catalog:
     if not isinstance(doc, dict):
         raise CatalogError("catalog: top level must be a mapping")
@@ -233,6 +314,8 @@ def parse_catalog(doc: Any) -> Catalog:
                 supports_aspect_ratio=_require(e, "supports_aspect_ratio", bool, where),
                 price_per_image=_price_table(e, "price_per_image", where),
                 enabled=bool(e.get("enabled", True)),
+                max_images=_count(e, "max_images", 0, where),
+                reference_image=_reference_rules(e, where),
             )
         )
     for i, e in enumerate(doc.get("video") or []):
@@ -252,8 +335,19 @@ def parse_catalog(doc: Any) -> Catalog:
                     e.get("min_billable_seconds_with_reference", 0)
                 ),
                 enabled=bool(e.get("enabled", True)),
+                min_duration_seconds=_count(e, "min_duration_seconds", 4, where),
+                max_duration_seconds=_count(e, "max_duration_seconds", 15, where),
+                ratios=_strings(e, "ratios", where),
+                max_images=_count(e, "max_images", 0, where),
+                max_videos=_count(e, "max_videos", 0, where),
+                max_audios=_count(e, "max_audios", 0, where),
+                reference_image=_reference_rules(e, where),
             )
         )
+        video = models[e["id"]]
+        assert isinstance(video, VideoModel)
+        if not 1 <= video.min_duration_seconds <= video.max_duration_seconds:
+            raise CatalogError(f"{where}: durations must satisfy 1 <= min <= max")
     return Catalog(currency=str(doc.get("currency", "IDR")), models=models)
 
 

@@ -127,6 +127,13 @@ JOBS_FINISHED = Counter(
     ("modality", "status"),
     registry=REGISTRY,
 )
+JOB_FAILURES = Counter(
+    "aiport_job_failures",
+    "Jobs a worker failed, by modality and cause: invalid_input and content_policy are "
+    "the client's (no alert), provider_error and timeout are ours or the provider's.",
+    ("modality", "code"),
+    registry=REGISTRY,
+)
 QUEUE_READY = Gauge(
     "aiport_queue_messages_ready",
     "Messages ready for delivery in a queue.",

@@ -175,18 +175,26 @@ def _integer(value: Any) -> int | None:
     return None
 
 
-def _duration(body: dict[str, Any]) -> int:
+def _duration(body: dict[str, Any], model: VideoModel) -> int:
+    """Seconds, within both the endpoint's range and the model's (the upstream's)."""
+    low = max(MIN_DURATION_SECONDS, model.min_duration_seconds)
+    high = min(MAX_DURATION_SECONDS, model.max_duration_seconds)
     value = body.get("duration")
     if value is None:
-        return DEFAULT_DURATION_SECONDS
+        return min(max(DEFAULT_DURATION_SECONDS, low), high)
     seconds = _integer(value)
-    if seconds is None or not MIN_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS:
+    if seconds is None or not low <= seconds <= high:
         raise _invalid(
-            f"'duration' must be an integer number of seconds from {MIN_DURATION_SECONDS} "
-            f"to {MAX_DURATION_SECONDS}.",
+            f"'duration' must be an integer number of seconds from {low} to {high}"
+            f" for the model '{model.id}'.",
             "duration",
         )
     return seconds
+
+
+def _reference_limit(model_limit: int, endpoint_limit: int) -> int:
+    """The model's (its upstream's) limit on a kind of reference; 0 means the endpoint's."""
+    return min(model_limit, endpoint_limit) if model_limit else endpoint_limit
 
 
 def _seed(body: dict[str, Any]) -> int | None:
@@ -267,7 +275,9 @@ def _optional_url(body: dict[str, Any], key: str) -> str | None:
     return None if value is None else _url(value, key)
 
 
-def _url_list(body: dict[str, Any], key: str, *, required: bool, max_items: int) -> list[str]:
+def _url_list(
+    body: dict[str, Any], key: str, *, required: bool, max_items: int, model: str
+) -> list[str]:
     value = body.get(key)
     if value is None and not required:
         return []
@@ -276,7 +286,10 @@ def _url_list(body: dict[str, Any], key: str, *, required: bool, max_items: int)
         what = "is required and must be" if required else "must be"
         raise _invalid(f"'{key}' {what} an array of {need} URLs.", key)
     if len(value) > max_items:
-        raise _invalid(f"'{key}' has {len(value)} URLs; at most {max_items} are allowed.", key)
+        raise _invalid(
+            f"'{key}' has {len(value)} URLs; the model '{model}' takes at most {max_items}.",
+            key,
+        )
     return [_url(item, f"{key}[{i}]") for i, item in enumerate(value)]
 
 
@@ -329,7 +342,8 @@ def parse_image_img2img(raw: bytes, catalog: Catalog) -> JobPlan:
     body = _body(raw)
     model = _image_model(body, catalog, DEFAULT_IMG2IMG_MODEL, "img2img")
     spec = job_state_pb2.WorkSpec(prompt=_prompt(body))
-    spec.images.extend(_url_list(body, "images", required=True, max_items=MAX_IMG2IMG_IMAGES))
+    limit = _reference_limit(model.max_images, MAX_IMG2IMG_IMAGES)
+    spec.images.extend(_url_list(body, "images", required=True, max_items=limit, model=model.id))
     return _image_plan(body, model, spec)
 
 
@@ -344,7 +358,7 @@ def _video_plan(
     with_reference: bool = False,
 ) -> JobPlan:
     resolution = _choice(body, "resolution", VIDEO_RESOLUTIONS) or DEFAULT_VIDEO_RESOLUTION
-    duration = _duration(body)
+    duration = _duration(body, model)
     prices = model.price_per_second
     min_billable = 0
     if with_reference:
@@ -385,7 +399,14 @@ def parse_video_generate(raw: bytes, catalog: Catalog) -> JobPlan:
     body = _body(raw)
     model = _video_model(body, catalog, DEFAULT_VIDEO_MODEL, "video")
     spec = job_state_pb2.WorkSpec(prompt=_prompt(body))
-    spec.ratio = _choice(body, "ratio", VIDEO_RATIOS) or DEFAULT_VIDEO_RATIO
+    ratio = _choice(body, "ratio", VIDEO_RATIOS) or DEFAULT_VIDEO_RATIO
+    if model.ratios and ratio not in model.ratios:
+        raise _invalid(
+            f"'ratio' {ratio} is not offered by the model '{model.id}'; "
+            f"use one of: {_one_of(model.ratios)}.",
+            "ratio",
+        )
+    spec.ratio = ratio
     return _video_plan(body, model, spec)
 
 
@@ -413,14 +434,71 @@ def parse_video_multimodal(raw: bytes, catalog: Catalog) -> JobPlan:
     body = _body(raw)
     model = _video_model(body, catalog, DEFAULT_MULTIMODAL_MODEL, "multimodal")
     spec = job_state_pb2.WorkSpec(prompt=_prompt(body))
-    images = _url_list(body, "images", required=False, max_items=MAX_MULTIMODAL_IMAGES)
-    videos = _url_list(body, "videos", required=False, max_items=MAX_MULTIMODAL_VIDEOS)
-    audios = _url_list(body, "audios", required=False, max_items=MAX_MULTIMODAL_AUDIOS)
+    limits = {
+        "images": _reference_limit(model.max_images, MAX_MULTIMODAL_IMAGES),
+        "videos": _reference_limit(model.max_videos, MAX_MULTIMODAL_VIDEOS),
+        "audios": _reference_limit(model.max_audios, MAX_MULTIMODAL_AUDIOS),
+    }
+    images, videos, audios = (
+        _url_list(body, key, required=False, max_items=limit, model=model.id)
+        for key, limit in limits.items()
+    )
     spec.images.extend(images)
     spec.videos.extend(videos)
     spec.audios.extend(audios)
     spec.conversion_slots.extend(_conversion_slots(body, MULTIMODAL_CONVERSION_SLOTS))
     return _video_plan(body, model, spec, with_reference=bool(images or videos or audios))
+
+
+# -- what each model takes (shown by /v1/pricing) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """The values a media model takes: the endpoint's, narrowed by the model's."""
+
+    resolutions: tuple[str, ...]
+    aspect_ratios: tuple[str, ...] = ()
+    ratios: tuple[str, ...] = ()
+    min_duration_seconds: int = 0
+    max_duration_seconds: int = 0
+    max_images: int = 0
+    max_videos: int = 0
+    max_audios: int = 0
+
+
+def offered(model: ImageModel | VideoModel) -> Offered:
+    if isinstance(model, ImageModel):
+        prices = model.price_per_image
+        return Offered(
+            resolutions=tuple(t for t in IMAGE_RESOLUTIONS if t in prices),
+            aspect_ratios=ASPECT_RATIOS if model.supports_aspect_ratio else (),
+            max_images=(
+                _reference_limit(model.max_images, MAX_IMG2IMG_IMAGES)
+                if model.modality == "img2img"
+                else 0
+            ),
+        )
+    multimodal = model.modality == "multimodal"
+    return Offered(
+        resolutions=tuple(r for r in VIDEO_RESOLUTIONS if r in model.price_per_second),
+        ratios=(
+            tuple(r for r in VIDEO_RATIOS if not model.ratios or r in model.ratios)
+            if model.modality == "video"
+            else ()
+        ),
+        min_duration_seconds=max(MIN_DURATION_SECONDS, model.min_duration_seconds),
+        max_duration_seconds=min(MAX_DURATION_SECONDS, model.max_duration_seconds),
+        max_images=(
+            _reference_limit(model.max_images, MAX_MULTIMODAL_IMAGES)
+            if multimodal
+            else 2
+            if model.modality == "img2video"
+            else 0
+        ),
+        max_videos=_reference_limit(model.max_videos, MAX_MULTIMODAL_VIDEOS) if multimodal else 0,
+        max_audios=_reference_limit(model.max_audios, MAX_MULTIMODAL_AUDIOS) if multimodal else 0,
+    )
 
 
 __all__ = [
@@ -430,7 +508,9 @@ __all__ = [
     "DEFAULT_MULTIMODAL_MODEL",
     "DEFAULT_VIDEO_MODEL",
     "JobPlan",
+    "Offered",
     "is_upload_url",
+    "offered",
     "parse_image_generate",
     "parse_image_img2img",
     "parse_video_generate",

@@ -92,6 +92,7 @@ def public_job(job: job_state_pb2.JobRecord, base_url: str) -> jobs_pb2.Job:
         status=job.status,
         result_url=_value(blobs.public_url(base_url, job.result_key) if job.result_key else ""),
         error_message=_value(job.error_message if job.status == "failed" else ""),
+        error_code=_value(job.error_code if job.status == "failed" else ""),
         created_at=_rfc3339(job.created_at_unix),
         model=job.model,
         estimated_cost_idr=micros_to_idr(job.estimated_cost_micros),

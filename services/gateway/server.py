@@ -39,6 +39,7 @@ from services.common.sse import DONE, frame
 from services.gateway import bad_keys, errors
 from services.gateway.chat_request import parse_chat_request
 from services.gateway.errors import PublicError
+from services.gateway.generate_request import offered
 from services.gateway.pricing import Usage, cost_micros, estimated_usage, hold_micros
 
 log = logging.getLogger(__name__)
@@ -485,7 +486,36 @@ def _price(model: TextModel | ImageModel | VideoModel) -> catalog_pb2.ModelPrice
             for res, price in model.price_per_second.items()
         )
         out.min_billable_seconds_with_reference = model.min_billable_seconds_with_reference
+    if isinstance(model, ImageModel | VideoModel):
+        out.limits.CopyFrom(_limits(model))
     return out
+
+
+def _limits(model: ImageModel | VideoModel) -> catalog_pb2.MediaLimits:
+    allowed = offered(model)
+    limits = catalog_pb2.MediaLimits(
+        resolutions=allowed.resolutions,
+        aspect_ratios=allowed.aspect_ratios,
+        ratios=allowed.ratios,
+        min_duration_seconds=allowed.min_duration_seconds,
+        max_duration_seconds=allowed.max_duration_seconds,
+        max_images=allowed.max_images,
+        max_videos=allowed.max_videos,
+        max_audios=allowed.max_audios,
+    )
+    if allowed.max_images:
+        rules = model.reference_image
+        limits.reference_image.CopyFrom(
+            catalog_pb2.ReferenceImageLimits(
+                min_side=rules.min_side,
+                max_side=rules.max_side,
+                max_pixels=rules.max_pixels,
+                max_aspect=rules.max_aspect,
+                max_bytes=rules.max_bytes,
+                formats=rules.formats,
+            )
+        )
+    return limits
 
 
 class AccountService(account_pb2_grpc.AccountServicer):

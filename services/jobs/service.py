@@ -54,6 +54,7 @@ def record(job: JobRow) -> job_state_pb2.JobRecord:
         result_key=job.result_key or "",
         last_frame_key=job.last_frame_key or "",
         error_message=job.error_message or "",
+        error_code=job.error_code or "",
         created_at_unix=int(job.created_at.timestamp()),
         finished_at_unix=int(job.finished_at.timestamp()) if job.finished_at else 0,
         upstream_task_id=job.upstream_task_id or "",

@@ -17,7 +17,8 @@ from services.jobs import rules
 COLUMNS = (
     "id, account_id, model, modality, status, spec, hold_id, unit_price_micros,"
     " estimated_units, min_billable_units, estimated_cost_micros, actual_cost_micros,"
-    " result_key, last_frame_key, error_message, upstream_task_id, attempts, created_at,"
+    " result_key, last_frame_key, error_message, error_code, upstream_task_id, attempts,"
+    " created_at,"
     " finished_at, settled_at"
 )
 
@@ -39,6 +40,7 @@ class JobRow:
     result_key: str | None
     last_frame_key: str | None
     error_message: str | None
+    error_code: str | None
     upstream_task_id: str | None
     attempts: int
     created_at: datetime
@@ -145,7 +147,7 @@ async def cancel_unqueued(pool: pg.Pool, job_id: str, outbox_id: int) -> JobRow 
             conn,
             f"""
             UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
-                actual_cost_micros = 0, finished_at = now()
+                error_code = 'provider_error', actual_cost_micros = 0, finished_at = now()
             WHERE id = %(id)s AND status = 'pending' RETURNING {COLUMNS}
             """,
             {"id": job_id, "message": rules.NOT_QUEUED},
@@ -212,7 +214,7 @@ async def begin_attempt(pool: pg.Pool, job_id: str, worker_id: str) -> JobRow | 
                 conn,
                 f"""
                 UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
-                    actual_cost_micros = 0, finished_at = now()
+                    error_code = 'provider_error', actual_cost_micros = 0, finished_at = now()
                 WHERE id = %(id)s RETURNING {COLUMNS}
                 """,
                 {"id": job_id, "message": rules.PROVIDER_FAILED},
@@ -259,6 +261,7 @@ async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> Job
                 "result": outcome.result_key,
                 "frame": outcome.last_frame_key or None,
                 "error": None,
+                "code": None,
                 "cost": cost,
             }
         else:
@@ -267,6 +270,7 @@ async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> Job
                 "result": None,
                 "frame": None,
                 "error": outcome.error_message or rules.PROVIDER_FAILED,
+                "code": outcome.error_code or "provider_error",
                 "cost": 0,
             }
         return await _one(
@@ -274,7 +278,7 @@ async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> Job
             f"""
             UPDATE jobs.jobs SET status = %(status)s, result_key = %(result)s,
                 last_frame_key = %(frame)s, error_message = %(error)s,
-                actual_cost_micros = %(cost)s, finished_at = now()
+                error_code = %(code)s, actual_cost_micros = %(cost)s, finished_at = now()
             WHERE id = %(id)s RETURNING {COLUMNS}
             """,
             {"id": job.id, **params},
@@ -287,7 +291,7 @@ async def expire_overdue(pool: pg.Pool, timeout_seconds: int, batch: int) -> lis
         cur = await conn.execute(
             f"""
                     UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
-                        actual_cost_micros = 0, finished_at = now()
+                        error_code = 'timeout', actual_cost_micros = 0, finished_at = now()
                     WHERE id IN (
                         SELECT id FROM jobs.jobs
                         WHERE status IN ('pending', 'processing')

@@ -63,6 +63,8 @@ class TaskState:
     duration_seconds: int = 0  # the generated length (billing), when succeeded
     error: str = ""  # safe to show a client, when failed
     extra: dict[str, str] = field(default_factory=dict)
+    error_code: str = ""  # the upstream's code for the failure, when it gave one
+    reason: str = ""  # the upstream's own message, scrubbed, when failed
 
 
 class ImageAdapter(Protocol):

@@ -24,9 +24,16 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiport.v1 import job_state_pb2, job_state_pb2_grpc
 
 from services.common import blobs, broker, metrics, requestctx
+from services.common.catalog import Catalog, ImageModel, ReferenceImageRules, VideoModel
 from services.common.images import DecodeGate, InvalidImage
 from services.common.logs import fields
-from services.providers.errors import UpstreamError
+from services.providers.errors import (
+    PROVIDER_FAILED,
+    JobErrorCode,
+    UpstreamError,
+    job_error,
+    task_error,
+)
 from services.providers.failover import Breakers, route_key, should_fail_over
 from services.providers.fetch import FetchFailed, FetchRefused, load_reference
 from services.providers.media import (
@@ -38,6 +45,7 @@ from services.providers.media import (
     VideoRequest,
     VideoTaskAdapter,
 )
+from services.providers.reference_images import ReferenceImageRefused, adapt_reference_image
 from services.providers.routes import Route, RouteTable
 
 T = TypeVar("T")
@@ -53,10 +61,10 @@ MEDIA_REFERENCE_MAX_BYTES = 50 * 1024 * 1024
 IMAGE_RESULT_MAX_BYTES = 64 * 1024 * 1024
 VIDEO_RESULT_MAX_BYTES = 512 * 1024 * 1024
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+IMAGE_ROLES = ("image", "first_frame", "last_frame")
 VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
 AUDIO_TYPES = ("audio/mpeg", "audio/mp3", "audio/wav", "audio/x-wav", "audio/mp4", "audio/aac")
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-PROVIDER_FAILED = "Provider failed. Please try again."
 TERMINAL = ("done", "failed")
 # Transient failures of the two calls after paid upstream work, retried in place
 # before falling back (a redelivered job would pay the upstream again).
@@ -108,7 +116,12 @@ async def publish_confirmed(exchange: AbstractExchange, message: Message, queue:
 
 
 class JobFailed(Exception):
-    """The job cannot succeed; the message is safe to show the client."""
+    """The job cannot succeed; the message is safe to show the client, the code says
+    whose doing it was (the client's input, or ours / the provider's)."""
+
+    def __init__(self, message: str, code: JobErrorCode = "provider_error") -> None:
+        super().__init__(message)
+        self.code: JobErrorCode = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +145,11 @@ class Worker:
         names: broker.Names,
         worker_id: str,
         job_timeout_seconds: int,
+        catalog: Catalog,
         images: DecodeGate | None = None,
     ) -> None:
         self.kind = kind
+        self.catalog = catalog
         self.routes = routes
         self.image_adapters = image_adapters
         self.video_adapters = video_adapters
@@ -222,18 +237,27 @@ class Worker:
                 units=result.units,
             )
         except JobFailed as exc:
-            message = str(exc)
+            code, message = exc.code, str(exc)
         except UpstreamError as exc:
-            log.warning("upstream failed", extra=fields(job_id=job.job_id, error=exc.message))
-            message = PROVIDER_FAILED
+            code, message = job_error(exc)
+            log.warning(
+                "upstream failed",
+                extra=fields(
+                    job_id=job.job_id, error=exc.message, upstream_code=exc.code, outcome=code
+                ),
+            )
         except TimeoutError:
-            message = "Job timed out."
+            code, message = "timeout", "Job timed out."
         except blobs.BlobTooLarge:
-            message = "The result was larger than we can store."
+            code, message = "result_too_large", "The result was larger than we can store."
         except Exception:
             log.exception("job crashed", extra=fields(job_id=job.job_id))
-            message = PROVIDER_FAILED
-        return job_state_pb2.JobOutcome(job_id=job.job_id, succeeded=False, error_message=message)
+            code, message = "provider_error", PROVIDER_FAILED
+        metrics.JOB_FAILURES.labels(job.modality, code).inc()
+        log.info("job failed", extra=fields(job_id=job.job_id, code=code))
+        return job_state_pb2.JobOutcome(
+            job_id=job.job_id, succeeded=False, error_message=message, error_code=code
+        )
 
     def _plan(self, model: str, adapters: Mapping[str, object]) -> list[Route]:
         routes = tuple(r for r in self.routes.routes_for(model) if r.provider in adapters)
@@ -283,7 +307,12 @@ class Worker:
 
     # -- references ------------------------------------------------------------
     async def _reference(
-        self, url: str, role: ReferenceRole, allowed: tuple[str, ...], max_bytes: int
+        self,
+        url: str,
+        role: ReferenceRole,
+        allowed: tuple[str, ...],
+        max_bytes: int,
+        rules: ReferenceImageRules,
     ) -> Reference:
         # Our own uploads (any host they were served on) come from the store;
         # anything else is fetched with the SSRF rules. Same size/type checks.
@@ -292,19 +321,47 @@ class Worker:
                 url, store=self.store, max_bytes=max_bytes, allowed=allowed
             )
         except FetchRefused as exc:
-            raise JobFailed(f"Reference {role} refused: {exc.message}") from exc
+            raise JobFailed(f"Reference {role} refused: {exc.message}", "invalid_input") from exc
         except FetchFailed as exc:
-            raise JobFailed(f"Reference {role} could not be fetched: {exc.message}") from exc
-        if allowed == IMAGE_TYPES:
-            # The same decode-and-verify as an upload: no corrupt file, bomb or animation
-            # is sent upstream (where some models would charge for it).
-            try:
-                await self.images.verify(fetched.data)
-            except InvalidImage as exc:
-                raise JobFailed(f"Reference {role} refused: {exc.message}") from exc
-        return Reference(role, fetched.data, fetched.content_type)
+            raise JobFailed(
+                f"Reference {role} could not be fetched: {exc.message}", "invalid_input"
+            ) from exc
+        if role not in IMAGE_ROLES:
+            return Reference(role, fetched.data, fetched.content_type)
+        # The same decode-and-verify as an upload: no corrupt file, bomb or animation
+        # is sent upstream (where some models would charge for it).
+        try:
+            await self.images.verify(fetched.data)
+        except InvalidImage as exc:
+            raise JobFailed(f"Reference {role} refused: {exc.message}", "invalid_input") from exc
+        # Fit the image to what the model's upstream takes (CPU work: off the loop).
+        try:
+            adapted = await asyncio.to_thread(
+                adapt_reference_image, fetched.data, fetched.content_type, rules
+            )
+        except ReferenceImageRefused as exc:
+            raise JobFailed(f"Reference {role} refused: {exc}", "invalid_input") from exc
+        if adapted.changed:
+            log.info(
+                "reference image adapted",
+                extra=fields(
+                    role=role,
+                    size=f"{adapted.width}x{adapted.height}",
+                    content_type=adapted.content_type,
+                    bytes=len(adapted.data),
+                ),
+            )
+        return Reference(role, adapted.data, adapted.content_type)
 
-    async def _references(self, spec: job_state_pb2.WorkSpec) -> tuple[Reference, ...]:
+    def _reference_rules(self, model_id: str) -> ReferenceImageRules:
+        model = self.catalog.models.get(model_id)
+        if isinstance(model, ImageModel | VideoModel):
+            return model.reference_image
+        return ReferenceImageRules()
+
+    async def _references(
+        self, model_id: str, spec: job_state_pb2.WorkSpec
+    ) -> tuple[Reference, ...]:
         wanted: list[tuple[str, ReferenceRole, tuple[str, ...], int]] = []
         wanted += [(u, "image", IMAGE_TYPES, IMAGE_REFERENCE_MAX_BYTES) for u in spec.images]
         if spec.first_frame_url:
@@ -317,13 +374,16 @@ class Worker:
             )
         wanted += [(u, "video", VIDEO_TYPES, MEDIA_REFERENCE_MAX_BYTES) for u in spec.videos]
         wanted += [(u, "audio", AUDIO_TYPES, MEDIA_REFERENCE_MAX_BYTES) for u in spec.audios]
-        return tuple(await asyncio.gather(*(self._reference(u, r, a, m) for u, r, a, m in wanted)))
+        rules = self._reference_rules(model_id)
+        return tuple(
+            await asyncio.gather(*(self._reference(u, r, a, m, rules) for u, r, a, m in wanted))
+        )
 
     # -- images ----------------------------------------------------------------
     async def _image(self, job: job_state_pb2.JobRecord) -> Result:
         spec = job.spec
         plan = self._plan(job.model, self.image_adapters)
-        references = await self._references(spec)
+        references = await self._references(job.model, spec)
 
         async def generate(route: Route) -> GeneratedImage:
             return await self.image_adapters[route.provider].generate(
@@ -339,7 +399,7 @@ class Worker:
 
         _, image = await self._with_failover(job, plan, generate)
         if len(image.data) > IMAGE_RESULT_MAX_BYTES:
-            raise JobFailed("The result was larger than we can store.")
+            raise JobFailed("The result was larger than we can store.", "result_too_large")
         key = blobs.new_key("results", f"image.{EXTENSIONS.get(image.content_type, 'png')}")
         await self.store.record_owner(key, job.account_id)  # first: see blobs.record_owner
         await self.store.put_bytes(key, image.data)
@@ -357,7 +417,7 @@ class Worker:
             log.info("resuming upstream task", extra=fields(job_id=job.job_id))
         else:
             plan = self._plan(job.model, self.video_adapters)
-            references = await self._references(spec)
+            references = await self._references(job.model, spec)
 
             async def submit(route: Route) -> str:
                 return await self.video_adapters[route.provider].submit(
@@ -397,7 +457,7 @@ class Worker:
                 break
             if state.status == "failed":
                 log.warning("upstream task failed", extra=fields(job_id=job.job_id, e=state.error))
-                raise JobFailed(PROVIDER_FAILED)
+                raise task_error(state.error_code, state.reason, state.error)
             await asyncio.sleep(adapter.poll_interval_seconds)
         if not state.video_url:
             raise UpstreamError("failed", "the task succeeded without a video")

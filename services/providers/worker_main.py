@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiport.v1 import job_state_pb2_grpc
 
 from services.common import blobs, broker, logs, runtime, settings
+from services.common.catalog import load_catalog
 from services.common.grpc_server import channel, drain_seconds, serve
 from services.providers import registry
 from services.providers.failover import Breakers, policy_from_env
@@ -83,6 +84,7 @@ async def main(kind: str, addr: str) -> None:
         names=names,
         worker_id=f"{socket.gethostname()}:{os.getpid()}:{kind}",
         job_timeout_seconds=settings.env_int("AIPORT_JOB_TIMEOUT_SECONDS", 600),
+        catalog=load_catalog(settings.catalog_path()),
     )
     consume_channel = await connection.channel()
     await consume_channel.set_qos(prefetch_count=settings.env_int("AIPORT_WORKER_PREFETCH", 8))

@@ -18,7 +18,8 @@ data: URLs only: the sandbox fetches nothing). Models and what each accepts:
   wan2.7-image, wan2.7-image-pro   both endpoints; 0..9 images; parameters size ("1K", "2K"
       (default), "4K" for -pro text-to-image, or "W*H" with 768*768..2048*2048 pixels, -pro
       text-to-image 4096*4096, ratio within 1:8..8:1), n 1..4 (1..12 with enable_sequential),
-      watermark, seed, thinking_mode, enable_sequential, color_palette, bbox_list
+      watermark, seed, thinking_mode, enable_sequential, color_palette, bbox_list;
+      each image JPEG, PNG, WEBP or BMP, at most 20 MB, 240..8000 px a side, ratio 1:8..8:1
   z-image-turbo                    synchronous endpoint only; text only; parameters size
       ("W*H", 512*512..2048*2048 pixels, default 1024*1536), prompt_extend, seed; one image
 
@@ -32,10 +33,11 @@ A task's status is a function of its age, so polling needs no background work:
   [sim:delay=S]     PENDING for S/2 s, RUNNING until S s, then SUCCEEDED (or FAILED)
   [sim:hang]        PENDING for S/2 s if a delay is given, then RUNNING forever
   [sim:status=C]    the create call itself answers HTTP C
+  [sim:moderation]  the create call answers 400 DataInspectionFailed (input moderation)
 On the synchronous endpoint delay sleeps, hang holds the request, fail answers 500.
 Size names render with the same pixel count as the name's square ("2K" = 2048*2048 pixels),
-square for text-to-image and in the last reference's ratio for an edit when that reference
-is a PNG (the sandbox reads no other image headers). Results are PNGs of the requested ratio,
+square for text-to-image and in the last reference's ratio for an edit. Results are PNGs
+of the requested ratio,
 long side capped at png.RENDER_CAP, served without auth like pre-signed OSS URLs.
 """
 
@@ -64,6 +66,7 @@ ERROR_PREFIX = "/api/v1/"
 MAX_TASKS = 10_000
 MAX_SEED = 2_147_483_647
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+MODERATION_MESSAGE = "Input data may contain inappropriate content."
 MAX_SIDE = 16_384  # sanity bound on one side of a "W*H" size
 FAILURE_MESSAGE = "sandbox: simulated image generation failure"
 NO_SYNC = "current user api does not support synchronous calls"
@@ -140,7 +143,7 @@ MODELS: dict[str, ModelRules] = {
 class Reference:
     media_type: str
     size: int  # bytes
-    ratio: Fraction | None  # width / height, when the sandbox can read it (PNG)
+    ratio: Fraction | None  # width / height
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,9 @@ def parse_create(body: object, asynchronous: bool) -> ImageSpec:
     references = tuple(_reference(i, url) for i, url in enumerate(images))
     params = _parameters(body.get("parameters"), rules)
     found = directives.parse(prompt, allowed=directives.MEDIA, param="input.messages")
+    if found.moderation:
+        # Model Studio's input moderation answers the create call with HTTP 400.
+        raise ApiError(400, MODERATION_MESSAGE, code="DataInspectionFailed")
     edit = bool(references)
     width, height = _size(params.get("size", rules.default_size), rules, edit, references)
     n = _n(params, rules)
@@ -348,24 +354,16 @@ def _reference(i: int, url: str) -> Reference:
         raise bad(f"Image {i + 1} is declared as {declared} but its data is {actual}.")
     if len(data) > MAX_REFERENCE_BYTES:
         raise bad(f"Image {i + 1} is larger than 20 MB.")
-    ratio: Fraction | None = None
-    dims = png_size(data)
-    if dims is not None:
-        width, height = dims
-        if not (240 <= width <= 8000 and 240 <= height <= 8000):
-            raise bad(f"Image {i + 1} must be 240 to 8000 pixels on each side.")
-        ratio = Fraction(width, height)
-        if not Fraction(1, 8) <= ratio <= 8:
-            raise bad(f"Image {i + 1} has an aspect ratio beyond 1:8..8:1.")
+    dims = media.image_size(data)
+    if dims is None:
+        raise bad(f"Image {i + 1} could not be read as an image.")
+    width, height = dims
+    if not (240 <= width <= 8000 and 240 <= height <= 8000):
+        raise bad(f"Image {i + 1} must be 240 to 8000 pixels on each side.")
+    ratio = Fraction(width, height)
+    if not Fraction(1, 8) <= ratio <= 8:
+        raise bad(f"Image {i + 1} has an aspect ratio beyond 1:8..8:1.")
     return Reference(actual, len(data), ratio)
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR; None for anything else."""
-    if len(data) < 24 or not data.startswith(png.SIGNATURE) or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    return int(width), int(height)
 
 
 def _parameters(value: object, rules: ModelRules) -> dict[str, Any]:
@@ -558,3 +556,11 @@ def log_body(body: object) -> object:
     if isinstance(body, str) and body.startswith("data:"):
         return media.data_url_summary(body)
     return body
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR; None for anything else."""
+    if len(data) < 24 or not data.startswith(png.SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)

@@ -20,7 +20,7 @@ _DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:=([^\]\s]*))?\]", re.IGNORECASE)
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 # Directives that take no value, and those that take a non-negative integer.
-_FLAGS = frozenset({"fail", "echo", "parallel", "hang", "reset", "malformed"})
+_FLAGS = frozenset({"fail", "echo", "parallel", "hang", "reset", "malformed", "moderation"})
 _COUNTS = frozenset({"fail-after", "tokens", "cached", "reasoning"})
 
 # What each endpoint understands; anything else in its prompt is a 400.
@@ -28,7 +28,7 @@ CHAT = frozenset(
     {"fail", "fail-after", "delay", "chunk-delay", "tokens", "cached", "reasoning"}
     | {"status", "echo", "parallel", "fail-route", "reset", "malformed"}
 )
-MEDIA = frozenset({"fail", "delay", "hang", "status", "fail-route"})
+MEDIA = frozenset({"fail", "delay", "hang", "status", "fail-route", "moderation"})
 _ROUTE_LABELS = re.compile(r"[A-Za-z0-9_-]{1,40}(,[A-Za-z0-9_-]{1,40}){0,9}")
 
 
@@ -51,6 +51,9 @@ class Directives:
     malformed: bool = False
     # Route labels (the X-Sandbox-Route header a provider sends) that answer 503.
     fail_routes: tuple[str, ...] = ()
+    # Media only: the upstream's content moderation refuses the prompt or the output,
+    # with that upstream's documented error code.
+    moderation: bool = False
 
     def error(self, streaming: bool) -> ApiError | None:
         """The error to answer instead of a completion, if the directives ask for one.
@@ -104,6 +107,7 @@ def parse(text: str, allowed: frozenset[str] = CHAT, param: str = "messages") ->
         reset=bool(found.get("reset", False)),
         malformed=bool(found.get("malformed", False)),
         fail_routes=tuple(found.get("fail-route", ())),
+        moderation=bool(found.get("moderation", False)),
     )
 
 

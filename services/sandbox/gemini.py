@@ -1108,6 +1108,14 @@ def image_response_body(
     answer: ImageAnswer, images: list[bytes], response_id: str
 ) -> dict[str, Any]:
     prompt_tokens = math.ceil(len(answer.prompt) / 4) + REFERENCE_TOKENS * len(answer.references)
+    if answer.directives.moderation:
+        # Gemini blocks the prompt: no candidates, the reason in promptFeedback.
+        return {
+            "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+            "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
+            "modelVersion": answer.request.model,
+            "responseId": response_id,
+        }
     per_image = IMAGE_TOKENS[answer.request.image_size]
     candidates = []
     for i, image in enumerate(images):

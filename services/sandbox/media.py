@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 import secrets
 import time
+import warnings
+
+from PIL import Image
 
 from services.sandbox.errors import invalid
 
@@ -66,3 +70,15 @@ def new_id(prefix: str) -> str:
     """Like Ark's task ids: prefix, UTC timestamp, random suffix (cgt-20260405024433-sbj8r)."""
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     return f"{prefix}-{stamp}-{secrets.token_hex(4)}"
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header (PNG, JPEG, WEBP, BMP...); None if the
+    bytes are no image. Only the header is read: nothing is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return int(image.width), int(image.height)
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError):
+        return None

@@ -28,6 +28,10 @@ MAX_N = 10
 MAX_EDGE = 8192
 MAX_PROMPT_CHARS = 32_000
 MAX_REFERENCES = 16
+MODERATION_MESSAGE = (
+    "Your request was rejected by the safety system. If you believe this is an error, "
+    "contact us and include the request ID."
+)
 MAX_REFERENCE_BYTES = 50 * 1024 * 1024
 IMAGE_TOKENS_PER_REFERENCE = 256
 LONG_SIDE = {"1k": 1024, "2k": 2048, "4k": 4096}
@@ -151,6 +155,8 @@ def _job(body: dict[str, Any], references: tuple[Upload, ...]) -> ImageJob:
     for i, ref in enumerate(references):
         _check_reference(i, ref)
     found = directives.parse(prompt, allowed=directives.MEDIA, param="prompt")
+    if found.moderation:
+        raise invalid(MODERATION_MESSAGE, code="moderation_blocked")
     return ImageJob(
         model=model,
         prompt=prompt,

@@ -11,6 +11,11 @@ A task's status is a function of its age, so polling needs no background work:
   [sim:delay=S]       queued for S/2 s, running until S s, then succeeded (or failed)
   [sim:fail]          ends `failed` with error {code: InternalServiceError, message}
   [sim:hang]          queued for S/2 s if a delay is given, then running forever
+  [sim:moderation]    ends `failed` with error {code: OutputVideoSensitiveContentDetected}
+Seedance 2.0 models (ids with seedance-2-0 / seedance-2.0) follow their documented rules:
+duration 4..15 (or -1), the Fast variants 480p and 720p only, and each image given as
+data 300..6000 px a side, width/height 0.4..2.5, under 30 MB; other models take every
+resolution and 2..15 s.
 Usage: completion_tokens = ceil(width * height * 24 fps * duration / 1024) for the output
 size of (resolution, ratio): short side 480/720/1080/1440/2160 for 480p/720p/1080p/2k/4k.
 """
@@ -21,7 +26,7 @@ import hashlib
 import math
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -41,6 +46,54 @@ ROLES = {
 MEDIA_PREFIX = {"image_url": "image/", "video_url": "video/", "audio_url": "audio/"}
 LIMITS = {"reference_image": 9, "reference_video": 3, "reference_audio": 3}
 FAILURE_MESSAGE = "sandbox: simulated video generation failure"
+MODERATION_CODE = "OutputVideoSensitiveContentDetected"
+MODERATION_MESSAGE = (
+    "The request failed because the output video may contain sensitive information."
+)
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    resolutions: tuple[str, ...] = tuple(RESOLUTIONS)
+    min_duration: int = 2
+    max_duration: int = 15
+    # Images sent as data: (0: not checked).
+    image_min_side: int = 0
+    image_max_side: int = 0
+    image_min_ratio: float = 0.0
+    image_max_ratio: float = 0.0
+    image_max_bytes: int = 0
+
+
+_SEEDANCE_2 = ModelRules(
+    resolutions=("480p", "720p", "1080p"),
+    min_duration=4,
+    image_min_side=300,
+    image_max_side=6000,
+    image_min_ratio=0.4,
+    image_max_ratio=2.5,
+    image_max_bytes=30 * 1024 * 1024,
+)
+# Most specific family first; matched on the id with dots as dashes.
+MODEL_FAMILIES: tuple[tuple[str, ModelRules], ...] = (
+    (
+        "seedance-2-0-fast",
+        replace(_SEEDANCE_2, resolutions=("480p", "720p")),
+    ),
+    (
+        "seedance-2-0",
+        _SEEDANCE_2,
+    ),
+)
+
+
+def model_rules(model: str) -> ModelRules:
+    normalised = model.lower().replace(".", "-")
+    for family, rules in MODEL_FAMILIES:
+        if family in normalised:
+            return rules
+    return ModelRules()
+
 
 _TOP_LEVEL = frozenset(
     {"model", "content", "resolution", "ratio", "duration", "frames", "seed"}
@@ -107,7 +160,8 @@ class Task:
     def status(self, now: float) -> str:
         start, end = self.timeline()
         if end is not None and now >= end:
-            return "failed" if self.spec.directives.fail else "succeeded"
+            failed = self.spec.directives.fail or self.spec.directives.moderation
+            return "failed" if failed else "succeeded"
         return "running" if now >= start else "queued"
 
     def updated_at(self, now: float) -> float:
@@ -151,6 +205,7 @@ def parse_create(body: object) -> TaskSpec:
     content = body.get("content")
     if not isinstance(content, list) or not content:
         raise _missing("content")
+    rules = model_rules(model)
     texts: list[str] = []
     references: list[Reference] = []
     for i, item in enumerate(content):
@@ -164,7 +219,9 @@ def parse_create(body: object) -> TaskSpec:
                 raise _bad(f"`{where}.text` must be a string.", f"{where}.text")
             texts.append(text)
         elif kind in ROLES:
-            references.append(_reference(where, kind, item, image_count=_images(content)))
+            references.append(
+                _reference(where, kind, item, image_count=_images(content), rules=rules)
+            )
         else:
             raise _bad(f"`{where}.type` {kind!r} is not supported.", f"{where}.type")
     _check_references(references)
@@ -175,16 +232,24 @@ def parse_create(body: object) -> TaskSpec:
         raise _bad("Provide a text prompt or at least one reference.", "content")
 
     resolution = _pick(body, flags, "resolution", "720p", str)
-    if resolution not in RESOLUTIONS:
-        raise _bad(f"`resolution` must be one of {', '.join(RESOLUTIONS)}.", "resolution")
+    if resolution not in rules.resolutions:
+        raise _bad(
+            f"The parameter `resolution` specified in the request is not valid for model "
+            f"{model}: it must be one of {', '.join(rules.resolutions)}.",
+            "resolution",
+        )
     ratio = _pick(body, flags, "ratio", "adaptive" if references else "16:9", str)
     if ratio not in RATIOS:
         raise _bad(f"`ratio` must be one of {', '.join(RATIOS)}.", "ratio")
     duration = _pick(body, flags, "duration", DEFAULT_DURATION, int)
     if duration == -1:
         duration = DEFAULT_DURATION  # "smart duration": the sandbox always picks the default
-    if not 2 <= duration <= 15:
-        raise _bad("`duration` must be -1 or between 2 and 15 seconds.", "duration")
+    if not rules.min_duration <= duration <= rules.max_duration:
+        raise _bad(
+            f"`duration` must be -1 or between {rules.min_duration} and "
+            f"{rules.max_duration} seconds.",
+            "duration",
+        )
     seed = _pick(body, flags, "seed", -1, int)
     if not -1 <= seed <= 2**32 - 1:
         raise _bad("`seed` must be between -1 and 4294967295.", "seed")
@@ -213,7 +278,9 @@ def _images(content: list[Any]) -> int:
     return sum(1 for c in content if isinstance(c, dict) and c.get("type") == "image_url")
 
 
-def _reference(where: str, kind: str, item: dict[str, Any], image_count: int) -> Reference:
+def _reference(
+    where: str, kind: str, item: dict[str, Any], image_count: int, rules: ModelRules
+) -> Reference:
     holder = item.get(kind)
     url = holder.get("url") if isinstance(holder, dict) else None
     if not isinstance(url, str) or not url:
@@ -233,10 +300,39 @@ def _reference(where: str, kind: str, item: dict[str, Any], image_count: int) ->
         actual = actual or declared  # other video/audio containers: trust the declared type
         if not actual.startswith(MEDIA_PREFIX[kind]):
             raise _bad(f"`{where}` is a {kind} but its data is {actual}.", f"{where}.{kind}.url")
+        if kind == "image_url":
+            _check_image(where, data, rules)
         return Reference(kind, str(role), actual, len(data), media.data_url_summary(url))
     if not url.startswith(("http://", "https://", "asset://")):
         raise _bad(f"`{where}.{kind}.url` must be an http(s) or data: URL.", f"{where}.{kind}.url")
     return Reference(kind, str(role), "", 0, url)
+
+
+def _check_image(where: str, data: bytes, rules: ModelRules) -> None:
+    param = f"{where}.image_url.url"
+    if rules.image_max_bytes and len(data) >= rules.image_max_bytes:
+        limit = rules.image_max_bytes // 2**20
+        raise _bad(f"The image in `{where}` must be smaller than {limit} MB.", param)
+    if not rules.image_min_side:
+        return
+    size = media.image_size(data)
+    if size is None:
+        raise _bad(f"The image in `{where}` cannot be read.", param)
+    width, height = size
+    low, high = rules.image_min_side, rules.image_max_side
+    if not (low <= width <= high and low <= height <= high):
+        raise _bad(
+            f"The image in `{where}` is {width}x{height}; width and height must be "
+            f"{low} to {high} px.",
+            param,
+        )
+    if not rules.image_min_ratio <= width / height <= rules.image_max_ratio:
+        raise _bad(
+            f"The image in `{where}` has an aspect ratio (width/height) of "
+            f"{width / height:.2f}; it must be {rules.image_min_ratio} to "
+            f"{rules.image_max_ratio}.",
+            param,
+        )
 
 
 def _check_references(references: list[Reference]) -> None:
@@ -340,6 +436,8 @@ def task_body(task: Task, now: float, file_base: str) -> dict[str, Any]:
         body["usage"] = {"completion_tokens": tokens, "total_tokens": tokens}
         if spec.web_search:
             body["usage"]["tool_usage"] = {"web_search": 1}
+    elif status == "failed" and spec.directives.moderation:
+        body["error"] = {"code": MODERATION_CODE, "message": MODERATION_MESSAGE}
     elif status == "failed":
         body["error"] = {"code": "InternalServiceError", "message": FAILURE_MESSAGE}
     body.update(

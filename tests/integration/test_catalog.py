@@ -68,6 +68,25 @@ def test_pricing_is_public_and_complete(base_url: str) -> None:
     assert by_id["seedance-2.0-fast-multimodal"]["min_billable_seconds_with_reference"] == 5
 
 
+def test_pricing_shows_each_media_models_allowed_values(base_url: str) -> None:
+    by_id = {m["model"]: m for m in httpx.get(f"{base_url}/v1/pricing").json()["data"]}
+    fast = by_id["seedance-2.0-fast"]["limits"]
+    assert fast["resolutions"] == ["480p", "720p"]
+    assert (fast["min_duration_seconds"], fast["max_duration_seconds"]) == (4, 15)
+    assert "16:9" in fast["ratios"]
+    multimodal = by_id["seedance-2.0-fast-multimodal"]["limits"]
+    assert (multimodal["max_images"], multimodal["max_videos"], multimodal["max_audios"]) == (
+        9,
+        3,
+        3,
+    )
+    wan = by_id["wan-2.7-img2img"]["limits"]
+    assert wan["max_images"] == 9
+    assert (wan["reference_image"]["min_side"], wan["reference_image"]["max_side"]) == (240, 8000)
+    assert "image/png" in wan["reference_image"]["formats"]
+    assert "limits" not in by_id["deepseek-v4-flash"]
+
+
 def test_balance_shape(http: httpx.Client) -> None:
     body = http.get("/v1/balance").json()
     assert body == {

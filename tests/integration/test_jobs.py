@@ -120,13 +120,13 @@ def test_video_job_is_a_playable_mp4_billed_per_second(
         "/v1/video/generate",
         {
             "prompt": "A drone shot over rice terraces",
-            "resolution": "1080p",
+            "resolution": "720p",
             "duration": 6,
             "ratio": "16:9",
             "return_last_frame": True,
         },
     )
-    assert accepted["estimated_cost_idr"] == "30000"  # 6 s x 5000 IDR
+    assert accepted["estimated_cost_idr"] == "13800"  # 6 s x 2300 IDR
     job = poll(http, accepted["job_id"])
     assert job["status"] == "done", job
     video = httpx.get(job["result_url"])
@@ -134,7 +134,7 @@ def test_video_job_is_a_playable_mp4_billed_per_second(
     assert video.content[4:8] == b"ftyp"
     frame = httpx.get(job["last_frame_url"])
     assert frame.headers["content-type"] == "image/png"
-    expected = (100_000_000_000 - 30_000_000_000, 0)
+    expected = (100_000_000_000 - 13_800_000_000, 0)
     assert settled_state(billing, account.account_id, expected) == expected
 
 
@@ -210,7 +210,7 @@ def test_empty_balance_is_402(base_url: str, new_account: NewAccount) -> None:
     poor = new_account("100")
     response = httpx.post(
         f"{base_url}/v1/video/generate",
-        json={"prompt": "x", "duration": 15, "resolution": "4k"},
+        json={"prompt": "x", "duration": 15, "resolution": "720p"},
         headers={"Authorization": f"Bearer {poor.api_key}"},
     )
     assert response.status_code == 402
@@ -268,6 +268,7 @@ def test_failing_upstream_refunds_in_full(
         job = poll(http, submit(http, path, body)["job_id"])
         assert job["status"] == "failed"
         assert job["error_message"] == "Provider failed. Please try again."
+        assert job["error_code"] == "provider_error"
         assert job["actual_cost_idr"] == "0"
     assert settled_state(billing, account.account_id, before) == before
 
@@ -280,6 +281,7 @@ def test_hung_job_times_out_and_is_refunded(
     job = poll(http, job_id, seconds=JOB_TIMEOUT_SECONDS + 10)
     assert job["status"] == "failed"
     assert job["error_message"] == f"Job timed out after {JOB_TIMEOUT_SECONDS} seconds."
+    assert job["error_code"] == "timeout"
     assert settled_state(billing, account.account_id, before) == before
 
 

@@ -37,7 +37,12 @@ from services.providers.adapters.dashscope_image_translate import (
     task_state,
 )
 from services.providers.adapters.openai_images_translate import ImageRequestError
-from services.providers.errors import UpstreamError, UpstreamProtocolError
+from services.providers.errors import (
+    CONTENT_POLICY,
+    UpstreamError,
+    UpstreamProtocolError,
+    job_error,
+)
 from services.providers.media import ImageAdapter, ImageRequest, Reference
 from services.providers.routes import Provider
 from services.sandbox import png
@@ -334,6 +339,7 @@ def test_failed_task_message_is_short_and_scrubbed() -> None:
         " An internal timeout occurred for key [redacted]. (InternalError.Timeout).",
         upstream_status="FAILED",
         code="InternalError.Timeout",
+        reason="An internal timeout occurred for key [redacted].",
     )
     other_key = task_state(
         orjson.dumps({"output": {"task_status": "FAILED", "message": "sk-abcdefghijklmnop1234"}})
@@ -567,14 +573,42 @@ async def test_a_jpeg_result_is_labelled_as_what_it_is() -> None:
 
 
 async def test_a_failed_task_is_failed_with_a_safe_message() -> None:
-    failed = status("FAILED", code="DataInspectionFailed", message=f"flagged; key {API_KEY}")
+    failed = status("FAILED", code="InternalError", message=f"broke; key {API_KEY}")
     upstream = StrictDashScope([status("RUNNING"), failed])
     async with connected(upstream) as adapter:
         with pytest.raises(UpstreamError) as err:
             await adapter.generate(image())
     assert err.value.kind == "failed"
-    assert "flagged" in err.value.message and API_KEY not in err.value.message
+    assert "broke" in err.value.message and API_KEY not in err.value.message
     assert not any(RESULT_URL in str(r.url) for r in upstream.requests)
+
+
+async def test_a_moderated_task_is_the_clients_content_not_a_provider_failure() -> None:
+    """DataInspectionFailed is DashScope's content-moderation code: retrying cannot help."""
+    failed = status("FAILED", code="DataInspectionFailed", message=f"flagged; key {API_KEY}")
+    upstream = StrictDashScope([status("RUNNING"), failed])
+    async with connected(upstream) as adapter:
+        with pytest.raises(UpstreamError) as err:
+            await adapter.generate(image())
+    assert (err.value.kind, err.value.code, err.value.content_policy) == (
+        "rejected",
+        "DataInspectionFailed",
+        True,
+    )
+    assert job_error(err.value) == ("content_policy", CONTENT_POLICY)
+    assert API_KEY not in err.value.message
+
+
+async def test_a_task_failed_on_an_invalid_parameter_names_the_reason() -> None:
+    failed = status("FAILED", code="InvalidParameter", message="image size must be 240-8000 px")
+    upstream = StrictDashScope([failed])
+    async with connected(upstream) as adapter:
+        with pytest.raises(UpstreamError) as err:
+            await adapter.generate(image())
+    assert job_error(err.value) == (
+        "invalid_input",
+        "The provider rejected the input: image size must be 240-8000 px.",
+    )
 
 
 @pytest.mark.parametrize("end", ["CANCELED", "UNKNOWN"])
@@ -779,3 +813,16 @@ async def test_bad_results(result: httpx.Response, why: str) -> None:
         with pytest.raises(UpstreamError) as err:
             await adapter.generate(image())
     assert err.value.kind == "failed" and why in err.value.message
+
+
+async def test_what_the_model_cannot_do_is_the_clients_input_with_the_reason() -> None:
+    refs = tuple(Reference("image", PNG, "image/png") for _ in range(10))
+    upstream = StrictDashScope()
+    async with connected(upstream) as adapter:
+        with pytest.raises(UpstreamError) as err:
+            await adapter.generate(image(references=refs))
+    assert job_error(err.value) == (
+        "invalid_input",
+        "The provider rejected the input: at most 9 reference images.",
+    )
+    assert upstream.requests == []

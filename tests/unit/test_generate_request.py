@@ -10,7 +10,14 @@ import orjson
 import pytest
 from aiport.v1 import job_state_pb2
 
-from services.common.catalog import Catalog, ImageModel, VideoModel, load_catalog, parse_catalog
+from services.common.catalog import (
+    Catalog,
+    CatalogError,
+    ImageModel,
+    VideoModel,
+    load_catalog,
+    parse_catalog,
+)
 from services.common.money import MICROS_PER_IDR
 from services.common.settings import PROJECT_ROOT
 from services.gateway.errors import PublicError
@@ -243,7 +250,7 @@ def test_a_full_video_request_fills_every_field() -> None:
     job = plan(
         "video",
         model="seedance-2.0-fast",
-        resolution="1080p",
+        resolution="720p",
         duration=6,
         ratio="16:9",
         generate_audio=True,
@@ -254,7 +261,7 @@ def test_a_full_video_request_fills_every_field() -> None:
     )
     assert job.spec == job_state_pb2.WorkSpec(
         prompt="a temple",
-        resolution="1080p",
+        resolution="720p",
         duration_seconds=6,
         ratio="16:9",
         generate_audio=True,
@@ -613,8 +620,12 @@ def test_img2img_price_does_not_depend_on_the_number_of_images() -> None:
 # -- video: resolution, duration, ratio -----------------------------------------------------------
 
 
+# Seedance 2.0 Fast renders 480p and 720p only: the catalog prices (offers) just those.
+SEEDANCE_RESOLUTIONS = ["480p", "720p"]
+
+
 @pytest.mark.parametrize("endpoint", VIDEO_ENDPOINTS)
-@pytest.mark.parametrize("resolution", VIDEO_RESOLUTIONS)
+@pytest.mark.parametrize("resolution", SEEDANCE_RESOLUTIONS)
 def test_video_resolutions_and_plain_prices(endpoint: str, resolution: str) -> None:
     job = plan(endpoint, resolution=resolution, duration=7)
     model = video_model(DEFAULT_MODELS[endpoint])
@@ -624,9 +635,18 @@ def test_video_resolutions_and_plain_prices(endpoint: str, resolution: str) -> N
     assert job.estimated_cost_micros == 7 * model.price_per_second[resolution]
 
 
-def test_seedance_1080p_for_6_seconds() -> None:
-    job = plan("video", model="seedance-2.0-fast", resolution="1080p", duration=6)
-    assert job.estimated_cost_micros == 6 * 5000 * IDR == 30_000_000_000
+def test_seedance_720p_for_6_seconds() -> None:
+    job = plan("video", model="seedance-2.0-fast", resolution="720p", duration=6)
+    assert job.estimated_cost_micros == 6 * 2300 * IDR == 13_800_000_000
+
+
+@pytest.mark.parametrize("endpoint", VIDEO_ENDPOINTS)
+@pytest.mark.parametrize("resolution", ["1080p", "2k", "4k"])
+def test_seedance_refuses_what_its_upstream_cannot_render(endpoint: str, resolution: str) -> None:
+    """The upstream answers "resolution must be 480p or 720p": a 400 here, before any hold."""
+    err = bad_request(endpoint, "resolution", resolution=resolution)
+    assert f"'resolution' {resolution} is not offered by the model" in err.message
+    assert "480p, 720p" in err.message
 
 
 @pytest.mark.parametrize("endpoint", VIDEO_ENDPOINTS)
@@ -881,7 +901,7 @@ def test_multimodal_with_a_reference_image_at_720p_for_4_seconds() -> None:
         {"images": [], "videos": [], "audios": [UPLOAD_URL]},
     ],
 )
-@pytest.mark.parametrize("resolution", VIDEO_RESOLUTIONS)
+@pytest.mark.parametrize("resolution", SEEDANCE_RESOLUTIONS)
 @pytest.mark.parametrize("duration", [4, 5, 12])
 def test_any_reference_uses_the_with_reference_rate_and_floor(
     refs: dict[str, list[str]], resolution: str, duration: int
@@ -897,9 +917,9 @@ def test_any_reference_uses_the_with_reference_rate_and_floor(
 
 @pytest.mark.parametrize("refs", [{}, {"images": [], "videos": [], "audios": []}])
 def test_no_reference_uses_the_plain_rate(refs: dict[str, list[str]]) -> None:
-    job = plan("multimodal", resolution="1080p", duration=4, **refs)
-    assert (job.unit_price_micros, job.min_billable_units) == (5000 * IDR, 0)
-    assert job.estimated_cost_micros == 4 * 5000 * IDR
+    job = plan("multimodal", resolution="720p", duration=4, **refs)
+    assert (job.unit_price_micros, job.min_billable_units) == (2300 * IDR, 0)
+    assert job.estimated_cost_micros == 4 * 2300 * IDR
 
 
 def test_with_reference_without_a_reference_table_falls_back_to_the_plain_rate() -> None:
@@ -1006,3 +1026,79 @@ def test_any_field_value_is_accepted_or_a_public_error(endpoint: str) -> None:
         else:
             assert job.estimated_cost_micros > 0
             job.spec.SerializeToString()
+
+
+# -- each model's own (its upstream's) limits -----------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["wan-2.7-img2img", "z-image-turbo-img2img"])
+def test_wan_takes_at_most_9_reference_images(model: str) -> None:
+    assert len(plan("img2img", model=model, images=[HTTPS_URL] * 9).spec.images) == 9
+    err = bad_request("img2img", "images", model=model, images=[HTTPS_URL] * 10)
+    assert f"the model '{model}' takes at most 9" in err.message
+
+
+def test_a_models_duration_range_narrows_the_endpoints() -> None:
+    catalog = custom_catalog(
+        video=[_video_entry("video", min_duration_seconds=5, max_duration_seconds=10)]
+    )
+    assert plan_with(catalog, "video", duration=10).spec.duration_seconds == 10
+    for seconds in (4, 11):
+        err = refused("video", body("video", duration=seconds), catalog)
+        assert (err.status, err.param) == (400, "duration")
+        assert "from 5 to 10" in err.message
+
+
+def test_the_default_duration_moves_into_a_models_range() -> None:
+    catalog = custom_catalog(
+        video=[_video_entry("video", min_duration_seconds=8, max_duration_seconds=12)]
+    )
+    assert plan_with(catalog, "video").spec.duration_seconds == 8
+
+
+def test_a_models_ratios_narrow_the_endpoints() -> None:
+    catalog = custom_catalog(video=[_video_entry("video", ratios=["16:9", "9:16"])])
+    assert plan_with(catalog, "video", ratio="9:16").spec.ratio == "9:16"
+    err = refused("video", body("video", ratio="1:1"), catalog)
+    assert (err.status, err.param) == (400, "ratio")
+    assert "use one of: 16:9, 9:16" in err.message
+
+
+@pytest.mark.parametrize("key", ["images", "videos", "audios"])
+def test_a_models_reference_counts_narrow_the_endpoints(key: str) -> None:
+    catalog = custom_catalog(
+        video=[_video_entry("multimodal", max_images=2, max_videos=2, max_audios=2)]
+    )
+    assert len(getattr(plan_with(catalog, "multimodal", **{key: [HTTPS_URL] * 2}).spec, key)) == 2
+    err = refused("multimodal", body("multimodal", **{key: [HTTPS_URL] * 3}), catalog)
+    assert (err.status, err.param) == (400, key)
+    assert "takes at most 2" in err.message
+
+
+def test_seedance_declares_its_upstreams_rules() -> None:
+    for model_id in DEFAULT_MODELS.values():
+        model = CATALOG.models[model_id]
+        if isinstance(model, VideoModel):
+            assert sorted(model.price_per_second) == SEEDANCE_RESOLUTIONS
+            assert (model.min_duration_seconds, model.max_duration_seconds) == (4, 15)
+    multimodal = video_model("seedance-2.0-fast-multimodal")
+    assert (multimodal.max_images, multimodal.max_videos, multimodal.max_audios) == (9, 3, 3)
+    assert multimodal.reference_image.min_side == 300
+    assert multimodal.reference_image.max_aspect == 2.5
+
+
+@pytest.mark.parametrize(
+    ("rules", "complaint"),
+    [
+        ({"min_side": -1}, "min_side"),
+        ({"max_aspect": 0.5}, "max_aspect"),
+        ({"formats": ["image/gif"]}, "formats"),
+        ({"alpha": "no"}, "alpha"),
+        ({"min_side": 500, "max_side": 400}, "min_side exceeds max_side"),
+        ({"colour": True}, "unknown key"),
+    ],
+)
+def test_malformed_reference_rules_stop_the_catalog(rules: dict[str, Any], complaint: str) -> None:
+    entry = _video_entry("img2video", reference_image=rules)
+    with pytest.raises(CatalogError, match=complaint):
+        custom_catalog(video=[entry])

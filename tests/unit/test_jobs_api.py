@@ -7,8 +7,9 @@ from typing import Any
 import grpc
 import pytest
 from aiport.v1 import job_state_pb2
+from google.protobuf import json_format
 
-from services.gateway.jobs_api import CREATE_JOB_ATTEMPTS, JobsBackend
+from services.gateway.jobs_api import CREATE_JOB_ATTEMPTS, JobsBackend, public_job
 
 
 def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -58,3 +59,24 @@ async def test_a_refusal_is_not_retried() -> None:
     with pytest.raises(grpc.aio.AioRpcError):
         await backend(fake)._create_job(REQUEST)
     assert len(fake.calls) == 1
+
+
+def test_a_failed_jobs_cause_is_public_and_null_otherwise() -> None:
+    failed = job_state_pb2.JobRecord(
+        job_id="job_1",
+        status="failed",
+        error_message="The provider refused the prompt or image under its content policy.",
+        error_code="content_policy",
+    )
+    shown = json_format.MessageToDict(
+        public_job(failed, "https://x"), preserving_proto_field_name=True
+    )
+    assert (shown["error_code"], shown["error_message"]) == (
+        "content_policy",
+        failed.error_message,
+    )
+    running = job_state_pb2.JobRecord(job_id="job_2", status="processing", error_code="x")
+    shown = json_format.MessageToDict(
+        public_job(running, "https://x"), preserving_proto_field_name=True
+    )
+    assert shown["error_code"] is None and shown["error_message"] is None

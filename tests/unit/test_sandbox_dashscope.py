@@ -9,12 +9,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from fractions import Fraction
+from io import BytesIO
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from aiohttp import web
+from PIL import Image
 
 from services.providers.adapters.dashscope_image import DashScopeImageAdapter
 from services.providers.adapters.dashscope_image_translate import build_call
@@ -572,3 +574,26 @@ async def test_fail_route_fails_only_the_labelled_provider(
     assert result.content_type == "image/png"
     routes = [e.get("route") for e in sandbox[1][REQUEST_LOG] if prompt in str(e["body"])]
     assert routes[-1] == "backup"
+
+
+def _encoded(width: int, height: int, fmt: str) -> bytes:
+    out = BytesIO()
+    Image.new("RGB", (width, height), (10, 120, 200)).save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
+def test_every_reference_format_is_held_to_240_to_8000_px(fmt: str, kind: str) -> None:
+    """Not only PNGs: DashScope measures JPEG and WEBP references too."""
+    with pytest.raises(ApiError, match="240 to 8000"):
+        dashscope.parse_create(body(images=(data_url(_encoded(64, 64, fmt), kind),)), True)
+    with pytest.raises(ApiError, match=r"1:8\.\.8:1"):
+        dashscope.parse_create(body(images=(data_url(_encoded(2700, 300, fmt), kind),)), True)
+    spec = dashscope.parse_create(body(images=(data_url(_encoded(480, 240, fmt), kind),)), True)
+    assert spec.references[0].ratio == Fraction(2, 1)
+
+
+def test_moderation_is_a_400_data_inspection_failed() -> None:
+    with pytest.raises(ApiError) as err:
+        dashscope.parse_create(body("a scene [sim:moderation]"), True)
+    assert (err.value.status, err.value.code) == (400, "DataInspectionFailed")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
+from io import BytesIO
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from services.sandbox import directives, openai_images, png, video_tasks
 from services.sandbox.errors import ApiError, ark_error_body
@@ -421,3 +423,75 @@ def test_ark_error_shape(status: int, code: str, kind: str) -> None:
     assert body == {"error": {"code": code, "message": "nope", "param": None, "type": kind}}
     own = ark_error_body(ApiError(400, "bad", param="ratio", code="MissingParameter"))
     assert own["error"]["code"] == "MissingParameter" and own["error"]["param"] == "ratio"
+
+
+# --- each Seedance model's documented rules ------------------------------------------------------
+
+
+def _image(width: int, height: int, fmt: str = "PNG") -> bytes:
+    out = BytesIO()
+    Image.new("RGB", (width, height), (200, 80, 10)).save(out, fmt)
+    return out.getvalue()
+
+
+def fast(*items: dict[str, Any], **params: Any) -> video_tasks.TaskSpec:
+    content = [{"type": "text", "text": "a temple"}, *items]
+    body = {"model": "dreamina-seedance-2-0-fast-260128", "content": content, **params}
+    return video_tasks.parse_create(body)
+
+
+@pytest.mark.parametrize("resolution", ["1080p", "2k", "4k"])
+def test_seedance_2_fast_renders_480p_and_720p_only(resolution: str) -> None:
+    assert fast(resolution="480p").resolution == "480p"
+    with pytest.raises(ApiError, match="480p, 720p") as err:
+        fast(resolution=resolution)
+    assert (err.value.status, err.value.code) == (400, "InvalidParameter")
+    # The same family's standard model renders 1080p; a model outside it, anything.
+    standard = {"model": "seedance-2.0", "content": [{"type": "text", "text": "x"}]}
+    assert video_tasks.parse_create({**standard, "resolution": "1080p"}).resolution == "1080p"
+
+
+@pytest.mark.parametrize("seconds", [2, 3, 16])
+def test_seedance_2_durations_are_4_to_15(seconds: int) -> None:
+    assert fast(duration=4).duration == 4
+    with pytest.raises(ApiError, match="between 4 and 15"):
+        fast(duration=seconds)
+
+
+@pytest.mark.parametrize(
+    ("size", "fmt", "complaint"),
+    [
+        ((64, 64), "PNG", "300 to 6000 px"),
+        ((6100, 3000), "JPEG", "300 to 6000 px"),
+        ((1000, 300), "WEBP", "aspect ratio"),
+        ((300, 1000), "PNG", "aspect ratio"),
+    ],
+)
+def test_seedance_2_images_are_held_to_its_limits(
+    size: tuple[int, int], fmt: str, complaint: str
+) -> None:
+    kind = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[fmt]
+    item = {"type": "image_url", "image_url": {"url": data_url(kind, _image(*size, fmt))}}
+    with pytest.raises(ApiError, match=complaint):
+        fast(item)
+    ok = {"type": "image_url", "image_url": {"url": data_url(kind, _image(600, 400, fmt))}}
+    assert fast(ok).references[0].role == "first_frame"
+
+
+def test_moderation_fails_the_task_with_arks_code() -> None:
+    task = video_tasks.Task(id="cgt-1", spec=fast(), created_at=0.0)
+    assert video_tasks.task_body(task, 1.0, "http://f")["error"] is None
+    moderated = video_tasks.Task(
+        id="cgt-2",
+        spec=create({"type": "text", "text": "x [sim:moderation]"}),
+        created_at=0.0,
+    )
+    body = video_tasks.task_body(moderated, 1.0, "http://f")
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "OutputVideoSensitiveContentDetected"
+
+
+def test_openai_images_moderation_is_moderation_blocked() -> None:
+    with pytest.raises(ApiError) as err:
+        openai_images.parse_generation({"model": "m", "prompt": "a cat [sim:moderation]"})
+    assert (err.value.status, err.value.code) == (400, "moderation_blocked")

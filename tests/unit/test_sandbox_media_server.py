@@ -374,7 +374,7 @@ def test_unknown_task_is_an_ark_404(http: httpx.Client) -> None:
 
 
 def test_references_arrive_and_are_logged_small(http: httpx.Client) -> None:
-    frame = png.render(16, 16, "first")
+    frame = png.render(320, 320, "first")  # Seedance 2.0 takes 300..6000 px a side
     prompt = unique("animate")
     response = http.post(
         TASKS,

@@ -44,6 +44,8 @@ PROVIDER = Provider(
     poll_interval_seconds=2.5,
 )
 PNG = png.render(8, 8, "frame")
+# What Seedance 2.0 takes as an image: 300 to 6000 px a side.
+FRAME = png.render(320, 320, "frame")
 MP3 = b"ID3\x04\0\0\0\0\0\0" + b"\0" * 16
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 16
 MP4 = SAMPLE_MP4.read_bytes()
@@ -472,7 +474,7 @@ async def test_sandbox_lifecycle_and_download(sandbox_url: str) -> None:
                 duration_seconds=7,
                 ratio="9:16",
                 return_last_frame=True,
-                references=(Reference("first_frame", PNG, "image/png"),),
+                references=(Reference("first_frame", FRAME, "image/png"),),
             )
         )
         states = await run_to_end(adapter, task_id)

@@ -50,7 +50,7 @@ from services.providers.adapters.http import (
     upstream_failures,
 )
 from services.providers.adapters.openai_images_translate import ImageRequestError, sniff_image
-from services.providers.errors import UpstreamError
+from services.providers.errors import UpstreamError, client_input_error, error_code, task_error
 from services.providers.media import GeneratedImage, ImageRequest
 from services.providers.routes import Provider
 
@@ -84,7 +84,9 @@ class DashScopeImageAdapter:
         except UnsupportedModel as exc:
             raise UpstreamError("failed", str(exc)) from exc
         except ImageRequestError as exc:
-            raise UpstreamError("rejected", f"The upstream cannot do this: {exc}") from exc
+            raise UpstreamError(
+                "rejected", f"The upstream cannot do this: {exc}", reason=str(exc)
+            ) from exc
         if call.asynchronous:
             task_id = await self.submit(call, request.request_id)
             url = await self.wait(task_id, request.request_id)
@@ -176,7 +178,7 @@ class DashScopeImageAdapter:
                         code=state.code,
                     ),
                 )
-                raise UpstreamError("failed", state.error)
+                raise task_error(state.code, state.reason, state.error)
             if time.monotonic() >= deadline:
                 break
         raise UpstreamError("timeout", "the upstream task did not finish in time")
@@ -219,5 +221,5 @@ class DashScopeImageAdapter:
             ),
         )
         if client_fault_possible and response.status_code in (400, 422):
-            raise UpstreamError("rejected", f"The upstream rejected the request: {message}")
+            raise client_input_error(error_code(raw), message)
         raise UpstreamError("failed", f"upstream answered HTTP {response.status_code}")

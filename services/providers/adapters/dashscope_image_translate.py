@@ -182,6 +182,7 @@ class ImageTask:
     error: str = ""  # when failed: short, scrubbed, safe to show a client
     upstream_status: str = ""  # PENDING, RUNNING, ... as the upstream said it
     code: str = ""  # the upstream's error code, when failed
+    reason: str = ""  # the upstream's message alone, scrubbed, when failed
 
 
 def limits_for(spec: ModelSpec, edit: bool, provider: Provider | None = None) -> SizeLimits:
@@ -399,6 +400,7 @@ def _failed(upstream: str, code: str, message: str, api_key: str) -> ImageTask:
         error=error[:MAX_MESSAGE_CHARS],
         upstream_status=upstream,
         code=code[:80],
+        reason=scrubbed("", message, api_key),
     )
 
 

@@ -86,7 +86,9 @@ def classify_error(http_status: int, raw: bytes, api_key: str) -> UpstreamError:
         and status in ("INVALID_ARGUMENT", "")
         and not _reasons(error) & _OUR_FAULT_REASONS
     ):
-        return UpstreamError("rejected", f"The upstream rejected the request: {message}")
+        return UpstreamError(
+            "rejected", f"The upstream rejected the request: {message}", reason=message
+        )
     label = f" {status}" if status else ""
     return UpstreamError("failed", f"upstream answered HTTP {http_status}{label}: {message}")
 

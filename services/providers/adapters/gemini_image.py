@@ -107,7 +107,9 @@ def image_from_response(body: Any) -> bytes:
         raise UpstreamProtocolError("candidates is not a list")
     if not candidates:
         if blocked:
-            raise UpstreamError("rejected", f"The upstream refused the prompt ({blocked}).")
+            raise UpstreamError(
+                "rejected", f"The upstream refused the prompt ({blocked}).", code=str(blocked)[:80]
+            )
         raise UpstreamProtocolError("the answer has no candidates")
     candidate = candidates[0]
     if not isinstance(candidate, dict):
@@ -127,7 +129,9 @@ def image_from_response(body: Any) -> bytes:
     reason = candidate.get("finishReason")
     if image is None:
         if reason in FILTER_REASONS:
-            raise UpstreamError("rejected", f"The upstream refused to draw this ({reason}).")
+            raise UpstreamError(
+                "rejected", f"The upstream refused to draw this ({reason}).", code=str(reason)[:80]
+            )
         raise UpstreamError("failed", f"upstream answered without an image (finishReason {reason})")
     try:
         decoded = base64.b64decode(image, validate=True)
@@ -153,7 +157,9 @@ class GeminiImageAdapter:
         try:
             body = image_request_body(request)
         except ImageRequestError as exc:
-            raise UpstreamError("rejected", f"The upstream cannot do this: {exc}") from exc
+            raise UpstreamError(
+                "rejected", f"The upstream cannot do this: {exc}", reason=str(exc)
+            ) from exc
         headers = {"Content-Type": "application/json"}
         if request.request_id:
             headers["X-Request-Id"] = request.request_id

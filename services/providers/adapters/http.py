@@ -19,7 +19,13 @@ from opentelemetry.trace import Span
 
 from services.common import metrics, requestctx, tracing
 from services.common.sse import SseError
-from services.providers.errors import UpstreamError, UpstreamProtocolError, safe_upstream_message
+from services.providers.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    client_input_error,
+    error_code,
+    safe_upstream_message,
+)
 from services.providers.routes import Provider
 
 log = logging.getLogger(__name__)
@@ -238,7 +244,7 @@ async def raise_for_status(
         },
     )
     if client_fault_possible and response.status_code in (400, 422):
-        raise UpstreamError("rejected", f"The upstream rejected the request: {message}")
+        raise client_input_error(error_code(raw), message)
     raise UpstreamError("failed", f"upstream answered HTTP {response.status_code}")
 
 

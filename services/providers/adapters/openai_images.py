@@ -48,7 +48,9 @@ class OpenAIImagesAdapter:
         try:
             call = build_call(request, self.provider.image_dialect, self.limits)
         except ImageRequestError as exc:
-            raise UpstreamError("rejected", f"The upstream cannot do this: {exc}") from exc
+            raise UpstreamError(
+                "rejected", f"The upstream cannot do this: {exc}", reason=str(exc)
+            ) from exc
         headers = {"X-Request-Id": request.request_id} if request.request_id else {}
         if isinstance(call, JsonCall):
             return self.client.build_request(

@@ -107,6 +107,12 @@ def failure_message(raw: bytes, api_key: str = "") -> str:
     return f"The upstream could not generate the video: {message}."[:MAX_MESSAGE_CHARS]
 
 
+def _failure_reason(raw: bytes, api_key: str) -> str:
+    """A failed task's error.message alone (for the client when it is their input)."""
+    message = _REQUEST_ID_NOISE.sub("", safe_upstream_message(raw, api_key)).strip(" .")
+    return "" if message == "no error message" else message
+
+
 def task_state(raw: bytes, api_key: str = "") -> TaskState:
     body = orjson.loads(raw)
     if not isinstance(body, dict):
@@ -131,7 +137,13 @@ def task_state(raw: bytes, api_key: str = "") -> TaskState:
             extra=extra,
         )
     if status == "failed":
-        return TaskState(status="failed", error=failure_message(raw, api_key), extra=extra)
+        return TaskState(
+            status="failed",
+            error=failure_message(raw, api_key),
+            extra=extra,
+            error_code=extra.get("error_code", ""),
+            reason=_failure_reason(raw, api_key),
+        )
     if isinstance(status, str) and status in _TERMINAL_FAILURES:
         return TaskState(status="failed", error=_TERMINAL_FAILURES[status], extra=extra)
     raise UpstreamProtocolError(f"unknown task status {str(status)[:40]!r}")
