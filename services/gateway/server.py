@@ -50,6 +50,7 @@ BILLING_TIMEOUT_SECONDS = 10.0
 UPSTREAM_CALL_TIMEOUT_SECONDS = 900.0
 SETTLE_ATTEMPTS = 4
 UPSTREAM_FAILURE_KEY = "x-aiport-upstream-failure"
+RETRY_AFTER_KEY = "x-aiport-retry-after"
 BEARER = "bearer "
 
 
@@ -79,10 +80,22 @@ async def abort_with(context: ServicerContext, error: PublicError) -> None:
     await context.abort(error.grpc_code, error.message)
 
 
-def _is_upstream_failure(exc: grpc.aio.AioRpcError) -> bool:
+def _trailer(exc: grpc.aio.AioRpcError, name: str) -> str | None:
     # At run time this is a sequence of (key, value) pairs; grpc-stubs says otherwise.
-    pairs = cast(Iterable[tuple[str, object]], exc.trailing_metadata() or ())
-    return any(key == UPSTREAM_FAILURE_KEY for key, _ in pairs)
+    pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+    for key, value in pairs:
+        if key == name:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def _is_upstream_failure(exc: grpc.aio.AioRpcError) -> bool:
+    return _trailer(exc, UPSTREAM_FAILURE_KEY) is not None
+
+
+def _retry_after(exc: grpc.aio.AioRpcError) -> int | None:
+    raw = _trailer(exc, RETRY_AFTER_KEY) or ""
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 class Backends:
@@ -273,6 +286,9 @@ def _upstream_error(exc: grpc.aio.AioRpcError) -> PublicError:
             "The model is not available right now.",
             "model",
         )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _is_upstream_failure(exc):
+        # Every route answered 429: retryable, and nothing is charged.
+        return errors.upstream_rate_limited(_retry_after(exc))
     if code == grpc.StatusCode.DEADLINE_EXCEEDED or _is_upstream_failure(exc):
         return errors.provider_error()
     return errors.service_unavailable("aiport is temporarily unavailable. Please try again.")

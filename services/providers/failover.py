@@ -53,7 +53,24 @@ def route_key(route: Route) -> str:
 def should_fail_over(error: UpstreamError) -> bool:
     """Connection errors, timeouts, 429 and 5xx: another route may do better.
     A request the upstream rejected as malformed would be rejected anywhere."""
-    return error.kind in ("failed", "timeout")
+    return error.kind in ("failed", "timeout", "rate_limited")
+
+
+def final_error(errors: list[UpstreamError], fallback: UpstreamError) -> UpstreamError:
+    """What a request whose every route failed reports: rate limited only when
+    every route tried answered 429 (waiting then helps), with the shortest wait
+    any of them asked for; otherwise the last failure. `fallback` when no route
+    was tried at all (all cooling down)."""
+    if not errors:
+        return fallback
+    if all(error.kind == "rate_limited" for error in errors):
+        waits = [e.retry_after_seconds for e in errors if e.retry_after_seconds is not None]
+        return UpstreamError(
+            "rate_limited",
+            "every route for this model is rate limited",
+            min(waits) if waits else None,
+        )
+    return errors[-1]
 
 
 @dataclass

@@ -26,7 +26,7 @@ from aiport.v1 import job_state_pb2, job_state_pb2_grpc
 from services.common import blobs, broker, metrics, requestctx
 from services.common.logs import fields
 from services.providers.errors import UpstreamError
-from services.providers.failover import Breakers, route_key, should_fail_over
+from services.providers.failover import Breakers, final_error, route_key, should_fail_over
 from services.providers.fetch import FetchFailed, FetchRefused, load_reference
 from services.providers.media import (
     GeneratedImage,
@@ -56,6 +56,8 @@ VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
 AUDIO_TYPES = ("audio/mpeg", "audio/mp3", "audio/wav", "audio/x-wav", "audio/mp4", "audio/aac")
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 PROVIDER_FAILED = "Provider failed. Please try again."
+# Every route answered 429: the job failed (and is not charged), and waiting helps.
+RATE_LIMITED = "The upstream AI provider is rate limiting requests. Please try again later."
 TERMINAL = ("done", "failed")
 # Transient failures of the two calls after paid upstream work, retried in place
 # before falling back (a redelivered job would pay the upstream again).
@@ -222,7 +224,7 @@ class Worker:
             message = str(exc)
         except UpstreamError as exc:
             log.warning("upstream failed", extra=fields(job_id=job.job_id, error=exc.message))
-            message = PROVIDER_FAILED
+            message = RATE_LIMITED if exc.kind == "rate_limited" else PROVIDER_FAILED
         except TimeoutError:
             message = "Job timed out."
         except blobs.BlobTooLarge:
@@ -246,7 +248,7 @@ class Worker:
     ) -> tuple[Route, T]:
         """Try each route in turn until one answers; only failures another route
         might not have (connection, timeout, 429, 5xx) move on to the next."""
-        last: UpstreamError | None = None
+        failures: list[UpstreamError] = []
         for attempt, route in enumerate(plan):
             verdict = False
             metrics.forget_upstream_outcome()
@@ -256,7 +258,7 @@ class Worker:
                 verdict = True
                 return route, result
             except UpstreamError as error:
-                last = error
+                failures.append(error)
                 log.warning(
                     "upstream failed",
                     extra=fields(
@@ -275,8 +277,8 @@ class Worker:
             finally:
                 if not verdict:
                     self.breakers.release_probe(route)
-        assert last is not None
-        raise last
+        assert failures
+        raise final_error(failures, failures[-1])
 
     # -- references ------------------------------------------------------------
     async def _reference(

@@ -19,7 +19,12 @@ from opentelemetry.trace import Span
 
 from services.common import metrics, requestctx, tracing
 from services.common.sse import SseError
-from services.providers.errors import UpstreamError, UpstreamProtocolError, safe_upstream_message
+from services.providers.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    retry_after_seconds,
+    safe_upstream_message,
+)
 from services.providers.routes import Provider
 
 log = logging.getLogger(__name__)
@@ -239,6 +244,12 @@ async def raise_for_status(
     )
     if client_fault_possible and response.status_code in (400, 422):
         raise UpstreamError("rejected", f"The upstream rejected the request: {message}")
+    if response.status_code == 429:
+        raise UpstreamError(
+            "rate_limited",
+            "upstream answered HTTP 429",
+            retry_after_seconds(response.headers),
+        )
     raise UpstreamError("failed", f"upstream answered HTTP {response.status_code}")
 
 
