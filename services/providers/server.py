@@ -93,7 +93,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             return
         body = orjson.loads(request.request_json)
         identity = Identity(request.completion_id, request.model, request.created_unix)
-        cooling = UpstreamError("failed", "every route for this model is cooling down")
+        cooling = self.breakers.cooling_error(routes)
         failures: list[UpstreamError] = []
         prompt_chars = _prompt_chars(body)  # the same for every route tried
         plan = self.breakers.plan(routes)
@@ -132,7 +132,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             except UpstreamError as error:
                 failures.append(error)
                 if should_fail_over(error):
-                    self.breakers.failure(route)
+                    self.breakers.failure(route, error.kind)
                     verdict = True
                 log.warning(
                     "upstream failed",

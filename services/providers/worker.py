@@ -240,7 +240,7 @@ class Worker:
             raise JobFailed("The model is not available right now.")
         plan = self.breakers.plan(routes)
         if not plan:
-            raise UpstreamError("failed", "every route for this model is cooling down")
+            raise self.breakers.cooling_error(routes)
         return plan
 
     async def _with_failover(
@@ -270,7 +270,7 @@ class Worker:
                 )
                 if not should_fail_over(error):
                     raise
-                self.breakers.failure(route)
+                self.breakers.failure(route, error.kind)
                 verdict = True
                 if attempt + 1 < len(plan):
                     metrics.record_failover(route_key(route), error.kind)

@@ -17,9 +17,10 @@ import orjson
 import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc, chat_pb2_grpc, generate_pb2_grpc
 from google.api import httpbody_pb2
+from openai.types.chat import ChatCompletionMessageParam
 
 from deploy.local.stack import Stack
-from tests.integration.conftest import Account
+from tests.integration.conftest import BREAKER_COOLDOWN_SECONDS, REPLICAS, Account
 from tests.integration.test_jobs import poll, state, submit
 
 # A gRPC status the gateway may end a call with when the caller's deadline
@@ -222,3 +223,24 @@ def test_rate_limited_job_fails_saying_so_and_is_refunded(
     assert "rate limit" in job["error_message"]
     assert job["actual_cost_idr"] == "0"
     assert settled(billing, account.account_id) == before
+
+
+def test_routes_cooling_down_after_429s_still_answer_429(
+    client: openai.OpenAI, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before = state(billing, account.account_id)
+    busy: list[ChatCompletionMessageParam] = [{"role": "user", "content": "busy [sim:status=429]"}]
+    # Enough 429s on every replica to open both routes' breakers, then more.
+    for _ in range(7 * REPLICAS):
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="gpt-5.4", messages=busy)
+        assert caught.value.code == "upstream_rate_limited"
+    # Answered from the open breakers: the wait is the rest of their cooldown.
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= BREAKER_COOLDOWN_SECONDS
+    assert settled(billing, account.account_id) == before
+    # The cooldown over, a probe that succeeds closes the breakers again.
+    time.sleep(BREAKER_COOLDOWN_SECONDS + 0.5)
+    for _ in range(2 * REPLICAS):
+        client.chat.completions.create(
+            model="gpt-5.4", messages=[{"role": "user", "content": "hello"}]
+        )
