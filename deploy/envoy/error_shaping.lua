@@ -11,16 +11,21 @@ local UNAVAILABLE = '{"error":{"message":"aiport is temporarily unavailable. Ple
 -- gRPC codes that reach the edge without our detail (a crash, a restart).
 local STATUS_FOR_GRPC = { ["4"] = "504", ["14"] = "503" }
 
-local function replace(handle, status, body, should_retry)
+local function replace(handle, status, body, should_retry, retry_after)
   local h = handle:headers()
   h:replace(":status", status)
   h:replace("content-type", "application/json")
   for _, name in ipairs({ "grpc-status", "grpc-message", "x-aiport-http-status",
-                          "x-aiport-error", "x-aiport-should-retry" }) do
+                          "x-aiport-error", "x-aiport-should-retry",
+                          "x-aiport-retry-after" }) do
     h:remove(name)
   end
   if should_retry ~= nil then
     h:replace("x-should-retry", should_retry)
+  end
+  -- Seconds to wait before retrying (an upstream rate limit); SDKs honour it.
+  if retry_after ~= nil and string.find(retry_after, "^%d+$") ~= nil then
+    h:replace("retry-after", retry_after)
   end
   handle:body(true):setBytes(body)
 end
@@ -57,13 +62,14 @@ function envoy_on_response(handle)
   local h = handle:headers()
   local err = h:get("x-aiport-error")
   if err ~= nil then
-    replace(handle, h:get("x-aiport-http-status") or "500", err, h:get("x-aiport-should-retry"))
+    replace(handle, h:get("x-aiport-http-status") or "500", err, h:get("x-aiport-should-retry"),
+            h:get("x-aiport-retry-after"))
     return
   end
   local grpc_status = h:get("grpc-status")
   if grpc_status ~= nil and grpc_status ~= "0" then
     local status = STATUS_FOR_GRPC[grpc_status] or "500"
-    replace(handle, status, status == "500" and INTERNAL or UNAVAILABLE, nil)
+    replace(handle, status, status == "500" and INTERNAL or UNAVAILABLE, nil, nil)
     return
   end
   local wanted = h:get("x-aiport-http-status")

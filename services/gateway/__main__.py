@@ -20,6 +20,9 @@ from services.gateway.server import AccountService, Backends, CatalogService, Ch
 
 # Job holds outlive the job timeout, so the jobs service always settles them first.
 HOLD_MARGIN_SECONDS = 900
+# On shutdown, how long settlements still in flight may take (holds left open
+# after that expire and are released by billing).
+DRAIN_SETTLEMENTS_SECONDS = 30.0
 
 
 async def main() -> None:
@@ -55,6 +58,8 @@ async def main() -> None:
         ]
 
     async def close() -> None:
+        # Relays finishing upstream calls for departed clients, and settlements.
+        await backends.drain(DRAIN_SETTLEMENTS_SECONDS)
         await billing.close(None)
         await providers.close(None)
         await job_state.close(None)

@@ -19,6 +19,8 @@ import orjson
 STATUS_HEADER = "x-aiport-http-status"
 ERROR_HEADER = "x-aiport-error"
 RETRY_HEADER = "x-aiport-should-retry"
+# Seconds; the edge sends it to the client as `retry-after`.
+RETRY_AFTER_HEADER = "x-aiport-retry-after"
 
 # The gRPC code that best describes each HTTP status, for native gRPC callers.
 _GRPC_CODE = {
@@ -44,6 +46,7 @@ class PublicError(Exception):
     message: str
     param: str | None = None
     should_retry: bool | None = None
+    retry_after_seconds: int | None = None
 
     def _payload(self) -> dict[str, dict[str, str | None]]:
         return {
@@ -70,6 +73,8 @@ class PublicError(Exception):
         ]
         if self.should_retry is not None:
             metadata.append((RETRY_HEADER, "true" if self.should_retry else "false"))
+        if self.retry_after_seconds is not None:
+            metadata.append((RETRY_AFTER_HEADER, str(self.retry_after_seconds)))
         return tuple(metadata)
 
     @property
@@ -129,6 +134,20 @@ def provider_error(
     message: str = "The upstream AI provider failed. Please try again.",
 ) -> PublicError:
     return PublicError(502, "provider_error", "provider_error", message)
+
+
+def upstream_rate_limited(retry_after_seconds: int | None = None) -> PublicError:
+    """Every upstream route answered 429: a retryable 429, distinct from
+    insufficient_quota (which no retry fixes); nothing was charged."""
+    return PublicError(
+        429,
+        "rate_limit_error",
+        "upstream_rate_limited",
+        "The upstream AI provider is rate limiting requests; nothing was charged. "
+        "Please retry after a short wait.",
+        should_retry=True,
+        retry_after_seconds=retry_after_seconds,
+    )
 
 
 def service_unavailable(message: str) -> PublicError:

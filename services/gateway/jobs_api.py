@@ -137,21 +137,29 @@ class JobsBackend:
             estimated_cost_micros=amount,
             idempotency_key=caller.call_id,
         )
-        try:
-            job = await self._create_job(request)
-        except grpc.aio.AioRpcError as exc:
-            # No job exists (or it was failed and refunded already): free the money now.
-            await self.backends.release(hold.hold_id, f"job not created: {exc.code().name}")
-            log.error(
-                "job not created",
-                extra=fields(request_id=caller.request_id, code=exc.code().name),
-            )
-            raise errors.service_unavailable(
-                "Jobs cannot be accepted right now. Please try again."
-            ) from exc
+        # No await since the hold was placed. Creating the job, or releasing the
+        # hold when it cannot be created, runs in a task of its own: a client
+        # that leaves (or whose deadline passes) meanwhile cannot strand the hold.
+        job = await asyncio.shield(
+            self.backends.settle_later(self._create_or_release(request, caller.request_id))
+        )
+        if job is None:
+            raise errors.service_unavailable("Jobs cannot be accepted right now. Please try again.")
         return generate_pb2.JobAccepted(
             job_id=job.job_id, status="pending", estimated_cost_idr=micros_to_idr(amount)
         )
+
+    async def _create_or_release(
+        self, request: job_state_pb2.CreateJobRequest, request_id: str
+    ) -> job_state_pb2.JobRecord | None:
+        """The job, which now owns the hold; or None, the hold released."""
+        try:
+            return await self._create_job(request)
+        except grpc.aio.AioRpcError as exc:
+            # No job exists (or it was failed and refunded already): free the money now.
+            await self.backends.release(request.hold_id, f"job not created: {exc.code().name}")
+            log.error("job not created", extra=fields(request_id=request_id, code=exc.code().name))
+            return None
 
     async def _create_job(self, request: job_state_pb2.CreateJobRequest) -> job_state_pb2.JobRecord:
         """CreateJob is idempotent per request id, so a reply lost to a timeout or

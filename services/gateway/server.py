@@ -12,9 +12,9 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass
-from typing import TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 import orjson
@@ -37,7 +37,7 @@ from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
 from services.common.sse import DONE, frame
 from services.gateway import bad_keys, errors
-from services.gateway.chat_request import parse_chat_request
+from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import offered
 from services.gateway.pricing import Usage, cost_micros, estimated_usage, hold_micros
@@ -49,8 +49,14 @@ T = TypeVar("T")
 # Bounded waits on our own services; the upstream's own timeouts live in providers.
 BILLING_TIMEOUT_SECONDS = 10.0
 UPSTREAM_CALL_TIMEOUT_SECONDS = 900.0
+# A chat's hold outlives its longest possible call, then billing's sweeper
+# releases it: the backstop if the gateway dies before settling.
+CHAT_HOLD_TTL_SECONDS = int(UPSTREAM_CALL_TIMEOUT_SECONDS) + 300
 SETTLE_ATTEMPTS = 4
+# Before looking up a hold whose authorization answer was lost.
+LOST_HOLD_DELAY_SECONDS = 0.2
 UPSTREAM_FAILURE_KEY = "x-aiport-upstream-failure"
+RETRY_AFTER_KEY = "x-aiport-retry-after"
 BEARER = "bearer "
 
 
@@ -80,10 +86,22 @@ async def abort_with(context: ServicerContext, error: PublicError) -> None:
     await context.abort(error.grpc_code, error.message)
 
 
-def _is_upstream_failure(exc: grpc.aio.AioRpcError) -> bool:
+def _trailer(exc: grpc.aio.AioRpcError, name: str) -> str | None:
     # At run time this is a sequence of (key, value) pairs; grpc-stubs says otherwise.
-    pairs = cast(Iterable[tuple[str, object]], exc.trailing_metadata() or ())
-    return any(key == UPSTREAM_FAILURE_KEY for key, _ in pairs)
+    pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+    for key, value in pairs:
+        if key == name:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def _is_upstream_failure(exc: grpc.aio.AioRpcError) -> bool:
+    return _trailer(exc, UPSTREAM_FAILURE_KEY) is not None
+
+
+def _retry_after(exc: grpc.aio.AioRpcError) -> int | None:
+    raw = _trailer(exc, RETRY_AFTER_KEY) or ""
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 class Backends:
@@ -93,7 +111,7 @@ class Backends:
         self.billing = billing_pb2_grpc.BillingStub(billing)
         self.providers = providers_pb2_grpc.ProvidersStub(providers)
         # Settlement tasks that must outlive a cancelled request.
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def billing_call(
         self,
@@ -165,17 +183,18 @@ class Backends:
         request_id = self.request_id(context)
         call_id = new_call_id()
         attempt = bad_keys.begin(context.invocation_metadata(), context.peer(), key)
+        request = billing_pb2.AuthorizeHoldRequest(
+            api_key=key,
+            amount_micros=amount_micros,
+            # One hold per call, whatever retries happen in between.
+            idempotency_key=f"{purpose.split()[0]}:{call_id}",
+            description=f"{purpose} {request_id}",
+            ttl_seconds=ttl_seconds,
+        )
         try:
             authorized: billing_pb2.AuthorizedHold = await self.billing_call(
                 self.billing.AuthorizeHold,
-                billing_pb2.AuthorizeHoldRequest(
-                    api_key=key,
-                    amount_micros=amount_micros,
-                    # One hold per call, whatever retries happen in between.
-                    idempotency_key=f"{purpose.split()[0]}:{call_id}",
-                    description=f"{purpose} {request_id}",
-                    ttl_seconds=ttl_seconds,
-                ),
+                request,
                 expected=(
                     grpc.StatusCode.UNAUTHENTICATED,
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -183,6 +202,12 @@ class Backends:
                 ),
                 metadata=attempt.billing_metadata(),
             )
+        except (asyncio.CancelledError, PublicError):
+            # No definitive answer (this call was cancelled or its deadline
+            # passed, or billing failed mid-call): a hold may exist that nobody
+            # knows the id of. Find it by its key and release it.
+            self.settle_later(self.release_lost_hold(request))
+            raise
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 attempt.succeeded()
@@ -201,11 +226,52 @@ class Backends:
         wait = attempt.failed(trailing)
         return bad_keys.too_many_attempts(wait) if wait > 0 else errors.unauthorized()
 
-    def settle_later(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def settle_later(self, coro: Coroutine[object, object, T]) -> asyncio.Task[T]:
+        """Run `coro` in a task of its own: cancelling the caller does not cancel it."""
+        task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+    async def drain(self, seconds: float) -> None:
+        """On shutdown: give settlements and relays in flight up to `seconds`."""
+        pending = set(self._background)
+        if pending:
+            log.info("waiting for settlements", extra={"fields": {"tasks": len(pending)}})
+            await asyncio.wait(pending, timeout=seconds)
+
+    async def release_lost_hold(self, request: billing_pb2.AuthorizeHoldRequest) -> None:
+        """Release the hold of an AuthorizeHold whose answer was lost. The call is
+        idempotent per key: asked again, billing returns the hold it placed (or
+        places it now, if the first never arrived), which is then released.
+        RESOURCE_EXHAUSTED means no hold has the key and none could be placed."""
+        await asyncio.sleep(LOST_HOLD_DELAY_SECONDS)  # let a twin still in flight land
+        key = request.idempotency_key
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                authorized: billing_pb2.AuthorizedHold = await self.billing.AuthorizeHold(
+                    request, timeout=BILLING_TIMEOUT_SECONDS
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    await asyncio.sleep(0.2 * 2**attempt)
+                    continue
+                log.info(
+                    "no hold to release for a lost authorization",
+                    extra={"fields": {"idempotency_key": key, "code": exc.code().name}},
+                )
+                return
+            hold_id = authorized.hold.hold_id
+            await self.release(hold_id, "call ended before its hold was known")
+            log.warning(
+                "hold of a lost authorization released",
+                extra={"fields": {"idempotency_key": key, "hold_id": hold_id}},
+            )
+            return
+        log.error(
+            "lost authorization not resolved; its hold (if any) is left to expire",
+            extra={"fields": {"idempotency_key": key}},
+        )
 
     async def _settle_shielded(
         self, name: str, call: Callable[[], Awaitable[object]], hold_id: str
@@ -274,9 +340,169 @@ def _upstream_error(exc: grpc.aio.AioRpcError) -> PublicError:
             "The model is not available right now.",
             "model",
         )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _is_upstream_failure(exc):
+        # Every route answered 429: retryable, and nothing is charged.
+        return errors.upstream_rate_limited(_retry_after(exc))
     if code == grpc.StatusCode.DEADLINE_EXCEEDED or _is_upstream_failure(exc):
         return errors.provider_error()
     return errors.service_unavailable("aiport is temporarily unavailable. Please try again.")
+
+
+# The end of a relay's output (after its last message or error).
+_END = None
+RelayItem: TypeAlias = httpbody_pb2.HttpBody | PublicError | None
+
+
+class ChatRelay:
+    """One chat's upstream call and the settlement of its hold, in a task of
+    its own that the client cannot cancel.
+
+    The rule, the same for streams and whole answers: the upstream work the
+    customer ordered is completed and charged at its real, reported usage. A
+    client that leaves (disconnects, or its deadline expires) stops receiving;
+    the upstream call goes on (bounded by its own timeout) and its usage is
+    captured when it ends. An upstream that fails before any output is
+    released; one that breaks after output without a usage report is charged
+    an estimate of what it produced."""
+
+    def __init__(
+        self,
+        backends: Backends,
+        call: ChatCall,
+        hold: billing_pb2.Hold,
+        upstream: AsyncIterator[providers_pb2.ChatCompletionEvent],
+        fields: dict[str, object],
+    ) -> None:
+        self.backends = backends
+        self.call = call
+        self.hold = hold
+        self.upstream = upstream
+        self.fields = fields
+        # Unbounded: the upstream's output is (max_tokens); it must never wait on a client.
+        self.outbox: asyncio.Queue[RelayItem] = asyncio.Queue()
+        self.client_gone = False
+        self.produced = 0  # chunks the upstream produced, delivered or not
+
+    def client_left(self) -> None:
+        """The client is gone: what follows is settled, not delivered."""
+        if self.client_gone:
+            return
+        self.client_gone = True
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        log.info(
+            "client left; upstream call continues and will be settled",
+            extra={"fields": {**self.fields, "chunks_so_far": self.produced}},
+        )
+
+    def _send(self, item: RelayItem) -> None:
+        if not self.client_gone:
+            self.outbox.put_nowait(item)
+
+    def _log_fields(self, **more: object) -> dict[str, object]:
+        return {**self.fields, "client_left": self.client_gone, **more}
+
+    async def run(self) -> None:
+        call, hold_id = self.call, self.hold.hold_id
+        settled = False
+        try:
+            try:
+                async for event in self.upstream:
+                    kind = event.WhichOneof("event")
+                    if kind == "completion":
+                        # Held back until usage arrives and is captured.
+                        completion = event.completion
+                    elif kind == "chunk":
+                        self.produced += 1
+                        self._send(
+                            httpbody_pb2.HttpBody(
+                                content_type="text/event-stream", data=frame(event.chunk)
+                            )
+                        )
+                    elif kind == "usage":
+                        usage = _usage(event.usage)
+                        cost = cost_micros(call.model, usage)
+                        settled = True
+                        await self.backends.capture(hold_id, cost, f"chat {call.model.id}")
+                        log.info(
+                            "chat completed",
+                            extra={"fields": self._log_fields(cost_micros=cost, **asdict(usage))},
+                        )
+                        if call.stream:
+                            self._send(
+                                httpbody_pb2.HttpBody(content_type="text/event-stream", data=DONE)
+                            )
+                        else:
+                            self._send(
+                                httpbody_pb2.HttpBody(
+                                    content_type="application/json", data=completion
+                                )
+                            )
+                        return
+                    elif kind == "failure":
+                        # Output had started: charge what was produced, end in-band.
+                        cost = cost_micros(call.model, _usage(event.failure.usage))
+                        settled = True
+                        await self.backends.capture(
+                            hold_id, cost, f"chat {call.model.id} (stream broke)"
+                        )
+                        log.warning(
+                            "stream broke after output",
+                            extra={"fields": self._log_fields(cost_micros=cost)},
+                        )
+                        self._send(
+                            httpbody_pb2.HttpBody(
+                                content_type="text/event-stream",
+                                data=errors.provider_error(event.failure.message).sse_event(),
+                            )
+                        )
+                        return
+                failure = errors.service_unavailable("The call ended unexpectedly.")
+                detail = "providers ended the call without usage"
+            except grpc.aio.AioRpcError as exc:
+                failure, detail = _upstream_error(exc), f"{exc.code().name}: {exc.details()}"
+            settled = True
+            if self.produced == 0:
+                await self.backends.release(hold_id, f"upstream failed: {detail}")
+                log.warning(
+                    "chat failed before output; hold released",
+                    extra={"fields": self._log_fields(detail=detail)},
+                )
+                self._send(failure)
+                return
+            # Broken after output without a usage report: charge an estimate.
+            cost = cost_micros(call.model, estimated_usage(call, self.produced))
+            await self.backends.capture(hold_id, cost, f"chat {call.model.id} (broken)")
+            log.warning(
+                "stream interrupted",
+                extra={"fields": self._log_fields(detail=detail, cost=cost)},
+            )
+            self._send(
+                httpbody_pb2.HttpBody(content_type="text/event-stream", data=failure.sse_event())
+            )
+        except asyncio.CancelledError:
+            # Only the gateway stopping cancels a relay: settle what is known.
+            if not settled:
+                self._settle_unfinished("gateway stopping")
+            raise
+        except Exception:
+            log.exception("chat relay failed", extra={"fields": self.fields})
+            if not settled:
+                self._settle_unfinished("gateway error")
+            self._send(errors.service_unavailable("The call ended unexpectedly."))
+        finally:
+            self._send(_END)
+
+    def _settle_unfinished(self, why: str) -> None:
+        """The call cannot be followed to its end: release it if nothing was
+        produced, else charge an estimate of what was."""
+        if self.produced == 0:
+            self.backends.settle_later(self.backends.release(self.hold.hold_id, why))
+        else:
+            cost = cost_micros(self.call.model, estimated_usage(self.call, self.produced))
+            self.backends.settle_later(
+                self.backends.capture(self.hold.hold_id, cost, f"chat {self.call.model.id} ({why})")
+            )
 
 
 class ChatService(chat_pb2_grpc.ChatServicer):
@@ -301,11 +527,12 @@ class ChatService(chat_pb2_grpc.ChatServicer):
                     f"(it may cost up to {micros_to_idr(amount)} IDR). "
                     "Top up, or lower max_tokens, to continue."
                 ),
+                ttl_seconds=CHAT_HOLD_TTL_SECONDS,
             )
         except PublicError as error:
             await abort_with(context, error)
             return
-        fields = {
+        fields: dict[str, object] = {
             "request_id": caller.request_id,
             "account_id": caller.account_id,
             "model": call.model.id,
@@ -323,88 +550,21 @@ class ChatService(chat_pb2_grpc.ChatServicer):
             ),
             timeout=UPSTREAM_CALL_TIMEOUT_SECONDS,
         )
-        delivered = 0
-        settled = False
+        # No await since the hold was placed: from here the relay owns it.
+        relay = ChatRelay(self.backends, call, hold, upstream, fields)
+        self.backends.settle_later(relay.run())
+        finished = False
         try:
-            try:
-                async for event in upstream:
-                    kind = event.WhichOneof("event")
-                    if kind == "completion":
-                        # Held back until usage arrives and is captured.
-                        completion = event.completion
-                    elif kind == "chunk":
-                        delivered += 1
-                        yield httpbody_pb2.HttpBody(
-                            content_type="text/event-stream", data=frame(event.chunk)
-                        )
-                    elif kind == "usage":
-                        usage = _usage(event.usage)
-                        cost = cost_micros(call.model, usage)
-                        settled = True
-                        await self.backends.capture(hold.hold_id, cost, f"chat {call.model.id}")
-                        log.info(
-                            "chat completed",
-                            extra={"fields": {**fields, "cost_micros": cost, **asdict(usage)}},
-                        )
-                        if call.stream:
-                            yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=DONE)
-                        else:
-                            yield httpbody_pb2.HttpBody(
-                                content_type="application/json", data=completion
-                            )
-                        return
-                    elif kind == "failure":
-                        # Output had started: charge what was delivered, end in-band.
-                        cost = cost_micros(call.model, _usage(event.failure.usage))
-                        settled = True
-                        await self.backends.capture(
-                            hold.hold_id, cost, f"chat {call.model.id} (stream broke)"
-                        )
-                        log.warning(
-                            "stream broke after output",
-                            extra={"fields": {**fields, "cost_micros": cost}},
-                        )
-                        yield httpbody_pb2.HttpBody(
-                            content_type="text/event-stream",
-                            data=errors.provider_error(event.failure.message).sse_event(),
-                        )
-                        return
-                failure = errors.service_unavailable("The call ended unexpectedly.")
-                detail = "providers ended the call without usage"
-            except grpc.aio.AioRpcError as exc:
-                failure, detail = _upstream_error(exc), f"{exc.code().name}: {exc.details()}"
-            settled = True
-            if delivered == 0:
-                await self.backends.release(hold.hold_id, f"upstream failed: {detail}")
-                log.warning(
-                    "chat failed before output; hold released",
-                    extra={"fields": {**fields, "detail": detail}},
-                )
-                await abort_with(context, failure)
-                return
-            # Broken after output without a usage report: charge an estimate.
-            cost = cost_micros(call.model, estimated_usage(call, delivered))
-            await self.backends.capture(hold.hold_id, cost, f"chat {call.model.id} (broken)")
-            log.warning(
-                "stream interrupted", extra={"fields": {**fields, "detail": detail, "cost": cost}}
-            )
-            yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=failure.sse_event())
-        except asyncio.CancelledError:
-            # The client went away. Settle outside this cancelled task.
-            if not settled:
-                if delivered == 0:
-                    self.backends.settle_later(
-                        self.backends.release(hold.hold_id, "client disconnected")
-                    )
-                else:
-                    cost = cost_micros(call.model, estimated_usage(call, delivered))
-                    self.backends.settle_later(
-                        self.backends.capture(
-                            hold.hold_id, cost, f"chat {call.model.id} (client left)"
-                        )
-                    )
-            upstream.cancel()
-            raise
+            while (item := await relay.outbox.get()) is not _END:
+                if isinstance(item, PublicError):
+                    finished = True
+                    await abort_with(context, item)
+                    return
+                yield item
+            finished = True
+        finally:
+            if not finished:  # cancelled (client gone, deadline passed) or closed
+                relay.client_left()
 
 
 class CatalogService(catalog_pb2_grpc.CatalogServicer):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Literal
 
 import orjson
@@ -11,9 +15,13 @@ MAX_MESSAGE_CHARS = 300
 # Anything that looks like a credential is masked before a message leaves us.
 _SECRETISH = re.compile(r"\b(sk-|sk_|aip_|key-|key_|AIza)[-_A-Za-z0-9]{12,}")
 
-FailureKind = Literal["rejected", "failed", "timeout"]
+FailureKind = Literal["rejected", "failed", "timeout", "rate_limited"]
+# The longest retry-after we pass on; an upstream's larger value is capped.
+MAX_RETRY_AFTER_SECONDS = 3600
 
 PROVIDER_FAILED = "Provider failed. Please try again."
+# Every route answered 429: the job failed (and is not charged), and waiting helps.
+RATE_LIMITED = "The upstream AI provider is rate limiting requests. Please try again later."
 CONTENT_POLICY = "The provider refused the prompt or image under its content policy."
 # How long the upstream's own reason may be when shown in a job's error_message.
 MAX_REASON_CHARS = 200
@@ -57,12 +65,22 @@ class UpstreamError(Exception):
     failed / timeout: the upstream could not serve it (502, refunded).
 
     A rejection may carry the upstream's error `code` (a content-policy code makes it
-    a refusal of the client's content) and `reason`, its own scrubbed words."""
+    a refusal of the client's content) and `reason`, its own scrubbed words.
+    rate_limited: the upstream answered 429 (a retryable 429 if every route did),
+    with the seconds it asked us to wait when it said so."""
 
-    def __init__(self, kind: FailureKind, message: str, reason: str = "", code: str = "") -> None:
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        retry_after_seconds: int | None = None,
+        reason: str = "",
+        code: str = "",
+    ) -> None:
         super().__init__(message)
         self.kind: FailureKind = kind
         self.message = message
+        self.retry_after_seconds = retry_after_seconds
         self.reason = reason
         self.code = code
 
@@ -124,7 +142,12 @@ def public_reason(text: str) -> str:
 
 
 JobErrorCode = Literal[
-    "provider_error", "invalid_input", "content_policy", "timeout", "result_too_large"
+    "provider_error",
+    "invalid_input",
+    "content_policy",
+    "rate_limited",
+    "timeout",
+    "result_too_large",
 ]
 
 
@@ -134,12 +157,41 @@ def job_error(error: UpstreamError) -> tuple[JobErrorCode, str]:
     client's input or content, so those say what was wrong."""
     if error.content_policy:
         return "content_policy", CONTENT_POLICY
+    if error.kind == "rate_limited":
+        return "rate_limited", RATE_LIMITED
     if error.kind == "rejected":
         reason = public_reason(error.reason)
         if reason:
             return "invalid_input", f"The provider rejected the input: {reason}."
         return "invalid_input", "The provider rejected the input."
     return "provider_error", PROVIDER_FAILED
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> int | None:
+    """The wait an upstream's 429 asks for, in whole seconds (rounded up): its
+    `retry-after` (seconds or an HTTP date), else OpenAI's `retry-after-ms`;
+    None when it gave none we can read. Capped at MAX_RETRY_AFTER_SECONDS."""
+    seconds: float | None = None
+    raw = (headers.get("retry-after") or "").strip()
+    if raw:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(raw)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds is None:
+        raw_ms = (headers.get("retry-after-ms") or "").strip()
+        try:
+            seconds = float(raw_ms) / 1000 if raw_ms else None
+        except ValueError:
+            seconds = None
+    if seconds is None or seconds != seconds:  # absent, or NaN
+        return None
+    return min(max(math.ceil(seconds), 0), MAX_RETRY_AFTER_SECONDS)
 
 
 def safe_upstream_message(raw: bytes, api_key: str) -> str:

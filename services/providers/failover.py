@@ -12,13 +12,14 @@ enough to stop hammering a dead upstream; it is not a shared rate limiter.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from services.common.settings import env_float, env_int
-from services.providers.errors import UpstreamError
+from services.providers.errors import FailureKind, UpstreamError
 from services.providers.routes import Route
 
 State = Literal["closed", "open", "half-open"]
@@ -44,6 +45,7 @@ class _Breaker:
     failures: int = 0
     opened_at: float | None = None
     probing: bool = False
+    last_kind: FailureKind = "failed"
 
 
 def route_key(route: Route) -> str:
@@ -53,7 +55,24 @@ def route_key(route: Route) -> str:
 def should_fail_over(error: UpstreamError) -> bool:
     """Connection errors, timeouts, 429 and 5xx: another route may do better.
     A request the upstream rejected as malformed would be rejected anywhere."""
-    return error.kind in ("failed", "timeout")
+    return error.kind in ("failed", "timeout", "rate_limited")
+
+
+def final_error(errors: list[UpstreamError], fallback: UpstreamError) -> UpstreamError:
+    """What a request whose every route failed reports: rate limited only when
+    every route tried answered 429 (waiting then helps), with the shortest wait
+    any of them asked for; otherwise the last failure. `fallback` when no route
+    was tried at all (all cooling down)."""
+    if not errors:
+        return fallback
+    if all(error.kind == "rate_limited" for error in errors):
+        waits = [e.retry_after_seconds for e in errors if e.retry_after_seconds is not None]
+        return UpstreamError(
+            "rate_limited",
+            "every route for this model is rate limited",
+            min(waits) if waits else None,
+        )
+    return errors[-1]
 
 
 @dataclass
@@ -90,12 +109,30 @@ class Breakers:
     def success(self, route: Route) -> None:
         self._state.pop(route_key(route), None)
 
-    def failure(self, route: Route) -> None:
+    def failure(self, route: Route, kind: FailureKind = "failed") -> None:
         breaker = self._state.setdefault(route_key(route), _Breaker())
         breaker.failures += 1
+        breaker.last_kind = kind
         if breaker.probing or breaker.failures >= self.policy.failure_threshold:
             breaker.opened_at = self.clock()
         breaker.probing = False
+
+    def cooling_error(self, routes: Iterable[Route]) -> UpstreamError:
+        """Why a request found no route to try: rate limited (with the wait until
+        the first may be probed) when every route's breaker opened on 429s."""
+        waits: list[float] = []
+        for route in routes:
+            breaker = self._state.get(route_key(route))
+            if breaker is None or breaker.opened_at is None or breaker.last_kind != "rate_limited":
+                return UpstreamError("failed", "every route for this model is cooling down")
+            waits.append(breaker.opened_at + self.policy.cooldown_seconds - self.clock())
+        if not waits:
+            return UpstreamError("failed", "no route for this model")
+        return UpstreamError(
+            "rate_limited",
+            "every route for this model is rate limited and cooling down",
+            max(math.ceil(min(waits)), 1),
+        )
 
     def states(self, routes: Iterable[Route]) -> list[tuple[str, State]]:
         """(route key, state) for each of `routes`: the metrics gauge reads this."""

@@ -18,12 +18,14 @@ from services.providers.adapters.openai_chat_translate import (
     TokenCounts,
 )
 from services.providers.errors import UpstreamError
-from services.providers.failover import Breakers, route_key, should_fail_over
+from services.providers.failover import Breakers, final_error, route_key, should_fail_over
 from services.providers.routes import RouteTable
 
 log = logging.getLogger(__name__)
 
 UPSTREAM_FAILURE_KEY = "x-aiport-upstream-failure"
+# With a rate-limited failure: the seconds the upstream asked us to wait.
+RETRY_AFTER_KEY = "x-aiport-retry-after"
 
 
 def _usage_pb(usage: TokenCounts) -> common_pb2.TokenUsage:
@@ -66,6 +68,11 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
     async def _abort(self, context: ServicerContext, error: UpstreamError) -> None:
         if error.kind == "rejected":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
+        if error.kind == "rate_limited":
+            trailing: tuple[tuple[str, str], ...] = ((UPSTREAM_FAILURE_KEY, "rate_limited"),)
+            if error.retry_after_seconds is not None:
+                trailing += ((RETRY_AFTER_KEY, str(error.retry_after_seconds)),)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, error.message, trailing)
         code = (
             grpc.StatusCode.DEADLINE_EXCEEDED
             if error.kind == "timeout"
@@ -86,7 +93,8 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             return
         body = orjson.loads(request.request_json)
         identity = Identity(request.completion_id, request.model, request.created_unix)
-        last_error = UpstreamError("failed", "every route for this model is cooling down")
+        cooling = self.breakers.cooling_error(routes)
+        failures: list[UpstreamError] = []
         prompt_chars = _prompt_chars(body)  # the same for every route tried
         plan = self.breakers.plan(routes)
         for attempt, route in enumerate(plan):
@@ -122,9 +130,9 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                 yield providers_pb2.ChatCompletionEvent(usage=_usage_pb(usage))
                 return
             except UpstreamError as error:
-                last_error = error
+                failures.append(error)
                 if should_fail_over(error):
-                    self.breakers.failure(route)
+                    self.breakers.failure(route, error.kind)
                     verdict = True
                 log.warning(
                     "upstream failed",
@@ -153,4 +161,4 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             finally:
                 if not verdict:
                     self.breakers.release_probe(route)
-        await self._abort(context, last_error)
+        await self._abort(context, final_error(failures, cooling))

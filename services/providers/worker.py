@@ -34,7 +34,7 @@ from services.providers.errors import (
     job_error,
     task_error,
 )
-from services.providers.failover import Breakers, route_key, should_fail_over
+from services.providers.failover import Breakers, final_error, route_key, should_fail_over
 from services.providers.fetch import FetchFailed, FetchRefused, load_reference
 from services.providers.media import (
     GeneratedImage,
@@ -265,7 +265,7 @@ class Worker:
             raise JobFailed("The model is not available right now.")
         plan = self.breakers.plan(routes)
         if not plan:
-            raise UpstreamError("failed", "every route for this model is cooling down")
+            raise self.breakers.cooling_error(routes)
         return plan
 
     async def _with_failover(
@@ -273,7 +273,7 @@ class Worker:
     ) -> tuple[Route, T]:
         """Try each route in turn until one answers; only failures another route
         might not have (connection, timeout, 429, 5xx) move on to the next."""
-        last: UpstreamError | None = None
+        failures: list[UpstreamError] = []
         for attempt, route in enumerate(plan):
             verdict = False
             metrics.forget_upstream_outcome()
@@ -283,7 +283,7 @@ class Worker:
                 verdict = True
                 return route, result
             except UpstreamError as error:
-                last = error
+                failures.append(error)
                 log.warning(
                     "upstream failed",
                     extra=fields(
@@ -295,15 +295,15 @@ class Worker:
                 )
                 if not should_fail_over(error):
                     raise
-                self.breakers.failure(route)
+                self.breakers.failure(route, error.kind)
                 verdict = True
                 if attempt + 1 < len(plan):
                     metrics.record_failover(route_key(route), error.kind)
             finally:
                 if not verdict:
                     self.breakers.release_probe(route)
-        assert last is not None
-        raise last
+        assert failures
+        raise final_error(failures, failures[-1])
 
     # -- references ------------------------------------------------------------
     async def _reference(

@@ -96,7 +96,7 @@ async def _accepted(request: web.Request, asynchronous: bool) -> dashscope.Image
     dashscope.check_async_header(request.headers.get(ASYNC_HEADER), asynchronous)
     spec = dashscope.parse_create(body, asynchronous)
     if spec.directives.status is not None:
-        raise simulated_status(spec.directives.status)
+        raise simulated_status(spec.directives.status, spec.directives.retry_after)
     return spec
 
 

@@ -21,14 +21,14 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 
 # Directives that take no value, and those that take a non-negative integer.
 _FLAGS = frozenset({"fail", "echo", "parallel", "hang", "reset", "malformed", "moderation"})
-_COUNTS = frozenset({"fail-after", "tokens", "cached", "reasoning"})
+_COUNTS = frozenset({"fail-after", "tokens", "cached", "reasoning", "retry-after"})
 
 # What each endpoint understands; anything else in its prompt is a 400.
 CHAT = frozenset(
     {"fail", "fail-after", "delay", "chunk-delay", "tokens", "cached", "reasoning"}
-    | {"status", "echo", "parallel", "fail-route", "reset", "malformed"}
+    | {"status", "retry-after", "echo", "parallel", "fail-route", "reset", "malformed"}
 )
-MEDIA = frozenset({"fail", "delay", "hang", "status", "fail-route", "moderation"})
+MEDIA = frozenset({"fail", "delay", "hang", "status", "retry-after", "fail-route", "moderation"})
 _ROUTE_LABELS = re.compile(r"[A-Za-z0-9_-]{1,40}(,[A-Za-z0-9_-]{1,40}){0,9}")
 
 
@@ -42,6 +42,9 @@ class Directives:
     cached: int = 0
     reasoning: int = 0
     status: int | None = None
+    # With status=429: the seconds the answer asks the caller to wait, sent the way
+    # each protocol sends it (a retry-after header; Gemini's RetryInfo too).
+    retry_after: int | None = None
     echo: bool = False
     parallel: bool = False
     hang: bool = False  # media only: never answer (images) / never finish (video tasks)
@@ -62,7 +65,7 @@ class Directives:
         "midway", so it fails the whole request like `fail`.
         """
         if self.status is not None:
-            return simulated_status(self.status)
+            return simulated_status(self.status, self.retry_after)
         if self.fail or (self.fail_after is not None and not streaming):
             return simulated_failure()
         return None
@@ -101,6 +104,7 @@ def parse(text: str, allowed: frozenset[str] = CHAT, param: str = "messages") ->
         cached=int(found.get("cached", 0)),
         reasoning=int(found.get("reasoning", 0)),
         status=_int_or_none(found.get("status")),
+        retry_after=_int_or_none(found.get("retry-after")),
         echo=bool(found.get("echo", False)),
         parallel=bool(found.get("parallel", False)),
         hang=bool(found.get("hang", False)),

@@ -16,8 +16,10 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
+        self.retry_after = retry_after
         self.status = status
         self.message = message
         self.type = type
@@ -29,11 +31,18 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
     return ApiError(400, message, param=param, code=code)
 
 
-def simulated_status(status: int) -> ApiError:
-    """The error `[sim:status=CODE]` asks for, typed the way OpenAI types that status."""
+def simulated_status(status: int, retry_after: int | None = None) -> ApiError:
+    """The error `[sim:status=CODE]` asks for, typed the way OpenAI types that status.
+    A 429 carries `[sim:retry-after=N]` as the providers send it (a header)."""
     message = f"sandbox: simulated HTTP {status}"
     if status == 429:
-        return ApiError(status, message, type="rate_limit_error", code="rate_limit_exceeded")
+        return ApiError(
+            status,
+            message,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            retry_after=retry_after,
+        )
     if status == 401:
         return ApiError(status, message, code="invalid_api_key")
     if status >= 500:
@@ -43,6 +52,12 @@ def simulated_status(status: int) -> ApiError:
 
 def simulated_failure() -> ApiError:
     return ApiError(500, "sandbox: simulated upstream failure", type="server_error")
+
+
+def error_headers(err: ApiError) -> dict[str, str]:
+    """Headers an error answer carries: Retry-After on a 429 that asks for a wait
+    (OpenAI and Anthropic send it; so does Ark)."""
+    return {"Retry-After": str(err.retry_after)} if err.retry_after is not None else {}
 
 
 def openai_error_body(err: ApiError) -> dict[str, Any]:

@@ -1152,14 +1152,25 @@ def error_body(err: ApiError) -> dict[str, Any]:
     else:
         status = "INTERNAL" if err.status >= 500 else "FAILED_PRECONDITION"
     error: dict[str, Any] = {"code": err.status, "message": err.message, "status": status}
+    details: list[dict[str, Any]] = []
     if err.code and err.code.isupper() and "_" in err.code:
-        error["details"] = [
+        details.append(
             {
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                 "reason": err.code,
                 "domain": "googleapis.com",
             }
-        ]
+        )
+    if err.retry_after is not None:
+        # A 429 RESOURCE_EXHAUSTED says how long to wait in a RetryInfo.
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": f"{err.retry_after}s",
+            }
+        )
+    if details:
+        error["details"] = details
     return {"error": error}
 
 

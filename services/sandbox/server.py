@@ -34,7 +34,13 @@ from services.sandbox import (
     png,
     video_tasks,
 )
-from services.sandbox.errors import ApiError, ark_error_body, openai_error_body, simulated_status
+from services.sandbox.errors import (
+    ApiError,
+    ark_error_body,
+    error_headers,
+    openai_error_body,
+    simulated_status,
+)
 
 log = logging.getLogger("sandbox")
 
@@ -137,8 +143,12 @@ def _error(
 ) -> web.Response:
     for prefix, shape in (shapes or {}).items():
         if path.startswith(prefix):
-            return _json(shape(err), err.status)
-    return _json(openai_error_body(err), err.status)
+            response = _json(shape(err), err.status)
+            break
+    else:
+        response = _json(openai_error_body(err), err.status)
+    response.headers.update(error_headers(err))
+    return response
 
 
 @web.middleware

@@ -640,7 +640,7 @@ CREATE_ERRORS = [
         json_response({"code": "AccessDenied", "message": "current user api does not"}, 403),
         "failed",
     ),
-    (json_response({"code": "Throttling.RateQuota", "message": "slow down"}, 429), "failed"),
+    (json_response({"code": "Throttling.RateQuota", "message": "slow down"}, 429), "rate_limited"),
     (json_response({"code": "InternalError", "message": "boom"}, 500), "failed"),
     (json_response({"request_id": "r", "output": {"task_status": "PENDING"}}), "failed"),
     (httpx.Response(200, content=b"<html>not json</html>"), "failed"),

@@ -97,3 +97,19 @@ def test_which_errors_fail_over() -> None:
     assert should_fail_over(UpstreamError("failed", "503"))
     assert should_fail_over(UpstreamError("timeout", "slow"))
     assert not should_fail_over(UpstreamError("rejected", "bad request"))
+
+
+def test_routes_cooling_down_after_429s_still_say_rate_limited() -> None:
+    clock = Clock()
+    b = breakers(clock, threshold=1)
+    limited = UpstreamError("rate_limited", "429", 2)
+    b.failure(A, limited.kind)
+    b.failure(B, limited.kind)
+    assert b.plan((A, B)) == []
+    clock.now += 10
+    cooling = b.cooling_error((A, B))
+    assert cooling.kind == "rate_limited"
+    assert cooling.retry_after_seconds == 20  # until the first route may be probed
+    # One route down for another reason: a plain failure.
+    b.failure(C, "failed")
+    assert b.cooling_error((A, C)).kind == "failed"

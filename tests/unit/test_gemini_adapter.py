@@ -339,7 +339,7 @@ def google_error(code: int, status: str, message: str, reason: str | None = None
         (401, google_error(401, "UNAUTHENTICATED", "no"), "failed"),
         (403, google_error(403, "PERMISSION_DENIED", "no"), "failed"),
         (404, google_error(404, "NOT_FOUND", "models/x is not found"), "failed"),
-        (429, google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded"), "failed"),
+        (429, google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded"), "rate_limited"),
         (500, google_error(500, "INTERNAL", "boom"), "failed"),
         (503, google_error(503, "UNAVAILABLE", "The model is overloaded."), "failed"),
         (502, b"<html>bad gateway</html>", "failed"),

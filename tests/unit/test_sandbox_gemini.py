@@ -688,7 +688,7 @@ async def test_e2e_failures(sandbox: tuple[str, web.Application]) -> None:
     try:
         for text, kind in [
             ("x [sim:fail]", "failed"),
-            ("x [sim:status=429]", "failed"),
+            ("x [sim:status=429]", "rate_limited"),
             ("x [sim:token=1]", "rejected"),
         ]:
             with pytest.raises(UpstreamError) as caught:

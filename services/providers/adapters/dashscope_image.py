@@ -50,7 +50,13 @@ from services.providers.adapters.http import (
     upstream_failures,
 )
 from services.providers.adapters.openai_images_translate import ImageRequestError, sniff_image
-from services.providers.errors import UpstreamError, client_input_error, error_code, task_error
+from services.providers.errors import (
+    UpstreamError,
+    client_input_error,
+    error_code,
+    retry_after_seconds,
+    task_error,
+)
 from services.providers.media import GeneratedImage, ImageRequest
 from services.providers.routes import Provider
 
@@ -203,7 +209,7 @@ class DashScopeImageAdapter:
     ) -> None:
         """http.raise_for_status for DashScope's error body ({"request_id", "code", "message"}):
         400/422 are the client's request ("rejected") when `client_fault_possible`; every
-        other error (401/403 keys and permissions, 429 throttling, 5xx) is "failed"."""
+        other error (401/403 keys and permissions, 5xx) is "failed"; 429 is "rate_limited"."""
         if response.status_code < 400:
             return
         raw = b""
@@ -222,4 +228,8 @@ class DashScopeImageAdapter:
         )
         if client_fault_possible and response.status_code in (400, 422):
             raise client_input_error(error_code(raw), message)
+        if response.status_code == 429:
+            raise UpstreamError(
+                "rate_limited", "upstream answered HTTP 429", retry_after_seconds(response.headers)
+            )
         raise UpstreamError("failed", f"upstream answered HTTP {response.status_code}")

@@ -16,6 +16,7 @@ are "failed".
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,7 +44,12 @@ from services.providers.adapters.openai_chat_translate import (
     TokenCounts,
     public_completion,
 )
-from services.providers.errors import UpstreamError, safe_upstream_message
+from services.providers.errors import (
+    MAX_RETRY_AFTER_SECONDS,
+    UpstreamError,
+    retry_after_seconds,
+    safe_upstream_message,
+)
 from services.providers.routes import Provider, Route
 
 log = logging.getLogger(__name__)
@@ -76,7 +82,26 @@ def _reasons(error: dict[str, Any]) -> set[str]:
     return {str(d["reason"]) for d in details if isinstance(d, dict) and d.get("reason")}
 
 
-def classify_error(http_status: int, raw: bytes, api_key: str) -> UpstreamError:
+def _retry_delay(error: dict[str, Any]) -> int | None:
+    """The wait a google.rpc.RetryInfo detail asks for ("37s", "1.5s"), in whole
+    seconds rounded up; None without one."""
+    details = error.get("details")
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            delay = str(detail.get("retryDelay") or "")
+            if delay.endswith("s"):
+                try:
+                    seconds = float(delay[:-1])
+                except ValueError:
+                    return None
+                if seconds == seconds and seconds >= 0:  # not NaN
+                    return min(math.ceil(seconds), MAX_RETRY_AFTER_SECONDS)
+    return None
+
+
+def classify_error(
+    http_status: int, raw: bytes, api_key: str, retry_after: int | None = None
+) -> UpstreamError:
     """The UpstreamError for a Gemini error answer (see the module docstring)."""
     error = _error_object(raw)
     message = safe_upstream_message(orjson.dumps({"error": error}), api_key)
@@ -90,6 +115,13 @@ def classify_error(http_status: int, raw: bytes, api_key: str) -> UpstreamError:
             "rejected", f"The upstream rejected the request: {message}", reason=message
         )
     label = f" {status}" if status else ""
+    if http_status == 429:
+        wait = _retry_delay(error)
+        return UpstreamError(
+            "rate_limited",
+            f"upstream answered HTTP 429{label}: {message}",
+            wait if wait is not None else retry_after,
+        )
     return UpstreamError("failed", f"upstream answered HTTP {http_status}{label}: {message}")
 
 
@@ -101,7 +133,9 @@ async def raise_for_gemini_status(response: httpx.Response, provider: Provider) 
         raw += piece
         if len(raw) > MAX_ERROR_BODY_BYTES:
             break
-    error = classify_error(response.status_code, raw, provider.api_key)
+    error = classify_error(
+        response.status_code, raw, provider.api_key, retry_after_seconds(response.headers)
+    )
     log.warning(
         "upstream error",
         extra={

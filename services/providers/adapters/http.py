@@ -24,6 +24,7 @@ from services.providers.errors import (
     UpstreamProtocolError,
     client_input_error,
     error_code,
+    retry_after_seconds,
     safe_upstream_message,
 )
 from services.providers.routes import Provider
@@ -245,6 +246,12 @@ async def raise_for_status(
     )
     if client_fault_possible and response.status_code in (400, 422):
         raise client_input_error(error_code(raw), message)
+    if response.status_code == 429:
+        raise UpstreamError(
+            "rate_limited",
+            "upstream answered HTTP 429",
+            retry_after_seconds(response.headers),
+        )
     raise UpstreamError("failed", f"upstream answered HTTP {response.status_code}")
 
 
