@@ -70,6 +70,8 @@ def main() -> int:
         edge_port=settings.env_int("AIPORT_EDGE_PORT", 8080),
         # AIPORT_REPLICAS=2 make run: two processes of every service (replica k on port + 100(k-1)).
         replicas=settings.env_int("AIPORT_REPLICAS", 1),
+        # Behind a load balancer that appends the client to x-forwarded-for: 1.
+        edge_xff_trusted_hops=settings.env_int("AIPORT_EDGE_XFF_TRUSTED_HOPS", 0),
     )
     stack = Stack(config)
     stop = False

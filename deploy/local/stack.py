@@ -100,6 +100,9 @@ class StackConfig:
     sandbox_port: int = 9100
     # Prometheus /metrics per process (AIPORT_METRICS_ADDR); the edge's on metrics_port.
     edge_metrics_port: int = 9902
+    # Load balancers in front of the edge trusted to append the client to
+    # x-forwarded-for (AIPORT_EDGE_XFF_TRUSTED_HOPS for make run).
+    edge_xff_trusted_hops: int = 0
     metrics_ports: dict[str, int] = field(default_factory=dict)
     # Processes per replicated service; the ports of replicas 2.. by process name.
     replicas: int = 1
@@ -298,6 +301,7 @@ class Stack:
             metrics_port=self.config.edge_metrics_port,
             gateways=endpoints("gateway"),
             files=endpoints("files"),
+            xff_num_trusted_hops=self.config.edge_xff_trusted_hops,
         )
 
     def start_edge(self) -> None:

@@ -19,6 +19,7 @@ import orjson
 STATUS_HEADER = "x-aiport-http-status"
 ERROR_HEADER = "x-aiport-error"
 RETRY_HEADER = "x-aiport-should-retry"
+RETRY_AFTER_HEADER = "retry-after"
 
 # The gRPC code that best describes each HTTP status, for native gRPC callers.
 _GRPC_CODE = {
@@ -44,6 +45,7 @@ class PublicError(Exception):
     message: str
     param: str | None = None
     should_retry: bool | None = None
+    retry_after: int | None = None  # seconds: the HTTP retry-after header
 
     def _payload(self) -> dict[str, dict[str, str | None]]:
         return {
@@ -70,6 +72,9 @@ class PublicError(Exception):
         ]
         if self.should_retry is not None:
             metadata.append((RETRY_HEADER, "true" if self.should_retry else "false"))
+        if self.retry_after is not None:
+            # Not an internal header: the edge passes it on to the client as is.
+            metadata.append((RETRY_AFTER_HEADER, str(max(1, self.retry_after))))
         return tuple(metadata)
 
     @property

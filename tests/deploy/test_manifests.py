@@ -7,12 +7,15 @@ against the Kubernetes version's strict schemas.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from deploy.k8s import render_envoy, sync_config
+from deploy.local import envoy as local_envoy
 from tests.deploy import checks
 from tests.deploy.repo import (
     K8S,
@@ -268,3 +271,23 @@ def test_the_edge_finds_its_descriptor_and_lua_where_image_and_configmap_put_the
     volume = next(v for v in edge.spec["volumes"] if v["name"] == mount["name"])
     config_map = checks.find(docs, "ConfigMap", volume["configMap"]["name"], "aiport")
     assert config_map is not None and render_envoy.LUA.name in config_map["data"]
+
+
+def test_the_edge_names_clients_by_a_trusted_address() -> None:
+    config = yaml.safe_load(render_envoy.RENDERED.read_text())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    typed = manager["typed_config"]
+    assert typed["use_remote_address"] is True
+    assert typed["xff_num_trusted_hops"] == render_envoy.XFF_TRUSTED_HOPS == 1
+    added = typed["route_config"]["request_headers_to_add"]
+    assert {
+        "header": {
+            "key": "x-aiport-client-address",
+            "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        },
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    } in added
+    with pytest.raises(ValueError):
+        local_envoy.render(
+            replace(render_envoy.EDGE, xff_num_trusted_hops=-1), render_envoy.DESCRIPTOR
+        )

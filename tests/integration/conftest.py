@@ -45,6 +45,8 @@ def stack() -> Iterator[Stack]:
     config = StackConfig.on_free_ports(url, run_dir, replicas=REPLICAS)
     # Short enough that the timeout test is quick, long enough for every other job.
     config.job_timeout_seconds = JOB_TIMEOUT_SECONDS
+    # As behind one load balancer: tests name clients with X-Forwarded-For.
+    config.edge_xff_trusted_hops = 1
     config.extra_env["AIPORT_JOB_SWEEP_SECONDS"] = "1"
     config.extra_env["AIPORT_BREAKER_COOLDOWN_SECONDS"] = str(BREAKER_COOLDOWN_SECONDS)
     # One "rpc" log line per call, so every hop of a request can be found by its id.

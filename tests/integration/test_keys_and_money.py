@@ -89,6 +89,64 @@ def test_repeated_bad_keys_get_429_quickly_and_good_keys_still_work(
         assert other.status_code == 401, other.text
 
 
+FLOOD = 150
+
+
+def _from(client: str, key: str) -> dict[str, str]:
+    """Headers of a request from `client`: the stack's edge trusts one hop of
+    X-Forwarded-For (a load balancer in front), so this names the client."""
+    return {"Authorization": f"Bearer {key}", "X-Forwarded-For": client}
+
+
+def test_a_bad_key_flood_from_one_client_never_refuses_a_valid_key(
+    base_url: str, new_account: NewAccount
+) -> None:
+    attacker, other = "203.0.113.7", "198.51.100.20"
+    bystander = new_account("1000")  # created before the flood, never used yet
+    KEYS_USED.add(bystander.api_key)
+    statuses: Counter[int] = Counter()
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        for _ in range(FLOOD):
+            response = http.get("/v1/balance", headers=_from(attacker, fake_key()))
+            statuses[response.status_code] += 1
+            assert response.status_code in (401, 429), response.text
+        # The attacker's client is throttled: well-formed bad keys get 429 with retry-after.
+        assert statuses[429] > 0, statuses
+        locked = http.get("/v1/balance", headers=_from(attacker, fake_key()))
+        assert locked.status_code == 429, locked.text
+        assert error_of(locked)["code"] == "rate_limit_exceeded"
+        assert int(locked.headers["retry-after"]) >= 1
+        # A fresh valid key (created after the flood) works from the attacker's
+        # address and from anyone else's; so does an older key never used before.
+        fresh = new_account("1000")
+        KEYS_USED.add(fresh.api_key)
+        for client in (attacker, other):
+            for account in (fresh, bystander):
+                ok = http.get("/v1/balance", headers=_from(client, account.api_key))
+                assert ok.status_code == 200, (client, ok.text)
+        # Paid calls too (authorize_hold), from the throttled client.
+        chat = http.post(
+            "/v1/chat/completions",
+            headers=_from(attacker, fresh.api_key),
+            json={"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert chat.status_code == 200, chat.text
+        # Another client's bad key is a plain 401: only the attacker is throttled.
+        other_bad = http.get("/v1/balance", headers=_from(other, fake_key()))
+        assert other_bad.status_code == 401, other_bad.text
+        # A client cannot pick its address past the trusted hop: a spoofed
+        # left-hand entry is ignored, so the attacker stays throttled.
+        spoofed = http.get(
+            "/v1/balance",
+            headers={
+                "Authorization": f"Bearer {fake_key()}",
+                "X-Forwarded-For": f"{other}, {attacker}",
+                "X-Aiport-Client-Address": other,
+            },
+        )
+        assert spoofed.status_code == 429, spoofed.text
+
+
 # -- money: 1,000 concurrent spends on one account ------------------------------
 
 SPENDS = 1000
