@@ -5,6 +5,7 @@ Stays in the foreground; Ctrl-C or SIGTERM stops everything it started.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -14,7 +15,7 @@ import grpc
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack, StackConfig
-from services.common import settings
+from services.common import service_auth, settings
 from services.common.money import idr_to_micros, micros_to_idr
 from services.common.settings import PROJECT_ROOT
 
@@ -22,12 +23,22 @@ STATE_DIR = PROJECT_ROOT / ".aiport"
 DEMO_ACCOUNT_FILE = STATE_DIR / "demo-account"
 DEMO_MINIMUM_IDR = "100000"
 DEMO_TOPUP_IDR = "1000000"
+# aiportctl's token for this run (services/billing/cli.py reads it; mode 0600).
+ADMIN_TOKEN_FILE = STATE_DIR / "admin.token"
 
 
-def seed_demo(billing_addr: str, account_file: Path) -> tuple[str, str, str]:
+def write_admin_token(token: str) -> None:
+    """Leave this run's admin token where aiportctl finds it, readable only by us."""
+    ADMIN_TOKEN_FILE.unlink(missing_ok=True)
+    fd = os.open(ADMIN_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+
+
+def seed_demo(billing_addr: str, account_file: Path, token: str) -> tuple[str, str, str]:
     """Reuse (or create) the demo account, keep it funded, issue a fresh key."""
     with grpc.insecure_channel(billing_addr) as chan:
-        billing = billing_pb2_grpc.BillingStub(chan)
+        billing = billing_pb2_grpc.BillingStub(service_auth.with_token(chan, token))
         account_id = account_file.read_text().strip() if account_file.exists() else ""
         balance = None
         if account_id:
@@ -85,7 +96,10 @@ def main() -> int:
     print("aiport: starting billing, jobs, files, providers and workers, gateway, edge ...")
     try:
         stack.start()
-        account_id, key, balance = seed_demo(config.billing_addr, DEMO_ACCOUNT_FILE)
+        write_admin_token(config.admin_token)
+        account_id, key, balance = seed_demo(
+            config.billing_addr, DEMO_ACCOUNT_FILE, config.admin_token
+        )
     except Exception as exc:
         stack.stop()
         print(f"aiport: failed to start: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ over the gateways and the files servers.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.local.envoy import EdgeConfig, Endpoint, render
+from services.common import service_auth
 from services.common.settings import PROJECT_ROOT
 
 GEN_DIR = PROJECT_ROOT / "gen"
@@ -62,6 +64,13 @@ DEFAULT_METRICS_PORTS = {
     "worker-image": 9320,
     "worker-video": 9321,
 }
+# Which processes call billing, as which caller (services/common/service_auth.py).
+BILLING_CALLER = {"gateway": "gateway", "jobs": "jobs"}
+
+
+def new_service_tokens() -> dict[str, str]:
+    """A fresh random token per billing caller: every run gets its own."""
+    return {caller: secrets.token_urlsafe(32) for caller in service_auth.BILLING_CALLERS}
 
 
 def split_name(name: str) -> tuple[str, int]:
@@ -114,6 +123,9 @@ class StackConfig:
     catalog_file: Path = PROJECT_ROOT / "config" / "catalog.yaml"
     sandbox_api_key: str = "sk-sandbox"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Billing's callers' tokens: billing gets all, gateway and jobs their own,
+    # "admin" is for aiportctl and the tests; no other process gets any.
+    service_tokens: dict[str, str] = field(default_factory=new_service_tokens)
 
     @classmethod
     def on_free_ports(cls, database_url: str, run_dir: Path, replicas: int = 1) -> StackConfig:
@@ -192,7 +204,12 @@ class StackConfig:
 
     def env(self, name: str | None = None) -> dict[str, str]:
         """The environment of process `name` (None: what every process shares)."""
-        env = dict(os.environ)
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            # Tokens are handed out below, each only to the process that needs it.
+            if not key.startswith(service_auth.TOKEN_ENV)
+        }
         env.pop("AIPORT_METRICS_ADDR", None)
         env.pop("AIPORT_LISTEN_ADDR", None)
         env.update(
@@ -217,12 +234,29 @@ class StackConfig:
             }
         )
         env.update(self.extra_env)
+        env.update(self.token_env(split_name(name)[0] if name else None))
         port = self.metrics_port(name) if name else None
         if port is not None:
             env["AIPORT_METRICS_ADDR"] = f"127.0.0.1:{port}"
         if name and split_name(name)[0] in REPLICATED:
             env["AIPORT_LISTEN_ADDR"] = f"127.0.0.1:{self.port(name)}"
         return env
+
+    def token_env(self, service: str | None) -> dict[str, str]:
+        """The service tokens process `service` is given, and only those."""
+        if service == "billing":
+            return {
+                service_auth.CALLER_TOKEN_ENV[caller]: token
+                for caller, token in self.service_tokens.items()
+            }
+        if service in BILLING_CALLER:
+            return {service_auth.TOKEN_ENV: self.service_tokens[BILLING_CALLER[service]]}
+        return {}
+
+    @property
+    def admin_token(self) -> str:
+        """What aiportctl and the tests present to billing."""
+        return self.service_tokens["admin"]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from aiport.v1 import (
     jobs_pb2_grpc,
 )
 
-from services.common import blobs, logs, runtime, settings
+from services.common import blobs, logs, runtime, service_auth, settings
 from services.common.catalog import load_catalog
 from services.common.grpc_server import LenientRequests, channel, serve
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
@@ -25,7 +25,9 @@ HOLD_MARGIN_SECONDS = 900
 async def main() -> None:
     logs.setup("gateway")
     catalog = load_catalog(settings.catalog_path())
-    billing = channel(settings.billing_addr())
+    billing = channel(
+        settings.billing_addr(), service_auth.client_interceptors(service_auth.own_token())
+    )
     providers = channel(settings.providers_addr())
     backends = Backends(billing, providers)
     job_state = channel(settings.jobs_addr())

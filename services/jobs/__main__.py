@@ -7,7 +7,7 @@ import contextlib
 
 from aiport.v1 import billing_pb2_grpc, job_state_pb2_grpc
 
-from services.common import broker, logs, pg, runtime, settings
+from services.common import broker, logs, pg, runtime, service_auth, settings
 from services.common.grpc_server import channel, serve
 from services.jobs import gauges
 from services.jobs.service import (
@@ -31,7 +31,9 @@ async def main() -> None:
     logs.setup("jobs")
     pool = pg.pool(settings.database_url(), "jobs")
     await pool.open(wait=True, timeout=10)
-    billing_channel = channel(settings.billing_addr())
+    billing_channel = channel(
+        settings.billing_addr(), service_auth.client_interceptors(service_auth.own_token())
+    )
     settlement = Settlement(pool, billing_pb2_grpc.BillingStub(billing_channel))
     names = broker.names_from_env()
     connection = await broker.connect(settings.amqp_url())

@@ -33,6 +33,7 @@ from tests.deploy.repo import (
 
 BACKING: Final = "aiport-backing"
 UPSTREAM_KEYS: Final = "aiport-upstream-keys"
+SERVICE_TOKENS: Final = "aiport-service-tokens"
 LISTEN = frozenset({"AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR"})
 # What each process reads and has no usable default for in a cluster (their own
 # listen address included: the local default is 127.0.0.1). Upstream keys come on
@@ -46,10 +47,18 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_CATALOG",
         "AIPORT_BLOB_DIR",
         "AIPORT_PUBLIC_URL",
+        "AIPORT_SERVICE_TOKEN",
     },
-    "billing": LISTEN | {"AIPORT_DATABASE_URL"},
+    "billing": LISTEN
+    | {
+        "AIPORT_DATABASE_URL",
+        "AIPORT_SERVICE_TOKEN_GATEWAY",
+        "AIPORT_SERVICE_TOKEN_JOBS",
+        "AIPORT_SERVICE_TOKEN_ADMIN",
+    },
     "providers": LISTEN | {"AIPORT_PROVIDERS"},
-    "jobs": LISTEN | {"AIPORT_DATABASE_URL", "AIPORT_AMQP_URL", "AIPORT_BILLING_ADDR"},
+    "jobs": LISTEN
+    | {"AIPORT_DATABASE_URL", "AIPORT_AMQP_URL", "AIPORT_BILLING_ADDR", "AIPORT_SERVICE_TOKEN"},
     "worker-image": LISTEN
     | {"AIPORT_AMQP_URL", "AIPORT_JOBS_ADDR", "AIPORT_PROVIDERS", "AIPORT_BLOB_DIR"},
     "worker-video": LISTEN
@@ -151,6 +160,26 @@ def test_every_env_var_the_code_needs_is_provided(overlay: str) -> None:
     assert checks.check_required_env(rendered(overlay), REQUIRED_ENV) == []
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_tokens_go_only_to_billing_and_each_caller_its_own(overlay: str) -> None:
+    given: dict[str, set[str]] = {}
+    for pod in checks.pods(rendered(overlay)):
+        for container in pod.containers():
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") == SERVICE_TOKENS:
+                    given.setdefault(pod.name, set()).add(f"{var['name']}={ref['key']}")
+    assert given == {
+        "billing": {
+            "AIPORT_SERVICE_TOKEN_GATEWAY=gateway",
+            "AIPORT_SERVICE_TOKEN_JOBS=jobs",
+            "AIPORT_SERVICE_TOKEN_ADMIN=admin",
+        },
+        "gateway": {"AIPORT_SERVICE_TOKEN=gateway"},
+        "jobs": {"AIPORT_SERVICE_TOKEN=jobs"},
+    }
+
+
 def test_production_gives_upstream_keys_to_providers_and_workers_only() -> None:
     docs = rendered("production")
     keyed = {
@@ -221,7 +250,7 @@ def test_referenced_secrets_are_documented(overlay: str) -> None:
             for var in container.get("env", []):
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref is not None:
-                    assert ref["name"] in (BACKING, UPSTREAM_KEYS)
+                    assert ref["name"] in (BACKING, UPSTREAM_KEYS, SERVICE_TOKENS)
                     assert f"{ref['key']}=" in readme, f"README: how to create {ref['key']}"
 
 

@@ -21,6 +21,7 @@ import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack, StackConfig
+from services.common import service_auth
 from services.common.money import idr_to_micros
 from tests.support.databases import drop_database, fresh_database_url
 
@@ -120,7 +121,8 @@ def base_url(stack: Stack) -> str:
 @pytest.fixture(scope="session")
 def billing(stack: Stack) -> Iterator[billing_pb2_grpc.BillingStub]:
     with grpc.insecure_channel(stack.config.billing_addr) as chan:
-        yield billing_pb2_grpc.BillingStub(chan)
+        # As aiportctl: billing refuses calls without a caller's service token.
+        yield billing_pb2_grpc.BillingStub(service_auth.with_token(chan, stack.config.admin_token))
 
 
 @pytest.fixture(scope="session")

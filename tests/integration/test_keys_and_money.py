@@ -10,13 +10,16 @@ import secrets
 import string
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
+import grpc
 import httpx
 import psycopg
+import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack
+from services.common import service_auth
 from services.gateway import bad_keys
 from services.sandbox.png import render
 from tests.integration.conftest import JOB_TIMEOUT_SECONDS, NewAccount
@@ -145,6 +148,48 @@ def test_a_bad_key_flood_from_one_client_never_refuses_a_valid_key(
             },
         )
         assert spoofed.status_code == 429, spoofed.text
+
+
+# -- service identity: billing needs a caller's token ---------------------------
+
+
+def test_billing_refuses_calls_without_the_callers_service_token(
+    stack: Stack, new_account: NewAccount, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    account = new_account("1000")
+    before = billing.GetAccountBalance(
+        billing_pb2.GetAccountBalanceRequest(account_id=account.account_id)
+    ).balance_micros
+    gateway_token = stack.config.service_tokens["gateway"]
+    refusals = {
+        (): grpc.StatusCode.UNAUTHENTICATED,
+        ((service_auth.TOKEN_HEADER, secrets.token_urlsafe(32)),): grpc.StatusCode.UNAUTHENTICATED,
+        # A compromised gateway still cannot mint money.
+        ((service_auth.TOKEN_HEADER, gateway_token),): grpc.StatusCode.PERMISSION_DENIED,
+    }
+    with grpc.insecure_channel(stack.config.billing_addr) as chan:
+        raw = billing_pb2_grpc.BillingStub(chan)
+        for metadata, code in refusals.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                raw.TopUp(
+                    billing_pb2.TopUpRequest(account_id=account.account_id, amount_micros=10**12),
+                    metadata=metadata,
+                    timeout=10,
+                )
+            assert cast(grpc.Call, refused.value).code() == code
+            with pytest.raises(grpc.RpcError):
+                raw.CreateAccount(billing_pb2.CreateAccountRequest(name="x"), metadata=metadata)
+    after = billing.GetAccountBalance(
+        billing_pb2.GetAccountBalanceRequest(account_id=account.account_id)
+    ).balance_micros
+    assert after == before
+    # Each process got only the token it needs; the public paths work with them.
+    assert stack.config.env("gateway")["AIPORT_SERVICE_TOKEN"] == gateway_token
+    assert "AIPORT_SERVICE_TOKEN" not in stack.config.env("providers")
+    assert not any(k.startswith("AIPORT_SERVICE_TOKEN_") for k in stack.config.env("gateway"))
+    with httpx.Client(base_url=stack.config.base_url, timeout=10) as http:
+        ok = http.get("/v1/balance", headers={"Authorization": f"Bearer {account.api_key}"})
+    assert ok.status_code == 200, ok.text
 
 
 # -- money: 1,000 concurrent spends on one account ------------------------------
