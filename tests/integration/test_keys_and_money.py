@@ -137,6 +137,12 @@ def test_a_bad_key_flood_from_one_client_never_refuses_a_valid_key(
         # Another client's bad key is a plain 401: only the attacker is throttled.
         other_bad = http.get("/v1/balance", headers=_from(other, fake_key()))
         assert other_bad.status_code == 401, other_bad.text
+        # A remote client's own request id is still kept (README: One request id).
+        tagged = http.get(
+            "/v1/balance",
+            headers={**_from(other, fresh.api_key), "x-request-id": "flood-check-1"},
+        )
+        assert tagged.headers["x-request-id"] == "flood-check-1"
         # A client cannot pick its address past the trusted hop: a spoofed
         # left-hand entry is ignored, so the attacker stays throttled.
         spoofed = http.get(
