@@ -64,13 +64,20 @@ DEFAULT_METRICS_PORTS = {
     "worker-image": 9320,
     "worker-video": 9321,
 }
-# Which processes call billing, as which caller (services/common/service_auth.py).
+# Which processes call billing, and jobs' JobState, as which caller
+# (services/common/service_auth.py).
 BILLING_CALLER = {"gateway": "gateway", "jobs": "jobs"}
+JOBS_CALLER = {"gateway": "gateway", "worker-image": "worker", "worker-video": "worker"}
 
 
 def new_service_tokens() -> dict[str, str]:
     """A fresh random token per billing caller: every run gets its own."""
     return {caller: secrets.token_urlsafe(32) for caller in service_auth.BILLING_CALLERS}
+
+
+def new_jobs_tokens() -> dict[str, str]:
+    """A fresh random token per JobState caller, distinct from billing's."""
+    return {caller: secrets.token_urlsafe(32) for caller in service_auth.JOBS_CALLERS}
 
 
 def split_name(name: str) -> tuple[str, int]:
@@ -126,6 +133,8 @@ class StackConfig:
     # Billing's callers' tokens: billing gets all, gateway and jobs their own,
     # "admin" is for aiportctl and the tests; no other process gets any.
     service_tokens: dict[str, str] = field(default_factory=new_service_tokens)
+    # JobState's callers' tokens: jobs gets all, the gateway and workers their own.
+    jobs_tokens: dict[str, str] = field(default_factory=new_jobs_tokens)
 
     @classmethod
     def on_free_ports(cls, database_url: str, run_dir: Path, replicas: int = 1) -> StackConfig:
@@ -208,7 +217,7 @@ class StackConfig:
             key: value
             for key, value in os.environ.items()
             # Tokens are handed out below, each only to the process that needs it.
-            if not key.startswith(service_auth.TOKEN_ENV)
+            if not key.startswith((service_auth.TOKEN_ENV, service_auth.JOBS_TOKEN_ENV))
         }
         env.pop("AIPORT_METRICS_ADDR", None)
         env.pop("AIPORT_LISTEN_ADDR", None)
@@ -244,14 +253,18 @@ class StackConfig:
 
     def token_env(self, service: str | None) -> dict[str, str]:
         """The service tokens process `service` is given, and only those."""
+        env: dict[str, str] = {}
         if service == "billing":
-            return {
-                service_auth.CALLER_TOKEN_ENV[caller]: token
-                for caller, token in self.service_tokens.items()
-            }
+            for caller, token in self.service_tokens.items():
+                env[service_auth.CALLER_TOKEN_ENV[caller]] = token
+        if service == "jobs":
+            for caller, token in self.jobs_tokens.items():
+                env[service_auth.JOBS_CALLER_TOKEN_ENV[caller]] = token
         if service in BILLING_CALLER:
-            return {service_auth.TOKEN_ENV: self.service_tokens[BILLING_CALLER[service]]}
-        return {}
+            env[service_auth.TOKEN_ENV] = self.service_tokens[BILLING_CALLER[service]]
+        if service in JOBS_CALLER:
+            env[service_auth.JOBS_TOKEN_ENV] = self.jobs_tokens[JOBS_CALLER[service]]
+        return env
 
     @property
     def admin_token(self) -> str:

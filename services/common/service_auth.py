@@ -12,6 +12,9 @@ Provisioning (deploy/k8s/README.md, deploy/local/stack.py):
 - billing reads one token per caller from AIPORT_SERVICE_TOKEN_<CALLER>
   (GATEWAY, JOBS, ADMIN), or a file named by AIPORT_SERVICE_TOKEN_<CALLER>_FILE,
   and refuses to start without them.
+- the jobs service's JobState works the same way with tokens of its own:
+  callers send AIPORT_JOBS_TOKEN, jobs reads AIPORT_JOBS_TOKEN_GATEWAY and
+  AIPORT_JOBS_TOKEN_WORKER.
 
 Tokens are compared in constant time and never logged. Health checks need no
 token (kubelets and load balancers have none).
@@ -61,6 +64,20 @@ BILLING_CALLERS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(BILLING + m for m in _ADMIN),
 }
 
+# The jobs service's JobState decides which hold a job captures: only the
+# gateway creates jobs, only workers move them along. Separate tokens from
+# billing's, so neither service holds a token that opens the other.
+JOB_STATE = "/aiport.v1.JobState/"
+JOBS_TOKEN_ENV = "AIPORT_JOBS_TOKEN"
+JOBS_CALLERS: Mapping[str, frozenset[str]] = {
+    "gateway": frozenset(JOB_STATE + m for m in ("CreateJob", "GetJob")),
+    "worker": frozenset(JOB_STATE + m for m in ("BeginAttempt", "RecordUpstreamTask", "GetJob")),
+}
+JOBS_CALLER_TOKEN_ENV: Mapping[str, str] = {
+    "gateway": "AIPORT_JOBS_TOKEN_GATEWAY",
+    "worker": "AIPORT_JOBS_TOKEN_WORKER",
+}
+
 
 # Where billing reads each caller's token (or from the file named by NAME_FILE).
 CALLER_TOKEN_ENV: Mapping[str, str] = {
@@ -94,14 +111,15 @@ def own_token(environ: Mapping[str, str] | None = None, name: str = TOKEN_ENV) -
 
 
 def caller_tokens(
-    callers: Mapping[str, frozenset[str]] = BILLING_CALLERS,
     environ: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Every caller's token, as billing needs them; ValueError if any is missing."""
+    """Every caller's token, as billing (or, with JOBS_CALLER_TOKEN_ENV, jobs)
+    needs them; ValueError if any is missing."""
     environ = os.environ if environ is None else environ
+    names = CALLER_TOKEN_ENV if names is None else names
     tokens: dict[str, str] = {}
-    for caller in callers:
-        name = CALLER_TOKEN_ENV[caller]
+    for caller, name in names.items():
         token = _read(name, environ)
         if token is None:
             raise ValueError(f"{name} (or {name}_FILE) is not set")

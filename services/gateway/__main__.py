@@ -30,7 +30,10 @@ async def main() -> None:
     )
     providers = channel(settings.providers_addr())
     backends = Backends(billing, providers)
-    job_state = channel(settings.jobs_addr())
+    job_state = channel(
+        settings.jobs_addr(),
+        service_auth.client_interceptors(service_auth.own_token(name=service_auth.JOBS_TOKEN_ENV)),
+    )
     jobs = JobsBackend(
         backends,
         job_state_pb2_grpc.JobStateStub(job_state),

@@ -28,7 +28,13 @@ def timing_from_env() -> Timing:
 
 
 async def main() -> None:
-    logs.setup("jobs")
+    log = logs.setup("jobs")
+    # Fail closed: no caller tokens, no JobState (never the tokens in the log).
+    try:
+        callers = service_auth.caller_tokens(names=service_auth.JOBS_CALLER_TOKEN_ENV)
+    except (ValueError, OSError) as exc:
+        log.error("bad configuration", extra=logs.fields(error=str(exc)))
+        raise SystemExit(1) from None
     pool = pg.pool(settings.database_url(), "jobs")
     await pool.open(wait=True, timeout=10)
     billing_channel = channel(
@@ -61,7 +67,12 @@ async def main() -> None:
         await published.flush()
         await pool.close()
 
-    await serve(settings.listen_addr(settings.jobs_addr()), register, on_stop=close)
+    await serve(
+        settings.listen_addr(settings.jobs_addr()),
+        register,
+        on_stop=close,
+        interceptors=[service_auth.ServerInterceptor(callers, service_auth.JOBS_CALLERS)],
+    )
 
 
 if __name__ == "__main__":

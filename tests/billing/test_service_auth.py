@@ -140,3 +140,22 @@ def test_billing_loads_every_callers_token_from_env_or_file(tmp_path: Path) -> N
         caller_tokens(environ={**environ, "AIPORT_SERVICE_TOKEN_ADMIN": "short"})
     assert service_auth.own_token({"AIPORT_SERVICE_TOKEN": TOKENS["gateway"]}) == TOKENS["gateway"]
     assert service_auth.own_token({}) is None
+
+
+def test_job_state_has_its_own_callers_and_tokens() -> None:
+    jobs = service_auth.JOBS_CALLERS
+    tokens = {"gateway": "g" * 40, "worker": "w" * 40}
+    create = "/aiport.v1.JobState/CreateJob"
+    begin = "/aiport.v1.JobState/BeginAttempt"
+    assert decide(create, "g" * 40, tokens, jobs).code is None
+    assert decide(create, "w" * 40, tokens, jobs).code == grpc.StatusCode.PERMISSION_DENIED
+    assert decide(begin, "w" * 40, tokens, jobs).code is None
+    assert decide(begin, "g" * 40, tokens, jobs).code == grpc.StatusCode.PERMISSION_DENIED
+    assert decide(begin, None, tokens, jobs).code == grpc.StatusCode.UNAUTHENTICATED
+    environ = {"AIPORT_JOBS_TOKEN_GATEWAY": "g" * 40, "AIPORT_JOBS_TOKEN_WORKER": "w" * 40}
+    assert caller_tokens(environ=environ, names=service_auth.JOBS_CALLER_TOKEN_ENV) == tokens
+    with pytest.raises(ValueError, match="AIPORT_JOBS_TOKEN_WORKER"):
+        caller_tokens(
+            environ={"AIPORT_JOBS_TOKEN_GATEWAY": "g" * 40},
+            names=service_auth.JOBS_CALLER_TOKEN_ENV,
+        )

@@ -48,6 +48,7 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_BLOB_DIR",
         "AIPORT_PUBLIC_URL",
         "AIPORT_SERVICE_TOKEN",
+        "AIPORT_JOBS_TOKEN",
     },
     "billing": LISTEN
     | {
@@ -58,7 +59,14 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
     },
     "providers": LISTEN | {"AIPORT_PROVIDERS"},
     "jobs": LISTEN
-    | {"AIPORT_DATABASE_URL", "AIPORT_AMQP_URL", "AIPORT_BILLING_ADDR", "AIPORT_SERVICE_TOKEN"},
+    | {
+        "AIPORT_DATABASE_URL",
+        "AIPORT_AMQP_URL",
+        "AIPORT_BILLING_ADDR",
+        "AIPORT_SERVICE_TOKEN",
+        "AIPORT_JOBS_TOKEN_GATEWAY",
+        "AIPORT_JOBS_TOKEN_WORKER",
+    },
     "worker-image": LISTEN
     | {"AIPORT_AMQP_URL", "AIPORT_JOBS_ADDR", "AIPORT_PROVIDERS", "AIPORT_BLOB_DIR"},
     "worker-video": LISTEN
@@ -175,8 +183,14 @@ def test_service_tokens_go_only_to_billing_and_each_caller_its_own(overlay: str)
             "AIPORT_SERVICE_TOKEN_JOBS=jobs",
             "AIPORT_SERVICE_TOKEN_ADMIN=admin",
         },
-        "gateway": {"AIPORT_SERVICE_TOKEN=gateway"},
-        "jobs": {"AIPORT_SERVICE_TOKEN=jobs"},
+        "gateway": {"AIPORT_SERVICE_TOKEN=gateway", "AIPORT_JOBS_TOKEN=gateway-to-jobs"},
+        "jobs": {
+            "AIPORT_SERVICE_TOKEN=jobs",
+            "AIPORT_JOBS_TOKEN_GATEWAY=gateway-to-jobs",
+            "AIPORT_JOBS_TOKEN_WORKER=worker-to-jobs",
+        },
+        "worker-image": {"AIPORT_JOBS_TOKEN=worker-to-jobs"},
+        "worker-video": {"AIPORT_JOBS_TOKEN=worker-to-jobs"},
     }
 
 

@@ -16,7 +16,7 @@ import grpc
 import httpx
 import psycopg
 import pytest
-from aiport.v1 import billing_pb2, billing_pb2_grpc
+from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
 
 from deploy.local.stack import Stack
 from services.common import service_auth
@@ -189,9 +189,24 @@ def test_billing_refuses_calls_without_the_callers_service_token(
         billing_pb2.GetAccountBalanceRequest(account_id=account.account_id)
     ).balance_micros
     assert after == before
+    # Jobs' JobState (which decides whose hold a job captures) likewise.
+    worker_token = stack.config.jobs_tokens["worker"]
+    with grpc.insecure_channel(stack.config.dial_addr("jobs")) as chan:
+        job_state = job_state_pb2_grpc.JobStateStub(chan)
+        for metadata, code in {
+            (): grpc.StatusCode.UNAUTHENTICATED,
+            ((service_auth.TOKEN_HEADER, gateway_token),): grpc.StatusCode.UNAUTHENTICATED,
+            ((service_auth.TOKEN_HEADER, worker_token),): grpc.StatusCode.PERMISSION_DENIED,
+        }.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                job_state.CreateJob(job_state_pb2.CreateJobRequest(), metadata=metadata, timeout=10)
+            assert cast(grpc.Call, refused.value).code() == code
     # Each process got only the token it needs; the public paths work with them.
     assert stack.config.env("gateway")["AIPORT_SERVICE_TOKEN"] == gateway_token
     assert "AIPORT_SERVICE_TOKEN" not in stack.config.env("providers")
+    assert "AIPORT_JOBS_TOKEN" not in stack.config.env("providers")
+    assert stack.config.env("worker-image")["AIPORT_JOBS_TOKEN"] == worker_token
+    assert "AIPORT_SERVICE_TOKEN" not in stack.config.env("worker-image")
     assert not any(k.startswith("AIPORT_SERVICE_TOKEN_") for k in stack.config.env("gateway"))
     with httpx.Client(base_url=stack.config.base_url, timeout=10) as http:
         ok = http.get("/v1/balance", headers={"Authorization": f"Bearer {account.api_key}"})
