@@ -307,3 +307,30 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
             await engine.dispose()
     finally:
         drop_database(url)
+
+
+def test_cli_token_comes_from_env_or_billings_own_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from services.billing import cli
+
+    admin, mine = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    monkeypatch.setattr(cli, "LOCAL_ADMIN_TOKEN", tmp_path / "absent")
+    monkeypatch.delenv("AIPORT_SERVICE_TOKEN", raising=False)
+    monkeypatch.delenv("AIPORT_SERVICE_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("AIPORT_SERVICE_TOKEN_ADMIN", raising=False)
+    monkeypatch.delenv("AIPORT_SERVICE_TOKEN_ADMIN_FILE", raising=False)
+    assert cli.admin_token() is None
+    # make run's file, then (inside a billing pod) billing's copy, then our own.
+    local = tmp_path / "admin.token"
+    local.write_text("x" * 40 + "\n")
+    monkeypatch.setattr(cli, "LOCAL_ADMIN_TOKEN", local)
+    assert cli.admin_token() == "x" * 40
+    monkeypatch.setenv("AIPORT_SERVICE_TOKEN_ADMIN", admin)
+    assert cli.admin_token() == admin
+    monkeypatch.setenv("AIPORT_SERVICE_TOKEN", mine)
+    assert cli.admin_token() == mine
+    monkeypatch.setenv("AIPORT_SERVICE_TOKEN", "short")
+    with pytest.raises(cli.CliError) as bad:
+        cli.admin_token()
+    assert "short" not in bad.value.message
