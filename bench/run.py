@@ -46,7 +46,7 @@ from bench.mock import Mock, nginx_binary
 from bench.procs import free_port
 from bench.report import STACK_COUNTED, Check, Row
 from deploy.local.stack import Stack, StackConfig
-from services.common import settings
+from services.common import service_auth, settings
 from services.common.money import idr_to_micros
 from services.common.settings import PROJECT_ROOT
 from tests.support.databases import drop_database, fresh_database_url
@@ -225,7 +225,7 @@ class Bench:
         self.cleanup.callback(self._stop_stack)
         self.stack.start()
         self.base_url = config.base_url
-        self.api_key = self._seed(config.billing_addr)
+        self.api_key = self._seed(config.billing_addr, config.admin_token)
         self.auth = {"Authorization": f"Bearer {self.api_key}"}
         self.roots = {
             name: p.popen.pid for name, p in self.stack.processes.items() if name != "sandbox"
@@ -241,9 +241,9 @@ class Bench:
         )
         self._check_routes()
 
-    def _seed(self, billing_addr: str) -> str:
+    def _seed(self, billing_addr: str, token: str) -> str:
         with grpc.insecure_channel(billing_addr) as chan:
-            billing = billing_pb2_grpc.BillingStub(chan)
+            billing = billing_pb2_grpc.BillingStub(service_auth.with_token(chan, token))
             account = billing.CreateAccount(
                 billing_pb2.CreateAccountRequest(name="bench"), timeout=10
             ).account_id

@@ -27,6 +27,9 @@ METRICS_PORT: Final = 9902
 # Where the image and the edge Deployment put these.
 DESCRIPTOR: Final = Path("/app/gen/aiport.pb")
 LUA: Final = Path("/etc/envoy/error_shaping.lua")
+# The edge sits behind one Ingress (or L7 load balancer) that appends the
+# client to x-forwarded-for (README: Exposing the edge).
+XFF_TRUSTED_HOPS: Final = 1
 
 EDGE: Final = EdgeConfig(
     listen_host="0.0.0.0",
@@ -35,6 +38,7 @@ EDGE: Final = EdgeConfig(
     metrics_port=METRICS_PORT,
     gateways=(Endpoint(host="gateway", port=50050),),
     files=(Endpoint(host="files", port=9200),),
+    xff_num_trusted_hops=XFF_TRUSTED_HOPS,
 )
 
 HEADER: Final = (

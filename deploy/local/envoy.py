@@ -18,6 +18,7 @@ LUA_PATH = ENVOY_DIR / "error_shaping.lua"
 BODY_LIMIT_BYTES = 32 * 1024 * 1024
 MAX_ENDPOINTS = 64
 ENDPOINT_INDENT = " " * 8
+MAX_TRUSTED_HOPS = 8
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class EdgeConfig:
     metrics_port: int  # a listener that serves only the admin's /stats/prometheus
     gateways: tuple[Endpoint, ...]
     files: tuple[Endpoint, ...]
+    # Load balancers in front that append the client to x-forwarded-for (0: the
+    # edge is reached directly; 1: one load balancer). More than there are lets
+    # a client choose its own address.
+    xff_num_trusted_hops: int = 0
 
 
 def _endpoints(endpoints: tuple[Endpoint, ...], what: str) -> str:
@@ -54,6 +59,8 @@ def _endpoints(endpoints: tuple[Endpoint, ...], what: str) -> str:
 
 
 def render(config: EdgeConfig, descriptor: Path, lua: Path = LUA_PATH) -> str:
+    if not 0 <= config.xff_num_trusted_hops <= MAX_TRUSTED_HOPS:
+        raise ValueError(f"xff_num_trusted_hops must be 0..{MAX_TRUSTED_HOPS}")
     template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
     return template.substitute(
         listen_host=config.listen_host,
@@ -65,4 +72,5 @@ def render(config: EdgeConfig, descriptor: Path, lua: Path = LUA_PATH) -> str:
         descriptor_path=str(descriptor.resolve()),
         lua_path=str(lua.resolve()),
         body_limit=BODY_LIMIT_BYTES,
+        xff_num_trusted_hops=config.xff_num_trusted_hops,
     )

@@ -17,7 +17,7 @@ import yaml
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack, StackConfig
-from services.common import settings
+from services.common import service_auth, settings
 from services.common.money import idr_to_micros, micros_to_idr
 from services.common.settings import PROJECT_ROOT
 from services.providers.routes import load_env_references
@@ -29,6 +29,16 @@ DEMO_ACCOUNT_FILE = "demo-account"
 DEMO_KEY_FILE = "demo-key"
 DEMO_MINIMUM_IDR = "100000"
 DEMO_TOPUP_IDR = "1000000"
+# aiportctl's token for this run (services/billing/cli.py reads it; mode 0600).
+ADMIN_TOKEN_FILE = STATE_DIR / "admin.token"
+
+
+def write_admin_token(token: str) -> None:
+    """Leave this run's admin token where aiportctl finds it, readable only by us."""
+    ADMIN_TOKEN_FILE.unlink(missing_ok=True)
+    fd = os.open(ADMIN_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -72,11 +82,11 @@ def _demo_key(billing: billing_pb2_grpc.BillingStub, account_id: str, key_file: 
     return key
 
 
-def seed_demo(billing_addr: str, state_dir: Path) -> tuple[str, str, str]:
+def seed_demo(billing_addr: str, state_dir: Path, token: str) -> tuple[str, str, str]:
     """Reuse (or create) the demo account and its key; keep the account funded."""
     account_file = state_dir / DEMO_ACCOUNT_FILE
     with grpc.insecure_channel(billing_addr) as chan:
-        billing = billing_pb2_grpc.BillingStub(chan)
+        billing = billing_pb2_grpc.BillingStub(service_auth.with_token(chan, token))
         account_id = account_file.read_text().strip() if account_file.exists() else ""
         balance = None
         if account_id:
@@ -131,6 +141,7 @@ MAPPED = frozenset(
         "AIPORT_JOB_TIMEOUT_SECONDS",
         "AIPORT_EDGE_PORT",
         "AIPORT_REPLICAS",
+        "AIPORT_EDGE_XFF_TRUSTED_HOPS",
         "AIPORT_CATALOG",
         "AIPORT_PROVIDERS",
         "AIPORT_SANDBOX_PORT",
@@ -201,6 +212,8 @@ def stack_config(environ: Mapping[str, str], state_dir: Path) -> StackConfig:
         edge_port=_whole(environ, "AIPORT_EDGE_PORT", 8080),
         # AIPORT_REPLICAS=2 make run: two processes of every service (replica k on port + 100(k-1)).
         replicas=_whole(environ, "AIPORT_REPLICAS", 1),
+        # Behind a load balancer that appends the client to x-forwarded-for: 1.
+        edge_xff_trusted_hops=_whole(environ, "AIPORT_EDGE_XFF_TRUSTED_HOPS", 0),
         amqp_prefix=get("AIPORT_AMQP_PREFIX") or "aiport",
         providers_file=providers_file,
         catalog_file=Path(
@@ -268,7 +281,8 @@ def main() -> int:
     print("aiport: starting billing, jobs, files, providers and workers, gateway, edge ...")
     try:
         stack.start()
-        account_id, key, balance = seed_demo(config.billing_addr, STATE_DIR)
+        write_admin_token(config.admin_token)
+        account_id, key, balance = seed_demo(config.billing_addr, STATE_DIR, config.admin_token)
     except Exception as exc:
         stack.stop()
         print(f"aiport: failed to start: {exc}", file=sys.stderr)

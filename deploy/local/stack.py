@@ -11,6 +11,7 @@ over the gateways and the files servers.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,7 +29,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.local.envoy import EdgeConfig, Endpoint, render
-from services.common import settings
+from services.common import service_auth, settings
 from services.common.settings import PROJECT_ROOT
 
 GEN_DIR = PROJECT_ROOT / "gen"
@@ -89,6 +90,20 @@ DEFAULT_METRICS_PORTS = {
     "worker-image": 9320,
     "worker-video": 9321,
 }
+# Which processes call billing, and jobs' JobState, as which caller
+# (services/common/service_auth.py).
+BILLING_CALLER = {"gateway": "gateway", "jobs": "jobs"}
+JOBS_CALLER = {"gateway": "gateway", "worker-image": "worker", "worker-video": "worker"}
+
+
+def new_service_tokens() -> dict[str, str]:
+    """A fresh random token per billing caller: every run gets its own."""
+    return {caller: secrets.token_urlsafe(32) for caller in service_auth.BILLING_CALLERS}
+
+
+def new_jobs_tokens() -> dict[str, str]:
+    """A fresh random token per JobState caller, distinct from billing's."""
+    return {caller: secrets.token_urlsafe(32) for caller in service_auth.JOBS_CALLERS}
 
 
 def split_name(name: str) -> tuple[str, int]:
@@ -135,6 +150,9 @@ class StackConfig:
     sandbox_port: int = 9100
     # Prometheus /metrics per process (AIPORT_METRICS_ADDR); the edge's on metrics_port.
     edge_metrics_port: int = 9902
+    # Load balancers in front of the edge trusted to append the client to
+    # x-forwarded-for (AIPORT_EDGE_XFF_TRUSTED_HOPS for make run).
+    edge_xff_trusted_hops: int = 0
     metrics_ports: dict[str, int] = field(default_factory=dict)
     # Processes per replicated service; the ports of replicas 2.. by process name.
     replicas: int = 1
@@ -152,6 +170,11 @@ class StackConfig:
     # Variables the providers file reads (upstream keys, base URL overrides):
     # only UPSTREAM_CALLERS get them.
     upstream_env: dict[str, str] = field(default_factory=dict)
+    # Billing's callers' tokens: billing gets all, gateway and jobs their own,
+    # "admin" is for aiportctl and the tests; no other process gets any.
+    service_tokens: dict[str, str] = field(default_factory=new_service_tokens)
+    # JobState's callers' tokens: jobs gets all, the gateway and workers their own.
+    jobs_tokens: dict[str, str] = field(default_factory=new_jobs_tokens)
 
     @classmethod
     def on_free_ports(cls, database_url: str, run_dir: Path, replicas: int = 1) -> StackConfig:
@@ -265,6 +288,7 @@ class StackConfig:
             env["AIPORT_SANDBOX_API_KEY"] = self.sandbox_api_key
         if service in UPSTREAM_CALLERS:
             env.update(self.upstream_env)
+        env.update(self.token_env(service))
         return env
 
     def env(self, name: str) -> dict[str, str]:
@@ -277,6 +301,26 @@ class StackConfig:
         if service in REPLICATED:
             env["AIPORT_LISTEN_ADDR"] = f"127.0.0.1:{self.port(name)}"
         return env
+
+    def token_env(self, service: str | None) -> dict[str, str]:
+        """The service tokens process `service` is given, and only those."""
+        env: dict[str, str] = {}
+        if service == "billing":
+            for caller, token in self.service_tokens.items():
+                env[service_auth.CALLER_TOKEN_ENV[caller]] = token
+        if service == "jobs":
+            for caller, token in self.jobs_tokens.items():
+                env[service_auth.JOBS_CALLER_TOKEN_ENV[caller]] = token
+        if service in BILLING_CALLER:
+            env[service_auth.TOKEN_ENV] = self.service_tokens[BILLING_CALLER[service]]
+        if service in JOBS_CALLER:
+            env[service_auth.JOBS_TOKEN_ENV] = self.jobs_tokens[JOBS_CALLER[service]]
+        return env
+
+    @property
+    def admin_token(self) -> str:
+        """What aiportctl and the tests present to billing."""
+        return self.service_tokens["admin"]
 
 
 @dataclass
@@ -355,6 +399,7 @@ class Stack:
             metrics_port=self.config.edge_metrics_port,
             gateways=endpoints("gateway"),
             files=endpoints("files"),
+            xff_num_trusted_hops=self.config.edge_xff_trusted_hops,
         )
 
     def start_edge(self) -> None:

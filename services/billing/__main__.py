@@ -1,6 +1,7 @@
 """Run the billing service: `python -m services.billing`.
 
 Serves aiport.v1.Billing on AIPORT_BILLING_ADDR against AIPORT_DATABASE_URL
+to callers presenting their service token (services/common/service_auth.py)
 (migrate first: `python -m services.billing.migrate`) and expires stale holds
 every AIPORT_HOLD_SWEEP_SECONDS. Stops cleanly on SIGTERM/SIGINT.
 """
@@ -14,7 +15,7 @@ import sys
 import grpc
 from sqlalchemy.engine import make_url
 
-from services.common import db, logs, runtime, settings
+from services.common import db, logs, runtime, service_auth, settings
 from services.common.grpc_server import serve
 
 from . import config, gauges, ledger, sweeper
@@ -49,7 +50,9 @@ async def run() -> int:
             hold_ttl = config.hold_ttl_seconds()
             sweep_every = config.hold_sweep_seconds()
             sweep_batch = config.hold_sweep_batch()
-        except ValueError as exc:
+            # Fail closed: no caller tokens, no billing (never the tokens in the log).
+            tokens = service_auth.caller_tokens()
+        except (ValueError, OSError) as exc:
             log.error("bad configuration", extra=logs.fields(error=str(exc)))
             return 1
         hot = HotPath(url, engine)
@@ -65,7 +68,12 @@ async def run() -> int:
 
         addr = settings.listen_addr(settings.billing_addr())
         try:
-            await serve(addr, add, on_stop=hot.close)
+            await serve(
+                addr,
+                add,
+                on_stop=hot.close,
+                interceptors=[service_auth.ServerInterceptor(tokens)],
+            )
         except (OSError, RuntimeError) as exc:  # grpc raises RuntimeError on a taken port
             log.error("cannot serve", extra=logs.fields(addr=addr, error=str(exc)))
             return 1

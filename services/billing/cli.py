@@ -27,11 +27,27 @@ from typing import Any, NoReturn
 import grpc
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
-from services.common import settings
+from services.common import service_auth, settings
 
 from . import rules
 
 RPC_TIMEOUT_SECONDS = 10.0
+# Where `make run` leaves the admin service token (mode 0600) for this CLI.
+LOCAL_ADMIN_TOKEN = settings.PROJECT_ROOT / ".aiport" / "admin.token"
+
+
+def admin_token() -> str | None:
+    """AIPORT_SERVICE_TOKEN(_FILE); else, inside a billing pod, billing's own copy
+    of the admin token; else the one `make run` wrote."""
+    try:
+        token = service_auth.own_token() or service_auth.own_token(
+            name=service_auth.CALLER_TOKEN_ENV["admin"]
+        )
+        if token is None and LOCAL_ADMIN_TOKEN.is_file():
+            token = service_auth.check_token(LOCAL_ADMIN_TOKEN.read_text(), str(LOCAL_ADMIN_TOKEN))
+    except (ValueError, OSError) as exc:
+        raise CliError("UNAUTHENTICATED", f"bad service token: {exc}") from None
+    return token
 
 
 class CliError(Exception):
@@ -326,7 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, as_json, billing = _split_global_flags(raw)
         ns = _parser().parse_args(args)
         addr = billing or settings.billing_addr()
-        with grpc.insecure_channel(addr) as channel:
+        token = admin_token()
+        with grpc.insecure_channel(addr) as plain:
+            channel = service_auth.with_token(plain, token)
             stub = billing_pb2_grpc.BillingStub(channel)
             try:
                 if ns.command == "ledger":

@@ -19,7 +19,7 @@ from psycopg_pool import PoolClosed, PoolTimeout
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.auth_failures import CLIENT_HEADER
+from services.common.auth_failures import CLIENT_HEADER, CLIENT_THROTTLED_HEADER
 from services.common.logs import fields
 
 from . import auth_limits, ledger, rules
@@ -207,6 +207,10 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         for key, value in context.invocation_metadata() or ():
             if key == CLIENT_HEADER:
                 client = value if isinstance(value, str) else value.decode("latin-1")
+            elif key == CLIENT_THROTTLED_HEADER and value == "1":
+                # The gateway already refuses this client's failures: writing
+                # nothing keeps a flood of bad keys to one index lookup each.
+                return
         try:
             verdict = await auth_limits.record_failure_of(self._engine, client, api_key)
         except UNAVAILABLE_ERRORS as exc:

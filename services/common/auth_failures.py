@@ -31,8 +31,14 @@ MAX_STRIKES = 32
 FINGERPRINT_BYTES = 16
 MAX_CLIENT_CHARS = 64
 
+# Edge -> gateway: the client's address as the edge determined it (the peer of
+# its connection, or the one trusted load balancers appended to x-forwarded-for).
+CLIENT_ADDRESS_HEADER = "x-aiport-client-address"
 # Gateway -> billing: the caller's address, as the gateway's limiter names it.
 CLIENT_HEADER = "x-aiport-client"
+# Gateway -> billing: "1" when the client is already throttled: verify the key,
+# but do not count a failure (the gateway refuses it with a 429 anyway).
+CLIENT_THROTTLED_HEADER = "x-aiport-client-throttled"
 # Billing -> gateway, on a failed authentication: seconds each scope is locked
 # out for (0 or absent: not locked), and "1" when the attempt was refused
 # because a lock-out was already running (a 429, not a 401).

@@ -45,16 +45,18 @@ async def serve(
     register: Callable[[grpc.aio.Server], Iterable[str]],
     on_stop: Callable[[], Awaitable[None]] | None = None,
     on_drain: Callable[[], Awaitable[None]] | None = None,
+    interceptors: Iterable[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> None:
     """Run until SIGTERM/SIGINT. `register` adds servicers and names the services.
 
     On the signal: health turns NOT_SERVING and `on_drain` runs (stop taking
     new background work); calls are still served for the drain delay, then
-    the server stops with the grace for calls in flight, then `on_stop`."""
+    the server stops with the grace for calls in flight, then `on_stop`.
+    `interceptors` run after the common ones (e.g. billing's service tokens)."""
     addr_for_metrics = settings.metrics_addr()
     metrics_server = metrics.serve_metrics(addr_for_metrics) if addr_for_metrics else None
     server = grpc.aio.server(
-        interceptors=server_interceptors(),
+        interceptors=[*server_interceptors(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -106,11 +108,12 @@ def drain_seconds(default_grace: float = GRACE_SECONDS) -> tuple[float, float]:
     return (min(max(delay, 0.0), MAX_DRAIN_SECONDS), min(max(grace, 0.0), MAX_DRAIN_SECONDS))
 
 
-def channel(addr: str) -> grpc.aio.Channel:
-    """An internal client channel with the same message limits as the servers."""
+def channel(addr: str, interceptors: Iterable[Any] = ()) -> grpc.aio.Channel:
+    """An internal client channel with the same message limits as the servers
+    (`interceptors`: e.g. the one adding this service's token to billing calls)."""
     plain = grpc.aio.insecure_channel(
         addr,
-        interceptors=client_interceptors(),
+        interceptors=[*client_interceptors(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -12,7 +12,7 @@ from aiport.v1 import (
     jobs_pb2_grpc,
 )
 
-from services.common import blobs, logs, runtime, settings
+from services.common import blobs, logs, runtime, service_auth, settings
 from services.common.catalog import load_catalog
 from services.common.grpc_server import LenientRequests, channel, serve
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
@@ -28,10 +28,15 @@ DRAIN_SETTLEMENTS_SECONDS = 30.0
 async def main() -> None:
     logs.setup("gateway")
     catalog = load_catalog(settings.catalog_path())
-    billing = channel(settings.billing_addr())
+    billing = channel(
+        settings.billing_addr(), service_auth.client_interceptors(service_auth.own_token())
+    )
     providers = channel(settings.providers_addr())
     backends = Backends(billing, providers)
-    job_state = channel(settings.jobs_addr())
+    job_state = channel(
+        settings.jobs_addr(),
+        service_auth.client_interceptors(service_auth.own_token(name=service_auth.JOBS_TOKEN_ENV)),
+    )
     jobs = JobsBackend(
         backends,
         job_state_pb2_grpc.JobStateStub(job_state),

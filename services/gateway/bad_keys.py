@@ -1,4 +1,4 @@
-"""Repeated bad API keys are slowed down before they reach billing.
+"""Repeated bad API keys are slowed down, and never lock out a valid key.
 
 Keys themselves are safe against guessing and timing: billing stores only the
 SHA-256 of each key and looks a presented key up by that hash. An index lookup
@@ -8,42 +8,37 @@ constant-time-safe design; a slow hash such as bcrypt adds nothing for keys
 this random. What remains is the cost of the attempts themselves, which this
 limiter bounds.
 
-Two counters, both in bounded LRU tables (limits on everything):
+Two counters, both in bounded LRU tables (limits on everything), on what an
+attacker controls:
 - per presented key (by a truncated SHA-256 fingerprint, never the key): after
   `key_threshold` failures inside `window` seconds that key is refused with a
-  429 for a cool-down that doubles on each further lock-out, up to a cap.
-  Only the failing key is refused, so a valid key sent from the same address
-  keeps working.
+  429 for a cool-down that doubles on each further lock-out, up to a cap,
+  without asking billing. A valid key never fails, so it is never locked.
 - per client address: a looser cap (`client_threshold`) against someone who
-  cycles through many different bad keys. While a client is locked out, only
-  keys that did not authenticate recently are refused, so a valid key in use
-  from the same address (through the same proxy, say) is not locked out by
-  someone else's bad keys. A success never resets a counter.
+  cycles through many different bad keys. While a client is throttled its keys
+  are still verified with billing (one index lookup of the key's hash), so a
+  valid key always works, new, rotated or idle; a key that fails is a 429
+  instead of a 401, and is not counted again (billing is told so, and writes
+  nothing). A success never resets a counter.
 
-The client address is the gRPC peer with its port stripped. Envoy in front of
-the gateway (deploy/envoy/envoy.yaml.tmpl) sets neither `use_remote_address`
-nor `xff_num_trusted_hops`, so `x-forwarded-for` reaches us exactly as the
-client sent it and must not be trusted; pass `trust_forwarded=True` only
-behind an edge that overwrites it (then `x-envoy-external-address`, else the
-rightmost `x-forwarded-for` entry, is the client). Until then every caller
-shares Envoy's address, so the per-client cap is in effect global: that is why
-it is loose and why keys that authenticated in the last day are exempt from it.
+The client address is what the edge puts in `x-aiport-client-address`,
+overwriting anything the client sent: the peer of its connection or, with
+`xff_num_trusted_hops` set for load balancers in front, the address they
+appended to x-forwarded-for (deploy/envoy/envoy.yaml.tmpl). Without the header
+(a call that did not come through the edge) the gRPC peer is the client.
 
-A refusal is 429 `rate_limit_exceeded` with the seconds to wait in the message
-and no `x-should-retry: false`: retrying later is the right thing to do.
-Pure apart from the clock, which tests inject.
+A refusal is 429 `rate_limit_exceeded` with a `retry-after` header, the seconds
+to wait in the message, and no `x-should-retry: false`: retrying later is the
+right thing to do. Pure apart from the clock, which tests inject.
 
 Shared across gateway replicas: billing counts every failure in PostgreSQL by
 the same rule (services/common/auth_failures.py) and answers a failed
 authentication with the lock-outs now running. `Attempt.failed` copies them
-into this process's tables, so later attempts are refused here without a round
-trip until they expire, whichever replica counted the failures; an attempt
-that billing refused because a lock-out was already running is a 429 too. The
-local counters stay as they were (each replica's count is a subset of
-billing's, so they never lock earlier), and valid keys cost nothing extra:
-billing looks at the counters only when a key fails. What stays per process is
-the memory of recently good keys (so a valid key not yet seen by a replica is
-refused there while its client is locked out) and the circuit breakers.
+into this process's tables, so later attempts are refused (a locked key) or
+not counted again (a throttled client) here until they expire, whichever
+replica counted the failures; an attempt that billing refused because a
+lock-out was already running is a 429 too. Valid keys cost nothing extra:
+billing looks at the counters only when a key fails.
 """
 
 from __future__ import annotations
@@ -57,8 +52,10 @@ from dataclasses import dataclass, field
 
 from services.common.auth_failures import (
     BASE_COOLDOWN_SECONDS,
+    CLIENT_ADDRESS_HEADER,
     CLIENT_HEADER,
     CLIENT_THRESHOLD,
+    CLIENT_THROTTLED_HEADER,
     KEY_THRESHOLD,
     MAX_CLIENT_CHARS,
     MAX_COOLDOWN_SECONDS,
@@ -86,8 +83,6 @@ __all__ = [
 ]
 
 MAX_TRACKED = 10_000
-# A key that authenticated within this long is exempt from its client's lock-out.
-GOOD_KEY_SECONDS = 24 * 3600.0
 MAX_ADDRESS_CHARS = MAX_CLIENT_CHARS
 
 
@@ -127,21 +122,14 @@ def peer_address(peer: str) -> str:
     return host[:MAX_ADDRESS_CHARS] or "unknown"
 
 
-def client_address(
-    metadata: Iterable[tuple[str, str | bytes]], peer: str, *, trust_forwarded: bool
-) -> str:
-    """Who is calling: the gRPC peer, or the edge's forwarded address if trusted."""
-    if trust_forwarded:
-        values: dict[str, str] = {}
-        for key, value in metadata:
-            if key in ("x-envoy-external-address", "x-forwarded-for"):
-                values[key] = value if isinstance(value, str) else value.decode("latin-1")
-        external = values.get("x-envoy-external-address", "").strip()
-        if external:
-            return external[:MAX_ADDRESS_CHARS]
-        forwarded = values.get("x-forwarded-for", "").rpartition(",")[2].strip()
-        if forwarded:
-            return forwarded[:MAX_ADDRESS_CHARS]
+def client_address(metadata: Iterable[tuple[str, str | bytes]], peer: str) -> str:
+    """Who is calling: the address the edge set, else the gRPC peer."""
+    for key, value in metadata:
+        if key == CLIENT_ADDRESS_HEADER:
+            text = value if isinstance(value, str) else value.decode("latin-1")
+            address = "".join(c for c in text if " " < c <= "~")[:MAX_ADDRESS_CHARS]
+            if address:
+                return address
     return peer_address(peer)
 
 
@@ -152,6 +140,7 @@ def too_many_attempts(retry_after_seconds: float) -> PublicError:
         "rate_limit_error",
         "rate_limit_exceeded",
         f"Too many failed authentication attempts. Retry after {seconds} seconds.",
+        retry_after_seconds=seconds,
     )
 
 
@@ -167,13 +156,10 @@ class BadKeyLimiter:
         base_cooldown_seconds: float = BASE_COOLDOWN_SECONDS,
         max_cooldown_seconds: float = MAX_COOLDOWN_SECONDS,
         max_tracked: int = MAX_TRACKED,
-        good_key_seconds: float = GOOD_KEY_SECONDS,
-        trust_forwarded: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         assert 1 <= key_threshold <= client_threshold
         assert max_tracked >= 1
-        self.trust_forwarded = trust_forwarded
         self.clock = clock
         self.keys = _Table(
             LockoutPolicy(
@@ -187,30 +173,22 @@ class BadKeyLimiter:
             ),
             max_tracked,
         )
-        # Keys that authenticated recently: exempt from a client's lock-out.
-        self.good: OrderedDict[str, float] = OrderedDict()
-        self.max_good = max_tracked
-        self.good_key_seconds = good_key_seconds
 
-    # -- the three calls the gateway makes ------------------------------------
-    def check(self, client: str, api_key: str) -> None:
-        """Raise the 429 when this key, or this client for a key not known good, is locked."""
-        self.check_fingerprint(client, fingerprint(api_key))
+    # -- the calls the gateway makes ------------------------------------------
+    def check(self, client: str, api_key: str) -> float:
+        """Raise the 429 when this key is locked out; the seconds this client is
+        still throttled for (> 0: verify the key, but a failure is a 429)."""
+        return self.check_fingerprint(client, fingerprint(api_key))
 
     def failed(self, client: str, api_key: str) -> None:
         self.failed_fingerprint(client, fingerprint(api_key))
 
-    def succeeded(self, client: str, api_key: str) -> None:
-        """Remember the key as good; never resets any counter (client's or key's)."""
-        self.succeeded_fingerprint(client, fingerprint(api_key))
-
-    def check_fingerprint(self, client: str, key: str) -> None:
+    def check_fingerprint(self, client: str, key: str) -> float:
         now = self.clock()
         wait = locked_for(self.keys.get(key), now)
-        if wait <= 0 and not self._recently_good(key, now):
-            wait = locked_for(self.clients.get(client), now)
         if wait > 0:
             raise too_many_attempts(wait)
+        return max(locked_for(self.clients.get(client), now), 0.0)
 
     def failed_fingerprint(self, client: str, key: str) -> None:
         now = self.clock()
@@ -245,18 +223,7 @@ class BadKeyLimiter:
             return 0.0
         return max(verdict.key_locked_seconds, verdict.client_locked_seconds, 1.0)
 
-    def succeeded_fingerprint(self, client: str, key: str) -> None:
-        del client
-        self.good[key] = self.clock()
-        self.good.move_to_end(key)
-        while len(self.good) > self.max_good:
-            self.good.popitem(last=False)
-
     # -- internals ------------------------------------------------------------
-    def _recently_good(self, key: str, now: float) -> bool:
-        seen = self.good.get(key)
-        return seen is not None and now - seen <= self.good_key_seconds
-
     @staticmethod
     def _record(table: _Table, name: str, now: float) -> float:
         """Count one failure; the cool-down it starts, or 0."""
@@ -281,22 +248,27 @@ class Attempt:
     limiter: BadKeyLimiter
     client: str
     key: str  # the key's fingerprint, never the key
+    throttled_seconds: float = 0.0  # > 0: the client is throttled; a failure is a 429
 
     def billing_metadata(self) -> tuple[tuple[str, str], ...]:
-        """What billing needs to count a failure of this attempt against the client."""
+        """What billing needs to count a failure of this attempt against the client
+        (or, while the client is throttled, not to count it at all)."""
         printable = "".join(c for c in self.client if " " <= c <= "~")
-        return ((CLIENT_HEADER, printable or "unknown"),)
+        metadata = [(CLIENT_HEADER, printable or "unknown")]
+        if self.throttled_seconds > 0:
+            metadata.append((CLIENT_THROTTLED_HEADER, "1"))
+        return tuple(metadata)
 
     def failed(self, billing_metadata: Iterable[tuple[str, str | bytes]] = ()) -> float:
         """Count the failure here and cache billing's shared lock-outs (from its
         trailing metadata); the seconds to refuse this attempt for (0: a 401)."""
+        if self.throttled_seconds > 0:
+            # Already throttled: refused, not counted (billing did not count it either).
+            return max(self.throttled_seconds, 1.0)
         verdict = Verdict.from_metadata(billing_metadata)
         if not verdict.refused:  # a refused attempt is not counted, as locally
             self.limiter.failed_fingerprint(self.client, self.key)
         return self.limiter.apply_shared(self.client, self.key, verdict)
-
-    def succeeded(self) -> None:
-        self.limiter.succeeded_fingerprint(self.client, self.key)
 
 
 def begin(
@@ -305,9 +277,10 @@ def begin(
     api_key: str,
     limiter: BadKeyLimiter | None = None,
 ) -> Attempt:
-    """Check the limiter for this call (raises the 429) and return the attempt to report on."""
+    """Check the limiter for this call (raises the 429 for a locked key) and
+    return the attempt to report on."""
     limiter = limiter or default_limiter()
-    client = client_address(metadata or (), peer, trust_forwarded=limiter.trust_forwarded)
+    client = client_address(metadata or (), peer)
     key = fingerprint(api_key)
-    limiter.check_fingerprint(client, key)
-    return Attempt(limiter, client, key)
+    throttled = limiter.check_fingerprint(client, key)
+    return Attempt(limiter, client, key, throttled)

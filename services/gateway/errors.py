@@ -46,7 +46,7 @@ class PublicError(Exception):
     message: str
     param: str | None = None
     should_retry: bool | None = None
-    retry_after_seconds: int | None = None
+    retry_after_seconds: int | None = None  # the HTTP retry-after header
 
     def _payload(self) -> dict[str, dict[str, str | None]]:
         return {
@@ -74,7 +74,7 @@ class PublicError(Exception):
         if self.should_retry is not None:
             metadata.append((RETRY_HEADER, "true" if self.should_retry else "false"))
         if self.retry_after_seconds is not None:
-            metadata.append((RETRY_AFTER_HEADER, str(self.retry_after_seconds)))
+            metadata.append((RETRY_AFTER_HEADER, str(max(1, self.retry_after_seconds))))
         return tuple(metadata)
 
     @property

@@ -154,7 +154,7 @@ class Backends:
 
     async def authenticate(self, context: ServicerContext) -> Caller:
         key = self.api_key(context)
-        # Repeated bad keys are refused (429) before they reach billing.
+        # A key locked out by repeated failures is refused (429) before billing.
         attempt = bad_keys.begin(context.invocation_metadata(), context.peer(), key)
         try:
             principal = await self.billing_call(
@@ -165,7 +165,6 @@ class Backends:
             )
         except grpc.aio.AioRpcError as exc:
             raise self._refused(attempt, exc) from exc
-        attempt.succeeded()
         return Caller(
             principal.account_id, principal.key_id, self.request_id(context), new_call_id()
         )
@@ -210,10 +209,8 @@ class Backends:
             raise
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                attempt.succeeded()
                 raise insufficient() from exc
             raise self._refused(attempt, exc) from exc
-        attempt.succeeded()
         principal = authorized.principal
         return Caller(principal.account_id, principal.key_id, request_id, call_id), authorized.hold
 

@@ -7,7 +7,7 @@ import contextlib
 
 from aiport.v1 import billing_pb2_grpc, job_state_pb2_grpc
 
-from services.common import broker, logs, pg, runtime, settings
+from services.common import broker, logs, pg, runtime, service_auth, settings
 from services.common.grpc_server import channel, serve
 from services.jobs import gauges
 from services.jobs.service import (
@@ -28,10 +28,18 @@ def timing_from_env() -> Timing:
 
 
 async def main() -> None:
-    logs.setup("jobs")
+    log = logs.setup("jobs")
+    # Fail closed: no caller tokens, no JobState (never the tokens in the log).
+    try:
+        callers = service_auth.caller_tokens(names=service_auth.JOBS_CALLER_TOKEN_ENV)
+    except (ValueError, OSError) as exc:
+        log.error("bad configuration", extra=logs.fields(error=str(exc)))
+        raise SystemExit(1) from None
     pool = pg.pool(settings.database_url(), "jobs")
     await pool.open(wait=True, timeout=10)
-    billing_channel = channel(settings.billing_addr())
+    billing_channel = channel(
+        settings.billing_addr(), service_auth.client_interceptors(service_auth.own_token())
+    )
     settlement = Settlement(pool, billing_pb2_grpc.BillingStub(billing_channel))
     names = broker.names_from_env()
     connection = await broker.connect(settings.amqp_url())
@@ -59,7 +67,12 @@ async def main() -> None:
         await published.flush()
         await pool.close()
 
-    await serve(settings.listen_addr(settings.jobs_addr()), register, on_stop=close)
+    await serve(
+        settings.listen_addr(settings.jobs_addr()),
+        register,
+        on_stop=close,
+        interceptors=[service_auth.ServerInterceptor(callers, service_auth.JOBS_CALLERS)],
+    )
 
 
 if __name__ == "__main__":

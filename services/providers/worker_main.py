@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractIncomingMessage
 from aiport.v1 import job_state_pb2_grpc
 
-from services.common import blobs, broker, logs, runtime, settings
+from services.common import blobs, broker, logs, runtime, service_auth, settings
 from services.common.catalog import load_catalog
 from services.common.grpc_server import channel, drain_seconds, serve
 from services.providers import registry
@@ -67,7 +67,10 @@ async def main(kind: str, addr: str) -> None:
     table = load_routes(settings.providers_path())
     image_adapters = registry.build(table, registry.IMAGE)
     video_adapters = registry.build(table, registry.VIDEO)
-    job_state_channel = channel(settings.jobs_addr())
+    job_state_channel = channel(
+        settings.jobs_addr(),
+        service_auth.client_interceptors(service_auth.own_token(name=service_auth.JOBS_TOKEN_ENV)),
+    )
     names = broker.names_from_env()
     connection = await broker.connect(settings.amqp_url())
     publish_channel = await connection.channel(publisher_confirms=True)

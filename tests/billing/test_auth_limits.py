@@ -17,6 +17,7 @@ from services.billing import auth_limits
 from services.common.auth_failures import (
     BASE_COOLDOWN_SECONDS,
     CLIENT_HEADER,
+    CLIENT_THROTTLED_HEADER,
     KEY_THRESHOLD,
     Verdict,
     fingerprint,
@@ -116,3 +117,23 @@ async def test_authenticate_reports_the_lockout_in_trailing_metadata(
         True,
     ]
     assert [v.refused for v in verdicts] == [False] * KEY_THRESHOLD + [True]
+
+
+async def test_a_throttled_clients_failure_is_verified_but_writes_nothing(
+    stub: billing_pb2_grpc.BillingStub, engine: AsyncEngine
+) -> None:
+    key, who = bad_key(), client()
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await stub.Authenticate(
+            billing_pb2.AuthenticateRequest(api_key=key),
+            metadata=((CLIENT_HEADER, who), (CLIENT_THROTTLED_HEADER, "1")),
+        )
+    assert failed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT count(*) FROM billing.auth_failures WHERE name IN (:k, :c)"),
+                {"k": fingerprint(key), "c": who},
+            )
+        ).scalar_one()
+    assert rows == 0

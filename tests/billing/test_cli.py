@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from deploy.local.stack import new_service_tokens
 from services.billing import cli, ledger, rules
 from services.common import db
 from tests.support.databases import drop_database, fresh_database_url
@@ -43,19 +45,22 @@ async def run(
     return proc.returncode, out.decode(), err.decode()
 
 
-def cli_env(addr: str) -> dict[str, str]:
-    return {**os.environ, "AIPORT_BILLING_ADDR": addr}
+def cli_env(addr: str, token: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIPORT_SERVICE_TOKEN")}
+    if token is not None:
+        env["AIPORT_SERVICE_TOKEN"] = token
+    return {**env, "AIPORT_BILLING_ADDR": addr}
 
 
-async def ctl(addr: str, *args: str) -> dict[str, Any]:
+async def ctl(addr: str, *args: str, token: str | None = None) -> dict[str, Any]:
     """Run aiportctl with --json, expecting success and exactly one JSON object."""
-    code, out, err = await run(str(AIPORTCTL), *args, env=cli_env(addr))
+    code, out, err = await run(str(AIPORTCTL), *args, env=cli_env(addr, token))
     assert code == 0, (out, err)
     return one_object(out)
 
 
-async def ctl_error(addr: str, *args: str) -> dict[str, Any]:
-    code, out, err = await run(str(AIPORTCTL), *args, env=cli_env(addr))
+async def ctl_error(addr: str, *args: str, token: str | None = None) -> dict[str, Any]:
+    code, out, err = await run(str(AIPORTCTL), *args, env=cli_env(addr, token))
     assert code == 1, (out, err)
     assert "Traceback" not in err
     body = one_object(out)
@@ -256,11 +261,14 @@ async def test_billing_process_serves_sweeps_and_stops(
     database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     addr = f"127.0.0.1:{free_port()}"
+    tokens = new_service_tokens()
+    admin = tokens["admin"]
     env = {
         **os.environ,
         "AIPORT_DATABASE_URL": database_url,
         "AIPORT_BILLING_ADDR": addr,
         "AIPORT_HOLD_SWEEP_SECONDS": "1",
+        **{f"AIPORT_SERVICE_TOKEN_{caller.upper()}": t for caller, t in tokens.items()},
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -273,8 +281,16 @@ async def test_billing_process_serves_sweeps_and_stops(
     )
     try:
         await wait_serving(addr, proc)
-        account_id = (await ctl(addr, "account", "create", "Proc", "--json"))["account_id"]
-        assert (await ctl(addr, "topup", account_id, "10", "--json"))["balance_idr"] == "10"
+        account_id = (await ctl(addr, "account", "create", "Proc", "--json", token=admin))[
+            "account_id"
+        ]
+        assert (await ctl(addr, "topup", account_id, "10", "--json", token=admin))[
+            "balance_idr"
+        ] == "10"
+        # Without the admin token (a wrong one, or the gateway's) nothing moves.
+        for token in (secrets.token_urlsafe(32), tokens["gateway"]):
+            refused = await ctl_error(addr, "topup", account_id, "99", "--json", token=token)
+            assert refused["code"] in ("UNAUTHENTICATED", "PERMISSION_DENIED"), refused
         hold = await ledger.place_hold(engine, account_id, 4 * IDR, "proc-hold-1")
         await make_overdue(engine, hold.id)
         for _ in range(50):
@@ -282,7 +298,9 @@ async def test_billing_process_serves_sweeps_and_stops(
                 break
             await asyncio.sleep(0.1)
         assert (await ledger.get_hold(engine, hold.id)).status == "expired"
-        assert (await ctl(addr, "balance", account_id, "--json"))["available_idr"] == "10"
+        assert (await ctl(addr, "balance", account_id, "--json", token=admin))[
+            "available_idr"
+        ] == "10"
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -364,3 +382,28 @@ def test_cli_ledger_all_closes_its_json_when_a_later_page_fails() -> None:
     assert [e["entry_id"] for e in body["entries"]] == [9]
     assert body["error"]["code"] == "UNKNOWN"
     assert "total_idr" not in body
+
+
+def test_cli_token_comes_from_env_or_billings_own_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    admin, mine = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    monkeypatch.setattr(cli, "LOCAL_ADMIN_TOKEN", tmp_path / "absent")
+    monkeypatch.delenv("AIPORT_SERVICE_TOKEN", raising=False)
+    monkeypatch.delenv("AIPORT_SERVICE_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("AIPORT_SERVICE_TOKEN_ADMIN", raising=False)
+    monkeypatch.delenv("AIPORT_SERVICE_TOKEN_ADMIN_FILE", raising=False)
+    assert cli.admin_token() is None
+    # make run's file, then (inside a billing pod) billing's copy, then our own.
+    local = tmp_path / "admin.token"
+    local.write_text("x" * 40 + "\n")
+    monkeypatch.setattr(cli, "LOCAL_ADMIN_TOKEN", local)
+    assert cli.admin_token() == "x" * 40
+    monkeypatch.setenv("AIPORT_SERVICE_TOKEN_ADMIN", admin)
+    assert cli.admin_token() == admin
+    monkeypatch.setenv("AIPORT_SERVICE_TOKEN", mine)
+    assert cli.admin_token() == mine
+    monkeypatch.setenv("AIPORT_SERVICE_TOKEN", "short")
+    with pytest.raises(cli.CliError) as bad:
+        cli.admin_token()
+    assert "short" not in bad.value.message

@@ -11,10 +11,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy.local.run import seed_demo
+from deploy.local.stack import new_service_tokens
 from services.billing import ledger
 from services.billing.rules import Unauthenticated
 
 pytestmark = pytest.mark.usefixtures("check_invariants")
+# This billing fixture checks no token; make run presents its admin token.
+TOKEN = new_service_tokens()["admin"]
 
 
 async def active_keys(engine: AsyncEngine, account_id: str) -> list[str]:
@@ -24,14 +27,14 @@ async def active_keys(engine: AsyncEngine, account_id: str) -> list[str]:
 async def test_make_run_reuses_one_live_demo_key(
     billing_addr: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    account_id, key, _ = await asyncio.to_thread(seed_demo, billing_addr, tmp_path)
+    account_id, key, _ = await asyncio.to_thread(seed_demo, billing_addr, tmp_path, TOKEN)
     key_file = tmp_path / "demo-key"
     assert key_file.read_text().strip() == key
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     principal = await ledger.authenticate(engine, key)
     assert principal.account_id == account_id
 
-    again = await asyncio.to_thread(seed_demo, billing_addr, tmp_path)
+    again = await asyncio.to_thread(seed_demo, billing_addr, tmp_path, TOKEN)
     assert again[:2] == (account_id, key)
     assert await active_keys(engine, account_id) == [principal.key_id]
 
@@ -40,7 +43,7 @@ async def test_make_run_reuses_one_live_demo_key(
     for _ in range(2):
         await ledger.create_api_key(engine, account_id)
     key_file.unlink()
-    _, fresh, _ = await asyncio.to_thread(seed_demo, billing_addr, tmp_path)
+    _, fresh, _ = await asyncio.to_thread(seed_demo, billing_addr, tmp_path, TOKEN)
     assert fresh != key
     fresh_id = (await ledger.authenticate(engine, fresh)).key_id
     assert await active_keys(engine, account_id) == [fresh_id]
@@ -54,7 +57,7 @@ async def test_a_recreated_database_gets_a_new_demo_account_and_key(
     # State left by a run against a database that no longer exists.
     (tmp_path / "demo-account").write_text("acct_" + "0" * 20 + "\n")
     (tmp_path / "demo-key").write_text("aip_live_" + "x" * 40 + "\n")
-    account_id, key, balance = await asyncio.to_thread(seed_demo, billing_addr, tmp_path)
+    account_id, key, balance = await asyncio.to_thread(seed_demo, billing_addr, tmp_path, TOKEN)
     assert account_id != "acct_" + "0" * 20
     assert (tmp_path / "demo-account").read_text().strip() == account_id
     assert (tmp_path / "demo-key").read_text().strip() == key

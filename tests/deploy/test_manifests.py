@@ -7,12 +7,15 @@ against the Kubernetes version's strict schemas.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from deploy.k8s import render_envoy, sync_config
+from deploy.local import envoy as local_envoy
 from tests.deploy import checks
 from tests.deploy.repo import (
     K8S,
@@ -30,6 +33,7 @@ from tests.deploy.repo import (
 
 BACKING: Final = "aiport-backing"
 UPSTREAM_KEYS: Final = "aiport-upstream-keys"
+SERVICE_TOKENS: Final = "aiport-service-tokens"
 LISTEN = frozenset({"AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR"})
 # What each process reads and has no usable default for in a cluster (their own
 # listen address included: the local default is 127.0.0.1). Upstream keys come on
@@ -43,10 +47,26 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_CATALOG",
         "AIPORT_BLOB_DIR",
         "AIPORT_PUBLIC_URL",
+        "AIPORT_SERVICE_TOKEN",
+        "AIPORT_JOBS_TOKEN",
     },
-    "billing": LISTEN | {"AIPORT_DATABASE_URL"},
+    "billing": LISTEN
+    | {
+        "AIPORT_DATABASE_URL",
+        "AIPORT_SERVICE_TOKEN_GATEWAY",
+        "AIPORT_SERVICE_TOKEN_JOBS",
+        "AIPORT_SERVICE_TOKEN_ADMIN",
+    },
     "providers": LISTEN | {"AIPORT_PROVIDERS"},
-    "jobs": LISTEN | {"AIPORT_DATABASE_URL", "AIPORT_AMQP_URL", "AIPORT_BILLING_ADDR"},
+    "jobs": LISTEN
+    | {
+        "AIPORT_DATABASE_URL",
+        "AIPORT_AMQP_URL",
+        "AIPORT_BILLING_ADDR",
+        "AIPORT_SERVICE_TOKEN",
+        "AIPORT_JOBS_TOKEN_GATEWAY",
+        "AIPORT_JOBS_TOKEN_WORKER",
+    },
     "worker-image": LISTEN
     | {"AIPORT_AMQP_URL", "AIPORT_JOBS_ADDR", "AIPORT_PROVIDERS", "AIPORT_BLOB_DIR"},
     "worker-video": LISTEN
@@ -148,6 +168,32 @@ def test_every_env_var_the_code_needs_is_provided(overlay: str) -> None:
     assert checks.check_required_env(rendered(overlay), REQUIRED_ENV) == []
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_tokens_go_only_to_billing_and_each_caller_its_own(overlay: str) -> None:
+    given: dict[str, set[str]] = {}
+    for pod in checks.pods(rendered(overlay)):
+        for container in pod.containers():
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") == SERVICE_TOKENS:
+                    given.setdefault(pod.name, set()).add(f"{var['name']}={ref['key']}")
+    assert given == {
+        "billing": {
+            "AIPORT_SERVICE_TOKEN_GATEWAY=gateway",
+            "AIPORT_SERVICE_TOKEN_JOBS=jobs",
+            "AIPORT_SERVICE_TOKEN_ADMIN=admin",
+        },
+        "gateway": {"AIPORT_SERVICE_TOKEN=gateway", "AIPORT_JOBS_TOKEN=gateway-to-jobs"},
+        "jobs": {
+            "AIPORT_SERVICE_TOKEN=jobs",
+            "AIPORT_JOBS_TOKEN_GATEWAY=gateway-to-jobs",
+            "AIPORT_JOBS_TOKEN_WORKER=worker-to-jobs",
+        },
+        "worker-image": {"AIPORT_JOBS_TOKEN=worker-to-jobs"},
+        "worker-video": {"AIPORT_JOBS_TOKEN=worker-to-jobs"},
+    }
+
+
 def test_production_gives_upstream_keys_to_providers_and_workers_only() -> None:
     docs = rendered("production")
     keyed = {
@@ -218,7 +264,7 @@ def test_referenced_secrets_are_documented(overlay: str) -> None:
             for var in container.get("env", []):
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref is not None:
-                    assert ref["name"] in (BACKING, UPSTREAM_KEYS)
+                    assert ref["name"] in (BACKING, UPSTREAM_KEYS, SERVICE_TOKENS)
                     assert f"{ref['key']}=" in readme, f"README: how to create {ref['key']}"
 
 
@@ -268,3 +314,23 @@ def test_the_edge_finds_its_descriptor_and_lua_where_image_and_configmap_put_the
     volume = next(v for v in edge.spec["volumes"] if v["name"] == mount["name"])
     config_map = checks.find(docs, "ConfigMap", volume["configMap"]["name"], "aiport")
     assert config_map is not None and render_envoy.LUA.name in config_map["data"]
+
+
+def test_the_edge_names_clients_by_a_trusted_address() -> None:
+    config = yaml.safe_load(render_envoy.RENDERED.read_text())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    typed = manager["typed_config"]
+    assert typed["use_remote_address"] is True
+    assert typed["xff_num_trusted_hops"] == render_envoy.XFF_TRUSTED_HOPS == 1
+    added = typed["route_config"]["request_headers_to_add"]
+    assert {
+        "header": {
+            "key": "x-aiport-client-address",
+            "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        },
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    } in added
+    with pytest.raises(ValueError):
+        local_envoy.render(
+            replace(render_envoy.EDGE, xff_num_trusted_hops=-1), render_envoy.DESCRIPTOR
+        )

@@ -15,6 +15,7 @@ import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack, StackConfig
+from services.common import service_auth
 from services.common.money import idr_to_micros
 from tests.integration.conftest import assert_ledger_invariants
 from tests.support.databases import drop_database, fresh_database_url
@@ -63,7 +64,9 @@ def fault_stack(replicas: int = 1, extra_env: dict[str, str] | None = None) -> I
         stack.start()
         keys: list[str] = []
         with grpc.insecure_channel(config.billing_addr) as chan:
-            billing = billing_pb2_grpc.BillingStub(chan)
+            billing = billing_pb2_grpc.BillingStub(
+                service_auth.with_token(chan, config.admin_token)
+            )
             for i in range(ACCOUNTS):
                 account_id = billing.CreateAccount(
                     billing_pb2.CreateAccountRequest(name=f"faults-{i}"), timeout=10

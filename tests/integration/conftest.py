@@ -21,6 +21,7 @@ import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack, StackConfig
+from services.common import service_auth
 from services.common.money import idr_to_micros
 from tests.support.databases import drop_database, fresh_database_url
 
@@ -45,6 +46,8 @@ def stack() -> Iterator[Stack]:
     config = StackConfig.on_free_ports(url, run_dir, replicas=REPLICAS)
     # Short enough that the timeout test is quick, long enough for every other job.
     config.job_timeout_seconds = JOB_TIMEOUT_SECONDS
+    # As behind one load balancer: tests name clients with X-Forwarded-For.
+    config.edge_xff_trusted_hops = 1
     config.extra_env["AIPORT_JOB_SWEEP_SECONDS"] = "1"
     config.extra_env["AIPORT_BREAKER_COOLDOWN_SECONDS"] = str(BREAKER_COOLDOWN_SECONDS)
     # One "rpc" log line per call, so every hop of a request can be found by its id.
@@ -118,7 +121,8 @@ def base_url(stack: Stack) -> str:
 @pytest.fixture(scope="session")
 def billing(stack: Stack) -> Iterator[billing_pb2_grpc.BillingStub]:
     with grpc.insecure_channel(stack.config.billing_addr) as chan:
-        yield billing_pb2_grpc.BillingStub(chan)
+        # As aiportctl: billing refuses calls without a caller's service token.
+        yield billing_pb2_grpc.BillingStub(service_auth.with_token(chan, stack.config.admin_token))
 
 
 @pytest.fixture(scope="session")

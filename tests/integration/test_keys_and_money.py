@@ -10,13 +10,16 @@ import secrets
 import string
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
+import grpc
 import httpx
 import psycopg
-from aiport.v1 import billing_pb2, billing_pb2_grpc
+import pytest
+from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
 
 from deploy.local.stack import Stack
+from services.common import service_auth
 from services.gateway import bad_keys
 from services.sandbox.png import render
 from tests.integration.conftest import JOB_TIMEOUT_SECONDS, NewAccount
@@ -87,6 +90,127 @@ def test_repeated_bad_keys_get_429_quickly_and_good_keys_still_work(
         assert ok.status_code == 200, ok.text
         other = http.get("/v1/balance", headers={"Authorization": f"Bearer {fake_key()}"})
         assert other.status_code == 401, other.text
+
+
+FLOOD = 150
+
+
+def _from(client: str, key: str) -> dict[str, str]:
+    """Headers of a request from `client`: the stack's edge trusts one hop of
+    X-Forwarded-For (a load balancer in front), so this names the client."""
+    return {"Authorization": f"Bearer {key}", "X-Forwarded-For": client}
+
+
+def test_a_bad_key_flood_from_one_client_never_refuses_a_valid_key(
+    base_url: str, new_account: NewAccount
+) -> None:
+    attacker, other = "203.0.113.7", "198.51.100.20"
+    bystander = new_account("1000")  # created before the flood, never used yet
+    KEYS_USED.add(bystander.api_key)
+    statuses: Counter[int] = Counter()
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        for _ in range(FLOOD):
+            response = http.get("/v1/balance", headers=_from(attacker, fake_key()))
+            statuses[response.status_code] += 1
+            assert response.status_code in (401, 429), response.text
+        # The attacker's client is throttled: well-formed bad keys get 429 with retry-after.
+        assert statuses[429] > 0, statuses
+        locked = http.get("/v1/balance", headers=_from(attacker, fake_key()))
+        assert locked.status_code == 429, locked.text
+        assert error_of(locked)["code"] == "rate_limit_exceeded"
+        assert int(locked.headers["retry-after"]) >= 1
+        # A fresh valid key (created after the flood) works from the attacker's
+        # address and from anyone else's; so does an older key never used before.
+        fresh = new_account("1000")
+        KEYS_USED.add(fresh.api_key)
+        for client in (attacker, other):
+            for account in (fresh, bystander):
+                ok = http.get("/v1/balance", headers=_from(client, account.api_key))
+                assert ok.status_code == 200, (client, ok.text)
+        # Paid calls too (authorize_hold), from the throttled client.
+        chat = http.post(
+            "/v1/chat/completions",
+            headers=_from(attacker, fresh.api_key),
+            json={"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert chat.status_code == 200, chat.text
+        # Another client's bad key is a plain 401: only the attacker is throttled.
+        other_bad = http.get("/v1/balance", headers=_from(other, fake_key()))
+        assert other_bad.status_code == 401, other_bad.text
+        # A remote client's own request id is still kept (README: One request id).
+        tagged = http.get(
+            "/v1/balance",
+            headers={**_from(other, fresh.api_key), "x-request-id": "flood-check-1"},
+        )
+        assert tagged.headers["x-request-id"] == "flood-check-1"
+        # A client cannot pick its address past the trusted hop: a spoofed
+        # left-hand entry is ignored, so the attacker stays throttled.
+        spoofed = http.get(
+            "/v1/balance",
+            headers={
+                "Authorization": f"Bearer {fake_key()}",
+                "X-Forwarded-For": f"{other}, {attacker}",
+                "X-Aiport-Client-Address": other,
+            },
+        )
+        assert spoofed.status_code == 429, spoofed.text
+
+
+# -- service identity: billing needs a caller's token ---------------------------
+
+
+def test_billing_refuses_calls_without_the_callers_service_token(
+    stack: Stack, new_account: NewAccount, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    account = new_account("1000")
+    before = billing.GetAccountBalance(
+        billing_pb2.GetAccountBalanceRequest(account_id=account.account_id)
+    ).balance_micros
+    gateway_token = stack.config.service_tokens["gateway"]
+    refusals = {
+        (): grpc.StatusCode.UNAUTHENTICATED,
+        ((service_auth.TOKEN_HEADER, secrets.token_urlsafe(32)),): grpc.StatusCode.UNAUTHENTICATED,
+        # A compromised gateway still cannot mint money.
+        ((service_auth.TOKEN_HEADER, gateway_token),): grpc.StatusCode.PERMISSION_DENIED,
+    }
+    with grpc.insecure_channel(stack.config.billing_addr) as chan:
+        raw = billing_pb2_grpc.BillingStub(chan)
+        for metadata, code in refusals.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                raw.TopUp(
+                    billing_pb2.TopUpRequest(account_id=account.account_id, amount_micros=10**12),
+                    metadata=metadata,
+                    timeout=10,
+                )
+            assert cast(grpc.Call, refused.value).code() == code
+            with pytest.raises(grpc.RpcError):
+                raw.CreateAccount(billing_pb2.CreateAccountRequest(name="x"), metadata=metadata)
+    after = billing.GetAccountBalance(
+        billing_pb2.GetAccountBalanceRequest(account_id=account.account_id)
+    ).balance_micros
+    assert after == before
+    # Jobs' JobState (which decides whose hold a job captures) likewise.
+    worker_token = stack.config.jobs_tokens["worker"]
+    with grpc.insecure_channel(stack.config.dial_addr("jobs")) as chan:
+        job_state = job_state_pb2_grpc.JobStateStub(chan)
+        for metadata, code in {
+            (): grpc.StatusCode.UNAUTHENTICATED,
+            ((service_auth.TOKEN_HEADER, gateway_token),): grpc.StatusCode.UNAUTHENTICATED,
+            ((service_auth.TOKEN_HEADER, worker_token),): grpc.StatusCode.PERMISSION_DENIED,
+        }.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                job_state.CreateJob(job_state_pb2.CreateJobRequest(), metadata=metadata, timeout=10)
+            assert cast(grpc.Call, refused.value).code() == code
+    # Each process got only the token it needs; the public paths work with them.
+    assert stack.config.env("gateway")["AIPORT_SERVICE_TOKEN"] == gateway_token
+    assert "AIPORT_SERVICE_TOKEN" not in stack.config.env("providers")
+    assert "AIPORT_JOBS_TOKEN" not in stack.config.env("providers")
+    assert stack.config.env("worker-image")["AIPORT_JOBS_TOKEN"] == worker_token
+    assert "AIPORT_SERVICE_TOKEN" not in stack.config.env("worker-image")
+    assert not any(k.startswith("AIPORT_SERVICE_TOKEN_") for k in stack.config.env("gateway"))
+    with httpx.Client(base_url=stack.config.base_url, timeout=10) as http:
+        ok = http.get("/v1/balance", headers={"Authorization": f"Bearer {account.api_key}"})
+    assert ok.status_code == 200, ok.text
 
 
 # -- money: 1,000 concurrent spends on one account ------------------------------

@@ -35,7 +35,6 @@ def limiter(clock: Clock, **overrides: float) -> BadKeyLimiter:
         base_cooldown_seconds=settings["base_cooldown_seconds"],
         max_cooldown_seconds=settings["max_cooldown_seconds"],
         max_tracked=int(settings.get("max_tracked", 100)),
-        good_key_seconds=settings.get("good_key_seconds", 3600.0),
         clock=clock,
     )
 
@@ -68,6 +67,9 @@ def test_under_threshold_is_allowed_and_threshold_locks_with_429() -> None:
         "rate_limit_exceeded",
     )
     assert "Retry after 5 seconds" in error.message
+    assert error.retry_after_seconds == 5
+    # The edge turns it into the client's retry-after header.
+    assert ("x-aiport-retry-after", "5") in error.trailing_metadata()
     assert error.should_retry is None  # never x-should-retry: false
     assert "bad" not in error.message
 
@@ -121,35 +123,38 @@ def test_only_the_failing_key_is_refused_not_other_keys_from_the_same_client() -
     assert refused(lim, "elsewhere", "bad") is not None  # the key itself is locked
 
 
-def test_clients_are_independent_and_success_resets_nothing() -> None:
+def test_a_throttled_client_still_has_its_keys_verified_never_refused_outright() -> None:
     clock = Clock()
     lim = limiter(clock)
     for i in range(6):
         fail(lim, "attacker", f"bad{i}", 1)
-    # The attacker cycling keys trips the looser per-client cap.
-    assert refused(lim, "attacker", "fresh-guess") is not None
-    # Another client is unaffected, and its success does not unlock the attacker.
-    assert refused(lim, "victim", "fresh-guess") is None
-    lim.succeeded("victim", GOOD)
-    assert refused(lim, "attacker", "another-guess") is not None
-    # A key that authenticated recently still works from the locked client.
-    assert refused(lim, "attacker", GOOD) is None
-    # The attacker's own success does not reset its counter either.
-    lim.succeeded("attacker", GOOD)
-    assert refused(lim, "attacker", "yet-another") is not None
+    # The attacker cycling keys trips the looser per-client cap: its next keys are
+    # throttled (a failure will be a 429), but none is refused before billing
+    # verifies it, so a valid key from the same address still works.
+    assert refused(lim, "attacker", "fresh-guess") is None
+    assert lim.check("attacker", GOOD) == pytest.approx(5.0)
+    # Another client is not throttled at all.
+    assert lim.check("victim", "fresh-guess") == 0.0
+    clock.now += 5
+    assert lim.check("attacker", GOOD) == 0.0
 
 
-def test_known_good_exemption_expires() -> None:
+def test_a_throttled_attempt_that_fails_is_a_429_and_is_not_counted_again() -> None:
     clock = Clock()
-    lim = limiter(
-        clock, max_cooldown_seconds=300.0, base_cooldown_seconds=200.0, good_key_seconds=60.0
-    )
-    lim.succeeded("proxy", GOOD)
+    lim = limiter(clock)
     for i in range(6):
-        fail(lim, "proxy", f"bad{i}", 1)
-    assert refused(lim, "proxy", GOOD) is None
-    clock.now += 61
-    assert refused(lim, "proxy", GOOD) is not None
+        bad_keys.begin((), "ipv4:10.0.0.1:1", f"bad{i}", lim).failed()
+    attempt = bad_keys.begin((), "ipv4:10.0.0.1:2", "another", lim)
+    assert attempt.throttled_seconds == pytest.approx(5.0)
+    # Billing is told not to count it.
+    assert ("x-aiport-client-throttled", "1") in attempt.billing_metadata()
+    assert attempt.failed() == pytest.approx(5.0)
+    assert bad_keys.fingerprint("another") not in lim.keys.entries
+    # An unthrottled attempt tells billing nothing of the kind.
+    calm = bad_keys.begin((), "ipv4:10.0.0.2:2", "another", lim)
+    assert calm.throttled_seconds == 0.0
+    assert all(name != "x-aiport-client-throttled" for name, _ in calm.billing_metadata())
+    assert calm.failed() == 0.0
 
 
 def test_tracked_clients_and_keys_are_capped_lru() -> None:
@@ -157,10 +162,8 @@ def test_tracked_clients_and_keys_are_capped_lru() -> None:
     lim = limiter(clock, max_tracked=50)
     for i in range(1000):
         lim.failed(f"10.0.{i // 256}.{i % 256}", f"key{i}")
-        lim.succeeded(f"10.0.{i // 256}.{i % 256}", f"good{i}")
     assert len(lim.clients.entries) == 50
     assert len(lim.keys.entries) == 50
-    assert len(lim.good) == 50
     # The most recent survive; the oldest were evicted.
     assert "10.0.3.231" in lim.clients.entries
     assert "10.0.0.0" not in lim.clients.entries
@@ -179,9 +182,7 @@ def test_no_key_is_held_only_fingerprints() -> None:
     clock = Clock()
     lim = limiter(clock)
     lim.failed("c", GOOD)
-    lim.succeeded("c", GOOD)
     assert GOOD not in lim.keys.entries
-    assert GOOD not in lim.good
     attempt = bad_keys.begin((), "ipv4:127.0.0.1:5000", GOOD, lim)
     assert GOOD not in repr(attempt)
 
@@ -199,25 +200,30 @@ def test_peer_address_drops_the_port(peer: str, host: str) -> None:
     assert bad_keys.peer_address(peer) == host
 
 
-def test_forwarded_headers_only_when_trusted() -> None:
-    metadata = [("x-forwarded-for", "6.6.6.6, 203.0.113.9"), ("other", "x")]
+def test_the_client_is_the_address_the_edge_set_else_the_peer() -> None:
     peer = "ipv4:127.0.0.1:1"
-    assert bad_keys.client_address(metadata, peer, trust_forwarded=False) == "127.0.0.1"
-    assert bad_keys.client_address(metadata, peer, trust_forwarded=True) == "203.0.113.9"
-    with_external = [*metadata, ("x-envoy-external-address", "198.51.100.7")]
-    assert bad_keys.client_address(with_external, peer, trust_forwarded=True) == "198.51.100.7"
+    # x-forwarded-for is the client's to choose: never trusted here.
+    forwarded = [("x-forwarded-for", "6.6.6.6"), ("x-envoy-external-address", "7.7.7.7")]
+    assert bad_keys.client_address(forwarded, peer) == "127.0.0.1"
+    edge = [*forwarded, ("x-aiport-client-address", "203.0.113.9")]
+    assert bad_keys.client_address(edge, peer) == "203.0.113.9"
+    assert bad_keys.client_address([("x-aiport-client-address", " ")], peer) == "127.0.0.1"
+    long = [("x-aiport-client-address", "9" * 500)]
+    assert len(bad_keys.client_address(long, peer)) == bad_keys.MAX_ADDRESS_CHARS
 
 
 def test_begin_checks_and_reports_through_the_attempt() -> None:
     clock = Clock()
     lim = limiter(clock)
+    edge = [("x-aiport-client-address", "9.9.9.9"), ("x-forwarded-for", "8.8.8.8")]
     for _ in range(3):
-        bad_keys.begin([("x-forwarded-for", "9.9.9.9")], "ipv4:10.0.0.1:9", "bad", lim).failed()
+        bad_keys.begin(edge, "ipv4:10.0.0.1:9", "bad", lim).failed()
     with pytest.raises(PublicError) as raised:
         bad_keys.begin((), "ipv4:10.0.0.1:7", "bad", lim)
     assert raised.value.status == 429
-    assert "10.0.0.1" in lim.clients.entries
-    assert "9.9.9.9" not in lim.clients.entries
+    assert "9.9.9.9" in lim.clients.entries
+    assert "8.8.8.8" not in lim.clients.entries
+    assert "10.0.0.1" not in lim.clients.entries
 
 
 def test_a_lockout_is_logged_without_the_key(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,46 @@
+"""make run / tests: each process gets only the service tokens it needs."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from deploy.local import run
+from deploy.local.stack import StackConfig
+
+
+def test_each_process_gets_only_its_own_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIPORT_SERVICE_TOKEN", "inherited-" + "x" * 40)
+    config = StackConfig("postgresql://x", Path("/tmp/none"))
+    tokens, jobs = config.service_tokens, config.jobs_tokens
+    assert len({*tokens.values(), *jobs.values()}) == 5
+    billing = {k: v for k, v in config.env("billing").items() if "TOKEN" in k}
+    assert billing == {
+        "AIPORT_SERVICE_TOKEN_GATEWAY": tokens["gateway"],
+        "AIPORT_SERVICE_TOKEN_JOBS": tokens["jobs"],
+        "AIPORT_SERVICE_TOKEN_ADMIN": tokens["admin"],
+    }
+    gateway = {k: v for k, v in config.env("gateway-2").items() if "TOKEN" in k}
+    assert gateway == {
+        "AIPORT_SERVICE_TOKEN": tokens["gateway"],
+        "AIPORT_JOBS_TOKEN": jobs["gateway"],
+    }
+    worker = {k: v for k, v in config.env("worker-video").items() if "TOKEN" in k}
+    assert worker == {"AIPORT_JOBS_TOKEN": jobs["worker"]}
+    for name in ("providers", "files", "sandbox", "edge"):
+        assert not [k for k in config.env(name) if "SERVICE_TOKEN" in k or "JOBS_TOKEN" in k]
+    # A fresh config, fresh tokens.
+    assert StackConfig("postgresql://x", Path("/tmp/none")).service_tokens != tokens
+
+
+def test_make_run_leaves_the_admin_token_readable_only_by_us(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "admin.token"
+    path.write_text("old")
+    monkeypatch.setattr(run, "ADMIN_TOKEN_FILE", path)
+    run.write_admin_token("t" * 40)
+    assert path.read_text() == "t" * 40 + "\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
