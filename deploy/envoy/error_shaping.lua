@@ -29,6 +29,7 @@ local function replace(handle, status, body, should_retry)
 end
 
 local UNAUTHORIZED = '{"error":{"message":"Missing or invalid API key.","type":"authentication_error","param":null,"code":"unauthorized"}}'
+
 local function starts(s, prefix)
   return string.sub(s, 1, #prefix) == prefix
 end
