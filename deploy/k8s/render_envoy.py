@@ -6,7 +6,7 @@ python -m deploy.k8s.render_envoy --check  # exit 1 if it differs from a fresh r
 The same template and render() as the local stack, with cluster values: clusters
 resolve the headless Services by name (STRICT_DNS sees every pod), the Lua file
 comes from the edge-config ConfigMap mounted at /etc/envoy, and the descriptor set
-is the one baked into the image.
+is the one baked into the image (its HTTP bindings are read from gen/aiport.pb here).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ ADMIN_PORT: Final = 9901  # 127.0.0.1 only
 METRICS_PORT: Final = 9902
 # Where the image and the edge Deployment put these.
 DESCRIPTOR: Final = Path("/app/gen/aiport.pb")
+# The same descriptor set built here (`make gen`): its HTTP bindings give the 405 routes.
+LOCAL_DESCRIPTOR: Final = K8S_DIR.parents[1] / "gen" / "aiport.pb"
 LUA: Final = Path("/etc/envoy/error_shaping.lua")
 # The edge sits behind one Ingress (or L7 load balancer) that appends the
 # client to x-forwarded-for (README: Exposing the edge).
@@ -48,7 +50,7 @@ HEADER: Final = (
 
 def rendered() -> str:
     """The config the edge-config ConfigMap must hold."""
-    return HEADER + render(EDGE, DESCRIPTOR, LUA)
+    return HEADER + render(EDGE, DESCRIPTOR, LUA, bindings_from=LOCAL_DESCRIPTOR)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,12 @@
 -- touches the body: successful (and streaming) responses pass untouched.
 local INTERNAL = '{"error":{"message":"Internal error. Please try again.","type":"server_error","param":null,"code":"internal_error"}}'
 local UNAVAILABLE = '{"error":{"message":"aiport is temporarily unavailable. Please try again.","type":"service_unavailable","param":null,"code":"service_unavailable"}}'
+local NOT_FOUND = '{"error":{"message":"No such endpoint. See the API reference for the paths aiport serves.","type":"invalid_request_error","param":null,"code":"not_found"}}'
+local BODY_FOR_STATUS = { ["404"] = NOT_FOUND, ["500"] = INTERNAL }
 
--- gRPC codes that reach the edge without our detail (a crash, a restart).
-local STATUS_FOR_GRPC = { ["4"] = "504", ["14"] = "503" }
+-- gRPC codes that reach the edge without our detail (a crash, a restart), or
+-- from Envoy's own reply to a gRPC request (UNIMPLEMENTED: no such endpoint).
+local STATUS_FOR_GRPC = { ["4"] = "504", ["12"] = "404", ["14"] = "503" }
 
 local function replace(handle, status, body, should_retry, retry_after)
   local h = handle:headers()
@@ -32,21 +35,104 @@ end
 
 local UNAUTHORIZED = '{"error":{"message":"Missing or invalid API key.","type":"authentication_error","param":null,"code":"unauthorized"}}'
 
+local function starts(s, prefix)
+  return string.sub(s, 1, #prefix) == prefix
+end
+
+-- Headers only our own hops may set. A client's would steer the gateway:
+-- grpc-timeout sets its deadline, grpc-encoding how it reads the message,
+-- x-aiport-* our internal signals, x-envoy-* Envoy's routing and retries, te
+-- the transcoder sets itself. "-bin" names are binary gRPC metadata: gRPC
+-- rejects a value that is not base64 (a 500), and no public endpoint reads one.
+-- x-envoy-external-address and x-envoy-internal are Envoy's own (it sets or
+-- strips them before this filter), x-aiport-client-address the edge's config.
+local KEEP = { ["x-envoy-external-address"] = true, ["x-envoy-internal"] = true,
+               ["x-aiport-client-address"] = true }
+
+local function internal(name)
+  if KEEP[name] then
+    return false
+  end
+  return name == "te" or starts(name, "grpc-") or starts(name, "x-aiport-")
+      or starts(name, "x-envoy-") or string.sub(name, -4) == "-bin"
+end
+
+-- Names and values that look like a credential. Only Authorization may carry
+-- one; anywhere else it is dropped (headers) or redacted (the query string),
+-- so it reaches no service, no log and no error message.
+local CREDENTIAL_NAMES = { "key", "token", "secret", "passw", "auth", "cookie", "credential",
+                           "session", "signature" }
+
+local function credential_name(name)
+  local lower = string.lower(name)
+  for _, word in ipairs(CREDENTIAL_NAMES) do
+    if string.find(lower, word, 1, true) ~= nil then
+      return true
+    end
+  end
+  return false
+end
+
+local function credential_value(value)
+  local lower = string.lower(value)
+  return string.find(lower, "aip_", 1, true) ~= nil or starts(lower, "bearer ") or starts(lower, "sk-")
+end
+
+-- The path with credential-looking query values replaced, and key-looking
+-- text anywhere in it too. Returns nil when nothing changes.
+local function redacted_path(path)
+  local base, query = string.match(path, "^([^?]*)%?(.*)$")
+  local changed = false
+  if query ~= nil then
+    local parts = {}
+    for pair in string.gmatch(query, "[^&]*") do
+      if pair ~= "" then
+        local name, value = string.match(pair, "^([^=]*)=?(.*)$")
+        local plain = string.gsub(string.gsub(value, "%+", " "), "%%(%x%x)",
+                                  function(h) return string.char(tonumber(h, 16)) end)
+        if value ~= "" and (credential_name(name) or credential_value(plain)) then
+          pair = name .. "=REDACTED"
+          changed = true
+        end
+        table.insert(parts, pair)
+      end
+    end
+    path = base .. "?" .. table.concat(parts, "&")
+  end
+  -- The key prefix itself: a random files token cannot contain it by chance.
+  local scrubbed, n = string.gsub(path, "aip_live_%w+", "REDACTED")
+  if changed or n > 0 then
+    return scrubbed
+  end
+  return nil
+end
+
 -- Before a request becomes gRPC:
+-- * A gRPC call (application/grpc...) is refused: the edge serves the REST API
+--   only, never a call straight to a service (billing's, say).
 -- * An Authorization header that is not printable ASCII cannot be a key. It is
 --   refused here, because gRPC would log the undecodable value (key material).
 -- * Header names HTTP allows but gRPC metadata does not (e.g. "a|b", "x#y") are
 --   dropped: passed on, they make the gRPC call fail and the client get a 500.
+-- * Internal and credential-looking headers are dropped, credential-looking
+--   query values redacted (see above).
 function envoy_on_request(handle)
   local headers = handle:headers()
+  local content_type = headers:get("content-type")
+  if content_type ~= nil and starts(string.lower(content_type), "application/grpc") then
+    handle:respond({ [":status"] = "404", ["content-type"] = "application/json" }, NOT_FOUND)
+    return
+  end
   local auth = headers:get("authorization")
   if auth ~= nil and string.find(auth, "[^\32-\126]") ~= nil then
     handle:respond({ [":status"] = "401", ["content-type"] = "application/json" }, UNAUTHORIZED)
     return
   end
   local unfit = nil
-  for name, _ in pairs(headers) do
-    if string.sub(name, 1, 1) ~= ":" and string.find(name, "[^0-9a-z_.%-]") ~= nil then
+  for name, value in pairs(headers) do
+    if string.sub(name, 1, 1) ~= ":" and name ~= "authorization" and (
+        string.find(name, "[^0-9a-z_.%-]") ~= nil or internal(name)
+        or credential_name(name) or credential_value(value)) then
       unfit = unfit or {}
       table.insert(unfit, name)
     end
@@ -55,6 +141,11 @@ function envoy_on_request(handle)
     for _, name in ipairs(unfit) do
       headers:remove(name)
     end
+  end
+  local path = redacted_path(headers:get(":path") or "")
+  if path ~= nil then
+    headers:replace(":path", path)
+    handle:clearRouteCache()
   end
 end
 
@@ -69,7 +160,7 @@ function envoy_on_response(handle)
   local grpc_status = h:get("grpc-status")
   if grpc_status ~= nil and grpc_status ~= "0" then
     local status = STATUS_FOR_GRPC[grpc_status] or "500"
-    replace(handle, status, status == "500" and INTERNAL or UNAVAILABLE, nil, nil)
+    replace(handle, status, BODY_FOR_STATUS[status] or UNAVAILABLE, nil, nil)
     return
   end
   local wanted = h:get("x-aiport-http-status")
