@@ -262,7 +262,7 @@ async def test_generate_jpeg_and_not_an_image() -> None:
     ("status", "error_status", "kind"),
     [
         (400, "INVALID_ARGUMENT", "rejected"),
-        (429, "RESOURCE_EXHAUSTED", "failed"),
+        (429, "RESOURCE_EXHAUSTED", "rate_limited"),
         (500, "INTERNAL", "failed"),
         (503, "UNAVAILABLE", "failed"),
     ],

@@ -360,7 +360,7 @@ async def test_xai_dialect_request() -> None:
     [
         (answer(b'{"error": {"message": "bad size"}}', 400), "rejected", "bad size"),
         (answer(b'{"error": {"message": "prompt flagged"}}', 422), "rejected", "prompt flagged"),
-        (answer(b'{"error": {"message": "slow down"}}', 429), "failed", "HTTP 429"),
+        (answer(b'{"error": {"message": "slow down"}}', 429), "rate_limited", "HTTP 429"),
         (answer(b"<html>oops</html>", 500), "failed", "HTTP 500"),
         (answer(b'{"error": "x"}', 503), "failed", "HTTP 503"),
         (answer(b"not json"), "failed", "malformed"),
@@ -474,7 +474,11 @@ async def test_sandbox_img2img(sandbox_url: str, dialect: str) -> None:
 
 @pytest.mark.parametrize(
     ("directive", "kind"),
-    [("[sim:fail]", "failed"), ("[sim:status=400]", "rejected"), ("[sim:status=429]", "failed")],
+    [
+        ("[sim:fail]", "failed"),
+        ("[sim:status=400]", "rejected"),
+        ("[sim:status=429]", "rate_limited"),
+    ],
 )
 async def test_sandbox_directives_become_upstream_errors(
     sandbox_url: str, directive: str, kind: str

@@ -504,7 +504,9 @@ async def test_a_hanging_task_times_out(adapter: DashScopeImageAdapter) -> None:
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize(("code", "kind"), [(400, "rejected"), (429, "failed"), (503, "failed")])
+@pytest.mark.parametrize(
+    ("code", "kind"), [(400, "rejected"), (429, "rate_limited"), (503, "failed")]
+)
 @pytest.mark.parametrize("model", ["wan2.7-image", "z-image-turbo"])
 async def test_status_on_create(
     adapter: DashScopeImageAdapter, http: httpx.AsyncClient, code: int, kind: str, model: str

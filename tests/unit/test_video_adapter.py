@@ -330,7 +330,7 @@ async def test_poll_refuses_ids_that_are_not_ids(task_id: str) -> None:
 
 SUBMIT_ERRORS = [
     (json_answer({"error": {"code": "InvalidParameter", "message": "bad ratio"}}, 400), "rejected"),
-    (json_answer({"error": {"message": "too many"}}, 429), "failed"),
+    (json_answer({"error": {"message": "too many"}}, 429), "rate_limited"),
     (json_answer({"error": {"message": "boom"}}, 500), "failed"),
     (json_answer({"error": {"message": "no key"}}, 401), "failed"),
     (json_answer({"no": "id"}), "failed"),
@@ -513,7 +513,9 @@ async def test_sandbox_hanging_task_keeps_running(sandbox_url: str) -> None:
         assert (await adapter.poll(task_id)).status == "running"
 
 
-@pytest.mark.parametrize(("code", "kind"), [(429, "failed"), (400, "rejected"), (503, "failed")])
+@pytest.mark.parametrize(
+    ("code", "kind"), [(429, "rate_limited"), (400, "rejected"), (503, "failed")]
+)
 async def test_sandbox_status_on_create(sandbox_url: str, code: int, kind: str) -> None:
     prompt = f"x [sim:status={code}] {uuid.uuid4().hex[:8]}"
     async with sandbox_adapter(sandbox_url) as adapter:

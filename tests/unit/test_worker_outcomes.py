@@ -84,6 +84,7 @@ async def job_with_upload(store: blobs.LocalBlobStore, data: bytes) -> job_state
     url = blobs.public_url("https://uploads.example", key)
     return job_state_pb2.JobRecord(
         job_id="job_1",
+        account_id="acct_owner",
         model="wan-2.7-img2img",
         modality="img2img",
         spec=job_state_pb2.WorkSpec(prompt="snow", images=[url]),
