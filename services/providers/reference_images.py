@@ -22,6 +22,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -103,18 +105,25 @@ def target_size(width: int, height: int, rules: ReferenceImageRules) -> tuple[in
     return new_w, new_h
 
 
-def _open(data: bytes) -> Image.Image:
-    """The image with only its header read (size, mode, format); nothing decoded yet."""
+@contextmanager
+def _decoding() -> Iterator[None]:
+    """Any decoder failure on these (client-supplied) bytes is a refusal naming why."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ReferenceImageRefused(
             f"The reference image has more than {MAX_DECODE_PIXELS:,} pixels."
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise ReferenceImageRefused("The reference image could not be decoded.") from None
+
+
+def _open(data: bytes) -> Image.Image:
+    """The image with only its header read (size, mode, format); nothing decoded yet."""
+    with _decoding():
+        image = Image.open(io.BytesIO(data))
     if image.width * image.height > MAX_DECODE_PIXELS:
         raise ReferenceImageRefused(
             f"The reference image is {image.width}x{image.height}; at most "
@@ -125,17 +134,9 @@ def _open(data: bytes) -> Image.Image:
 
 def _decode(image: Image.Image) -> Image.Image:
     """The first frame, decoded."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.seek(0)
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ReferenceImageRefused(
-            f"The reference image has more than {MAX_DECODE_PIXELS:,} pixels."
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        raise ReferenceImageRefused("The reference image could not be decoded.") from None
+    with _decoding():
+        image.seek(0)
+        image.load()
     return image
 
 
