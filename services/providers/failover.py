@@ -61,8 +61,8 @@ def should_fail_over(error: UpstreamError) -> bool:
 def final_error(errors: list[UpstreamError], fallback: UpstreamError) -> UpstreamError:
     """What a request whose every route failed reports: rate limited only when
     every route tried answered 429 (waiting then helps), with the shortest wait
-    any of them asked for; otherwise the last failure. `fallback` when no route
-    was tried at all (all cooling down)."""
+    any of them asked for; otherwise the last failure that was not a 429.
+    `fallback` when no route was tried at all (all cooling down)."""
     if not errors:
         return fallback
     if all(error.kind == "rate_limited" for error in errors):
@@ -72,7 +72,7 @@ def final_error(errors: list[UpstreamError], fallback: UpstreamError) -> Upstrea
             "every route for this model is rate limited",
             min(waits) if waits else None,
         )
-    return errors[-1]
+    return next(e for e in reversed(errors) if e.kind != "rate_limited")
 
 
 @dataclass

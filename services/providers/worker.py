@@ -382,8 +382,10 @@ class Worker:
     # -- images ----------------------------------------------------------------
     async def _image(self, job: job_state_pb2.JobRecord) -> Result:
         spec = job.spec
-        plan = self._plan(job.model, self.image_adapters)
+        # References first: a refused one must not leave a half-open route's probe
+        # reserved by the plan (nothing would release it).
         references = await self._references(job.model, spec)
+        plan = self._plan(job.model, self.image_adapters)
 
         async def generate(route: Route) -> GeneratedImage:
             return await self.image_adapters[route.provider].generate(
@@ -416,8 +418,8 @@ class Worker:
                 raise JobFailed(PROVIDER_FAILED)
             log.info("resuming upstream task", extra=fields(job_id=job.job_id))
         else:
+            references = await self._references(job.model, spec)  # first: see _image
             plan = self._plan(job.model, self.video_adapters)
-            references = await self._references(job.model, spec)
 
             async def submit(route: Route) -> str:
                 return await self.video_adapters[route.provider].submit(

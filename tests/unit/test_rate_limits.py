@@ -37,6 +37,9 @@ def test_only_routes_that_all_rate_limit_make_a_rate_limit() -> None:
     mixed = [limited[0], UpstreamError("failed", "HTTP 500")]
     assert final_error(mixed, cooling) is mixed[1]
     assert final_error([], cooling) is cooling
+    # A real failure earlier, a 429 last: still the failure, never a "try later".
+    failed_then_limited = [UpstreamError("failed", "HTTP 500"), limited[0]]
+    assert final_error(failed_then_limited, cooling) is failed_then_limited[0]
 
 
 def test_gemini_429_reads_its_retry_info() -> None:

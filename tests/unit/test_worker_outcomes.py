@@ -16,7 +16,7 @@ from services.common import blobs, broker
 from services.common.catalog import load_catalog
 from services.common.settings import PROJECT_ROOT
 from services.providers.errors import CONTENT_POLICY, PROVIDER_FAILED, UpstreamError
-from services.providers.failover import Breakers
+from services.providers.failover import Breakers, route_key
 from services.providers.media import GeneratedImage, ImageRequest
 from services.providers.routes import Provider, Route, RouteTable
 from services.providers.worker import Worker
@@ -133,3 +133,21 @@ async def test_a_reference_beyond_the_aspect_limit_is_the_clients_input(tmp_path
     assert outcome.error_code == "invalid_input"
     assert "aspect ratios up to 8:1" in outcome.error_message
     assert images.requests == []  # never sent: nothing paid upstream
+
+
+async def test_a_refused_reference_leaves_a_half_open_route_probe_free(tmp_path: Path) -> None:
+    """A job whose reference is refused never reaches the upstream; the half-open
+    route it planned must stay free to probe, or the model stays down for good."""
+    images = FakeImages()
+    w = worker(tmp_path, images)
+    (route,) = w.routes.routes["wan-2.7-img2img"]
+    for _ in range(w.breakers.policy.failure_threshold):
+        w.breakers.failure(route)
+    opened_at = w.breakers._state[route_key(route)].opened_at
+    assert opened_at is not None
+    w.breakers.clock = lambda: opened_at + w.breakers.policy.cooldown_seconds + 1
+    assert w.breakers.state(route) == "half-open"
+
+    refused = await w.run(await job_with_upload(w.store, b"\x89PNG\r\n\x1a\n garbage"))
+    assert not refused.succeeded and images.requests == []
+    assert w.breakers.plan((route,)) == [route]  # the probe is still available
