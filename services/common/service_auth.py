@@ -35,6 +35,9 @@ import grpc
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "x-aiport-service-token"
+# On a refusal: tells the caller its own token was refused (a misconfiguration to
+# report as such, never to be mistaken for the refusal of a customer's API key).
+REFUSED_TRAILER = "x-aiport-service-token-refused"
 TOKEN_ENV = "AIPORT_SERVICE_TOKEN"
 MIN_TOKEN_CHARS = 32
 MAX_TOKEN_CHARS = 512
@@ -196,7 +199,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         code, message = decision.code, decision.message
 
         async def refuse(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            await context.abort(code, message)
+            await context.abort(code, message, trailing_metadata=((REFUSED_TRAILER, "1"),))
 
         return grpc.unary_unary_rpc_method_handler(refuse)
 

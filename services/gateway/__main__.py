@@ -23,20 +23,24 @@ HOLD_MARGIN_SECONDS = 900
 # On shutdown, how long settlements still in flight may take (holds left open
 # after that expire and are released by billing).
 DRAIN_SETTLEMENTS_SECONDS = 30.0
+# Then, the settlements of the relays cut short by closing the providers channel.
+FINAL_SETTLE_SECONDS = 10.0
 
 
 async def main() -> None:
     logs.setup("gateway")
     catalog = load_catalog(settings.catalog_path())
-    billing = channel(
-        settings.billing_addr(), service_auth.client_interceptors(service_auth.own_token())
-    )
+    billing_token = service_auth.own_token()
+    jobs_token = service_auth.own_token(name=service_auth.JOBS_TOKEN_ENV)
+    if billing_token is None or jobs_token is None:
+        # Without them every paid call would fail; say so now, not per request.
+        raise SystemExit(
+            f"gateway: {service_auth.TOKEN_ENV} and {service_auth.JOBS_TOKEN_ENV} must be set"
+        )
+    billing = channel(settings.billing_addr(), service_auth.client_interceptors(billing_token))
     providers = channel(settings.providers_addr())
     backends = Backends(billing, providers)
-    job_state = channel(
-        settings.jobs_addr(),
-        service_auth.client_interceptors(service_auth.own_token(name=service_auth.JOBS_TOKEN_ENV)),
-    )
+    job_state = channel(settings.jobs_addr(), service_auth.client_interceptors(jobs_token))
     jobs = JobsBackend(
         backends,
         job_state_pb2_grpc.JobStateStub(job_state),
@@ -65,8 +69,11 @@ async def main() -> None:
     async def close() -> None:
         # Relays finishing upstream calls for departed clients, and settlements.
         await backends.drain(DRAIN_SETTLEMENTS_SECONDS)
-        await billing.close(None)
+        # Relays still following an upstream: ending their calls makes each settle
+        # what it knows (a release, or an estimate) while billing is still reachable.
         await providers.close(None)
+        await backends.drain(FINAL_SETTLE_SECONDS)
+        await billing.close(None)
         await job_state.close(None)
 
     await serve(settings.listen_addr(settings.gateway_addr()), register, on_stop=close)

@@ -16,11 +16,12 @@ from typing import Any
 import grpc
 import orjson
 
+from services.common.wire import RETRY_AFTER_KEY
+
 STATUS_HEADER = "x-aiport-http-status"
 ERROR_HEADER = "x-aiport-error"
 RETRY_HEADER = "x-aiport-should-retry"
-# Seconds; the edge sends it to the client as `retry-after`.
-RETRY_AFTER_HEADER = "x-aiport-retry-after"
+RETRY_AFTER_HEADER = RETRY_AFTER_KEY  # the edge sends it to the client as `retry-after`
 
 # The gRPC code that best describes each HTTP status, for native gRPC callers.
 _GRPC_CODE = {

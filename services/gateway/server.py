@@ -31,11 +31,13 @@ from aiport.v1 import (
 )
 from google.api import httpbody_pb2
 
-from services.common import requestctx
+from services.common import requestctx, service_auth
+from services.common.auth_failures import CLIENT_THROTTLED_HEADER
 from services.common.catalog import Catalog, ImageModel, TextModel, VideoModel
 from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
 from services.common.sse import DONE, frame
+from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.gateway import bad_keys, errors
 from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.errors import PublicError
@@ -55,8 +57,6 @@ CHAT_HOLD_TTL_SECONDS = int(UPSTREAM_CALL_TIMEOUT_SECONDS) + 300
 SETTLE_ATTEMPTS = 4
 # Before looking up a hold whose authorization answer was lost.
 LOST_HOLD_DELAY_SECONDS = 0.2
-UPSTREAM_FAILURE_KEY = "x-aiport-upstream-failure"
-RETRY_AFTER_KEY = "x-aiport-retry-after"
 BEARER = "bearer "
 
 
@@ -93,6 +93,15 @@ def _trailer(exc: grpc.aio.AioRpcError, name: str) -> str | None:
         if key == name:
             return value if isinstance(value, str) else value.decode("latin-1")
     return None
+
+
+def _outcome_unknown(cause: BaseException | None) -> bool:
+    """A billing call that may or may not have been carried out."""
+    return isinstance(cause, grpc.aio.AioRpcError) and cause.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    )
 
 
 def _is_upstream_failure(exc: grpc.aio.AioRpcError) -> bool:
@@ -201,11 +210,14 @@ class Backends:
                 ),
                 metadata=attempt.billing_metadata(),
             )
-        except (asyncio.CancelledError, PublicError):
-            # No definitive answer (this call was cancelled or its deadline
-            # passed, or billing failed mid-call): a hold may exist that nobody
-            # knows the id of. Find it by its key and release it.
-            self.settle_later(self.release_lost_hold(request))
+        except asyncio.CancelledError:
+            # No answer (this call was cancelled or its deadline passed): a hold may
+            # exist that nobody knows the id of. Find it by its key and release it.
+            self.settle_later(self.release_lost_hold(request, attempt))
+            raise
+        except PublicError as error:
+            if _outcome_unknown(error.__cause__):
+                self.settle_later(self.release_lost_hold(request, attempt))
             raise
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -220,6 +232,13 @@ class Backends:
         key or client is locked out (counted across every gateway replica)."""
         # grpc.aio.Metadata at run time: (key, value) pairs (grpc-stubs says otherwise).
         trailing = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+        if any(key == service_auth.REFUSED_TRAILER for key, _ in trailing):
+            # Billing refused the gateway's own service token: our misconfiguration,
+            # not the customer's key, so no strike against it.
+            log.error("billing refused the gateway's service token")
+            return errors.service_unavailable(
+                "Billing is temporarily unavailable. Please try again."
+            )
         wait = attempt.failed(trailing)
         return bad_keys.too_many_attempts(wait) if wait > 0 else errors.unauthorized()
 
@@ -237,17 +256,23 @@ class Backends:
             log.info("waiting for settlements", extra={"fields": {"tasks": len(pending)}})
             await asyncio.wait(pending, timeout=seconds)
 
-    async def release_lost_hold(self, request: billing_pb2.AuthorizeHoldRequest) -> None:
+    async def release_lost_hold(
+        self, request: billing_pb2.AuthorizeHoldRequest, auth: bad_keys.Attempt
+    ) -> None:
         """Release the hold of an AuthorizeHold whose answer was lost. The call is
         idempotent per key: asked again, billing returns the hold it placed (or
         places it now, if the first never arrived), which is then released.
         RESOURCE_EXHAUSTED means no hold has the key and none could be placed."""
         await asyncio.sleep(LOST_HOLD_DELAY_SECONDS)  # let a twin still in flight land
         key = request.idempotency_key
+        # The same client, and never a second bad-key strike for one call.
+        metadata = (*auth.billing_metadata(), (CLIENT_THROTTLED_HEADER, "1"))
         for attempt in range(SETTLE_ATTEMPTS):
             try:
                 authorized: billing_pb2.AuthorizedHold = await self.billing.AuthorizeHold(
-                    request, timeout=BILLING_TIMEOUT_SECONDS
+                    request,
+                    timeout=BILLING_TIMEOUT_SECONDS,
+                    metadata=metadata,
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -484,6 +509,7 @@ class ChatRelay:
             raise
         except Exception:
             log.exception("chat relay failed", extra={"fields": self.fields})
+            cast(grpc.aio.Call, self.upstream).cancel()
             if not settled:
                 self._settle_unfinished("gateway error")
             self._send(errors.service_unavailable("The call ended unexpectedly."))
@@ -551,12 +577,21 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         relay = ChatRelay(self.backends, call, hold, upstream, fields)
         self.backends.settle_later(relay.run())
         finished = False
+        started = False
         try:
             while (item := await relay.outbox.get()) is not _END:
                 if isinstance(item, PublicError):
                     finished = True
+                    if started:
+                        # Headers and chunks are out: the error goes in-band, as the
+                        # edge reshapes only trailers-only answers.
+                        yield httpbody_pb2.HttpBody(
+                            content_type="text/event-stream", data=item.sse_event()
+                        )
+                        return
                     await abort_with(context, item)
                     return
+                started = True
                 yield item
             finished = True
         finally:

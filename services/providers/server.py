@@ -11,6 +11,7 @@ from aiport.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 
 from services.common import metrics
 from services.common.grpc_server import ServicerContext
+from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.providers import registry
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
@@ -22,10 +23,6 @@ from services.providers.failover import Breakers, final_error, route_key, should
 from services.providers.routes import RouteTable
 
 log = logging.getLogger(__name__)
-
-UPSTREAM_FAILURE_KEY = "x-aiport-upstream-failure"
-# With a rate-limited failure: the seconds the upstream asked us to wait.
-RETRY_AFTER_KEY = "x-aiport-retry-after"
 
 
 def _usage_pb(usage: TokenCounts) -> common_pb2.TokenUsage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from services.gateway import bad_keys
@@ -237,3 +238,31 @@ def test_a_lockout_is_logged_without_the_key(caplog: pytest.LogCaptureFixture) -
     assert fields["scope"] == "key" and fields["cooldown_seconds"] == 5.0
     assert fields["key_fingerprint"] == bad_keys.fingerprint(GOOD)
     assert GOOD not in caplog.text and GOOD not in repr(fields)
+
+
+def _refusal(*trailing: tuple[str, str]) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(*trailing),
+        "refused",
+        None,
+    )
+
+
+def test_billing_refusing_the_gateways_own_token_is_a_503_and_no_strike() -> None:
+    """A misconfigured service token must not look like (or count as) a bad API key:
+    every customer would get 401s, then lock-outs that outlive the fix."""
+    from services.common import service_auth
+    from services.gateway.server import Backends
+
+    lim = limiter(Clock())
+    for i in range(20):
+        attempt = bad_keys.begin((), "ipv4:10.0.0.9:1", f"good{i}", lim)
+        error = Backends._refused(attempt, _refusal((service_auth.REFUSED_TRAILER, "1")))
+        assert (error.status, error.code) == (503, "service_unavailable")
+    assert not lim.keys.entries and not lim.clients.entries
+    # A real bad key is still a 401, and counted.
+    attempt = bad_keys.begin((), "ipv4:10.0.0.9:1", "bad", lim)
+    assert Backends._refused(attempt, _refusal()).status == 401
+    assert bad_keys.fingerprint("bad") in lim.keys.entries

@@ -45,9 +45,9 @@ end
 -- the transcoder sets itself. "-bin" names are binary gRPC metadata: gRPC
 -- rejects a value that is not base64 (a 500), and no public endpoint reads one.
 -- x-envoy-external-address and x-envoy-internal are Envoy's own (it sets or
--- strips them before this filter), x-aiport-client-address the edge's config.
-local KEEP = { ["x-envoy-external-address"] = true, ["x-envoy-internal"] = true,
-               ["x-aiport-client-address"] = true }
+-- strips them before this filter). x-aiport-client-address is stripped like any
+-- x-aiport-* header: the route adds the edge's own value after this filter.
+local KEEP = { ["x-envoy-external-address"] = true, ["x-envoy-internal"] = true }
 
 local function internal(name)
   if KEEP[name] then
