@@ -51,9 +51,9 @@ T = TypeVar("T")
 # Bounded waits on our own services; the upstream's own timeouts live in providers.
 BILLING_TIMEOUT_SECONDS = 10.0
 UPSTREAM_CALL_TIMEOUT_SECONDS = 900.0
-# A chat's hold outlives its longest possible call, then billing's sweeper
-# releases it: the backstop if the gateway dies before settling.
-CHAT_HOLD_TTL_SECONDS = int(UPSTREAM_CALL_TIMEOUT_SECONDS) + 300
+# A chat's hold lives billing's default TTL (AIPORT_HOLD_TTL_SECONDS, one hour),
+# longer than any call; billing's sweeper then releases it: the backstop if the
+# gateway dies before settling. Operators (and the fault tests) set it there.
 SETTLE_ATTEMPTS = 4
 # Before looking up a hold whose authorization answer was lost.
 LOST_HOLD_DELAY_SECONDS = 0.2
@@ -550,7 +550,6 @@ class ChatService(chat_pb2_grpc.ChatServicer):
                     f"(it may cost up to {micros_to_idr(amount)} IDR). "
                     "Top up, or lower max_tokens, to continue."
                 ),
-                ttl_seconds=CHAT_HOLD_TTL_SECONDS,
             )
         except PublicError as error:
             await abort_with(context, error)
