@@ -101,6 +101,31 @@ class ReferenceImageRules:
     alpha: bool = True  # False: transparency must be flattened away
 
 
+# Containers whose length the worker can read (services/providers/reference_clips.py).
+CLIP_FORMATS = {
+    "video": ("video/mp4", "video/quicktime"),
+    "audio": ("audio/mpeg", "audio/wav", "audio/mp4", "audio/aac"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceClipRules:
+    """What the model's upstream accepts as reference videos or audios.
+
+    There is no transcoder in the worker, so a clip is not adapted: one outside these
+    rules fails its job as the client's input (before any upstream call). 0 means no
+    limit; empty formats mean every format of CLIP_FORMATS.
+    """
+
+    formats: tuple[str, ...] = ()
+    min_seconds: float = 0.0  # each clip
+    max_seconds: float = 0.0  # each clip
+    max_total_seconds: float = 0.0  # all clips of this kind in one job
+    max_bytes: int = 0
+    # True: the upstream refuses this kind alone (audio needs an image or video beside it).
+    needs_visual: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class ImageModel:
     id: str
@@ -140,6 +165,8 @@ class VideoModel:
     max_videos: int = 0
     max_audios: int = 0
     reference_image: ReferenceImageRules = ReferenceImageRules()
+    reference_video: ReferenceClipRules = ReferenceClipRules()
+    reference_audio: ReferenceClipRules = ReferenceClipRules()
 
 
 Model = TextModel | ImageModel | VideoModel
@@ -274,6 +301,48 @@ def _reference_rules(entry: dict[str, Any], where: str) -> ReferenceImageRules:
     return parsed
 
 
+def _seconds(rules: dict[str, Any], key: str, where: str) -> float:
+    value = rules.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise CatalogError(f"{where}: '{key}' must be a number of seconds, 0 or more")
+    return float(value)
+
+
+def _clip_rules(entry: dict[str, Any], kind: str, where: str) -> ReferenceClipRules:
+    rules = entry.get(f"reference_{kind}")
+    if rules is None:
+        return ReferenceClipRules()
+    where = f"{where}.reference_{kind}"
+    if not isinstance(rules, dict):
+        raise CatalogError(f"{where}: must be a mapping")
+    unknown = set(rules) - set(ReferenceClipRules.__dataclass_fields__)
+    if unknown:
+        raise CatalogError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    formats = _strings(rules, "formats", where)
+    unreadable = set(formats) - set(CLIP_FORMATS[kind])
+    if unreadable:
+        raise CatalogError(
+            f"{where}: cannot check the length of {sorted(unreadable)[0]}; "
+            f"formats must be among {', '.join(CLIP_FORMATS[kind])}"
+        )
+    needs_visual = rules.get("needs_visual", False)
+    if not isinstance(needs_visual, bool):
+        raise CatalogError(f"{where}: 'needs_visual' must be true or false")
+    parsed = ReferenceClipRules(
+        formats=formats,
+        min_seconds=_seconds(rules, "min_seconds", where),
+        max_seconds=_seconds(rules, "max_seconds", where),
+        max_total_seconds=_seconds(rules, "max_total_seconds", where),
+        max_bytes=_count(rules, "max_bytes", 0, where),
+        needs_visual=needs_visual,
+    )
+    if parsed.max_seconds and parsed.min_seconds > parsed.max_seconds:
+        raise CatalogError(f"{where}: min_seconds exceeds max_seconds")
+    if parsed.max_total_seconds and parsed.min_seconds > parsed.max_total_seconds:
+        raise CatalogError(f"{where}: min_seconds exceeds max_total_seconds")
+    return parsed
+
+
 def parse_catalog(doc: Any) -> Catalog:
     if not isinstance(doc, dict):
         raise CatalogError("catalog: top level must be a mapping")
@@ -342,6 +411,8 @@ def parse_catalog(doc: Any) -> Catalog:
                 max_videos=_count(e, "max_videos", 0, where),
                 max_audios=_count(e, "max_audios", 0, where),
                 reference_image=_reference_rules(e, where),
+                reference_video=_clip_rules(e, "video", where),
+                reference_audio=_clip_rules(e, "audio", where),
             )
         )
         video = models[e["id"]]

@@ -24,7 +24,13 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiport.v1 import job_state_pb2, job_state_pb2_grpc
 
 from services.common import blobs, broker, metrics, requestctx
-from services.common.catalog import Catalog, ImageModel, ReferenceImageRules, VideoModel
+from services.common.catalog import (
+    Catalog,
+    ImageModel,
+    ReferenceClipRules,
+    ReferenceImageRules,
+    VideoModel,
+)
 from services.common.images import DecodeGate, InvalidImage
 from services.common.logs import fields
 from services.providers.errors import (
@@ -44,6 +50,12 @@ from services.providers.media import (
     ReferenceRole,
     VideoRequest,
     VideoTaskAdapter,
+)
+from services.providers.reference_clips import (
+    ClipKind,
+    ReferenceClipRefused,
+    check_clips,
+    measure,
 )
 from services.providers.reference_images import ReferenceImageRefused, adapt_reference_image
 from services.providers.routes import Route, RouteTable
@@ -113,6 +125,13 @@ async def publish_confirmed(exchange: AbstractExchange, message: Message, queue:
             if attempt < PUBLISH_ATTEMPTS:
                 await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
     return False
+
+
+def _clip_max_bytes(rules: ReferenceClipRules | None) -> int:
+    """The fetch limit for a clip: the upstream's, never above our endpoint's."""
+    if rules is None or not rules.max_bytes:
+        return MEDIA_REFERENCE_MAX_BYTES
+    return min(rules.max_bytes, MEDIA_REFERENCE_MAX_BYTES)
 
 
 class JobFailed(Exception):
@@ -353,15 +372,14 @@ class Worker:
             )
         return Reference(role, adapted.data, adapted.content_type)
 
-    def _reference_rules(self, model_id: str) -> ReferenceImageRules:
-        model = self.catalog.models.get(model_id)
-        if isinstance(model, ImageModel | VideoModel):
-            return model.reference_image
-        return ReferenceImageRules()
-
     async def _references(
         self, model_id: str, spec: job_state_pb2.WorkSpec
     ) -> tuple[Reference, ...]:
+        model = self.catalog.models.get(model_id)
+        media = model if isinstance(model, ImageModel | VideoModel) else None
+        image_rules = media.reference_image if media else ReferenceImageRules()
+        video_rules = media.reference_video if isinstance(media, VideoModel) else None
+        audio_rules = media.reference_audio if isinstance(media, VideoModel) else None
         wanted: list[tuple[str, ReferenceRole, tuple[str, ...], int]] = []
         wanted += [(u, "image", IMAGE_TYPES, IMAGE_REFERENCE_MAX_BYTES) for u in spec.images]
         if spec.first_frame_url:
@@ -372,12 +390,30 @@ class Worker:
             wanted.append(
                 (spec.last_frame_url, "last_frame", IMAGE_TYPES, IMAGE_REFERENCE_MAX_BYTES)
             )
-        wanted += [(u, "video", VIDEO_TYPES, MEDIA_REFERENCE_MAX_BYTES) for u in spec.videos]
-        wanted += [(u, "audio", AUDIO_TYPES, MEDIA_REFERENCE_MAX_BYTES) for u in spec.audios]
-        rules = self._reference_rules(model_id)
-        return tuple(
-            await asyncio.gather(*(self._reference(u, r, a, m, rules) for u, r, a, m in wanted))
+        wanted += [(u, "video", VIDEO_TYPES, _clip_max_bytes(video_rules)) for u in spec.videos]
+        wanted += [(u, "audio", AUDIO_TYPES, _clip_max_bytes(audio_rules)) for u in spec.audios]
+        references = tuple(
+            await asyncio.gather(
+                *(self._reference(u, r, a, m, image_rules) for u, r, a, m in wanted)
+            )
         )
+        # Clips cannot be adapted (no transcoder): measure them, refuse what the
+        # upstream would (before it is paid or fails for it).
+        kinds: tuple[tuple[ClipKind, ReferenceClipRules | None], ...] = (
+            ("video", video_rules),
+            ("audio", audio_rules),
+        )
+        for kind, rules in kinds:
+            clips = [ref for ref in references if ref.role == kind]
+            try:
+                measured = [
+                    measure(kind, f"{kind}s[{i}]", ref.data, ref.content_type)
+                    for i, ref in enumerate(clips)
+                ]
+                check_clips(kind, measured, rules or ReferenceClipRules())
+            except ReferenceClipRefused as exc:
+                raise JobFailed(str(exc), "invalid_input") from exc
+        return references
 
     # -- images ----------------------------------------------------------------
     async def _image(self, job: job_state_pb2.JobRecord) -> Result:
