@@ -90,7 +90,8 @@ Video tasks (Ark content generation; errors in Ark's shape {error: {code, messag
     succeeded, content {video_url, last_frame_url if asked} and usage {completion_tokens =
     total_tokens = ceil(w * h * 24 * duration / 1024)} (w x h: short side 480/720/1080/1440/
     2160 by resolution, long side by ratio; adaptive = 16:9).
-  The video is always services/sandbox/assets/sample.mp4 (2 s, 256x144, H.264, ~7 KB); the
+  The video is always services/sandbox/assets/sample.mp4 (2 s, 256x144, H.264, ~7 KB),
+  its headers rewritten to say it lasts the task's duration (as a real result would); the
   last frame is a PNG of the task's ratio (long side 512).
   Tasks live in memory, the last 10,000.
 

@@ -7,6 +7,7 @@ import binascii
 import io
 import re
 import secrets
+import struct
 import time
 import warnings
 
@@ -82,3 +83,46 @@ def image_size(data: bytes) -> tuple[int, int] | None:
                 return int(image.width), int(image.height)
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError):
         return None
+
+
+def retimed_mp4(data: bytes, seconds: int) -> bytes:
+    """The MP4 `data` with its headers saying it lasts `seconds`: what an upstream's
+    result of that duration declares, without an encoder. The movie (mvhd), track
+    (tkhd) and media (mdhd) durations are rewritten, each in its own timescale; the
+    samples themselves are untouched (players stop at the last one)."""
+    out = bytearray(data)
+    _retime(out, 0, len(out), seconds, movie_timescale=0)
+    return bytes(out)
+
+
+_RETIME_CONTAINERS = (b"moov", b"trak", b"mdia")
+
+
+def _retime(out: bytearray, start: int, end: int, seconds: int, movie_timescale: int) -> int:
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", out, pos)
+        if size < 8 or pos + size > end:
+            break  # our own asset: nothing malformed to defend against, just stop
+        body = pos + 8
+        version = out[body]
+        if kind in _RETIME_CONTAINERS:
+            movie_timescale = _retime(out, body, pos + size, seconds, movie_timescale)
+        elif kind in (b"mvhd", b"mdhd"):
+            # version 0: created, modified, timescale, duration (32 bits); 1: 64-bit times.
+            times = 8 if version == 1 else 4
+            scale_at = body + 4 + 2 * times
+            (timescale,) = struct.unpack_from(">I", out, scale_at)
+            _put(out, scale_at + 4, version, timescale * seconds)
+            if kind == b"mvhd":
+                movie_timescale = timescale
+        elif kind == b"tkhd" and movie_timescale:
+            # created, modified, track id, reserved, then the duration in the movie's scale.
+            times = 8 if version == 1 else 4
+            _put(out, body + 4 + 2 * times + 8, version, movie_timescale * seconds)
+        pos += size
+    return movie_timescale
+
+
+def _put(out: bytearray, at: int, version: int, value: int) -> None:
+    struct.pack_into(">Q" if version == 1 else ">I", out, at, value)

@@ -477,7 +477,8 @@ async def get_file(request: web.Request) -> web.Response:
     task = request.app[TASKS].get(stem)
     if task is not None and task.status(time.time()) == "succeeded":
         if ext == "mp4":
-            return web.Response(body=request.app[VIDEO], content_type="video/mp4")
+            video = media.retimed_mp4(request.app[VIDEO], task.spec.duration)
+            return web.Response(body=video, content_type="video/mp4")
         if ext == "png" and task.spec.return_last_frame:
             width, height = png.fit(*video_tasks.output_size(task.spec.resolution, task.spec.ratio))
             frame = await asyncio.to_thread(png.render, width, height, task.spec.prompt)

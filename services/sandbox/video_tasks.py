@@ -14,7 +14,9 @@ A task's status is a function of its age, so polling needs no background work:
   [sim:moderation]    ends `failed` with error {code: OutputVideoSensitiveContentDetected}
 Seedance 2.0 models (ids with seedance-2-0 / seedance-2.0) follow their documented rules:
 duration 4..15 (or -1), the Fast variants 480p and 720p only, and each image given as
-data 300..6000 px a side, width/height 0.4..2.5, under 30 MB; other models take every
+data 300..6000 px a side, width/height 0.4..2.5, under 30 MB, and each video (MP4/MOV)
+or audio (MP3/WAV) given as data 2..15 s long, at most 15 s of each kind in all (lengths
+read by mutagen, independently of the gateway's own reader); other models take every
 resolution and 2..15 s.
 Usage: completion_tokens = ceil(width * height * 24 fps * duration / 1024) for the output
 size of (resolution, ratio): short side 480/720/1080/1440/2160 for 480p/720p/1080p/2k/4k.
@@ -23,12 +25,15 @@ size of (resolution, ratio): short side 480/720/1080/1440/2160 for 480p/720p/108
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
+
+import mutagen
 
 from services.sandbox import directives, media
 from services.sandbox.errors import ApiError, invalid
@@ -63,6 +68,13 @@ class ModelRules:
     image_min_ratio: float = 0.0
     image_max_ratio: float = 0.0
     image_max_bytes: int = 0
+    # Videos and audios sent as data: (empty / 0: not checked): container types, and
+    # seconds per clip and per kind in all.
+    video_formats: tuple[str, ...] = ()
+    audio_formats: tuple[str, ...] = ()
+    clip_min_seconds: float = 0.0
+    clip_max_seconds: float = 0.0
+    clip_max_total_seconds: float = 0.0
 
 
 _SEEDANCE_2 = ModelRules(
@@ -73,6 +85,11 @@ _SEEDANCE_2 = ModelRules(
     image_min_ratio=0.4,
     image_max_ratio=2.5,
     image_max_bytes=30 * 1024 * 1024,
+    video_formats=("video/mp4",),  # MP4 and MOV: both sniff as ISO base media
+    audio_formats=("audio/mpeg", "audio/wav"),
+    clip_min_seconds=2,
+    clip_max_seconds=15,
+    clip_max_total_seconds=15,
 )
 # Most specific family first; matched on the id with dots as dashes.
 MODEL_FAMILIES: tuple[tuple[str, ModelRules], ...] = (
@@ -124,6 +141,7 @@ class Reference:
     media_type: str
     size: int  # bytes; 0 for a remote URL
     url: str  # remote URL, or a summary of the data: URL
+    seconds: float = 0.0  # a video's or audio's length, when checked
 
 
 @dataclass(frozen=True)
@@ -224,7 +242,7 @@ def parse_create(body: object) -> TaskSpec:
             )
         else:
             raise _bad(f"`{where}.type` {kind!r} is not supported.", f"{where}.type")
-    _check_references(references)
+    _check_references(references, rules)
     prompt = "\n".join(texts)
     flags = {_FLAG_NAMES[m.group(1)]: m.group(2) for m in _FLAG.finditer(prompt)}
     found = directives.parse(prompt, allowed=directives.MEDIA, param="content")
@@ -300,9 +318,13 @@ def _reference(
         actual = actual or declared  # other video/audio containers: trust the declared type
         if not actual.startswith(MEDIA_PREFIX[kind]):
             raise _bad(f"`{where}` is a {kind} but its data is {actual}.", f"{where}.{kind}.url")
+        seconds = 0.0
         if kind == "image_url":
             _check_image(where, data, rules)
-        return Reference(kind, str(role), actual, len(data), media.data_url_summary(url))
+        else:
+            seconds = _check_clip(where, kind, actual, data, rules)
+        summary = media.data_url_summary(url)
+        return Reference(kind, str(role), actual, len(data), summary, seconds)
     if not url.startswith(("http://", "https://", "asset://")):
         raise _bad(f"`{where}.{kind}.url` must be an http(s) or data: URL.", f"{where}.{kind}.url")
     return Reference(kind, str(role), "", 0, url)
@@ -335,7 +357,42 @@ def _check_image(where: str, data: bytes, rules: ModelRules) -> None:
         )
 
 
-def _check_references(references: list[Reference]) -> None:
+def _check_clip(where: str, kind: str, actual: str, data: bytes, rules: ModelRules) -> float:
+    """A video's or audio's length from its container (mutagen), held to the model's rules."""
+    formats = rules.video_formats if kind == "video_url" else rules.audio_formats
+    if not formats:
+        return 0.0
+    param = f"{where}.{kind}.url"
+    noun = kind.removesuffix("_url")
+    if actual not in formats:
+        raise _bad(f"The {noun} in `{where}` is {actual}; use {' or '.join(formats)}.", param)
+    try:
+        found = mutagen.File(io.BytesIO(data))
+        seconds = float(found.info.length) if found is not None else 0.0
+    except Exception:  # whatever a parser raises on a malformed file
+        seconds = 0.0
+    if not seconds > 0:
+        raise _bad(f"The duration of the {noun} in `{where}` cannot be read.", param)
+    low, high = rules.clip_min_seconds, rules.clip_max_seconds
+    if not low <= seconds <= high:
+        raise _bad(
+            f"The {noun} in `{where}` is {seconds:.1f} s long; each reference {noun} must be "
+            f"{low:g} to {high:g} s.",
+            param,
+        )
+    return seconds
+
+
+def _check_references(references: list[Reference], rules: ModelRules) -> None:
+    for kind in ("video_url", "audio_url"):
+        total = sum(r.seconds for r in references if r.kind == kind)
+        if rules.clip_max_total_seconds and total > rules.clip_max_total_seconds:
+            noun = kind.removesuffix("_url")
+            raise _bad(
+                f"The reference {noun}s add up to {total:.1f} s; at most "
+                f"{rules.clip_max_total_seconds:g} s are allowed.",
+                "content",
+            )
     roles = [r.role for r in references]
     for role, limit in LIMITS.items():
         if roles.count(role) > limit:

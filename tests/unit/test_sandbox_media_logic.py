@@ -13,6 +13,7 @@ from PIL import Image
 
 from services.sandbox import directives, openai_images, png, video_tasks
 from services.sandbox.errors import ApiError, ark_error_body
+from tests.support.clips import mp3, mp4, wav
 
 # --- PNG ---------------------------------------------------------------------------------
 
@@ -476,6 +477,48 @@ def test_seedance_2_images_are_held_to_its_limits(
         fast(item)
     ok = {"type": "image_url", "image_url": {"url": data_url(kind, _image(600, 400, fmt))}}
     assert fast(ok).references[0].role == "first_frame"
+
+
+def clip_item(kind: str, media_type: str, data: bytes) -> dict[str, Any]:
+    key = f"{kind}_url"
+    return {"type": key, key: {"url": data_url(media_type, data)}, "role": f"reference_{kind}"}
+
+
+def _seedance_reference_image() -> dict[str, Any]:
+    url = data_url("image/png", _image(600, 400, "PNG"))
+    return {"type": "image_url", "image_url": {"url": url}, "role": "reference_image"}
+
+
+def test_seedance_2_takes_clips_of_2_to_15_seconds() -> None:
+    spec = fast(
+        _seedance_reference_image(),
+        clip_item("video", "video/mp4", mp4(2)),
+        clip_item("video", "video/quicktime", mp4(6, brand=b"qt  ")),
+        clip_item("audio", "audio/mpeg", mp3(4)),
+        clip_item("audio", "audio/wav", wav(11)),
+    )
+    assert [round(r.seconds, 1) for r in spec.references] == [0.0, 2.0, 6.0, 4.0, 11.0]
+
+
+@pytest.mark.parametrize(
+    ("items", "complaint"),
+    [
+        ([clip_item("video", "video/mp4", mp4(1.5))], r"1\.5 s long; each reference video"),
+        ([clip_item("audio", "audio/wav", wav(16))], r"16\.0 s long; each reference audio"),
+        (
+            [clip_item("video", "video/mp4", mp4(6))] * 3,
+            r"reference videos add up to 18\.0 s; at most 15 s",
+        ),
+        ([clip_item("video", "video/webm", b"\x1a\x45\xdf\xa3" + bytes(64))], "video/webm"),
+        ([clip_item("audio", "audio/mpeg", b"ID3" + bytes(40))], "cannot be read"),
+    ],
+)
+def test_seedance_2_clips_are_held_to_its_limits(
+    items: list[dict[str, Any]], complaint: str
+) -> None:
+    with pytest.raises(ApiError, match=complaint) as err:
+        fast(_seedance_reference_image(), *items)
+    assert (err.value.status, err.value.code) == (400, "InvalidParameter")
 
 
 def test_moderation_fails_the_task_with_arks_code() -> None:
