@@ -443,6 +443,12 @@ def parse_video_multimodal(raw: bytes, catalog: Catalog) -> JobPlan:
         _url_list(body, key, required=False, max_items=limit, model=model.id)
         for key, limit in limits.items()
     )
+    if audios and not (images or videos) and model.reference_audio.needs_visual:
+        raise _invalid(
+            f"'audios' needs at least one of 'images' or 'videos' beside it: the model "
+            f"'{model.id}' does not take reference audio alone.",
+            "audios",
+        )
     spec.images.extend(images)
     spec.videos.extend(videos)
     spec.audios.extend(audios)

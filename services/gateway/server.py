@@ -33,7 +33,14 @@ from google.api import httpbody_pb2
 
 from services.common import requestctx, service_auth
 from services.common.auth_failures import CLIENT_THROTTLED_HEADER
-from services.common.catalog import Catalog, ImageModel, TextModel, VideoModel
+from services.common.catalog import (
+    CLIP_FORMATS,
+    Catalog,
+    ImageModel,
+    ReferenceClipRules,
+    TextModel,
+    VideoModel,
+)
 from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
 from services.common.sse import DONE, frame
@@ -706,7 +713,22 @@ def _limits(model: ImageModel | VideoModel) -> catalog_pb2.MediaLimits:
                 formats=rules.formats,
             )
         )
+    if isinstance(model, VideoModel) and allowed.max_videos:
+        limits.reference_video.CopyFrom(_clip_limits(model.reference_video, "video"))
+    if isinstance(model, VideoModel) and allowed.max_audios:
+        limits.reference_audio.CopyFrom(_clip_limits(model.reference_audio, "audio"))
     return limits
+
+
+def _clip_limits(rules: ReferenceClipRules, kind: str) -> catalog_pb2.ReferenceClipLimits:
+    return catalog_pb2.ReferenceClipLimits(
+        formats=rules.formats or CLIP_FORMATS[kind],
+        min_seconds=rules.min_seconds,
+        max_seconds=rules.max_seconds,
+        max_total_seconds=rules.max_total_seconds,
+        max_bytes=rules.max_bytes,
+        needs_visual=rules.needs_visual,
+    )
 
 
 class AccountService(account_pb2_grpc.AccountServicer):

@@ -80,6 +80,12 @@ def test_pricing_shows_each_media_models_allowed_values(base_url: str) -> None:
         3,
         3,
     )
+    clips = multimodal["reference_video"], multimodal["reference_audio"]
+    assert [(c["min_seconds"], c["max_seconds"], c["max_total_seconds"]) for c in clips] == [
+        (2, 15, 15),
+        (2, 15, 15),
+    ]
+    assert clips[1]["needs_visual"] is True and "audio/wav" in clips[1]["formats"]
     wan = by_id["wan-2.7-img2img"]["limits"]
     assert wan["max_images"] == 9
     assert (wan["reference_image"]["min_side"], wan["reference_image"]["max_side"]) == (240, 8000)

@@ -85,6 +85,47 @@ def test_a_reference_no_resize_can_fit_fails_naming_the_limit_and_is_refunded(
     assert settled_state(billing, account.account_id, before) == before
 
 
+def test_reference_videos_are_measured_and_too_much_is_refused_and_refunded(
+    http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    """Seedance takes 2-15 s per reference video and 15 s in all. Clips are not
+    transcoded: a set over the limit fails as the client's input, with nothing kept.
+    Our own results serve as clips (the sandbox's last as long as was asked)."""
+    clips = {
+        seconds: poll(
+            http,
+            submit(http, "/v1/video/generate", {"prompt": "clip", "duration": seconds})["job_id"],
+        )["result_url"]
+        for seconds in (4, 12)
+    }
+    fits = poll(
+        http,
+        submit(
+            http, "/v1/video/multimodal", {"prompt": "like video1", "videos": [clips[4], clips[4]]}
+        )["job_id"],
+    )
+    assert fits["status"] == "done", fits  # 8 s in all; the sandbox measured them too
+
+    before = state(billing, account.account_id)
+    over = poll(
+        http,
+        submit(
+            http, "/v1/video/multimodal", {"prompt": "like video1", "videos": [clips[12], clips[4]]}
+        )["job_id"],
+    )
+    assert (over["status"], over["error_code"]) == ("failed", "invalid_input")
+    assert over["error_message"] == (
+        "The reference videos add up to 16.0 s; this model takes at most 15 s of video in all."
+    )
+    assert settled_state(billing, account.account_id, before) == before
+
+    audio = {"prompt": "x", "audios": ["https://example.com/a.mp3"]}
+    alone = http.post("/v1/video/multimodal", json=audio)
+    assert alone.status_code == 400, alone.text
+    error = alone.json()["error"]
+    assert error["param"] == "audios" and "'images' or 'videos'" in error["message"]
+
+
 def test_moderation_refusals_say_so_and_are_refunded(
     http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
 ) -> None:

@@ -864,9 +864,17 @@ def test_invalid_last_frame_url_is_400(value: Any) -> None:
 @pytest.mark.parametrize(("key", "limit"), [("images", 9), ("videos", 3), ("audios", 3)])
 def test_multimodal_reference_limits(key: str, limit: int) -> None:
     urls = [f"https://example.com/{key}/{i}" for i in range(limit)]
-    assert list(getattr(plan("multimodal", **{key: urls}).spec, key)) == urls
-    err = bad_request("multimodal", key, **{key: [*urls, HTTPS_URL]})
+    visual = {} if key != "audios" else {"images": [HTTPS_URL]}
+    assert list(getattr(plan("multimodal", **{key: urls}, **visual).spec, key)) == urls
+    err = bad_request("multimodal", key, **{key: [*urls, HTTPS_URL]}, **visual)
     assert f"'{key}'" in err.message and str(limit) in err.message
+
+
+def test_seedance_refuses_reference_audio_alone() -> None:
+    """Seedance takes audio only beside an image or a video: refused before any hold."""
+    err = bad_request("multimodal", "audios", audios=[HTTPS_URL], images=[])
+    assert "'images' or 'videos'" in err.message
+    assert plan("multimodal", audios=[HTTPS_URL], videos=[HTTPS_URL]).spec.audios
 
 
 @pytest.mark.parametrize("key", ["images", "videos", "audios"])
@@ -896,9 +904,9 @@ def test_multimodal_with_a_reference_image_at_720p_for_4_seconds() -> None:
     [
         {"images": [HTTPS_URL]},
         {"videos": [HTTPS_URL]},
-        {"audios": [HTTPS_URL]},
+        {"videos": [HTTPS_URL], "audios": [HTTPS_URL]},
         {"images": [HTTPS_URL] * 9, "videos": [HTTPS_URL] * 3, "audios": [HTTPS_URL] * 3},
-        {"images": [], "videos": [], "audios": [UPLOAD_URL]},
+        {"images": [UPLOAD_URL], "videos": [], "audios": [UPLOAD_URL]},
     ],
 )
 @pytest.mark.parametrize("resolution", SEEDANCE_RESOLUTIONS)
