@@ -40,7 +40,7 @@ import psycopg
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from bench import clients, procstat, report, wrk
+from bench import baseline, clients, procstat, report, wrk
 from bench.envoy_hop import EnvoyHop
 from bench.mock import Mock, nginx_binary
 from bench.procs import free_port
@@ -87,6 +87,18 @@ class Settings:
     drain_seconds: float
     mock_workers: int
     results_dir: Path
+    baseline: str = ""  # a git rev measured first, in the same run (bench/baseline.py)
+
+    def child_argv(self) -> list[str]:
+        """These settings as flags, for the baseline's own bench."""
+        argv = [
+            *("--seconds", f"{self.seconds:g}", "--warmup", f"{self.warmup:g}"),
+            *("--concurrency", ",".join(str(c) for c in self.concurrency)),
+            *("--hold-streams", str(self.hold_streams), "--hold-seconds", f"{self.hold_seconds:g}"),
+            *("--only", ",".join(sorted(self.only)), "--drain-seconds", f"{self.drain_seconds:g}"),
+            *("--mock-workers", str(self.mock_workers)),
+        ]
+        return argv if self.pause_workers else [*argv, "--no-pause-workers"]
 
     @classmethod
     def parse(cls, argv: list[str]) -> Settings:
@@ -119,6 +131,11 @@ class Settings:
         )
         p.add_argument("--mock-workers", type=int, default=int(_env_float("BENCH_MOCK_WORKERS", 1)))
         p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+        p.add_argument(
+            "--baseline",
+            default=os.environ.get("BENCH_BASELINE", ""),
+            help="a git rev to measure first with the same settings (an A/B in one run)",
+        )
         a = p.parse_args(argv)
         only = {g.strip() for g in a.only.split(",") if g.strip()}
         unknown = only - set(GROUPS)
@@ -136,6 +153,7 @@ class Settings:
             drain_seconds=a.drain_seconds,
             mock_workers=a.mock_workers,
             results_dir=a.results_dir,
+            baseline=a.baseline.strip(),
         )
 
 
@@ -871,6 +889,14 @@ def render(bench: Bench, started: datetime) -> str:
         report.markdown(report.cpu_table(rows)),
         "",
     ]
+    if "baseline" in document:
+        lines += [
+            f"A/B: the same scenarios on {document['baseline']['baseline_commit']} "
+            "(measured first, same run):",
+            "",
+            report.markdown(baseline.ab_table(document["baseline"]["rows"], rows)),
+            "",
+        ]
     if "peak_rss_kib" in document:
         lines += [report.markdown(report.rss_table(document["peak_rss_kib"])), ""]
     memory = document.get("memory")
@@ -890,6 +916,10 @@ def print_tables(bench: Bench) -> None:
     print(report.text(report.checks_table(checks(bench.rows, bench.document, bench))))
     print()
     print(report.text(report.cpu_table(bench.rows)))
+    if "baseline" in bench.document:
+        print()
+        print(f"A/B against {bench.document['baseline']['baseline_commit']}:")
+        print(report.text(baseline.ab_table(bench.document["baseline"]["rows"], bench.rows)))
     if "peak_rss_kib" in bench.document:
         print()
         print(report.text(report.rss_table(bench.document["peak_rss_kib"])))
@@ -945,6 +975,10 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in vars(s).items()
         }
         try:
+            if s.baseline:
+                bench.document["baseline"] = baseline.run(
+                    PROJECT_ROOT, s.baseline, s.child_argv(), tmp
+                )
             bench.start()
             bench.run()
         except KeyboardInterrupt:
