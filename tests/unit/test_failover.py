@@ -26,7 +26,7 @@ def breakers(clock: Clock, threshold: int = 3) -> Breakers:
 
 def test_plan_keeps_priority_and_caps_attempts() -> None:
     b = Breakers(Policy(max_attempts=3))
-    assert b.plan((A, B, C, D)) == [A, B, C]
+    assert b.plan((A, B, C, D)).routes == [A, B, C]
 
 
 def test_route_opens_after_consecutive_failures_only() -> None:
@@ -40,28 +40,28 @@ def test_route_opens_after_consecutive_failures_only() -> None:
     assert b.state(A) == "closed"
     b.failure(A)
     assert b.state(A) == "open"
-    assert b.plan((A, B)) == [B]
+    assert b.plan((A, B)).routes == [B]
 
 
 def test_half_open_allows_one_probe_then_closes_or_reopens() -> None:
     clock = Clock()
     b = breakers(clock, threshold=1)
     b.failure(A)
-    assert b.plan((A, B)) == [B]
+    assert b.plan((A, B)).routes == [B]
     clock.now += 30
     assert b.state(A) == "half-open"
-    assert b.plan((A, B)) == [A, B]
+    assert b.plan((A, B)).routes == [A, B]
     # While one request probes, others do not pile onto the sick route.
-    assert b.plan((A, B)) == [B]
+    assert b.plan((A, B)).routes == [B]
     b.failure(A)  # the probe failed: open again for a full cooldown
     assert b.state(A) == "open"
     clock.now += 29
-    assert b.plan((A, B)) == [B]
+    assert b.plan((A, B)).routes == [B]
     clock.now += 1
-    assert b.plan((A, B)) == [A, B]
+    assert b.plan((A, B)).routes == [A, B]
     b.success(A)
     assert b.state(A) == "closed"
-    assert b.plan((A, B)) == [A, B]
+    assert b.plan((A, B)).routes == [A, B]
 
 
 def test_a_failing_probe_reopens_even_below_the_threshold() -> None:
@@ -70,7 +70,7 @@ def test_a_failing_probe_reopens_even_below_the_threshold() -> None:
     for _ in range(5):
         b.failure(A)
     clock.now += 30
-    assert b.plan((A,)) == [A]
+    assert b.plan((A,)).routes == [A]
     b.failure(A)
     assert b.state(A) == "open"
 
@@ -80,9 +80,9 @@ def test_released_probe_can_be_taken_again() -> None:
     b = breakers(clock, threshold=1)
     b.failure(A)
     clock.now += 30
-    assert b.plan((A,)) == [A]
-    b.release_probe(A)
-    assert b.plan((A,)) == [A]
+    with b.plan((A,)) as lease:
+        assert lease.routes == [A]
+    assert b.plan((A,)).routes == [A]
 
 
 def test_all_routes_open_means_no_attempt() -> None:
@@ -90,7 +90,7 @@ def test_all_routes_open_means_no_attempt() -> None:
     b = breakers(clock, threshold=1)
     b.failure(A)
     b.failure(B)
-    assert b.plan((A, B)) == []
+    assert b.plan((A, B)).routes == []
 
 
 def test_which_errors_fail_over() -> None:
@@ -105,7 +105,7 @@ def test_routes_cooling_down_after_429s_still_say_rate_limited() -> None:
     limited = UpstreamError("rate_limited", "429", 2)
     b.failure(A, limited.kind)
     b.failure(B, limited.kind)
-    assert b.plan((A, B)) == []
+    assert b.plan((A, B)).routes == []
     clock.now += 10
     cooling = b.cooling_error((A, B))
     assert cooling.kind == "rate_limited"
