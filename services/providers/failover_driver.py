@@ -68,7 +68,8 @@ class Failover:
 
     async def first_answer(self, call: Callable[[Route], Awaitable[T]]) -> tuple[Route, T]:
         """The first route's answer to `call` that did not fail (and that route);
-        raises the request's final error when none answered."""
+        raises the request's final error when none answered (the cooling-down
+        error when every route was skipped)."""
         for attempt in self.attempts():
             try:
                 answer = await call(attempt.route)

@@ -286,10 +286,7 @@ class Worker:
         routes = tuple(r for r in self.routes.routes_for(job.model) if r.provider in adapters)
         if not routes:
             raise JobFailed("The model is not available right now.")
-        failover = Failover(self.breakers, routes, {"job_id": job.job_id})
-        if not failover.lease.routes:
-            raise failover.final_error()  # every route cooling down
-        return failover
+        return Failover(self.breakers, routes, {"job_id": job.job_id})
 
     async def _with_failover(
         self,
