@@ -6,6 +6,12 @@ Each route (provider + upstream model) has a circuit breaker: after
 closes it, a failure opens it again. A request tries at most `max_attempts`
 routes, so one request can never multiply upstream cost without bound.
 
+A request's plan is a `RouteLease`: it reserves the probes of the half-open
+routes it lists, hears each tried route's verdict, and gives back on close
+every probe that got none (a route planned but never tried, a try that was
+cancelled or rejected as the client's fault). A probe that nobody gives back
+would keep its route out of rotation until the process restarts.
+
 State is per process: each replica learns about its own failures. That is
 enough to stop hammering a dead upstream; it is not a shared rate limiter.
 """
@@ -16,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Literal
 
 from services.common.settings import env_float, env_int
@@ -44,7 +51,9 @@ def policy_from_env() -> Policy:
 class _Breaker:
     failures: int = 0
     opened_at: float | None = None
-    probing: bool = False
+    # The lease whose request holds this route's one probe, if any: only it may
+    # give the probe back (a stale lease never frees a later request's probe).
+    prober: RouteLease | None = None
     last_kind: FailureKind = "failed"
 
 
@@ -89,22 +98,24 @@ class Breakers:
             return "half-open"
         return "open"
 
-    def plan(self, routes: tuple[Route, ...]) -> list[Route]:
+    def plan(self, routes: tuple[Route, ...]) -> RouteLease:
         """The routes to try for one request, in priority order: closed ones, and
-        a half-open one only if no other request is probing it right now."""
-        chosen: list[Route] = []
+        a half-open one only if no other request is probing it right now (its
+        probe is then reserved for this request). Close the lease when done."""
+        lease = RouteLease(self, routes)
         for route in routes:
-            if len(chosen) == self.policy.max_attempts:
+            if len(lease.routes) == self.policy.max_attempts:
                 break
             state = self.state(route)
             if state == "closed":
-                chosen.append(route)
+                lease.routes.append(route)
             elif state == "half-open":
                 breaker = self._state[route_key(route)]
-                if not breaker.probing:
-                    breaker.probing = True
-                    chosen.append(route)
-        return chosen
+                if breaker.prober is None:
+                    breaker.prober = lease
+                    lease.routes.append(route)
+                    lease.probes.add(route)
+        return lease
 
     def success(self, route: Route) -> None:
         self._state.pop(route_key(route), None)
@@ -113,9 +124,9 @@ class Breakers:
         breaker = self._state.setdefault(route_key(route), _Breaker())
         breaker.failures += 1
         breaker.last_kind = kind
-        if breaker.probing or breaker.failures >= self.policy.failure_threshold:
+        if breaker.prober is not None or breaker.failures >= self.policy.failure_threshold:
             breaker.opened_at = self.clock()
-        breaker.probing = False
+        breaker.prober = None
 
     def cooling_error(self, routes: Iterable[Route]) -> UpstreamError:
         """Why a request found no route to try: rate limited (with the wait until
@@ -138,8 +149,78 @@ class Breakers:
         """(route key, state) for each of `routes`: the metrics gauge reads this."""
         return [(route_key(route), self.state(route)) for route in routes]
 
-    def release_probe(self, route: Route) -> None:
-        """A probe that ended without a verdict (cancelled, rejected request)."""
+    def give_back_probe(self, route: Route, lease: RouteLease) -> None:
+        """A probe that ended without a verdict: the next request may take it."""
         breaker = self._state.get(route_key(route))
-        if breaker is not None:
-            breaker.probing = False
+        if breaker is not None and breaker.prober is lease:
+            breaker.prober = None
+
+
+class RouteLease:
+    """One request's plan: the routes it may try, in order (`routes`), and the
+    half-open probes it reserved among them (`probes`). A context manager: on exit
+    every reserved probe that got no verdict goes back, whatever ended the request
+    (an answer, an error, a cancellation). The request reports each route it tried:
+    `succeeded`, or `failed` (which says whether another route may do better), and
+    `commit` once it can no longer move on (output reached the client)."""
+
+    def __init__(self, breakers: Breakers, candidates: tuple[Route, ...]) -> None:
+        self.routes: list[Route] = []
+        self.probes: set[Route] = set()
+        self._breakers = breakers
+        self._candidates = candidates
+        self._failures: list[UpstreamError] = []
+        self._committed = False
+
+    def __enter__(self) -> RouteLease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def succeeded(self, route: Route) -> None:
+        """`route` answered: its breaker closes, and no other route will be tried."""
+        self._breakers.success(route)
+        self.probes.discard(route)
+        self.commit(route)
+
+    def failed(self, route: Route, error: UpstreamError) -> bool:
+        """`route` failed with `error`; True when the request may move on to the
+        next route (a failure another route might not have, and no output yet).
+        Only such failures count against the route: a request the upstream
+        rejected as malformed says nothing about the route's health."""
+        self._failures.append(error)
+        if not should_fail_over(error):
+            self._give_back(route)
+            return False
+        self._breakers.failure(route, error.kind)
+        self.probes.discard(route)
+        return not self._committed
+
+    def commit(self, route: Route) -> None:
+        """The request stays with `route` from now on: give back the other probes
+        now rather than when the request ends (a long stream would hold them)."""
+        self._committed = True
+        for other in [r for r in self.probes if r != route]:
+            self._give_back(other)
+
+    def final_error(self) -> UpstreamError:
+        """What the request reports when no route answered (see `final_error`);
+        why nothing was tried when the plan was empty (see `cooling_error`)."""
+        if self._failures:
+            return final_error(self._failures, self._failures[-1])
+        return self._breakers.cooling_error(self._candidates)
+
+    def close(self) -> None:
+        for route in list(self.probes):
+            self._give_back(route)
+
+    def _give_back(self, route: Route) -> None:
+        if route in self.probes:
+            self.probes.discard(route)
+            self._breakers.give_back_probe(route, self)

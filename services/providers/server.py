@@ -19,7 +19,8 @@ from services.providers.adapters.openai_chat_translate import (
     TokenCounts,
 )
 from services.providers.errors import UpstreamError
-from services.providers.failover import Breakers, final_error, route_key, should_fail_over
+from services.providers.failover import Breakers, route_key
+from services.providers.failover_driver import Failover
 from services.providers.routes import RouteTable
 
 log = logging.getLogger(__name__)
@@ -90,72 +91,49 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             return
         body = orjson.loads(request.request_json)
         identity = Identity(request.completion_id, request.model, request.created_unix)
-        cooling = self.breakers.cooling_error(routes)
-        failures: list[UpstreamError] = []
         prompt_chars = _prompt_chars(body)  # the same for every route tried
-        plan = self.breakers.plan(routes)
-        for attempt, route in enumerate(plan):
-            adapter = self.adapters[route.provider]
-            metrics.forget_upstream_outcome()
-            fields = {
-                "request_id": request.request_id,
-                "model": request.model,
-                "route": f"{route.provider}/{route.upstream_model}",
-                "attempt": attempt + 1,
-                "stream": request.stream,
-            }
-            translator = ChunkTranslator(identity, prompt_chars=prompt_chars)
-            verdict = False  # whether the breaker has heard about this attempt
-            try:
-                if request.stream:
-                    async for chunk in adapter.stream(
-                        route, body, identity, request.request_id, translator
-                    ):
-                        yield providers_pb2.ChatCompletionEvent(chunk=chunk)
-                    closing, usage = translator.finish()
-                    self.breakers.success(route)
-                    verdict = True
-                    for chunk in closing:
-                        yield providers_pb2.ChatCompletionEvent(chunk=chunk)
-                else:
-                    completion, usage = await adapter.complete(
-                        route, body, identity, request.request_id
-                    )
-                    self.breakers.success(route)
-                    verdict = True
-                    yield providers_pb2.ChatCompletionEvent(completion=completion)
-                yield providers_pb2.ChatCompletionEvent(usage=_usage_pb(usage))
-                return
-            except UpstreamError as error:
-                failures.append(error)
-                if should_fail_over(error):
-                    self.breakers.failure(route, error.kind)
-                    verdict = True
-                log.warning(
-                    "upstream failed",
-                    extra={
-                        "fields": {
-                            **fields,
-                            "error": error.message,
-                            "output_started": translator.output_started,
-                            "breaker": self.breakers.state(route),
-                        }
-                    },
-                )
-                if translator.output_started:
-                    # Output reached the client: no second route, end in-band.
-                    yield providers_pb2.ChatCompletionEvent(
-                        failure=providers_pb2.StreamFailure(
-                            message="The upstream AI provider failed mid-stream.",
-                            usage=_usage_pb(translator.estimated_usage()),
+        request_fields = {
+            "request_id": request.request_id,
+            "model": request.model,
+            "stream": request.stream,
+        }
+        # Leaving this block gives back the probes the plan reserved and did not
+        # use, including when the client goes away in the middle of one.
+        with Failover(self.breakers, routes, request_fields) as failover:
+            for attempt in failover.attempts():
+                route = attempt.route
+                adapter = self.adapters[route.provider]
+                translator = ChunkTranslator(identity, prompt_chars=prompt_chars)
+                try:
+                    if request.stream:
+                        async for chunk in adapter.stream(
+                            route, body, identity, request.request_id, translator
+                        ):
+                            if translator.output_started:
+                                attempt.output_started()
+                            yield providers_pb2.ChatCompletionEvent(chunk=chunk)
+                        closing, usage = translator.finish()
+                        attempt.succeeded()
+                        for chunk in closing:
+                            yield providers_pb2.ChatCompletionEvent(chunk=chunk)
+                    else:
+                        completion, usage = await adapter.complete(
+                            route, body, identity, request.request_id
                         )
-                    )
+                        attempt.succeeded()
+                        yield providers_pb2.ChatCompletionEvent(completion=completion)
+                    yield providers_pb2.ChatCompletionEvent(usage=_usage_pb(usage))
                     return
-                if not should_fail_over(error):
-                    break
-                if attempt + 1 < len(plan):
-                    metrics.record_failover(route_key(route), error.kind)
-            finally:
-                if not verdict:
-                    self.breakers.release_probe(route)
-        await self._abort(context, final_error(failures, cooling))
+                except UpstreamError as error:
+                    attempt.failed(error, output_started=translator.output_started)
+                    if translator.output_started:
+                        # Output reached the client: no second route, end in-band.
+                        yield providers_pb2.ChatCompletionEvent(
+                            failure=providers_pb2.StreamFailure(
+                                message="The upstream AI provider failed mid-stream.",
+                                usage=_usage_pb(translator.estimated_usage()),
+                            )
+                        )
+                        return
+            final = failover.final_error()
+        await self._abort(context, final)

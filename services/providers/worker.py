@@ -40,7 +40,8 @@ from services.providers.errors import (
     job_error,
     task_error,
 )
-from services.providers.failover import Breakers, final_error, route_key, should_fail_over
+from services.providers.failover import Breakers, route_key
+from services.providers.failover_driver import Failover
 from services.providers.fetch import FetchFailed, FetchRefused, load_reference
 from services.providers.media import (
     GeneratedImage,
@@ -278,51 +279,25 @@ class Worker:
             job_id=job.job_id, succeeded=False, error_message=message, error_code=code
         )
 
-    def _plan(self, model: str, adapters: Mapping[str, object]) -> list[Route]:
-        routes = tuple(r for r in self.routes.routes_for(model) if r.provider in adapters)
+    def _plan(self, job: job_state_pb2.JobRecord, adapters: Mapping[str, object]) -> Failover:
+        """The job's routes, to use in a `with` block (which gives back the probes
+        it reserved and did not use). Plan only once the job is ready to go
+        upstream: a reserved probe keeps other jobs off a recovering route."""
+        routes = tuple(r for r in self.routes.routes_for(job.model) if r.provider in adapters)
         if not routes:
             raise JobFailed("The model is not available right now.")
-        plan = self.breakers.plan(routes)
-        if not plan:
-            raise self.breakers.cooling_error(routes)
-        return plan
+        return Failover(self.breakers, routes, {"job_id": job.job_id})
 
     async def _with_failover(
-        self, job: job_state_pb2.JobRecord, plan: list[Route], call: Callable[[Route], Awaitable[T]]
+        self,
+        job: job_state_pb2.JobRecord,
+        adapters: Mapping[str, object],
+        call: Callable[[Route], Awaitable[T]],
     ) -> tuple[Route, T]:
         """Try each route in turn until one answers; only failures another route
         might not have (connection, timeout, 429, 5xx) move on to the next."""
-        failures: list[UpstreamError] = []
-        for attempt, route in enumerate(plan):
-            verdict = False
-            metrics.forget_upstream_outcome()
-            try:
-                result = await call(route)
-                self.breakers.success(route)
-                verdict = True
-                return route, result
-            except UpstreamError as error:
-                failures.append(error)
-                log.warning(
-                    "upstream failed",
-                    extra=fields(
-                        job_id=job.job_id,
-                        route=f"{route.provider}/{route.upstream_model}",
-                        attempt=attempt + 1,
-                        error=error.message,
-                    ),
-                )
-                if not should_fail_over(error):
-                    raise
-                self.breakers.failure(route, error.kind)
-                verdict = True
-                if attempt + 1 < len(plan):
-                    metrics.record_failover(route_key(route), error.kind)
-            finally:
-                if not verdict:
-                    self.breakers.release_probe(route)
-        assert failures
-        raise final_error(failures, failures[-1])
+        with self._plan(job, adapters) as failover:
+            return await failover.first_answer(call)
 
     # -- references ------------------------------------------------------------
     async def _reference(
@@ -418,10 +393,9 @@ class Worker:
     # -- images ----------------------------------------------------------------
     async def _image(self, job: job_state_pb2.JobRecord) -> Result:
         spec = job.spec
-        # References first: a refused one must not leave a half-open route's probe
-        # reserved by the plan (nothing would release it).
+        # References first, routes planned after (in _with_failover): a half-open
+        # route's probe is not held while they are fetched, nor for a refused one.
         references = await self._references(job.model, spec)
-        plan = self._plan(job.model, self.image_adapters)
 
         async def generate(route: Route) -> GeneratedImage:
             return await self.image_adapters[route.provider].generate(
@@ -435,7 +409,7 @@ class Worker:
                 )
             )
 
-        _, image = await self._with_failover(job, plan, generate)
+        _, image = await self._with_failover(job, self.image_adapters, generate)
         if len(image.data) > IMAGE_RESULT_MAX_BYTES:
             raise JobFailed("The result was larger than we can store.", "result_too_large")
         key = blobs.new_key("results", f"image.{EXTENSIONS.get(image.content_type, 'png')}")
@@ -455,7 +429,6 @@ class Worker:
             log.info("resuming upstream task", extra=fields(job_id=job.job_id))
         else:
             references = await self._references(job.model, spec)  # first: see _image
-            plan = self._plan(job.model, self.video_adapters)
 
             async def submit(route: Route) -> str:
                 return await self.video_adapters[route.provider].submit(
@@ -480,7 +453,7 @@ class Worker:
                 )
 
             # Failover only before a task exists: a running task stays where it is.
-            route, task_id = await self._with_failover(job, plan, submit)
+            route, task_id = await self._with_failover(job, self.video_adapters, submit)
             adapter = self.video_adapters[route.provider]
             await record_upstream_task(self.job_state, job.job_id, f"{route.provider}/{task_id}")
         while True:

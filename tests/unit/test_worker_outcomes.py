@@ -152,7 +152,7 @@ async def test_a_refused_reference_leaves_a_half_open_route_probe_free(tmp_path:
 
     refused = await w.run(await job_with_upload(w.store, b"\x89PNG\r\n\x1a\n garbage"))
     assert not refused.succeeded and images.requests == []
-    assert w.breakers.plan((route,)) == [route]  # the probe is still available
+    assert w.breakers.plan((route,)).routes == [route]  # the probe is still available
 
 
 class FakeVideos:
