@@ -5,10 +5,9 @@ All amounts are integer µIDR; a charge rounds up once, at the end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from services.common.catalog import TextModel
 from services.common.money import ceil_div
+from services.common.usage import Usage, estimate_usage
 from services.gateway.chat_request import ChatCall
 
 TOKENS_PER_MILLION = 1_000_000
@@ -18,16 +17,6 @@ TOKENS_PER_MILLION = 1_000_000
 PER_MESSAGE_OVERHEAD_TOKENS = 16
 PER_REQUEST_OVERHEAD_TOKENS = 32
 IMAGE_PART_TOKENS = 2_000
-# The usage estimate for a stream that broke or was abandoned midway.
-CHARS_PER_TOKEN_ESTIMATE = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    cached_prompt_tokens: int = 0
-    reasoning_tokens: int = 0
 
 
 def prompt_token_bound(call: ChatCall) -> int:
@@ -62,12 +51,12 @@ def cost_micros(model: TextModel, usage: Usage) -> int:
 
 
 def estimated_usage(call: ChatCall, chunks_delivered: int) -> Usage:
-    """What a stream cut short consumed, when the upstream never reported usage.
-
-    The prompt at ~4 characters a token, and one completion token per chunk
-    delivered (upstreams stream about a token per chunk).
-    """
-    prompt = ceil_div(call.prompt_chars, CHARS_PER_TOKEN_ESTIMATE) + call.image_parts * 258
-    return Usage(
-        prompt_tokens=prompt, completion_tokens=min(chunks_delivered, call.max_output_tokens)
+    """What a stream cut short consumed, when the upstream never reported usage:
+    the one estimator (services/common/usage) fed what the gateway knows of the call
+    (prompt characters, image parts, chunks produced)."""
+    return estimate_usage(
+        prompt_chars=call.prompt_chars,
+        image_parts=call.image_parts,
+        output_chunks=chunks_delivered,
+        max_output_tokens=call.choices * call.max_output_tokens,
     )

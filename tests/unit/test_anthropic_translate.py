@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages_translate import (
     JSON_OBJECT_INSTRUCTION,
     MessagesStream,
@@ -18,7 +19,6 @@ from services.providers.adapters.anthropic_messages_translate import (
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
     public_completion,
 )
 from services.providers.errors import UpstreamError, UpstreamProtocolError
@@ -589,7 +589,7 @@ def test_malformed_answers(answer: Any) -> None:
 def test_whole_answer_through_the_public_half() -> None:
     identity = Identity("chatcmpl-aiport0001", "claude-sonnet-4-6", 1767225600)
     raw, usage = public_completion(openai_completion(message([text("Halo")])), identity)
-    assert usage == TokenCounts(prompt_tokens=2112, completion_tokens=40, cached_prompt_tokens=2000)
+    assert usage == Usage(prompt_tokens=2112, completion_tokens=40, cached_prompt_tokens=2000)
     body = orjson.loads(raw)
     assert body["id"] == "chatcmpl-aiport0001" and body["model"] == "claude-sonnet-4-6"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Halo"}
@@ -832,7 +832,7 @@ def test_stream_through_the_chunk_translator() -> None:
     ]
     assert public[-1]["choices"][0]["finish_reason"] == "stop"
     closing, usage = translator.finish()
-    assert usage == TokenCounts(prompt_tokens=35, completion_tokens=3, cached_prompt_tokens=10)
+    assert usage == Usage(prompt_tokens=35, completion_tokens=3, cached_prompt_tokens=10)
     assert orjson.loads(closing[-1])["usage"]["prompt_tokens"] == 35
 
 
