@@ -30,21 +30,29 @@ def prompt_token_bound(call: ChatCall) -> int:
 
 
 def hold_micros(call: ChatCall) -> int:
-    """The worst-case cost: the prompt bound plus every choice using max output."""
+    """The worst-case cost: the prompt bound at the dearest prompt rate (a prompt may
+    be written to the upstream's cache whole, and cache writes may cost more than
+    input) plus every choice using max output."""
     model = call.model
+    prompt_rate = max(
+        model.input_micros_per_m, model.cached_input_micros_per_m, model.cache_write_micros_per_m
+    )
     worst = (
-        prompt_token_bound(call) * model.input_micros_per_m
+        prompt_token_bound(call) * prompt_rate
         + call.choices * call.max_output_tokens * model.output_micros_per_m
     )
     return max(1, ceil_div(worst, TOKENS_PER_MILLION))
 
 
 def cost_micros(model: TextModel, usage: Usage) -> int:
-    """The actual cost: cached prompt tokens at the cached rate, the rest at list price."""
+    """The actual cost: prompt tokens read from the upstream's cache at the cached rate,
+    those written to it at the cache-write rate, the rest at list price."""
     cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
+    written = min(usage.cache_write_prompt_tokens, usage.prompt_tokens - cached)
     total = (
-        (usage.prompt_tokens - cached) * model.input_micros_per_m
+        (usage.prompt_tokens - cached - written) * model.input_micros_per_m
         + cached * model.cached_input_micros_per_m
+        + written * model.cache_write_micros_per_m
         + usage.completion_tokens * model.output_micros_per_m
     )
     return ceil_div(total, TOKENS_PER_MILLION)

@@ -652,6 +652,7 @@ def _price(model: TextModel | ImageModel | VideoModel) -> catalog_pb2.ModelPrice
             catalog_pb2.TextPrice(
                 input_per_million_tokens_idr=micros_to_idr(model.input_micros_per_m),
                 cached_input_per_million_tokens_idr=micros_to_idr(model.cached_input_micros_per_m),
+                cache_write_per_million_tokens_idr=micros_to_idr(model.cache_write_micros_per_m),
                 output_per_million_tokens_idr=micros_to_idr(model.output_micros_per_m),
                 max_output_tokens=model.max_output_tokens,
                 supports_reasoning=model.supports_reasoning,

@@ -157,6 +157,19 @@ def test_parse_usage_ignores_nonsense_counts() -> None:
     assert parse_usage(usage) == Usage(0, 0)
 
 
+def test_parse_usage_reads_cache_writes_within_the_uncached_prompt() -> None:
+    usage = {
+        "prompt_tokens": 100,
+        "completion_tokens": 1,
+        "prompt_tokens_details": {"cached_tokens": 30, "cache_write_tokens": 50},
+    }
+    assert parse_usage(usage) == Usage(
+        100, 1, cached_prompt_tokens=30, cache_write_prompt_tokens=50
+    )
+    usage["prompt_tokens_details"] = {"cached_tokens": 30, "cache_write_tokens": 500}
+    assert parse_usage(usage).cache_write_prompt_tokens == 70
+
+
 @pytest.mark.parametrize("usage", [None, [], "12", 12])
 def test_parse_usage_rejects_non_objects(usage: Any) -> None:
     with pytest.raises(UpstreamProtocolError):
