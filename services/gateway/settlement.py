@@ -216,9 +216,14 @@ class ChatSettlement:
             if event.usage.estimated:  # providers had to estimate: the upstream gave none
                 return self._capture(event.usage, "usage estimated", "chat completed without usage")
             return self._capture(event.usage, "", "chat completed", routine=True)
-        if isinstance(event, UpstreamFailed) and event.usage is not None:
+        if (
+            rule is _Rule.CAPTURE_FAILURE
+            and isinstance(event, UpstreamFailed)
+            and event.usage is not None
+        ):
             # Providers saw the output's text: its estimate beats counting chunks.
             return self._capture(event.usage, "stream broke", "stream broke after output")
+        # CAPTURE_ESTIMATE, or a failure nobody estimated: count what was relayed.
         usage = estimated_usage(self.call, self.chunks)
         return self._capture(usage, _estimate_note(event), "stream interrupted")
 
