@@ -7,12 +7,13 @@ A model with `enabled: false` stays in the file but is invisible to clients.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from services.common.money import AmountError, idr_to_micros
+from services.common.money import AmountError, ceil_div, idr_to_micros
 
 
 class CatalogError(ValueError):
@@ -71,7 +72,10 @@ class TextModel:
     owned_by: str
     # µIDR per one million tokens.
     input_micros_per_m: int
-    cached_input_micros_per_m: int
+    cached_input_micros_per_m: int  # prompt tokens read from the upstream's cache
+    # Prompt tokens written to the upstream's cache. Always set: when the catalog gives
+    # none, `parse_catalog` computes the default (see `cache_write_multipliers`).
+    cache_write_micros_per_m: int
     output_micros_per_m: int
     max_output_tokens: int
     supports_reasoning: bool
@@ -217,6 +221,43 @@ def _price_table(entry: dict[str, Any], key: str, where: str) -> dict[str, int]:
     return {str(tier): _micros(price, f"{where}.{key}.{tier}") for tier, price in table.items()}
 
 
+def _cache_write_multipliers(doc: dict[str, Any]) -> dict[str, Decimal]:
+    """Model-id prefix -> the multiple of the input price a prompt-cache write costs,
+    for text models without their own `cache_write_per_million_tokens`."""
+    raw = doc.get("cache_write_multipliers") or {}
+    if not isinstance(raw, dict):
+        raise CatalogError("cache_write_multipliers: must be a mapping")
+    out: dict[str, Decimal] = {}
+    for prefix, value in raw.items():
+        where = f"cache_write_multipliers.{prefix}"
+        if not isinstance(prefix, str) or not prefix:
+            raise CatalogError("cache_write_multipliers: keys must be model-id prefixes")
+        try:
+            multiple = Decimal(str(value)) if isinstance(value, str | int) else Decimal("NaN")
+        except InvalidOperation:
+            multiple = Decimal("NaN")
+        if not multiple.is_finite() or multiple < 1 or isinstance(value, bool):
+            raise CatalogError(f"{where}: must be a decimal string, 1 or more")
+        out[prefix] = multiple
+    return out
+
+
+def _cache_write_micros(
+    entry: dict[str, Any], input_micros: int, multipliers: dict[str, Decimal], where: str
+) -> int:
+    """The model's own cache-write price; else its input price times the multiplier of
+    the longest prefix of its id in `cache_write_multipliers`, rounded up to the µIDR;
+    else its input price (an upstream that does not bill cache writes apart)."""
+    if entry.get("cache_write_per_million_tokens") is not None:
+        return _micros(entry["cache_write_per_million_tokens"], where)
+    model_id = str(entry.get("id"))
+    matches = [p for p in multipliers if model_id.startswith(p)]
+    if not matches:
+        return input_micros
+    numerator, denominator = multipliers[max(matches, key=len)].as_integer_ratio()
+    return ceil_div(input_micros * numerator, denominator)
+
+
 def _thinking(entry: dict[str, Any], reasoning: bool, where: str) -> ThinkingPolicy:
     raw = entry.get("thinking", {"control": "none"})
     if not isinstance(raw, dict) or raw.get("control") not in THINKING_CONTROLS:
@@ -353,17 +394,20 @@ def parse_catalog(doc: Any) -> Catalog:
             raise CatalogError(f"catalog: duplicate model id {model.id!r}")
         models[model.id] = model
 
+    multipliers = _cache_write_multipliers(doc)
     for i, e in enumerate(doc.get("text") or []):
         where = f"text[{i}]"
         reasoning = _require(e, "supports_reasoning", bool, where)
+        input_micros = _micros(e.get("input_per_million_tokens"), where)
         add(
             TextModel(
                 id=_require(e, "id", str, where),
                 display_name=_require(e, "display_name", str, where),
                 created=_require(e, "created", int, where),
                 owned_by=str(e.get("owned_by", "aiport")),
-                input_micros_per_m=_micros(e.get("input_per_million_tokens"), where),
+                input_micros_per_m=input_micros,
                 cached_input_micros_per_m=_micros(e.get("cached_input_per_million_tokens"), where),
+                cache_write_micros_per_m=_cache_write_micros(e, input_micros, multipliers, where),
                 output_micros_per_m=_micros(e.get("output_per_million_tokens"), where),
                 max_output_tokens=_require(e, "max_output_tokens", int, where),
                 supports_reasoning=reasoning,

@@ -40,6 +40,7 @@ from services.gateway.generate_request import (
     parse_video_img2video,
     parse_video_multimodal,
 )
+from services.gateway.holds import HoldKind, HoldPurpose
 from services.gateway.references import ReferenceResolver, own_references
 from services.gateway.server import Backends, abort_with
 from services.gateway.upload import FILE_FIELD, parse_upload
@@ -120,7 +121,7 @@ class JobsBackend:
         caller, hold = await self.backends.authorize_hold(
             context,
             amount,
-            f"job {plan.modality} {plan.model}",
+            HoldPurpose(HoldKind.JOB, f"{plan.modality} {plan.model}"),
             lambda: insufficient_balance(amount),
             # Longer than the job timeout: the jobs service settles first.
             ttl_seconds=self.hold_ttl_seconds,

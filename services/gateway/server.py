@@ -44,12 +44,25 @@ from services.common.catalog import (
 from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
 from services.common.sse import DONE, frame
+from services.common.usage import Usage
 from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.gateway import bad_keys, errors
 from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import offered
-from services.gateway.pricing import Usage, cost_micros, estimated_usage, hold_micros
+from services.gateway.holds import HoldKey, HoldKind, HoldPurpose, new_call_id
+from services.gateway.pricing import hold_micros
+from services.gateway.settlement import (
+    CLIENT_LEFT,
+    OUTPUT_DELIVERED,
+    STREAM_ENDED,
+    Abandoned,
+    ChatSettlement,
+    Decision,
+    Release,
+    UpstreamFailed,
+    UsageReported,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +85,9 @@ class Caller:
     account_id: str
     key_id: str
     request_id: str  # for correlation only: the client may choose it
-    # Idempotency key of this call's hold and job: made here, never by the client
-    # (a reused x-request-id must not share, or collide with, another call's hold).
+    # Idempotency key of this call's hold (with its kind) and job: made here, never by
+    # the client (a reused x-request-id must not share, or collide with, another call's).
     call_id: str
-
-
-def new_call_id() -> str:
-    return secrets.token_hex(16)
 
 
 def _metadata(context: ServicerContext, name: str) -> str | None:
@@ -189,21 +198,20 @@ class Backends:
         self,
         context: ServicerContext,
         amount_micros: int,
-        purpose: str,
+        purpose: HoldPurpose,
         insufficient: Callable[[], PublicError],
         ttl_seconds: int = 0,
     ) -> tuple[Caller, billing_pb2.Hold]:
         """Authenticate and reserve the worst-case cost in one billing call."""
         key = self.api_key(context)
         request_id = self.request_id(context)
-        call_id = new_call_id()
+        hold_key = HoldKey.new(purpose.kind)
         attempt = bad_keys.begin(context.invocation_metadata(), context.peer(), key)
         request = billing_pb2.AuthorizeHoldRequest(
             api_key=key,
             amount_micros=amount_micros,
-            # One hold per call, whatever retries happen in between.
-            idempotency_key=f"{purpose.split()[0]}:{call_id}",
-            description=f"{purpose} {request_id}",
+            idempotency_key=str(hold_key),
+            description=purpose.description(request_id),
             ttl_seconds=ttl_seconds,
         )
         try:
@@ -231,7 +239,8 @@ class Backends:
                 raise insufficient() from exc
             raise self._refused(attempt, exc) from exc
         principal = authorized.principal
-        return Caller(principal.account_id, principal.key_id, request_id, call_id), authorized.hold
+        caller = Caller(principal.account_id, principal.key_id, request_id, hold_key.call_id)
+        return caller, authorized.hold
 
     @staticmethod
     def _refused(attempt: bad_keys.Attempt, exc: grpc.aio.AioRpcError) -> PublicError:
@@ -348,15 +357,6 @@ class Backends:
         )
 
 
-def _usage(pb: object) -> Usage:
-    return Usage(
-        prompt_tokens=pb.prompt_tokens,  # type: ignore[attr-defined]
-        completion_tokens=pb.completion_tokens,  # type: ignore[attr-defined]
-        cached_prompt_tokens=pb.cached_prompt_tokens,  # type: ignore[attr-defined]
-        reasoning_tokens=pb.reasoning_tokens,  # type: ignore[attr-defined]
-    )
-
-
 def _upstream_error(exc: grpc.aio.AioRpcError) -> PublicError:
     code = exc.code()
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -382,17 +382,20 @@ _END = None
 RelayItem: TypeAlias = httpbody_pb2.HttpBody | PublicError | None
 
 
+class _ProvidersBrokeProtocol(Exception):
+    """Providers sent events in an order its contract rules out."""
+
+
 class ChatRelay:
     """One chat's upstream call and the settlement of its hold, in a task of
     its own that the client cannot cancel.
 
-    The rule, the same for streams and whole answers: the upstream work the
-    customer ordered is completed and charged at its real, reported usage. A
-    client that leaves (disconnects, or its deadline expires) stops receiving;
-    the upstream call goes on (bounded by its own timeout) and its usage is
-    captured when it ends. An upstream that fails before any output is
-    released; one that breaks after output without a usage report is charged
-    an estimate of what it produced."""
+    The relay reads the upstream's events and passes the output on; what each
+    event means for the hold is decided by the call's settlement (a pure state
+    machine, services/gateway/settlement.py), and the relay carries the decision
+    out: a capture or a release in billing. A client that leaves (disconnects,
+    or its deadline expires) only stops receiving: the upstream call goes on
+    (bounded by its own timeout) and is settled when it ends."""
 
     def __init__(
         self,
@@ -407,57 +410,51 @@ class ChatRelay:
         self.hold = hold
         self.upstream = upstream
         self.fields = fields
+        self.settlement = ChatSettlement(call)
         # Unbounded: the upstream's output is (max_tokens); it must never wait on a client.
         self.outbox: asyncio.Queue[RelayItem] = asyncio.Queue()
-        self.client_gone = False
-        self.produced = 0  # chunks the upstream produced, delivered or not
 
     def client_left(self) -> None:
         """The client is gone: what follows is settled, not delivered."""
-        if self.client_gone:
+        if self.settlement.client_gone:
             return
-        self.client_gone = True
+        self.settlement.handle(CLIENT_LEFT)
         while not self.outbox.empty():
             self.outbox.get_nowait()
         log.info(
             "client left; upstream call continues and will be settled",
-            extra={"fields": {**self.fields, "chunks_so_far": self.produced}},
+            extra={"fields": {**self.fields, "chunks_so_far": self.settlement.chunks}},
         )
 
     def _send(self, item: RelayItem) -> None:
-        if not self.client_gone:
+        if not self.settlement.client_gone:
             self.outbox.put_nowait(item)
 
     def _log_fields(self, **more: object) -> dict[str, object]:
-        return {**self.fields, "client_left": self.client_gone, **more}
+        return {**self.fields, "client_left": self.settlement.client_gone, **more}
 
     async def run(self) -> None:
-        call, hold_id = self.call, self.hold.hold_id
-        settled = False
+        settlement = self.settlement
         try:
             try:
+                completion: bytes | None = None
                 async for event in self.upstream:
                     kind = event.WhichOneof("event")
-                    if kind == "completion":
-                        # Held back until usage arrives and is captured.
-                        completion = event.completion
-                    elif kind == "chunk":
-                        self.produced += 1
+                    if kind == "chunk":
+                        settlement.handle(OUTPUT_DELIVERED)
                         self._send(
                             httpbody_pb2.HttpBody(
                                 content_type="text/event-stream", data=frame(event.chunk)
                             )
                         )
+                    elif kind == "completion":
+                        completion = event.completion  # held back until its usage is captured
                     elif kind == "usage":
-                        usage = _usage(event.usage)
-                        cost = cost_micros(call.model, usage)
-                        settled = True
-                        await self.backends.capture(hold_id, cost, f"chat {call.model.id}")
-                        log.info(
-                            "chat completed",
-                            extra={"fields": self._log_fields(cost_micros=cost, **asdict(usage))},
-                        )
-                        if call.stream:
+                        if not self.call.stream and completion is None:
+                            raise _ProvidersBrokeProtocol("usage without the completion")
+                        usage = Usage.from_proto(event.usage)
+                        await self._carry_out(settlement.handle(UsageReported(usage)))
+                        if completion is None:  # a stream: its chunks are all out
                             self._send(
                                 httpbody_pb2.HttpBody(content_type="text/event-stream", data=DONE)
                             )
@@ -469,70 +466,67 @@ class ChatRelay:
                             )
                         return
                     elif kind == "failure":
-                        # Output had started: charge what was produced, end in-band.
-                        cost = cost_micros(call.model, _usage(event.failure.usage))
-                        settled = True
-                        await self.backends.capture(
-                            hold_id, cost, f"chat {call.model.id} (stream broke)"
+                        # Output had started: providers estimated what it cost.
+                        broke = event.failure
+                        estimate = (
+                            Usage.from_proto(broke.usage) if broke.HasField("usage") else None
                         )
-                        log.warning(
-                            "stream broke after output",
-                            extra={"fields": self._log_fields(cost_micros=cost)},
+                        await self._carry_out(
+                            settlement.handle(UpstreamFailed(broke.message, estimate))
                         )
-                        self._send(
-                            httpbody_pb2.HttpBody(
-                                content_type="text/event-stream",
-                                data=errors.provider_error(event.failure.message).sse_event(),
-                            )
-                        )
+                        self._send(errors.provider_error(broke.message))
                         return
+                decision = settlement.handle(STREAM_ENDED)
                 failure = errors.service_unavailable("The call ended unexpectedly.")
-                detail = "providers ended the call without usage"
             except grpc.aio.AioRpcError as exc:
-                failure, detail = _upstream_error(exc), f"{exc.code().name}: {exc.details()}"
-            settled = True
-            if self.produced == 0:
-                await self.backends.release(hold_id, f"upstream failed: {detail}")
-                log.warning(
-                    "chat failed before output; hold released",
-                    extra={"fields": self._log_fields(detail=detail)},
-                )
-                self._send(failure)
-                return
-            # Broken after output without a usage report: charge an estimate.
-            cost = cost_micros(call.model, estimated_usage(call, self.produced))
-            await self.backends.capture(hold_id, cost, f"chat {call.model.id} (broken)")
-            log.warning(
-                "stream interrupted",
-                extra={"fields": self._log_fields(detail=detail, cost=cost)},
-            )
-            self._send(
-                httpbody_pb2.HttpBody(content_type="text/event-stream", data=failure.sse_event())
-            )
+                detail = f"{exc.code().name}: {exc.details()}"
+                decision = settlement.handle(UpstreamFailed(detail))
+                failure = _upstream_error(exc)
+            except _ProvidersBrokeProtocol as exc:
+                log.error("providers broke the protocol", extra={"fields": self._log_fields()})
+                decision = settlement.handle(UpstreamFailed(f"providers sent {exc}"))
+                failure = errors.service_unavailable("The call ended unexpectedly.")
+            await self._carry_out(decision)
+            # Before any output the edge answers with an error status; after, in-band.
+            self._send(failure)
         except asyncio.CancelledError:
             # Only the gateway stopping cancels a relay: settle what is known.
-            if not settled:
-                self._settle_unfinished("gateway stopping")
+            self._abandon("gateway stopping")
             raise
         except Exception:
             log.exception("chat relay failed", extra={"fields": self.fields})
             cast(grpc.aio.Call, self.upstream).cancel()
-            if not settled:
-                self._settle_unfinished("gateway error")
+            self._abandon("gateway error")
             self._send(errors.service_unavailable("The call ended unexpectedly."))
         finally:
             self._send(_END)
 
-    def _settle_unfinished(self, why: str) -> None:
-        """The call cannot be followed to its end: release it if nothing was
-        produced, else charge an estimate of what was."""
-        if self.produced == 0:
-            self.backends.settle_later(self.backends.release(self.hold.hold_id, why))
-        else:
-            cost = cost_micros(self.call.model, estimated_usage(self.call, self.produced))
-            self.backends.settle_later(
-                self.backends.capture(self.hold.hold_id, cost, f"chat {self.call.model.id} ({why})")
+    async def _carry_out(self, decision: Decision | None) -> None:
+        """Do what the settlement decided, in billing, and tell the operator."""
+        if decision is None:
+            return
+        hold_id = self.hold.hold_id
+        if isinstance(decision, Release):
+            await self.backends.release(hold_id, decision.reason)
+            log.warning(
+                decision.summary, extra={"fields": self._log_fields(detail=decision.reason)}
             )
+            return
+        await self.backends.capture(hold_id, decision.amount_micros, decision.note)
+        fields = self._log_fields(
+            cost_micros=decision.amount_micros, note=decision.note, **asdict(decision.usage)
+        )
+        if decision.routine:
+            log.info(decision.summary, extra={"fields": fields})
+        else:
+            log.warning(decision.summary, extra={"fields": fields})
+
+    def _abandon(self, why: str) -> None:
+        """The relay cannot follow the call to its end (this task is being cancelled
+        or has failed): settle what is known in a task of its own."""
+        decision = self.settlement.handle(Abandoned(why))
+        if decision is not None:
+            self.backends.settle_later(self._carry_out(decision))
 
 
 class ChatService(chat_pb2_grpc.ChatServicer):
@@ -551,7 +545,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
             caller, hold = await self.backends.authorize_hold(
                 context,
                 amount,
-                f"chat {call.model.id}",
+                HoldPurpose(HoldKind.CHAT, call.model.id),
                 lambda: errors.insufficient_quota(
                     "Your IDR balance cannot cover this request "
                     f"(it may cost up to {micros_to_idr(amount)} IDR). "
@@ -658,6 +652,7 @@ def _price(model: TextModel | ImageModel | VideoModel) -> catalog_pb2.ModelPrice
             catalog_pb2.TextPrice(
                 input_per_million_tokens_idr=micros_to_idr(model.input_micros_per_m),
                 cached_input_per_million_tokens_idr=micros_to_idr(model.cached_input_micros_per_m),
+                cache_write_per_million_tokens_idr=micros_to_idr(model.cache_write_micros_per_m),
                 output_per_million_tokens_idr=micros_to_idr(model.output_micros_per_m),
                 max_output_tokens=model.max_output_tokens,
                 supports_reasoning=model.supports_reasoning,

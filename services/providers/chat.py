@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from services.common.usage import Usage
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
 )
 from services.providers.routes import Route
 
@@ -24,7 +24,7 @@ from services.providers.routes import Route
 class ChatAdapter(Protocol):
     async def complete(
         self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
-    ) -> tuple[bytes, TokenCounts]:
+    ) -> tuple[bytes, Usage]:
         """The whole chat.completion in the public shape, and its usage.
         Raises UpstreamError."""
         ...

@@ -11,12 +11,12 @@ from aiport.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 
 from services.common import metrics
 from services.common.grpc_server import ServicerContext
+from services.common.usage import Usage
 from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.providers import registry
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
 )
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, route_key
@@ -26,13 +26,8 @@ from services.providers.routes import RouteTable
 log = logging.getLogger(__name__)
 
 
-def _usage_pb(usage: TokenCounts) -> common_pb2.TokenUsage:
-    return common_pb2.TokenUsage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_prompt_tokens=usage.cached_prompt_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-    )
+def _usage_pb(usage: Usage) -> common_pb2.TokenUsage:
+    return usage.to_proto()
 
 
 def _prompt_chars(request: dict[str, object]) -> int:

@@ -44,6 +44,8 @@ Directives, written anywhere in the LAST user message (several may combine):
                       overriding --chunk-delay for this request
   [sim:tokens=N]      exactly N visible completion tokens (0..100000), still subject to max_tokens
   [sim:cached=N]      usage.prompt_tokens_details.cached_tokens = min(N, prompt_tokens)
+  [sim:cache-write=N] Anthropic only: cache_creation_input_tokens = N, at most the prompt
+                      tokens not read from the cache (other protocols ignore it)
   [sim:reasoning=N]   N reasoning tokens (counted in completion_tokens, capped by max_tokens) and
                       a short reasoning_content (message, or one delta before the content)
   [sim:status=CODE]   answer HTTP CODE (400..599) with an OpenAI error body: 429 rate_limit_error/

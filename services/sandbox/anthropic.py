@@ -15,9 +15,10 @@ The answer is planned by the OpenAI sandbox's planner (openai_chat.plan_answer) 
 the same request read as OpenAI messages, so a prompt gets the same words, tool
 arguments and token counts on both protocols, and the same `[sim:...]` directives
 (taken from the last user message that has text) steer it:
-  input_tokens                = prompt tokens (OpenAI rule) - cached
+  input_tokens                = prompt tokens (OpenAI rule) - cached - written
   cache_read_input_tokens     = [sim:cached=N], at most the prompt tokens
-  cache_creation_input_tokens = 0
+  cache_creation_input_tokens = [sim:cache-write=N], at most the prompt tokens not read
+                                from the cache (all of it a 5-minute cache write)
   output_tokens               = completion tokens, thinking included
   [sim:reasoning=N]           -> a thinking block first (N tokens of the output)
   [sim:fail-after=N]          -> after N text / tool-input deltas (at the latest before
@@ -694,11 +695,13 @@ def _signature(plan: openai_chat.Plan) -> str:
 
 def usage_body(plan: openai_chat.Plan) -> dict[str, Any]:
     usage = plan.usage
+    uncached = usage.prompt_tokens - usage.cached_tokens
+    written = min(plan.request.directives.cache_write, uncached)
     return {
-        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
-        "cache_creation_input_tokens": 0,
+        "input_tokens": uncached - written,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": usage.cached_tokens,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "cache_creation": {"ephemeral_5m_input_tokens": written, "ephemeral_1h_input_tokens": 0},
         "output_tokens": usage.completion_tokens,
         "service_tier": "standard",
     }

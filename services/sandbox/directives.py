@@ -21,11 +21,11 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 
 # Directives that take no value, and those that take a non-negative integer.
 _FLAGS = frozenset({"fail", "echo", "parallel", "hang", "reset", "malformed", "moderation"})
-_COUNTS = frozenset({"fail-after", "tokens", "cached", "reasoning", "retry-after"})
+_COUNTS = frozenset({"fail-after", "tokens", "cached", "cache-write", "reasoning", "retry-after"})
 
 # What each endpoint understands; anything else in its prompt is a 400.
 CHAT = frozenset(
-    {"fail", "fail-after", "delay", "chunk-delay", "tokens", "cached", "reasoning"}
+    {"fail", "fail-after", "delay", "chunk-delay", "tokens", "cached", "cache-write", "reasoning"}
     | {"status", "retry-after", "echo", "parallel", "fail-route", "reset", "malformed"}
 )
 MEDIA = frozenset({"fail", "delay", "hang", "status", "retry-after", "fail-route", "moderation"})
@@ -40,6 +40,9 @@ class Directives:
     chunk_delay: float | None = None  # None: the server's --chunk-delay
     tokens: int | None = None
     cached: int = 0
+    # Prompt tokens written to the prompt cache: only Anthropic reports them apart
+    # (cache_creation_input_tokens); the other protocols have no field and ignore it.
+    cache_write: int = 0
     reasoning: int = 0
     status: int | None = None
     # With status=429: the seconds the answer asks the caller to wait, sent the way
@@ -102,6 +105,7 @@ def parse(text: str, allowed: frozenset[str] = CHAT, param: str = "messages") ->
         chunk_delay=_float_or_none(found.get("chunk-delay")),
         tokens=_int_or_none(found.get("tokens")),
         cached=int(found.get("cached", 0)),
+        cache_write=int(found.get("cache-write", 0)),
         reasoning=int(found.get("reasoning", 0)),
         status=_int_or_none(found.get("status")),
         retry_after=_int_or_none(found.get("retry-after")),

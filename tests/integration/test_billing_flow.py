@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
@@ -80,6 +81,51 @@ def test_stream_charge_matches_its_usage_chunk(
     after, held = account_state(billing, account.account_id)
     assert before - after == expected_cost_micros(base_url, "claude-sonnet-4-6", usage.model_dump())
     assert held == 0
+
+
+def prompt_cache_write_cost_micros(base_url: str, model: str, written: int) -> int:
+    """What `written` prompt tokens cost beyond the input price, as a prompt-cache write,
+    by the public price list (a token at N IDR per million is N µIDR)."""
+    prices = {m["model"]: m for m in httpx.get(f"{base_url}/v1/pricing").json()["data"]}
+    text = prices[model]["text"]
+    write = Decimal(text["cache_write_per_million_tokens_idr"])
+    return int(written * (write - Decimal(text["input_per_million_tokens_idr"])))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_cache_writes_are_charged_at_the_cache_write_rate(
+    base_url: str,
+    http: httpx.Client,
+    account: Account,
+    billing: billing_pb2_grpc.BillingStub,
+    stream: bool,
+) -> None:
+    before, _ = account_state(billing, account.account_id)
+    prompt = "remember [sim:tokens=4] [sim:cached=2] [sim:cache-write=6]"
+    response = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "claude-sonnet-4-6",
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": stream,
+            **({"stream_options": {"include_usage": True}} if stream else {}),
+        },
+    )
+    assert response.status_code == 200
+    if stream:
+        frames = [line[6:] for line in response.text.splitlines() if line.startswith("data: {")]
+        usage = orjson.loads(frames[-1])["usage"]
+    else:
+        usage = response.json()["usage"]
+    # The public usage is OpenAI's: cache reads shown, cache writes not.
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 2}
+    after, held = account_state(billing, account.account_id)
+    assert held == 0
+    # The sandbox wrote 6 of the prompt tokens to its cache: they cost the cache-write
+    # rate (1.25x input for Claude), not the input rate.
+    premium = prompt_cache_write_cost_micros(base_url, "claude-sonnet-4-6", 6)
+    assert premium == 6 * (61_875 - 49_500)
+    assert before - after == expected_cost_micros(base_url, "claude-sonnet-4-6", usage) + premium
 
 
 def test_upstream_failure_refunds_everything(

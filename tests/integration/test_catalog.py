@@ -55,11 +55,16 @@ def test_pricing_is_public_and_complete(base_url: str) -> None:
     assert flash["text"] == {
         "input_per_million_tokens_idr": "4500",
         "cached_input_per_million_tokens_idr": "1200",
+        "cache_write_per_million_tokens_idr": "4500",
         "output_per_million_tokens_idr": "18000",
         "max_output_tokens": 8192,
         "supports_reasoning": False,
     }
     assert by_id["gpt-5.4"]["text"]["supports_reasoning"] is True
+    # Anthropic bills prompt-cache writes at 1.25x input: the default for Claude.
+    sonnet = by_id["claude-sonnet-4-6"]["text"]
+    assert sonnet["cached_input_per_million_tokens_idr"] == "4950"
+    assert sonnet["cache_write_per_million_tokens_idr"] == "61875"
     tiers = {t["resolution"]: t["per_image_idr"] for t in by_id["gpt-image-2"]["image_tiers"]}
     assert tiers == {"1k": "700", "2k": "1400", "4k": "2800"}
     video = {t["resolution"]: t for t in by_id["seedance-2.0-fast-multimodal"]["video_tiers"]}

@@ -17,11 +17,11 @@ import httpx
 import orjson
 import pytest
 
+from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages import AnthropicMessagesAdapter
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
 )
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
@@ -362,7 +362,7 @@ async def test_complete_translates_the_answer() -> None:
         ],
         "usage": PUBLIC_USAGE,
     }
-    assert usage == TokenCounts(prompt_tokens=20, completion_tokens=9, cached_prompt_tokens=6)
+    assert usage == Usage(prompt_tokens=20, completion_tokens=9, cached_prompt_tokens=6)
 
 
 async def test_complete_answer_split_into_pieces() -> None:
@@ -485,7 +485,7 @@ async def test_stream_translated_whatever_the_byte_boundaries(
     assert chunks == EXPECTED_CHUNKS
     closing, usage = translator.finish()
     assert orjson.loads(closing[-1])["usage"] == PUBLIC_USAGE
-    assert usage == TokenCounts(prompt_tokens=20, completion_tokens=9, cached_prompt_tokens=6)
+    assert usage == Usage(prompt_tokens=20, completion_tokens=9, cached_prompt_tokens=6)
 
 
 async def test_stream_of_tool_calls() -> None:

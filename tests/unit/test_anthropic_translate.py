@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages_translate import (
     JSON_OBJECT_INSTRUCTION,
     MessagesStream,
@@ -18,7 +19,6 @@ from services.providers.adapters.anthropic_messages_translate import (
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
     public_completion,
 )
 from services.providers.errors import UpstreamError, UpstreamProtocolError
@@ -461,7 +461,8 @@ OPENAI_USAGE = {
     "prompt_tokens": 2112,
     "completion_tokens": 40,
     "total_tokens": 2152,
-    "prompt_tokens_details": {"cached_tokens": 2000},
+    # Cache writes are reported apart (billed at the cache-write rate), not publicly.
+    "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 100},
     "completion_tokens_details": {"reasoning_tokens": 0},
 }
 
@@ -589,8 +590,15 @@ def test_malformed_answers(answer: Any) -> None:
 def test_whole_answer_through_the_public_half() -> None:
     identity = Identity("chatcmpl-aiport0001", "claude-sonnet-4-6", 1767225600)
     raw, usage = public_completion(openai_completion(message([text("Halo")])), identity)
-    assert usage == TokenCounts(prompt_tokens=2112, completion_tokens=40, cached_prompt_tokens=2000)
+    assert usage == Usage(
+        prompt_tokens=2112,
+        completion_tokens=40,
+        cached_prompt_tokens=2000,
+        cache_write_prompt_tokens=100,
+    )
     body = orjson.loads(raw)
+    # The public usage is OpenAI's: no cache-write field.
+    assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 2000}
     assert body["id"] == "chatcmpl-aiport0001" and body["model"] == "claude-sonnet-4-6"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Halo"}
 
@@ -832,8 +840,35 @@ def test_stream_through_the_chunk_translator() -> None:
     ]
     assert public[-1]["choices"][0]["finish_reason"] == "stop"
     closing, usage = translator.finish()
-    assert usage == TokenCounts(prompt_tokens=35, completion_tokens=3, cached_prompt_tokens=10)
+    assert usage == Usage(prompt_tokens=35, completion_tokens=3, cached_prompt_tokens=10)
     assert orjson.loads(closing[-1])["usage"]["prompt_tokens"] == 35
+
+
+def test_streamed_cache_writes_reach_the_usage_apart_but_not_the_public_chunk() -> None:
+    identity = Identity("chatcmpl-aiport0001", "claude-sonnet-4-6", 1767225600)
+    translator = ChunkTranslator(identity, prompt_chars=10)
+    written = {"input_tokens": 5, "cache_read_input_tokens": 10, "cache_creation_input_tokens": 40}
+    chunks, _ = run(
+        [
+            start({**written, "output_tokens": 1}),
+            block_start(0, text("Hi")),
+            block_stop(0),
+            *finish("end_turn", 3),
+        ]
+    )
+    for item in chunks:
+        translator.feed(item)
+    closing, usage = translator.finish()
+    assert usage == Usage(
+        prompt_tokens=55, completion_tokens=3, cached_prompt_tokens=10, cache_write_prompt_tokens=40
+    )
+    assert orjson.loads(closing[-1])["usage"] == {
+        "prompt_tokens": 55,
+        "completion_tokens": 3,
+        "total_tokens": 58,
+        "prompt_tokens_details": {"cached_tokens": 10},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
 @pytest.mark.parametrize("name", ["error", "message"])

@@ -125,6 +125,7 @@ def test_dropped_n_does_not_count_as_choices() -> None:
         owned_by="x",
         input_micros_per_m=0,
         cached_input_micros_per_m=0,
+        cache_write_micros_per_m=0,
         output_micros_per_m=0,
         max_output_tokens=10,
         supports_reasoning=False,

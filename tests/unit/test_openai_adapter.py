@@ -15,11 +15,11 @@ import httpx
 import orjson
 import pytest
 
+from services.common.usage import Usage
 from services.providers.adapters.openai_chat import OpenAIChatAdapter
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
 )
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
@@ -275,7 +275,7 @@ async def test_complete_translates_the_answer() -> None:
         ],
         "usage": PUBLIC_USAGE,
     }
-    assert usage == TokenCounts(14, 9, cached_prompt_tokens=6, reasoning_tokens=2)
+    assert usage == Usage(14, 9, cached_prompt_tokens=6, reasoning_tokens=2)
 
 
 async def test_complete_answer_split_into_pieces() -> None:
@@ -316,7 +316,7 @@ async def test_stream_translated_whatever_the_byte_boundaries(
     assert chunks == EXPECTED_CHUNKS
     closing, usage = translator.finish()
     assert [orjson.loads(c) for c in closing] == [public_chunk([], usage=PUBLIC_USAGE)]
-    assert usage == TokenCounts(14, 9, cached_prompt_tokens=6, reasoning_tokens=2)
+    assert usage == Usage(14, 9, cached_prompt_tokens=6, reasoning_tokens=2)
 
 
 async def test_stream_with_lf_endings_and_usage_on_the_last_content_chunk() -> None:
@@ -334,7 +334,7 @@ async def test_stream_with_lf_endings_and_usage_on_the_last_content_chunk() -> N
         [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}],
         [{"index": 0, "delta": {}, "finish_reason": "stop"}],
     ]
-    assert translator.finish()[1] == TokenCounts(3, 1)
+    assert translator.finish()[1] == Usage(3, 1)
 
 
 async def test_stream_with_bare_cr_line_endings() -> None:
@@ -344,7 +344,7 @@ async def test_stream_with_bare_cr_line_endings() -> None:
     async with connected(sse_response([body])) as (adapter, _):
         chunks = await run_stream(adapter, translator)
     assert chunks == EXPECTED_CHUNKS
-    assert translator.finish()[1] == TokenCounts(14, 9, cached_prompt_tokens=6, reasoning_tokens=2)
+    assert translator.finish()[1] == Usage(14, 9, cached_prompt_tokens=6, reasoning_tokens=2)
 
 
 async def test_stream_ignores_anything_after_done() -> None:
@@ -576,4 +576,6 @@ async def test_stream_read_timeout_after_output_started() -> None:
     assert caught.value.kind == "timeout"
     assert [c["choices"][0]["delta"].get("content") for c in received] == ["Sebagian"]
     assert translator.output_started
-    assert translator.estimated_usage() == TokenCounts(prompt_tokens=3, completion_tokens=2)
+    assert translator.estimated_usage() == Usage(
+        prompt_tokens=3, completion_tokens=2, estimated=True
+    )

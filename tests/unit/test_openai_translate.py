@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
+from services.common.usage import Usage
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
     UpstreamProtocolError,
     parse_usage,
     public_completion,
@@ -75,18 +75,18 @@ def decode(chunks: list[bytes]) -> list[Any]:
     return [orjson.loads(c) for c in chunks]
 
 
-# --- TokenCounts / parse_usage ----------------------------------------------------------
+# --- Usage / parse_usage ----------------------------------------------------------
 
 
 def test_token_counts_public_shape() -> None:
-    counts = TokenCounts(
+    counts = Usage(
         prompt_tokens=100, completion_tokens=40, cached_prompt_tokens=30, reasoning_tokens=12
     )
     assert counts.to_public() == usage_json(100, 40, cached=30, reasoning=12)
 
 
 def test_token_counts_details_present_when_zero() -> None:
-    assert TokenCounts(5, 0).to_public() == usage_json(5, 0)
+    assert Usage(5, 0).to_public() == usage_json(5, 0)
 
 
 def test_parse_usage_openai_shape() -> None:
@@ -102,9 +102,7 @@ def test_parse_usage_openai_shape() -> None:
             "rejected_prediction_tokens": 0,
         },
     }
-    assert parse_usage(usage) == TokenCounts(
-        1200, 300, cached_prompt_tokens=1024, reasoning_tokens=192
-    )
+    assert parse_usage(usage) == Usage(1200, 300, cached_prompt_tokens=1024, reasoning_tokens=192)
 
 
 def test_parse_usage_deepseek_cache_hit_tokens() -> None:
@@ -116,11 +114,11 @@ def test_parse_usage_deepseek_cache_hit_tokens() -> None:
         "prompt_cache_miss_tokens": 160,
         "completion_tokens_details": {"reasoning_tokens": 20},
     }
-    assert parse_usage(usage) == TokenCounts(800, 50, cached_prompt_tokens=640, reasoning_tokens=20)
+    assert parse_usage(usage) == Usage(800, 50, cached_prompt_tokens=640, reasoning_tokens=20)
 
 
 def test_parse_usage_without_details() -> None:
-    assert parse_usage({"prompt_tokens": 9, "completion_tokens": 3}) == TokenCounts(9, 3)
+    assert parse_usage({"prompt_tokens": 9, "completion_tokens": 3}) == Usage(9, 3)
 
 
 def test_parse_usage_null_details() -> None:
@@ -130,7 +128,7 @@ def test_parse_usage_null_details() -> None:
         "prompt_tokens_details": None,
         "completion_tokens_details": None,
     }
-    assert parse_usage(usage) == TokenCounts(9, 3)
+    assert parse_usage(usage) == Usage(9, 3)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +144,7 @@ def test_parse_usage_null_details() -> None:
     ids=["openai", "deepseek"],
 )
 def test_cached_tokens_never_exceed_prompt_tokens(usage: dict[str, Any]) -> None:
-    assert parse_usage(usage) == TokenCounts(10, 1, cached_prompt_tokens=10)
+    assert parse_usage(usage) == Usage(10, 1, cached_prompt_tokens=10)
 
 
 def test_parse_usage_ignores_nonsense_counts() -> None:
@@ -156,7 +154,20 @@ def test_parse_usage_ignores_nonsense_counts() -> None:
         "prompt_tokens_details": ["not", "a", "dict"],
         "completion_tokens_details": {"reasoning_tokens": "7"},
     }
-    assert parse_usage(usage) == TokenCounts(0, 0)
+    assert parse_usage(usage) == Usage(0, 0)
+
+
+def test_parse_usage_reads_cache_writes_within_the_uncached_prompt() -> None:
+    usage = {
+        "prompt_tokens": 100,
+        "completion_tokens": 1,
+        "prompt_tokens_details": {"cached_tokens": 30, "cache_write_tokens": 50},
+    }
+    assert parse_usage(usage) == Usage(
+        100, 1, cached_prompt_tokens=30, cache_write_prompt_tokens=50
+    )
+    usage["prompt_tokens_details"] = {"cached_tokens": 30, "cache_write_tokens": 500}
+    assert parse_usage(usage).cache_write_prompt_tokens == 70
 
 
 @pytest.mark.parametrize("usage", [None, [], "12", 12])
@@ -271,7 +282,7 @@ def test_public_completion_text_answer() -> None:
         ],
         "usage": usage_json(20, 7),
     }
-    assert usage == TokenCounts(20, 7)
+    assert usage == Usage(20, 7)
 
 
 def test_public_completion_tool_calls_keep_null_content() -> None:
@@ -368,7 +379,7 @@ def test_public_completion_deepseek_reasoning_and_cache() -> None:
         ],
         "usage": usage_json(64, 30, cached=60, reasoning=25),
     }
-    assert usage == TokenCounts(64, 30, cached_prompt_tokens=60, reasoning_tokens=25)
+    assert usage == Usage(64, 30, cached_prompt_tokens=60, reasoning_tokens=25)
 
 
 def test_public_completion_keeps_logprobs_and_choice_indexes() -> None:
@@ -416,7 +427,7 @@ def test_public_completion_usage_always_has_details() -> None:
     upstream["usage"] = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
     raw, usage = public_completion(upstream, IDENTITY)
     assert orjson.loads(raw)["usage"] == usage_json(3, 1)
-    assert usage == TokenCounts(3, 1)
+    assert usage == Usage(3, 1)
 
 
 @pytest.mark.parametrize(
@@ -627,7 +638,7 @@ def test_usage_only_chunk_is_captured_and_emitted_last_by_finish() -> None:
     }
     assert t.feed(upstream_chunk([], usage=reported)) == []
     closing, usage = t.finish()
-    assert usage == TokenCounts(17, 2, cached_prompt_tokens=5)
+    assert usage == Usage(17, 2, cached_prompt_tokens=5)
     assert decode(closing) == [public_chunk([], usage=usage_json(17, 2, cached=5))]
 
 
@@ -644,7 +655,7 @@ def test_usage_on_a_chunk_with_choices_is_captured() -> None:
         public_chunk([choice({"role": "assistant", "content": "Done."}, finish="stop")])
     ]
     closing, usage = t.finish()
-    assert usage == TokenCounts(8, 2)
+    assert usage == Usage(8, 2)
     assert decode(closing) == [public_chunk([], usage=usage_json(8, 2))]
 
 
@@ -663,7 +674,7 @@ def test_deepseek_stream_usage_maps_cache_hits() -> None:
         )
     )
     closing, usage = t.finish()
-    assert usage == TokenCounts(40, 1, cached_prompt_tokens=32)
+    assert usage == Usage(40, 1, cached_prompt_tokens=32)
     assert decode(closing)[-1]["usage"] == usage_json(40, 1, cached=32)
 
 
@@ -680,7 +691,7 @@ def test_later_usage_replaces_earlier_usage() -> None:
         )
     )
     t.feed(upstream_chunk([upstream_choice({"content": "c"})], usage=None))
-    assert t.finish()[1] == TokenCounts(5, 2)
+    assert t.finish()[1] == Usage(5, 2)
 
 
 def test_usage_is_estimated_when_the_upstream_never_reports_it() -> None:
@@ -708,20 +719,20 @@ def test_usage_is_estimated_when_the_upstream_never_reports_it() -> None:
     )
     t.feed(upstream_chunk([upstream_choice({}, finish="stop")]))
     # 3 + 4 + 4 = 11 completion chars -> ceil(11 / 4) = 3 tokens.
-    assert t.estimated_usage() == TokenCounts(3, 3)
+    assert t.estimated_usage() == Usage(3, 3, estimated=True)
     closing, usage = t.finish()
-    assert usage == TokenCounts(3, 3)
+    assert usage == Usage(3, 3, estimated=True)
     assert decode(closing) == [public_chunk([], usage=usage_json(3, 3))]
 
 
 def test_estimate_covers_output_so_far_for_a_mid_stream_failure() -> None:
     t = translator(prompt_chars=0)
     t.feed(upstream_chunk([upstream_choice({"content": "x" * 9})]))
-    assert t.estimated_usage() == TokenCounts(0, 3)
+    assert t.estimated_usage() == Usage(0, 3, estimated=True)
     t.feed(upstream_chunk([upstream_choice({"content": "y" * 3})]))
-    assert t.estimated_usage() == TokenCounts(0, 3)
+    assert t.estimated_usage() == Usage(0, 3, estimated=True)
     t.feed(upstream_chunk([upstream_choice({"content": "z"})]))
-    assert t.estimated_usage() == TokenCounts(0, 4)
+    assert t.estimated_usage() == Usage(0, 4, estimated=True)
 
 
 def test_finish_flushes_held_chunks_before_the_usage_chunk() -> None:
@@ -729,7 +740,7 @@ def test_finish_flushes_held_chunks_before_the_usage_chunk() -> None:
     t = translator(prompt_chars=4)
     assert t.feed(upstream_chunk([upstream_choice({"role": "assistant", "content": ""})])) == []
     closing, usage = t.finish()
-    assert usage == TokenCounts(1, 0)
+    assert usage == Usage(1, 0, estimated=True)
     assert decode(closing) == [ROLE_CHUNK, public_chunk([], usage=usage_json(1, 0))]
 
 

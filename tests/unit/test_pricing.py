@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from services.common.catalog import TextModel, load_catalog
+from services.common.catalog import CatalogError, TextModel, load_catalog, parse_catalog
 from services.common.money import AmountError, ceil_div, idr_to_micros, micros_to_idr
 from services.common.settings import PROJECT_ROOT
+from services.common.usage import Usage
 from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.pricing import (
-    Usage,
     cost_micros,
     estimated_usage,
     hold_micros,
@@ -99,3 +100,87 @@ def test_estimate_for_a_broken_stream() -> None:
     usage = estimated_usage(c, chunks_delivered=25)
     assert usage.prompt_tokens == 100
     assert usage.completion_tokens == 10  # never more than max_tokens
+
+
+# --- prompt-cache writes -----------------------------------------------------------------
+
+SONNET = text_model("claude-sonnet-4-6")
+
+
+def test_claude_cache_writes_default_to_125_percent_of_input_at_load() -> None:
+    assert SONNET.input_micros_per_m == 49_500_000_000
+    assert SONNET.cache_write_micros_per_m == 61_875_000_000  # 1.25 x 49500 IDR
+    # A model whose upstream does not bill writes apart: writes cost input.
+    assert FLASH.cache_write_micros_per_m == FLASH.input_micros_per_m
+
+
+def test_cache_writes_are_charged_at_the_cache_write_rate() -> None:
+    usage = Usage(
+        prompt_tokens=1_000,
+        completion_tokens=10,
+        cached_prompt_tokens=200,
+        cache_write_prompt_tokens=500,
+    )
+    # A token at N IDR per million costs N µIDR.
+    assert cost_micros(SONNET, usage) == 300 * 49_500 + 200 * 4_950 + 500 * 61_875 + 10 * 247_500
+    without = Usage(1_000, 10, cached_prompt_tokens=200)
+    assert cost_micros(SONNET, usage) - cost_micros(SONNET, without) == 500 * (61_875 - 49_500)
+    # Reads and writes together never count more than the whole prompt.
+    greedy = Usage(10, 0, cached_prompt_tokens=4, cache_write_prompt_tokens=50)
+    assert cost_micros(SONNET, greedy) == 4 * 4_950 + 6 * 61_875
+
+
+def test_hold_covers_a_prompt_written_to_the_cache_whole() -> None:
+    c = parse_chat_request(
+        orjson.dumps(
+            {
+                "model": "claude-sonnet-4-6",
+                "messages": [{"role": "user", "content": "x" * 300}],
+                "max_tokens": 5,
+            }
+        ),
+        CATALOG,
+    )
+    bound = prompt_token_bound(c)
+    worst = Usage(bound, 5, cache_write_prompt_tokens=bound)
+    assert cost_micros(SONNET, worst) <= hold_micros(c)
+    assert cost_micros(SONNET, Usage(bound, 5)) < hold_micros(c)
+
+
+def catalog_with(**extra: object) -> dict[str, object]:
+    entry = {
+        "id": "claude-x",
+        "display_name": "X",
+        "created": 0,
+        "input_per_million_tokens": "3",
+        "cached_input_per_million_tokens": "0.3",
+        "output_per_million_tokens": "15",
+        "max_output_tokens": 10,
+        "supports_reasoning": False,
+    }
+    return {"cache_write_multipliers": {"claude-": "1.25"}, "text": [{**entry, **extra}]}
+
+
+def only_text_model(doc: dict[str, object]) -> TextModel:
+    model = parse_catalog(doc).text_model("claude-x")
+    assert model is not None
+    return model
+
+
+def test_cache_write_price_given_in_the_catalog_wins_over_the_default() -> None:
+    assert only_text_model(catalog_with()).cache_write_micros_per_m == 3_750_000
+    given = catalog_with(cache_write_per_million_tokens="6")
+    assert only_text_model(given).cache_write_micros_per_m == 6_000_000
+
+
+def test_cache_write_default_rounds_up_to_the_micro_rupiah() -> None:
+    doc = catalog_with(input_per_million_tokens="0.000003")
+    assert only_text_model(doc).cache_write_micros_per_m == 4  # 3.75 µIDR, rounded up
+
+
+@pytest.mark.parametrize("bad", ["0.5", "abc", True, "NaN", ["1.25"]])
+def test_bad_cache_write_multiplier_is_refused(bad: object) -> None:
+    doc = catalog_with()
+    doc["cache_write_multipliers"] = {"claude-": bad}
+    with pytest.raises(CatalogError, match="cache_write_multipliers"):
+        parse_catalog(doc)

@@ -403,6 +403,22 @@ def test_text_answer_body() -> None:
     }
 
 
+def test_cache_writes_are_reported_apart_and_bounded_by_the_uncached_prompt() -> None:
+    text = "Say hello [sim:cached=3] [sim:cache-write=5]"
+    usage = anthropic.message_body(plan(body(text)), "m")["usage"]
+    prompt = math.ceil(len(text) / 4) + 4
+    assert usage["cache_read_input_tokens"] == 3
+    assert usage["cache_creation_input_tokens"] == 5
+    assert usage["cache_creation"]["ephemeral_5m_input_tokens"] == 5
+    assert usage["input_tokens"] == prompt - 3 - 5
+    greedy = anthropic.message_body(plan(body("Hi [sim:cached=2] [sim:cache-write=9999]")), "m")
+    assert greedy["usage"]["input_tokens"] == 0
+    assert (
+        greedy["usage"]["cache_creation_input_tokens"] + 2
+        == math.ceil(len("Hi [sim:cached=2] [sim:cache-write=9999]") / 4) + 4
+    )
+
+
 def test_same_words_as_the_openai_sandbox() -> None:
     mine = anthropic.message_body(plan(body("Tell me [sim:tokens=7]")), "m")["content"][0]["text"]
     openai = openai_chat.plan_answer(

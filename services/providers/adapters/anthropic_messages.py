@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from services.common.sse import SseParser
+from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages_translate import (
     ANTHROPIC_VERSION,
     MessagesStream,
@@ -31,7 +32,6 @@ from services.providers.adapters.http import (
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
     public_completion,
 )
 from services.providers.errors import UpstreamError
@@ -69,7 +69,7 @@ class AnthropicMessagesAdapter:
 
     async def complete(
         self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
-    ) -> tuple[bytes, TokenCounts]:
+    ) -> tuple[bytes, Usage]:
         body = self._body(route, request, stream=False)
         with upstream_failures():
             response = await self.client.send(self._post(body, request_id), stream=True)

@@ -377,22 +377,29 @@ def finish_reason(stop_reason: Any) -> str:
 
 def openai_usage(usage: Any) -> dict[str, Any]:
     """Anthropic usage as OpenAI's. Anthropic's input_tokens excludes cache reads and
-    writes, so the prompt total is the sum of all three; cache reads are the cached part
-    (cache writes bill at the normal input rate here). Thinking tokens are inside
-    output_tokens and not reported apart (Claude 4 returns a summary of its thinking,
-    so the visible text does not tell the count either): reasoning_tokens is 0, unknown."""
+    writes, so the prompt total is the sum of all three; cache reads are the cached part,
+    and cache writes (cache_creation_input_tokens, billed at the model's cache-write
+    rate), when there are any, go in `prompt_tokens_details.cache_write_tokens`, where
+    parse_usage reads them (the public usage does not show them). Thinking tokens are
+    inside output_tokens and not reported apart (Claude 4 returns a summary of its
+    thinking, so the visible text does not tell the count either): reasoning_tokens
+    is 0, unknown."""
     if not isinstance(usage, dict):
         raise UpstreamProtocolError("usage is not an object")
     read = _count(usage.get("cache_read_input_tokens"))
-    prompt = (
-        _count(usage.get("input_tokens")) + read + _count(usage.get("cache_creation_input_tokens"))
-    )
+    written = _count(usage.get("cache_creation_input_tokens"))
+    prompt = _count(usage.get("input_tokens")) + read + written
     completion = _count(usage.get("output_tokens"))
+    details = (
+        {"cached_tokens": read, "cache_write_tokens": written}
+        if written
+        else {"cached_tokens": read}
+    )
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": read},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
 

@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from services.common.sse import SseParser
+from services.common.usage import Usage
 from services.providers.adapters.gemini_translate import (
     GeminiRequestError,
     StreamTranslation,
@@ -41,7 +42,6 @@ from services.providers.adapters.http import (
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
     public_completion,
 )
 from services.providers.errors import (
@@ -181,7 +181,7 @@ class GeminiChatAdapter:
 
     async def complete(
         self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
-    ) -> tuple[bytes, TokenCounts]:
+    ) -> tuple[bytes, Usage]:
         body = self._body(route, request)
         with upstream_failures():
             response = await self.client.send(

@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from services.common.sse import SseParser
+from services.common.usage import Usage
 from services.providers.adapters.http import (
     api_client,
     raise_for_status,
@@ -19,7 +20,6 @@ from services.providers.adapters.http import (
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
-    TokenCounts,
     public_completion,
     upstream_request,
 )
@@ -49,7 +49,7 @@ class OpenAIChatAdapter:
 
     async def complete(
         self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
-    ) -> tuple[bytes, TokenCounts]:
+    ) -> tuple[bytes, Usage]:
         body = upstream_request(
             request,
             route.upstream_model,

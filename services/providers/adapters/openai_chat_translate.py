@@ -12,30 +12,12 @@ from typing import Any
 
 import orjson
 
-from services.common.money import ceil_div
+from services.common.usage import Usage, estimate_usage
 from services.providers.errors import UpstreamProtocolError
 
 __all__ = ["UpstreamProtocolError"]
 
-CHARS_PER_TOKEN_ESTIMATE = 4
 _DELTA_KEYS = ("role", "content", "reasoning_content", "tool_calls")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenCounts:
-    prompt_tokens: int
-    completion_tokens: int
-    cached_prompt_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    def to_public(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_prompt_tokens},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,23 +33,33 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def parse_usage(usage: Any) -> TokenCounts:
+def parse_usage(usage: Any) -> Usage:
+    """An OpenAI-shaped usage object (the upstream's, or one an adapter translated).
+    Cache writes are `prompt_tokens_details.cache_write_tokens` (OpenRouter's name; the
+    Anthropic adapter reports cache_creation_input_tokens there)."""
     if not isinstance(usage, dict):
         raise UpstreamProtocolError("usage is not an object")
     prompt_details = usage.get("prompt_tokens_details") or {}
+    if not isinstance(prompt_details, dict):
+        prompt_details = {}
     completion_details = usage.get("completion_tokens_details") or {}
-    cached = _count(prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else 0)
+    cached = _count(prompt_details.get("cached_tokens"))
     # DeepSeek reports prompt-cache hits under its own name.
     cached = cached or _count(usage.get("prompt_cache_hit_tokens"))
     reasoning = _count(
         completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else 0
     )
     prompt = _count(usage.get("prompt_tokens"))
-    return TokenCounts(
+    cached = min(cached, prompt)
+    return Usage(
         prompt_tokens=prompt,
         completion_tokens=_count(usage.get("completion_tokens")),
-        cached_prompt_tokens=min(cached, prompt),
+        cached_prompt_tokens=cached,
         reasoning_tokens=reasoning,
+        # Both are parts of the prompt: together never more than all of it.
+        cache_write_prompt_tokens=min(
+            _count(prompt_details.get("cache_write_tokens")), prompt - cached
+        ),
     )
 
 
@@ -136,7 +128,7 @@ def _message(message: Any) -> dict[str, Any]:
     return out
 
 
-def public_completion(upstream: Any, identity: Identity) -> tuple[bytes, TokenCounts]:
+def public_completion(upstream: Any, identity: Identity) -> tuple[bytes, Usage]:
     """A whole chat.completion from the upstream, in the public shape."""
     if not isinstance(upstream, dict) or not isinstance(upstream.get("choices"), list):
         raise UpstreamProtocolError("completion has no choices")
@@ -176,7 +168,7 @@ class ChunkTranslator:
 
     identity: Identity
     prompt_chars: int
-    usage: TokenCounts | None = None
+    usage: Usage | None = None
     _held: list[dict[str, Any]] = field(default_factory=list)
     _output_started: bool = False
     _completion_chars: int = 0
@@ -246,13 +238,11 @@ class ChunkTranslator:
     def output_started(self) -> bool:
         return self._output_started
 
-    def estimated_usage(self) -> TokenCounts:
-        return TokenCounts(
-            prompt_tokens=ceil_div(self.prompt_chars, CHARS_PER_TOKEN_ESTIMATE),
-            completion_tokens=ceil_div(self._completion_chars, CHARS_PER_TOKEN_ESTIMATE),
-        )
+    def estimated_usage(self) -> Usage:
+        """What was consumed so far, for a stream whose upstream reported no usage."""
+        return estimate_usage(prompt_chars=self.prompt_chars, output_chars=self._completion_chars)
 
-    def finish(self) -> tuple[list[bytes], TokenCounts]:
+    def finish(self) -> tuple[list[bytes], Usage]:
         """The closing chunks (held ones, then the usage-only chunk) and the usage to bill."""
         usage = self.usage if self.usage is not None else self.estimated_usage()
         out = [orjson.dumps(c) for c in self._held]
