@@ -14,11 +14,8 @@ import pytest
 from aiport.v1 import providers_pb2
 
 from services.common.grpc_server import ServicerContext
-from services.providers.adapters.openai_chat_translate import (
-    ChunkTranslator,
-    Identity,
-    TokenCounts,
-)
+from services.common.usage import Usage
+from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, Policy, route_key
 from services.providers.routes import Provider, Route, RouteTable
@@ -49,14 +46,14 @@ class FakeChat:
 
     async def complete(
         self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
-    ) -> tuple[bytes, TokenCounts]:
+    ) -> tuple[bytes, Usage]:
         self.calls.append(route.provider)
         self.started.set()
         if self.hang:
             await asyncio.Event().wait()
         if self.error is not None:
             raise self.error
-        return orjson.dumps({"answer": route.provider}), TokenCounts(3, 1)
+        return orjson.dumps({"answer": route.provider}), Usage(3, 1)
 
     async def stream(
         self,
