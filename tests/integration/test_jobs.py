@@ -11,15 +11,17 @@ import zlib
 from typing import Any
 
 import aio_pika
+import grpc
 import httpx
 import psycopg
 import pytest
-from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2
+from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
 from PIL import Image
 
 from deploy.local.stack import Stack
-from services.common import broker
+from services.common import broker, service_auth
 from services.common.blobs import LocalBlobStore, new_key
+from services.common.job_ids import new_job_id
 from tests.integration.conftest import (
     JOB_LEASE_SECONDS,
     JOB_TIMEOUT_SECONDS,
@@ -631,3 +633,51 @@ def test_a_capture_billing_refuses_shows_nothing_charged_and_is_retried(
     assert shown["actual_cost_idr"] == "0"  # what was really charged
     assert state(billing, account.account_id) == before
     assert captures(billing, account.account_id) == 0
+
+
+def test_a_creation_key_returns_its_job_for_the_same_request_and_refuses_another(
+    stack: Stack, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    """JobState as the gateway calls it: the key is kept with its request's hash."""
+    price = 700_000_000  # gpt-image-2 at 1k
+    hold = billing.PlaceHold(
+        billing_pb2.PlaceHoldRequest(
+            account_id=account.account_id,
+            amount_micros=price,
+            idempotency_key=f"test-hold-{time.monotonic_ns()}",
+        )
+    )
+    request = job_state_pb2.CreateJobRequest(
+        account_id=account.account_id,
+        hold_id=hold.hold_id,
+        model="gpt-image-2",
+        modality="image",
+        spec=job_state_pb2.WorkSpec(prompt="keyed", aspect_ratio="1:1", resolution="1k"),
+        unit_price_micros=price,
+        estimated_units=1,
+        estimated_cost_micros=price,
+        idempotency_key=f"call-{time.monotonic_ns()}",
+        job_id=new_job_id(),
+    )
+    with grpc.insecure_channel(stack.config.dial_addr("jobs")) as chan:
+        jobs = job_state_pb2_grpc.JobStateStub(
+            service_auth.with_token(chan, stack.config.jobs_tokens["gateway"])
+        )
+        first = jobs.CreateJob(request, timeout=10)
+        assert first.job_id == request.job_id
+        assert jobs.CreateJob(request, timeout=10).job_id == first.job_id
+        # Reconciling a creation that happened finds the job; it is not failed.
+        assert jobs.AbandonCreation(request, timeout=10).status != "failed"
+        other = job_state_pb2.CreateJobRequest()
+        other.CopyFrom(request)
+        other.spec.prompt = "something else"
+        for call in (jobs.CreateJob, jobs.AbandonCreation):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(other, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with httpx.Client(
+        base_url=stack.config.base_url, headers={"Authorization": f"Bearer {account.api_key}"}
+    ) as http:
+        job = poll(http, first.job_id)
+    assert job["status"] == "done" and job["actual_cost_idr"] == "700"
+    assert captures(billing, account.account_id) == 1
