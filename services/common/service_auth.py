@@ -76,7 +76,13 @@ JOBS_CALLERS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset(JOB_STATE + m for m in ("CreateJob", "AbandonCreation", "GetJob")),
     "worker": frozenset(
         JOB_STATE + m
-        for m in ("BeginAttempt", "RenewLease", "ReleaseLease", "RecordUpstreamTask", "GetJob")
+        for m in (
+            "BeginLeasedAttempt",
+            "RenewLease",
+            "ReleaseLease",
+            "RecordUpstreamTask",
+            "GetJob",
+        )
     ),
 }
 JOBS_CALLER_TOKEN_ENV: Mapping[str, str] = {

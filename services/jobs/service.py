@@ -348,7 +348,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
         return record(job)
 
     @_database_guarded
-    async def BeginAttempt(
+    async def BeginLeasedAttempt(
         self, request: job_state_pb2.BeginAttemptRequest, context: ServicerContext
     ) -> job_state_pb2.Attempt:
         begun = None

@@ -206,7 +206,7 @@ class Worker:
             await message.ack()
             return
         try:
-            attempt = await self.job_state.BeginAttempt(
+            attempt = await self.job_state.BeginLeasedAttempt(
                 job_state_pb2.BeginAttemptRequest(job_id=item.job_id, worker_id=self.worker_id),
                 timeout=JOB_STATE_TIMEOUT_SECONDS,
             )

@@ -46,7 +46,7 @@ class JobState:
         self.renewals = renewals  # OK for a renewal that succeeds
         self.renewed: list[str] = []
 
-    async def BeginAttempt(self, request: Any, timeout: float) -> job_state_pb2.Attempt:  # noqa: ASYNC109
+    async def BeginLeasedAttempt(self, request: Any, timeout: float) -> job_state_pb2.Attempt:  # noqa: ASYNC109
         return self.attempt
 
     async def RenewLease(self, request: Any, timeout: float) -> job_state_pb2.Lease:  # noqa: ASYNC109
