@@ -1,8 +1,11 @@
 """The RabbitMQ topology jobs and provider workers share, and confirmed publishing.
 
 Work goes through a durable direct exchange to one durable queue per worker
-kind; outcomes come back on one durable queue. Every message is persistent and
-every publish waits for the broker's confirm, so "sent" means "on disk there".
+kind; outcomes come back on one durable queue. A delivery a worker must put
+off (another worker holds the job's lease) waits in the kind's deferred queue
+until its per-message expiration, then dead-letters back into the work queue.
+Every message is persistent and every publish waits for the broker's confirm,
+so "sent" means "on disk there".
 Names carry a prefix (AIPORT_AMQP_PREFIX) so test runs never share queues.
 """
 
@@ -38,6 +41,9 @@ class Names:
     def work_queue(self, kind: str) -> str:
         return f"{self.prefix}.work.{kind}"
 
+    def deferred_queue(self, kind: str) -> str:
+        return f"{self.prefix}.work.{kind}.deferred"
+
     @property
     def outcomes_queue(self) -> str:
         return f"{self.prefix}.outcomes"
@@ -60,14 +66,26 @@ async def declare(channel: AbstractChannel, names: Names) -> AbstractExchange:
     for kind in WORKER_KINDS:
         queue = await channel.declare_queue(names.work_queue(kind), durable=True)
         await queue.bind(exchange, routing_key=kind)
+        # Nobody consumes it: messages expire (each with its own delay) back to work.
+        await channel.declare_queue(
+            names.deferred_queue(kind),
+            durable=True,
+            arguments={
+                "x-dead-letter-exchange": names.work_exchange,
+                "x-dead-letter-routing-key": kind,
+            },
+        )
     await channel.declare_queue(names.outcomes_queue, durable=True)
     return exchange
 
 
-def message(body: bytes, message_id: str) -> aio_pika.Message:
+def message(body: bytes, message_id: str, expires_seconds: int | None = None) -> aio_pika.Message:
+    """A persistent message; `expires_seconds` (for the deferred queue) is how long
+    it waits there before going back to work."""
     return aio_pika.Message(
         body,
         message_id=message_id,
         content_type="application/x-protobuf",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        expiration=expires_seconds,
     )

@@ -134,6 +134,19 @@ JOB_FAILURES = Counter(
     ("modality", "code"),
     registry=REGISTRY,
 )
+JOB_LEASE_DEFERRALS = Counter(
+    "aiport_job_lease_deferrals",
+    "Deliveries of a job another worker was running (its lease live): put off, not run.",
+    ("modality",),
+    registry=REGISTRY,
+)
+JOB_SETTLEMENT_REFUSALS = Counter(
+    "aiport_job_settlement_refusals",
+    "Captures or releases of a finished job's hold that billing refused: retried later, "
+    "or abandoned (nothing charged) after several refusals. Any is worth a look.",
+    ("operation", "outcome"),
+    registry=REGISTRY,
+)
 QUEUE_READY = Gauge(
     "aiport_queue_messages_ready",
     "Messages ready for delivery in a queue.",

@@ -73,8 +73,17 @@ BILLING_CALLERS: Mapping[str, frozenset[str]] = {
 JOB_STATE = "/aiport.v1.JobState/"
 JOBS_TOKEN_ENV = "AIPORT_JOBS_TOKEN"
 JOBS_CALLERS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset(JOB_STATE + m for m in ("CreateJob", "GetJob")),
-    "worker": frozenset(JOB_STATE + m for m in ("BeginAttempt", "RecordUpstreamTask", "GetJob")),
+    "gateway": frozenset(JOB_STATE + m for m in ("CreateJob", "AbandonCreation", "GetJob")),
+    "worker": frozenset(
+        JOB_STATE + m
+        for m in (
+            "BeginLeasedAttempt",
+            "RenewLease",
+            "ReleaseLease",
+            "RecordUpstreamTask",
+            "GetJob",
+        )
+    ),
 }
 JOBS_CALLER_TOKEN_ENV: Mapping[str, str] = {
     "gateway": "AIPORT_JOBS_TOKEN_GATEWAY",

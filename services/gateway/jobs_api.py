@@ -2,14 +2,24 @@
 
 A create call places a hold for the job's worst-case price, asks the jobs
 service to create the job (committed and queued before it answers), and
-answers 202. If the job cannot be created the hold is released at once.
+answers 202. If the job cannot be created the hold is released at once. If
+the jobs service never answered, nobody knows whether the job exists: the hold
+stays, the client gets a 503 naming the job id to poll, and a reconciler asks
+the jobs service until it settles the question (AbandonCreation: the job if it
+exists, otherwise a failed job under that id whose hold is released). Should
+the gateway die first, the hold expires (its TTL is longer than any job), so
+a job that exists is settled by the jobs service and one that does not is
+released by billing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
@@ -28,6 +38,7 @@ from services.common import blobs
 from services.common.catalog import Catalog
 from services.common.grpc_server import ServicerContext
 from services.common.images import DecodeGate, InvalidImage
+from services.common.job_ids import new_job_id
 from services.common.logs import fields
 from services.common.money import micros_to_idr
 from services.gateway import errors
@@ -49,6 +60,11 @@ log = logging.getLogger(__name__)
 
 JOBS_TIMEOUT_SECONDS = 15.0
 CREATE_JOB_ATTEMPTS = 3
+RETRYABLE = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+# Asking the jobs service whether an unanswered creation happened: soon, then
+# every few seconds (a client polling the job id may get a 404 until then).
+RECONCILE_FIRST_PAUSE_SECONDS = 0.5
+RECONCILE_MAX_PAUSE_SECONDS = 5.0
 ACCEPTED = (("x-aiport-http-status", "202"),)
 
 Parser = Callable[[bytes, Catalog], JobPlan]
@@ -66,6 +82,44 @@ def insufficient_balance(amount_micros: int) -> PublicError:
 
 def invalid_image(message: str) -> PublicError:
     return PublicError(400, "invalid_request_error", "invalid_image", message, FILE_FIELD)
+
+
+def job_outcome_unknown(job_id: str) -> PublicError:
+    """CreateJob went unanswered on every try: the job may exist. Not to be
+    retried blindly (that could make a second job), hence should_retry false."""
+    return PublicError(
+        503,
+        "service_unavailable",
+        "job_status_unknown",
+        f"The job service did not answer, so job {job_id} may or may not have been created. "
+        f"Poll GET /v1/jobs/{job_id} instead of submitting again: within a few seconds of the "
+        "service's return it either runs as usual or shows failed with nothing charged "
+        "(until then the amount stays held).",
+        should_retry=False,
+    )
+
+
+def idempotency_key_reused() -> PublicError:
+    return PublicError(
+        422,
+        "invalid_request_error",
+        "idempotency_key_reused",
+        "This idempotency key was used before for a different request. "
+        "Use a new key for a new request.",
+    )
+
+
+class Creation(enum.Enum):
+    """How asking the jobs service to create a job ended, when no job came back."""
+
+    NOT_CREATED = "not_created"  # refused: no job owns the hold (released)
+    KEY_REUSED = "key_reused"  # the key guarded another request (hold released)
+    UNKNOWN = "unknown"  # never answered: reconciled in the background, hold kept
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    job: job_state_pb2.JobRecord
 
 
 def job_not_found() -> PublicError:
@@ -137,30 +191,83 @@ class JobsBackend:
             min_billable_units=plan.min_billable_units,
             estimated_cost_micros=amount,
             idempotency_key=caller.call_id,
+            # Ours, so that the client can be told what to poll whatever happens.
+            job_id=new_job_id(),
         )
-        # No await since the hold was placed. Creating the job, or releasing the
+        # No await since the hold was placed. Creating the job, or settling the
         # hold when it cannot be created, runs in a task of its own: a client
         # that leaves (or whose deadline passes) meanwhile cannot strand the hold.
-        job = await asyncio.shield(
-            self.backends.settle_later(self._create_or_release(request, caller.request_id))
+        created = await asyncio.shield(
+            self.backends.settle_later(self._create_or_settle(request, caller.request_id))
         )
-        if job is None:
+        if created is Creation.UNKNOWN:
+            raise job_outcome_unknown(request.job_id)
+        if created is Creation.KEY_REUSED:
+            raise idempotency_key_reused()
+        if created is Creation.NOT_CREATED:
             raise errors.service_unavailable("Jobs cannot be accepted right now. Please try again.")
         return generate_pb2.JobAccepted(
-            job_id=job.job_id, status="pending", estimated_cost_idr=micros_to_idr(amount)
+            job_id=created.job.job_id, status="pending", estimated_cost_idr=micros_to_idr(amount)
         )
 
-    async def _create_or_release(
+    async def _create_or_settle(
+        self, request: job_state_pb2.CreateJobRequest, request_id: str
+    ) -> Created | Creation:
+        """The job, which now owns the hold; or why there is none (the hold then
+        released, or kept while the creation is reconciled)."""
+        try:
+            return Created(await self._create_job(request))
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code in RETRYABLE:
+                # The job may exist and run: releasing the hold now would give it
+                # away for free. Ask until the jobs service knows.
+                log.error(
+                    "job creation outcome unknown; reconciling",
+                    extra=fields(request_id=request_id, job_id=request.job_id, code=code.name),
+                )
+                self.backends.settle_later(self.reconcile(request, request_id))
+                return Creation.UNKNOWN
+            # No job owns the hold (or it was failed and refunded already): free it.
+            await self.backends.release(request.hold_id, f"job not created: {code.name}")
+            log.error("job not created", extra=fields(request_id=request_id, code=code.name))
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                return Creation.KEY_REUSED
+            return Creation.NOT_CREATED
+
+    async def reconcile(
         self, request: job_state_pb2.CreateJobRequest, request_id: str
     ) -> job_state_pb2.JobRecord | None:
-        """The job, which now owns the hold; or None, the hold released."""
-        try:
-            return await self._create_job(request)
-        except grpc.aio.AioRpcError as exc:
-            # No job exists (or it was failed and refunded already): free the money now.
-            await self.backends.release(request.hold_id, f"job not created: {exc.code().name}")
-            log.error("job not created", extra=fields(request_id=request_id, code=exc.code().name))
-            return None
+        """Ask the jobs service, until it answers, to settle a creation whose outcome
+        is unknown: it returns the job if it exists (the job owns the hold), or
+        fails the job under its id, so it can never be created late, and releases
+        the hold itself. Gives up when the hold has expired anyway."""
+        deadline = time.monotonic() + self.hold_ttl_seconds
+        pause = RECONCILE_FIRST_PAUSE_SECONDS
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                job: job_state_pb2.JobRecord = await self.job_state.AbandonCreation(
+                    request, timeout=JOBS_TIMEOUT_SECONDS
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in RETRYABLE and time.monotonic() < deadline:
+                    pause = min(pause * 2, RECONCILE_MAX_PAUSE_SECONDS)
+                    continue
+                # The hold expires and billing releases it; a job that exists is
+                # settled by the jobs service before that (its hold outlives it).
+                log.error(
+                    "job creation not reconciled; its hold is left to expire",
+                    extra=fields(
+                        request_id=request_id, job_id=request.job_id, code=exc.code().name
+                    ),
+                )
+                return None
+            log.warning(
+                "job creation reconciled",
+                extra=fields(request_id=request_id, job_id=job.job_id, status=job.status),
+            )
+            return job
 
     async def _create_job(self, request: job_state_pb2.CreateJobRequest) -> job_state_pb2.JobRecord:
         """CreateJob is idempotent per request id, so a reply lost to a timeout or
@@ -173,13 +280,7 @@ class JobsBackend:
                 )
                 return job
             except grpc.aio.AioRpcError as exc:
-                retryable = exc.code() in (
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.UNAVAILABLE,
-                )
-                # A job the jobs service refused (and refunded) comes back failed
-                # on the retry, which the client then sees when polling.
-                if not retryable or attempt == CREATE_JOB_ATTEMPTS:
+                if exc.code() not in RETRYABLE or attempt == CREATE_JOB_ATTEMPTS:
                     raise
                 await asyncio.sleep(0.2 * attempt)
         raise AssertionError("unreachable")

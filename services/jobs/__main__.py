@@ -9,7 +9,7 @@ from aiport.v1 import billing_pb2_grpc, job_state_pb2_grpc
 
 from services.common import broker, logs, pg, runtime, service_auth, settings
 from services.common.grpc_server import channel, serve
-from services.jobs import gauges
+from services.jobs import gauges, rules
 from services.jobs.service import (
     JobStateService,
     PublishedMarks,
@@ -24,6 +24,9 @@ def timing_from_env() -> Timing:
     return Timing(
         job_timeout_seconds=settings.env_int("AIPORT_JOB_TIMEOUT_SECONDS", 600),
         sweep_seconds=settings.env_float("AIPORT_JOB_SWEEP_SECONDS", 5.0),
+        lease_seconds=rules.clamp_lease_seconds(
+            settings.env_int("AIPORT_JOB_LEASE_SECONDS", rules.DEFAULT_LEASE_SECONDS)
+        ),
     )
 
 
@@ -40,14 +43,17 @@ async def main() -> None:
     billing_channel = channel(
         settings.billing_addr(), service_auth.client_interceptors(service_auth.own_token())
     )
-    settlement = Settlement(pool, billing_pb2_grpc.BillingStub(billing_channel))
+    timing = timing_from_env()
+    settlement = Settlement(
+        pool, billing_pb2_grpc.BillingStub(billing_channel), retry_base_seconds=timing.sweep_seconds
+    )
     names = broker.names_from_env()
     connection = await broker.connect(settings.amqp_url())
     publisher = await open_publisher(connection, names)
     published = PublishedMarks(pool)
-    service = JobStateService(pool, publisher, settlement, published)
+    service = JobStateService(pool, publisher, settlement, published, timing.lease_seconds)
     background = asyncio.create_task(
-        run_background(pool, connection, names, publisher, settlement, published, timing_from_env())
+        run_background(pool, connection, names, publisher, settlement, published, timing)
     )
     queue_depth = gauges.QueueDepth(connection, names)
     refresh = asyncio.create_task(gauges.run(pool, queue_depth))

@@ -30,7 +30,11 @@ async def refresh_active_jobs(pool: pg.Pool) -> None:
 
 
 def queue_names(names: broker.Names) -> list[str]:
-    return [*(names.work_queue(kind) for kind in broker.WORKER_KINDS), names.outcomes_queue]
+    return [
+        *(names.work_queue(kind) for kind in broker.WORKER_KINDS),
+        *(names.deferred_queue(kind) for kind in broker.WORKER_KINDS),
+        names.outcomes_queue,
+    ]
 
 
 class QueueDepth:

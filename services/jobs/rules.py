@@ -1,11 +1,19 @@
-"""Job rules with no I/O: ids, what a finished job costs, limits and messages."""
+"""Job rules with no I/O: ids, what a finished job costs and shows, leases,
+settlement retries, idempotency, limits and messages."""
 
 from __future__ import annotations
 
-import secrets
-import string
+import enum
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-_ALPHABET = string.ascii_letters + string.digits
+from aiport.v1 import job_state_pb2
+
+from services.common.job_ids import new_job_id
+
+__all__ = ["new_job_id"]
+
 TERMINAL = frozenset({"done", "failed"})
 ACTIVE = ("pending", "processing")
 # A job whose worker died this many times is failed and refunded rather than
@@ -13,10 +21,137 @@ ACTIVE = ("pending", "processing")
 MAX_ATTEMPTS = 3
 PROVIDER_FAILED = "Provider failed. Please try again."
 NOT_QUEUED = "The job could not be queued. Please try again."
+NOT_CREATED = "The job could not be created. Please submit it again."
+
+# -- leases --------------------------------------------------------------------
+# A lease outlives a few missed heartbeats (a slow database, a GC pause) but not
+# a dead worker for long: its jobs resume about this long after it died.
+DEFAULT_LEASE_SECONDS = 30
+MIN_LEASE_SECONDS = 2
+MAX_LEASE_SECONDS = 600
+# Heartbeats per lease lifetime: two may be lost before the lease lapses.
+RENEWALS_PER_LEASE = 3
+# A deferred delivery comes back about when the lease would end, never sooner
+# than this (no busy loop) nor later than one lease (a renewed lease is
+# checked again).
+MIN_DEFER_SECONDS = 1
 
 
-def new_job_id() -> str:
-    return "job_" + "".join(secrets.choice(_ALPHABET) for _ in range(26))
+class Verdict(enum.Enum):
+    RUN = "run"  # take the lease and work
+    DEFER = "defer"  # another worker holds a live lease: come back later
+    FINISHED = "finished"  # nothing to do
+    EXHAUSTED = "exhausted"  # too many attempts died: fail and refund instead
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDecision:
+    verdict: Verdict
+    defer_seconds: int = 0
+
+
+def clamp_lease_seconds(seconds: int) -> int:
+    return max(MIN_LEASE_SECONDS, min(seconds, MAX_LEASE_SECONDS))
+
+
+def renew_every_seconds(lease_seconds: int) -> int:
+    return max(1, lease_seconds // RENEWALS_PER_LEASE)
+
+
+def lease_live(lease_expires_at: datetime | None, now: datetime) -> bool:
+    return lease_expires_at is not None and lease_expires_at > now
+
+
+def decide_attempt(
+    *,
+    status: str,
+    attempts: int,
+    lease_expires_at: datetime | None,
+    now: datetime,
+    lease_seconds: int,
+) -> AttemptDecision:
+    """What a worker that received the job may do with it. A live lease is
+    someone's work in progress, even this worker's own (a second delivery of a
+    job it is running), so it is never run twice at once; a deferral does not
+    count as an attempt."""
+    if status in TERMINAL:
+        return AttemptDecision(Verdict.FINISHED)
+    if lease_live(lease_expires_at, now):
+        assert lease_expires_at is not None
+        left = (lease_expires_at - now).total_seconds()
+        wait = max(MIN_DEFER_SECONDS, min(int(left) + 1, lease_seconds))
+        return AttemptDecision(Verdict.DEFER, wait)
+    if attempts >= MAX_ATTEMPTS:
+        return AttemptDecision(Verdict.EXHAUSTED)
+    return AttemptDecision(Verdict.RUN)
+
+
+def may_renew(*, status: str, held_token: str | None, token: str) -> bool:
+    """Only the holder renews, and only while the job runs. An expired lease
+    nobody took over is still the holder's: nobody else has started the job."""
+    return status == "processing" and held_token is not None and held_token == token
+
+
+def lease_expiry(now: datetime, lease_seconds: int) -> datetime:
+    return now + timedelta(seconds=lease_seconds)
+
+
+# -- settlement ----------------------------------------------------------------
+# Billing refusing a settlement (a hold already settled the other way, or
+# expired) is retried this many times, further and further apart, then given
+# up: the job is closed as charged nothing, with an error for the operator.
+MAX_SETTLE_REFUSALS = 5
+MAX_SETTLE_RETRY_SECONDS = 3600
+
+
+def settle_retry_seconds(refusals: int, base_seconds: float) -> float:
+    """After the n-th refusal: base, 2 x base, 4 x base, ... capped at an hour."""
+    assert refusals >= 1
+    return min(base_seconds * float(2 ** (refusals - 1)), float(MAX_SETTLE_RETRY_SECONDS))
+
+
+def give_up_settling(refusals: int) -> bool:
+    return refusals >= MAX_SETTLE_REFUSALS
+
+
+def shown_cost_micros(
+    *,
+    status: str,
+    actual_cost_micros: int | None,
+    charged_micros: int | None,
+    settle_refusals: int,
+) -> int | None:
+    """The cost a client sees: what billing really charged once it settled; for a
+    done job being settled right now, the cost about to be charged; 0 while
+    billing refuses the capture (nothing was charged); None until finished."""
+    if status not in TERMINAL:
+        return None
+    if charged_micros is not None:
+        return charged_micros
+    if status == "failed" or settle_refusals > 0:
+        return 0
+    return actual_cost_micros or 0
+
+
+# -- idempotency ----------------------------------------------------------------
+
+
+def creation_input_hash(request: job_state_pb2.CreateJobRequest) -> bytes:
+    """sha256 of everything the creation asked for except the key itself.
+    Deterministic serialization; proto3 leaves default values out, so a field
+    added later does not change the hash of requests that do not set it."""
+    guarded = job_state_pb2.CreateJobRequest()
+    guarded.CopyFrom(request)
+    guarded.idempotency_key = ""
+    return hashlib.sha256(guarded.SerializeToString(deterministic=True)).digest()
+
+
+def same_input(stored_hash: bytes | None, request_hash: bytes) -> bool:
+    """A job created before hashes were stored (None) matches any retry."""
+    return stored_hash is None or bytes(stored_hash) == request_hash
+
+
+# -- messages ------------------------------------------------------------------
 
 
 def timed_out_message(timeout_seconds: int) -> str:

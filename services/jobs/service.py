@@ -16,10 +16,10 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobu
 from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
 from psycopg_pool import PoolTimeout
 
-from services.common import broker, metrics, pg, requestctx
+from services.common import broker, job_ids, metrics, pg, requestctx
 from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
-from services.jobs import store
+from services.jobs import rules, store
 from services.jobs.store import JobRow
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ class Timing:
     relay_after_seconds: float = 5.0
     batch: int = 200
     outcome_prefetch: int = 32
+    # How long a worker's claim on a running job lasts without a heartbeat.
+    lease_seconds: int = rules.DEFAULT_LEASE_SECONDS
 
 
 def record(job: JobRow) -> job_state_pb2.JobRecord:
@@ -50,7 +52,8 @@ def record(job: JobRow) -> job_state_pb2.JobRecord:
         spec=job_state_pb2.WorkSpec.FromString(job.spec),
         hold_id=job.hold_id,
         estimated_cost_micros=job.estimated_cost_micros,
-        actual_cost_micros=job.actual_cost_micros or 0,
+        # What was really charged (see rules.shown_cost_micros), not what was due.
+        actual_cost_micros=job.shown_cost_micros or 0,
         result_key=job.result_key or "",
         last_frame_key=job.last_frame_key or "",
         error_message=job.error_message or "",
@@ -63,18 +66,23 @@ def record(job: JobRow) -> job_state_pb2.JobRecord:
 
 
 class Settlement:
-    """Captures a done job's cost or releases a failed job's hold, once."""
+    """Captures a done job's cost or releases a failed job's hold, and records
+    what billing really moved. A refusal leaves the job unsettled, showing
+    nothing charged, for the sweeper to try again later (a few times)."""
 
-    def __init__(self, pool: pg.Pool, billing: billing_pb2_grpc.BillingStub) -> None:
+    def __init__(
+        self, pool: pg.Pool, billing: billing_pb2_grpc.BillingStub, retry_base_seconds: float = 5.0
+    ) -> None:
         self.pool = pool
         self.billing = billing
+        self.retry_base_seconds = retry_base_seconds
 
     async def settle(self, job: JobRow) -> bool:
-        """True once billing has settled the hold (now or before). Retry-safe:
-        capture and release are idempotent per hold."""
+        """True once billing has settled the hold (now or before) or settling was
+        given up. Retry-safe: capture and release are idempotent per hold."""
         try:
             if job.status == "done":
-                await self.billing.CaptureHold(
+                hold = await self.billing.CaptureHold(
                     billing_pb2.CaptureHoldRequest(
                         hold_id=job.hold_id,
                         amount_micros=job.actual_cost_micros or 0,
@@ -82,6 +90,7 @@ class Settlement:
                     ),
                     timeout=BILLING_TIMEOUT_SECONDS,
                 )
+                charged = hold.captured_micros
             else:
                 await self.billing.ReleaseHold(
                     billing_pb2.ReleaseHoldRequest(
@@ -89,21 +98,48 @@ class Settlement:
                     ),
                     timeout=BILLING_TIMEOUT_SECONDS,
                 )
+                charged = 0
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 log.warning("settle later: billing unavailable", extra=fields(job_id=job.id))
                 return False
-            # e.g. the hold expired before a very late capture: nothing left to move.
+            return await self._refused(job, exc)
+        if charged != (job.actual_cost_micros or 0) and job.status == "done":
             log.error(
-                "billing refused settlement",
-                extra=fields(job_id=job.id, code=exc.code().name, detail=exc.details()),
+                "billing charged a different amount than the job's cost",
+                extra=fields(job_id=job.id, cost_micros=job.actual_cost_micros, charged=charged),
             )
-        await store.mark_settled(self.pool, job.id)
+        await store.mark_settled(self.pool, job.id, charged)
         log.info(
             "job settled",
-            extra=fields(job_id=job.id, status=job.status, cost_micros=job.actual_cost_micros or 0),
+            extra=fields(job_id=job.id, status=job.status, charged_micros=charged),
         )
         return True
+
+    async def _refused(self, job: JobRow, exc: grpc.aio.AioRpcError) -> bool:
+        """Billing said no (e.g. the hold expired before a very late capture):
+        nothing was charged. Tried again later; given up after a few refusals."""
+        operation = "capture" if job.status == "done" else "release"
+        refusals = job.settle_refusals + 1
+        detail = f"{exc.code().name}: {exc.details()}"
+        if rules.give_up_settling(refusals):
+            metrics.JOB_SETTLEMENT_REFUSALS.labels(operation, "abandoned").inc()
+            log.error(
+                "billing refused settlement again; given up, nothing charged",
+                extra=fields(job_id=job.id, hold_id=job.hold_id, refusals=refusals, e=detail),
+            )
+            await store.mark_settled(self.pool, job.id, 0)
+            return True
+        metrics.JOB_SETTLEMENT_REFUSALS.labels(operation, "retry").inc()
+        retry = rules.settle_retry_seconds(refusals, self.retry_base_seconds)
+        log.error(
+            "billing refused settlement; retried later",
+            extra=fields(
+                job_id=job.id, hold_id=job.hold_id, refusals=refusals, retry_s=retry, e=detail
+            ),
+        )
+        await store.record_settle_refusal(self.pool, job.id, detail, retry)
+        return False
 
 
 class Publisher:
@@ -127,6 +163,15 @@ class Publisher:
 
 def _valid_id(value: str, prefix: str) -> bool:
     return value.startswith(prefix) and 0 < len(value) <= MAX_ID_CHARS
+
+
+def _lease(job_id: str, lease: store.Lease, lease_seconds: int) -> job_state_pb2.Lease:
+    return job_state_pb2.Lease(
+        job_id=job_id,
+        token=lease.token,
+        expires_at_unix=int(lease.expires_at.timestamp()),
+        renew_every_seconds=rules.renew_every_seconds(lease_seconds),
+    )
 
 
 def _database_guarded(
@@ -183,16 +228,19 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
         publisher: Publisher,
         settlement: Settlement,
         published: PublishedMarks,
+        lease_seconds: int = rules.DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.pool = pool
         self.publisher = publisher
         self.settlement = settlement
         self.published = published
+        self.lease_seconds = rules.clamp_lease_seconds(lease_seconds)
 
-    @_database_guarded
-    async def CreateJob(
-        self, request: job_state_pb2.CreateJobRequest, context: ServicerContext
-    ) -> job_state_pb2.JobRecord:
+    @staticmethod
+    async def _check_creation(
+        request: job_state_pb2.CreateJobRequest, context: ServicerContext
+    ) -> str:
+        """The worker kind of a complete request (INVALID_ARGUMENT otherwise)."""
         kind = broker.WORKER_KIND.get(request.modality)
         if (
             kind is None
@@ -201,12 +249,35 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             or not request.idempotency_key
             or not request.model
             or request.estimated_cost_micros <= 0
+            or (request.job_id and not job_ids.is_job_id(request.job_id))
         ):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incomplete CreateJobRequest")
+            raise AssertionError("unreachable")
+        return kind
+
+    @staticmethod
+    async def _conflict(context: ServicerContext, conflict: store.IdempotencyConflict) -> None:
+        log.warning(
+            "idempotency key reused for another request", extra=fields(job_id=conflict.job_id)
+        )
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the idempotency key was used before for a different request",
+        )
+
+    @_database_guarded
+    async def CreateJob(
+        self, request: job_state_pb2.CreateJobRequest, context: ServicerContext
+    ) -> job_state_pb2.JobRecord:
+        kind = await self._check_creation(request, context)
         request_id = requestctx.current()
-        job, outbox_id = await store.create_job(self.pool, request, kind, request_id)
+        try:
+            job, outbox_id = await store.create_job(self.pool, request, kind, request_id)
+        except store.IdempotencyConflict as conflict:
+            await self._conflict(context, conflict)
+            raise AssertionError("unreachable") from None
         if outbox_id is None:
-            return record(job)  # a retry: the first call queued it
+            return record(job)  # a retry: the first call queued it (or it was abandoned)
         try:
             await self.publisher.publish(
                 kind,
@@ -222,10 +293,10 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             if failed is not None:
                 metrics.JOBS_FINISHED.labels(failed.modality, failed.status).inc()
                 await self.settlement.settle(failed)
-                # Definitive, not retryable: this job was failed and refunded. A
-                # retry with the same key would only find it failed.
+                # Definitive: this job was failed and refunded. A retry with the
+                # same key would only find it failed.
                 await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.ABORTED,
                     "the job queue is unavailable; the job was not created",
                 )
             # The relay sent it meanwhile: the job is queued after all.
@@ -243,6 +314,27 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
         return record(job)
 
     @_database_guarded
+    async def AbandonCreation(
+        self, request: job_state_pb2.CreateJobRequest, context: ServicerContext
+    ) -> job_state_pb2.JobRecord:
+        await self._check_creation(request, context)
+        try:
+            job, abandoned = await store.abandon_creation(self.pool, request)
+        except store.IdempotencyConflict as conflict:
+            await self._conflict(context, conflict)
+            raise AssertionError("unreachable") from None
+        if abandoned:
+            metrics.JOBS_FINISHED.labels(job.modality, job.status).inc()
+            log.warning(
+                "creation abandoned: no job existed; its hold is released",
+                extra=fields(job_id=job.id, hold_id=job.hold_id),
+            )
+            await self.settlement.settle(job)  # if billing is down, the sweep retries
+        else:
+            log.info("creation reconciled: the job exists", extra=fields(job_id=job.id))
+        return record(job)
+
+    @_database_guarded
     async def GetJob(
         self, request: job_state_pb2.GetJobStateRequest, context: ServicerContext
     ) -> job_state_pb2.JobRecord:
@@ -256,16 +348,68 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
         return record(job)
 
     @_database_guarded
-    async def BeginAttempt(
+    async def BeginLeasedAttempt(
         self, request: job_state_pb2.BeginAttemptRequest, context: ServicerContext
-    ) -> job_state_pb2.JobRecord:
-        job = await store.begin_attempt(self.pool, request.job_id, request.worker_id)
-        if job is None:
+    ) -> job_state_pb2.Attempt:
+        begun = None
+        if _valid_id(request.job_id, "job_"):
+            begun = await store.begin_attempt(
+                self.pool, request.job_id, request.worker_id[:MAX_ID_CHARS], self.lease_seconds
+            )
+        if begun is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such job")
             raise AssertionError("unreachable")
+        job, verdict = begun.job, begun.decision.verdict
+        if verdict == rules.Verdict.DEFER:
+            metrics.JOB_LEASE_DEFERRALS.labels(job.modality).inc()
+            log.info(
+                "job is leased to another attempt; deferred",
+                extra=fields(
+                    job_id=job.id,
+                    worker=request.worker_id,
+                    defer_s=begun.decision.defer_seconds,
+                ),
+            )
+            return job_state_pb2.Attempt(
+                verdict=job_state_pb2.Attempt.DEFER,
+                job=record(job),
+                defer_seconds=begun.decision.defer_seconds,
+            )
+        if verdict == rules.Verdict.RUN:
+            assert begun.lease is not None
+            return job_state_pb2.Attempt(
+                verdict=job_state_pb2.Attempt.RUN,
+                job=record(job),
+                lease=_lease(job.id, begun.lease, self.lease_seconds),
+            )
+        if verdict == rules.Verdict.EXHAUSTED:
+            metrics.JOBS_FINISHED.labels(job.modality, job.status).inc()
+            log.warning("job failed after too many attempts", extra=fields(job_id=job.id))
         if job.finished and job.settled_at is None:
             await self.settlement.settle(job)  # failed after too many attempts
-        return record(job)
+        return job_state_pb2.Attempt(verdict=job_state_pb2.Attempt.FINISHED, job=record(job))
+
+    @_database_guarded
+    async def RenewLease(
+        self, request: job_state_pb2.LeaseRequest, context: ServicerContext
+    ) -> job_state_pb2.Lease:
+        expires = None
+        if _valid_id(request.job_id, "job_") and request.lease_token:
+            expires = await store.renew_lease(
+                self.pool, request.job_id, request.lease_token, self.lease_seconds
+            )
+        if expires is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the lease is not yours")
+            raise AssertionError("unreachable")
+        return _lease(request.job_id, store.Lease(request.lease_token, expires), self.lease_seconds)
+
+    @_database_guarded
+    async def ReleaseLease(
+        self, request: job_state_pb2.LeaseRequest, context: ServicerContext
+    ) -> job_state_pb2.Lease:
+        if _valid_id(request.job_id, "job_") and request.lease_token:
+            await store.release_lease(self.pool, request.job_id, request.lease_token)
+        return job_state_pb2.Lease(job_id=request.job_id)
 
     @_database_guarded
     async def RecordUpstreamTask(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,9 +19,30 @@ COLUMNS = (
     "id, account_id, model, modality, status, spec, hold_id, unit_price_micros,"
     " estimated_units, min_billable_units, estimated_cost_micros, actual_cost_micros,"
     " result_key, last_frame_key, error_message, error_code, upstream_task_id, attempts,"
-    " created_at,"
-    " finished_at, settled_at"
+    " created_at, finished_at, settled_at, input_hash, lease_token, lease_expires_at,"
+    " charged_micros, settle_refusals, settle_error"
 )
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key guarded a different request before."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BegunAttempt:
+    job: JobRow
+    decision: rules.AttemptDecision
+    lease: Lease | None  # with RUN
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +68,25 @@ class JobRow:
     created_at: datetime
     finished_at: datetime | None
     settled_at: datetime | None
+    input_hash: bytes | None
+    lease_token: str | None
+    lease_expires_at: datetime | None
+    charged_micros: int | None
+    settle_refusals: int
+    settle_error: str | None
 
     @property
     def finished(self) -> bool:
         return self.status in rules.TERMINAL
+
+    @property
+    def shown_cost_micros(self) -> int | None:
+        return rules.shown_cost_micros(
+            status=self.status,
+            actual_cost_micros=self.actual_cost_micros,
+            charged_micros=self.charged_micros,
+            settle_refusals=self.settle_refusals,
+        )
 
 
 def _row(row: DictRow) -> JobRow:
@@ -61,53 +98,76 @@ async def _one(conn: AsyncConnection[DictRow], sql: str, params: dict[str, Any])
     return _row(row) if row is not None else None
 
 
+_INSERT_JOB = f"""
+    INSERT INTO jobs.jobs (id, account_id, idempotency_key, input_hash, model, modality, spec,
+        hold_id, unit_price_micros, estimated_units, min_billable_units, estimated_cost_micros,
+        status, error_message, error_code, actual_cost_micros, finished_at)
+    VALUES (%(id)s, %(account_id)s, %(key)s, %(hash)s, %(model)s, %(modality)s, %(spec)s,
+        %(hold_id)s, %(unit_price)s, %(units)s, %(min_units)s, %(estimated)s,
+        %(status)s, %(error)s, %(code)s, %(cost)s,
+        CASE WHEN %(status)s = 'failed' THEN now() END)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {COLUMNS}
+"""
+
+
+def _job_params(
+    request: job_state_pb2.CreateJobRequest, job_id: str, input_hash: bytes
+) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "account_id": request.account_id,
+        "key": request.idempotency_key,
+        "hash": input_hash,
+        "model": request.model,
+        "modality": request.modality,
+        "spec": request.spec.SerializeToString(),
+        "hold_id": request.hold_id,
+        "unit_price": request.unit_price_micros,
+        "units": request.estimated_units,
+        "min_units": request.min_billable_units,
+        "estimated": request.estimated_cost_micros,
+        "status": "pending",
+        "error": None,
+        "code": None,
+        "cost": None,
+    }
+
+
+async def _existing(
+    conn: AsyncConnection[DictRow], request: job_state_pb2.CreateJobRequest, input_hash: bytes
+) -> JobRow:
+    """The job a repeated key created, if it guarded the same input."""
+    existing = await _one(
+        conn,
+        f"SELECT {COLUMNS} FROM jobs.jobs WHERE idempotency_key = %(key)s",
+        {"key": request.idempotency_key},
+    )
+    assert existing is not None  # the conflict says it exists
+    if not rules.same_input(existing.input_hash, input_hash):
+        raise IdempotencyConflict(existing.id)
+    return existing
+
+
 async def create_job(
     pool: pg.Pool,
     request: job_state_pb2.CreateJobRequest,
     routing_key: str,
     request_id: str | None = None,
 ) -> tuple[JobRow, int | None]:
-    """Insert the job and its work message together. A repeated idempotency key
-    returns the existing job and no outbox id (its message is already handled).
-    `request_id` travels with the message to the worker."""
-    job_id = rules.new_job_id()
+    """Insert the job, the hash of the request its key guards and its work message
+    together. A repeated idempotency key returns the existing job and no outbox
+    id (its message is already handled), or raises IdempotencyConflict when it
+    guarded a different request. `request_id` travels with the message."""
+    job_id = request.job_id or rules.new_job_id()
+    input_hash = rules.creation_input_hash(request)
     item = job_state_pb2.WorkItem(
         job_id=job_id, model=request.model, modality=request.modality, spec=request.spec
     )
     async with pg.transaction(pool) as conn:
-        job = await _one(
-            conn,
-            f"""
-            INSERT INTO jobs.jobs (id, account_id, idempotency_key, model, modality, spec,
-                hold_id, unit_price_micros, estimated_units, min_billable_units,
-                estimated_cost_micros)
-            VALUES (%(id)s, %(account_id)s, %(key)s, %(model)s, %(modality)s, %(spec)s,
-                %(hold_id)s, %(unit_price)s, %(units)s, %(min_units)s, %(estimated)s)
-            ON CONFLICT (idempotency_key) DO NOTHING
-            RETURNING {COLUMNS}
-            """,
-            {
-                "id": job_id,
-                "account_id": request.account_id,
-                "key": request.idempotency_key,
-                "model": request.model,
-                "modality": request.modality,
-                "spec": request.spec.SerializeToString(),
-                "hold_id": request.hold_id,
-                "unit_price": request.unit_price_micros,
-                "units": request.estimated_units,
-                "min_units": request.min_billable_units,
-                "estimated": request.estimated_cost_micros,
-            },
-        )
+        job = await _one(conn, _INSERT_JOB, _job_params(request, job_id, input_hash))
         if job is None:
-            existing = await _one(
-                conn,
-                f"SELECT {COLUMNS} FROM jobs.jobs WHERE idempotency_key = %(key)s",
-                {"key": request.idempotency_key},
-            )
-            assert existing is not None  # the conflict says it exists
-            return existing, None
+            return await _existing(conn, request, input_hash), None
         cur = await conn.execute(
             "INSERT INTO jobs.outbox (job_id, routing_key, payload, request_id)"
             " VALUES (%(job_id)s, %(routing_key)s, %(payload)s, %(request_id)s) RETURNING id",
@@ -121,6 +181,28 @@ async def create_job(
         inserted = await cur.fetchone()
         assert inserted is not None
         return job, int(inserted["id"])
+
+
+async def abandon_creation(
+    pool: pg.Pool, request: job_state_pb2.CreateJobRequest
+) -> tuple[JobRow, bool]:
+    """The job the key created; or, if there is none, a failed job under the key
+    (so a CreateJob arriving late finds it failed instead of creating it), with
+    True: its hold is to be released. No work message either way."""
+    job_id = request.job_id or rules.new_job_id()
+    input_hash = rules.creation_input_hash(request)
+    params = {
+        **_job_params(request, job_id, input_hash),
+        "status": "failed",
+        "error": rules.NOT_CREATED,
+        "code": "provider_error",
+        "cost": 0,
+    }
+    async with pg.transaction(pool) as conn:
+        job = await _one(conn, _INSERT_JOB, params)
+        if job is None:
+            return await _existing(conn, request, input_hash), False
+        return job, True
 
 
 async def mark_published(pool: pg.Pool, outbox_ids: list[int]) -> None:
@@ -192,34 +274,95 @@ async def get_job(pool: pg.Pool, job_id: str) -> JobRow | None:
         )
 
 
-async def begin_attempt(pool: pg.Pool, job_id: str, worker_id: str) -> JobRow | None:
-    """pending/processing -> processing, counting attempts; past MAX_ATTEMPTS the
-    job fails instead. Finished jobs come back unchanged (the worker skips them)."""
+async def begin_attempt(
+    pool: pg.Pool, job_id: str, worker_id: str, lease_seconds: int
+) -> BegunAttempt | None:
+    """A worker offers to run the job; rules.decide_attempt says what it may do,
+    by the database's clock, with the row locked (two deliveries deciding at
+    once see each other). RUN: pending/processing -> processing, one attempt
+    more, under a new lease. EXHAUSTED: the job fails (to be refunded). None:
+    no such job."""
     async with pg.transaction(pool) as conn:
-        job = await _one(
-            conn,
-            f"""
-            UPDATE jobs.jobs SET status = 'processing', attempts = attempts + 1,
-                worker_id = %(worker)s, started_at = COALESCE(started_at, now())
-            WHERE id = %(id)s AND status IN ('pending', 'processing') RETURNING {COLUMNS}
-            """,
-            {"id": job_id, "worker": worker_id},
-        )
-        if job is None:
-            return await _one(
-                conn, f"SELECT {COLUMNS} FROM jobs.jobs WHERE id = %(id)s", {"id": job_id}
+        row = await (
+            await conn.execute(
+                f"SELECT {COLUMNS}, now() AS db_now FROM jobs.jobs WHERE id = %(id)s FOR UPDATE",
+                {"id": job_id},
             )
-        if job.attempts > rules.MAX_ATTEMPTS:
-            return await _one(
+        ).fetchone()
+        if row is None:
+            return None
+        now: datetime = row.pop("db_now")
+        job = _row(row)
+        decision = rules.decide_attempt(
+            status=job.status,
+            attempts=job.attempts,
+            lease_expires_at=job.lease_expires_at,
+            now=now,
+            lease_seconds=lease_seconds,
+        )
+        if decision.verdict in (rules.Verdict.FINISHED, rules.Verdict.DEFER):
+            return BegunAttempt(job, decision, None)
+        if decision.verdict == rules.Verdict.EXHAUSTED:
+            failed = await _one(
                 conn,
                 f"""
                 UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
-                    error_code = 'provider_error', actual_cost_micros = 0, finished_at = now()
+                    error_code = 'provider_error', actual_cost_micros = 0, finished_at = now(),
+                    lease_token = NULL, lease_expires_at = NULL
                 WHERE id = %(id)s RETURNING {COLUMNS}
                 """,
                 {"id": job_id, "message": rules.PROVIDER_FAILED},
             )
-        return job
+            assert failed is not None
+            return BegunAttempt(failed, decision, None)
+        lease = Lease(secrets.token_hex(16), rules.lease_expiry(now, lease_seconds))
+        running = await _one(
+            conn,
+            f"""
+            UPDATE jobs.jobs SET status = 'processing', attempts = attempts + 1,
+                worker_id = %(worker)s, started_at = COALESCE(started_at, now()),
+                lease_token = %(token)s, lease_expires_at = %(expires)s
+            WHERE id = %(id)s RETURNING {COLUMNS}
+            """,
+            {"id": job_id, "worker": worker_id, "token": lease.token, "expires": lease.expires_at},
+        )
+        assert running is not None
+        return BegunAttempt(running, decision, lease)
+
+
+async def renew_lease(
+    pool: pg.Pool, job_id: str, token: str, lease_seconds: int
+) -> datetime | None:
+    """The lease's new expiry, or None: it is not the caller's any more."""
+    async with pg.transaction(pool) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT status, lease_token, now() AS db_now FROM jobs.jobs"
+                " WHERE id = %(id)s FOR UPDATE",
+                {"id": job_id},
+            )
+        ).fetchone()
+        if row is None or not rules.may_renew(
+            status=row["status"], held_token=row["lease_token"], token=token
+        ):
+            return None
+        expires = rules.lease_expiry(row["db_now"], lease_seconds)
+        await conn.execute(
+            "UPDATE jobs.jobs SET lease_expires_at = %(expires)s WHERE id = %(id)s",
+            {"id": job_id, "expires": expires},
+        )
+        return expires
+
+
+async def release_lease(pool: pg.Pool, job_id: str, token: str) -> None:
+    """Ends the caller's lease now (if it still holds it): the next delivery runs
+    at once instead of waiting for it to expire."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE jobs.jobs SET lease_expires_at = now()"
+            " WHERE id = %(id)s AND lease_token = %(token)s AND lease_expires_at > now()",
+            {"id": job_id, "token": token},
+        )
 
 
 async def record_upstream_task(pool: pg.Pool, job_id: str, task_id: str) -> JobRow | None:
@@ -310,12 +453,15 @@ async def expire_overdue(pool: pg.Pool, timeout_seconds: int, batch: int) -> lis
 
 
 async def unsettled(pool: pg.Pool, older_than_seconds: float, batch: int) -> list[JobRow]:
+    """Finished jobs whose hold is not settled yet and are due: not settled just
+    now by the outcome consumer, and past the retry time of a refusal."""
     async with pool.connection() as conn:
         cur = await conn.execute(
             f"""
                     SELECT {COLUMNS} FROM jobs.jobs
                     WHERE finished_at IS NOT NULL AND settled_at IS NULL
                       AND finished_at < now() - make_interval(secs => %(age)s)
+                      AND (settle_retry_at IS NULL OR settle_retry_at <= now())
                     ORDER BY finished_at LIMIT %(batch)s
                     """,
             {"age": older_than_seconds, "batch": batch},
@@ -324,9 +470,33 @@ async def unsettled(pool: pg.Pool, older_than_seconds: float, batch: int) -> lis
         return [_row(r) for r in rows]
 
 
-async def mark_settled(pool: pg.Pool, job_id: str) -> None:
+async def mark_settled(pool: pg.Pool, job_id: str, charged_micros: int) -> JobRow | None:
+    """Billing settled the hold, having moved `charged_micros` (what the client
+    then sees as the job's cost)."""
     async with pool.connection() as conn:
-        await conn.execute(
-            "UPDATE jobs.jobs SET settled_at = now() WHERE id = %(id)s AND settled_at IS NULL",
-            {"id": job_id},
+        return await _one(
+            conn,
+            f"""
+            UPDATE jobs.jobs SET settled_at = now(), charged_micros = %(charged)s,
+                settle_retry_at = NULL
+            WHERE id = %(id)s AND settled_at IS NULL RETURNING {COLUMNS}
+            """,
+            {"id": job_id, "charged": charged_micros},
+        )
+
+
+async def record_settle_refusal(
+    pool: pg.Pool, job_id: str, error: str, retry_after_seconds: float
+) -> JobRow | None:
+    """Billing refused to settle: counted, kept unsettled, tried again later."""
+    async with pool.connection() as conn:
+        return await _one(
+            conn,
+            f"""
+            UPDATE jobs.jobs SET settle_refusals = settle_refusals + 1,
+                settle_error = %(error)s,
+                settle_retry_at = now() + make_interval(secs => %(after)s)
+            WHERE id = %(id)s AND settled_at IS NULL RETURNING {COLUMNS}
+            """,
+            {"id": job_id, "error": error[:500], "after": retry_after_seconds},
         )

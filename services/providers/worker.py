@@ -5,8 +5,10 @@ result, report the outcome.
 
 At-least-once delivery, made exactly-once where it matters: a worker acks its
 message only after the outcome is confirmed by the broker; a redelivered job
-that was already finished is skipped; a video job whose upstream task was
-recorded resumes polling that task instead of paying for another.
+that was already finished is skipped; a job another worker is running (it
+holds the job's lease, renewed by heartbeats) is put off, not run a second
+time; a video job whose upstream task was recorded resumes polling that task
+instead of paying for another once the lease of a worker that died expires.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ RECORD_TASK_ATTEMPTS = 3
 PUBLISH_ATTEMPTS = 3
 RETRY_PAUSE_SECONDS = 0.5
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# The jobs service says the lease is not ours any more: stop working on the job.
+LEASE_LOST = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
 
 
 async def record_upstream_task(
@@ -203,7 +207,7 @@ class Worker:
             await message.ack()
             return
         try:
-            job = await self.job_state.BeginAttempt(
+            attempt = await self.job_state.BeginLeasedAttempt(
                 job_state_pb2.BeginAttemptRequest(job_id=item.job_id, worker_id=self.worker_id),
                 timeout=JOB_STATE_TIMEOUT_SECONDS,
             )
@@ -215,7 +219,11 @@ class Worker:
                 await asyncio.sleep(1.0)
                 await message.nack(requeue=True)
             return
-        if job.status in TERMINAL:
+        job = attempt.job
+        if attempt.verdict == job_state_pb2.Attempt.DEFER:
+            await self._defer(message, job.job_id, attempt.defer_seconds)
+            return
+        if attempt.verdict != job_state_pb2.Attempt.RUN:
             log.info("job already finished; skipped", extra=fields(job_id=job.job_id))
             await message.ack()
             return
@@ -223,13 +231,19 @@ class Worker:
             "job started",
             extra=fields(job_id=job.job_id, model=job.model, attempt=job.attempts),
         )
-        outcome = await self.run(job)
+        outcome = await self._run_leased(job, attempt.lease)
+        if outcome is None:
+            # Another attempt owns the job now and reports it; this delivery is done.
+            await message.ack()
+            return
         reply = broker.message(outcome.SerializeToString(), job.job_id)
         reply.headers.update(requestctx.message_headers())
         if not await publish_confirmed(self.outcomes, reply, self.names.outcomes_queue):
-            # Still not confirmed: leave the work unacked so it is tried again. A
-            # video resumes its recorded upstream task; an image is generated again.
+            # Still not confirmed: leave the work unacked so it is tried again (at
+            # once: the lease is given back). A video resumes its recorded
+            # upstream task; an image is generated again.
             log.error("outcome not confirmed", extra=fields(job_id=job.job_id))
+            await self._release_lease(attempt.lease)
             await message.nack(requeue=True)
             return
         await message.ack()
@@ -237,6 +251,68 @@ class Worker:
             "job outcome sent",
             extra=fields(job_id=job.job_id, succeeded=outcome.succeeded, units=outcome.units),
         )
+
+    async def _defer(self, message: AbstractIncomingMessage, job_id: str, seconds: int) -> None:
+        """Put off a delivery of a job another worker is running: a copy waits in
+        the deferred queue until about when that lease ends, then comes back. The
+        original is acked only once the copy is confirmed, so it is never lost."""
+        copy = broker.message(message.body, message.message_id or job_id, max(1, seconds))
+        copy.headers.update(requestctx.message_headers())
+        queue = self.names.deferred_queue(self.kind)
+        if await publish_confirmed(self.outcomes, copy, queue):
+            await message.ack()
+            log.info("job leased elsewhere; deferred", extra=fields(job_id=job_id, defer_s=seconds))
+            return
+        await asyncio.sleep(max(1, seconds))
+        await message.nack(requeue=True)
+
+    async def _run_leased(
+        self, job: job_state_pb2.JobRecord, lease: job_state_pb2.Lease
+    ) -> job_state_pb2.JobOutcome | None:
+        """Run the job while heartbeats keep its lease; None if the lease was lost
+        (expired and taken by another worker, or the job finished meanwhile):
+        the work is stopped rather than paid for twice."""
+        work = asyncio.ensure_future(self.run(job))
+        heartbeat = asyncio.ensure_future(self._keep_lease(lease))
+        try:
+            await asyncio.wait({work, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, heartbeat):
+                task.cancel()  # a no-op for the finished one
+            await asyncio.gather(work, heartbeat, return_exceptions=True)
+        if work.cancelled():
+            return None
+        return work.result()
+
+    async def _keep_lease(self, lease: job_state_pb2.Lease) -> None:
+        """Renew the lease until told it is not ours (then return). An unreachable
+        jobs service is tried again at the next beat: the work goes on meanwhile."""
+        every = max(1, lease.renew_every_seconds)
+        timeout = min(every, JOB_STATE_TIMEOUT_SECONDS)
+        request = job_state_pb2.LeaseRequest(job_id=lease.job_id, lease_token=lease.token)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.job_state.RenewLease(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in LEASE_LOST:
+                    log.warning(
+                        "job lease lost; stopping this attempt", extra=fields(job_id=lease.job_id)
+                    )
+                    return
+                log.warning(
+                    "job lease not renewed; trying again",
+                    extra=fields(job_id=lease.job_id, code=exc.code().name),
+                )
+
+    async def _release_lease(self, lease: job_state_pb2.Lease) -> None:
+        try:
+            await self.job_state.ReleaseLease(
+                job_state_pb2.LeaseRequest(job_id=lease.job_id, lease_token=lease.token),
+                timeout=JOB_STATE_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:  # it expires on its own
+            log.warning("lease not released", extra=fields(job_id=lease.job_id, e=exc.code().name))
 
     async def run(self, job: job_state_pb2.JobRecord) -> job_state_pb2.JobOutcome:
         deadline = job.created_at_unix + self.job_timeout_seconds + DEADLINE_GRACE_SECONDS

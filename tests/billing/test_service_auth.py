@@ -146,7 +146,7 @@ def test_job_state_has_its_own_callers_and_tokens() -> None:
     jobs = service_auth.JOBS_CALLERS
     tokens = {"gateway": "g" * 40, "worker": "w" * 40}
     create = "/aiport.v1.JobState/CreateJob"
-    begin = "/aiport.v1.JobState/BeginAttempt"
+    begin = "/aiport.v1.JobState/BeginLeasedAttempt"
     assert decide(create, "g" * 40, tokens, jobs).code is None
     assert decide(create, "w" * 40, tokens, jobs).code == grpc.StatusCode.PERMISSION_DENIED
     assert decide(begin, "w" * 40, tokens, jobs).code is None

@@ -54,6 +54,8 @@ def fault_stack(replicas: int = 1, extra_env: dict[str, str] | None = None) -> I
     config.extra_env.update(
         {
             "AIPORT_JOB_SWEEP_SECONDS": "1",
+            # Jobs of a killed worker resume once its lease lapses: well within the timeout.
+            "AIPORT_JOB_LEASE_SECONDS": "3",
             "AIPORT_BREAKER_COOLDOWN_SECONDS": "2",
             "AIPORT_HOLD_TTL_SECONDS": str(HOLD_TTL_SECONDS),
             "AIPORT_HOLD_SWEEP_SECONDS": "1",

@@ -35,6 +35,8 @@ class Account:
 
 NewAccount = Callable[[str], Account]
 JOB_TIMEOUT_SECONDS = 15
+# A killed worker's job resumes once its lease lapses: well within the timeout.
+JOB_LEASE_SECONDS = 3
 BREAKER_COOLDOWN_SECONDS = 2
 REPLICAS = int(os.environ.get("AIPORT_TEST_REPLICAS", "1") or "1")
 
@@ -49,6 +51,7 @@ def stack() -> Iterator[Stack]:
     # As behind one load balancer: tests name clients with X-Forwarded-For.
     config.edge_xff_trusted_hops = 1
     config.extra_env["AIPORT_JOB_SWEEP_SECONDS"] = "1"
+    config.extra_env["AIPORT_JOB_LEASE_SECONDS"] = str(JOB_LEASE_SECONDS)
     config.extra_env["AIPORT_BREAKER_COOLDOWN_SECONDS"] = str(BREAKER_COOLDOWN_SECONDS)
     # One "rpc" log line per call, so every hop of a request can be found by its id.
     config.extra_env["AIPORT_GRPC_ACCESS_LOG"] = "1"

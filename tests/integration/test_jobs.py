@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import struct
 import time
 import zlib
 from typing import Any
 
+import aio_pika
+import grpc
 import httpx
+import psycopg
 import pytest
-from aiport.v1 import billing_pb2, billing_pb2_grpc
+from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
 from PIL import Image
 
 from deploy.local.stack import Stack
+from services.common import broker, service_auth
 from services.common.blobs import LocalBlobStore, new_key
-from tests.integration.conftest import JOB_TIMEOUT_SECONDS, Account, NewAccount
+from services.common.job_ids import new_job_id
+from tests.integration.conftest import (
+    JOB_LEASE_SECONDS,
+    JOB_TIMEOUT_SECONDS,
+    Account,
+    NewAccount,
+)
 
 TERMINAL = ("done", "failed")
 
@@ -314,6 +325,8 @@ def test_worker_killed_mid_job_finishes_it_once(
     assert settled_state(billing, account.account_id, expected) == expected
     page = billing.ListLedger(billing_pb2.ListLedgerRequest(account_id=account.account_id))
     assert [e.kind for e in page.entries].count("capture") == 1
+    # Resumed once: the redelivery waited for the dead worker's lease, then ran.
+    assert job_row(stack, job_id)["attempts"] == 2
 
 
 @pytest.mark.parametrize(
@@ -468,3 +481,203 @@ def test_a_stored_reference_that_does_not_decode_fails_the_job_and_refunds(
         "Reference image refused: The PNG image could not be decoded (it is corrupt or truncated)."
     )
     assert settled_state(billing, account.account_id, before) == before
+
+
+# -- issue 12: exactly-once upstream work, unknown creations, refused captures ---------
+
+
+def job_row(stack: Stack, job_id: str) -> dict[str, Any]:
+    """The job's row in the jobs service's own schema (what it decided, not shown)."""
+    url = stack.config.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        row = cur.execute("SELECT * FROM jobs.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def deliver_again(stack: Stack, job_id: str, kind: str) -> None:
+    """A second delivery of the job's work message, as the outbox relay sends one
+    when a publisher confirm was slow."""
+
+    async def publish() -> None:
+        connection = await aio_pika.connect(stack.config.amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            names = broker.Names(stack.config.amqp_prefix)
+            exchange = await channel.get_exchange(names.work_exchange)
+            body = job_state_pb2.WorkItem(job_id=job_id).SerializeToString()
+            await exchange.publish(broker.message(body, job_id), routing_key=kind)
+
+    asyncio.run(publish())
+
+
+def wait_until(predicate: Any, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def captures(billing: billing_pb2_grpc.BillingStub, account_id: str) -> int:
+    page = billing.ListLedger(billing_pb2.ListLedgerRequest(account_id=account_id))
+    return [e.kind for e in page.entries].count("capture")
+
+
+def test_a_second_delivery_of_a_running_image_job_is_deferred_not_paid_twice(
+    stack: Stack,
+    http: httpx.Client,
+    sandbox: httpx.Client,
+    account: Account,
+    billing: billing_pb2_grpc.BillingStub,
+) -> None:
+    prompt = f"twice {time.monotonic_ns()} [sim:delay=3]"
+
+    def upstream_calls() -> int:
+        seen = sandbox.get("/_sandbox/requests").json()
+        return sum(
+            1 for e in seen if isinstance(e["body"], dict) and e["body"].get("prompt") == prompt
+        )
+
+    job_id = submit(http, "/v1/image/generate", {"prompt": prompt})["job_id"]
+    wait_until(lambda: upstream_calls() == 1)  # the first worker is in the upstream call
+    deliver_again(stack, job_id, "image")
+    job = poll(http, job_id)
+    assert job["status"] == "done", job
+    # The second delivery waited out the lease, came back, found the job done.
+    time.sleep(JOB_LEASE_SECONDS + 2)
+    assert upstream_calls() == 1
+    assert job_row(stack, job_id)["attempts"] == 1  # deferring is not an attempt
+    assert captures(billing, account.account_id) == 1
+    cost = 100_000_000_000 - int(job["actual_cost_idr"]) * 1_000_000
+    assert settled_state(billing, account.account_id, (cost, 0)) == (cost, 0)
+
+
+def test_a_second_delivery_of_a_running_video_job_is_deferred_not_paid_twice(
+    stack: Stack,
+    http: httpx.Client,
+    sandbox: httpx.Client,
+    account: Account,
+    billing: billing_pb2_grpc.BillingStub,
+) -> None:
+    prompt = f"twice video {time.monotonic_ns()} [sim:delay=4]"
+
+    def tasks() -> int:
+        return sum(1 for t in sandbox.get("/_sandbox/tasks").json() if t["prompt"] == prompt)
+
+    job_id = submit(http, "/v1/video/generate", {"prompt": prompt, "duration": 4})["job_id"]
+    wait_until(lambda: job_row(stack, job_id)["status"] == "processing")
+    deliver_again(stack, job_id, "video")
+    job = poll(http, job_id)
+    assert job["status"] == "done", job
+    time.sleep(JOB_LEASE_SECONDS + 2)
+    assert tasks() == 1
+    assert job_row(stack, job_id)["attempts"] == 1
+    assert captures(billing, account.account_id) == 1
+    expected = (100_000_000_000 - 4 * 2_300_000_000, 0)
+    assert settled_state(billing, account.account_id, expected) == expected
+
+
+def test_an_unanswered_job_creation_keeps_its_hold_until_reconciled(
+    stack: Stack, http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before = state(billing, account.account_id)
+    replicas = stack.config.replica_names("jobs")
+    for name in replicas:
+        stack.kill(name)
+    try:
+        response = http.post("/v1/image/generate", json={"prompt": "while jobs is away"})
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "job_status_unknown"
+        found = re.search(r"job_[A-Za-z0-9]{26}", error["message"])
+        assert found is not None, error
+        job_id = found.group(0)
+        # The job may exist: its money stays held, not released.
+        balance, held = state(billing, account.account_id)
+        assert (balance, held) != before and balance == before[0] and held > before[1]
+    finally:
+        for name in replicas:
+            stack.start_service(name)
+
+    def reconciled() -> bool:
+        return http.get(f"/v1/jobs/{job_id}").status_code == 200
+
+    wait_until(reconciled, seconds=20)
+    job = poll(http, job_id)
+    assert job["status"] == "failed", job
+    assert job["actual_cost_idr"] == "0"
+    assert settled_state(billing, account.account_id, before) == before
+    # A CreateJob arriving late cannot bring it back: the id stays failed.
+    assert job_row(stack, job_id)["status"] == "failed"
+
+
+def test_a_capture_billing_refuses_shows_nothing_charged_and_is_retried(
+    stack: Stack, http: httpx.Client, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    before = state(billing, account.account_id)
+    accepted = submit(
+        http, "/v1/video/generate", {"prompt": "refused [sim:delay=2]", "duration": 4}
+    )
+    job_id = accepted["job_id"]
+    # The hold is settled behind the job's back (as an expiry would): the
+    # capture that follows the job is refused.
+    billing.ReleaseHold(
+        billing_pb2.ReleaseHoldRequest(hold_id=job_row(stack, job_id)["hold_id"], reason="test")
+    )
+    job = poll(http, job_id)
+    assert job["status"] == "done", job
+    wait_until(lambda: job_row(stack, job_id)["settle_refusals"] >= 1)
+    row = job_row(stack, job_id)
+    assert row["settled_at"] is None and row["settle_retry_at"] is not None  # retried later
+    shown = http.get(f"/v1/jobs/{job_id}").json()
+    assert shown["actual_cost_idr"] == "0"  # what was really charged
+    assert state(billing, account.account_id) == before
+    assert captures(billing, account.account_id) == 0
+
+
+def test_a_creation_key_returns_its_job_for_the_same_request_and_refuses_another(
+    stack: Stack, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    """JobState as the gateway calls it: the key is kept with its request's hash."""
+    price = 700_000_000  # gpt-image-2 at 1k
+    hold = billing.PlaceHold(
+        billing_pb2.PlaceHoldRequest(
+            account_id=account.account_id,
+            amount_micros=price,
+            idempotency_key=f"test-hold-{time.monotonic_ns()}",
+        )
+    )
+    request = job_state_pb2.CreateJobRequest(
+        account_id=account.account_id,
+        hold_id=hold.hold_id,
+        model="gpt-image-2",
+        modality="image",
+        spec=job_state_pb2.WorkSpec(prompt="keyed", aspect_ratio="1:1", resolution="1k"),
+        unit_price_micros=price,
+        estimated_units=1,
+        estimated_cost_micros=price,
+        idempotency_key=f"call-{time.monotonic_ns()}",
+        job_id=new_job_id(),
+    )
+    with grpc.insecure_channel(stack.config.dial_addr("jobs")) as chan:
+        jobs = job_state_pb2_grpc.JobStateStub(
+            service_auth.with_token(chan, stack.config.jobs_tokens["gateway"])
+        )
+        first = jobs.CreateJob(request, timeout=10)
+        assert first.job_id == request.job_id
+        assert jobs.CreateJob(request, timeout=10).job_id == first.job_id
+        # Reconciling a creation that happened finds the job; it is not failed.
+        assert jobs.AbandonCreation(request, timeout=10).status != "failed"
+        other = job_state_pb2.CreateJobRequest()
+        other.CopyFrom(request)
+        other.spec.prompt = "something else"
+        for call in (jobs.CreateJob, jobs.AbandonCreation):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(other, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with httpx.Client(
+        base_url=stack.config.base_url, headers={"Authorization": f"Bearer {account.api_key}"}
+    ) as http:
+        job = poll(http, first.job_id)
+    assert job["status"] == "done" and job["actual_cost_idr"] == "700"
+    assert captures(billing, account.account_id) == 1

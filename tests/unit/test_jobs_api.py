@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
 import pytest
-from aiport.v1 import job_state_pb2
+from aiport.v1 import billing_pb2, job_state_pb2
 from google.protobuf import json_format
 
+from services.common.job_ids import is_job_id
+from services.gateway import jobs_api
+from services.gateway.errors import PublicError
+from services.gateway.generate_request import JobPlan
 from services.gateway.jobs_api import CREATE_JOB_ATTEMPTS, JobsBackend, public_job
+from services.gateway.server import Caller
 
 
 def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -80,3 +87,133 @@ def test_a_failed_jobs_cause_is_public_and_null_otherwise() -> None:
         public_job(running, "https://x"), preserving_proto_field_name=True
     )
     assert shown["error_code"] is None and shown["error_message"] is None
+
+
+# -- issue 12: an unanswered creation keeps its hold and is reconciled ----------
+
+
+class FakeBackends:
+    """The gateway's billing side: one hold, and the releases asked for."""
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def authorize_hold(self, *args: Any, **kwargs: Any) -> tuple[Caller, billing_pb2.Hold]:
+        caller = Caller("acct_1", "key_1", "req-1", "call-1")
+        return caller, billing_pb2.Hold(hold_id="hold_1", amount_micros=700_000_000)
+
+    def settle_later(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.tasks.append(task)
+        return task
+
+    async def release(self, hold_id: str, reason: str) -> None:
+        self.released.append(hold_id)
+
+
+class Unreachable(FakeJobState):
+    """CreateJob never answers; AbandonCreation answers after `abandon_failures`."""
+
+    def __init__(self, create: grpc.StatusCode, abandon_failures: list[grpc.StatusCode]) -> None:
+        super().__init__([create] * CREATE_JOB_ATTEMPTS)
+        self.abandon_failures = abandon_failures
+        self.created: list[job_state_pb2.CreateJobRequest] = []
+        self.abandoned: list[job_state_pb2.CreateJobRequest] = []
+
+    async def CreateJob(
+        self,
+        request: job_state_pb2.CreateJobRequest,
+        timeout: float,  # noqa: ASYNC109 (the stub's signature)
+    ) -> job_state_pb2.JobRecord:
+        self.created.append(request)
+        return await super().CreateJob(request, timeout)
+
+    async def AbandonCreation(
+        self,
+        request: job_state_pb2.CreateJobRequest,
+        timeout: float,  # noqa: ASYNC109 (the stub's signature)
+    ) -> job_state_pb2.JobRecord:
+        self.abandoned.append(request)
+        if self.abandon_failures:
+            raise rpc_error(self.abandon_failures.pop(0))
+        return job_state_pb2.JobRecord(job_id=request.job_id, status="failed")
+
+
+PLAN = JobPlan(
+    model="seedream-4.5",
+    modality="image",
+    spec=job_state_pb2.WorkSpec(prompt="a cat"),
+    unit_price_micros=700_000_000,
+    estimated_units=1,
+    min_billable_units=0,
+)
+
+
+@pytest.fixture(autouse=True)
+def quick_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs_api, "RECONCILE_FIRST_PAUSE_SECONDS", 0.001)
+    monkeypatch.setattr(jobs_api, "RECONCILE_MAX_PAUSE_SECONDS", 0.001)
+
+
+def jobs_with(fake: FakeJobState, billing: FakeBackends) -> JobsBackend:
+    return JobsBackend(backends=billing, job_state=fake, hold_ttl_seconds=60)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+async def test_an_unanswered_creation_keeps_the_hold_names_the_job_and_is_reconciled(
+    code: grpc.StatusCode,
+) -> None:
+    fake = Unreachable(code, [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE])
+    billing = FakeBackends()
+    with pytest.raises(PublicError) as raised:
+        await jobs_with(fake, billing).create(None, PLAN)  # type: ignore[arg-type]
+    error = raised.value
+    job_id = fake.created[0].job_id
+    assert is_job_id(job_id)
+    assert (error.status, error.code, error.should_retry) == (503, "job_status_unknown", False)
+    assert f"GET /v1/jobs/{job_id}" in error.message
+    assert billing.released == []  # the job may exist: its hold is not given away
+    await asyncio.gather(*billing.tasks)
+    # Asked until answered, with exactly the request that went unanswered.
+    assert len(fake.abandoned) == 3
+    assert all(r == fake.created[0] for r in fake.abandoned + fake.created)
+    # The jobs service releases the hold of a job it abandons, not the gateway.
+    assert billing.released == []
+
+
+async def test_a_reconciler_that_cannot_ask_leaves_the_hold_to_expire() -> None:
+    fake = Unreachable(grpc.StatusCode.UNAVAILABLE, [grpc.StatusCode.UNIMPLEMENTED])
+    billing = FakeBackends()
+    assert await jobs_with(fake, billing).reconcile(REQUEST, "req-1") is None
+    assert len(fake.abandoned) == 1
+    assert billing.released == []
+
+
+async def test_a_reused_key_is_a_422_and_the_hold_is_released() -> None:
+    fake = FakeJobState([grpc.StatusCode.FAILED_PRECONDITION])
+    billing = FakeBackends()
+    with pytest.raises(PublicError) as raised:
+        await jobs_with(fake, billing).create(None, PLAN)  # type: ignore[arg-type]
+    assert (raised.value.status, raised.value.code) == (422, "idempotency_key_reused")
+    assert billing.released == ["hold_1"]
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.ABORTED, grpc.StatusCode.INVALID_ARGUMENT])
+async def test_a_job_not_created_is_a_503_and_the_hold_is_released(code: grpc.StatusCode) -> None:
+    fake = FakeJobState([code])
+    billing = FakeBackends()
+    with pytest.raises(PublicError) as raised:
+        await jobs_with(fake, billing).create(None, PLAN)  # type: ignore[arg-type]
+    assert (raised.value.status, raised.value.code) == (503, "service_unavailable")
+    assert billing.released == ["hold_1"]
+
+
+async def test_a_created_job_is_accepted_under_the_id_the_gateway_chose() -> None:
+    fake = Unreachable(grpc.StatusCode.OK, [])
+    fake.failures = []  # CreateJob answers at once
+    billing = FakeBackends()
+    accepted = await jobs_with(fake, billing).create(None, PLAN)  # type: ignore[arg-type]
+    assert accepted.job_id == "job_1"  # what the jobs service answered
+    assert is_job_id(fake.created[0].job_id)
+    assert billing.released == []
