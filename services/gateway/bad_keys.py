@@ -68,6 +68,7 @@ from services.common.auth_failures import (
     new_counter,
     record_failure,
 )
+from services.gateway import errors
 from services.gateway.errors import PublicError
 
 log = logging.getLogger(__name__)
@@ -134,14 +135,7 @@ def client_address(metadata: Iterable[tuple[str, str | bytes]], peer: str) -> st
 
 
 def too_many_attempts(retry_after_seconds: float) -> PublicError:
-    seconds = max(1, math.ceil(retry_after_seconds))
-    return PublicError(
-        429,
-        "rate_limit_error",
-        "rate_limit_exceeded",
-        f"Too many failed authentication attempts. Retry after {seconds} seconds.",
-        retry_after_seconds=seconds,
-    )
+    return errors.too_many_auth_failures(max(1, math.ceil(retry_after_seconds)))
 
 
 class BadKeyLimiter:

@@ -1,5 +1,10 @@
 """Public errors: the OpenAI-style JSON body plus the HTTP status, carried to the edge.
 
+This module is the catalog: every error a client can see from the gateway is made
+by one of the named functions below (status, type, code, param and wording in one
+place), and services/gateway/boundary.py is the one place they are turned into a
+gRPC answer.
+
 A gRPC status cannot say 402 or carry our JSON body, so the gateway aborts with
 trailing metadata (`x-aiport-http-status`, `x-aiport-error`); before the first
 response message gRPC sends trailers-only, which reach Envoy as headers, and the
@@ -16,6 +21,7 @@ from typing import Any
 import grpc
 import orjson
 
+from services.common.money import micros_to_idr
 from services.common.wire import RETRY_AFTER_KEY
 
 STATUS_HEADER = "x-aiport-http-status"
@@ -32,6 +38,7 @@ _GRPC_CODE = {
     413: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.FAILED_PRECONDITION,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
     502: grpc.StatusCode.UNAVAILABLE,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -154,3 +161,125 @@ def upstream_rate_limited(retry_after_seconds: int | None = None) -> PublicError
 
 def service_unavailable(message: str) -> PublicError:
     return PublicError(503, "service_unavailable", "service_unavailable", message)
+
+
+def internal_error() -> PublicError:
+    """Anything the gateway did not expect: the edge's own wording for a 500, no detail."""
+    return PublicError(500, "server_error", "internal_error", "Internal error. Please try again.")
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+def too_many_auth_failures(retry_after_seconds: int) -> PublicError:
+    return PublicError(
+        429,
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        f"Too many failed authentication attempts. Retry after {retry_after_seconds} seconds.",
+        retry_after_seconds=retry_after_seconds,
+    )
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def media_model_not_found(model: str) -> PublicError:
+    """An image or video endpoint's unknown (or other-modality) model."""
+    return PublicError(
+        404,
+        "invalid_request_error",
+        "MODEL_NOT_FOUND",
+        f"The model '{model}' does not exist or is not available on this endpoint.",
+        "model",
+    )
+
+
+def model_unavailable() -> PublicError:
+    """Providers has no route for a model the catalog offers (misconfiguration)."""
+    return PublicError(
+        404,
+        "invalid_request_error",
+        "MODEL_NOT_FOUND",
+        "The model is not available right now.",
+        "model",
+    )
+
+
+# -- jobs, uploads and references -------------------------------------------------------------
+
+# The 400 code the spec lists for the image and video endpoints (chat's is
+# invalid_request_error).
+MEDIA_INVALID_CODE = "invalid_request"
+
+
+def invalid_parameter(message: str, param: str | None = None) -> PublicError:
+    """A 400 of the image, video and upload endpoints, naming the field."""
+    return PublicError(400, "invalid_request_error", MEDIA_INVALID_CODE, message, param)
+
+
+def insufficient_balance(amount_micros: int) -> PublicError:
+    return PublicError(
+        402,
+        "insufficient_balance",
+        "insufficient_balance",
+        "Your IDR balance cannot cover this job "
+        f"(it costs up to {micros_to_idr(amount_micros)} IDR). Top up to continue.",
+    )
+
+
+def invalid_image(message: str, param: str) -> PublicError:
+    return PublicError(400, "invalid_request_error", "invalid_image", message, param)
+
+
+def file_too_large(size: int, limit: int, param: str) -> PublicError:
+    return PublicError(
+        413,
+        "invalid_request_error",
+        "file_too_large",
+        f"The file is {size} bytes; the limit is {limit} bytes ({limit / 2**20:g} MiB).",
+        param,
+    )
+
+
+def reference_not_found(param: str) -> PublicError:
+    """The same answer for an unknown, expired or another account's blob."""
+    return PublicError(
+        400,
+        "invalid_request_error",
+        "reference_not_found",
+        f"'{param}' names no upload or job result of this API key's account "
+        "(unknown, deleted, or not yours).",
+        param,
+    )
+
+
+def job_status_unknown(job_id: str) -> PublicError:
+    """CreateJob went unanswered on every try: the job may exist. Not to be
+    retried blindly (that could make a second job), hence should_retry false."""
+    return PublicError(
+        503,
+        "service_unavailable",
+        "job_status_unknown",
+        f"The job service did not answer, so job {job_id} may or may not have been created. "
+        f"Poll GET /v1/jobs/{job_id} instead of submitting again: within a few seconds of the "
+        "service's return it either runs as usual or shows failed with nothing charged "
+        "(until then the amount stays held).",
+        should_retry=False,
+    )
+
+
+def idempotency_key_reused() -> PublicError:
+    return PublicError(
+        422,
+        "invalid_request_error",
+        "idempotency_key_reused",
+        "This idempotency key was used before for a different request. "
+        "Use a new key for a new request.",
+    )
+
+
+def job_not_found() -> PublicError:
+    return PublicError(
+        404, "invalid_request_error", "not_found", "No such job for this API key.", "job_id"
+    )

@@ -18,6 +18,7 @@ from aiport.v1 import job_state_pb2
 
 from services.common import blobs
 from services.common.catalog import Catalog, ImageModel, VideoModel
+from services.gateway import errors
 from services.gateway.errors import PublicError, json_object_body
 from services.gateway.references import is_own_reference
 
@@ -59,11 +60,6 @@ MULTIMODAL_CONVERSION_SLOTS = (
 )
 DEFAULT_CONVERSION_SLOTS = ("all",)
 
-# Our own upload URLs (http or https, any host): /files/uploads/<32 base62>/<filename>.
-# Kept local on purpose; services/common/blobs.py's key_from_url covers the same shape.
-
-_INVALID_CODE = "invalid_request"
-
 
 @dataclass(frozen=True, slots=True)
 class JobPlan:
@@ -84,17 +80,11 @@ class JobPlan:
 
 def _invalid(message: str, param: str | None = None) -> PublicError:
     """A 400 with the code the spec lists for the image and video endpoints."""
-    return PublicError(400, "invalid_request_error", _INVALID_CODE, message, param)
+    return errors.invalid_parameter(message, param)
 
 
 def _model_not_found(model_id: str) -> PublicError:
-    return PublicError(
-        404,
-        "invalid_request_error",
-        "MODEL_NOT_FOUND",
-        f"The model '{model_id}' does not exist or is not available on this endpoint.",
-        "model",
-    )
+    return errors.media_model_not_found(model_id)
 
 
 def _one_of(values: Sequence[str]) -> str:

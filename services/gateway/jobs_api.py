@@ -42,7 +42,7 @@ from services.common.job_ids import new_job_id
 from services.common.logs import fields
 from services.common.money import micros_to_idr
 from services.gateway import errors
-from services.gateway.errors import PublicError
+from services.gateway.boundary import public_unary
 from services.gateway.generate_request import (
     JobPlan,
     parse_image_generate,
@@ -53,7 +53,7 @@ from services.gateway.generate_request import (
 )
 from services.gateway.holds import HoldKind, HoldPurpose
 from services.gateway.references import ReferenceResolver, own_references
-from services.gateway.server import Backends, abort_with
+from services.gateway.server import Backends
 from services.gateway.upload import FILE_FIELD, parse_upload
 
 log = logging.getLogger(__name__)
@@ -70,45 +70,6 @@ ACCEPTED = (("x-aiport-http-status", "202"),)
 Parser = Callable[[bytes, Catalog], JobPlan]
 
 
-def insufficient_balance(amount_micros: int) -> PublicError:
-    return PublicError(
-        402,
-        "insufficient_balance",
-        "insufficient_balance",
-        "Your IDR balance cannot cover this job "
-        f"(it costs up to {micros_to_idr(amount_micros)} IDR). Top up to continue.",
-    )
-
-
-def invalid_image(message: str) -> PublicError:
-    return PublicError(400, "invalid_request_error", "invalid_image", message, FILE_FIELD)
-
-
-def job_outcome_unknown(job_id: str) -> PublicError:
-    """CreateJob went unanswered on every try: the job may exist. Not to be
-    retried blindly (that could make a second job), hence should_retry false."""
-    return PublicError(
-        503,
-        "service_unavailable",
-        "job_status_unknown",
-        f"The job service did not answer, so job {job_id} may or may not have been created. "
-        f"Poll GET /v1/jobs/{job_id} instead of submitting again: within a few seconds of the "
-        "service's return it either runs as usual or shows failed with nothing charged "
-        "(until then the amount stays held).",
-        should_retry=False,
-    )
-
-
-def idempotency_key_reused() -> PublicError:
-    return PublicError(
-        422,
-        "invalid_request_error",
-        "idempotency_key_reused",
-        "This idempotency key was used before for a different request. "
-        "Use a new key for a new request.",
-    )
-
-
 class Creation(enum.Enum):
     """How asking the jobs service to create a job ended, when no job came back."""
 
@@ -120,12 +81,6 @@ class Creation(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Created:
     job: job_state_pb2.JobRecord
-
-
-def job_not_found() -> PublicError:
-    return PublicError(
-        404, "invalid_request_error", "not_found", "No such job for this API key.", "job_id"
-    )
 
 
 def _value(text: str) -> struct_pb2.Value:
@@ -176,7 +131,7 @@ class JobsBackend:
             context,
             amount,
             HoldPurpose(HoldKind.JOB, f"{plan.modality} {plan.model}"),
-            lambda: insufficient_balance(amount),
+            lambda: errors.insufficient_balance(amount),
             # Longer than the job timeout: the jobs service settles first.
             ttl_seconds=self.hold_ttl_seconds,
         )
@@ -201,9 +156,9 @@ class JobsBackend:
             self.backends.settle_later(self._create_or_settle(request, caller.request_id))
         )
         if created is Creation.UNKNOWN:
-            raise job_outcome_unknown(request.job_id)
+            raise errors.job_status_unknown(request.job_id)
         if created is Creation.KEY_REUSED:
-            raise idempotency_key_reused()
+            raise errors.idempotency_key_reused()
         if created is Creation.NOT_CREATED:
             raise errors.service_unavailable("Jobs cannot be accepted right now. Please try again.")
         return generate_pb2.JobAccepted(
@@ -307,72 +262,66 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
     async def _create(
         self, parse: Parser, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
-        try:
-            self.backends.api_key(context)  # no key at all: 401 before anything else
-            plan = parse(request.data, self.catalog)
-            if own_references(plan.spec):
-                # Our blobs must be the caller's: resolved before anything is held.
-                caller = await self.backends.authenticate(context)
-                await self.references.resolve(plan.spec, caller.account_id)
-            accepted = await self.jobs.create(context, plan)
-        except PublicError as error:
-            await abort_with(context, error)
-            raise AssertionError("unreachable") from None
+        self.backends.api_key(context)  # no key at all: 401 before anything else
+        plan = parse(request.data, self.catalog)
+        if own_references(plan.spec):
+            # Our blobs must be the caller's: resolved before anything is held.
+            caller = await self.backends.authenticate(context)
+            await self.references.resolve(plan.spec, caller.account_id)
+        accepted = await self.jobs.create(context, plan)
         await context.send_initial_metadata(ACCEPTED)
         return accepted
 
+    @public_unary
     async def GenerateImage(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
         return await self._create(parse_image_generate, request, context)
 
+    @public_unary
     async def TransformImage(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
         return await self._create(parse_image_img2img, request, context)
 
+    @public_unary
     async def GenerateVideo(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
         return await self._create(parse_video_generate, request, context)
 
+    @public_unary
     async def AnimateImage(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
         return await self._create(parse_video_img2video, request, context)
 
+    @public_unary
     async def GenerateMultimodalVideo(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
         return await self._create(parse_video_multimodal, request, context)
 
+    @public_unary
     async def UploadImage(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.Upload:
+        caller = await self.backends.authenticate(context)
+        image = parse_upload(request.data, request.content_type)
         try:
-            caller = await self.backends.authenticate(context)
-            image = parse_upload(request.data, request.content_type)
-            try:
-                # Decoded in full (off the event loop, bounded) before it is stored.
-                info = await self.images.verify(image.data)
-            except InvalidImage as exc:
-                raise invalid_image(exc.message) from None
-        except PublicError as error:
-            await abort_with(context, error)
-            raise AssertionError("unreachable") from None
+            # Decoded in full (off the event loop, bounded) before it is stored.
+            info = await self.images.verify(image.data)
+        except InvalidImage as exc:
+            raise errors.invalid_image(exc.message, FILE_FIELD) from None
         key = blobs.new_key("uploads", f"image.{info.extension}")
         try:
             await self.store.record_owner(key, caller.account_id)
             await self.store.put_bytes(key, image.data)
         except OSError as exc:  # disk full, permissions: ours, not the client's
             log.error("upload not stored", extra=fields(error=repr(exc)))
-            await abort_with(
-                context,
-                errors.service_unavailable(
-                    "Uploads are temporarily unavailable. Please try again."
-                ),
-            )
-            raise AssertionError("unreachable") from exc
+            raise errors.service_unavailable(
+                "Uploads are temporarily unavailable. Please try again."
+            ) from exc
         token = blobs.parse_key(key)
         assert token is not None
         log.info(
@@ -398,25 +347,22 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         self.jobs = jobs
         self.public_base_url = public_base_url
 
+    @public_unary
     async def GetJob(
         self, request: jobs_pb2.GetJobRequest, context: ServicerContext
     ) -> jobs_pb2.Job:
+        caller = await self.backends.authenticate(context)
         try:
-            caller = await self.backends.authenticate(context)
-            try:
-                job = await self.jobs.job_state.GetJob(
-                    job_state_pb2.GetJobStateRequest(
-                        job_id=request.job_id, account_id=caller.account_id
-                    ),
-                    timeout=JOBS_TIMEOUT_SECONDS,
-                )
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    raise job_not_found() from exc
-                raise errors.service_unavailable(
-                    "Jobs are temporarily unavailable. Please try again."
-                ) from exc
-        except PublicError as error:
-            await abort_with(context, error)
-            raise AssertionError("unreachable") from None
+            job = await self.jobs.job_state.GetJob(
+                job_state_pb2.GetJobStateRequest(
+                    job_id=request.job_id, account_id=caller.account_id
+                ),
+                timeout=JOBS_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise errors.job_not_found() from exc
+            raise errors.service_unavailable(
+                "Jobs are temporarily unavailable. Please try again."
+            ) from exc
         return public_job(job, self.public_base_url)

@@ -28,6 +28,7 @@ from typing import Final, Literal
 from aiport.v1 import job_state_pb2
 
 from services.common import blobs
+from services.gateway import errors
 from services.gateway.errors import PublicError
 
 UPLOAD_ID_PREFIX: Final = "upl_"
@@ -86,26 +87,15 @@ def _replace(spec: job_state_pb2.WorkSpec, param: str, url: str) -> None:
 
 def not_found(param: str) -> PublicError:
     """The same answer for an unknown, expired or another account's blob."""
-    return PublicError(
-        400,
-        "invalid_request_error",
-        "reference_not_found",
-        f"'{param}' names no upload or job result of this API key's account "
-        "(unknown, deleted, or not yours).",
-        param,
-    )
+    return errors.reference_not_found(param)
 
 
 _A: Final[dict[str, str]] = {"image": "an image", "video": "a video", "audio": "an audio file"}
 
 
 def _wrong_media(param: str, found: str, media: Media) -> PublicError:
-    return PublicError(
-        400,
-        "invalid_request_error",
-        "invalid_request",
-        f"'{param}' is {_A.get(found, 'a file')}; this field takes {_A[media]}.",
-        param,
+    return errors.invalid_parameter(
+        f"'{param}' is {_A.get(found, 'a file')}; this field takes {_A[media]}.", param
     )
 
 

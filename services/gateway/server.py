@@ -47,6 +47,7 @@ from services.common.sse import DONE, frame
 from services.common.usage import Usage
 from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.gateway import bad_keys, errors
+from services.gateway.boundary import public_stream, public_unary
 from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import offered
@@ -95,11 +96,6 @@ def _metadata(context: ServicerContext, name: str) -> str | None:
         if key == name:
             return value if isinstance(value, str) else value.decode("latin-1")
     return None
-
-
-async def abort_with(context: ServicerContext, error: PublicError) -> None:
-    context.set_trailing_metadata(error.trailing_metadata())
-    await context.abort(error.grpc_code, error.message)
 
 
 def _trailer(exc: grpc.aio.AioRpcError, name: str) -> str | None:
@@ -362,13 +358,7 @@ def _upstream_error(exc: grpc.aio.AioRpcError) -> PublicError:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return errors.invalid_request(exc.details() or "The upstream rejected the request.")
     if code == grpc.StatusCode.NOT_FOUND:
-        return errors.PublicError(
-            404,
-            "invalid_request_error",
-            "MODEL_NOT_FOUND",
-            "The model is not available right now.",
-            "model",
-        )
+        return errors.model_unavailable()
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _is_upstream_failure(exc):
         # Every route answered 429: retryable, and nothing is charged.
         return errors.upstream_rate_limited(_retry_after(exc))
@@ -534,27 +524,24 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         self.catalog = catalog
         self.backends = backends
 
+    @public_stream
     async def CreateChatCompletion(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        try:
-            self.backends.api_key(context)  # no key at all: 401 before anything else
-            call = parse_chat_request(request.data, self.catalog)
-            completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
-            amount = hold_micros(call)
-            caller, hold = await self.backends.authorize_hold(
-                context,
-                amount,
-                HoldPurpose(HoldKind.CHAT, call.model.id),
-                lambda: errors.insufficient_quota(
-                    "Your IDR balance cannot cover this request "
-                    f"(it may cost up to {micros_to_idr(amount)} IDR). "
-                    "Top up, or lower max_tokens, to continue."
-                ),
-            )
-        except PublicError as error:
-            await abort_with(context, error)
-            return
+        self.backends.api_key(context)  # no key at all: 401 before anything else
+        call = parse_chat_request(request.data, self.catalog)
+        completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
+        amount = hold_micros(call)
+        caller, hold = await self.backends.authorize_hold(
+            context,
+            amount,
+            HoldPurpose(HoldKind.CHAT, call.model.id),
+            lambda: errors.insufficient_quota(
+                "Your IDR balance cannot cover this request "
+                f"(it may cost up to {micros_to_idr(amount)} IDR). "
+                "Top up, or lower max_tokens, to continue."
+            ),
+        )
         fields: dict[str, object] = {
             "request_id": caller.request_id,
             "account_id": caller.account_id,
@@ -577,21 +564,11 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         relay = ChatRelay(self.backends, call, hold, upstream, fields)
         self.backends.settle_later(relay.run())
         finished = False
-        started = False
         try:
             while (item := await relay.outbox.get()) is not _END:
                 if isinstance(item, PublicError):
                     finished = True
-                    if started:
-                        # Headers and chunks are out: the error goes in-band, as the
-                        # edge reshapes only trailers-only answers.
-                        yield httpbody_pb2.HttpBody(
-                            content_type="text/event-stream", data=item.sse_event()
-                        )
-                        return
-                    await abort_with(context, item)
-                    return
-                started = True
+                    raise item  # the boundary answers it, or sends it in-band after output
                 yield item
             finished = True
         finally:
@@ -610,30 +587,26 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
             id=model.id, object="model", created=model.created, owned_by=model.owned_by
         )
 
+    @public_unary
     async def ListModels(
         self, request: catalog_pb2.ListModelsRequest, context: ServicerContext
     ) -> catalog_pb2.ModelList:
-        try:
-            await self.backends.authenticate(context)
-        except PublicError as error:
-            await abort_with(context, error)
+        await self.backends.authenticate(context)
         return catalog_pb2.ModelList(
             object="list", data=[self._model(m) for m in self.catalog.enabled_text_models()]
         )
 
+    @public_unary
     async def GetModel(
         self, request: catalog_pb2.GetModelRequest, context: ServicerContext
     ) -> catalog_pb2.Model:
-        try:
-            await self.backends.authenticate(context)
-            model = self.catalog.text_model(request.model)
-            if model is None:
-                raise errors.model_not_found(request.model)
-        except PublicError as error:
-            await abort_with(context, error)
-            raise AssertionError("unreachable") from None
+        await self.backends.authenticate(context)
+        model = self.catalog.text_model(request.model)
+        if model is None:
+            raise errors.model_not_found(request.model)
         return self._model(model)
 
+    @public_unary
     async def GetPricing(
         self, request: catalog_pb2.GetPricingRequest, context: ServicerContext
     ) -> catalog_pb2.PriceList:
@@ -730,18 +703,15 @@ class AccountService(account_pb2_grpc.AccountServicer):
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
 
+    @public_unary
     async def GetBalance(
         self, request: account_pb2.GetBalanceRequest, context: ServicerContext
     ) -> account_pb2.Balance:
-        try:
-            caller = await self.backends.authenticate(context)
-            balance = await self.backends.billing_call(
-                self.backends.billing.GetAccountBalance,
-                billing_pb2.GetAccountBalanceRequest(account_id=caller.account_id),
-            )
-        except PublicError as error:
-            await abort_with(context, error)
-            raise AssertionError("unreachable") from None
+        caller = await self.backends.authenticate(context)
+        balance = await self.backends.billing_call(
+            self.backends.billing.GetAccountBalance,
+            billing_pb2.GetAccountBalanceRequest(account_id=caller.account_id),
+        )
         return account_pb2.Balance(
             object="balance",
             currency="IDR",

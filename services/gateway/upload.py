@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 
+from services.gateway import errors
 from services.gateway.errors import PublicError
 
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
@@ -46,17 +47,11 @@ def sniff_image(data: bytes) -> tuple[str, str] | None:
 
 
 def _invalid(message: str) -> PublicError:
-    return PublicError(400, "invalid_request_error", "invalid_request", message, FILE_FIELD)
+    return errors.invalid_parameter(message, FILE_FIELD)
 
 
 def _too_large(size: int) -> PublicError:
-    return PublicError(
-        413,
-        "invalid_request_error",
-        "file_too_large",
-        f"The file is {size} bytes; the limit is {MAX_UPLOAD_BYTES} bytes (30 MiB).",
-        FILE_FIELD,
-    )
+    return errors.file_too_large(size, MAX_UPLOAD_BYTES, FILE_FIELD)
 
 
 _NOT_MULTIPART = "The request must be multipart/form-data with the image in a part named 'file'."

@@ -1,0 +1,101 @@
+"""The one boundary between a gateway method and what its client sees.
+
+Every public gRPC method of the gateway is wrapped by `public_unary` or
+`public_stream` (tests/unit/test_error_boundary.py checks that none is missed).
+Inside, code raises the errors of the catalog (errors.py) wherever it finds one;
+here they become the edge's error shape (trailing metadata the Lua filter turns
+into the HTTP status and JSON body). What nobody expected is logged with its
+traceback for the operator and reaches the client as the edge's plain 500, or a
+503 when a backend was unreachable: never a stack trace, never gRPC's UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.api import httpbody_pb2
+
+from services.common import requestctx
+from services.common.grpc_server import ServicerContext
+from services.common.logs import fields
+from services.gateway import errors
+from services.gateway.errors import PublicError
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+MARK = "__aiport_public_boundary__"
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def abort_with(context: ServicerContext, error: PublicError) -> None:
+    context.set_trailing_metadata(error.trailing_metadata())
+    await context.abort(error.grpc_code, error.message)
+
+
+def public_error(method: str, exc: Exception) -> PublicError:
+    """What the client sees for `exc` (a catalog error as itself; anything else logged)."""
+    if isinstance(exc, PublicError):
+        return exc
+    log.exception(
+        "gateway method failed unexpectedly",
+        extra=fields(method=method, request_id=requestctx.current()),
+    )
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _UNREACHABLE:
+        return errors.service_unavailable("aiport is temporarily unavailable. Please try again.")
+    return errors.internal_error()
+
+
+def public_unary(
+    method: Callable[[S, Req, ServicerContext], Awaitable[Resp]],
+) -> Callable[[S, Req, ServicerContext], Awaitable[Resp]]:
+    async def wrapper(self: S, request: Req, context: ServicerContext) -> Resp:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise  # already answered (context.abort)
+        except Exception as exc:
+            await abort_with(context, public_error(method.__qualname__, exc))
+            raise AssertionError("unreachable") from None  # abort raises
+
+    functools.update_wrapper(wrapper, method)
+    setattr(wrapper, MARK, True)
+    return wrapper
+
+
+def public_stream(
+    method: Callable[[S, Req, ServicerContext], AsyncIterator[httpbody_pb2.HttpBody]],
+) -> Callable[[S, Req, ServicerContext], AsyncIterator[httpbody_pb2.HttpBody]]:
+    """For a server-streaming method of SSE bodies: an error before the first message
+    is a normal error answer; after it, headers are out, so it goes in-band."""
+
+    async def wrapper(
+        self: S, request: Req, context: ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        started = False
+        try:
+            async for item in method(self, request, context):
+                started = True
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            error = public_error(method.__qualname__, exc)
+            if not started:
+                await abort_with(context, error)
+                return
+            yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=error.sse_event())
+
+    functools.update_wrapper(wrapper, method)
+    setattr(wrapper, MARK, True)
+    return wrapper
+
+
+__all__ = ["MARK", "abort_with", "public_error", "public_stream", "public_unary"]
