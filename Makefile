@@ -46,7 +46,7 @@ lint: gen
 	$(VENV)/bin/ruff format --check .
 
 typecheck: gen
-	$(VENV)/bin/mypy services deploy tests
+	$(VENV)/bin/mypy services sandbox deploy tests bench
 
 unit: gen
 	$(VENV)/bin/pytest -q tests/unit

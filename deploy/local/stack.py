@@ -378,7 +378,9 @@ class Stack:
             argv = ["-m", "services.providers.worker_main", "--kind", kind, "--addr", addr]
             self.spawn(name, [sys.executable, *argv])
         else:
-            self.spawn(name, [sys.executable, "-m", f"services.{service}"])
+            # The sandbox is test and demo equipment, a top-level package beside services/.
+            module = "sandbox" if service == "sandbox" else f"services.{service}"
+            self.spawn(name, [sys.executable, "-m", module])
 
     def _wait_ready(self, name: str) -> None:
         service, _ = split_name(name)

@@ -204,7 +204,7 @@ def listening(
         return None
     env = container_env(docs, pod.namespace, container)
     found: list[tuple[str, int]] = []
-    if module == "services.sandbox":
+    if module == "sandbox":
         host = option(command, "--host") or env.get("AIPORT_SANDBOX_HOST") or "127.0.0.1"
         port = option(command, "--port") or env.get("AIPORT_SANDBOX_PORT") or "9100"
         return [(host, int(port))]
@@ -351,14 +351,18 @@ def check_services(docs: list[Doc]) -> list[str]:
     return problems
 
 
-def check_images(docs: list[Doc], image: str) -> list[str]:
-    """Every container runs the one image the overlay sets."""
-    return [
-        f"{pod.where}/{c['name']}: image {c.get('image')!r}, not {image!r}"
-        for pod in pods(docs)
-        for c in pod.containers()
-        if c.get("image") != image
-    ]
+def check_images(docs: list[Doc], image: str, sandbox_image: str | None = None) -> list[str]:
+    """Every container runs the one image the overlay sets; the sandbox (dev only) runs
+    its own, and no other pod does."""
+    problems = []
+    for pod in pods(docs):
+        wanted = sandbox_image if pod.name == "sandbox" and sandbox_image else image
+        problems += [
+            f"{pod.where}/{c['name']}: image {c.get('image')!r}, not {wanted!r}"
+            for c in pod.containers()
+            if c.get("image") != wanted
+        ]
+    return problems
 
 
 def _selects_some_pod(selector: Mapping[str, Any], namespace: str, all_pods: list[Pod]) -> bool:
@@ -585,6 +589,41 @@ def protoc_flags(text: str) -> set[str] | None:
     return {"-I" if flag.startswith("-I") else flag for flag in flags}
 
 
+def sandbox_in_production(instructions: list[tuple[str, str]]) -> list[str]:
+    """The default target (the last stage), the stages it is built FROM and the stages
+    it copies from must not copy the sandbox: it is test and demo equipment, added only
+    by a target of its own."""
+    parents: dict[str, str] = {}
+    copies: dict[str, list[str]] = {}
+    sources_of: dict[str, list[str]] = {}  # stages a stage copies from (--from=)
+    stage = ""
+    for word, rest in instructions:
+        if word == "FROM":
+            parts = rest.split()
+            stage = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else rest
+            parents[stage] = parts[0]
+        elif word == "COPY":
+            args = shlex.split(rest)
+            origin = next((a.split("=", 1)[1] for a in args if a.startswith("--from=")), None)
+            if origin is not None:
+                sources_of.setdefault(stage, []).append(origin)
+            else:
+                copies.setdefault(stage, []).extend(a for a in args[:-1] if not a.startswith("--"))
+    final, seen, todo = stage, [], [stage]
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in parents:
+            continue
+        seen.append(current)
+        todo += [parents[current], *sources_of.get(current, [])]
+    return [
+        f"the production image ({final}) copies {source} (stage {name})"
+        for name in seen
+        for source in copies.get(name, [])
+        if source.rstrip("/") == "sandbox" or source.startswith("sandbox/")
+    ]
+
+
 def check_dockerfile(
     dockerfile: str,
     makefile: str,
@@ -606,6 +645,7 @@ def check_dockerfile(
             module = python_module([str(p) for p in command])
             if module is not None and not module_exists(module):
                 problems.append(f"{word}: module {module} does not exist")
+    problems += sandbox_in_production(instructions)
     runs = "\n".join(rest for word, rest in instructions if word == "RUN")
     ours, make_gen = protoc_flags(runs), protoc_flags(makefile)
     if ours is None:

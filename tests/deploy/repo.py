@@ -40,9 +40,10 @@ def path_exists(relative: str) -> bool:
 
 @cache
 def env_read_by_code() -> frozenset[str]:
-    """Every variable name services/ mentions as a string, plus the ${NAME}s of config/."""
+    """Every variable name services/ (or the sandbox) mentions as a string, plus the
+    ${NAME}s of config/."""
     names: set[str] = set()
-    for source in (REPO / "services").rglob("*.py"):
+    for source in [*(REPO / "services").rglob("*.py"), *(REPO / "sandbox").rglob("*.py")]:
         names.update(_ENV_LITERAL.findall(source.read_text()))
     for config in (REPO / "config").glob("*.yaml"):
         names.update(name for name, _ in ENV_REF.findall(config.read_text()))
@@ -71,10 +72,10 @@ def render(overlay: str) -> tuple[Doc, ...]:
     return tuple(parse_documents(result.stdout))
 
 
-def overlay_image(overlay: str) -> str:
-    """name:tag the overlay's `images:` sets for the `aiport` image."""
+def overlay_image(overlay: str, name: str = "aiport") -> str:
+    """name:tag the overlay's `images:` sets for the `aiport` (or another) image."""
     kustomization = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
     for image in kustomization["images"]:
-        if image["name"] == "aiport":
-            return f"{image.get('newName', 'aiport')}:{image['newTag']}"
-    raise LookupError(f"{overlay}: no images entry for aiport")
+        if image["name"] == name:
+            return f"{image.get('newName', name)}:{image['newTag']}"
+    raise LookupError(f"{overlay}: no images entry for {name}")

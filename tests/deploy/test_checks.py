@@ -406,6 +406,12 @@ def dockerfile_problems(dockerfile: str) -> list[str]:
 
 def test_the_dockerfile_check_passes_a_good_dockerfile() -> None:
     assert dockerfile_problems(DOCKERFILE) == []
+    # The sandbox in a target of its own, not built FROM by the default one: fine.
+    with_sandbox = (
+        DOCKERFILE.replace("FROM python:3.11-slim\n", "FROM python:3.11-slim AS runtime\n")
+        + "FROM runtime AS sandbox\nCOPY sandbox /app/sandbox\nFROM runtime AS production\n"
+    )
+    assert dockerfile_problems(with_sandbox) == []
 
 
 @pytest.mark.parametrize(
@@ -415,6 +421,12 @@ def test_the_dockerfile_check_passes_a_good_dockerfile() -> None:
         ('"services.gateway"', '"services.gateway2"', "module services.gateway2 does not exist"),
         ("--include_source_info ", "", "protoc options differ"),
         ("grpc_tools.protoc", "grpc_tools.protocol", "no RUN generates gen/"),
+        ("COPY services ./services", "COPY sandbox ./sandbox", "copies sandbox (stage build)"),
+        (
+            "COPY --from=build /opt /opt",
+            "COPY --from=build /opt /opt\nCOPY sandbox /app/sandbox",
+            "copies sandbox",
+        ),
     ],
 )
 def test_the_dockerfile_check_catches(old: str, new: str, expected: str) -> None:

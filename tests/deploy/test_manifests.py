@@ -216,7 +216,8 @@ def test_ports_and_probes_match_what_processes_listen_on(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_runs_the_overlay_image(overlay: str) -> None:
-    assert checks.check_images(rendered(overlay), overlay_image(overlay)) == []
+    sandbox = overlay_image(overlay, "aiport-sandbox") if overlay == "dev" else None
+    assert checks.check_images(rendered(overlay), overlay_image(overlay), sandbox) == []
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

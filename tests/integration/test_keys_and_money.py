@@ -19,9 +19,9 @@ import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
 
 from deploy.local.stack import Stack
+from sandbox.png import render
 from services.common import service_auth
 from services.gateway import bad_keys
-from services.sandbox.png import render
 from tests.integration.conftest import JOB_TIMEOUT_SECONDS, NewAccount
 from tests.integration.test_billing_flow import expected_cost_micros
 

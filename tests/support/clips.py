@@ -10,7 +10,7 @@ import io
 import struct
 import wave
 
-SAMPLE_MP4_SECONDS = 2.0  # services/sandbox/assets/sample.mp4
+SAMPLE_MP4_SECONDS = 2.0  # sandbox/assets/sample.mp4
 
 
 def _box(kind: bytes, payload: bytes) -> bytes:

@@ -17,6 +17,8 @@ import httpx
 import orjson
 import pytest
 
+from sandbox import anthropic as sandbox_anthropic
+from sandbox.errors import ApiError
 from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages import AnthropicMessagesAdapter
 from services.providers.adapters.openai_chat_translate import (
@@ -25,8 +27,6 @@ from services.providers.adapters.openai_chat_translate import (
 )
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
-from services.sandbox import anthropic as sandbox_anthropic
-from services.sandbox.errors import ApiError
 from tests.unit.fake_upstream import (
     Respond,
     faked,

@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from sandbox import png
 from services.providers.adapters import dashscope_image
 from services.providers.adapters.dashscope_image import DashScopeImageAdapter
 from services.providers.adapters.dashscope_image_translate import (
@@ -45,7 +46,6 @@ from services.providers.errors import (
 )
 from services.providers.media import ImageAdapter, ImageRequest, Reference
 from services.providers.routes import Provider
-from services.sandbox import png
 
 API_KEY = "sk-dash-0123456789abcdefghij"
 BASE = "https://dashscope-intl.aliyuncs.com/api/v1"

@@ -17,13 +17,13 @@ import httpx
 import orjson
 import pytest
 
+from sandbox import gemini as sandbox_gemini
 from services.providers.adapters.gemini import GeminiChatAdapter, classify_error
 from services.providers.adapters.gemini_translate import decode_tool_call_id
 from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
 from services.providers.chat import ChatAdapter
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
-from services.sandbox import gemini as sandbox_gemini
 from tests.unit.fake_upstream import Respond, faked, json_response, raising, sse_response
 
 API_KEY = "AIzaSyTest0123456789abcdefghijklmnop"

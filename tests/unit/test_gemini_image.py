@@ -12,6 +12,8 @@ import httpx
 import orjson
 import pytest
 
+from sandbox import gemini as sandbox_gemini
+from sandbox import png
 from services.providers.adapters.gemini_image import (
     GeminiImageAdapter,
     gemini_aspect_ratio,
@@ -22,8 +24,6 @@ from services.providers.adapters.openai_images_translate import ImageRequestErro
 from services.providers.errors import UpstreamError, UpstreamProtocolError
 from services.providers.media import ImageAdapter, ImageRequest, Reference
 from services.providers.routes import Provider
-from services.sandbox import gemini as sandbox_gemini
-from services.sandbox import png
 
 API_KEY = "AIzaSyImages0123456789abcdefghijklmn"
 PROVIDER = Provider(

@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from sandbox import png
 from services.providers.adapters import openai_images
 from services.providers.adapters.openai_chat_translate import UpstreamProtocolError
 from services.providers.adapters.openai_images import OpenAIImagesAdapter
@@ -32,7 +33,6 @@ from services.providers.adapters.openai_images_translate import (
 from services.providers.errors import UpstreamError
 from services.providers.media import ImageAdapter, ImageRequest, Reference
 from services.providers.routes import Provider
-from services.sandbox import png
 from tests.unit.fake_upstream import Respond, faked, raising
 from tests.unit.test_sandbox_server import KEY, ThreadedSandbox
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import orjson
 
+from sandbox import directives, gemini
+from sandbox.errors import error_headers
 from services.gateway import errors
 from services.providers.adapters.gemini import classify_error
 from services.providers.errors import MAX_RETRY_AFTER_SECONDS, UpstreamError, retry_after_seconds
 from services.providers.failover import final_error, should_fail_over
-from services.sandbox import directives, gemini
-from services.sandbox.errors import error_headers
 
 
 def test_retry_after_in_seconds_date_or_milliseconds() -> None:

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from sandbox.server import SAMPLE_MP4
 from services.common.catalog import (
     CatalogError,
     ReferenceClipRules,
@@ -22,7 +23,6 @@ from services.providers.reference_clips import (
     check_clips,
     measure,
 )
-from services.sandbox.server import SAMPLE_MP4
 from tests.support.clips import SAMPLE_MP4_SECONDS, mp3, mp4, wav
 
 CATALOG = load_catalog(PROJECT_ROOT / "config" / "catalog.yaml")

@@ -18,13 +18,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from sandbox import anthropic, anthropic_server, openai_chat, png
+from sandbox.errors import ApiError
+from sandbox.server import REQUEST_LOG, ROUTE_HEADER, create_app
 from services.providers.adapters.anthropic_messages import AnthropicMessagesAdapter
 from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
-from services.sandbox import anthropic, anthropic_server, openai_chat, png
-from services.sandbox.errors import ApiError
-from services.sandbox.server import REQUEST_LOG, ROUTE_HEADER, create_app
 
 KEY = "sk-sandbox"
 HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from services.sandbox import directives, openai_chat, textgen, toolargs
-from services.sandbox.errors import ApiError, openai_error_body
+from sandbox import directives, openai_chat, textgen, toolargs
+from sandbox.errors import ApiError, openai_error_body
 
 
 def user(text: str) -> dict[str, Any]:

@@ -18,15 +18,15 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from sandbox import dashscope, directives, png
+from sandbox.dashscope_server import register
+from sandbox.errors import ApiError
+from sandbox.server import REQUEST_LOG, create_app
 from services.providers.adapters.dashscope_image import DashScopeImageAdapter
 from services.providers.adapters.dashscope_image_translate import build_call
 from services.providers.errors import UpstreamError
 from services.providers.media import ImageRequest, Reference
 from services.providers.routes import Provider
-from services.sandbox import dashscope, directives, png
-from services.sandbox.dashscope_server import register
-from services.sandbox.errors import ApiError
-from services.sandbox.server import REQUEST_LOG, create_app
 
 KEY = "sk-sandbox-dashscope"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -17,6 +17,10 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from sandbox import gemini, openai_chat, png, textgen
+from sandbox.errors import ApiError
+from sandbox.gemini_server import register
+from sandbox.server import REQUEST_LOG, create_app
 from services.providers.adapters.gemini import GeminiChatAdapter
 from services.providers.adapters.gemini_image import GeminiImageAdapter
 from services.providers.adapters.gemini_translate import (
@@ -28,10 +32,6 @@ from services.providers.adapters.openai_chat_translate import ChunkTranslator, I
 from services.providers.errors import UpstreamError
 from services.providers.media import ImageRequest, Reference
 from services.providers.routes import Provider, Route
-from services.sandbox import gemini, openai_chat, png, textgen
-from services.sandbox.errors import ApiError
-from services.sandbox.gemini_server import register
-from services.sandbox.server import REQUEST_LOG, create_app
 
 KEY = "sk-sandbox"
 MODEL = "gemini-3.5-flash"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from services.sandbox import directives, openai_images, png, video_tasks
-from services.sandbox.errors import ApiError, ark_error_body
+from sandbox import directives, openai_images, png, video_tasks
+from sandbox.errors import ApiError, ark_error_body
 from tests.support.clips import mp3, mp4, wav
 
 # --- PNG ---------------------------------------------------------------------------------

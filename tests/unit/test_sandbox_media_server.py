@@ -15,8 +15,8 @@ import httpx
 import mutagen
 import pytest
 
-from services.sandbox import png, video_tasks
-from services.sandbox.server import SAMPLE_MP4
+from sandbox import png, video_tasks
+from sandbox.server import SAMPLE_MP4
 from tests.unit.test_sandbox_media_logic import png_chunks
 from tests.unit.test_sandbox_server import AUTH, ThreadedSandbox
 

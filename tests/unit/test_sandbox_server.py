@@ -25,8 +25,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from services.sandbox import textgen
-from services.sandbox.server import create_app
+from sandbox import textgen
+from sandbox.server import create_app
 
 KEY = "sk-sandbox"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -480,7 +480,7 @@ def test_cli_serves_env_key_and_stops_on_signal(stop_signal: signal.Signals) -> 
     port = free_port()
     env = {**os.environ, "AIPORT_SANDBOX_API_KEY": "sk-from-env", "AIPORT_SANDBOX_PORT": str(port)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.sandbox", "--host", "127.0.0.1"],
+        [sys.executable, "-m", "sandbox", "--host", "127.0.0.1"],
         cwd=REPO,
         env=env,
         stderr=subprocess.PIPE,

@@ -14,6 +14,8 @@ import httpx
 import orjson
 import pytest
 
+from sandbox import png
+from sandbox.server import SAMPLE_MP4
 from services.providers.adapters.openai_chat_translate import UpstreamProtocolError
 from services.providers.adapters.video_task import VideoTaskAdapter
 from services.providers.adapters.video_task_translate import (
@@ -26,8 +28,6 @@ from services.providers.errors import UpstreamError
 from services.providers.media import Reference, TaskState, VideoRequest
 from services.providers.media import VideoTaskAdapter as VideoTaskAdapterProtocol
 from services.providers.routes import Provider
-from services.sandbox import png
-from services.sandbox.server import SAMPLE_MP4
 from tests.support.clips import mp3
 from tests.unit.fake_upstream import Respond, raising
 from tests.unit.test_sandbox_server import KEY, ThreadedSandbox

@@ -13,7 +13,7 @@ import warnings
 
 from PIL import Image
 
-from services.sandbox.errors import invalid
+from sandbox.errors import invalid
 
 _DATA_URL = re.compile(r"data:([a-z0-9.+-]+/[a-z0-9.+-]+)(?:;[a-z0-9=.+-]+)*;base64,", re.I)
 

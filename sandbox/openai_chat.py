@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from services.sandbox import directives, model_rules, textgen, toolargs
-from services.sandbox.errors import ApiError, invalid
+from sandbox import directives, model_rules, textgen, toolargs
+from sandbox.errors import ApiError, invalid
 
 DEFAULT_WORDS = 12
 MAX_N = 8

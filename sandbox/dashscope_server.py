@@ -1,6 +1,6 @@
-"""The sandbox's DashScope image routes (aiohttp). The logic lives in services/sandbox/dashscope.py.
+"""The sandbox's DashScope image routes (aiohttp). The logic lives in sandbox/dashscope.py.
 
-register(app) adds, to an app made by services.sandbox.server.create_app:
+register(app) adds, to an app made by sandbox.server.create_app:
 
   POST /api/v1/services/aigc/image-generation/generation       create a task (async header)
   POST /api/v1/services/aigc/multimodal-generation/generation  generate synchronously
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
-from services.sandbox import dashscope, openai_chat
-from services.sandbox.errors import ApiError, simulated_status
+from sandbox import dashscope, openai_chat
+from sandbox.errors import ApiError, simulated_status
 
 ASYNC_HEADER = "X-DashScope-Async"
 TASKS_LIST_PATH = "/_sandbox/dashscope/tasks"
@@ -49,7 +49,7 @@ def register(app: web.Application) -> None:
         return
     # Imported here, not at the top: server.py lists this module's register() among its
     # PROTOCOL_MODULES, and a module-level import would be circular.
-    from services.sandbox import server
+    from sandbox import server
 
     app[STATE] = DashScopeState(api_key=app[server.API_KEY], log_request=server.log_request)
     app[server.ERROR_SHAPES][dashscope.ERROR_PREFIX] = dashscope.error_body

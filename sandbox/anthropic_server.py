@@ -1,7 +1,7 @@
 """The sandbox's Anthropic Messages route: POST /v1/messages.
 
 `register(app)` adds the route and Anthropic's error shape for its path prefix; the
-answer logic is in services.sandbox.anthropic. services.sandbox.server is imported
+answer logic is in sandbox.anthropic. sandbox.server is imported
 inside the functions, not at module level: server.py lists `register` in its
 PROTOCOL_MODULES, so a module-level import would be circular.
 """
@@ -14,8 +14,8 @@ import secrets
 import orjson
 from aiohttp import web
 
-from services.sandbox import anthropic, openai_chat
-from services.sandbox.errors import ApiError
+from sandbox import anthropic, openai_chat
+from sandbox.errors import ApiError
 
 MESSAGES_PATH = "/v1/messages"
 _REGISTERED = web.AppKey("anthropic_messages_registered", bool)
@@ -24,7 +24,7 @@ _REGISTERED = web.AppKey("anthropic_messages_registered", bool)
 def register(app: web.Application) -> None:
     """Serve Anthropic's Messages API on `app`. Idempotent, so a test may call it on an
     app whose create_app already did."""
-    from services.sandbox import server
+    from sandbox import server
 
     if app.get(_REGISTERED):
         return
@@ -38,7 +38,7 @@ def _json(obj: object, status: int = 200) -> web.Response:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    from services.sandbox import server
+    from sandbox import server
 
     denied = anthropic.auth_error(request.headers.get("x-api-key"), request.app[server.API_KEY])
     try:

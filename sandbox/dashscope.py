@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from services.sandbox import directives, media, png
-from services.sandbox.errors import ApiError
+from sandbox import directives, media, png
+from sandbox.errors import ApiError
 
 ASYNC_PATH = "/api/v1/services/aigc/image-generation/generation"
 SYNC_PATH = "/api/v1/services/aigc/multimodal-generation/generation"

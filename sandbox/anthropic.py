@@ -39,8 +39,8 @@ from typing import Any
 
 import orjson
 
-from services.sandbox import directives, media, model_rules, openai_chat, textgen
-from services.sandbox.errors import ApiError, invalid
+from sandbox import directives, media, model_rules, openai_chat, textgen
+from sandbox.errors import ApiError, invalid
 
 VERSIONS = frozenset({"2023-06-01", "2023-01-01"})
 MIN_THINKING_BUDGET = 1024

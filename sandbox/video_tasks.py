@@ -35,8 +35,8 @@ from typing import Any
 
 import mutagen
 
-from services.sandbox import directives, media
-from services.sandbox.errors import ApiError, invalid
+from sandbox import directives, media
+from sandbox.errors import ApiError, invalid
 
 MAX_TASKS = 10_000
 FPS = 24

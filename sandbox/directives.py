@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from services.sandbox.errors import ApiError, invalid, simulated_failure, simulated_status
+from sandbox.errors import ApiError, invalid, simulated_failure, simulated_status
 
 MAX_DELAY_SECONDS = 600.0
 # Bounds the answer the sandbox has to build in memory (8 choices of this many words).

@@ -8,7 +8,7 @@ tool_calls, type, image_url, max_tokens, ...) and roles other than user / model 
 
 Text answers are planned by openai_chat.plan_answer on an OpenAI view of the request, so
 the words, tool choice, sampled arguments, token counts and [sim:...] directives are the
-OpenAI sandbox's (see services/sandbox/__init__.py), with Gemini's names:
+OpenAI sandbox's (see sandbox/__init__.py), with Gemini's names:
   maxOutputTokens = max_tokens, candidateCount = n, functionCallingConfig.mode AUTO / NONE /
   ANY (+ allowedFunctionNames: one name forces it, several restrict "required" to them)
   usageMetadata: promptTokenCount = prompt_tokens, candidatesTokenCount = visible tokens,
@@ -55,8 +55,8 @@ from typing import Any
 
 import orjson
 
-from services.sandbox import directives, media, model_rules, openai_chat, png, textgen
-from services.sandbox.errors import ApiError, invalid
+from sandbox import directives, media, model_rules, openai_chat, png, textgen
+from sandbox.errors import ApiError, invalid
 
 MAX_CANDIDATES = 8
 MAX_STOP_SEQUENCES = 5

@@ -1,18 +1,18 @@
-"""python -m services.sandbox [--host H] [--port P] [--api-key K] [--chunk-delay S]"""
+"""python -m sandbox [--host H] [--port P] [--api-key K] [--chunk-delay S]"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
+from sandbox.server import serve
 from services.common import logs
 from services.common.settings import env, env_float, env_int
-from services.sandbox.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m services.sandbox",
+        prog="python -m sandbox",
         description="Deterministic upstream (OpenAI chat and images, Ark video tasks) for tests.",
     )
     parser.add_argument(

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from services.sandbox import directives, media, png
-from services.sandbox.errors import ApiError, invalid
+from sandbox import directives, media, png
+from sandbox.errors import ApiError, invalid
 
 MAX_N = 10
 MAX_EDGE = 8192

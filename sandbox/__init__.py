@@ -3,10 +3,10 @@
 Speaks OpenAI Chat Completions, the OpenAI Images API, and an Ark-style video task API
 (BytePlus ModelArk / Volcengine Seedance). Media is described after the chat rules.
 
-Run:  python -m services.sandbox [--host 127.0.0.1] [--port 9100] [--api-key sk-sandbox]
+Run:  python -m sandbox [--host 127.0.0.1] [--port 9100] [--api-key sk-sandbox]
                                  [--chunk-delay 0]
 Env:  AIPORT_SANDBOX_HOST, AIPORT_SANDBOX_PORT, AIPORT_SANDBOX_API_KEY, AIPORT_SANDBOX_CHUNK_DELAY
-In-process: services.sandbox.server.create_app(api_key, chunk_delay=0.0)
+In-process: sandbox.server.create_app(api_key, chunk_delay=0.0)
 
 Routes (all /v1 and /api/v3 routes need `Authorization: Bearer <key>`):
   POST /v1/chat/completions, GET /v1/models
@@ -92,7 +92,7 @@ Video tasks (Ark content generation; errors in Ark's shape {error: {code, messag
     succeeded, content {video_url, last_frame_url if asked} and usage {completion_tokens =
     total_tokens = ceil(w * h * 24 * duration / 1024)} (w x h: short side 480/720/1080/1440/
     2160 by resolution, long side by ratio; adaptive = 16:9).
-  The video is always services/sandbox/assets/sample.mp4 (2 s, 256x144, H.264, ~7 KB),
+  The video is always sandbox/assets/sample.mp4 (2 s, 256x144, H.264, ~7 KB),
   its headers rewritten to say it lasts the task's duration (as a real result would); the
   last frame is a PNG of the task's ratio (long side 512).
   Tasks live in memory, the last 10,000.

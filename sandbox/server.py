@@ -22,8 +22,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from services.common.logs import fields
-from services.sandbox import (
+from sandbox import (
     anthropic_server,
     dashscope_server,
     directives,
@@ -34,13 +33,14 @@ from services.sandbox import (
     png,
     video_tasks,
 )
-from services.sandbox.errors import (
+from sandbox.errors import (
     ApiError,
     ark_error_body,
     error_headers,
     openai_error_body,
     simulated_status,
 )
+from services.common.logs import fields
 
 log = logging.getLogger("sandbox")
 

@@ -11,7 +11,7 @@ any query parameter other than key / alt. Errors under /v1beta/ leave in Google'
 Requests are kept in the request log (GET /_sandbox/requests) as {path, authorization,
 api_key, query, body}, inline data logged as its size only.
 
-Wiring: services.sandbox.server calls register(app) from create_app (PROTOCOL_MODULES).
+Wiring: sandbox.server calls register(app) from create_app (PROTOCOL_MODULES).
 The server module is imported inside the functions, so either module may be imported first.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from services.sandbox import gemini
-from services.sandbox.errors import ApiError
+from sandbox import gemini
+from sandbox.errors import ApiError
 
 PREFIX = "/v1beta/"
 METHODS = ("generateContent", "streamGenerateContent")
@@ -36,7 +36,7 @@ _REGISTERED = web.AppKey("gemini_registered", bool)
 
 def register(app: web.Application) -> None:
     """Add the Gemini routes and error shape to the sandbox app (idempotent)."""
-    from services.sandbox import server
+    from sandbox import server
 
     if app.get(_REGISTERED):
         return
@@ -54,7 +54,7 @@ def _api_key(request: web.Request) -> str | None:
 
 
 def _auth_error(request: web.Request) -> ApiError | None:
-    from services.sandbox import server
+    from sandbox import server
 
     if request.headers.get("Authorization"):
         return ApiError(
@@ -76,13 +76,13 @@ def _auth_error(request: web.Request) -> ApiError | None:
 
 
 def _notes() -> dict[str, Any]:
-    from services.sandbox import server
+    from sandbox import server
 
     return server._notes.get({})
 
 
 async def generate_content(request: web.Request) -> web.StreamResponse:
-    from services.sandbox import server
+    from sandbox import server
 
     model, _, method = request.match_info["target"].rpartition(":")
     if not model or method not in METHODS:
@@ -130,7 +130,7 @@ async def generate_content(request: web.Request) -> web.StreamResponse:
 
 
 async def _text(request: web.Request, call: gemini.GeminiRequest) -> web.StreamResponse:
-    from services.sandbox import server
+    from sandbox import server
 
     gemini.check_signatures(call)
     answer = gemini.answer_text(call)
@@ -151,7 +151,7 @@ async def _text(request: web.Request, call: gemini.GeminiRequest) -> web.StreamR
 
 
 async def _image(request: web.Request, call: gemini.GeminiRequest) -> web.StreamResponse:
-    from services.sandbox import server
+    from sandbox import server
 
     answer = gemini.plan_image(call)
     found = answer.directives
