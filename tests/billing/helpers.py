@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.billing import ledger
+from services.billing.money import Money
 
 IDR = 1_000_000
 BIN = Path(sys.executable).parent
@@ -65,10 +66,12 @@ async def assert_invariants(engine: AsyncEngine) -> None:
     assert captures == [], f"captured holds without matching entries: {captures}"
 
 
-async def funded_account(engine: AsyncEngine, micros: int = 0, name: str = "test") -> str:
+async def funded_account(
+    engine: AsyncEngine, money: Money, micros: int = 0, name: str = "test"
+) -> str:
     account = await ledger.create_account(engine, name)
     if micros:
-        await ledger.top_up(engine, account.id, micros)
+        await money.top_up(account.id, micros)
     return account.id
 
 
