@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import ledger
+from services.billing import audit, ledger
 from services.billing.money import Money
 
 IDR = 1_000_000
@@ -64,6 +65,10 @@ async def assert_invariants(engine: AsyncEngine) -> None:
     assert accounts == [], f"balance/held drift from ledger/holds: {accounts}"
     assert running == [], f"ledger balance_after drift: {running}"
     assert captures == [], f"captured holds without matching entries: {captures}"
+    # And the postings prove every cached balance, transaction and hold.
+    url = engine.url.render_as_string(hide_password=False)
+    verdict = await asyncio.to_thread(audit.verify, url)
+    assert verdict.ok, f"ledger verify: {verdict.as_json()}"
 
 
 async def funded_account(
