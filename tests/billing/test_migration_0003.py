@@ -34,22 +34,22 @@ INSERT INTO billing.accounts (id, name, balance_micros, held_micros) VALUES
 INSERT INTO billing.holds
     (id, account_id, amount_micros, status, captured_micros, idempotency_key, description,
      created_at, expires_at, settled_at, settle_note) VALUES
-    ('hold_open0000000000000', '{A}', {10 * IDR}, 'open', 0, 'chat:1',
+    ('hold_open0000000000000000', '{A}', {10 * IDR}, 'open', 0, 'chat:1',
      'chat deepseek-v4-flash req_1', now() - interval '5 min', now() + interval '1 hour',
      NULL, ''),
-    ('hold_capt0000000000000', '{A}', {20 * IDR}, 'captured', {7 * IDR}, 'job:2',
+    ('hold_capt0000000000000000', '{A}', {20 * IDR}, 'captured', {7 * IDR}, 'job:2',
      'job image qwen-image req_2', now() - interval '50 min', now() + interval '1 hour',
      now() - interval '40 min', 'image qwen-image job_2'),
-    ('hold_zero0000000000000', '{A}', {5 * IDR}, 'captured', 0, 'chat:3',
+    ('hold_zero0000000000000000', '{A}', {5 * IDR}, 'captured', 0, 'chat:3',
      'chat m0 req_3', now() - interval '30 min', now() + interval '1 hour',
      now() - interval '29 min', ''),
-    ('hold_rele0000000000000', '{A}', {8 * IDR}, 'released', 0, 'chat:4',
+    ('hold_rele0000000000000000', '{A}', {8 * IDR}, 'released', 0, 'chat:4',
      'chat deepseek-v4-flash req_4', now() - interval '20 min', now() + interval '1 hour',
      now() - interval '19 min', 'upstream failed'),
-    ('hold_expi0000000000000', '{A}', {4 * IDR}, 'expired', 0, 'chat:5',
+    ('hold_expi0000000000000000', '{A}', {4 * IDR}, 'expired', 0, 'chat:5',
      'chat deepseek-v4-flash req_5', now() - interval '3 hours', now() - interval '2 hours',
      now() - interval '2 hours', 'expired'),
-    ('hold_bbbb0000000000000', '{B}', {30 * IDR}, 'open', 0, 'other:6',
+    ('hold_bbbb0000000000000000', '{B}', {30 * IDR}, 'open', 0, 'other:6',
      'something without a model', now() - interval '1 min', now() + interval '1 hour',
      NULL, '');
 INSERT INTO billing.ledger_entries
@@ -58,8 +58,8 @@ INSERT INTO billing.ledger_entries
     ('{A}', 'topup', {100 * IDR}, {100 * IDR}, NULL, 'topup:order-1', 'first',
      now() - interval '4 hours'),
     ('{A}', 'topup', {50 * IDR}, {150 * IDR}, NULL, NULL, '', now() - interval '1 hour'),
-    ('{A}', 'capture', {-7 * IDR}, {143 * IDR}, 'hold_capt0000000000000',
-     'capture:hold_capt0000000000000', 'image qwen-image job_2', now() - interval '40 min'),
+    ('{A}', 'capture', {-7 * IDR}, {143 * IDR}, 'hold_capt0000000000000000',
+     'capture:hold_capt0000000000000000', 'image qwen-image job_2', now() - interval '40 min'),
     ('{B}', 'topup', {30 * IDR}, {30 * IDR}, NULL, NULL, '', now() - interval '2 min');
 """
 ENTRIES = (
@@ -124,27 +124,27 @@ def test_old_rows_become_postings_and_balances_stay(old_database: str) -> None:
         " WHERE t.hold_id IS NOT NULL ORDER BY t.hold_id, t.kind = 'hold' DESC, p.account",
     )
     assert postings == [
-        ("hold_bbbb0000000000000", "hold", "available", -30 * IDR),
-        ("hold_bbbb0000000000000", "hold", "held", 30 * IDR),
-        ("hold_capt0000000000000", "hold", "available", -20 * IDR),
-        ("hold_capt0000000000000", "hold", "held", 20 * IDR),
-        ("hold_capt0000000000000", "capture", "available", 13 * IDR),
-        ("hold_capt0000000000000", "capture", "held", -20 * IDR),
-        ("hold_capt0000000000000", "capture", "revenue:qwen-image", 7 * IDR),
-        ("hold_expi0000000000000", "hold", "available", -4 * IDR),
-        ("hold_expi0000000000000", "hold", "held", 4 * IDR),
-        ("hold_expi0000000000000", "expire", "available", 4 * IDR),
-        ("hold_expi0000000000000", "expire", "held", -4 * IDR),
-        ("hold_open0000000000000", "hold", "available", -10 * IDR),
-        ("hold_open0000000000000", "hold", "held", 10 * IDR),
-        ("hold_rele0000000000000", "hold", "available", -8 * IDR),
-        ("hold_rele0000000000000", "hold", "held", 8 * IDR),
-        ("hold_rele0000000000000", "release", "available", 8 * IDR),
-        ("hold_rele0000000000000", "release", "held", -8 * IDR),
-        ("hold_zero0000000000000", "hold", "available", -5 * IDR),
-        ("hold_zero0000000000000", "hold", "held", 5 * IDR),
-        ("hold_zero0000000000000", "capture", "available", 5 * IDR),
-        ("hold_zero0000000000000", "capture", "held", -5 * IDR),
+        ("hold_bbbb0000000000000000", "hold", "available", -30 * IDR),
+        ("hold_bbbb0000000000000000", "hold", "held", 30 * IDR),
+        ("hold_capt0000000000000000", "hold", "available", -20 * IDR),
+        ("hold_capt0000000000000000", "hold", "held", 20 * IDR),
+        ("hold_capt0000000000000000", "capture", "available", 13 * IDR),
+        ("hold_capt0000000000000000", "capture", "held", -20 * IDR),
+        ("hold_capt0000000000000000", "capture", "revenue:qwen-image", 7 * IDR),
+        ("hold_expi0000000000000000", "hold", "available", -4 * IDR),
+        ("hold_expi0000000000000000", "hold", "held", 4 * IDR),
+        ("hold_expi0000000000000000", "expire", "available", 4 * IDR),
+        ("hold_expi0000000000000000", "expire", "held", -4 * IDR),
+        ("hold_open0000000000000000", "hold", "available", -10 * IDR),
+        ("hold_open0000000000000000", "hold", "held", 10 * IDR),
+        ("hold_rele0000000000000000", "hold", "available", -8 * IDR),
+        ("hold_rele0000000000000000", "hold", "held", 8 * IDR),
+        ("hold_rele0000000000000000", "release", "available", 8 * IDR),
+        ("hold_rele0000000000000000", "release", "held", -8 * IDR),
+        ("hold_zero0000000000000000", "hold", "available", -5 * IDR),
+        ("hold_zero0000000000000000", "hold", "held", 5 * IDR),
+        ("hold_zero0000000000000000", "capture", "available", 5 * IDR),
+        ("hold_zero0000000000000000", "capture", "held", -5 * IDR),
     ]
     owed = audit.liabilities(url)
     assert (owed.available_micros, owed.held_micros) == (133 * IDR, 40 * IDR)
@@ -160,8 +160,8 @@ async def _the_money_path_carries_on(url: str) -> None:
     money = Money(url)
     await money.open()
     try:
-        await money.capture("hold_open0000000000000", 3 * IDR)
-        await money.release("hold_bbbb0000000000000")
+        await money.capture("hold_open0000000000000000", 3 * IDR)
+        await money.release("hold_bbbb0000000000000000")
         with pytest.raises(IdempotencyConflict):
             await money.top_up(A, 100 * IDR, idempotency_key="order-1", description="first")
     finally:
@@ -170,7 +170,7 @@ async def _the_money_path_carries_on(url: str) -> None:
         url,
         "SELECT p.account, p.amount_micros FROM billing.postings p"
         " JOIN billing.transactions t ON t.id = p.transaction_id"
-        " WHERE t.hold_id = 'hold_open0000000000000' AND p.account LIKE 'revenue:%'",
+        " WHERE t.hold_id = 'hold_open0000000000000000' AND p.account LIKE 'revenue:%'",
     )
     assert revenue == [("revenue:deepseek-v4-flash", 3 * IDR)]
 
