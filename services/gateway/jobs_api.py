@@ -124,6 +124,7 @@ class JobsBackend:
             lambda: insufficient_balance(amount),
             # Longer than the job timeout: the jobs service settles first.
             ttl_seconds=self.hold_ttl_seconds,
+            model=plan.model,  # billing's revenue account (issue 12)
         )
         request = job_state_pb2.CreateJobRequest(
             account_id=caller.account_id,

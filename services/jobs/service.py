@@ -17,6 +17,7 @@ from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb
 from psycopg_pool import PoolTimeout
 
 from services.common import broker, metrics, pg, requestctx
+from services.common.billing_errors import capture_exceeded_hold
 from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
 from services.jobs import store
@@ -74,13 +75,14 @@ class Settlement:
         capture and release are idempotent per hold."""
         try:
             if job.status == "done":
-                await self.billing.CaptureHold(
+                await self._capture(
+                    job,
                     billing_pb2.CaptureHoldRequest(
                         hold_id=job.hold_id,
                         amount_micros=job.actual_cost_micros or 0,
                         description=f"{job.modality} {job.model} {job.id}",
+                        model=job.model,  # billing's revenue account (issue 12)
                     ),
-                    timeout=BILLING_TIMEOUT_SECONDS,
                 )
             else:
                 await self.billing.ReleaseHold(
@@ -104,6 +106,25 @@ class Settlement:
             extra=fields(job_id=job.id, status=job.status, cost_micros=job.actual_cost_micros or 0),
         )
         return True
+
+    async def _capture(self, job: JobRow, request: billing_pb2.CaptureHoldRequest) -> None:
+        """A cost above the hold (a pricing bug, which billing refuses and counts)
+        is captured at the hold, what the customer authorized, with an error log."""
+        try:
+            await self.billing.CaptureHold(request, timeout=BILLING_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            held = capture_exceeded_hold(exc)
+            if held is None:
+                raise
+            log.error(
+                "job cost exceeds its hold; capturing the hold instead",
+                extra=fields(job_id=job.id, cost_micros=request.amount_micros, held_micros=held),
+            )
+            capped = billing_pb2.CaptureHoldRequest()
+            capped.CopyFrom(request)
+            capped.amount_micros = held
+            capped.description = f"{request.description} (cost above the hold; capped)"
+            await self.billing.CaptureHold(capped, timeout=BILLING_TIMEOUT_SECONDS)
 
 
 class Publisher:

@@ -20,7 +20,7 @@ def key() -> str:
     return "req_" + rules.new_hold_id()
 
 
-async def funded_key(engine, money: AsyncEngine, amount: int) -> tuple[str, str, str]:
+async def funded_key(engine: AsyncEngine, money: Money, amount: int) -> tuple[str, str, str]:
     account_id = await funded_account(engine, money, amount)
     created = await ledger.create_api_key(engine, account_id)
     return account_id, created.api_key, created.key_id
