@@ -73,8 +73,11 @@ def address(customer_id: str, account: str) -> str:
     return account
 
 
-def assert_balanced(what: str, amounts: Iterable[int | None]) -> None:
-    """The write path's own check on what the database says it posted."""
-    total = sum(amount or 0 for amount in amounts)
-    if total != 0:
-        raise AssertionError(f"{what}: postings sum to {total}, not zero")
+def assert_balanced(what: str, amounts: Iterable[int] | None) -> None:
+    """The write path's own check on what the database says it posted: two legs
+    or more (a movement without postings is the bug this catches), summing to zero."""
+    legs = list(amounts or ())
+    if len(legs) < 2:
+        raise AssertionError(f"{what}: {len(legs)} postings; a movement needs two or more")
+    if sum(legs) != 0:
+        raise AssertionError(f"{what}: postings sum to {sum(legs)}, not zero")

@@ -9,12 +9,14 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import audit, cli, rules
+from services.billing import audit, cli, postings, rules
 from services.billing.money import Money
+from services.common.db import libpq_conninfo
 from tests.support.databases import drop_database, fresh_database_url, migrate_all
 
 from .helpers import IDR, funded_account, make_overdue
@@ -116,9 +118,6 @@ async def test_a_capture_names_its_model_over_the_holds(engine: AsyncEngine, mon
         " VALUES ('adjustment', :id, 0) RETURNING id)"
         " INSERT INTO billing.postings SELECT t.id, v.a, v.m FROM t,"
         " (VALUES ('available', 5::bigint), ('adjustments', -4::bigint)) v(a, m)",
-        # A transaction without postings.
-        "INSERT INTO billing.transactions (kind, account_id, balance_after_micros)"
-        " VALUES ('adjustment', :id, 0)",
         # A late leg added to a transaction that balanced.
         "INSERT INTO billing.postings SELECT max(id), 'promotions', 1 FROM billing.transactions",
         # Postings of no transaction.
@@ -279,3 +278,48 @@ def test_report_dates() -> None:
             datetime(2026, 1, 2, tzinfo=UTC),
             datetime(2026, 1, 1, tzinfo=UTC),
         )
+
+
+def test_verify_finds_a_transaction_without_postings_and_orphan_postings() -> None:
+    """What the schema's per-statement check cannot see, verify does (a database
+    of its own: these rows cannot be removed from an append-only log)."""
+    url = fresh_database_url("aiport_test_bare")
+    try:
+        migrate_all(url)
+        with psycopg.connect(libpq_conninfo(url)) as conn:
+            conn.execute(
+                "INSERT INTO billing.accounts (id, name) VALUES ('acct_00000000000000000001', 'x')"
+            )
+            conn.execute(
+                "INSERT INTO billing.transactions (id, kind, account_id, balance_after_micros)"
+                " VALUES (7, 'adjustment', 'acct_00000000000000000001', 0)"
+            )
+            conn.execute("ALTER TABLE billing.postings DISABLE TRIGGER postings_balance")
+            conn.execute("INSERT INTO billing.postings VALUES (99, 'promotions', 5)")
+        verdict = audit.verify(url)
+        assert verdict.counts == {
+            "accounts": 0,
+            "transactions": 1,
+            "orphan_postings": 1,
+            "holds": 0,
+        }
+        assert verdict.differences == [
+            {
+                "check": "transaction_balance",
+                "transaction_id": 7,
+                "kind": "adjustment",
+                "account_id": "acct_00000000000000000001",
+                "sum_idr": "0",
+                "legs": 0,
+            },
+            {"check": "orphan_postings", "transaction_id": 99, "legs": 1, "sum_idr": "0.000005"},
+        ]
+    finally:
+        drop_database(url)
+
+
+def test_the_write_path_asserts_what_it_posted() -> None:
+    postings.assert_balanced("ok", [-5, 3, 2])
+    for bad in ([], None, [5], [5, -4]):
+        with pytest.raises(AssertionError):
+            postings.assert_balanced("bad", bad)
