@@ -414,3 +414,65 @@ def test_cli_token_comes_from_env_or_billings_own_copy(
     with pytest.raises(cli.CliError) as bad:
         cli.admin_token()
     assert "short" not in bad.value.message
+
+
+async def test_cli_adjust_and_promotion(billing_addr: str) -> None:
+    account_id = (await ctl(billing_addr, "account", "create", "Adj", "--json"))["account_id"]
+    await ctl(billing_addr, "topup", account_id, "100", "--json")
+    promoted = await ctl(
+        billing_addr,
+        "adjust",
+        account_id,
+        "20",
+        "--promotion",
+        "--reason",
+        "welcome",
+        "--idempotency-key",
+        "promo-1",
+        "--json",
+    )
+    assert promoted["balance_idr"] == "120"
+    corrected = await ctl(
+        billing_addr,
+        "adjust",
+        account_id,
+        "-2.5",
+        "--reason",
+        "double top-up",
+        "--idempotency-key",
+        "fix-1",
+        "--json",
+    )
+    assert corrected["balance_idr"] == "117.5"
+    again = await ctl(
+        billing_addr,
+        "adjust",
+        account_id,
+        "-2.5",
+        "--reason",
+        "double top-up",
+        "--idempotency-key",
+        "fix-1",
+        "--json",
+    )
+    assert again["balance_idr"] == "117.5"  # a repeat moves nothing
+    error = await ctl_error(
+        billing_addr,
+        "adjust",
+        account_id,
+        "-3",
+        "--reason",
+        "double top-up",
+        "--idempotency-key",
+        "fix-1",
+        "--json",
+    )
+    assert error["code"] == "FAILED_PRECONDITION"
+    error = await ctl_error(billing_addr, "adjust", account_id, "5", "--json")
+    assert error["code"] == "INVALID_ARGUMENT" and "--reason" in error["message"]
+    page = await ctl(billing_addr, "ledger", account_id, "--json")
+    assert [(e["kind"], e["amount_idr"]) for e in page["entries"]] == [
+        ("adjustment", "-2.5"),
+        ("promotion", "20"),
+        ("topup", "100"),
+    ]
