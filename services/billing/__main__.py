@@ -19,7 +19,7 @@ from services.common import db, logs, runtime, service_auth, settings
 from services.common.grpc_server import serve
 
 from . import config, gauges, ledger, sweeper
-from .hotpath import HotPath
+from .money import Money
 from .server import BillingServicer, register
 
 
@@ -55,11 +55,11 @@ async def run() -> int:
         except (ValueError, OSError) as exc:
             log.error("bad configuration", extra=logs.fields(error=str(exc)))
             return 1
-        hot = HotPath(url, engine)
-        await hot.open()
-        servicer = BillingServicer(engine, hot, hold_ttl_seconds=hold_ttl)
+        money = Money(url)
+        await money.open()
+        servicer = BillingServicer(engine, money, hold_ttl_seconds=hold_ttl)
         sweeper_task = asyncio.create_task(
-            sweeper.run_forever(engine, sweep_every, sweep_batch), name="hold-sweeper"
+            sweeper.run_forever(engine, money, sweep_every, sweep_batch), name="hold-sweeper"
         )
         gauges_task = asyncio.create_task(gauges.run_forever(engine), name="gauges")
 
@@ -71,7 +71,7 @@ async def run() -> int:
             await serve(
                 addr,
                 add,
-                on_stop=hot.close,
+                on_stop=money.close,
                 interceptors=[service_auth.ServerInterceptor(tokens)],
             )
         except (OSError, RuntimeError) as exc:  # grpc raises RuntimeError on a taken port

@@ -5,6 +5,10 @@
     aiportctl key create ACCOUNT_ID | key list ACCOUNT_ID | key revoke KEY_ID
     aiportctl balance ACCOUNT_ID
     aiportctl ledger ACCOUNT_ID [--limit N] [--after ENTRY_ID] [--all]
+    aiportctl adjust ACCOUNT_ID AMOUNT_IDR --reason R --idempotency-key K [--promotion]
+    aiportctl ledger verify [--database URL]
+    aiportctl report revenue --from DATE --to DATE [--database URL]
+    aiportctl report liabilities [--database URL]
 
 `--json` (anywhere) prints exactly one JSON object; IDR amounts are decimal
 strings. `ledger` prints one page (newest first), the total of the entries it
@@ -14,6 +18,13 @@ total from the newest entry is the balance. If a later page fails, the JSON
 object so far is closed with an "error" member. `--billing HOST:PORT` overrides
 AIPORT_BILLING_ADDR. Exit status 0 on success, 1 on any error (with --json:
 {"error": {"code", "message"}}).
+
+`ledger verify` and `report` read billing's schema directly (read-only, one
+consistent snapshot; AIPORT_DATABASE_URL or --database), so they work while
+billing is down. `ledger verify` proves every cached balance equals the sum of
+its postings and every transaction balances; it exits 2 and prints the
+differences when any is found. `report revenue` covers [--from, --to): dates
+(YYYY-MM-DD, UTC) or RFC 3339 times.
 """
 
 from __future__ import annotations
@@ -22,14 +33,16 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import grpc
+import psycopg
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from services.common import service_auth, settings
 
-from . import rules
+from . import audit, rules
 
 RPC_TIMEOUT_SECONDS = 10.0
 # Where `make run` leaves the admin service token (mode 0600) for this CLI.
@@ -103,6 +116,27 @@ def _parser() -> argparse.ArgumentParser:
         "--after", type=int, default=0, metavar="ENTRY_ID", help="start after this entry"
     )
     ledger.add_argument("--all", action="store_true", help="every page, to the oldest entry")
+    ledger.add_argument(
+        "--database", metavar="URL", help="for `ledger verify`: PostgreSQL URL of billing"
+    )
+
+    adjust = commands.add_parser("adjust", help="credit or debit an account (operator)")
+    adjust.add_argument("account_id")
+    adjust.add_argument("amount", metavar="AMOUNT_IDR", help='signed IDR amount, e.g. "-2500"')
+    adjust.add_argument("--reason", required=True, help="why; kept on the ledger")
+    adjust.add_argument("--idempotency-key", required=True, help="repeat-safe key")
+    adjust.add_argument(
+        "--promotion", action="store_true", help="a promotional credit (from `promotions`)"
+    )
+
+    report = commands.add_parser("report", help="operator reports from the ledger")
+    report_cmds = report.add_subparsers(dest="action", metavar="REPORT", required=True)
+    revenue = report_cmds.add_parser("revenue", help="revenue by model and provider")
+    revenue.add_argument("--from", dest="start", required=True, metavar="DATE")
+    revenue.add_argument("--to", dest="end", required=True, metavar="DATE")
+    liabilities = report_cmds.add_parser("liabilities", help="customer balances owed")
+    for sub in (revenue, liabilities):
+        sub.add_argument("--database", metavar="URL", help="PostgreSQL URL of billing")
     return parser
 
 
@@ -209,6 +243,28 @@ def _run(stub: billing_pb2_grpc.BillingStub, ns: argparse.Namespace) -> Output:
         )
         return {"key_id": revoked.key_id, "revoked": True}, f"revoked {revoked.key_id}"
 
+    if ns.command == "adjust":
+        rules.check_account_id(ns.account_id)
+        text = ns.amount.strip()
+        sign = -1 if text.startswith("-") else 1
+        amount = sign * rules.parse_idr_amount(text.lstrip("-"))
+        kind = (
+            billing_pb2.AdjustRequest.PROMOTION
+            if ns.promotion
+            else (billing_pb2.AdjustRequest.ADJUSTMENT)
+        )
+        adjusted: billing_pb2.AccountBalance = stub.Adjust(
+            billing_pb2.AdjustRequest(
+                account_id=ns.account_id,
+                amount_micros=amount,
+                idempotency_key=ns.idempotency_key,
+                description=ns.reason,
+                kind=kind,
+            ),
+            timeout=timeout,
+        )
+        return _balance_output(adjusted)
+
     if ns.command == "balance":
         rules.check_account_id(ns.account_id)
         balance: billing_pb2.AccountBalance = stub.GetAccountBalance(
@@ -305,6 +361,80 @@ def _print_ledger(
         write(f"more: aiportctl ledger {ns.account_id} --after {next_after}\n")
 
 
+def parse_moment(text: str, flag: str) -> datetime:
+    """A date (YYYY-MM-DD, midnight UTC) or an RFC 3339 time; naive times are UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise rules.InvalidArgument(
+            f"{flag} must be a date (YYYY-MM-DD) or an RFC 3339 time, got {text!r}"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _audit(ns: argparse.Namespace) -> tuple[Output, int]:
+    """`ledger verify` and `report`: straight from the database, no billing service."""
+    url = ns.database or settings.database_url()
+    if ns.command == "ledger":
+        verdict = audit.verify(url)
+        data = verdict.as_json()
+        checked = ", ".join(f"{n} {what}" for what, n in verdict.checked.items())
+        if verdict.ok:
+            return (data, f"ledger verified: no differences ({checked})"), 0
+        lines = [f"ledger differs ({checked}):"]
+        lines += [json.dumps(d, ensure_ascii=False) for d in verdict.differences]
+        return (data, "\n".join(lines)), 2
+    if ns.action == "revenue":
+        start, end = parse_moment(ns.start, "--from"), parse_moment(ns.end, "--to")
+        lines_ = audit.revenue(url, start, end)
+        total = sum(line.revenue_micros for line in lines_)
+        data = {
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "total_idr": rules.idr(total),
+            "lines": [
+                {
+                    "model": line.model,
+                    "provider": line.provider or None,
+                    "captures": line.captures,
+                    "revenue_idr": rules.idr(line.revenue_micros),
+                }
+                for line in lines_
+            ],
+        }
+        rows = [
+            f"{line.model:<32} {line.provider or '-':<16} {line.captures:>8}"
+            f" {rules.idr(line.revenue_micros):>18} IDR"
+            for line in lines_
+        ]
+        header = f"{'model':<32} {'provider':<16} {'captures':>8} {'revenue':>22}"
+        human = "\n".join(
+            [
+                f"revenue {data['from']} .. {data['to']}",
+                header,
+                *rows,
+                f"total {data['total_idr']} IDR",
+            ]
+        )
+        return (data, human), 0
+    owed = audit.liabilities(url)
+    data = {
+        "accounts": owed.accounts,
+        "available_idr": rules.idr(owed.available_micros),
+        "held_idr": rules.idr(owed.held_micros),
+        "owed_idr": rules.idr(owed.owed_micros),
+        "system_accounts": {name: rules.idr(total) for name, total in owed.system.items()},
+    }
+    human = "\n".join(
+        [
+            f"owed to {owed.accounts} accounts: {data['owed_idr']} IDR"
+            f" (available {data['available_idr']}, held {data['held_idr']})",
+            *(f"  {name:<40} {total:>18} IDR" for name, total in data["system_accounts"].items()),
+        ]
+    )
+    return (data, human), 0
+
+
 class _Reported(Exception):
     """The error is already in the output; exit 1 without printing more."""
 
@@ -341,6 +471,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, as_json, billing = _split_global_flags(raw)
         ns = _parser().parse_args(args)
+        if ns.command == "report" or (ns.command == "ledger" and ns.account_id == "verify"):
+            try:
+                (data, human), code = _audit(ns)
+            except psycopg.Error as error:
+                raise CliError(
+                    "UNAVAILABLE", f"cannot read the billing database: {error}"
+                ) from None
+            print(json.dumps(data, ensure_ascii=False) if as_json else human)
+            return code
         addr = billing or settings.billing_addr()
         token = admin_token()
         with grpc.insecure_channel(addr) as plain:

@@ -1,9 +1,12 @@
-"""Billing's database operations. Each public function is one transaction.
+"""Billing's records that move no money: accounts, API keys and the reads
+(balances, holds, the customer's statement), on SQLAlchemy. Each public
+function is one transaction.
 
-Money rules enforced here (and backed by CHECK constraints in the schema):
-balance = sum of the account's ledger entries; held = sum of its open holds;
-available = balance - held never goes below zero. Inputs are validated with
-`rules` before any SQL runs; failures raise the `rules.BillingError` family.
+Every operation that moves money lives in money.py, written once on psycopg.
+The statement (`list_ledger`, `ledger_page`) reads `billing.ledger_entries`,
+the view of the transactions that changed a customer's balance (a top-up, a
+capture, a promotion or an adjustment). Inputs are validated with `rules`
+before any SQL runs; failures raise the `rules.BillingError` family.
 """
 
 from __future__ import annotations
@@ -22,13 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.common.logs import fields
 
 from . import rules
-from .rules import (
-    FailedPrecondition,
-    InsufficientFunds,
-    InvalidArgument,
-    NotFound,
-    Unauthenticated,
-)
+from .rules import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +34,6 @@ T = TypeVar("T")
 
 # serialization_failure, deadlock_detected: the transaction rolled back; run it again.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
-NUMERIC_OUT_OF_RANGE = "22003"
 MAX_ATTEMPTS = 3
 # Above every ledger entry id (a bigint): where a listing from the newest starts.
 MAX_BIGINT = 2**63 - 1
@@ -93,6 +89,7 @@ class Hold:
     status: str
     captured_micros: int
     idempotency_key: str
+    model: str  # its capture credits revenue:<model>
     description: str
     created_at: datetime
     expires_at: datetime
@@ -125,10 +122,6 @@ class ExpiredBatch:
     accounts: int
 
 
-class _Replay(Exception):
-    """A concurrent request with the same idempotency key won; roll back and return its result."""
-
-
 def sqlstate(exc: DBAPIError) -> str | None:
     code = getattr(exc.orig, "sqlstate", None)
     return code if isinstance(code, str) else None
@@ -157,7 +150,7 @@ def _retry_conflicts(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
 
 
 HOLD_COLUMNS = (
-    "id, account_id, amount_micros, status, captured_micros, idempotency_key,"
+    "id, account_id, amount_micros, status, captured_micros, idempotency_key, model,"
     " description, created_at, expires_at, settled_at"
 )
 ENTRY_COLUMNS = (
@@ -170,20 +163,6 @@ _INSERT_ACCOUNT = text(
 )
 _SELECT_BALANCE = text("SELECT balance_micros, held_micros FROM billing.accounts WHERE id = :id")
 _ACCOUNT_EXISTS = text("SELECT 1 FROM billing.accounts WHERE id = :id")
-_CREDIT = text(
-    "UPDATE billing.accounts SET balance_micros = balance_micros + :amount"
-    " WHERE id = :id RETURNING balance_micros, held_micros"
-)
-_INSERT_ENTRY = text(
-    "INSERT INTO billing.ledger_entries"
-    " (account_id, kind, amount_micros, balance_after_micros, hold_id, idempotency_key,"
-    " description)"
-    " VALUES (:account_id, :kind, :amount, :balance_after, :hold_id, :key, :description)"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-)
-_ENTRY_BY_KEY = text(
-    "SELECT account_id, amount_micros FROM billing.ledger_entries WHERE idempotency_key = :key"
-)
 _LIST_ENTRIES = text(
     f"SELECT {ENTRY_COLUMNS} FROM billing.ledger_entries"
     " WHERE account_id = :id AND id < :before ORDER BY id DESC LIMIT :limit"
@@ -203,60 +182,7 @@ _REVOKE_KEY = text(
     f" RETURNING {KEY_COLUMNS}"
 )
 _KEY_BY_ID = text(f"SELECT {KEY_COLUMNS} FROM billing.api_keys WHERE id = :id")
-_AUTHENTICATE = text(
-    "SELECT id, account_id FROM billing.api_keys WHERE key_hash = :hash AND revoked_at IS NULL"
-)
-
-# The guard: the reservation happens only if the available balance covers it.
-_RESERVE = text(
-    "UPDATE billing.accounts SET held_micros = held_micros + :amount"
-    " WHERE id = :id AND balance_micros - held_micros >= :amount"
-    " RETURNING balance_micros, held_micros"
-)
-_INSERT_HOLD = text(
-    "INSERT INTO billing.holds"
-    " (id, account_id, amount_micros, idempotency_key, description, expires_at)"
-    " VALUES (:id, :account_id, :amount, :key, :description,"
-    " now() + CAST(:ttl AS integer) * interval '1 second')"
-    f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {HOLD_COLUMNS}"
-)
-_HOLD_BY_KEY = text(f"SELECT {HOLD_COLUMNS} FROM billing.holds WHERE idempotency_key = :key")
 _HOLD_BY_ID = text(f"SELECT {HOLD_COLUMNS} FROM billing.holds WHERE id = :id")
-_CAPTURE = text(
-    "UPDATE billing.holds SET status = 'captured',"
-    " captured_micros = LEAST(CAST(:amount AS bigint), amount_micros),"
-    " settled_at = now(), settle_note = :note"
-    f" WHERE id = :id AND status = 'open' RETURNING {HOLD_COLUMNS}"
-)
-_RELEASE = text(
-    "UPDATE billing.holds SET status = 'released', settled_at = now(), settle_note = :note"
-    f" WHERE id = :id AND status = 'open' RETURNING {HOLD_COLUMNS}"
-)
-_SETTLE_ACCOUNT = text(
-    "UPDATE billing.accounts SET held_micros = held_micros - :held,"
-    " balance_micros = balance_micros - :spent"
-    " WHERE id = :id RETURNING balance_micros, held_micros"
-)
-
-_LOCK_DUE_HOLDS = text(
-    "SELECT id, account_id, amount_micros FROM billing.holds"
-    " WHERE status = 'open' AND expires_at <= now()"
-    " ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED"
-)
-_EXPIRE_HOLDS = text(
-    "UPDATE billing.holds SET status = 'expired', settled_at = now(), settle_note = 'expired'"
-    " WHERE id = ANY(CAST(:ids AS text[])) AND status = 'open'"
-)
-# Accounts are locked in id order so concurrent sweepers cannot deadlock each other.
-_LOCK_ACCOUNTS = text(
-    "SELECT id FROM billing.accounts WHERE id = ANY(CAST(:ids AS text[]))"
-    " ORDER BY id FOR NO KEY UPDATE"
-)
-_UNHOLD_MANY = text(
-    "UPDATE billing.accounts AS a SET held_micros = a.held_micros - v.amount"
-    " FROM unnest(CAST(:ids AS text[]), CAST(:amounts AS bigint[])) AS v(id, amount)"
-    " WHERE a.id = v.id"
-)
 
 
 def _hold(row: Row[Any]) -> Hold:
@@ -267,6 +193,7 @@ def _hold(row: Row[Any]) -> Hold:
         status=row.status,
         captured_micros=row.captured_micros,
         idempotency_key=row.idempotency_key,
+        model=row.model,
         description=row.description,
         created_at=row.created_at,
         expires_at=row.expires_at,
@@ -316,20 +243,6 @@ async def _hold_by_id(conn: AsyncConnection, hold_id: str) -> Hold:
     return _hold(row)
 
 
-async def _hold_by_key(conn: AsyncConnection, key: str) -> Hold | None:
-    row = (await conn.execute(_HOLD_BY_KEY, {"key": key})).first()
-    return None if row is None else _hold(row)
-
-
-def _same_hold_request(hold: Hold, account_id: str, amount_micros: int) -> Hold:
-    """A PlaceHold retry must repeat the first request; anything else is a caller bug."""
-    if hold.account_id != account_id or hold.amount_micros != amount_micros:
-        raise InvalidArgument(
-            "idempotency_key was already used for a different hold (another account or amount)"
-        )
-    return hold
-
-
 # Accounts and balances.
 
 
@@ -348,73 +261,6 @@ async def get_balance(engine: AsyncEngine, account_id: str) -> Balance:
     account_id = rules.check_account_id(account_id)
     async with engine.connect() as conn:
         return await _balance(conn, account_id)
-
-
-@_retry_conflicts
-async def top_up(
-    engine: AsyncEngine,
-    account_id: str,
-    amount_micros: int,
-    *,
-    idempotency_key: str = "",
-    description: str = "",
-) -> Balance:
-    """Credit the account. With an idempotency key, a repeat moves nothing and
-    returns the current balance."""
-    account_id = rules.check_account_id(account_id)
-    amount = rules.check_positive_amount(amount_micros)
-    key = rules.check_idempotency_key(idempotency_key, required=False)
-    description = rules.check_text("description", description)
-    # Namespaced so a caller's key can never collide with "capture:<hold>".
-    stored_key = None if key is None else f"topup:{key}"
-    try:
-        async with engine.begin() as conn:
-            if stored_key is not None and await _prior_top_up(conn, stored_key, account_id, amount):
-                return await _balance(conn, account_id)
-            row = (await conn.execute(_CREDIT, {"id": account_id, "amount": amount})).first()
-            if row is None:
-                raise NotFound(f"account {account_id} not found")
-            entry_id = (
-                await conn.execute(
-                    _INSERT_ENTRY,
-                    {
-                        "account_id": account_id,
-                        "kind": "topup",
-                        "amount": amount,
-                        "balance_after": row.balance_micros,
-                        "hold_id": None,
-                        "key": stored_key,
-                        "description": description,
-                    },
-                )
-            ).scalar_one_or_none()
-            if entry_id is None:
-                raise _Replay
-            return Balance(account_id, row.balance_micros, row.held_micros)
-    except _Replay:
-        pass
-    except DBAPIError as exc:
-        if sqlstate(exc) == NUMERIC_OUT_OF_RANGE:
-            raise InvalidArgument("this top-up would overflow the account balance") from exc
-        raise
-    assert stored_key is not None  # only a keyed top-up can be replayed
-    async with engine.connect() as conn:
-        if not await _prior_top_up(conn, stored_key, account_id, amount):
-            raise RuntimeError("top-up idempotency conflict but no entry found")
-        return await _balance(conn, account_id)
-
-
-async def _prior_top_up(
-    conn: AsyncConnection, stored_key: str, account_id: str, amount_micros: int
-) -> bool:
-    prior = (await conn.execute(_ENTRY_BY_KEY, {"key": stored_key})).first()
-    if prior is None:
-        return False
-    if prior.account_id != account_id or prior.amount_micros != amount_micros:
-        raise InvalidArgument(
-            "idempotency_key was already used for a different top-up (another account or amount)"
-        )
-    return True
 
 
 async def list_ledger(engine: AsyncEngine, account_id: str, limit: int = 0) -> list[LedgerEntry]:
@@ -491,182 +337,10 @@ async def revoke_api_key(engine: AsyncEngine, key_id: str) -> ApiKey:
     return _key(row)
 
 
-async def authenticate(engine: AsyncEngine, api_key: str) -> Principal:
-    """The key's owner. Unknown, revoked and malformed keys fail alike."""
-    if not rules.looks_like_api_key(api_key):
-        raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
-    async with engine.connect() as conn:
-        row = (await conn.execute(_AUTHENTICATE, {"hash": rules.hash_api_key(api_key)})).first()
-    if row is None:
-        raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
-    return Principal(account_id=row.account_id, key_id=row.id)
-
-
-# Holds: place, capture, release, expire.
-
-
-@_retry_conflicts
-async def place_hold(
-    engine: AsyncEngine,
-    account_id: str,
-    amount_micros: int,
-    idempotency_key: str,
-    *,
-    description: str = "",
-    ttl_seconds: int = 0,
-    default_ttl_seconds: int = 3600,
-) -> Hold:
-    """Reserve money. A retry with the same idempotency key returns the same hold."""
-    account_id = rules.check_account_id(account_id)
-    amount = rules.check_positive_amount(amount_micros)
-    key = rules.check_idempotency_key(idempotency_key, required=True)
-    assert key is not None
-    description = rules.check_text("description", description)
-    ttl = rules.resolve_hold_ttl(ttl_seconds, default_ttl_seconds)
-    try:
-        async with engine.begin() as conn:
-            existing = await _hold_by_key(conn, key)
-            if existing is not None:
-                return _same_hold_request(existing, account_id, amount)
-            reserved = (await conn.execute(_RESERVE, {"id": account_id, "amount": amount})).first()
-            if reserved is None:
-                # A concurrent twin may have committed since the check above.
-                existing = await _hold_by_key(conn, key)
-                if existing is not None:
-                    return _same_hold_request(existing, account_id, amount)
-                balance = await _balance(conn, account_id)
-                raise InsufficientFunds(
-                    f"insufficient balance: available {rules.idr(balance.available_micros)} IDR,"
-                    f" this needs {rules.idr(amount)} IDR"
-                )
-            row = (
-                await conn.execute(
-                    _INSERT_HOLD,
-                    {
-                        "id": rules.new_hold_id(),
-                        "account_id": account_id,
-                        "amount": amount,
-                        "key": key,
-                        "description": description,
-                        "ttl": ttl,
-                    },
-                )
-            ).first()
-            if row is None:
-                raise _Replay  # rolls back our reservation
-            return _hold(row)
-    except _Replay:
-        pass
-    async with engine.connect() as conn:
-        existing = await _hold_by_key(conn, key)
-    if existing is None:
-        raise RuntimeError("hold idempotency conflict but no hold found")
-    return _same_hold_request(existing, account_id, amount)
-
-
 async def get_hold(engine: AsyncEngine, hold_id: str) -> Hold:
     hold_id = rules.check_hold_id(hold_id)
     async with engine.connect() as conn:
         return await _hold_by_id(conn, hold_id)
-
-
-@_retry_conflicts
-async def capture_hold(
-    engine: AsyncEngine, hold_id: str, amount_micros: int, description: str = ""
-) -> Hold:
-    """Charge min(amount, held) and free the rest. Capturing a captured hold
-    returns it unchanged; a released or expired hold cannot be captured."""
-    hold_id = rules.check_hold_id(hold_id)
-    amount = rules.check_capture_amount(amount_micros)
-    description = rules.check_text("description", description)
-    async with engine.begin() as conn:
-        row = (
-            await conn.execute(_CAPTURE, {"id": hold_id, "amount": amount, "note": description})
-        ).first()
-        if row is None:
-            hold = await _hold_by_id(conn, hold_id)
-            if hold.status == "captured":
-                return hold
-            raise FailedPrecondition(f"hold {hold_id} is {hold.status}; it cannot be captured")
-        hold = _hold(row)
-        account = (
-            await conn.execute(
-                _SETTLE_ACCOUNT,
-                {
-                    "id": hold.account_id,
-                    "held": hold.amount_micros,
-                    "spent": hold.captured_micros,
-                },
-            )
-        ).one()
-        if hold.captured_micros > 0:
-            entry_id = (
-                await conn.execute(
-                    _INSERT_ENTRY,
-                    {
-                        "account_id": hold.account_id,
-                        "kind": "capture",
-                        "amount": -hold.captured_micros,
-                        "balance_after": account.balance_micros,
-                        "hold_id": hold.id,
-                        "key": f"capture:{hold.id}",
-                        "description": description or hold.description,
-                    },
-                )
-            ).scalar_one_or_none()
-            if entry_id is None:
-                raise RuntimeError(f"hold {hold.id} already has a capture entry")
-    return hold
-
-
-@_retry_conflicts
-async def release_hold(engine: AsyncEngine, hold_id: str, reason: str = "") -> Hold:
-    """Free all of the hold. Releasing a released or expired hold returns it
-    unchanged; a captured hold cannot be released."""
-    hold_id = rules.check_hold_id(hold_id)
-    reason = rules.check_text("reason", reason)
-    async with engine.begin() as conn:
-        row = (await conn.execute(_RELEASE, {"id": hold_id, "note": reason})).first()
-        if row is None:
-            hold = await _hold_by_id(conn, hold_id)
-            if hold.status in ("released", "expired"):
-                return hold
-            raise FailedPrecondition(f"hold {hold_id} is {hold.status}; it cannot be released")
-        hold = _hold(row)
-        await conn.execute(
-            _SETTLE_ACCOUNT, {"id": hold.account_id, "held": hold.amount_micros, "spent": 0}
-        )
-    return hold
-
-
-@_retry_conflicts
-async def expire_due_holds(engine: AsyncEngine, batch_size: int = 500) -> ExpiredBatch:
-    """Expire up to `batch_size` open holds past their expiry, in one transaction.
-
-    Holds another transaction is settling right now are skipped (SKIP LOCKED),
-    so several sweepers and concurrent captures never block or double-free.
-    """
-    if batch_size < 1:
-        raise InvalidArgument("batch_size must be positive")
-    async with engine.begin() as conn:
-        due = (await conn.execute(_LOCK_DUE_HOLDS, {"limit": batch_size})).all()
-        if not due:
-            return ExpiredBatch(0, 0, 0)
-        expired = await conn.execute(_EXPIRE_HOLDS, {"ids": [row.id for row in due]})
-        if expired.rowcount != len(due):
-            raise RuntimeError("locked holds changed while being expired")
-        per_account: dict[str, int] = {}
-        for row in due:
-            per_account[row.account_id] = per_account.get(row.account_id, 0) + row.amount_micros
-        account_ids = sorted(per_account)
-        await conn.execute(_LOCK_ACCOUNTS, {"ids": account_ids})
-        await conn.execute(
-            _UNHOLD_MANY,
-            {"ids": account_ids, "amounts": [per_account[a] for a in account_ids]},
-        )
-    return ExpiredBatch(
-        holds=len(due), released_micros=sum(per_account.values()), accounts=len(account_ids)
-    )
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:

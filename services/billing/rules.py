@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import string
@@ -65,6 +66,24 @@ class FailedPrecondition(BillingError):
 
 class Unauthenticated(BillingError):
     pass
+
+
+class IdempotencyConflict(FailedPrecondition):
+    """The idempotency key was already used with a different input."""
+
+
+class CaptureExceedsHold(BillingError):
+    """A capture asked for more than its hold reserved: a pricing bug upstream of
+    billing, refused (never clamped) so that the caller and an operator see it."""
+
+    def __init__(self, hold_id: str, requested_micros: int, held_micros: int) -> None:
+        super().__init__(
+            f"capture of {requested_micros} micros exceeds hold {hold_id}"
+            f" of {held_micros} micros; nothing was captured"
+        )
+        self.hold_id = hold_id
+        self.requested_micros = requested_micros
+        self.held_micros = held_micros
 
 
 # The one message for every failed Authenticate: unknown, revoked or malformed.
@@ -178,7 +197,8 @@ def check_positive_amount(value: int, field: str = "amount_micros") -> int:
 
 
 def check_capture_amount(value: int) -> int:
-    """Capture takes 0 (frees the hold, charges nothing) up to anything; it is clamped."""
+    """Capture takes 0 (frees the hold, charges nothing) up to the hold's amount;
+    more than the hold is refused by the ledger (CaptureExceedsHold)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument("amount_micros must be an integer number of micro-rupiah")
     if value < 0:
@@ -214,9 +234,43 @@ def check_ledger_cursor(after_entry_id: int) -> int:
     return after_entry_id
 
 
-def clamp_capture(requested_micros: int, held_micros: int) -> int:
-    """The amount actually captured: never more than the hold."""
-    return max(0, min(requested_micros, held_micros))
+def check_signed_amount(value: int, field: str = "amount_micros") -> int:
+    """A non-zero amount either way (adjustments), at most MAX_AMOUNT_MICROS in size."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field} must be an integer number of micro-rupiah")
+    if value == 0:
+        raise InvalidArgument(f"{field} must not be zero")
+    if abs(value) > MAX_AMOUNT_MICROS:
+        raise InvalidArgument(f"{field} must be at most {MAX_AMOUNT_MICROS} in size, got {value}")
+    return value
+
+
+# A model, provider or payment rail named inside a ledger account
+# ("revenue:<model>", "payments:<rail>"): printable ASCII without spaces.
+_LEDGER_NAME_RE = re.compile(r"[!-~]{1,100}")
+
+
+def check_ledger_name(field: str, value: str, *, required: bool = False) -> str:
+    if not value:
+        if required:
+            raise InvalidArgument(f"{field} is required")
+        return ""
+    if _LEDGER_NAME_RE.fullmatch(value) is None:
+        raise InvalidArgument(
+            f"{field} must be 1..100 printable ASCII characters without spaces, got {_shown(value)}"
+        )
+    return value
+
+
+def input_hash(operation: str, **fields: str | int) -> bytes:
+    """SHA-256 of a canonical encoding of what an idempotency key guards.
+
+    Stored with the key in the same transaction: a retry whose hash matches gets
+    the first result; any other input under that key is refused. Canonical:
+    compact JSON, keys sorted, ASCII only, so the same input always hashes the same."""
+    document = {"op": operation, "v": 1, **fields}
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(encoded.encode("ascii")).digest()
 
 
 # Formatting for the CLI.

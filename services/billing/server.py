@@ -1,4 +1,5 @@
-"""The gRPC face of billing: `aiport.v1.Billing` over the ledger.
+"""The gRPC face of billing: `aiport.v1.Billing` over the money path
+(money.py) and the records that move no money (ledger.py).
 
 Domain errors become the status codes promised in billing.proto. Anything
 unexpected is logged with its stack and answered with a generic INTERNAL (or
@@ -20,10 +21,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.auth_failures import CLIENT_HEADER, CLIENT_THROTTLED_HEADER
+from services.common.billing_errors import HELD_MICROS_TRAILER
 from services.common.logs import fields
 
 from . import auth_limits, ledger, rules
-from .hotpath import HotPath
+from .money import Money
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ STATUS_FOR_ERROR: dict[type[rules.BillingError], grpc.StatusCode] = {
     rules.InsufficientFunds: grpc.StatusCode.RESOURCE_EXHAUSTED,
     rules.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     rules.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    rules.CaptureExceedsHold: grpc.StatusCode.OUT_OF_RANGE,
 }
 # Database trouble a retry may cure: lost connections, timeouts, an exhausted pool.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -71,6 +74,8 @@ def _guarded(
         try:
             return await method(self, request, context)
         except rules.BillingError as error:
+            if isinstance(error, rules.CaptureExceedsHold):
+                context.set_trailing_metadata(((HELD_MICROS_TRAILER, str(error.held_micros)),))
             await context.abort(status_for(error), str(error))
         except UNAVAILABLE_ERRORS:
             log.exception("database unavailable", extra=fields(rpc=method.__name__))
@@ -127,10 +132,16 @@ def _entry_pb(entry: ledger.LedgerEntry) -> billing_pb2.LedgerEntry:
     )
 
 
+ADJUST_KINDS = {
+    billing_pb2.AdjustRequest.ADJUSTMENT: "adjustment",
+    billing_pb2.AdjustRequest.PROMOTION: "promotion",
+}
+
+
 class BillingServicer(billing_pb2_grpc.BillingServicer):
-    def __init__(self, engine: AsyncEngine, hot: HotPath, *, hold_ttl_seconds: int = 3600) -> None:
+    def __init__(self, engine: AsyncEngine, money: Money, *, hold_ttl_seconds: int = 3600) -> None:
         self._engine = engine
-        self._hot = hot
+        self._money = money
         self._hold_ttl_seconds = hold_ttl_seconds
 
     @_guarded
@@ -155,15 +166,40 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def TopUp(
         self, request: billing_pb2.TopUpRequest, context: Ctx
     ) -> billing_pb2.AccountBalance:
-        balance = await ledger.top_up(
-            self._engine,
+        balance = await self._money.top_up(
+            request.account_id,
+            request.amount_micros,
+            idempotency_key=request.idempotency_key,
+            description=request.description,
+            rail=request.payment_rail,
+        )
+        log.info(
+            "top-up",
+            extra=fields(
+                account_id=balance.account_id,
+                amount_micros=request.amount_micros,
+                rail=request.payment_rail or "manual",
+                balance_micros=balance.balance_micros,
+            ),
+        )
+        return _balance_pb(balance)
+
+    @_guarded
+    async def Adjust(
+        self, request: billing_pb2.AdjustRequest, context: Ctx
+    ) -> billing_pb2.AccountBalance:
+        kind = ADJUST_KINDS.get(request.kind)
+        if kind is None:
+            raise rules.InvalidArgument("kind must be ADJUSTMENT or PROMOTION")
+        operation = self._money.promote if kind == "promotion" else self._money.adjust
+        balance = await operation(
             request.account_id,
             request.amount_micros,
             idempotency_key=request.idempotency_key,
             description=request.description,
         )
         log.info(
-            "top-up",
+            kind,
             extra=fields(
                 account_id=balance.account_id,
                 amount_micros=request.amount_micros,
@@ -224,7 +260,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         self, request: billing_pb2.AuthenticateRequest, context: Ctx
     ) -> billing_pb2.Principal:
         try:
-            principal = await self._hot.authenticate(request.api_key)
+            principal = await self._money.authenticate(request.api_key)
         except rules.Unauthenticated:
             await self._count_failure(request.api_key, context)
             raise
@@ -234,14 +270,14 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def PlaceHold(
         self, request: billing_pb2.PlaceHoldRequest, context: Ctx
     ) -> billing_pb2.Hold:
-        hold = await ledger.place_hold(
-            self._engine,
+        hold = await self._money.place_hold(
             request.account_id,
             request.amount_micros,
             request.idempotency_key,
             description=request.description,
             ttl_seconds=request.ttl_seconds,
             default_ttl_seconds=self._hold_ttl_seconds,
+            model=request.model,
         )
         log.debug(
             "hold placed",
@@ -254,13 +290,14 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         self, request: billing_pb2.AuthorizeHoldRequest, context: Ctx
     ) -> billing_pb2.AuthorizedHold:
         try:
-            principal, hold = await self._hot.authorize_hold(
+            principal, hold = await self._money.authorize_hold(
                 request.api_key,
                 request.amount_micros,
                 request.idempotency_key,
                 description=request.description,
                 ttl_seconds=request.ttl_seconds,
                 default_ttl_seconds=self._hold_ttl_seconds,
+                model=request.model,
             )
         except rules.Unauthenticated:
             await self._count_failure(request.api_key, context)
@@ -276,7 +313,13 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def CaptureHold(
         self, request: billing_pb2.CaptureHoldRequest, context: Ctx
     ) -> billing_pb2.Hold:
-        hold = await self._hot.capture(request.hold_id, request.amount_micros, request.description)
+        hold = await self._money.capture(
+            request.hold_id,
+            request.amount_micros,
+            request.description,
+            model=request.model,
+            provider=request.provider,
+        )
         log.debug(
             "hold captured",
             extra=fields(hold_id=hold.id, status=hold.status, captured=hold.captured_micros),
@@ -287,7 +330,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def ReleaseHold(
         self, request: billing_pb2.ReleaseHoldRequest, context: Ctx
     ) -> billing_pb2.Hold:
-        hold = await ledger.release_hold(self._engine, request.hold_id, request.reason)
+        hold = await self._money.release(request.hold_id, request.reason)
         log.debug("hold released", extra=fields(hold_id=hold.id, status=hold.status))
         return _hold_pb(hold)
 

@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.logs import fields
 
-from . import auth_limits, ledger
+from . import auth_limits
+from .money import Money
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +18,11 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_SWEEP = 100
 
 
-async def sweep_once(engine: AsyncEngine, batch_size: int = 500) -> int:
+async def sweep_once(money: Money, batch_size: int = 500) -> int:
     """Expire due holds batch by batch (one transaction each); returns how many expired."""
     total = 0
     for _ in range(MAX_BATCHES_PER_SWEEP):
-        batch = await ledger.expire_due_holds(engine, batch_size)
+        batch = await money.expire_due_holds(batch_size)
         if batch.holds:
             log.info(
                 "expired holds",
@@ -37,7 +38,9 @@ async def sweep_once(engine: AsyncEngine, batch_size: int = 500) -> int:
     return total
 
 
-async def run_forever(engine: AsyncEngine, interval_seconds: float, batch_size: int = 500) -> None:
+async def run_forever(
+    engine: AsyncEngine, money: Money, interval_seconds: float, batch_size: int = 500
+) -> None:
     """Sweep every `interval_seconds` until cancelled; errors are logged, never fatal."""
     log.info(
         "hold sweeper started",
@@ -45,7 +48,7 @@ async def run_forever(engine: AsyncEngine, interval_seconds: float, batch_size: 
     )
     while True:
         try:
-            await sweep_once(engine, batch_size)
+            await sweep_once(money, batch_size)
             # Keeps the shared failed-authentication table bounded.
             await auth_limits.prune(engine)
         except Exception:

@@ -115,6 +115,12 @@ OPEN_HOLDS_MICROS = Gauge(
     "Money reserved by open holds, in micro-IDR.",
     registry=REGISTRY,
 )
+CAPTURES_EXCEEDING_HOLD = Counter(
+    "aiport_billing_captures_exceeding_hold",
+    "Captures billing refused because they asked for more than their hold reserved"
+    " (a pricing bug: alert on any).",
+    registry=REGISTRY,
+)
 JOBS_ACTIVE = Gauge(
     "aiport_jobs_active",
     "Jobs pending or processing, by modality and status.",

@@ -51,6 +51,7 @@ _ADMIN = (
     "CreateAccount",
     "GetAccountBalance",
     "TopUp",
+    "Adjust",
     "CreateApiKey",
     "ListApiKeys",
     "RevokeApiKey",

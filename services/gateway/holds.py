@@ -21,12 +21,14 @@ class HoldPurpose:
     """What the money is held for: `chat gpt-5.4-mini`, `job image gpt-image-2`."""
 
     kind: HoldKind
-    subject: str  # the model, and for a job its modality first
+    model: str  # also billing's revenue account for the capture
+    modality: str = ""  # a job's
 
     def description(self, request_id: str) -> str:
         """The hold's description in billing; operators find a call's hold by its
         request id there (the key cannot carry it: a client chooses request ids)."""
-        return f"{self.kind} {self.subject} {request_id}"
+        subject = f"{self.modality} {self.model}" if self.modality else self.model
+        return f"{self.kind} {subject} {request_id}"
 
 
 def new_call_id() -> str:

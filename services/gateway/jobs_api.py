@@ -130,7 +130,7 @@ class JobsBackend:
         caller, hold = await self.backends.authorize_hold(
             context,
             amount,
-            HoldPurpose(HoldKind.JOB, f"{plan.modality} {plan.model}"),
+            HoldPurpose(HoldKind.JOB, plan.model, plan.modality),
             lambda: errors.insufficient_balance(amount),
             # Longer than the job timeout: the jobs service settles first.
             ttl_seconds=self.hold_ttl_seconds,

@@ -33,6 +33,7 @@ from google.api import httpbody_pb2
 
 from services.common import requestctx, service_auth
 from services.common.auth_failures import CLIENT_THROTTLED_HEADER
+from services.common.billing_errors import capture_exceeded_hold
 from services.common.catalog import (
     CLIP_FORMATS,
     Catalog,
@@ -198,7 +199,8 @@ class Backends:
         insufficient: Callable[[], PublicError],
         ttl_seconds: int = 0,
     ) -> tuple[Caller, billing_pb2.Hold]:
-        """Authenticate and reserve the worst-case cost in one billing call."""
+        """Authenticate and reserve the worst-case cost in one billing call (the
+        purpose's model names the revenue account the capture credits)."""
         key = self.api_key(context)
         request_id = self.request_id(context)
         hold_key = HoldKey.new(purpose.kind)
@@ -209,6 +211,7 @@ class Backends:
             idempotency_key=str(hold_key),
             description=purpose.description(request_id),
             ttl_seconds=ttl_seconds,
+            model=purpose.model,
         )
         try:
             authorized: billing_pb2.AuthorizedHold = await self.billing_call(
@@ -338,11 +341,32 @@ class Backends:
         request = billing_pb2.CaptureHoldRequest(
             hold_id=hold_id, amount_micros=amount, description=description
         )
-        await self._settle_shielded(
-            "capture",
-            lambda: self.billing.CaptureHold(request, timeout=BILLING_TIMEOUT_SECONDS),
-            hold_id,
-        )
+        await self._settle_shielded("capture", lambda: self._capture(request), hold_id)
+
+    async def _capture(self, request: billing_pb2.CaptureHoldRequest) -> None:
+        """Capture; a cost above the hold (our pricing bug, which billing refuses
+        and counts) is charged at the hold, what the customer authorized, loudly."""
+        try:
+            await self.billing.CaptureHold(request, timeout=BILLING_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            held = capture_exceeded_hold(exc)
+            if held is None:
+                raise
+            log.error(
+                "capture exceeds its hold; capturing the hold instead",
+                extra={
+                    "fields": {
+                        "hold_id": request.hold_id,
+                        "cost_micros": request.amount_micros,
+                        "held_micros": held,
+                    }
+                },
+            )
+            capped = billing_pb2.CaptureHoldRequest()
+            capped.CopyFrom(request)
+            capped.amount_micros = held
+            capped.description = f"{request.description} (cost above the hold; capped)"
+            await self.billing.CaptureHold(capped, timeout=BILLING_TIMEOUT_SECONDS)
 
     async def release(self, hold_id: str, reason: str) -> None:
         request = billing_pb2.ReleaseHoldRequest(hold_id=hold_id, reason=reason)

@@ -10,7 +10,7 @@ import pytest_asyncio
 from aiport.v1 import billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing.hotpath import HotPath
+from services.billing.money import Money
 from services.billing.server import BillingServicer, register
 from services.common import db
 from tests.support.databases import drop_database, fresh_database_url, migrate_all
@@ -36,18 +36,18 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def hot(database_url: str, engine: AsyncEngine) -> AsyncIterator[HotPath]:
-    hot = HotPath(database_url, engine)
-    await hot.open()
-    yield hot
-    await hot.close()
+async def money(database_url: str) -> AsyncIterator[Money]:
+    money = Money(database_url)
+    await money.open()
+    yield money
+    await money.close()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def billing_addr(engine: AsyncEngine, hot: HotPath) -> AsyncIterator[str]:
+async def billing_addr(engine: AsyncEngine, money: Money) -> AsyncIterator[str]:
     """The real servicer on a grpc.aio server on a free port (no sweeper task)."""
     server = grpc.aio.server()
-    register(server, BillingServicer(engine, hot, hold_ttl_seconds=3600))
+    register(server, BillingServicer(engine, money, hold_ttl_seconds=3600))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import ledger
+from services.billing import audit, ledger
+from services.billing.money import Money
 
 IDR = 1_000_000
 BIN = Path(sys.executable).parent
@@ -63,12 +65,18 @@ async def assert_invariants(engine: AsyncEngine) -> None:
     assert accounts == [], f"balance/held drift from ledger/holds: {accounts}"
     assert running == [], f"ledger balance_after drift: {running}"
     assert captures == [], f"captured holds without matching entries: {captures}"
+    # And the postings prove every cached balance, transaction and hold.
+    url = engine.url.render_as_string(hide_password=False)
+    verdict = await asyncio.to_thread(audit.verify, url)
+    assert verdict.ok, f"ledger verify: {verdict.as_json()}"
 
 
-async def funded_account(engine: AsyncEngine, micros: int = 0, name: str = "test") -> str:
+async def funded_account(
+    engine: AsyncEngine, money: Money, micros: int = 0, name: str = "test"
+) -> str:
     account = await ledger.create_account(engine, name)
     if micros:
-        await ledger.top_up(engine, account.id, micros)
+        await money.top_up(account.id, micros)
     return account.id
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy.local.stack import new_service_tokens
 from services.billing import cli, ledger, rules
+from services.billing.money import Money
 from services.common import db
 from tests.support.databases import drop_database, fresh_database_url
 
@@ -78,7 +79,9 @@ def one_object(out: str) -> dict[str, Any]:
     return obj
 
 
-async def test_cli_account_topup_balance_ledger(billing_addr: str, engine: AsyncEngine) -> None:
+async def test_cli_account_topup_balance_ledger(
+    billing_addr: str, engine: AsyncEngine, money: Money
+) -> None:
     created = await ctl(billing_addr, "account", "create", "CLI", "Co", "--json")
     account_id = created["account_id"]
     assert set(created) == {"account_id"}
@@ -89,8 +92,8 @@ async def test_cli_account_topup_balance_ledger(billing_addr: str, engine: Async
     topped = await ctl(billing_addr, "topup", account_id, "0.25", "--json")
     assert topped["balance_idr"] == "50000.75"
 
-    hold = await ledger.place_hold(engine, account_id, 100 * IDR, "cli-hold-1", description="x")
-    await ledger.capture_hold(engine, hold.id, 1_500_000, "chat m")
+    hold = await money.place_hold(account_id, 100 * IDR, "cli-hold-1", description="x")
+    await money.capture(hold.id, 1_500_000, "chat m")
 
     balance = await ctl(billing_addr, "balance", "--json", account_id)
     assert balance["account_id"] == account_id
@@ -114,14 +117,16 @@ async def test_cli_account_topup_balance_ledger(billing_addr: str, engine: Async
     assert len(limited["entries"]) == 1
 
 
-async def test_cli_ledger_pages_and_totals(billing_addr: str, engine: AsyncEngine) -> None:
+async def test_cli_ledger_pages_and_totals(
+    billing_addr: str, engine: AsyncEngine, money: Money
+) -> None:
     """--limit pages, --after continues from a page's next_after, --all pages through
     everything; each prints the total of what it shows, which for --all is the balance."""
     account_id = (await ctl(billing_addr, "account", "create", "Pages", "--json"))["account_id"]
     for amount in ("1", "2", "3", "4", "5.5"):
-        await ledger.top_up(engine, account_id, rules.parse_idr_amount(amount))
-    hold = await ledger.place_hold(engine, account_id, 2 * IDR, "cli-pages-1")
-    await ledger.capture_hold(engine, hold.id, 1_250_000)
+        await money.top_up(account_id, rules.parse_idr_amount(amount))
+    hold = await money.place_hold(account_id, 2 * IDR, "cli-pages-1")
+    await money.capture(hold.id, 1_250_000)
     balance = (await ctl(billing_addr, "balance", account_id, "--json"))["balance_idr"]
     assert balance == "14.25"
 
@@ -168,12 +173,12 @@ async def test_cli_ledger_pages_and_totals(billing_addr: str, engine: AsyncEngin
     assert "--after" in bad["message"]
 
 
-async def test_cli_keys(billing_addr: str, engine: AsyncEngine) -> None:
+async def test_cli_keys(billing_addr: str, engine: AsyncEngine, money: Money) -> None:
     account_id = (await ctl(billing_addr, "account", "create", "Keys", "--json"))["account_id"]
     created = await ctl(billing_addr, "key", "create", account_id, "--json")
     assert set(created) == {"key_id", "api_key"}
     assert created["api_key"].startswith("aip_live_")
-    principal = await ledger.authenticate(engine, created["api_key"])
+    principal = await money.authenticate(created["api_key"])
     assert principal.key_id == created["key_id"]
 
     listed = await ctl(billing_addr, "key", "list", account_id, "--json")
@@ -189,7 +194,7 @@ async def test_cli_keys(billing_addr: str, engine: AsyncEngine) -> None:
     listed = await ctl(billing_addr, "key", "list", account_id, "--json")
     assert listed["keys"][0]["revoked_at"] is not None
     with pytest.raises(rules.Unauthenticated):
-        await ledger.authenticate(engine, created["api_key"])
+        await money.authenticate(created["api_key"])
 
 
 async def test_cli_errors(billing_addr: str) -> None:
@@ -258,7 +263,7 @@ async def wait_serving(addr: str, proc: asyncio.subprocess.Process) -> None:
 
 
 async def test_billing_process_serves_sweeps_and_stops(
-    database_url: str, engine: AsyncEngine, tmp_path: Path
+    database_url: str, engine: AsyncEngine, tmp_path: Path, money: Money
 ) -> None:
     addr = f"127.0.0.1:{free_port()}"
     tokens = new_service_tokens()
@@ -291,7 +296,7 @@ async def test_billing_process_serves_sweeps_and_stops(
         for token in (secrets.token_urlsafe(32), tokens["gateway"]):
             refused = await ctl_error(addr, "topup", account_id, "99", "--json", token=token)
             assert refused["code"] in ("UNAUTHENTICATED", "PERMISSION_DENIED"), refused
-        hold = await ledger.place_hold(engine, account_id, 4 * IDR, "proc-hold-1")
+        hold = await money.place_hold(account_id, 4 * IDR, "proc-hold-1")
         await make_overdue(engine, hold.id)
         for _ in range(50):
             if (await ledger.get_hold(engine, hold.id)).status == "expired":
@@ -341,7 +346,7 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
             assert code == 0, err
         engine = db.create_engine(url, application_name="billing", pool_size=1, max_overflow=0)
         try:
-            assert await ledger.schema_revision(engine) == "0002"
+            assert await ledger.schema_revision(engine) == "0003"
             async with engine.connect() as conn:
                 tables = (
                     await conn.execute(
@@ -357,7 +362,9 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
                     "api_keys",
                     "auth_failures",
                     "holds",
-                    "ledger_entries",
+                    "ledger_entries",  # a view since 0003: the customer's statement
+                    "postings",
+                    "transactions",
                 ]
         finally:
             await engine.dispose()
@@ -407,3 +414,65 @@ def test_cli_token_comes_from_env_or_billings_own_copy(
     with pytest.raises(cli.CliError) as bad:
         cli.admin_token()
     assert "short" not in bad.value.message
+
+
+async def test_cli_adjust_and_promotion(billing_addr: str) -> None:
+    account_id = (await ctl(billing_addr, "account", "create", "Adj", "--json"))["account_id"]
+    await ctl(billing_addr, "topup", account_id, "100", "--json")
+    promoted = await ctl(
+        billing_addr,
+        "adjust",
+        account_id,
+        "20",
+        "--promotion",
+        "--reason",
+        "welcome",
+        "--idempotency-key",
+        "promo-1",
+        "--json",
+    )
+    assert promoted["balance_idr"] == "120"
+    corrected = await ctl(
+        billing_addr,
+        "adjust",
+        account_id,
+        "-2.5",
+        "--reason",
+        "double top-up",
+        "--idempotency-key",
+        "fix-1",
+        "--json",
+    )
+    assert corrected["balance_idr"] == "117.5"
+    again = await ctl(
+        billing_addr,
+        "adjust",
+        account_id,
+        "-2.5",
+        "--reason",
+        "double top-up",
+        "--idempotency-key",
+        "fix-1",
+        "--json",
+    )
+    assert again["balance_idr"] == "117.5"  # a repeat moves nothing
+    error = await ctl_error(
+        billing_addr,
+        "adjust",
+        account_id,
+        "-3",
+        "--reason",
+        "double top-up",
+        "--idempotency-key",
+        "fix-1",
+        "--json",
+    )
+    assert error["code"] == "FAILED_PRECONDITION"
+    error = await ctl_error(billing_addr, "adjust", account_id, "5", "--json")
+    assert error["code"] == "INVALID_ARGUMENT" and "--reason" in error["message"]
+    page = await ctl(billing_addr, "ledger", account_id, "--json")
+    assert [(e["kind"], e["amount_idr"]) for e in page["entries"]] == [
+        ("adjustment", "-2.5"),
+        ("promotion", "20"),
+        ("topup", "100"),
+    ]

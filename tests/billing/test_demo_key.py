@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from deploy.local.run import seed_demo
 from deploy.local.stack import new_service_tokens
 from services.billing import ledger
+from services.billing.money import Money
 from services.billing.rules import Unauthenticated
 
 pytestmark = pytest.mark.usefixtures("check_invariants")
@@ -25,13 +26,13 @@ async def active_keys(engine: AsyncEngine, account_id: str) -> list[str]:
 
 
 async def test_make_run_reuses_one_live_demo_key(
-    billing_addr: str, engine: AsyncEngine, tmp_path: Path
+    billing_addr: str, engine: AsyncEngine, tmp_path: Path, money: Money
 ) -> None:
     account_id, key, _ = await asyncio.to_thread(seed_demo, billing_addr, tmp_path, TOKEN)
     key_file = tmp_path / "demo-key"
     assert key_file.read_text().strip() == key
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    principal = await ledger.authenticate(engine, key)
+    principal = await money.authenticate(key)
     assert principal.account_id == account_id
 
     again = await asyncio.to_thread(seed_demo, billing_addr, tmp_path, TOKEN)
@@ -45,14 +46,14 @@ async def test_make_run_reuses_one_live_demo_key(
     key_file.unlink()
     _, fresh, _ = await asyncio.to_thread(seed_demo, billing_addr, tmp_path, TOKEN)
     assert fresh != key
-    fresh_id = (await ledger.authenticate(engine, fresh)).key_id
+    fresh_id = (await money.authenticate(fresh)).key_id
     assert await active_keys(engine, account_id) == [fresh_id]
     with pytest.raises(Unauthenticated):
-        await ledger.authenticate(engine, key)
+        await money.authenticate(key)
 
 
 async def test_a_recreated_database_gets_a_new_demo_account_and_key(
-    billing_addr: str, engine: AsyncEngine, tmp_path: Path
+    billing_addr: str, engine: AsyncEngine, tmp_path: Path, money: Money
 ) -> None:
     # State left by a run against a database that no longer exists.
     (tmp_path / "demo-account").write_text("acct_" + "0" * 20 + "\n")
@@ -61,5 +62,5 @@ async def test_a_recreated_database_gets_a_new_demo_account_and_key(
     assert account_id != "acct_" + "0" * 20
     assert (tmp_path / "demo-account").read_text().strip() == account_id
     assert (tmp_path / "demo-key").read_text().strip() == key
-    assert (await ledger.authenticate(engine, key)).account_id == account_id
+    assert (await money.authenticate(key)).account_id == account_id
     assert balance == "1000000"

@@ -94,10 +94,37 @@ def test_capture_amounts_allow_zero_not_negative() -> None:
         rules.check_capture_amount(-1)
 
 
-def test_clamp_capture() -> None:
-    assert rules.clamp_capture(5, 10) == 5
-    assert rules.clamp_capture(15, 10) == 10
-    assert rules.clamp_capture(0, 10) == 0
+def test_signed_amounts_refuse_zero_and_huge() -> None:
+    assert rules.check_signed_amount(-5) == -5
+    assert rules.check_signed_amount(rules.MAX_AMOUNT_MICROS) == rules.MAX_AMOUNT_MICROS
+    for bad in (0, rules.MAX_AMOUNT_MICROS + 1, -rules.MAX_AMOUNT_MICROS - 1, True):
+        with pytest.raises(rules.InvalidArgument):
+            rules.check_signed_amount(bad)
+
+
+def test_ledger_names() -> None:
+    assert rules.check_ledger_name("model", "deepseek-v4-flash") == "deepseek-v4-flash"
+    assert rules.check_ledger_name("model", "") == ""
+    for bad in ("two words", "x" * 101, "tab\there", "é"):
+        with pytest.raises(rules.InvalidArgument, match="model"):
+            rules.check_ledger_name("model", bad)
+    with pytest.raises(rules.InvalidArgument, match="payment_rail is required"):
+        rules.check_ledger_name("payment_rail", "", required=True)
+
+
+def test_input_hash_is_canonical_and_tells_inputs_apart() -> None:
+    first = rules.input_hash("topup", account_id="a", amount_micros=5, description="d")
+    # The order of the fields does not matter; every field and the operation do.
+    assert first == rules.input_hash("topup", description="d", amount_micros=5, account_id="a")
+    assert len(first) == 32
+    others = {
+        rules.input_hash("topup", account_id="a", amount_micros=6, description="d"),
+        rules.input_hash("topup", account_id="b", amount_micros=5, description="d"),
+        rules.input_hash("topup", account_id="a", amount_micros=5, description="e"),
+        rules.input_hash("adjustment", account_id="a", amount_micros=5, description="d"),
+        rules.input_hash("topup", account_id="a", amount_micros="5", description="d"),
+    }
+    assert first not in others and len(others) == 5
 
 
 def test_hold_ttl() -> None:

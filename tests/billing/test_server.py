@@ -14,9 +14,10 @@ from aiport.v1 import billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.billing import ledger, rules
-from services.billing.hotpath import HotPath
+from services.billing.money import Money
 from services.billing.server import BillingServicer, register
 from services.common import db
+from services.common.billing_errors import capture_exceeded_hold
 from tests.support.databases import drop_database, fresh_database_url
 
 from .helpers import IDR
@@ -143,9 +144,6 @@ async def test_invalid_argument_cases(stub: Stub) -> None:
                 ttl_seconds=4_000_000_000,
             )
         ),
-        stub.PlaceHold(  # same key, different amount
-            pb.PlaceHoldRequest(account_id=account_id, amount_micros=2 * IDR, idempotency_key="inv")
-        ),
         stub.CaptureHold(pb.CaptureHoldRequest(hold_id=hold.hold_id, amount_micros=-1)),
         stub.CaptureHold(pb.CaptureHoldRequest(hold_id="hold_1", amount_micros=1)),
         stub.ReleaseHold(pb.ReleaseHoldRequest(hold_id="")),
@@ -155,8 +153,100 @@ async def test_invalid_argument_cases(stub: Stub) -> None:
         code, details = await code_of(call)
         assert code == grpc.StatusCode.INVALID_ARGUMENT, details
         assert details
+    # Premise changed (issue 12): the same key with another input is refused as
+    # FAILED_PRECONDITION (it was INVALID_ARGUMENT), by the stored input hash.
+    code, details = await code_of(
+        stub.PlaceHold(
+            pb.PlaceHoldRequest(account_id=account_id, amount_micros=2 * IDR, idempotency_key="inv")
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "idempotency_key" in details
     balance = await stub.GetAccountBalance(pb.GetAccountBalanceRequest(account_id=account_id))
     assert (balance.balance_micros, balance.held_micros) == (5 * IDR, IDR)
+
+
+async def test_capture_beyond_the_hold_is_out_of_range_with_the_held_amount(stub: Stub) -> None:
+    account_id = await new_account(stub, 5)
+    hold = await stub.PlaceHold(
+        pb.PlaceHoldRequest(account_id=account_id, amount_micros=IDR, idempotency_key="over")
+    )
+    call = stub.CaptureHold(pb.CaptureHoldRequest(hold_id=hold.hold_id, amount_micros=IDR + 1))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call
+    assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert capture_exceeded_hold(refused.value) == IDR
+    balance = await stub.GetAccountBalance(pb.GetAccountBalanceRequest(account_id=account_id))
+    assert (balance.balance_micros, balance.held_micros) == (5 * IDR, IDR)
+    captured = await stub.CaptureHold(
+        pb.CaptureHoldRequest(hold_id=hold.hold_id, amount_micros=IDR, model="m1")
+    )
+    assert captured.captured_micros == IDR
+
+
+async def test_adjust_and_promotion_over_grpc(stub: Stub) -> None:
+    account_id = await new_account(stub, 5)
+    kind = pb.AdjustRequest.Kind
+    promoted = await stub.Adjust(
+        pb.AdjustRequest(
+            account_id=account_id,
+            amount_micros=2 * IDR,
+            idempotency_key="welcome",
+            description="welcome bonus",
+            kind=kind.PROMOTION,
+        )
+    )
+    assert promoted.balance_micros == 7 * IDR
+    corrected = await stub.Adjust(
+        pb.AdjustRequest(
+            account_id=account_id,
+            amount_micros=-IDR,
+            idempotency_key="fix-1",
+            description="double top-up",
+            kind=kind.ADJUSTMENT,
+        )
+    )
+    assert corrected.balance_micros == 6 * IDR
+    for bad, expected in (
+        (
+            pb.AdjustRequest(account_id=account_id, amount_micros=IDR, idempotency_key="k"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),  # no kind
+        (
+            pb.AdjustRequest(
+                account_id=account_id, amount_micros=-IDR, idempotency_key="k2", kind=kind.PROMOTION
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            pb.AdjustRequest(
+                account_id=account_id,
+                amount_micros=-100 * IDR,
+                idempotency_key="k3",
+                description="too much",
+                kind=kind.ADJUSTMENT,
+            ),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ),
+        (
+            pb.AdjustRequest(
+                account_id=account_id,
+                amount_micros=-2 * IDR,
+                idempotency_key="fix-1",
+                description="double top-up",
+                kind=kind.ADJUSTMENT,
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ),
+    ):
+        code, _ = await code_of(stub.Adjust(bad))
+        assert code == expected
+    page = await stub.ListLedger(pb.ListLedgerRequest(account_id=account_id))
+    assert [(e.kind, e.amount_micros) for e in page.entries] == [
+        ("adjustment", -IDR),
+        ("promotion", 2 * IDR),
+        ("topup", 5 * IDR),
+    ]
 
 
 async def test_not_found_cases(stub: Stub) -> None:
@@ -251,10 +341,10 @@ async def dead_db_stub() -> AsyncIterator[Stub]:
     url = fresh_database_url("aiport_test_gone")
     drop_database(url)
     engine = db.create_engine(url, application_name="billing")
-    hot = HotPath(url, engine, timeout_seconds=0.5)
-    await hot.open(wait=False)
+    money = Money(url, timeout_seconds=0.5)
+    await money.open(wait=False)
     server = grpc.aio.server()
-    register(server, BillingServicer(engine, hot))
+    register(server, BillingServicer(engine, money))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -262,7 +352,7 @@ async def dead_db_stub() -> AsyncIterator[Stub]:
             yield billing_pb2_grpc.BillingStub(channel)
     finally:
         await server.stop(None)
-        await hot.close()
+        await money.close()
         await engine.dispose()
 
 

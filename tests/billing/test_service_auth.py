@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.billing import ledger
-from services.billing.hotpath import HotPath
+from services.billing.money import Money
 from services.billing.server import BillingServicer, register
 from services.common import service_auth
 from services.common.service_auth import BILLING_CALLERS, TOKEN_HEADER, caller_tokens, decide
@@ -27,10 +27,10 @@ TOKENS = {caller: secrets.token_urlsafe(32) for caller in BILLING_CALLERS}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def guarded_addr(engine: AsyncEngine, hot: HotPath) -> AsyncIterator[str]:
+async def guarded_addr(engine: AsyncEngine, money: Money) -> AsyncIterator[str]:
     """The real servicer behind the token interceptor, with health checks."""
     server = grpc.aio.server(interceptors=[service_auth.ServerInterceptor(TOKENS)])
-    register(server, BillingServicer(engine, hot, hold_ttl_seconds=3600))
+    register(server, BillingServicer(engine, money, hold_ttl_seconds=3600))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -80,7 +80,7 @@ async def test_no_or_a_wrong_token_is_refused_and_moves_no_money(
 
 
 async def test_each_caller_may_call_only_its_methods(
-    guarded_addr: str, engine: AsyncEngine
+    guarded_addr: str, engine: AsyncEngine, money: Money
 ) -> None:
     account = await ledger.create_account(engine, "callers")
     async with grpc.aio.insecure_channel(guarded_addr) as channel:

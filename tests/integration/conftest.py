@@ -6,7 +6,10 @@ AIPORT_TEST_REPLICAS (default 1) runs that many processes of every service
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -116,9 +119,25 @@ def assert_ledger_invariants(url: str) -> None:
         ).fetchall()
     assert accounts is not None and accounts[0] > 0
     assert drift == [], f"ledger drift: {drift}"
+    assert_ledger_verifies(url)
     assert open_holds == (0,), f"holds left open: {open_holds}"
     assert unfinished == [], f"jobs not finished and settled: {unfinished}"
     assert charged_twice == [], f"holds charged more than once: {charged_twice}"
+
+
+def assert_ledger_verifies(url: str) -> None:
+    """`aiportctl ledger verify --json`, the real CLI against the test database:
+    every cached balance equals its postings, every transaction balances."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.billing.cli", "ledger", "verify", "--json"],
+        env={**os.environ, "AIPORT_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"ledger verify: {done.stdout or done.stderr}"
+    assert json.loads(done.stdout)["ok"] is True, done.stdout
 
 
 @pytest.fixture(scope="session")

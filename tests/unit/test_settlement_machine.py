@@ -196,8 +196,9 @@ def test_hold_key_is_built_from_typed_parts() -> None:
 
 
 def test_hold_description_names_kind_subject_and_request() -> None:
-    purpose = HoldPurpose(HoldKind.JOB, "image gpt-image-2")
+    purpose = HoldPurpose(HoldKind.JOB, "gpt-image-2", "image")
     assert purpose.description("req-1") == "job image gpt-image-2 req-1"
     # A subject that looks like another kind cannot change the key's kind.
     odd = HoldPurpose(HoldKind.CHAT, "job x")
+    assert odd.description("r") == "chat job x r"
     assert str(HoldKey.new(odd.kind)).startswith("chat:")

@@ -1,0 +1,649 @@
+"""Billing's one money path: every operation that moves money, written once.
+
+Each operation is one PostgreSQL transaction on a psycopg pool, and all but
+the background expiry are one statement (one round trip): the conditional
+update of the hold and the account's cached balances, the transaction row and
+its postings (services/billing/postings.py), in a chain of data-modifying CTEs.
+psycopg without SQLAlchemy because SQLAlchemy's per-statement cost dominated
+billing's CPU in profiles (bench/README.md); SQLAlchemy is left to the admin
+reads and writes that move no money (ledger.py).
+
+The posting rules, once each:
+    hold     available -A, held +A
+    capture  held -A, revenue:<model> +C, available +(A - C)     (C <= A)
+    release  held -A, available +A        (expire: the same, by the sweeper)
+    credit   <source> -X, available +X    (topup: payments:<rail>;
+                                            promotion: promotions; adjustment: adjustments)
+The schema refuses a statement that leaves a transaction unbalanced, and each
+operation asserts that what it posted sums to zero.
+
+When a statement moves nothing (a retried idempotency key, a hold settled
+already, a balance that cannot cover it), a read-only look afterwards says
+which, precisely.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from psycopg import errors
+from psycopg.rows import DictRow
+
+from services.common import metrics, pg
+from services.common.logs import fields
+
+from . import postings, rules
+from .ledger import HOLD_COLUMNS, Balance, ExpiredBatch, Hold, Principal
+from .postings import Kind
+from .rules import (
+    CaptureExceedsHold,
+    FailedPrecondition,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 3
+# Aborted as a deadlock or serialization victim: the whole transaction may run again.
+RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
+
+_HOLD_FIELDS = (
+    "id",
+    "account_id",
+    "amount_micros",
+    "status",
+    "captured_micros",
+    "idempotency_key",
+    "model",
+    "description",
+    "created_at",
+    "expires_at",
+    "settled_at",
+)
+
+_AUTHENTICATE = """
+SELECT id AS key_id, account_id FROM billing.api_keys
+WHERE key_hash = %(principal)s AND revoked_at IS NULL
+"""
+_BY_ACCOUNT = "SELECT NULL::text AS key_id, id AS account_id FROM billing.accounts"
+_BY_ACCOUNT += " WHERE id = %(principal)s"
+
+# Hold: the principal (an API key's owner or a named account), the reservation
+# (only if available covers it and no hold has this key yet), the hold, its
+# transaction and postings. A concurrent twin with the same key makes the hold
+# INSERT hit the unique key, which undoes the whole statement.
+_PLACE_HOLD = f"""
+WITH k AS ({{principal}}),
+r AS (
+    UPDATE billing.accounts a SET held_micros = a.held_micros + %(amount)s
+    FROM k
+    WHERE a.id = k.account_id
+      AND a.balance_micros - a.held_micros >= %(amount)s
+      AND NOT EXISTS (SELECT 1 FROM billing.holds WHERE idempotency_key = %(key)s)
+    RETURNING a.id, a.balance_micros
+), h AS (
+    INSERT INTO billing.holds
+        (id, account_id, amount_micros, idempotency_key, input_hash, model, description,
+         expires_at)
+    SELECT %(hold_id)s, r.id, %(amount)s, %(key)s, %(input_hash)s, %(model)s, %(description)s,
+           now() + %(ttl)s * interval '1 second'
+    FROM r
+    RETURNING {HOLD_COLUMNS}
+), t AS (
+    INSERT INTO billing.transactions (kind, account_id, hold_id, balance_after_micros, description)
+    SELECT 'hold', h.account_id, h.id, r.balance_micros, h.description FROM h, r
+    RETURNING id
+), p AS (
+    INSERT INTO billing.postings (transaction_id, account, amount_micros)
+    SELECT t.id, v.account, v.amount
+    FROM t, (VALUES ('available', -%(amount)s::bigint), ('held', %(amount)s::bigint))
+         AS v(account, amount)
+    RETURNING amount_micros
+)
+SELECT k.key_id, k.account_id AS principal_account_id, h.*,
+       (SELECT array_agg(amount_micros) FROM p) AS posted
+FROM k LEFT JOIN h ON true
+"""
+_PLACE_HOLD_BY_KEY = _PLACE_HOLD.format(principal=_AUTHENTICATE)
+_PLACE_HOLD_BY_ACCOUNT = _PLACE_HOLD.format(principal=_BY_ACCOUNT)
+
+# Capture: close the open hold (only if the amount fits it), move the money on
+# the account, record the transaction and its postings (no zero legs).
+_CAPTURE = f"""
+WITH h AS (
+    UPDATE billing.holds SET status = 'captured', captured_micros = %(amount)s,
+        settled_at = now(), settle_note = %(note)s
+    WHERE id = %(id)s AND status = 'open' AND amount_micros >= %(amount)s
+    RETURNING {HOLD_COLUMNS}
+), a AS (
+    UPDATE billing.accounts acc
+    SET held_micros = acc.held_micros - h.amount_micros,
+        balance_micros = acc.balance_micros - h.captured_micros
+    FROM h WHERE acc.id = h.account_id
+    RETURNING acc.balance_micros
+), t AS (
+    INSERT INTO billing.transactions
+        (kind, account_id, hold_id, provider, balance_after_micros, description)
+    SELECT 'capture', h.account_id, h.id, %(provider)s, a.balance_micros,
+           COALESCE(NULLIF(%(note)s, ''), h.description)
+    FROM h, a
+    RETURNING id
+), p AS (
+    INSERT INTO billing.postings (transaction_id, account, amount_micros)
+    SELECT t.id, v.account, v.amount
+    FROM t, h, LATERAL (VALUES
+        ('held', -h.amount_micros),
+        ('{postings.REVENUE_PREFIX}'
+            || COALESCE(NULLIF(%(model)s, ''), NULLIF(h.model, ''), '{postings.UNATTRIBUTED}'),
+         h.captured_micros),
+        ('available', h.amount_micros - h.captured_micros)) AS v(account, amount)
+    WHERE v.amount <> 0
+    RETURNING amount_micros
+)
+SELECT h.*, (SELECT array_agg(amount_micros) FROM p) AS posted FROM h
+"""
+
+# Release or expiry of open holds: all of each goes back to available.
+_FREE_HOLDS = f"""
+WITH h AS (
+    UPDATE billing.holds SET status = %(status)s, settled_at = now(), settle_note = %(note)s
+    WHERE id = ANY(%(ids)s) AND status = 'open'
+    RETURNING {HOLD_COLUMNS}
+), per_account AS (
+    SELECT account_id, sum(amount_micros) AS amount FROM h GROUP BY account_id
+), a AS (
+    UPDATE billing.accounts acc SET held_micros = acc.held_micros - per_account.amount
+    FROM per_account WHERE acc.id = per_account.account_id
+    RETURNING acc.id, acc.balance_micros
+), t AS (
+    INSERT INTO billing.transactions (kind, account_id, hold_id, balance_after_micros, description)
+    SELECT %(kind)s, h.account_id, h.id, a.balance_micros, %(note)s
+    FROM h JOIN a ON a.id = h.account_id
+    RETURNING id, hold_id
+), p AS (
+    INSERT INTO billing.postings (transaction_id, account, amount_micros)
+    SELECT t.id, v.account, v.amount
+    FROM t JOIN h ON h.id = t.hold_id,
+         LATERAL (VALUES ('held', -h.amount_micros), ('available', h.amount_micros))
+         AS v(account, amount)
+    RETURNING amount_micros
+)
+SELECT h.*, (SELECT array_agg(amount_micros) FROM p) AS posted FROM h
+"""
+_LOCK_DUE_HOLDS = """
+SELECT id, account_id FROM billing.holds
+WHERE status = 'open' AND expires_at <= now()
+ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+"""
+# In id order, so that concurrent sweepers cannot deadlock each other.
+_LOCK_ACCOUNTS = """
+SELECT id FROM billing.accounts WHERE id = ANY(%(ids)s) ORDER BY id FOR NO KEY UPDATE
+"""
+
+# Credit (top-up, promotion, adjustment): from a system account into available,
+# unless the key was used already or a debit would take available below zero.
+_CREDIT = """
+WITH a AS (
+    UPDATE billing.accounts SET balance_micros = balance_micros + %(amount)s
+    WHERE id = %(account_id)s
+      AND balance_micros - held_micros + %(amount)s >= 0
+      AND NOT EXISTS (SELECT 1 FROM billing.transactions WHERE idempotency_key = %(key)s)
+    RETURNING id, balance_micros, held_micros
+), t AS (
+    INSERT INTO billing.transactions
+        (kind, account_id, idempotency_key, input_hash, balance_after_micros, description)
+    SELECT %(kind)s, a.id, %(key)s, %(input_hash)s, a.balance_micros, %(description)s FROM a
+    RETURNING id
+), p AS (
+    INSERT INTO billing.postings (transaction_id, account, amount_micros)
+    SELECT t.id, v.account, v.amount
+    FROM t, (VALUES (%(source)s::text, -%(amount)s::bigint), ('available', %(amount)s::bigint))
+         AS v(account, amount)
+    RETURNING amount_micros
+)
+SELECT a.balance_micros, a.held_micros, (SELECT array_agg(amount_micros) FROM p) AS posted
+FROM a
+"""
+
+_HOLD_BY_ID = f"SELECT {HOLD_COLUMNS}, input_hash FROM billing.holds WHERE id = %(id)s"
+_HOLD_BY_KEY = (
+    f"SELECT {HOLD_COLUMNS}, input_hash FROM billing.holds WHERE idempotency_key = %(key)s"
+)
+_CREDIT_BY_KEY = "SELECT input_hash FROM billing.transactions WHERE idempotency_key = %(key)s"
+_BALANCE = "SELECT balance_micros, held_micros FROM billing.accounts WHERE id = %(id)s"
+
+
+def _hold(row: DictRow) -> Hold:
+    return Hold(**{name: row[name] for name in _HOLD_FIELDS})
+
+
+def _retry_conflicts(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Run a transaction PostgreSQL aborted as a deadlock/serialization victim again."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        attempt = 1
+        while True:
+            try:
+                return await fn(*args, **kwargs)
+            except RETRYABLE as exc:
+                if attempt >= MAX_ATTEMPTS:
+                    raise
+                log.warning(
+                    "transaction conflict, retrying",
+                    extra=fields(op=fn.__name__, attempt=attempt, sqlstate=exc.sqlstate),
+                )
+                attempt += 1
+
+    return wrapper
+
+
+class Money:
+    """The money operations over one psycopg pool."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self._pool = pg.pool(
+            url,
+            "billing-money",
+            min_size=min_size,
+            max_size=max_size,
+            timeout_seconds=timeout_seconds,
+        )
+
+    async def open(self, *, wait: bool = True) -> None:
+        """With wait, fail now if the database cannot be reached."""
+        await self._pool.open(wait=wait, timeout=10)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _one(self, sql: str, params: dict[str, Any]) -> DictRow | None:
+        return await pg.fetchone(self._pool, sql, params)
+
+    # Keys.
+
+    async def authenticate(self, api_key: str) -> Principal:
+        """The key's owner. Unknown, revoked and malformed keys fail alike."""
+        if not rules.looks_like_api_key(api_key):
+            raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+        row = await self._one(_AUTHENTICATE, {"principal": rules.hash_api_key(api_key)})
+        if row is None:
+            raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+        return Principal(account_id=row["account_id"], key_id=row["key_id"])
+
+    # Holds.
+
+    async def authorize_hold(
+        self,
+        api_key: str,
+        amount_micros: int,
+        idempotency_key: str,
+        *,
+        description: str = "",
+        ttl_seconds: int = 0,
+        default_ttl_seconds: int = 3600,
+        model: str = "",
+    ) -> tuple[Principal, Hold]:
+        """The key's owner and its hold, in one statement. Unknown or revoked keys
+        are Unauthenticated; a balance that cannot cover it is InsufficientFunds."""
+        if not rules.looks_like_api_key(api_key):
+            raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+        key_hash = rules.hash_api_key(api_key)
+        row, hold = await self._place(
+            _PLACE_HOLD_BY_KEY,
+            key_hash,
+            # The principal as presented: the key (by its hash), not its account.
+            f"api_key:{key_hash.hex()}",
+            amount_micros,
+            idempotency_key,
+            description=description,
+            ttl_seconds=ttl_seconds,
+            default_ttl_seconds=default_ttl_seconds,
+            model=model,
+        )
+        if row is None:
+            # Not placed because a twin won the key: who the key belongs to.
+            principal = await self.authenticate(api_key)
+        else:
+            principal = Principal(account_id=row["principal_account_id"], key_id=row["key_id"])
+        return principal, hold
+
+    async def place_hold(
+        self,
+        account_id: str,
+        amount_micros: int,
+        idempotency_key: str,
+        *,
+        description: str = "",
+        ttl_seconds: int = 0,
+        default_ttl_seconds: int = 3600,
+        model: str = "",
+    ) -> Hold:
+        """Reserve money on a named account. A retry with the same key and input
+        returns the same hold; the same key with another input is refused."""
+        account_id = rules.check_account_id(account_id)
+        _, hold = await self._place(
+            _PLACE_HOLD_BY_ACCOUNT,
+            account_id,
+            f"account:{account_id}",
+            amount_micros,
+            idempotency_key,
+            description=description,
+            ttl_seconds=ttl_seconds,
+            default_ttl_seconds=default_ttl_seconds,
+            model=model,
+        )
+        return hold
+
+    @_retry_conflicts
+    async def _place(
+        self,
+        sql: str,
+        principal: str | bytes,
+        presented: str,
+        amount_micros: int,
+        idempotency_key: str,
+        *,
+        description: str,
+        ttl_seconds: int,
+        default_ttl_seconds: int,
+        model: str,
+    ) -> tuple[DictRow | None, Hold]:
+        amount = rules.check_positive_amount(amount_micros)
+        key = rules.check_idempotency_key(idempotency_key, required=True)
+        assert key is not None
+        description = rules.check_text("description", description)
+        model = rules.check_ledger_name("model", model)
+        ttl = rules.resolve_hold_ttl(ttl_seconds, default_ttl_seconds)
+        digest = rules.input_hash(
+            "hold",
+            principal=presented,
+            amount_micros=amount,
+            description=description,
+            ttl_seconds=ttl_seconds,
+            model=model,
+        )
+        params = {
+            "principal": principal,
+            "amount": amount,
+            "key": key,
+            "input_hash": digest,
+            "hold_id": rules.new_hold_id(),
+            "model": model,
+            "description": description,
+            "ttl": ttl,
+        }
+        try:
+            row = await self._one(sql, params)
+        except errors.UniqueViolation:
+            # A twin with this key committed first: its hold is the answer.
+            return None, await self._unplaced_hold(None, key, digest, amount)
+        if row is None:
+            if sql is _PLACE_HOLD_BY_KEY:
+                raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+            raise NotFound(f"account {principal!s} not found")
+        if row["id"] is None:
+            return row, await self._unplaced_hold(row["principal_account_id"], key, digest, amount)
+        postings.assert_balanced(f"hold {row['id']}", row["posted"])
+        return row, _hold(row)
+
+    async def _unplaced_hold(
+        self, account_id: str | None, key: str, digest: bytes, amount: int
+    ) -> Hold:
+        """Nothing was reserved: a retried key (that hold, if the input matches)
+        or a balance that cannot cover the amount."""
+        prior = await self._one(_HOLD_BY_KEY, {"key": key})
+        if prior is not None:
+            if bytes(prior["input_hash"]) != digest:
+                raise IdempotencyConflict(
+                    "idempotency_key was already used for a different hold"
+                    " (another account, amount, description, ttl or model)"
+                )
+            return _hold(prior)
+        if account_id is None:
+            raise RuntimeError("hold idempotency conflict but no hold found")
+        balance = await self._balance(account_id)
+        raise InsufficientFunds(
+            f"insufficient balance: available {rules.idr(balance.available_micros)} IDR,"
+            f" this needs {rules.idr(amount)} IDR"
+        )
+
+    @_retry_conflicts
+    async def capture(
+        self,
+        hold_id: str,
+        amount_micros: int,
+        description: str = "",
+        *,
+        model: str = "",
+        provider: str = "",
+    ) -> Hold:
+        """Charge `amount` (at most the hold) to revenue and free the rest.
+        Capturing a captured hold returns it unchanged; a released or expired
+        hold cannot be captured; more than the hold is CaptureExceedsHold."""
+        hold_id = rules.check_hold_id(hold_id)
+        amount = rules.check_capture_amount(amount_micros)
+        note = rules.check_text("description", description)
+        params = {
+            "id": hold_id,
+            "amount": amount,
+            "note": note,
+            "model": rules.check_ledger_name("model", model),
+            "provider": rules.check_ledger_name("provider", provider),
+        }
+        row = await self._one(_CAPTURE, params)
+        if row is not None:
+            postings.assert_balanced(f"capture of {hold_id}", row["posted"])
+            return _hold(row)
+        hold = await self._hold_by_id(hold_id)
+        if hold.status == "captured":
+            return hold
+        if hold.status == "open" and amount > hold.amount_micros:
+            metrics.CAPTURES_EXCEEDING_HOLD.inc()
+            log.error(
+                "capture exceeds its hold; refused",
+                extra=fields(
+                    hold_id=hold.id,
+                    account_id=hold.account_id,
+                    requested_micros=amount,
+                    held_micros=hold.amount_micros,
+                ),
+            )
+            raise CaptureExceedsHold(hold.id, amount, hold.amount_micros)
+        if hold.status == "open":
+            raise RuntimeError(f"hold {hold_id} is open but could not be captured")
+        raise FailedPrecondition(f"hold {hold_id} is {hold.status}; it cannot be captured")
+
+    @_retry_conflicts
+    async def release(self, hold_id: str, reason: str = "") -> Hold:
+        """Free all of the hold. Releasing a released or expired hold returns it
+        unchanged; a captured hold cannot be released."""
+        hold_id = rules.check_hold_id(hold_id)
+        params = {
+            "ids": [hold_id],
+            "status": "released",
+            "kind": Kind.RELEASE.value,
+            "note": rules.check_text("reason", reason),
+        }
+        row = await self._one(_FREE_HOLDS, params)
+        if row is not None:
+            postings.assert_balanced(f"release of {hold_id}", row["posted"])
+            return _hold(row)
+        hold = await self._hold_by_id(hold_id)
+        if hold.status in ("released", "expired"):
+            return hold
+        raise FailedPrecondition(f"hold {hold_id} is {hold.status}; it cannot be released")
+
+    @_retry_conflicts
+    async def expire_due_holds(self, batch_size: int = 500) -> ExpiredBatch:
+        """Expire up to `batch_size` open holds past their expiry, in one transaction.
+
+        Holds another transaction is settling right now are skipped (SKIP LOCKED),
+        so several sweepers and concurrent captures never block or double-free."""
+        if batch_size < 1:
+            raise InvalidArgument("batch_size must be positive")
+        async with pg.transaction(self._pool) as conn:
+            due = await (await conn.execute(_LOCK_DUE_HOLDS, {"limit": batch_size})).fetchall()
+            if not due:
+                return ExpiredBatch(0, 0, 0)
+            accounts = sorted({row["account_id"] for row in due})
+            await conn.execute(_LOCK_ACCOUNTS, {"ids": accounts})
+            cur = await conn.execute(
+                _FREE_HOLDS,
+                {
+                    "ids": [row["id"] for row in due],
+                    "status": "expired",
+                    "kind": Kind.EXPIRE.value,
+                    "note": "expired",
+                },
+            )
+            expired = await cur.fetchall()
+            if len(expired) != len(due):
+                raise RuntimeError("locked holds changed while being expired")
+            postings.assert_balanced("expiry batch", expired[0]["posted"])
+        return ExpiredBatch(
+            holds=len(expired),
+            released_micros=sum(row["amount_micros"] for row in expired),
+            accounts=len(accounts),
+        )
+
+    # Credits.
+
+    async def top_up(
+        self,
+        account_id: str,
+        amount_micros: int,
+        *,
+        idempotency_key: str = "",
+        description: str = "",
+        rail: str = "",
+    ) -> Balance:
+        """Money received through a payment rail ("" is `manual`: by hand)."""
+        rail = rules.check_ledger_name("payment_rail", rail) or postings.MANUAL_RAIL
+        return await self._credit(
+            Kind.TOPUP,
+            postings.credit_source(Kind.TOPUP, rail),
+            account_id,
+            rules.check_positive_amount(amount_micros),
+            rules.check_idempotency_key(idempotency_key, required=False),
+            description,
+        )
+
+    async def promote(
+        self, account_id: str, amount_micros: int, *, idempotency_key: str, description: str
+    ) -> Balance:
+        """Credit the operator gives away (a welcome bonus, a goodwill credit)."""
+        return await self._credit(
+            Kind.PROMOTION,
+            postings.PROMOTIONS,
+            account_id,
+            rules.check_positive_amount(amount_micros),
+            rules.check_idempotency_key(idempotency_key, required=True),
+            description,
+        )
+
+    async def adjust(
+        self, account_id: str, amount_micros: int, *, idempotency_key: str, description: str
+    ) -> Balance:
+        """An operator's correction either way; a debit never takes available below zero."""
+        return await self._credit(
+            Kind.ADJUSTMENT,
+            postings.ADJUSTMENTS,
+            account_id,
+            rules.check_signed_amount(amount_micros),
+            rules.check_idempotency_key(idempotency_key, required=True),
+            description,
+        )
+
+    @_retry_conflicts
+    async def _credit(
+        self,
+        kind: Kind,
+        source: str,
+        account_id: str,
+        amount: int,
+        key: str | None,
+        description: str,
+    ) -> Balance:
+        """With a key, a repeat of the same input moves nothing and returns the
+        current balance; the same key with another input is refused."""
+        account_id = rules.check_account_id(account_id)
+        description = rules.check_text("description", description)
+        if kind is Kind.ADJUSTMENT and not description:
+            raise InvalidArgument("an adjustment needs a reason (description)")
+        # Namespaced by kind, so a caller's key never collides with another kind's.
+        stored_key = None if key is None else f"{kind.value}:{key}"
+        digest = None
+        if stored_key is not None:
+            digest = rules.input_hash(
+                kind.value,
+                account_id=account_id,
+                amount_micros=amount,
+                source=source,
+                description=description,
+            )
+        params = {
+            "kind": kind.value,
+            "source": source,
+            "account_id": account_id,
+            "amount": amount,
+            "key": stored_key,
+            "input_hash": digest,
+            "description": description,
+        }
+        try:
+            row = await self._one(_CREDIT, params)
+        except errors.NumericValueOutOfRange as exc:
+            raise InvalidArgument(f"this {kind.value} would overflow the account balance") from exc
+        except errors.UniqueViolation:
+            row = None  # a twin with this key committed first
+        if row is not None:
+            postings.assert_balanced(f"{kind.value} of {account_id}", row["posted"])
+            return Balance(account_id, row["balance_micros"], row["held_micros"])
+        if stored_key is not None:
+            prior = await self._one(_CREDIT_BY_KEY, {"key": stored_key})
+            if prior is not None:
+                if bytes(prior["input_hash"]) != digest:
+                    raise IdempotencyConflict(
+                        f"idempotency_key was already used for a different {kind.value}"
+                        " (another account, amount or description)"
+                    )
+                return await self._balance(account_id)
+        balance = await self._balance(account_id)
+        if amount < 0:
+            raise InsufficientFunds(
+                f"available {rules.idr(balance.available_micros)} IDR cannot cover"
+                f" a debit of {rules.idr(-amount)} IDR"
+            )
+        raise RuntimeError(f"{kind.value} of {account_id} moved nothing")
+
+    # Reads the operations above need.
+
+    async def _balance(self, account_id: str) -> Balance:
+        row = await self._one(_BALANCE, {"id": account_id})
+        if row is None:
+            raise NotFound(f"account {account_id} not found")
+        return Balance(account_id, row["balance_micros"], row["held_micros"])
+
+    async def _hold_by_id(self, hold_id: str) -> Hold:
+        row = await self._one(_HOLD_BY_ID, {"id": hold_id})
+        if row is None:
+            raise NotFound(f"hold {hold_id} not found")
+        return _hold(row)
