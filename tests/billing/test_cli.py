@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -417,6 +418,8 @@ def test_cli_token_comes_from_env_or_billings_own_copy(
 
 
 async def test_cli_adjust_and_promotion(billing_addr: str) -> None:
+    # Keys unique to this run: the billing database is shared by the session.
+    promo, fix = f"promo-{uuid.uuid4().hex}", f"fix-{uuid.uuid4().hex}"
     account_id = (await ctl(billing_addr, "account", "create", "Adj", "--json"))["account_id"]
     await ctl(billing_addr, "topup", account_id, "100", "--json")
     promoted = await ctl(
@@ -428,7 +431,7 @@ async def test_cli_adjust_and_promotion(billing_addr: str) -> None:
         "--reason",
         "welcome",
         "--idempotency-key",
-        "promo-1",
+        promo,
         "--json",
     )
     assert promoted["balance_idr"] == "120"
@@ -440,7 +443,7 @@ async def test_cli_adjust_and_promotion(billing_addr: str) -> None:
         "--reason",
         "double top-up",
         "--idempotency-key",
-        "fix-1",
+        fix,
         "--json",
     )
     assert corrected["balance_idr"] == "117.5"
@@ -452,7 +455,7 @@ async def test_cli_adjust_and_promotion(billing_addr: str) -> None:
         "--reason",
         "double top-up",
         "--idempotency-key",
-        "fix-1",
+        fix,
         "--json",
     )
     assert again["balance_idr"] == "117.5"  # a repeat moves nothing
@@ -464,7 +467,7 @@ async def test_cli_adjust_and_promotion(billing_addr: str) -> None:
         "--reason",
         "double top-up",
         "--idempotency-key",
-        "fix-1",
+        fix,
         "--json",
     )
     assert error["code"] == "FAILED_PRECONDITION"
