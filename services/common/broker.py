@@ -17,16 +17,10 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from services.common import settings
+from services.common.job_states import WorkerKind
 
-# Which worker kind serves each modality.
-WORKER_KIND = {
-    "image": "image",
-    "img2img": "image",
-    "video": "video",
-    "img2video": "video",
-    "multimodal": "video",
-}
-WORKER_KINDS = ("image", "video")
+# One work queue per worker kind (which kind serves a modality: Modality.worker_kind).
+WORKER_KINDS = tuple(WorkerKind)
 CONFIRM_TIMEOUT_SECONDS = 10.0
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from services.common.job_states import IMAGE_MODALITIES, VIDEO_MODALITIES, Modality
 from services.common.money import AmountError, ceil_div, idr_to_micros
 
 
@@ -135,7 +136,7 @@ class ImageModel:
     id: str
     display_name: str
     created: int
-    modality: str  # "image" or "img2img"
+    modality: Modality  # IMAGE or IMG2IMG
     supports_aspect_ratio: bool
     # resolution tier ("1k", "2k", "4k", or "default" for a flat price) -> µIDR per image
     price_per_image: dict[str, int]
@@ -154,7 +155,7 @@ class VideoModel:
     id: str
     display_name: str
     created: int
-    modality: str  # "video", "img2video" or "multimodal"
+    modality: Modality  # VIDEO, IMG2VIDEO or MULTIMODAL
     # resolution -> µIDR per generated second
     price_per_second: dict[str, int]
     price_per_second_with_reference: dict[str, int] = field(default_factory=dict)
@@ -384,6 +385,19 @@ def _clip_rules(entry: dict[str, Any], kind: str, where: str) -> ReferenceClipRu
     return parsed
 
 
+def _modality(entry: dict[str, Any], allowed: frozenset[Modality], where: str) -> Modality:
+    """The entry's `modality`, one of those its section (image or video) serves."""
+    value = _require(entry, "modality", str, where)
+    names = ", ".join(sorted(allowed))
+    try:
+        modality = Modality(value)
+    except ValueError:
+        raise CatalogError(f"{where}: unknown modality {value!r}; use one of: {names}") from None
+    if modality not in allowed:
+        raise CatalogError(f"{where}: modality {value!r} does not belong here; use one of: {names}")
+    return modality
+
+
 def parse_catalog(doc: Any) -> Catalog:
     if not isinstance(doc, dict):
         raise CatalogError("catalog: top level must be a mapping")
@@ -423,7 +437,7 @@ def parse_catalog(doc: Any) -> Catalog:
                 id=_require(e, "id", str, where),
                 display_name=_require(e, "display_name", str, where),
                 created=_require(e, "created", int, where),
-                modality=_require(e, "modality", str, where),
+                modality=_modality(e, IMAGE_MODALITIES, where),
                 supports_aspect_ratio=_require(e, "supports_aspect_ratio", bool, where),
                 price_per_image=_price_table(e, "price_per_image", where),
                 enabled=bool(e.get("enabled", True)),
@@ -439,7 +453,7 @@ def parse_catalog(doc: Any) -> Catalog:
                 id=_require(e, "id", str, where),
                 display_name=_require(e, "display_name", str, where),
                 created=_require(e, "created", int, where),
-                modality=_require(e, "modality", str, where),
+                modality=_modality(e, VIDEO_MODALITIES, where),
                 price_per_second=_price_table(e, "price_per_second", where),
                 price_per_second_with_reference=(
                     _price_table(e, "price_per_second_with_reference", where) if with_ref else {}

@@ -18,6 +18,7 @@ from aiport.v1 import job_state_pb2
 
 from services.common import blobs
 from services.common.catalog import Catalog, ImageModel, VideoModel
+from services.common.job_states import Modality
 from services.gateway import errors
 from services.gateway.errors import PublicError, json_object_body
 from services.gateway.references import is_own_reference
@@ -64,7 +65,7 @@ DEFAULT_CONVERSION_SLOTS = ("all",)
 @dataclass(frozen=True, slots=True)
 class JobPlan:
     model: str
-    modality: str
+    modality: Modality
     spec: job_state_pb2.WorkSpec
     unit_price_micros: int  # µIDR per image, or per second of video
     estimated_units: int  # 1 image, or the requested duration in seconds
@@ -107,18 +108,22 @@ def _model_id(body: dict[str, Any], default: str) -> str:
     return model_id
 
 
-def _image_model(body: dict[str, Any], catalog: Catalog, default: str, modality: str) -> ImageModel:
+def _image_model(
+    body: dict[str, Any], catalog: Catalog, default: str, modality: Modality
+) -> ImageModel:
     model_id = _model_id(body, default)
     model = catalog.models.get(model_id)
-    if not isinstance(model, ImageModel) or not model.enabled or model.modality != modality:
+    if not isinstance(model, ImageModel) or not model.enabled or model.modality is not modality:
         raise _model_not_found(model_id)
     return model
 
 
-def _video_model(body: dict[str, Any], catalog: Catalog, default: str, modality: str) -> VideoModel:
+def _video_model(
+    body: dict[str, Any], catalog: Catalog, default: str, modality: Modality
+) -> VideoModel:
     model_id = _model_id(body, default)
     model = catalog.models.get(model_id)
-    if not isinstance(model, VideoModel) or not model.enabled or model.modality != modality:
+    if not isinstance(model, VideoModel) or not model.enabled or model.modality is not modality:
         raise _model_not_found(model_id)
     return model
 
@@ -322,7 +327,7 @@ def _image_plan(body: dict[str, Any], model: ImageModel, spec: job_state_pb2.Wor
 def parse_image_generate(raw: bytes, catalog: Catalog) -> JobPlan:
     """POST /v1/image/generate (text-to-image)."""
     body = _body(raw)
-    model = _image_model(body, catalog, DEFAULT_IMAGE_MODEL, "image")
+    model = _image_model(body, catalog, DEFAULT_IMAGE_MODEL, Modality.IMAGE)
     spec = job_state_pb2.WorkSpec(prompt=_prompt(body))
     return _image_plan(body, model, spec)
 
@@ -330,7 +335,7 @@ def parse_image_generate(raw: bytes, catalog: Catalog) -> JobPlan:
 def parse_image_img2img(raw: bytes, catalog: Catalog) -> JobPlan:
     """POST /v1/image/img2img (image-to-image)."""
     body = _body(raw)
-    model = _image_model(body, catalog, DEFAULT_IMG2IMG_MODEL, "img2img")
+    model = _image_model(body, catalog, DEFAULT_IMG2IMG_MODEL, Modality.IMG2IMG)
     spec = job_state_pb2.WorkSpec(prompt=_prompt(body))
     limit = _reference_limit(model.max_images, MAX_IMG2IMG_IMAGES)
     spec.images.extend(_url_list(body, "images", required=True, max_items=limit, model=model.id))
@@ -387,7 +392,7 @@ def _video_plan(
 def parse_video_generate(raw: bytes, catalog: Catalog) -> JobPlan:
     """POST /v1/video/generate (text-to-video)."""
     body = _body(raw)
-    model = _video_model(body, catalog, DEFAULT_VIDEO_MODEL, "video")
+    model = _video_model(body, catalog, DEFAULT_VIDEO_MODEL, Modality.VIDEO)
     spec = job_state_pb2.WorkSpec(prompt=_prompt(body))
     ratio = _choice(body, "ratio", VIDEO_RATIOS) or DEFAULT_VIDEO_RATIO
     if model.ratios and ratio not in model.ratios:
@@ -403,7 +408,7 @@ def parse_video_generate(raw: bytes, catalog: Catalog) -> JobPlan:
 def parse_video_img2video(raw: bytes, catalog: Catalog) -> JobPlan:
     """POST /v1/video/img2video (first frame, optional last frame)."""
     body = _body(raw)
-    model = _video_model(body, catalog, DEFAULT_IMG2VIDEO_MODEL, "img2video")
+    model = _video_model(body, catalog, DEFAULT_IMG2VIDEO_MODEL, Modality.IMG2VIDEO)
     spec = job_state_pb2.WorkSpec(prompt=_prompt(body))
     first = body.get("first_frame_url")
     if first is None:
@@ -422,7 +427,7 @@ def parse_video_img2video(raw: bytes, catalog: Catalog) -> JobPlan:
 def parse_video_multimodal(raw: bytes, catalog: Catalog) -> JobPlan:
     """POST /v1/video/multimodal (up to 9 images, 3 videos and 3 audios as references)."""
     body = _body(raw)
-    model = _video_model(body, catalog, DEFAULT_MULTIMODAL_MODEL, "multimodal")
+    model = _video_model(body, catalog, DEFAULT_MULTIMODAL_MODEL, Modality.MULTIMODAL)
     spec = job_state_pb2.WorkSpec(prompt=_prompt(body))
     limits = {
         "images": _reference_limit(model.max_images, MAX_MULTIMODAL_IMAGES),
@@ -471,16 +476,16 @@ def offered(model: ImageModel | VideoModel) -> Offered:
             aspect_ratios=ASPECT_RATIOS if model.supports_aspect_ratio else (),
             max_images=(
                 _reference_limit(model.max_images, MAX_IMG2IMG_IMAGES)
-                if model.modality == "img2img"
+                if model.modality is Modality.IMG2IMG
                 else 0
             ),
         )
-    multimodal = model.modality == "multimodal"
+    multimodal = model.modality is Modality.MULTIMODAL
     return Offered(
         resolutions=tuple(r for r in VIDEO_RESOLUTIONS if r in model.price_per_second),
         ratios=(
             tuple(r for r in VIDEO_RATIOS if not model.ratios or r in model.ratios)
-            if model.modality == "video"
+            if model.modality is Modality.VIDEO
             else ()
         ),
         min_duration_seconds=max(MIN_DURATION_SECONDS, model.min_duration_seconds),
@@ -489,7 +494,7 @@ def offered(model: ImageModel | VideoModel) -> Offered:
             _reference_limit(model.max_images, MAX_MULTIMODAL_IMAGES)
             if multimodal
             else 2
-            if model.modality == "img2video"
+            if model.modality is Modality.IMG2VIDEO
             else 0
         ),
         max_videos=_reference_limit(model.max_videos, MAX_MULTIMODAL_VIDEOS) if multimodal else 0,

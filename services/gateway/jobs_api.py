@@ -39,6 +39,7 @@ from services.common.catalog import Catalog
 from services.common.grpc_server import ServicerContext
 from services.common.images import DecodeGate, InvalidImage
 from services.common.job_ids import new_job_id
+from services.common.job_states import JobStatus, status_label
 from services.common.logs import fields
 from services.common.money import micros_to_idr
 from services.gateway import errors
@@ -96,13 +97,16 @@ def _rfc3339(unix: int) -> str:
 
 
 def public_job(job: job_state_pb2.JobRecord, base_url: str) -> jobs_pb2.Job:
-    finished = job.status in ("done", "failed")
+    # The public status is the enum's value: "pending", "processing", "done", "failed".
+    status = JobStatus.from_proto(job.status)
+    finished = status.finished
+    failed = status is JobStatus.FAILED
     return jobs_pb2.Job(
         job_id=job.job_id,
-        status=job.status,
+        status=status.value,
         result_url=_value(blobs.public_url(base_url, job.result_key) if job.result_key else ""),
-        error_message=_value(job.error_message if job.status == "failed" else ""),
-        error_code=_value(job.error_code if job.status == "failed" else ""),
+        error_message=_value(job.error_message if failed else ""),
+        error_code=_value(job.error_code if failed else ""),
         created_at=_rfc3339(job.created_at_unix),
         model=job.model,
         estimated_cost_idr=micros_to_idr(job.estimated_cost_micros),
@@ -139,7 +143,7 @@ class JobsBackend:
             account_id=caller.account_id,
             hold_id=hold.hold_id,
             model=plan.model,
-            modality=plan.modality,
+            modality=plan.modality.to_proto(),
             spec=plan.spec,
             unit_price_micros=plan.unit_price_micros,
             estimated_units=plan.estimated_units,
@@ -162,7 +166,9 @@ class JobsBackend:
         if created is Creation.NOT_CREATED:
             raise errors.service_unavailable("Jobs cannot be accepted right now. Please try again.")
         return generate_pb2.JobAccepted(
-            job_id=created.job.job_id, status="pending", estimated_cost_idr=micros_to_idr(amount)
+            job_id=created.job.job_id,
+            status=JobStatus.PENDING.value,
+            estimated_cost_idr=micros_to_idr(amount),
         )
 
     async def _create_or_settle(
@@ -220,7 +226,9 @@ class JobsBackend:
                 return None
             log.warning(
                 "job creation reconciled",
-                extra=fields(request_id=request_id, job_id=job.job_id, status=job.status),
+                extra=fields(
+                    request_id=request_id, job_id=job.job_id, status=status_label(job.status)
+                ),
             )
             return job
 

@@ -9,11 +9,13 @@ import asyncio
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from services.common import broker, metrics, pg
-from services.jobs.rules import ACTIVE
+from services.common.job_states import ACTIVE, Modality
+from services.jobs.store import sql_in
 
-ACTIVE_JOBS_SQL = """
+# Literal values (not parameters): the planner matches them to the partial index.
+ACTIVE_JOBS_SQL = f"""
     SELECT modality, status, count(*) AS jobs FROM jobs.jobs
-    WHERE status IN ('pending', 'processing')
+    WHERE status IN ({sql_in(ACTIVE)})
     GROUP BY modality, status
 """
 
@@ -23,7 +25,7 @@ async def refresh_active_jobs(pool: pg.Pool) -> None:
         rows = await (await conn.execute(ACTIVE_JOBS_SQL)).fetchall()
     # Every known modality and active status is shown, at 0 when there are none.
     counts: dict[tuple[str, ...], float] = {
-        (modality, status): 0.0 for modality in broker.WORKER_KIND for status in ACTIVE
+        (modality, status): 0.0 for modality in Modality for status in ACTIVE
     }
     counts.update({(r["modality"], r["status"]): float(r["jobs"]) for r in rows})
     metrics.set_labelled(metrics.JOBS_ACTIVE, counts)

@@ -11,11 +11,10 @@ from datetime import datetime, timedelta
 from aiport.v1 import job_state_pb2
 
 from services.common.job_ids import new_job_id
+from services.common.job_states import JobStatus
 
 __all__ = ["new_job_id"]
 
-TERMINAL = frozenset({"done", "failed"})
-ACTIVE = ("pending", "processing")
 # A job whose worker died this many times is failed and refunded rather than
 # handed to yet another worker (a poison job must not loop forever).
 MAX_ATTEMPTS = 3
@@ -64,7 +63,7 @@ def lease_live(lease_expires_at: datetime | None, now: datetime) -> bool:
 
 def decide_attempt(
     *,
-    status: str,
+    status: JobStatus,
     attempts: int,
     lease_expires_at: datetime | None,
     now: datetime,
@@ -74,7 +73,7 @@ def decide_attempt(
     someone's work in progress, even this worker's own (a second delivery of a
     job it is running), so it is never run twice at once; a deferral does not
     count as an attempt."""
-    if status in TERMINAL:
+    if status.finished:
         return AttemptDecision(Verdict.FINISHED)
     if lease_live(lease_expires_at, now):
         assert lease_expires_at is not None
@@ -86,10 +85,10 @@ def decide_attempt(
     return AttemptDecision(Verdict.RUN)
 
 
-def may_renew(*, status: str, held_token: str | None, token: str) -> bool:
+def may_renew(*, status: JobStatus, held_token: str | None, token: str) -> bool:
     """Only the holder renews, and only while the job runs. An expired lease
     nobody took over is still the holder's: nobody else has started the job."""
-    return status == "processing" and held_token is not None and held_token == token
+    return status is JobStatus.PROCESSING and held_token is not None and held_token == token
 
 
 def lease_expiry(now: datetime, lease_seconds: int) -> datetime:
@@ -116,7 +115,7 @@ def give_up_settling(refusals: int) -> bool:
 
 def shown_cost_micros(
     *,
-    status: str,
+    status: JobStatus,
     actual_cost_micros: int | None,
     charged_micros: int | None,
     settle_refusals: int,
@@ -124,11 +123,11 @@ def shown_cost_micros(
     """The cost a client sees: what billing really charged once it settled; for a
     done job being settled right now, the cost about to be charged; 0 while
     billing refuses the capture (nothing was charged); None until finished."""
-    if status not in TERMINAL:
+    if not status.finished:
         return None
     if charged_micros is not None:
         return charged_micros
-    if status == "failed" or settle_refusals > 0:
+    if status is JobStatus.FAILED or settle_refusals > 0:
         return 0
     return actual_cost_micros or 0
 

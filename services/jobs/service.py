@@ -19,6 +19,7 @@ from psycopg_pool import PoolTimeout
 from services.common import broker, job_ids, metrics, pg, requestctx
 from services.common.billing_errors import capture_exceeded_hold
 from services.common.grpc_server import ServicerContext
+from services.common.job_states import JobStatus, Modality
 from services.common.logs import fields
 from services.jobs import rules, store
 from services.jobs.store import JobRow
@@ -47,9 +48,9 @@ def record(job: JobRow) -> job_state_pb2.JobRecord:
     return job_state_pb2.JobRecord(
         job_id=job.id,
         account_id=job.account_id,
-        status=job.status,
+        status=job.status.to_proto(),
         model=job.model,
-        modality=job.modality,
+        modality=job.modality.to_proto(),
         spec=job_state_pb2.WorkSpec.FromString(job.spec),
         hold_id=job.hold_id,
         estimated_cost_micros=job.estimated_cost_micros,
@@ -82,7 +83,7 @@ class Settlement:
         """True once billing has settled the hold (now or before) or settling was
         given up. Retry-safe: capture and release are idempotent per hold."""
         try:
-            if job.status == "done":
+            if job.status is JobStatus.DONE:
                 hold = await self._capture(
                     job,
                     billing_pb2.CaptureHoldRequest(
@@ -106,7 +107,7 @@ class Settlement:
                 log.warning("settle later: billing unavailable", extra=fields(job_id=job.id))
                 return False
             return await self._refused(job, exc)
-        if charged != (job.actual_cost_micros or 0) and job.status == "done":
+        if charged != (job.actual_cost_micros or 0) and job.status is JobStatus.DONE:
             log.error(
                 "billing charged a different amount than the job's cost",
                 extra=fields(job_id=job.id, cost_micros=job.actual_cost_micros, charged=charged),
@@ -121,7 +122,7 @@ class Settlement:
     async def _refused(self, job: JobRow, exc: grpc.aio.AioRpcError) -> bool:
         """Billing said no (e.g. the hold expired before a very late capture):
         nothing was charged. Tried again later; given up after a few refusals."""
-        operation = "capture" if job.status == "done" else "release"
+        operation = "capture" if job.status is JobStatus.DONE else "release"
         refusals = job.settle_refusals + 1
         detail = f"{exc.code().name}: {exc.details()}"
         if rules.give_up_settling(refusals):
@@ -270,10 +271,14 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
     async def _check_creation(
         request: job_state_pb2.CreateJobRequest, context: ServicerContext
     ) -> str:
-        """The worker kind of a complete request (INVALID_ARGUMENT otherwise)."""
-        kind = broker.WORKER_KIND.get(request.modality)
+        """The worker kind of a complete request (INVALID_ARGUMENT otherwise; also
+        for a modality left unset by a peer of another version)."""
+        try:
+            kind = Modality.from_proto(request.modality).worker_kind.value
+        except ValueError:
+            kind = ""
         if (
-            kind is None
+            not kind
             or not request.account_id
             or not request.hold_id
             or not request.idempotency_key
@@ -312,7 +317,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             await self.publisher.publish(
                 kind,
                 job_state_pb2.WorkItem(
-                    job_id=job.id, model=job.model, modality=job.modality, spec=request.spec
+                    job_id=job.id, model=job.model, modality=request.modality, spec=request.spec
                 ).SerializeToString(),
                 job.id,
                 request_id,

@@ -1,9 +1,16 @@
-"""The jobs schema: each function is one transaction and returns plain rows."""
+"""The jobs schema: each function is one transaction and returns plain rows.
+
+Every change of a job's status goes through `_change_status`, which asks the
+transition table (services.common.job_states) first: an illegal move is logged
+and refused (IllegalTransition), never written. Callers for whom a refusal is an
+expected race (a redelivered outcome for a finished job) check `allows` first.
+"""
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +20,20 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from services.common import pg
+from services.common.job_states import (
+    IllegalTransition,
+    JobEvent,
+    JobStatus,
+    Modality,
+    allows,
+    initial_status,
+    next_status,
+    sources,
+)
+from services.common.logs import fields
 from services.jobs import rules
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "id, account_id, model, modality, status, spec, hold_id, unit_price_micros,"
@@ -50,8 +70,8 @@ class JobRow:
     id: str
     account_id: str
     model: str
-    modality: str
-    status: str
+    modality: Modality
+    status: JobStatus
     spec: bytes
     hold_id: str
     unit_price_micros: int
@@ -77,7 +97,7 @@ class JobRow:
 
     @property
     def finished(self) -> bool:
-        return self.status in rules.TERMINAL
+        return self.status.finished
 
     @property
     def shown_cost_micros(self) -> int | None:
@@ -90,7 +110,16 @@ class JobRow:
 
 
 def _row(row: DictRow) -> JobRow:
-    return JobRow(**row)
+    # The columns' CHECK constraints keep both to known values.
+    return JobRow(
+        **{**row, "status": JobStatus(row["status"]), "modality": Modality(row["modality"])}
+    )
+
+
+def sql_in(statuses: Iterable[JobStatus]) -> str:
+    """Statuses as an SQL list of literals, for a WHERE that must match a partial
+    index's predicate (a parameter would not). Values are our enum's, never input."""
+    return ", ".join(f"'{status.value}'" for status in statuses)
 
 
 async def _one(conn: AsyncConnection[DictRow], sql: str, params: dict[str, Any]) -> JobRow | None:
@@ -105,29 +134,31 @@ _INSERT_JOB = f"""
     VALUES (%(id)s, %(account_id)s, %(key)s, %(hash)s, %(model)s, %(modality)s, %(spec)s,
         %(hold_id)s, %(unit_price)s, %(units)s, %(min_units)s, %(estimated)s,
         %(status)s, %(error)s, %(code)s, %(cost)s,
-        CASE WHEN %(status)s = 'failed' THEN now() END)
+        CASE WHEN %(finished)s THEN now() END)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING {COLUMNS}
 """
 
 
 def _job_params(
-    request: job_state_pb2.CreateJobRequest, job_id: str, input_hash: bytes
+    request: job_state_pb2.CreateJobRequest, job_id: str, input_hash: bytes, event: JobEvent
 ) -> dict[str, Any]:
+    status = initial_status(event)
     return {
         "id": job_id,
         "account_id": request.account_id,
         "key": request.idempotency_key,
         "hash": input_hash,
         "model": request.model,
-        "modality": request.modality,
+        "modality": Modality.from_proto(request.modality).value,
         "spec": request.spec.SerializeToString(),
         "hold_id": request.hold_id,
         "unit_price": request.unit_price_micros,
         "units": request.estimated_units,
         "min_units": request.min_billable_units,
         "estimated": request.estimated_cost_micros,
-        "status": "pending",
+        "status": status.value,
+        "finished": status.finished,
         "error": None,
         "code": None,
         "cost": None,
@@ -164,8 +195,9 @@ async def create_job(
     item = job_state_pb2.WorkItem(
         job_id=job_id, model=request.model, modality=request.modality, spec=request.spec
     )
+    params = _job_params(request, job_id, input_hash, JobEvent.CREATED)
     async with pg.transaction(pool) as conn:
-        job = await _one(conn, _INSERT_JOB, _job_params(request, job_id, input_hash))
+        job = await _one(conn, _INSERT_JOB, params)
         if job is None:
             return await _existing(conn, request, input_hash), None
         cur = await conn.execute(
@@ -192,8 +224,7 @@ async def abandon_creation(
     job_id = request.job_id or rules.new_job_id()
     input_hash = rules.creation_input_hash(request)
     params = {
-        **_job_params(request, job_id, input_hash),
-        "status": "failed",
+        **_job_params(request, job_id, input_hash, JobEvent.CREATION_ABANDONED),
         "error": rules.NOT_CREATED,
         "code": "provider_error",
         "cost": 0,
@@ -225,14 +256,16 @@ async def cancel_unqueued(pool: pg.Pool, job_id: str, outbox_id: int) -> JobRow 
         )
         if removed.rowcount != 1:
             return None
-        return await _one(
+        job = await _locked(conn, job_id)
+        if job is None or not allows(job.status, JobEvent.NOT_QUEUED):
+            return None  # a worker took it meanwhile: it was queued after all
+        return await _change_status(
             conn,
-            f"""
-            UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
-                error_code = 'provider_error', actual_cost_micros = 0, finished_at = now()
-            WHERE id = %(id)s AND status = 'pending' RETURNING {COLUMNS}
-            """,
-            {"id": job_id, "message": rules.NOT_QUEUED},
+            job,
+            JobEvent.NOT_QUEUED,
+            """error_message = %(message)s, error_code = 'provider_error',
+               actual_cost_micros = 0, finished_at = now()""",
+            {"message": rules.NOT_QUEUED},
         )
 
 
@@ -265,6 +298,49 @@ async def relay_outbox(
                 "UPDATE jobs.outbox SET published_at = now() WHERE id = %(id)s", {"id": row["id"]}
             )
         return len(rows)
+
+
+async def _locked(conn: AsyncConnection[DictRow], job_id: str) -> JobRow | None:
+    return await _one(
+        conn, f"SELECT {COLUMNS} FROM jobs.jobs WHERE id = %(id)s FOR UPDATE", {"id": job_id}
+    )
+
+
+async def _change_status(
+    conn: AsyncConnection[DictRow],
+    job: JobRow,
+    event: JobEvent,
+    assignments: str,
+    params: dict[str, Any],
+) -> JobRow:
+    """The one way a job's status changes: `event` happens to `job` (its row
+    locked by this transaction), setting `assignments` too. Refused, with an
+    error log, unless the transition table allows it; the UPDATE is guarded by
+    the status the decision was made on, and the database's trigger checks the
+    same table once more."""
+    try:
+        target = next_status(job.status, event)
+    except IllegalTransition:
+        log.error(
+            "illegal job status transition refused",
+            extra=fields(job_id=job.id, status=job.status, transition=event),
+        )
+        raise
+    changed = await _one(
+        conn,
+        f"""
+        UPDATE jobs.jobs SET status = %(to)s, {assignments}
+        WHERE id = %(id)s AND status = %(from)s RETURNING {COLUMNS}
+        """,
+        {**params, "id": job.id, "from": job.status.value, "to": target.value},
+    )
+    if changed is None:  # the row lock makes this impossible; never write blind
+        log.error(
+            "job status changed under a row lock; transition refused",
+            extra=fields(job_id=job.id, status=job.status, transition=event),
+        )
+        raise IllegalTransition(job.status, event)
+    return changed
 
 
 async def get_job(pool: pg.Pool, job_id: str) -> JobRow | None:
@@ -303,30 +379,26 @@ async def begin_attempt(
         if decision.verdict in (rules.Verdict.FINISHED, rules.Verdict.DEFER):
             return BegunAttempt(job, decision, None)
         if decision.verdict == rules.Verdict.EXHAUSTED:
-            failed = await _one(
+            failed = await _change_status(
                 conn,
-                f"""
-                UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
-                    error_code = 'provider_error', actual_cost_micros = 0, finished_at = now(),
-                    lease_token = NULL, lease_expires_at = NULL
-                WHERE id = %(id)s RETURNING {COLUMNS}
-                """,
-                {"id": job_id, "message": rules.PROVIDER_FAILED},
+                job,
+                JobEvent.ATTEMPTS_EXHAUSTED,
+                """error_message = %(message)s, error_code = 'provider_error',
+                   actual_cost_micros = 0, finished_at = now(),
+                   lease_token = NULL, lease_expires_at = NULL""",
+                {"message": rules.PROVIDER_FAILED},
             )
-            assert failed is not None
             return BegunAttempt(failed, decision, None)
         lease = Lease(secrets.token_hex(16), rules.lease_expiry(now, lease_seconds))
-        running = await _one(
+        running = await _change_status(
             conn,
-            f"""
-            UPDATE jobs.jobs SET status = 'processing', attempts = attempts + 1,
-                worker_id = %(worker)s, started_at = COALESCE(started_at, now()),
-                lease_token = %(token)s, lease_expires_at = %(expires)s
-            WHERE id = %(id)s RETURNING {COLUMNS}
-            """,
-            {"id": job_id, "worker": worker_id, "token": lease.token, "expires": lease.expires_at},
+            job,
+            JobEvent.ATTEMPT_BEGUN,
+            """attempts = attempts + 1, worker_id = %(worker)s,
+               started_at = COALESCE(started_at, now()),
+               lease_token = %(token)s, lease_expires_at = %(expires)s""",
+            {"worker": worker_id, "token": lease.token, "expires": lease.expires_at},
         )
-        assert running is not None
         return BegunAttempt(running, decision, lease)
 
 
@@ -343,7 +415,7 @@ async def renew_lease(
             )
         ).fetchone()
         if row is None or not rules.may_renew(
-            status=row["status"], held_token=row["lease_token"], token=token
+            status=JobStatus(row["status"]), held_token=row["lease_token"], token=token
         ):
             return None
         expires = rules.lease_expiry(row["db_now"], lease_seconds)
@@ -371,25 +443,19 @@ async def record_upstream_task(pool: pg.Pool, job_id: str, task_id: str) -> JobR
             conn,
             f"""
             UPDATE jobs.jobs SET upstream_task_id = %(task)s
-            WHERE id = %(id)s AND status = 'processing' RETURNING {COLUMNS}
+            WHERE id = %(id)s AND status = %(processing)s RETURNING {COLUMNS}
             """,
-            {"id": job_id, "task": task_id},
+            {"id": job_id, "task": task_id, "processing": JobStatus.PROCESSING.value},
         )
 
 
 async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> JobRow | None:
     """Finish an active job from a worker's outcome. None when the job is unknown
     or already finished (a redelivered or late outcome changes nothing)."""
+    event = JobEvent.SUCCEEDED if outcome.succeeded else JobEvent.WORKER_FAILED
     async with pg.transaction(pool) as conn:
-        job = await _one(
-            conn,
-            f"""
-            SELECT {COLUMNS} FROM jobs.jobs
-            WHERE id = %(id)s AND status IN ('pending', 'processing') FOR UPDATE
-            """,
-            {"id": outcome.job_id},
-        )
-        if job is None:
+        job = await _locked(conn, outcome.job_id)
+        if job is None or not allows(job.status, event):
             return None
         if outcome.succeeded:
             cost = rules.cost_micros(
@@ -400,7 +466,6 @@ async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> Job
                 held_micros=job.estimated_cost_micros,
             )
             params = {
-                "status": "done",
                 "result": outcome.result_key,
                 "frame": outcome.last_frame_key or None,
                 "error": None,
@@ -409,40 +474,40 @@ async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> Job
             }
         else:
             params = {
-                "status": "failed",
                 "result": None,
                 "frame": None,
                 "error": outcome.error_message or rules.PROVIDER_FAILED,
                 "code": outcome.error_code or "provider_error",
                 "cost": 0,
             }
-        return await _one(
+        return await _change_status(
             conn,
-            f"""
-            UPDATE jobs.jobs SET status = %(status)s, result_key = %(result)s,
-                last_frame_key = %(frame)s, error_message = %(error)s,
-                error_code = %(code)s, actual_cost_micros = %(cost)s, finished_at = now()
-            WHERE id = %(id)s RETURNING {COLUMNS}
-            """,
-            {"id": job.id, **params},
+            job,
+            event,
+            """result_key = %(result)s, last_frame_key = %(frame)s, error_message = %(error)s,
+               error_code = %(code)s, actual_cost_micros = %(cost)s, finished_at = now()""",
+            params,
         )
 
 
 async def expire_overdue(pool: pg.Pool, timeout_seconds: int, batch: int) -> list[JobRow]:
-    """Fail (and so refund) active jobs older than the timeout, a batch at a time."""
+    """Fail (and so refund) active jobs older than the timeout, a batch at a time.
+    One UPDATE for the batch: the statuses it may leave are the table's, as
+    literals matching the partial index of unfinished jobs."""
     async with pg.transaction(pool) as conn:
         cur = await conn.execute(
             f"""
-                    UPDATE jobs.jobs SET status = 'failed', error_message = %(message)s,
+                    UPDATE jobs.jobs SET status = %(to)s, error_message = %(message)s,
                         error_code = 'timeout', actual_cost_micros = 0, finished_at = now()
                     WHERE id IN (
                         SELECT id FROM jobs.jobs
-                        WHERE status IN ('pending', 'processing')
+                        WHERE status IN ({_TIMEOUT_SOURCES})
                           AND created_at < now() - make_interval(secs => %(timeout)s)
                         ORDER BY created_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
                     RETURNING {COLUMNS}
                     """,
             {
+                "to": _TIMEOUT_TARGET.value,
                 "timeout": timeout_seconds,
                 "batch": batch,
                 "message": rules.timed_out_message(timeout_seconds),
@@ -450,6 +515,11 @@ async def expire_overdue(pool: pg.Pool, timeout_seconds: int, batch: int) -> lis
         )
         rows = await cur.fetchall()
         return [_row(r) for r in rows]
+
+
+_TIMEOUT_SOURCES = sql_in(sources(JobEvent.TIMED_OUT))
+# The same for every source status (asserted): one UPDATE can set it.
+(_TIMEOUT_TARGET,) = {next_status(s, JobEvent.TIMED_OUT) for s in sources(JobEvent.TIMED_OUT)}
 
 
 async def unsettled(pool: pg.Pool, older_than_seconds: float, batch: int) -> list[JobRow]:

@@ -34,6 +34,7 @@ from services.common.catalog import (
     VideoModel,
 )
 from services.common.images import DecodeGate, InvalidImage
+from services.common.job_states import Modality, WorkerKind, modality_label
 from services.common.logs import fields
 from services.providers.errors import (
     PROVIDER_FAILED,
@@ -80,7 +81,6 @@ IMAGE_ROLES = ("image", "first_frame", "last_frame")
 VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
 AUDIO_TYPES = ("audio/mpeg", "audio/mp3", "audio/wav", "audio/x-wav", "audio/mp4", "audio/aac")
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-TERMINAL = ("done", "failed")
 # Transient failures of the two calls after paid upstream work, retried in place
 # before falling back (a redelivered job would pay the upstream again).
 RECORD_TASK_ATTEMPTS = 3
@@ -317,11 +317,13 @@ class Worker:
     async def run(self, job: job_state_pb2.JobRecord) -> job_state_pb2.JobOutcome:
         deadline = job.created_at_unix + self.job_timeout_seconds + DEADLINE_GRACE_SECONDS
         try:
+            # ValueError if unset (a jobs service of another version): crashed below.
+            modality = Modality.from_proto(job.modality)
             remaining = deadline - time.time()
             if remaining <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
-                if job.modality in ("image", "img2img"):
+                if modality.worker_kind is WorkerKind.IMAGE:
                     result = await self._image(job)
                 else:
                     result = await self._video(job)
@@ -349,7 +351,7 @@ class Worker:
         except Exception:
             log.exception("job crashed", extra=fields(job_id=job.job_id))
             code, message = "provider_error", PROVIDER_FAILED
-        metrics.JOB_FAILURES.labels(job.modality, code).inc()
+        metrics.JOB_FAILURES.labels(modality_label(job.modality), code).inc()
         log.info("job failed", extra=fields(job_id=job.job_id, code=code))
         return job_state_pb2.JobOutcome(
             job_id=job.job_id, succeeded=False, error_message=message, error_code=code

@@ -22,6 +22,7 @@ from deploy.local.stack import Stack
 from services.common import broker, service_auth
 from services.common.blobs import LocalBlobStore, new_key
 from services.common.job_ids import new_job_id
+from services.common.job_states import JobStatus, Modality
 from tests.integration.conftest import (
     JOB_LEASE_SECONDS,
     JOB_TIMEOUT_SECONDS,
@@ -651,7 +652,7 @@ def test_a_creation_key_returns_its_job_for_the_same_request_and_refuses_another
         account_id=account.account_id,
         hold_id=hold.hold_id,
         model="gpt-image-2",
-        modality="image",
+        modality=Modality.IMAGE.to_proto(),
         spec=job_state_pb2.WorkSpec(prompt="keyed", aspect_ratio="1:1", resolution="1k"),
         unit_price_micros=price,
         estimated_units=1,
@@ -667,7 +668,8 @@ def test_a_creation_key_returns_its_job_for_the_same_request_and_refuses_another
         assert first.job_id == request.job_id
         assert jobs.CreateJob(request, timeout=10).job_id == first.job_id
         # Reconciling a creation that happened finds the job; it is not failed.
-        assert jobs.AbandonCreation(request, timeout=10).status != "failed"
+        reconciled = jobs.AbandonCreation(request, timeout=10)
+        assert JobStatus.from_proto(reconciled.status) is not JobStatus.FAILED
         other = job_state_pb2.CreateJobRequest()
         other.CopyFrom(request)
         other.spec.prompt = "something else"

@@ -18,6 +18,7 @@ from services.common.catalog import (
     load_catalog,
     parse_catalog,
 )
+from services.common.job_states import Modality
 from services.common.money import MICROS_PER_IDR
 from services.common.settings import PROJECT_ROOT
 from services.gateway.errors import PublicError
@@ -965,7 +966,7 @@ def test_with_reference_resolution_must_be_in_the_reference_table() -> None:
 def test_estimated_cost_is_units_or_floor_times_price(
     units: int, floor: int, price: int, cost: int
 ) -> None:
-    job = JobPlan("m", "video", job_state_pb2.WorkSpec(), price, units, floor)
+    job = JobPlan("m", Modality.VIDEO, job_state_pb2.WorkSpec(), price, units, floor)
     assert job.estimated_cost_micros == cost
 
 

@@ -8,6 +8,7 @@ import pytest
 from aiport.v1 import job_state_pb2
 
 from services.common import job_ids
+from services.common.job_states import JobStatus, Modality
 from services.jobs import rules
 from services.jobs.rules import AttemptDecision, Verdict
 
@@ -19,7 +20,11 @@ def decide(
     status: str = "pending", attempts: int = 0, expires: datetime | None = None
 ) -> AttemptDecision:
     return rules.decide_attempt(
-        status=status, attempts=attempts, lease_expires_at=expires, now=NOW, lease_seconds=LEASE
+        status=JobStatus(status),
+        attempts=attempts,
+        lease_expires_at=expires,
+        now=NOW,
+        lease_seconds=LEASE,
     )
 
 
@@ -65,11 +70,12 @@ def test_a_finished_job_is_finished_whatever_its_lease(status: str) -> None:
 
 
 def test_only_the_holder_renews_and_only_while_the_job_runs() -> None:
-    assert rules.may_renew(status="processing", held_token="a", token="a")
-    assert not rules.may_renew(status="processing", held_token="b", token="a")
-    assert not rules.may_renew(status="processing", held_token=None, token="a")
-    assert not rules.may_renew(status="done", held_token="a", token="a")
-    assert not rules.may_renew(status="processing", held_token="a", token="")
+    processing, done = JobStatus.PROCESSING, JobStatus.DONE
+    assert rules.may_renew(status=processing, held_token="a", token="a")
+    assert not rules.may_renew(status=processing, held_token="b", token="a")
+    assert not rules.may_renew(status=processing, held_token=None, token="a")
+    assert not rules.may_renew(status=done, held_token="a", token="a")
+    assert not rules.may_renew(status=processing, held_token="a", token="")
 
 
 def test_lease_timing() -> None:
@@ -106,7 +112,7 @@ def test_the_cost_a_client_sees_is_what_was_charged(
 ) -> None:
     assert (
         rules.shown_cost_micros(
-            status=status,
+            status=JobStatus(status),
             actual_cost_micros=cost,
             charged_micros=charged,
             settle_refusals=refusals,
@@ -120,7 +126,7 @@ def creation(**changes: object) -> job_state_pb2.CreateJobRequest:
         account_id="acct_1",
         hold_id="hold_1",
         model="seedream-4.5",
-        modality="image",
+        modality=Modality.IMAGE.to_proto(),
         spec=job_state_pb2.WorkSpec(prompt="a cat", images=["https://a/b.png"]),
         unit_price_micros=700,
         estimated_units=1,

@@ -12,6 +12,7 @@ from aiport.v1 import billing_pb2, job_state_pb2
 from google.protobuf import json_format
 
 from services.common.job_ids import is_job_id
+from services.common.job_states import JobStatus, Modality
 from services.gateway import jobs_api
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import JobPlan
@@ -36,7 +37,7 @@ class FakeJobState:
         self.calls.append(request.idempotency_key)
         if self.failures:
             raise rpc_error(self.failures.pop(0))
-        return job_state_pb2.JobRecord(job_id="job_1", status="pending")
+        return job_state_pb2.JobRecord(job_id="job_1", status=JobStatus.PENDING.to_proto())
 
 
 def backend(fake: FakeJobState) -> JobsBackend:
@@ -71,7 +72,7 @@ async def test_a_refusal_is_not_retried() -> None:
 def test_a_failed_jobs_cause_is_public_and_null_otherwise() -> None:
     failed = job_state_pb2.JobRecord(
         job_id="job_1",
-        status="failed",
+        status=JobStatus.FAILED.to_proto(),
         error_message="The provider refused the prompt or image under its content policy.",
         error_code="content_policy",
     )
@@ -82,7 +83,9 @@ def test_a_failed_jobs_cause_is_public_and_null_otherwise() -> None:
         "content_policy",
         failed.error_message,
     )
-    running = job_state_pb2.JobRecord(job_id="job_2", status="processing", error_code="x")
+    running = job_state_pb2.JobRecord(
+        job_id="job_2", status=JobStatus.PROCESSING.to_proto(), error_code="x"
+    )
     shown = json_format.MessageToDict(
         public_job(running, "https://x"), preserving_proto_field_name=True
     )
@@ -137,12 +140,12 @@ class Unreachable(FakeJobState):
         self.abandoned.append(request)
         if self.abandon_failures:
             raise rpc_error(self.abandon_failures.pop(0))
-        return job_state_pb2.JobRecord(job_id=request.job_id, status="failed")
+        return job_state_pb2.JobRecord(job_id=request.job_id, status=JobStatus.FAILED.to_proto())
 
 
 PLAN = JobPlan(
     model="seedream-4.5",
-    modality="image",
+    modality=Modality.IMAGE,
     spec=job_state_pb2.WorkSpec(prompt="a cat"),
     unit_price_micros=700_000_000,
     estimated_units=1,
@@ -217,3 +220,25 @@ async def test_a_created_job_is_accepted_under_the_id_the_gateway_chose() -> Non
     assert accepted.job_id == "job_1"  # what the jobs service answered
     assert is_job_id(fake.created[0].job_id)
     assert billing.released == []
+
+
+@pytest.mark.parametrize(
+    ("status", "public"),
+    [
+        (JobStatus.PENDING, "pending"),
+        (JobStatus.PROCESSING, "processing"),
+        (JobStatus.DONE, "done"),
+        (JobStatus.FAILED, "failed"),
+    ],
+)
+def test_the_public_status_is_the_same_string_as_before_the_enum(
+    status: JobStatus, public: str
+) -> None:
+    job = job_state_pb2.JobRecord(job_id="job_1", status=status.to_proto())
+    assert public_job(job, "https://x").status == public
+
+
+def test_a_record_without_a_status_is_not_shown_as_pending() -> None:
+    # A jobs service of another version leaves the enum unset: refused, not guessed.
+    with pytest.raises(ValueError, match="no job status"):
+        public_job(job_state_pb2.JobRecord(job_id="job_1"), "https://x")

@@ -16,6 +16,7 @@ from PIL import Image
 
 from services.common import blobs, broker
 from services.common.catalog import load_catalog
+from services.common.job_states import Modality
 from services.common.settings import PROJECT_ROOT
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, Policy, route_key
@@ -114,7 +115,7 @@ class Setup:
                 job_id=job_id,
                 account_id="acct_1",
                 model=MODEL,
-                modality="image",
+                modality=Modality.IMAGE.to_proto(),
                 spec=job_state_pb2.WorkSpec(prompt="a lighthouse"),
                 created_at_unix=int(time.time()),
             )

@@ -15,6 +15,7 @@ from PIL import Image
 
 from services.common import blobs, broker
 from services.common.catalog import load_catalog
+from services.common.job_states import Modality
 from services.common.settings import PROJECT_ROOT
 from services.providers.errors import CONTENT_POLICY, PROVIDER_FAILED, UpstreamError
 from services.providers.failover import Breakers, route_key
@@ -88,7 +89,7 @@ async def job_with_upload(store: blobs.LocalBlobStore, data: bytes) -> job_state
         job_id="job_1",
         account_id="acct_owner",
         model="wan-2.7-img2img",
-        modality="img2img",
+        modality=Modality.IMG2IMG.to_proto(),
         spec=job_state_pb2.WorkSpec(prompt="snow", images=[url]),
         created_at_unix=int(time.time()),
     )
@@ -221,7 +222,7 @@ async def multimodal_job(
         job_id="job_2",
         account_id="acct_owner",
         model="seedance-2.0-fast-multimodal",
-        modality="multimodal",
+        modality=Modality.MULTIMODAL.to_proto(),
         spec=job_state_pb2.WorkSpec(
             prompt="walks",
             images=[await stored("i.png", data) for data in images],
