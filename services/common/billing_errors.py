@@ -1,16 +1,25 @@
-"""What billing's callers need to tell its refusals apart (billing.proto).
+"""What billing's callers need to tell its refusals apart (billing.proto), and the
+one way they capture.
 
 A capture larger than its hold is OUT_OF_RANGE, with the hold's amount in the
-trailing metadata: the caller decides, visibly, what to do (the gateway and
-jobs capture the hold's amount and log an error; billing counts and logs it too).
+trailing metadata. Both callers that capture (the gateway's chat relay and the
+jobs service) then do the same visible thing, written once here: capture the
+hold's amount (what the customer authorized) and log an error; billing counts
+and logs the refusal too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from typing import cast
 
 import grpc
+from aiport.v1 import billing_pb2, billing_pb2_grpc
+
+from services.common.logs import fields
+
+log = logging.getLogger(__name__)
 
 HELD_MICROS_TRAILER = "aiport-held-micros"
 
@@ -26,3 +35,35 @@ def capture_exceeded_hold(exc: grpc.RpcError) -> int | None:
             text = value if isinstance(value, str) else value.decode("latin-1")
             return int(text) if text.isascii() and text.isdigit() else None
     return None
+
+
+async def capture_within_hold(
+    billing: billing_pb2_grpc.BillingStub,
+    request: billing_pb2.CaptureHoldRequest,
+    timeout_seconds: float,
+    log_fields: Mapping[str, object],
+) -> billing_pb2.Hold:
+    """Capture; a cost above the hold (our pricing bug) is captured at the hold,
+    loudly. The settled hold says what was really charged."""
+    try:
+        hold: billing_pb2.Hold = await billing.CaptureHold(request, timeout=timeout_seconds)
+        return hold
+    except grpc.aio.AioRpcError as exc:
+        held = capture_exceeded_hold(exc)
+        if held is None:
+            raise
+        log.error(
+            "capture exceeds its hold; capturing the hold instead",
+            extra=fields(
+                **log_fields,
+                hold_id=request.hold_id,
+                cost_micros=request.amount_micros,
+                held_micros=held,
+            ),
+        )
+    capped = billing_pb2.CaptureHoldRequest()
+    capped.CopyFrom(request)
+    capped.amount_micros = held
+    capped.description = f"{request.description} (cost above the hold; capped)"
+    capped_hold: billing_pb2.Hold = await billing.CaptureHold(capped, timeout=timeout_seconds)
+    return capped_hold

@@ -33,7 +33,7 @@ from google.api import httpbody_pb2
 
 from services.common import requestctx, service_auth
 from services.common.auth_failures import CLIENT_THROTTLED_HEADER
-from services.common.billing_errors import capture_exceeded_hold
+from services.common.billing_errors import capture_within_hold
 from services.common.catalog import (
     CLIP_FORMATS,
     Catalog,
@@ -337,36 +337,17 @@ class Backends:
         # The hold expires and is released by billing: the customer is not charged.
         log.error(f"{name} failed; hold left to expire", extra={"fields": {"hold_id": hold_id}})
 
-    async def capture(self, hold_id: str, amount: int, description: str) -> None:
+    async def capture(
+        self, hold_id: str, amount: int, description: str, provider: str = ""
+    ) -> None:
         request = billing_pb2.CaptureHoldRequest(
-            hold_id=hold_id, amount_micros=amount, description=description
+            hold_id=hold_id, amount_micros=amount, description=description, provider=provider
         )
-        await self._settle_shielded("capture", lambda: self._capture(request), hold_id)
-
-    async def _capture(self, request: billing_pb2.CaptureHoldRequest) -> None:
-        """Capture; a cost above the hold (our pricing bug, which billing refuses
-        and counts) is charged at the hold, what the customer authorized, loudly."""
-        try:
-            await self.billing.CaptureHold(request, timeout=BILLING_TIMEOUT_SECONDS)
-        except grpc.aio.AioRpcError as exc:
-            held = capture_exceeded_hold(exc)
-            if held is None:
-                raise
-            log.error(
-                "capture exceeds its hold; capturing the hold instead",
-                extra={
-                    "fields": {
-                        "hold_id": request.hold_id,
-                        "cost_micros": request.amount_micros,
-                        "held_micros": held,
-                    }
-                },
-            )
-            capped = billing_pb2.CaptureHoldRequest()
-            capped.CopyFrom(request)
-            capped.amount_micros = held
-            capped.description = f"{request.description} (cost above the hold; capped)"
-            await self.billing.CaptureHold(capped, timeout=BILLING_TIMEOUT_SECONDS)
+        await self._settle_shielded(
+            "capture",
+            lambda: capture_within_hold(self.billing, request, BILLING_TIMEOUT_SECONDS, {}),
+            hold_id,
+        )
 
     async def release(self, hold_id: str, reason: str) -> None:
         request = billing_pb2.ReleaseHoldRequest(hold_id=hold_id, reason=reason)
@@ -425,6 +406,7 @@ class ChatRelay:
         self.upstream = upstream
         self.fields = fields
         self.settlement = ChatSettlement(call)
+        self.provider = ""  # who served the call, once providers says (on its last event)
         # Unbounded: the upstream's output is (max_tokens); it must never wait on a client.
         self.outbox: asyncio.Queue[RelayItem] = asyncio.Queue()
 
@@ -467,6 +449,7 @@ class ChatRelay:
                         if not self.call.stream and completion is None:
                             raise _ProvidersBrokeProtocol("usage without the completion")
                         usage = Usage.from_proto(event.usage)
+                        self.provider = event.provider
                         await self._carry_out(settlement.handle(UsageReported(usage)))
                         if completion is None:  # a stream: its chunks are all out
                             self._send(
@@ -482,6 +465,7 @@ class ChatRelay:
                     elif kind == "failure":
                         # Output had started: providers estimated what it cost.
                         broke = event.failure
+                        self.provider = event.provider
                         estimate = (
                             Usage.from_proto(broke.usage) if broke.HasField("usage") else None
                         )
@@ -526,7 +510,9 @@ class ChatRelay:
                 decision.summary, extra={"fields": self._log_fields(detail=decision.reason)}
             )
             return
-        await self.backends.capture(hold_id, decision.amount_micros, decision.note)
+        await self.backends.capture(
+            hold_id, decision.amount_micros, decision.note, provider=self.provider
+        )
         fields = self._log_fields(
             cost_micros=decision.amount_micros, note=decision.note, **asdict(decision.usage)
         )

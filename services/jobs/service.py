@@ -17,7 +17,7 @@ from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb
 from psycopg_pool import PoolTimeout
 
 from services.common import broker, job_ids, metrics, pg, requestctx
-from services.common.billing_errors import capture_exceeded_hold
+from services.common.billing_errors import capture_within_hold
 from services.common.grpc_server import ServicerContext
 from services.common.job_states import JobStatus, Modality
 from services.common.logs import fields
@@ -84,14 +84,17 @@ class Settlement:
         given up. Retry-safe: capture and release are idempotent per hold."""
         try:
             if job.status is JobStatus.DONE:
-                hold = await self._capture(
-                    job,
+                hold = await capture_within_hold(
+                    self.billing,
                     billing_pb2.CaptureHoldRequest(
                         hold_id=job.hold_id,
                         amount_micros=job.actual_cost_micros or 0,
                         description=f"{job.modality} {job.model} {job.id}",
                         model=job.model,  # billing's revenue account (issue 12)
+                        provider=job.provider,
                     ),
+                    BILLING_TIMEOUT_SECONDS,
+                    {"job_id": job.id},
                 )
                 charged = hold.captured_micros
             else:
@@ -143,34 +146,6 @@ class Settlement:
         )
         await store.record_settle_refusal(self.pool, job.id, detail, retry)
         return False
-
-    async def _capture(
-        self, job: JobRow, request: billing_pb2.CaptureHoldRequest
-    ) -> billing_pb2.Hold:
-        """A cost above the hold (a pricing bug, which billing refuses and counts)
-        is captured at the hold, what the customer authorized, with an error log;
-        the job then shows what was really charged (the settled hold's amount)."""
-        try:
-            hold: billing_pb2.Hold = await self.billing.CaptureHold(
-                request, timeout=BILLING_TIMEOUT_SECONDS
-            )
-            return hold
-        except grpc.aio.AioRpcError as exc:
-            held = capture_exceeded_hold(exc)
-            if held is None:
-                raise
-            log.error(
-                "job cost exceeds its hold; capturing the hold instead",
-                extra=fields(job_id=job.id, cost_micros=request.amount_micros, held_micros=held),
-            )
-            capped = billing_pb2.CaptureHoldRequest()
-            capped.CopyFrom(request)
-            capped.amount_micros = held
-            capped.description = f"{request.description} (cost above the hold; capped)"
-            capped_hold: billing_pb2.Hold = await self.billing.CaptureHold(
-                capped, timeout=BILLING_TIMEOUT_SECONDS
-            )
-            return capped_hold
 
 
 class Publisher:

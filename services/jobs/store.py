@@ -40,7 +40,7 @@ COLUMNS = (
     " estimated_units, min_billable_units, estimated_cost_micros, actual_cost_micros,"
     " result_key, last_frame_key, error_message, error_code, upstream_task_id, attempts,"
     " created_at, finished_at, settled_at, input_hash, lease_token, lease_expires_at,"
-    " charged_micros, settle_refusals, settle_error"
+    " charged_micros, settle_refusals, settle_error, provider"
 )
 
 
@@ -94,6 +94,7 @@ class JobRow:
     charged_micros: int | None
     settle_refusals: int
     settle_error: str | None
+    provider: str  # whose route produced the result ('' unless done)
 
     @property
     def finished(self) -> bool:
@@ -471,6 +472,7 @@ async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> Job
                 "error": None,
                 "code": None,
                 "cost": cost,
+                "provider": outcome.provider,
             }
         else:
             params = {
@@ -479,13 +481,15 @@ async def apply_outcome(pool: pg.Pool, outcome: job_state_pb2.JobOutcome) -> Job
                 "error": outcome.error_message or rules.PROVIDER_FAILED,
                 "code": outcome.error_code or "provider_error",
                 "cost": 0,
+                "provider": "",
             }
         return await _change_status(
             conn,
             job,
             event,
             """result_key = %(result)s, last_frame_key = %(frame)s, error_message = %(error)s,
-               error_code = %(code)s, actual_cost_micros = %(cost)s, finished_at = now()""",
+               error_code = %(code)s, actual_cost_micros = %(cost)s, finished_at = now(),
+               provider = %(provider)s""",
             params,
         )
 

@@ -117,7 +117,9 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                         )
                         attempt.succeeded()
                         yield providers_pb2.ChatCompletionEvent(completion=completion)
-                    yield providers_pb2.ChatCompletionEvent(usage=_usage_pb(usage))
+                    yield providers_pb2.ChatCompletionEvent(
+                        usage=_usage_pb(usage), provider=route.provider
+                    )
                     return
                 except UpstreamError as error:
                     attempt.failed(error, output_started=translator.output_started)
@@ -127,7 +129,8 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                             failure=providers_pb2.StreamFailure(
                                 message="The upstream AI provider failed mid-stream.",
                                 usage=_usage_pb(translator.estimated_usage()),
-                            )
+                            ),
+                            provider=route.provider,
                         )
                         return
             final = failover.final_error()

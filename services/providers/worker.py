@@ -153,6 +153,7 @@ class Result:
     result_key: str
     units: int
     last_frame_key: str = ""
+    provider: str = ""  # whose route produced it (billing's revenue by provider)
 
 
 class Worker:
@@ -333,6 +334,7 @@ class Worker:
                 result_key=result.result_key,
                 last_frame_key=result.last_frame_key,
                 units=result.units,
+                provider=result.provider,
             )
         except JobFailed as exc:
             code, message = exc.code, str(exc)
@@ -487,13 +489,13 @@ class Worker:
                 )
             )
 
-        _, image = await self._with_failover(job, self.image_adapters, generate)
+        route, image = await self._with_failover(job, self.image_adapters, generate)
         if len(image.data) > IMAGE_RESULT_MAX_BYTES:
             raise JobFailed("The result was larger than we can store.", "result_too_large")
         key = blobs.new_key("results", f"image.{EXTENSIONS.get(image.content_type, 'png')}")
         await self.store.record_owner(key, job.account_id)  # first: see blobs.record_owner
         await self.store.put_bytes(key, image.data)
-        return Result(result_key=key, units=1)
+        return Result(result_key=key, units=1, provider=route.provider)
 
     # -- video -----------------------------------------------------------------
     async def _video(self, job: job_state_pb2.JobRecord) -> Result:
@@ -532,7 +534,8 @@ class Worker:
 
             # Failover only before a task exists: a running task stays where it is.
             route, task_id = await self._with_failover(job, self.video_adapters, submit)
-            adapter = self.video_adapters[route.provider]
+            provider = route.provider
+            adapter = self.video_adapters[provider]
             await record_upstream_task(self.job_state, job.job_id, f"{route.provider}/{task_id}")
         while True:
             try:
@@ -565,4 +568,4 @@ class Worker:
                 IMAGE_RESULT_MAX_BYTES,
             )
         units = state.duration_seconds or spec.duration_seconds
-        return Result(result_key=key, units=units, last_frame_key=frame_key)
+        return Result(result_key=key, units=units, last_frame_key=frame_key, provider=provider)

@@ -4,9 +4,6 @@ caller captures the hold's amount instead, with an error log, never a 500."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import cast
-
 import grpc
 import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
@@ -14,9 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.billing import ledger
 from services.billing.money import Money
+from services.common.billing_errors import capture_within_hold
 from services.gateway.server import Backends
-from services.jobs.service import Settlement
-from services.jobs.store import JobRow
 
 from .helpers import IDR, funded_account
 
@@ -38,26 +34,27 @@ async def test_gateway_capture_above_the_hold_captures_the_hold(
     assert entries[0].description == "chat chat-model (cost above the hold; capped)"
 
 
-async def test_jobs_capture_above_the_hold_captures_the_hold(
+async def test_the_shared_capture_above_the_hold_captures_the_hold(
     billing_addr: str, engine: AsyncEngine, money: Money, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The one capture the jobs service (and the gateway, above) settle with."""
     account_id = await funded_account(engine, money, 10 * IDR)
     hold = await money.place_hold(account_id, 3 * IDR, "job-over")
-    job = cast(JobRow, SimpleNamespace(id="job_over"))
     async with grpc.aio.insecure_channel(billing_addr) as channel:
-        settlement = Settlement(cast(object, None), billing_pb2_grpc.BillingStub(channel))  # type: ignore[arg-type]
+        stub = billing_pb2_grpc.BillingStub(channel)
         request = billing_pb2.CaptureHoldRequest(
             hold_id=hold.id, amount_micros=4 * IDR, description="image m job_over", model="m"
         )
-        await settlement._capture(job, request)
+        captured = await capture_within_hold(stub, request, 10, {"job_id": "job_over"})
+        assert captured.captured_micros == 3 * IDR  # what the job then shows as charged
         # Any other refusal still reaches the caller's own handling.
         released = await money.place_hold(account_id, IDR, "job-released")
         await money.release(released.id)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await settlement._capture(
-                job, billing_pb2.CaptureHoldRequest(hold_id=released.id, amount_micros=1)
+            await capture_within_hold(
+                stub, billing_pb2.CaptureHoldRequest(hold_id=released.id, amount_micros=1), 10, {}
             )
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     settled = await ledger.get_hold(engine, hold.id)
     assert (settled.status, settled.captured_micros) == ("captured", 3 * IDR)
-    assert "job cost exceeds its hold; capturing the hold instead" in caplog.text
+    assert "capture exceeds its hold; capturing the hold instead" in caplog.text
