@@ -39,9 +39,9 @@ def captures(stack: Stack, account_id: str) -> list[tuple[str, str]]:
 
 def report(stack: Stack) -> list[dict[str, Any]]:
     today = datetime.now(UTC).date()
+    window = ["--from", str(today), "--to", str(today + timedelta(days=1))]
     done = subprocess.run(
-        [sys.executable, "-m", "services.billing.cli", "report", "revenue", "--json"]
-        + ["--from", str(today), "--to", str(today + timedelta(days=1))],
+        [sys.executable, "-m", "services.billing.cli", "report", "revenue", "--json", *window],
         env={**os.environ, "AIPORT_DATABASE_URL": stack.config.database_url},
         capture_output=True,
         text=True,

@@ -20,6 +20,7 @@ from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, Policy, route_key
 from services.providers.routes import Provider, Route, RouteTable
 from services.providers.server import ProvidersService
+from tests.support.routes import provider as support_provider
 
 PRIMARY = Route("m", "primary", "m-a")
 BACKUP = Route("m", "backup", "m-b")
@@ -89,16 +90,7 @@ class Context:
 
 
 def provider(name: str) -> Provider:
-    return Provider(
-        name=name,
-        protocol="openai-chat",
-        base_url="https://example.invalid",
-        api_key="k",
-        connect_timeout_seconds=1,
-        read_timeout_seconds=1,
-        max_connections=1,
-        max_tokens_field="max_tokens",
-    )
+    return support_provider(name, "openai-chat")
 
 
 class Setup:

@@ -23,6 +23,7 @@ from services.providers.failover import Breakers, Policy, route_key
 from services.providers.media import GeneratedImage, ImageRequest
 from services.providers.routes import Provider, Route, RouteTable
 from services.providers.worker import Worker
+from tests.support.routes import provider as support_provider
 
 CATALOG = load_catalog(PROJECT_ROOT / "config" / "catalog.yaml")
 MODEL = "test-image"
@@ -65,16 +66,7 @@ class FakeImages:
 
 
 def provider(name: str) -> Provider:
-    return Provider(
-        name=name,
-        protocol="openai-images",
-        base_url="https://example.invalid",
-        api_key="k",
-        connect_timeout_seconds=1,
-        read_timeout_seconds=1,
-        max_connections=1,
-        max_tokens_field="max_tokens",
-    )
+    return support_provider(name, "openai-images")
 
 
 class Setup:

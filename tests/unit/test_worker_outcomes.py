@@ -20,8 +20,9 @@ from services.common.settings import PROJECT_ROOT
 from services.providers.errors import CONTENT_POLICY, PROVIDER_FAILED, UpstreamError
 from services.providers.failover import Breakers, route_key
 from services.providers.media import GeneratedImage, ImageRequest, TaskState, VideoRequest
-from services.providers.routes import Provider, Route, RouteTable
+from services.providers.routes import Route, RouteTable
 from services.providers.worker import Worker
+from tests.support import routes as support
 from tests.support.clips import mp3, mp4, wav
 
 CATALOG = load_catalog(PROJECT_ROOT / "config" / "catalog.yaml")
@@ -54,16 +55,7 @@ class FakeImages:
 
 
 def worker(tmp_path: Path, images: FakeImages) -> Worker:
-    provider = Provider(
-        name="dash",
-        protocol="dashscope-image",
-        base_url="https://example.invalid",
-        api_key="k",
-        connect_timeout_seconds=1,
-        read_timeout_seconds=1,
-        max_connections=1,
-        max_tokens_field="max_tokens",
-    )
+    provider = support.provider("dash", "dashscope-image")
     route = Route(model="wan-2.7-img2img", provider="dash", upstream_model="wan2.7-image")
     return Worker(
         kind="image",
@@ -179,16 +171,7 @@ class FakeVideos:
 
 
 def video_worker(tmp_path: Path, videos: FakeVideos) -> Worker:
-    provider = Provider(
-        name="ark",
-        protocol="video-tasks",
-        base_url="https://example.invalid",
-        api_key="k",
-        connect_timeout_seconds=1,
-        read_timeout_seconds=1,
-        max_connections=1,
-        max_tokens_field="max_tokens",
-    )
+    provider = support.provider("ark", "video-tasks")
     model = "seedance-2.0-fast-multimodal"
     route = Route(model=model, provider="ark", upstream_model="seedance-2-0-fast")
     return Worker(
