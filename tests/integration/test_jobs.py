@@ -18,7 +18,7 @@ import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc, job_state_pb2, job_state_pb2_grpc
 from PIL import Image
 
-from deploy.local.stack import Stack
+from deploy.local.stack import Stack, replica_name
 from services.common import broker, service_auth
 from services.common.blobs import LocalBlobStore, new_key
 from services.common.job_ids import new_job_id
@@ -315,8 +315,13 @@ def test_worker_killed_mid_job_finishes_it_once(
         time.sleep(0.05)
     assert len(tasks()) == 1
     time.sleep(0.3)  # let the worker record the upstream task before the kill
-    stack.kill("worker-video")  # SIGKILL: no goodbye, the message stays unacked
-    stack.start_service("worker-video")
+    # SIGKILL every video worker (with replicas, whichever runs the job): no
+    # goodbye, the message stays unacked and the job's lease lapses.
+    workers = [replica_name("worker-video", i) for i in range(1, stack.config.replicas + 1)]
+    for worker in workers:
+        stack.kill(worker)
+    for worker in workers:
+        stack.start_service(worker)
     job = poll(http, job_id)
     assert job["status"] == "done", job
     # The restarted worker resumed the recorded task: no second upstream task,
