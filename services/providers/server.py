@@ -30,15 +30,20 @@ def _usage_pb(usage: Usage) -> common_pb2.TokenUsage:
     return usage.to_proto()
 
 
-def _prompt_chars(request: dict[str, object]) -> int:
-    total = 0
+def _prompt_size(request: dict[str, object]) -> tuple[int, int]:
+    """(text characters, image parts) of the prompt: what an estimate of its tokens
+    needs when the upstream never reports usage (the gateway's hold counts both)."""
+    chars = images = 0
     for message in request.get("messages") or []:  # type: ignore[attr-defined]
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
-            total += len(content)
+            chars += len(content)
         elif isinstance(content, list):
-            total += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
-    return total
+            for part in content:
+                if isinstance(part, dict):
+                    chars += len(part.get("text", ""))
+                    images += part.get("type") == "image_url"
+    return chars, images
 
 
 class ProvidersService(providers_pb2_grpc.ProvidersServicer):
@@ -86,7 +91,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             return
         body = orjson.loads(request.request_json)
         identity = Identity(request.completion_id, request.model, request.created_unix)
-        prompt_chars = _prompt_chars(body)  # the same for every route tried
+        prompt_chars, image_parts = _prompt_size(body)  # the same for every route tried
         request_fields = {
             "request_id": request.request_id,
             "model": request.model,
@@ -98,7 +103,9 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             for attempt in failover.attempts():
                 route = attempt.route
                 adapter = self.adapters[route.provider]
-                translator = ChunkTranslator(identity, prompt_chars=prompt_chars)
+                translator = ChunkTranslator(
+                    identity, prompt_chars=prompt_chars, image_parts=image_parts
+                )
                 try:
                     if request.stream:
                         async for chunk in adapter.stream(

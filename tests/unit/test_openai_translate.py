@@ -10,7 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from services.common.usage import Usage
+from services.common.usage import (
+    CHARS_PER_TOKEN_ESTIMATE,
+    IMAGE_PART_TOKENS_ESTIMATE,
+    Usage,
+)
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
@@ -19,6 +23,7 @@ from services.providers.adapters.openai_chat_translate import (
     public_completion,
     upstream_request,
 )
+from services.providers.server import _prompt_size
 
 IDENTITY = Identity(completion_id="chatcmpl-aiport0001", model="gpt-5.4", created=1767225600)
 
@@ -733,6 +738,29 @@ def test_estimate_covers_output_so_far_for_a_mid_stream_failure() -> None:
     assert t.estimated_usage() == Usage(0, 3, estimated=True)
     t.feed(upstream_chunk([upstream_choice({"content": "z"})]))
     assert t.estimated_usage() == Usage(0, 4, estimated=True)
+
+
+def test_a_broken_streams_estimate_counts_the_prompts_images() -> None:
+    """Providers' estimate (a stream broken after output) prices the prompt's images
+    as the gateway's hold does, not as free: each image part is a fixed token count."""
+    body: dict[str, object] = {
+        "messages": [
+            {"role": "system", "content": "Jawab singkat."},  # 14 chars
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Apa ini?"},  # 8 chars
+                    {"type": "image_url", "image_url": {"url": "https://e.x/a.png"}},
+                    {"type": "image_url", "image_url": {"url": "https://e.x/b.png"}},
+                ],
+            },
+        ]
+    }
+    assert _prompt_size(body) == (22, 2)
+    t = ChunkTranslator(IDENTITY, prompt_chars=22, image_parts=2)
+    t.feed(upstream_chunk([upstream_choice({"content": "x" * 8})]))
+    prompt = -(-22 // CHARS_PER_TOKEN_ESTIMATE) + 2 * IMAGE_PART_TOKENS_ESTIMATE
+    assert t.estimated_usage() == Usage(prompt, 2, estimated=True)
 
 
 def test_finish_flushes_held_chunks_before_the_usage_chunk() -> None:

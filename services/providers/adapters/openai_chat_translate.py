@@ -168,6 +168,7 @@ class ChunkTranslator:
 
     identity: Identity
     prompt_chars: int
+    image_parts: int = 0  # the prompt's images, for the estimate
     usage: Usage | None = None
     _held: list[dict[str, Any]] = field(default_factory=list)
     _output_started: bool = False
@@ -240,7 +241,11 @@ class ChunkTranslator:
 
     def estimated_usage(self) -> Usage:
         """What was consumed so far, for a stream whose upstream reported no usage."""
-        return estimate_usage(prompt_chars=self.prompt_chars, output_chars=self._completion_chars)
+        return estimate_usage(
+            prompt_chars=self.prompt_chars,
+            image_parts=self.image_parts,
+            output_chars=self._completion_chars,
+        )
 
     def finish(self) -> tuple[list[bytes], Usage]:
         """The closing chunks (held ones, then the usage-only chunk) and the usage to bill."""
