@@ -8,16 +8,9 @@ import pytest
 from services.gateway import bad_keys
 from services.gateway.bad_keys import BadKeyLimiter
 from services.gateway.errors import PublicError
+from tests.support.clock import Clock
 
 GOOD = "aip_live_" + "G" * 32
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def limiter(clock: Clock, **overrides: float) -> BadKeyLimiter:

@@ -20,19 +20,12 @@ from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, Policy, route_key
 from services.providers.routes import Provider, Route, RouteTable
 from services.providers.server import ProvidersService
+from tests.support.clock import Clock
 from tests.support.routes import provider as support_provider
 
 PRIMARY = Route("m", "primary", "m-a")
 BACKUP = Route("m", "backup", "m-b")
 COOLDOWN = 30.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeChat:

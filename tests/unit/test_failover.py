@@ -11,19 +11,12 @@ from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, Policy, route_key, should_fail_over
 from services.providers.failover_driver import Failover
 from services.providers.routes import Route
+from tests.support.clock import Clock
 
 A = Route("m", "primary", "m-a")
 B = Route("m", "backup", "m-b")
 C = Route("m", "third", "m-c")
 D = Route("m", "fourth", "m-d")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def breakers(clock: Clock, threshold: int = 3) -> Breakers:

@@ -23,6 +23,7 @@ from services.providers.failover import Breakers, Policy, route_key
 from services.providers.media import GeneratedImage, ImageRequest
 from services.providers.routes import Provider, Route, RouteTable
 from services.providers.worker import Worker
+from tests.support.clock import Clock
 from tests.support.routes import provider as support_provider
 
 CATALOG = load_catalog(PROJECT_ROOT / "config" / "catalog.yaml")
@@ -30,14 +31,6 @@ MODEL = "test-image"
 PRIMARY = Route(MODEL, "primary", "img-a")
 BACKUP = Route(MODEL, "backup", "img-b")
 COOLDOWN = 30.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeImages:
