@@ -108,12 +108,13 @@ def drain_seconds(default_grace: float = GRACE_SECONDS) -> tuple[float, float]:
     return (min(max(delay, 0.0), MAX_DRAIN_SECONDS), min(max(grace, 0.0), MAX_DRAIN_SECONDS))
 
 
-def channel(addr: str, interceptors: Iterable[Any] = ()) -> grpc.aio.Channel:
-    """An internal client channel with the same message limits as the servers
-    (`interceptors`: e.g. the one adding this service's token to billing calls)."""
+def channel(addr: str, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.aio.Channel:
+    """An internal client channel with the same message limits as the servers;
+    every call on it carries `metadata` (e.g. this service's token for billing,
+    service_auth.metadata) and the current request id."""
     plain = grpc.aio.insecure_channel(
         addr,
-        interceptors=[*client_interceptors(), *interceptors],
+        interceptors=client_interceptors(),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -127,8 +128,7 @@ def channel(addr: str, interceptors: Iterable[Any] = ()) -> grpc.aio.Channel:
             ("grpc.service_config", CLIENT_SERVICE_CONFIG),
         ],
     )
-    # Every call carries the current request id.
-    return requestctx.propagating(plain)
+    return requestctx.propagating(plain, metadata)
 
 
 class LenientRequests:

@@ -111,46 +111,48 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 class _Propagating:
-    """A multicallable that adds the current request id to the call's metadata.
+    """A multicallable that adds the channel's fixed metadata (a service token)
+    and the current request id to the call's metadata.
 
     Not a grpc.aio client interceptor on purpose: those run every call through an
     extra task and cost ~50 µs of loop CPU per call (bench/interceptor_cost.py);
     this is one function call."""
 
-    __slots__ = ("_call",)
+    __slots__ = ("_call", "_fixed")
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, fixed: tuple[tuple[str, str], ...]) -> None:
         self._call = call
+        self._fixed = fixed
 
     def __call__(self, request: Any, **kwargs: Any) -> Any:
+        metadata: tuple[tuple[str, str], ...] = (*(kwargs.get("metadata") or ()), *self._fixed)
         request_id = _current.get()
-        if request_id is not None:
-            metadata = kwargs.get("metadata")
-            if metadata is None:
-                kwargs["metadata"] = ((METADATA_KEY, request_id),)
-            elif not any(key == METADATA_KEY for key, _ in metadata):
-                kwargs["metadata"] = (*metadata, (METADATA_KEY, request_id))
+        if request_id is not None and not any(key == METADATA_KEY for key, _ in metadata):
+            metadata = (*metadata, (METADATA_KEY, request_id))
+        if metadata:
+            kwargs["metadata"] = metadata
         return self._call(request, **kwargs)
 
 
 class PropagatingChannel(grpc.aio.Channel):
-    """A channel whose every call carries the current request id (a caller's own
-    x-request-id metadata is kept)."""
+    """A channel whose every call carries `fixed` metadata and the current request
+    id (a caller's own x-request-id metadata is kept)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, fixed: tuple[tuple[str, str], ...] = ()) -> None:
         self._channel = channel
+        self._fixed = fixed
 
     def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
-        return _Propagating(self._channel.unary_unary(*args, **kwargs))
+        return _Propagating(self._channel.unary_unary(*args, **kwargs), self._fixed)
 
     def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
-        return _Propagating(self._channel.unary_stream(*args, **kwargs))
+        return _Propagating(self._channel.unary_stream(*args, **kwargs), self._fixed)
 
     def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
-        return _Propagating(self._channel.stream_unary(*args, **kwargs))
+        return _Propagating(self._channel.stream_unary(*args, **kwargs), self._fixed)
 
     def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
-        return _Propagating(self._channel.stream_stream(*args, **kwargs))
+        return _Propagating(self._channel.stream_stream(*args, **kwargs), self._fixed)
 
     async def close(self, grace: float | None = None) -> None:
         await self._channel.close(grace)
@@ -171,5 +173,7 @@ class PropagatingChannel(grpc.aio.Channel):
         await self.close(None)
 
 
-def propagating(channel: grpc.aio.Channel) -> grpc.aio.Channel:
-    return PropagatingChannel(channel)
+def propagating(
+    channel: grpc.aio.Channel, fixed: tuple[tuple[str, str], ...] = ()
+) -> grpc.aio.Channel:
+    return PropagatingChannel(channel, fixed)

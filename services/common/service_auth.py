@@ -214,32 +214,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return grpc.unary_unary_rpc_method_handler(refuse)
 
 
-class _TokenClient(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def intercept_unary_unary(
-        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        metadata = list(client_call_details.metadata or ())
-        metadata.append((TOKEN_HEADER, self._token))
-        details = grpc.aio.ClientCallDetails(
-            client_call_details.method,
-            client_call_details.timeout,
-            grpc.aio.Metadata(*metadata),
-            client_call_details.credentials,
-            client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
-
-
-def client_interceptors(token: str | None) -> list[Any]:
-    """What adds this process's token to every call on a billing channel."""
-    return [_TokenClient(token)] if token else []
-
-
 def metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """The token as call metadata."""
+    """The token as call metadata (for grpc_server.channel: every call carries it)."""
     return ((TOKEN_HEADER, token),) if token else ()
 
 

@@ -37,10 +37,10 @@ async def main() -> None:
         raise SystemExit(
             f"gateway: {service_auth.TOKEN_ENV} and {service_auth.JOBS_TOKEN_ENV} must be set"
         )
-    billing = channel(settings.billing_addr(), service_auth.client_interceptors(billing_token))
+    billing = channel(settings.billing_addr(), service_auth.metadata(billing_token))
     providers = channel(settings.providers_addr())
     backends = Backends(billing, providers)
-    job_state = channel(settings.jobs_addr(), service_auth.client_interceptors(jobs_token))
+    job_state = channel(settings.jobs_addr(), service_auth.metadata(jobs_token))
     jobs = JobsBackend(
         backends,
         job_state_pb2_grpc.JobStateStub(job_state),

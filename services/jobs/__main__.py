@@ -41,7 +41,7 @@ async def main() -> None:
     pool = pg.pool(settings.database_url(), "jobs")
     await pool.open(wait=True, timeout=10)
     billing_channel = channel(
-        settings.billing_addr(), service_auth.client_interceptors(service_auth.own_token())
+        settings.billing_addr(), service_auth.metadata(service_auth.own_token())
     )
     timing = timing_from_env()
     settlement = Settlement(

@@ -69,7 +69,7 @@ async def main(kind: str, addr: str) -> None:
     video_adapters = registry.build(table, registry.VIDEO)
     job_state_channel = channel(
         settings.jobs_addr(),
-        service_auth.client_interceptors(service_auth.own_token(name=service_auth.JOBS_TOKEN_ENV)),
+        service_auth.metadata(service_auth.own_token(name=service_auth.JOBS_TOKEN_ENV)),
     )
     names = broker.names_from_env()
     connection = await broker.connect(settings.amqp_url())

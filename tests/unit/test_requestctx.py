@@ -110,6 +110,37 @@ async def test_a_call_made_outside_any_request_sends_no_id() -> None:
     assert own == b"callers-own"  # an explicit id is not overwritten
 
 
+async def test_a_channels_fixed_metadata_rides_on_every_call_with_the_id() -> None:
+    """A service token set on the channel arrives on unary and streaming calls,
+    beside the caller's own metadata and the request id."""
+
+    def seen(context: Any) -> bytes:
+        pairs = dict(context.invocation_metadata() or ())
+        return f"{pairs.get('x-token')}|{pairs.get('x-own')}|{requestctx.current()}".encode()
+
+    async def echo_metadata(request: bytes, context: Any) -> bytes:
+        return seen(context)
+
+    async def stream_metadata(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        yield seen(context)
+
+    handlers = {
+        "echo": grpc.unary_unary_rpc_method_handler(echo_metadata),
+        "stream": grpc.unary_stream_rpc_method_handler(stream_metadata),
+    }
+    async with serving(handlers, server_interceptors()) as addr:
+        chan = channel(addr, (("x-token", "t0k"),))
+        token = requestctx.bind("req-5")
+        try:
+            single = await unary(chan, "echo")(b"", metadata=(("x-own", "mine"),))
+            streamed = [p async for p in server_stream(chan, "stream")(b"")]
+        finally:
+            requestctx.unbind(token)
+            await chan.close(None)
+    assert single == b"t0k|mine|req-5"
+    assert streamed == [b"t0k|None|req-5"]
+
+
 def _line(message: str) -> dict[str, Any]:
     record = logging.LogRecord("svc.x", logging.INFO, __file__, 1, message, None, None)
     parsed: dict[str, Any] = json.loads(JsonFormatter().format(record))
