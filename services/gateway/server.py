@@ -381,6 +381,49 @@ class _ProvidersBrokeProtocol(Exception):
     """Providers sent events in an order its contract rules out."""
 
 
+class UpstreamCall:
+    """A chat's call to providers, read by the relay as events (ChatCompletion's
+    contract) and cancellable. A non-stream chat makes one unary CompleteChat call
+    (a third of a one-message stream's gRPC work) and reads it as the stream's
+    completion and usage events; providers older than this gateway (a rolling
+    deploy) answer UNIMPLEMENTED, and the streaming form is used instead."""
+
+    def __init__(
+        self,
+        providers: providers_pb2_grpc.ProvidersStub,
+        request: providers_pb2.ChatCompletionRequest,
+    ) -> None:
+        self._providers = providers
+        self._request = request
+        self._call: grpc.aio.Call | None = None
+
+    def cancel(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+
+    async def events(self) -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
+        if not self._request.stream:
+            unary = self._providers.CompleteChat(
+                self._request, timeout=UPSTREAM_CALL_TIMEOUT_SECONDS
+            )
+            self._call = unary
+            try:
+                done: providers_pb2.ChatCompleted = await unary
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+            else:
+                yield providers_pb2.ChatCompletionEvent(completion=done.completion)
+                yield providers_pb2.ChatCompletionEvent(usage=done.usage, provider=done.provider)
+                return
+        stream = self._providers.ChatCompletion(
+            self._request, timeout=UPSTREAM_CALL_TIMEOUT_SECONDS
+        )
+        self._call = stream
+        async for event in stream:
+            yield event
+
+
 class ChatRelay:
     """One chat's upstream call and the settlement of its hold, in a task of
     its own that the client cannot cancel.
@@ -397,7 +440,7 @@ class ChatRelay:
         backends: Backends,
         call: ChatCall,
         hold: billing_pb2.Hold,
-        upstream: AsyncIterator[providers_pb2.ChatCompletionEvent],
+        upstream: UpstreamCall,
         fields: dict[str, object],
     ) -> None:
         self.backends = backends
@@ -434,7 +477,7 @@ class ChatRelay:
         try:
             try:
                 completion: bytes | None = None
-                async for event in self.upstream:
+                async for event in self.upstream.events():
                     kind = event.WhichOneof("event")
                     if kind == "chunk":
                         settlement.handle(OUTPUT_DELIVERED)
@@ -493,7 +536,7 @@ class ChatRelay:
             raise
         except Exception:
             log.exception("chat relay failed", extra={"fields": self.fields})
-            cast(grpc.aio.Call, self.upstream).cancel()
+            self.upstream.cancel()
             self._abandon("gateway error")
             self._send(errors.service_unavailable("The call ended unexpectedly."))
         finally:
@@ -559,7 +602,8 @@ class ChatService(chat_pb2_grpc.ChatServicer):
             "stream": call.stream,
             "hold_id": hold.hold_id,
         }
-        upstream = self.backends.providers.ChatCompletion(
+        upstream = UpstreamCall(
+            self.backends.providers,
             providers_pb2.ChatCompletionRequest(
                 model=call.model.id,
                 request_json=orjson.dumps(call.upstream_request),
@@ -568,7 +612,6 @@ class ChatService(chat_pb2_grpc.ChatServicer):
                 created_unix=int(time.time()),
                 request_id=caller.request_id,
             ),
-            timeout=UPSTREAM_CALL_TIMEOUT_SECONDS,
         )
         # No await since the hold was placed: from here the relay owns it.
         relay = ChatRelay(self.backends, call, hold, upstream, fields)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 import orjson
@@ -21,7 +22,7 @@ from services.providers.adapters.openai_chat_translate import (
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, route_key
 from services.providers.failover_driver import Failover
-from services.providers.routes import RouteTable
+from services.providers.routes import Route, RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         for adapter in self.adapters.values():
             await adapter.close()
 
-    async def _abort(self, context: ServicerContext, error: UpstreamError) -> None:
+    async def _abort(self, context: ServicerContext, error: UpstreamError) -> NoReturn:
         if error.kind == "rejected":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
         if error.kind == "rate_limited":
@@ -78,17 +79,49 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         )
         await context.abort(code, error.message, trailing_metadata=((UPSTREAM_FAILURE_KEY, "1"),))
 
-    async def ChatCompletion(
-        self,
-        request: providers_pb2.ChatCompletionRequest,
-        context: ServicerContext,
-    ) -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
+    async def _routes(
+        self, request: providers_pb2.ChatCompletionRequest, context: ServicerContext
+    ) -> tuple[Route, ...]:
+        """The model's routes this process has an adapter for (NOT_FOUND if none)."""
         routes = tuple(
             r for r in self.table.routes_for(request.model) if r.provider in self.adapters
         )
         if not routes:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model {request.model}")
-            return
+        return routes
+
+    async def CompleteChat(
+        self,
+        request: providers_pb2.ChatCompletionRequest,
+        context: ServicerContext,
+    ) -> providers_pb2.ChatCompleted:
+        routes = await self._routes(request, context)
+        body = orjson.loads(request.request_json)
+        identity = Identity(request.completion_id, request.model, request.created_unix)
+        request_fields = {"request_id": request.request_id, "model": request.model, "stream": False}
+        with Failover(self.breakers, routes, request_fields) as failover:
+            for attempt in failover.attempts():
+                route = attempt.route
+                try:
+                    completion, usage = await self.adapters[route.provider].complete(
+                        route, body, identity, request.request_id
+                    )
+                except UpstreamError as error:
+                    attempt.failed(error, output_started=False)
+                    continue
+                attempt.succeeded()
+                return providers_pb2.ChatCompleted(
+                    completion=completion, usage=_usage_pb(usage), provider=route.provider
+                )
+            final = failover.final_error()
+        await self._abort(context, final)
+
+    async def ChatCompletion(
+        self,
+        request: providers_pb2.ChatCompletionRequest,
+        context: ServicerContext,
+    ) -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
+        routes = await self._routes(request, context)
         body = orjson.loads(request.request_json)
         identity = Identity(request.completion_id, request.model, request.created_unix)
         prompt_chars, image_parts = _prompt_size(body)  # the same for every route tried

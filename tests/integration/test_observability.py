@@ -92,7 +92,8 @@ def test_a_chosen_request_id_reaches_every_hop_and_log(
         "/aiport.v1.Billing/CaptureHold",
     }
     providers = wait_for_lines(stack, "providers", request_id)
-    assert any(line.get("method") == "/aiport.v1.Providers/ChatCompletion" for line in providers)
+    # A non-stream chat is one unary call to providers.
+    assert any(line.get("method") == "/aiport.v1.Providers/CompleteChat" for line in providers)
     # The upstream received it as X-Request-Id.
     upstream = wait_for_lines(stack, "sandbox", request_id)
     assert any(line["path"] == "/v1/chat/completions" for line in upstream)
@@ -247,8 +248,11 @@ def test_every_process_shows_the_series_its_traffic_implies(
     assert present(billing, "aiport_billing_open_holds_micros")
 
     providers = services["providers"]
-    chat = "/aiport.v1.Providers/ChatCompletion"
-    assert total(providers, "aiport_grpc_server_requests_total", method=chat, code="OK") >= 3
+    # Two plain chats (unary CompleteChat) and one stream (ChatCompletion).
+    complete = "/aiport.v1.Providers/CompleteChat"
+    assert total(providers, "aiport_grpc_server_requests_total", method=complete, code="OK") >= 2
+    stream = "/aiport.v1.Providers/ChatCompletion"
+    assert total(providers, "aiport_grpc_server_requests_total", method=stream, code="OK") >= 1
     assert total(providers, "aiport_upstream_requests_total", outcome="ok") >= 3
     assert (
         total(

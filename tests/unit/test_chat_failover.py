@@ -1,4 +1,5 @@
-"""The chat path's failover (ProvidersService.ChatCompletion) against fake upstreams,
+"""The chat path's failover (ProvidersService.ChatCompletion, and CompleteChat for
+non-stream calls) against fake upstreams,
 no servers: a half-open backup planned behind a healthy primary stays in rotation,
 and a client that goes away in the middle of a probe gives the probe back."""
 
@@ -23,6 +24,7 @@ from services.providers.server import ProvidersService
 from tests.support.clock import Clock
 from tests.support.routes import provider as support_provider
 
+MODES = ["unary", "events", "stream"]
 PRIMARY = Route("m", "primary", "m-a")
 BACKUP = Route("m", "backup", "m-b")
 COOLDOWN = 30.0
@@ -99,16 +101,27 @@ class Setup:
         self.clock.now += COOLDOWN
         assert self.breakers.state(route) == "half-open"
 
-    def chat(self, stream: bool) -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
+    def chat(self, mode: str) -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
+        """One call in `mode`: "stream", "events" (ChatCompletion, stream=false) or
+        "unary" (CompleteChat, its answer read as the events the gateway makes of it)."""
         request = providers_pb2.ChatCompletionRequest(
             model="m",
             request_json=orjson.dumps({"messages": [{"role": "user", "content": "hello"}]}),
-            stream=stream,
+            stream=mode == "stream",
             completion_id="chatcmpl-1",
             created_unix=1,
             request_id="req-1",
         )
-        return self.service.ChatCompletion(request, cast(ServicerContext, Context()))
+        context = cast(ServicerContext, Context())
+        if mode != "unary":
+            return self.service.ChatCompletion(request, context)
+
+        async def unary() -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
+            done = await self.service.CompleteChat(request, context)
+            yield providers_pb2.ChatCompletionEvent(completion=done.completion)
+            yield providers_pb2.ChatCompletionEvent(usage=done.usage, provider=done.provider)
+
+        return unary()
 
 
 @pytest.fixture
@@ -133,32 +146,30 @@ def answered_by(events: list[providers_pb2.ChatCompletionEvent]) -> str:
     return str(orjson.loads(events[0].chunk)["choices"][0]["delta"]["content"])
 
 
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_half_open_backup_behind_a_healthy_primary_answers_when_it_fails(
-    setup: Setup, stream: bool
+    setup: Setup, mode: str
 ) -> None:
     setup.half_open(BACKUP)
-    first = [event async for event in setup.chat(stream)]
+    first = [event async for event in setup.chat(mode)]
     assert answered_by(first) == "primary"
     # Later the primary fails: the backup, still half-open, gets the probe
     # (it used to stay reserved by the first request's plan: a 503 here).
     setup.upstreams["primary"].error = UpstreamError("failed", "upstream answered HTTP 503")
-    second = [event async for event in setup.chat(stream)]
+    second = [event async for event in setup.chat(mode)]
     assert answered_by(second) == "backup"
     assert setup.calls == ["primary", "primary", "backup"]
     assert setup.breakers.state(BACKUP) == "closed"
     assert setup.breakers.state(PRIMARY) == "open"
 
 
-@pytest.mark.parametrize("stream", [False, True])
-async def test_a_client_going_away_mid_probe_gives_the_probe_back(
-    setup: Setup, stream: bool
-) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_client_going_away_mid_probe_gives_the_probe_back(setup: Setup, mode: str) -> None:
     setup.half_open(PRIMARY)
     setup.upstreams["primary"].hang = True
 
     async def client() -> None:
-        async for _ in setup.chat(stream):
+        async for _ in setup.chat(mode):
             pass
 
     call = asyncio.create_task(client())
@@ -178,7 +189,7 @@ async def test_a_client_that_stops_reading_a_probing_stream_gives_the_probe_back
 ) -> None:
     setup.half_open(PRIMARY)
     setup.upstreams["primary"].hang = True
-    events = setup.chat(stream=True)
+    events = setup.chat("stream")
     first = await anext(aiter(events))
     assert first.HasField("chunk")
     await cast(Any, events).aclose()  # the generator is closed at its yield
@@ -186,11 +197,12 @@ async def test_a_client_that_stops_reading_a_probing_stream_gives_the_probe_back
     assert setup.breakers.plan((PRIMARY,)).routes == [PRIMARY]
 
 
-async def test_every_route_failing_reports_the_last_failure(setup: Setup) -> None:
+@pytest.mark.parametrize("mode", ["unary", "events"])
+async def test_every_route_failing_reports_the_last_failure(setup: Setup, mode: str) -> None:
     for name in ("primary", "backup"):
         setup.upstreams[name].error = UpstreamError("failed", "upstream answered HTTP 500")
     with pytest.raises(Aborted) as aborted:
-        [event async for event in setup.chat(stream=False)]
+        [event async for event in setup.chat(mode)]
     assert aborted.value.code == grpc.StatusCode.UNAVAILABLE
     assert setup.calls == ["primary", "backup"]
 
@@ -200,7 +212,7 @@ async def test_a_long_stream_does_not_hold_the_backups_probe(setup: Setup) -> No
     probe goes back then, not when the stream ends (minutes, for some models)."""
     setup.half_open(BACKUP)
     setup.upstreams["primary"].hang = True
-    events = setup.chat(stream=True)
+    events = setup.chat("stream")
     first = await anext(aiter(events))
     assert first.HasField("chunk")  # streaming from the primary, not finished
     assert setup.breakers.plan((BACKUP,)).routes == [BACKUP]
