@@ -74,7 +74,9 @@ BILLING_CALLERS: Mapping[str, frozenset[str]] = {
 JOB_STATE = "/aiport.v1.JobState/"
 JOBS_TOKEN_ENV = "AIPORT_JOBS_TOKEN"
 JOBS_CALLERS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset(JOB_STATE + m for m in ("CreateJob", "AbandonCreation", "GetJob")),
+    "gateway": frozenset(
+        JOB_STATE + m for m in ("CreateJob", "AbandonCreation", "GetJob", "ListJobs")
+    ),
     "worker": frozenset(
         JOB_STATE + m
         for m in (

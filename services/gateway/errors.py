@@ -279,6 +279,16 @@ def idempotency_key_reused() -> PublicError:
     )
 
 
+def invalid_cursor() -> PublicError:
+    """GET /v1/jobs's `after`: malformed, or naming a job that is not the caller's
+    (the same answer for both, so a cursor tells nothing about other accounts)."""
+    return invalid_parameter(
+        "after is not a cursor of this listing: pass the next_cursor of a previous page "
+        "of your jobs.",
+        "after",
+    )
+
+
 def job_not_found() -> PublicError:
     return PublicError(
         404, "invalid_request_error", "not_found", "No such job for this API key.", "job_id"

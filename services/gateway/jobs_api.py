@@ -53,6 +53,7 @@ from services.gateway.generate_request import (
     parse_video_multimodal,
 )
 from services.gateway.holds import HoldKind, HoldPurpose
+from services.gateway.job_listing import encode_cursor, parse_listing
 from services.gateway.references import ReferenceResolver, own_references
 from services.gateway.server import Backends
 from services.gateway.upload import FILE_FIELD, parse_upload
@@ -370,7 +371,49 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise errors.job_not_found() from exc
-            raise errors.service_unavailable(
-                "Jobs are temporarily unavailable. Please try again."
-            ) from exc
+            raise _jobs_unavailable() from exc
         return public_job(job, self.public_base_url)
+
+    @public_unary
+    async def ListJobs(
+        self, request: jobs_pb2.ListJobsRequest, context: ServicerContext
+    ) -> jobs_pb2.JobList:
+        caller = await self.backends.authenticate(context)
+        listing = parse_listing(request)
+        try:
+            page = await self.jobs.job_state.ListJobs(
+                job_state_pb2.ListJobRecordsRequest(
+                    # Only ever the authenticated account: the one tenancy rule here.
+                    account_id=caller.account_id,
+                    limit=listing.limit,
+                    after_job_id=listing.after_job_id or "",
+                    status=(
+                        listing.status.to_proto()
+                        if listing.status
+                        else job_state_pb2.JOB_STATUS_UNSPECIFIED
+                    ),
+                    model=listing.model or "",
+                ),
+                timeout=JOBS_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                # The cursor's job is not this account's (or does not exist).
+                raise errors.invalid_cursor() from exc
+            raise _jobs_unavailable() from exc
+        return job_list(page, self.public_base_url)
+
+
+def job_list(page: job_state_pb2.JobRecordPage, base_url: str) -> jobs_pb2.JobList:
+    """The public list object of one page of jobs."""
+    cursor = encode_cursor(page.jobs[-1].job_id) if page.has_more and page.jobs else ""
+    return jobs_pb2.JobList(
+        object="list",
+        data=[public_job(job, base_url) for job in page.jobs],
+        has_more=page.has_more,
+        next_cursor=_value(cursor),
+    )
+
+
+def _jobs_unavailable() -> errors.PublicError:
+    return errors.service_unavailable("Jobs are temporarily unavailable. Please try again.")

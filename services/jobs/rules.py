@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from aiport.v1 import job_state_pb2
 
-from services.common.job_ids import new_job_id
+from services.common.job_ids import is_job_id, new_job_id
 from services.common.job_states import JobStatus
 
 __all__ = ["new_job_id"]
@@ -148,6 +148,51 @@ def creation_input_hash(request: job_state_pb2.CreateJobRequest) -> bytes:
 def same_input(stored_hash: bytes | None, request_hash: bytes) -> bool:
     """A job created before hashes were stored (None) matches any retry."""
     return stored_hash is None or bytes(stored_hash) == request_hash
+
+
+# -- listing -------------------------------------------------------------------
+# A page is at most this many jobs (the public GET /v1/jobs has the same bound).
+MAX_PAGE_JOBS = 100
+MAX_MODEL_CHARS = 200
+
+
+class InvalidListing(ValueError):
+    """A ListJobs request this service does not run (the gateway validates the
+    public parameters first; this is the internal contract's own guard)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    account_id: str
+    limit: int
+    after_job_id: str | None
+    status: JobStatus | None
+    model: str | None
+
+
+def listing(request: job_state_pb2.ListJobRecordsRequest) -> Listing:
+    """What a ListJobs request asks for; InvalidListing, saying why, if malformed."""
+    if not request.account_id:
+        raise InvalidListing("account_id is required")
+    if not 1 <= request.limit <= MAX_PAGE_JOBS:
+        raise InvalidListing(f"limit must be 1..{MAX_PAGE_JOBS}")
+    if request.after_job_id and not is_job_id(request.after_job_id):
+        raise InvalidListing("after_job_id is not a job id")
+    if len(request.model) > MAX_MODEL_CHARS:
+        raise InvalidListing(f"model is longer than {MAX_MODEL_CHARS} characters")
+    status = None
+    if request.status != job_state_pb2.JOB_STATUS_UNSPECIFIED:
+        try:
+            status = JobStatus.from_proto(request.status)
+        except ValueError:
+            raise InvalidListing("unknown status") from None
+    return Listing(
+        account_id=request.account_id,
+        limit=request.limit,
+        after_job_id=request.after_job_id or None,
+        status=status,
+        model=request.model or None,
+    )
 
 
 # -- messages ------------------------------------------------------------------

@@ -358,6 +358,32 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
         return record(job)
 
     @_database_guarded
+    async def ListJobs(
+        self, request: job_state_pb2.ListJobRecordsRequest, context: ServicerContext
+    ) -> job_state_pb2.JobRecordPage:
+        try:
+            asked = rules.listing(request)
+        except rules.InvalidListing as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable") from None
+        try:
+            page = await store.list_jobs(
+                self.pool,
+                asked.account_id,
+                asked.limit,
+                after_job_id=asked.after_job_id,
+                status=asked.status,
+                model=asked.model,
+            )
+        except store.UnknownAnchor:
+            # Another account's job, like a missing one: the page cannot start there.
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such job to list after")
+            raise AssertionError("unreachable") from None
+        return job_state_pb2.JobRecordPage(
+            jobs=[record(job) for job in page.jobs], has_more=page.has_more
+        )
+
+    @_database_guarded
     async def BeginLeasedAttempt(
         self, request: job_state_pb2.BeginAttemptRequest, context: ServicerContext
     ) -> job_state_pb2.Attempt:

@@ -351,6 +351,62 @@ async def get_job(pool: pg.Pool, job_id: str) -> JobRow | None:
         )
 
 
+class UnknownAnchor(Exception):
+    """The job a page should start after is not one of the account's."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[JobRow]
+    has_more: bool
+
+
+async def list_jobs(
+    pool: pg.Pool,
+    account_id: str,
+    limit: int,
+    *,
+    after_job_id: str | None = None,
+    status: JobStatus | None = None,
+    model: str | None = None,
+) -> JobPage:
+    """The account's jobs, newest first, by keyset: the page after `after_job_id`
+    (the previous page's last job, which must be the account's: UnknownAnchor
+    otherwise) reads only the index range past it, however deep the page.
+    One row more than asked says whether more follow."""
+    conditions = ["account_id = %(account)s"]
+    params: dict[str, Any] = {"account": account_id, "rows": limit + 1}
+    # Fixed fragments only; every value is a parameter. A filter left out is
+    # left out of the SQL (not `%(x)s IS NULL OR ...`), so the planner can pick
+    # the status index.
+    if status is not None:
+        conditions.append("status = %(status)s")
+        params["status"] = status.value
+    if model is not None:
+        conditions.append("model = %(model)s")
+        params["model"] = model
+    async with pool.connection() as conn:
+        if after_job_id is not None:
+            anchor = await (
+                await conn.execute(
+                    "SELECT created_at, id FROM jobs.jobs"
+                    " WHERE id = %(id)s AND account_id = %(account)s",
+                    {"id": after_job_id, "account": account_id},
+                )
+            ).fetchone()
+            if anchor is None:
+                raise UnknownAnchor(after_job_id)
+            conditions.append("(created_at, id) < (%(anchor_at)s, %(anchor_id)s)")
+            params["anchor_at"], params["anchor_id"] = anchor["created_at"], anchor["id"]
+        cur = await conn.execute(
+            f"SELECT {COLUMNS} FROM jobs.jobs WHERE {' AND '.join(conditions)}"
+            " ORDER BY created_at DESC, id DESC LIMIT %(rows)s",
+            params,
+        )
+        rows = [_row(r) for r in await cur.fetchall()]
+    return JobPage(rows[:limit], has_more=len(rows) > limit)
+
+
 async def begin_attempt(
     pool: pg.Pool, job_id: str, worker_id: str, lease_seconds: int
 ) -> BegunAttempt | None:

@@ -251,6 +251,7 @@ def test_json_posts_to_grpc_paths_are_404(http: httpx.Client, path: str) -> None
         ("POST", "/v1/models", "GET"),
         ("DELETE", "/v1/models/some-model", "GET"),
         ("PATCH", "/v1/jobs/abc123", "GET"),
+        ("POST", "/v1/jobs", "GET"),
         ("POST", "/v1/pricing", "GET"),
     ],
 )
