@@ -90,8 +90,23 @@ class CaptureExceedsHold(BillingError):
 UNAUTHENTICATED_MESSAGE = "invalid API key"
 
 
+# The largest multiple of 62 below 256: bytes at or above it are skipped, so
+# every character stays uniform (rejection sampling).
+_BASE62_LIMIT = 256 - 256 % len(BASE62)
+
+
 def _random_chars(count: int) -> str:
-    return "".join(secrets.choice(BASE62) for _ in range(count))
+    """`count` uniform base-62 characters from one read of the OS's CSPRNG
+    (secrets.choice per character made one getrandom call each)."""
+    chars: list[str] = []
+    while len(chars) < count:
+        # 248/256 of the bytes are kept; ask for a few more than needed.
+        for byte in secrets.token_bytes(count + 8):
+            if byte < _BASE62_LIMIT:
+                chars.append(BASE62[byte % len(BASE62)])
+                if len(chars) == count:
+                    break
+    return "".join(chars)
 
 
 def new_account_id() -> str:

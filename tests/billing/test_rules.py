@@ -26,6 +26,16 @@ def test_ids_have_prefix_and_20_base62_chars() -> None:
             assert check(value) == value
 
 
+def test_random_ids_use_every_base62_character_about_evenly() -> None:
+    """Rejection sampling keeps the draw uniform: with 62 x 2,000 draws each
+    character's count is near 2,000 (a modulo bias would favour the first 8)."""
+    counts = dict.fromkeys(rules.BASE62, 0)
+    for _ in range(62 * 100):
+        for char in rules.new_hold_id().removeprefix("hold_"):
+            counts[char] += 1
+    assert min(counts.values()) > 1_700 and max(counts.values()) < 2_300
+
+
 @pytest.mark.parametrize(
     "value",
     [
