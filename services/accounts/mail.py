@@ -132,9 +132,10 @@ def compose(
     message["Subject"] = text.subject
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(domain="aiport")
-    message["Content-Language"] = locale
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(text.body)
+    # After set_content, which replaces every Content-* header.
+    message["Content-Language"] = locale
     return message
 
 
