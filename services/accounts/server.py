@@ -61,6 +61,9 @@ class BillingUnavailable(Exception):
     """Billing could not open the new user's account."""
 
 
+UNAVAILABLE_DEPENDENCIES: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, BillingUnavailable)
+
+
 def _guarded(
     method: Callable[[S, Req, Ctx], Awaitable[Resp]],
 ) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
@@ -74,7 +77,7 @@ def _guarded(
             if isinstance(error, rules.InvalidArgument):
                 context.set_trailing_metadata(((FIELD_TRAILER, error.field),))
             await context.abort(STATUS_FOR_ERROR[type(error)], str(error))
-        except (*UNAVAILABLE_ERRORS, BillingUnavailable):
+        except UNAVAILABLE_DEPENDENCIES:
             log.exception("a dependency is unavailable", extra=fields(rpc=method.__name__))
             await context.abort(grpc.StatusCode.UNAVAILABLE, "accounts is unavailable; try again")
         except Exception:
@@ -108,7 +111,7 @@ def user_pb(user: store.UserRow) -> accounts_pb2.User:
     )
 
 
-def _membership_role(role: rules.MembershipRole) -> accounts_pb2.Membership.Role.ValueType:
+def _membership_role(role: rules.MembershipRole) -> accounts_pb2.Membership.Role:
     if role is rules.MembershipRole.OWNER:
         return accounts_pb2.Membership.OWNER
     return accounts_pb2.Membership.MEMBER
@@ -131,7 +134,9 @@ def resolved_pb(resolved: Resolved) -> accounts_pb2.ResolvedSession:
     return accounts_pb2.ResolvedSession(
         user=user_pb(user),
         billing_account_id=first.billing_account_id if first else "",
-        membership_role=_membership_role(first.role) if first else 0,
+        membership_role=(
+            _membership_role(first.role) if first else accounts_pb2.Membership.ROLE_UNSPECIFIED
+        ),
         csrf_token=resolved.csrf_token,
         idle_expires_at_unix=unix(resolved.idle_expires_at),
         expires_at_unix=unix(resolved.expires_at),

@@ -42,17 +42,29 @@ def new_email(tag: str = "ana") -> str:
     return f"{tag}-{secrets.token_hex(4)}@Example.co.id"
 
 
-def refused(call: Callable[[], object]) -> grpc.RpcError:
+@dataclass(frozen=True)
+class Refusal:
+    """What a refused call told its caller."""
+
+    code: grpc.StatusCode
+    details: str
+    trailers: dict[str, str]
+
+    def trailer(self, key: str) -> str | None:
+        return self.trailers.get(key)
+
+
+def refused(call: Callable[[], object]) -> Refusal:
     with pytest.raises(grpc.RpcError) as caught:
         call()
-    return caught.value
+    error = caught.value
+    assert isinstance(error, grpc.Call)
+    trailers = {str(k): str(v) for k, v in error.trailing_metadata() or ()}
+    return Refusal(error.code(), error.details() or "", trailers)
 
 
-def trailer(error: grpc.RpcError, key: str) -> str | None:
-    for k, v in error.trailing_metadata() or ():  # type: ignore[attr-defined]
-        if k == key:
-            return str(v)
-    return None
+def trailer(error: Refusal, key: str) -> str | None:
+    return error.trailer(key)
 
 
 def sign_up(accounts: Stub, folder: Path, locale: str = "", email: str = "") -> Person:
@@ -86,7 +98,7 @@ def resolve(accounts: Stub, token: str, csrf: str = "") -> accounts_pb2.Resolved
 
 def ended(accounts: Stub, token: str) -> bool:
     error = refused(lambda: resolve(accounts, token))
-    return error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined,no-any-return]
+    return error.code == grpc.StatusCode.UNAUTHENTICATED
 
 
 def db(stack: Stack) -> psycopg.Connection[tuple[object, ...]]:
@@ -118,8 +130,8 @@ def test_sign_up_verify_log_in_change_password_log_out(
             accounts_pb2.LogInRequest(email=email, password=PASSWORD, client_address=address)
         )
     )
-    assert early.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-    assert "not verified" in early.details()  # type: ignore[attr-defined]
+    assert early.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not verified" in early.details
 
     user = accounts.VerifyEmail(accounts_pb2.TokenRequest(token=token))
     assert user.email_verified and user.email == email.split("@")[0] + "@example.co.id"
@@ -133,7 +145,7 @@ def test_sign_up_verify_log_in_change_password_log_out(
     assert balance.balance_micros == 0
     # A link works once.
     again = refused(lambda: accounts.VerifyEmail(accounts_pb2.TokenRequest(token=token)))
-    assert again.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert again.code == grpc.StatusCode.INVALID_ARGUMENT
     assert trailer(again, "x-aiport-field") == "token"
 
     person = Person(email.upper(), PASSWORD, user, address)  # any case logs in
@@ -155,7 +167,7 @@ def test_sign_up_verify_log_in_change_password_log_out(
     # Another session's CSRF token is refused.
     other = log_in(accounts, person)
     wrong = refused(lambda: resolve(accounts, first.session_token, other.csrf_token))
-    assert wrong.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    assert wrong.code == grpc.StatusCode.PERMISSION_DENIED
 
     # Logging in with the old cookie ends it: the session rotates.
     rotated = accounts.LogIn(
@@ -183,7 +195,7 @@ def test_sign_up_verify_log_in_change_password_log_out(
     assert ended(accounts, rotated.session_token)
     assert resolve(accounts, changed.session_token).user.user_id == user.user_id
     stale = refused(lambda: log_in(accounts, person))
-    assert stale.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert stale.code == grpc.StatusCode.UNAUTHENTICATED
     current = log_in(accounts, person, new_password)
 
     out = accounts.LogOut(accounts_pb2.SessionRequest(session_token=current.session_token))
@@ -207,7 +219,7 @@ def test_change_password_needs_the_current_one(accounts: Stub, mail_folder: Path
             )
         )
     )
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert trailer(error, "x-aiport-field") == "current_password"
     assert resolve(accounts, session.session_token).user.user_id == person.user.user_id
 
@@ -225,8 +237,8 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(
         )
     )
     for error in (wrong, unknown):
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
-    assert wrong.details() == unknown.details() == "incorrect email or password"  # type: ignore[attr-defined]
+        assert error.code == grpc.StatusCode.UNAUTHENTICATED
+    assert wrong.details == unknown.details == "incorrect email or password"
 
 
 def test_signing_up_again_answers_the_same_and_tells_the_owner(
@@ -280,8 +292,8 @@ def test_forgot_password_reset_and_expired_links(
             accounts_pb2.ResetPasswordRequest(token=expired, new_password="fresh password 42")
         )
     )
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "expired" in error.details()  # type: ignore[attr-defined]
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expired" in error.details
 
     token = reset_link()
     done = accounts.ResetPassword(
@@ -295,7 +307,7 @@ def test_forgot_password_reset_and_expired_links(
             accounts_pb2.ResetPasswordRequest(token=token, new_password="third password 43")
         )
     )
-    assert reused.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert reused.code == grpc.StatusCode.INVALID_ARGUMENT
     assert not mails_to(mail_folder, nobody)
 
 
@@ -305,15 +317,15 @@ def test_log_in_is_rate_limited_per_email_and_per_address(
     person = sign_up(accounts, mail_folder)
     for _ in range(10):  # the default: 10 attempts per email per 15 minutes
         error = refused(lambda: log_in(accounts, person, "guess guess guess"))
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        assert error.code == grpc.StatusCode.UNAUTHENTICATED
     limited = refused(lambda: log_in(accounts, person, "guess guess guess"))
-    assert limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert limited.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     retry_after = int(trailer(limited, "x-aiport-retry-after") or "0")
     assert 0 < retry_after <= 900
     # Per email: even the right password from elsewhere waits.
     elsewhere = Person(person.email, person.password, person.user, new_address())
     still = refused(lambda: log_in(accounts, elsewhere))
-    assert still.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert still.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     # Another person from the first address is not limited by this email's count.
     other = sign_up(accounts, mail_folder)
     log_in(accounts, Person(other.email, other.password, other.user, person.address))
@@ -330,7 +342,7 @@ def test_reset_mails_are_rate_limited_per_email(accounts: Stub, mail_folder: Pat
             accounts_pb2.EmailRequest(email=email, client_address=new_address())
         )
     )
-    assert limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert limited.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert trailer(limited, "x-aiport-retry-after") is not None
 
 
@@ -354,9 +366,9 @@ def test_bad_sign_up_input_names_the_field(
             )
         )
     )
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert error.details().startswith(f"{field}: ")  # type: ignore[attr-defined]
-    assert says in error.details()  # type: ignore[attr-defined]
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details.startswith(f"{field}: ")
+    assert says in error.details
     assert trailer(error, "x-aiport-field") == field
 
 
@@ -390,9 +402,9 @@ def test_operators_are_made_with_aiportctl_and_only_there(
             accounts_pb2.SetOperatorRequest(email=person.email, operator=True)
         )
     )
-    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
     missing = refused(lambda: accounts.FindUser(accounts_pb2.FindUserRequest(email=new_email())))
-    assert missing.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert missing.code == grpc.StatusCode.NOT_FOUND
 
 
 def test_accounts_refuses_callers_without_a_token(stack: Stack) -> None:
@@ -402,4 +414,32 @@ def test_accounts_refuses_callers_without_a_token(stack: Stack) -> None:
                 accounts_pb2.FindUserRequest(email="ana@example.com")
             )
         )
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert error.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_resent_verification_link_replaces_the_first(accounts: Stub, mail_folder: Path) -> None:
+    email, address = new_email("late"), new_address()
+    accounts.SignUp(
+        accounts_pb2.SignUpRequest(email=email, password=PASSWORD, client_address=address)
+    )
+    first = token_in(wait_for_mail(mail_folder, email), "/verify")
+    # A wrong password says nothing about the address being unverified.
+    wrong = refused(
+        lambda: accounts.LogIn(
+            accounts_pb2.LogInRequest(
+                email=email, password="wrong password 1", client_address=address
+            )
+        )
+    )
+    assert wrong.code == grpc.StatusCode.UNAUTHENTICATED
+    accounts.ResendVerification(accounts_pb2.EmailRequest(email=email, client_address=address))
+    second = token_in(wait_for_mail(mail_folder, email, after=1), "/verify")
+    assert second != first
+    stale = refused(lambda: accounts.VerifyEmail(accounts_pb2.TokenRequest(token=first)))
+    assert stale.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert accounts.VerifyEmail(accounts_pb2.TokenRequest(token=second)).email_verified
+    # Verified users get no more links.
+    accounts.ResendVerification(accounts_pb2.EmailRequest(email=email, client_address=address))
+    accounts.RequestPasswordReset(accounts_pb2.EmailRequest(email=email, client_address=address))
+    last = wait_for_mail(mail_folder, email, after=2)
+    assert link_in(last, "/reset-password") and len(mails_to(mail_folder, email)) == 3
