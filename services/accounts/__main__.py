@@ -51,9 +51,7 @@ async def run() -> int:
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
     )
-    billing_channel = channel(
-        settings.billing_addr(), service_auth.client_interceptors(billing_token)
-    )
+    billing_channel = channel(settings.billing_addr(), service_auth.metadata(billing_token))
     mailer = Mailer(smtp)
     try:
         try:
