@@ -128,6 +128,7 @@ ADDR_PORTS = {
     "AIPORT_PROVIDERS_ADDR": "providers_port",
     "AIPORT_JOBS_ADDR": "jobs_port",
     "AIPORT_FILES_ADDR": "files_port",
+    "AIPORT_CONSOLE_ADDR": "console_port",
 }
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # The documented variables make run maps onto StackConfig's fields (below).
@@ -278,7 +279,7 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print("aiport: starting billing, jobs, files, providers and workers, gateway, edge ...")
+    print("aiport: starting billing, jobs, files, providers, workers, gateway, console, edge ...")
     try:
         stack.start()
         write_admin_token(config.admin_token)
@@ -297,6 +298,7 @@ def main() -> int:
         f"""
 aiport is running on {base}   (logs: {config.run_dir})
 
+  web console   {config.console_url}   (home, pricing, API docs)
   demo account  {account_id}   balance {balance} IDR
   demo API key  {key}   (the same every run: {STATE_DIR / DEMO_KEY_FILE})
 

@@ -45,6 +45,8 @@ SERVICES = (
     "worker-image",
     "worker-video",
     "gateway",
+    # The web UI: shows the gateway's catalog, so it comes after it.
+    "console",
 )
 # Services that run `replicas` processes each (the sandbox stands in for the
 # outside world: always one).
@@ -87,6 +89,7 @@ DEFAULT_METRICS_PORTS = {
     "providers": 9312,
     "jobs": 9313,
     "files": 9314,
+    "console": 9315,
     "worker-image": 9320,
     "worker-video": 9321,
 }
@@ -147,6 +150,7 @@ class StackConfig:
     worker_image_port: int = 50060
     worker_video_port: int = 50061
     files_port: int = 9200
+    console_port: int = 9300
     sandbox_port: int = 9100
     # Prometheus /metrics per process (AIPORT_METRICS_ADDR); the edge's on metrics_port.
     edge_metrics_port: int = 9902
@@ -190,6 +194,7 @@ class StackConfig:
             worker_image_port=free_port(),
             worker_video_port=free_port(),
             files_port=free_port(),
+            console_port=free_port(),
             sandbox_port=free_port(),
             edge_metrics_port=free_port(),
             replicas=replicas,
@@ -223,7 +228,8 @@ class StackConfig:
         return [name for service in SERVICES for name in self.replica_names(service)]
 
     def port(self, name: str) -> int:
-        """The port process `name` listens on (gRPC, or HTTP for files and the sandbox)."""
+        """The port process `name` listens on (gRPC, or HTTP for files, the console and
+        the sandbox)."""
         service, index = split_name(name)
         first: int = getattr(self, f"{service.replace('-', '_')}_port")
         if index == 1:
@@ -236,6 +242,11 @@ class StackConfig:
         """The gRPC target that reaches every replica of `service`."""
         addrs = [f"127.0.0.1:{self.port(name)}" for name in self.replica_names(service)]
         return addrs[0] if len(addrs) == 1 else "ipv4:" + ",".join(addrs)
+
+    @property
+    def console_url(self) -> str:
+        """The web UI, through the edge."""
+        return f"{self.base_url}/"
 
     @property
     def sandbox_url(self) -> str:
@@ -259,6 +270,7 @@ class StackConfig:
             "AIPORT_PROVIDERS_ADDR": self.dial_addr("providers"),
             "AIPORT_JOBS_ADDR": self.dial_addr("jobs"),
             "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
+            "AIPORT_CONSOLE_ADDR": f"127.0.0.1:{self.console_port}",
             "AIPORT_BLOB_DIR": str(self.blob_dir or self.run_dir / "blobs"),
             "AIPORT_PUBLIC_URL": self.public_url or self.base_url,
             "AIPORT_AMQP_PREFIX": self.amqp_prefix,
@@ -384,7 +396,7 @@ class Stack:
 
     def _wait_ready(self, name: str) -> None:
         service, _ = split_name(name)
-        if service in ("sandbox", "files"):
+        if service in ("sandbox", "files", "console"):
             self._wait_http(name, f"http://127.0.0.1:{self.config.port(name)}/healthz")
         else:
             self._wait_grpc(name, f"127.0.0.1:{self.config.port(name)}")
@@ -401,6 +413,7 @@ class Stack:
             metrics_port=self.config.edge_metrics_port,
             gateways=endpoints("gateway"),
             files=endpoints("files"),
+            consoles=endpoints("console"),
             xff_num_trusted_hops=self.config.edge_xff_trusted_hops,
         )
 
@@ -492,10 +505,9 @@ class Stack:
 
     # -- readiness -----------------------------------------------------------
     def _wait_edge_hosts_healthy(self) -> None:
-        """Until Envoy's health checks have passed every gateway and files endpoint."""
-        expected = len(self.config.replica_names("gateway")) + len(
-            self.config.replica_names("files")
-        )
+        """Until Envoy's health checks have passed every gateway, files and console endpoint."""
+        clusters = ("gateway", "files", "console")
+        expected = sum(len(self.config.replica_names(name)) for name in clusters)
         url = f"http://127.0.0.1:{self.config.admin_port}/clusters"
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -507,7 +519,8 @@ class Stack:
             healthy = [
                 line
                 for line in text.splitlines()
-                if line.startswith(("gateway::", "files::")) and "::health_flags::healthy" in line
+                if line.startswith(tuple(f"{name}::" for name in clusters))
+                and "::health_flags::healthy" in line
             ]
             if len(healthy) >= expected:
                 return

@@ -223,6 +223,9 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     def static_url(name: str) -> str:
         return f"/static/{name}?v={static_files_[name].version}"
 
+    # Where the language switch brings the user back to (an error page: home,
+    # so a mistyped path, which may hold anything, is never echoed).
+    back_to = context.pop("current_path", request.path)
     page = (
         app[TEMPLATES]
         .get_template(template)
@@ -234,7 +237,7 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
                 for item in NAV
             ],
             languages=[(code, i18n.LANGUAGE_NAMES[code]) for code in i18n.LANGUAGES],
-            current_path=request.path,
+            current_path=back_to,
             public_url=app[PUBLIC_URL],
             static_url=static_url,
             modality_name=partial(_modality_name, lang),
@@ -384,6 +387,7 @@ def error_response(request: web.Request, status: int, allow: str | None = None) 
             "error.html",
             status=status,
             code=status,
+            current_path="/",
             title_key=f"{key}.title",
             body_key=f"{key}.body",
         )

@@ -182,7 +182,7 @@ async def test_a_browser_gets_a_friendly_404_page(console: Console) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert "Halaman tidak ditemukan" in response.text
-    assert marker not in response.text and "Traceback" not in response.text
+    assert "ZqNotHere" not in response.text and "Traceback" not in response.text
 
 
 async def test_a_tool_gets_our_json_error(console: Console) -> None:
