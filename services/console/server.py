@@ -30,7 +30,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 from markupsafe import Markup
 
-from services.common import metrics
+from services.common import metrics, requestctx
 from services.common.grpc_server import drain_seconds
 from services.common.logs import fields
 from services.common.settings import env, metrics_addr
@@ -94,6 +94,7 @@ DRAINING = web.AppKey("draining", asyncio.Event)
 # Request keys: the language, and the CSRF binding (security.py). An auth
 # middleware that runs before csrf_protection sets SESSION_BINDING to the session
 # token once sessions exist; until then the pre-session cookie binds the token.
+REQUEST_ID = web.RequestKey("request_id", str)
 LANG = web.RequestKey("lang", str)
 SESSION_BINDING = web.RequestKey("session_binding", str)
 NEW_CSRF_BINDING = web.RequestKey("new_csrf_binding", str)
@@ -145,7 +146,8 @@ def static_files(directory: Path = STATIC_DIR) -> dict[str, StaticFile]:
 
 def create_app(catalog: PriceSource, public_origin: str) -> web.Application:
     app = web.Application(
-        middlewares=[language, error_pages, csrf_protection], client_max_size=MAX_BODY_BYTES
+        middlewares=[request_id, language, error_pages, csrf_protection],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[CATALOG] = catalog
     app[PUBLIC_URL] = public_origin.rstrip("/")
@@ -212,7 +214,7 @@ def parse_addr(addr: str) -> tuple[str, int]:
 
 
 def lang_of(request: web.Request) -> str:
-    return request.get(LANG, i18n.FALLBACK)
+    return request[LANG] if LANG in request else i18n.FALLBACK
 
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
@@ -345,6 +347,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 # --- middlewares -------------------------------------------------------------------------
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The edge's request id on this request's log lines and on the gRPC calls it
+    makes (the gateway logs the same id)."""
+    request[REQUEST_ID] = requestctx.ensure(request.headers.get(requestctx.HTTP_HEADER))
+    token = requestctx.bind(request[REQUEST_ID])
+    try:
+        return await handler(request)
+    finally:
+        requestctx.unbind(token)
 
 
 @web.middleware
@@ -494,6 +508,7 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info(
             "request",
             extra=fields(
+                request_id=request.get(REQUEST_ID),
                 method=request.method,
                 route=route,
                 status=response.status,

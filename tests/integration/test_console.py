@@ -217,4 +217,14 @@ def test_api_keys_never_reach_the_console(
     log = stack.processes["console"].log_path.read_text(errors="replace")
     assert account.api_key not in log
     assert "ZqQuery" not in log  # the console logs routes, never paths or queries
-    assert '"route": "pricing"' in log
+    line = next(x for x in log.splitlines() if request_id in x)
+    assert '"route": "pricing"' in line and '"status": 200' in line
+
+
+def test_a_page_view_is_counted(stack: Stack, web: httpx.Client) -> None:
+    request_id = str(uuid.uuid4())
+    assert web.get("/pricing", headers={"x-request-id": request_id}).status_code == 200
+    metrics = httpx.get(stack.metrics_urls()["console"], timeout=10).text
+    assert re.search(
+        r'aiport_http_requests_total\{route="console:pricing",status="200"\} [1-9]', metrics
+    ), metrics[-2000:]
