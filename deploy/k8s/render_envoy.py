@@ -40,6 +40,7 @@ EDGE: Final = EdgeConfig(
     metrics_port=METRICS_PORT,
     gateways=(Endpoint(host="gateway", port=50050),),
     files=(Endpoint(host="files", port=9200),),
+    consoles=(Endpoint(host="console", port=9300),),
     xff_num_trusted_hops=XFF_TRUSTED_HOPS,
 )
 

@@ -1,6 +1,6 @@
 """Render the edge's Envoy config (ports, replicas and paths vary per run).
 
-The gateway and files clusters are STRICT_DNS: locally their endpoints are IPs
+The gateway, files and console clusters are STRICT_DNS: locally their endpoints are IPs
 (one per replica), in Kubernetes the name of a headless Service, which resolves
 to every ready pod.
 
@@ -48,6 +48,7 @@ class EdgeConfig:
     metrics_port: int  # a listener that serves only the admin's /stats/prometheus
     gateways: tuple[Endpoint, ...]
     files: tuple[Endpoint, ...]
+    consoles: tuple[Endpoint, ...]
     # Load balancers in front that append the client to x-forwarded-for (0: the
     # edge is reached directly; 1: one load balancer). More than there are lets
     # a client choose its own address.
@@ -167,6 +168,7 @@ def render(
         metrics_port=config.metrics_port,
         gateway_endpoints=_endpoints(config.gateways, "gateways"),
         files_endpoints=_endpoints(config.files, "files"),
+        console_endpoints=_endpoints(config.consoles, "consoles"),
         descriptor_path=str(descriptor.resolve()),
         lua_path=str(lua.resolve()),
         body_limit=BODY_LIMIT_BYTES,

@@ -132,6 +132,7 @@ ADDR_PORTS = {
     "AIPORT_JOBS_ADDR": "jobs_port",
     "AIPORT_FILES_ADDR": "files_port",
     "AIPORT_ACCOUNTS_ADDR": "accounts_port",
+    "AIPORT_CONSOLE_ADDR": "console_port",
 }
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # The documented variables make run maps onto StackConfig's fields (below).
@@ -292,7 +293,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     print(
         "aiport: starting billing, the mail sink, accounts, jobs, files, providers and workers,"
-        " gateway, edge ..."
+        " gateway, console, edge ..."
     )
     try:
         stack.start()
@@ -313,6 +314,7 @@ def main() -> int:
         f"""
 aiport is running on {base}   (logs: {config.run_dir})
 
+  web console   {config.console_url}   (home, pricing, API docs)
   demo account  {account_id}   balance {balance} IDR
   demo API key  {key}   (the same every run: {STATE_DIR / DEMO_KEY_FILE})
 

@@ -47,6 +47,8 @@ SERVICES = (
     "worker-image",
     "worker-video",
     "gateway",
+    # The web UI: shows the gateway's catalog, so it comes after it.
+    "console",
 )
 # Services that run `replicas` processes each (the sandbox and the mail sink
 # stand in for the outside world: always one).
@@ -92,6 +94,7 @@ DEFAULT_METRICS_PORTS = {
     "jobs": 9313,
     "files": 9314,
     "accounts": 9315,
+    "console": 9316,
     "worker-image": 9320,
     "worker-video": 9321,
 }
@@ -164,6 +167,7 @@ class StackConfig:
     worker_image_port: int = 50060
     worker_video_port: int = 50061
     files_port: int = 9200
+    console_port: int = 9300
     sandbox_port: int = 9100
     # Prometheus /metrics per process (AIPORT_METRICS_ADDR); the edge's on metrics_port.
     edge_metrics_port: int = 9902
@@ -212,6 +216,7 @@ class StackConfig:
             worker_image_port=free_port(),
             worker_video_port=free_port(),
             files_port=free_port(),
+            console_port=free_port(),
             sandbox_port=free_port(),
             edge_metrics_port=free_port(),
             replicas=replicas,
@@ -247,7 +252,8 @@ class StackConfig:
         return [name for service in SERVICES for name in self.replica_names(service)]
 
     def port(self, name: str) -> int:
-        """The port process `name` listens on (gRPC, or HTTP for files and the sandbox)."""
+        """The port process `name` listens on (gRPC, or HTTP for files, the console and
+        the sandbox)."""
         service, index = split_name(name)
         first: int = getattr(self, f"{service.replace('-', '_')}_port")
         if index == 1:
@@ -269,6 +275,11 @@ class StackConfig:
     def mail_folder(self) -> Path:
         """Where the mail sink keeps what accounts sends."""
         return self.mail_dir or self.run_dir / "mail"
+
+    @property
+    def console_url(self) -> str:
+        """The web UI, through the edge."""
+        return f"{self.base_url}/"
 
     @property
     def sandbox_url(self) -> str:
@@ -293,6 +304,7 @@ class StackConfig:
             "AIPORT_JOBS_ADDR": self.dial_addr("jobs"),
             "AIPORT_ACCOUNTS_ADDR": self.accounts_addr,
             "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
+            "AIPORT_CONSOLE_ADDR": f"127.0.0.1:{self.console_port}",
             "AIPORT_BLOB_DIR": str(self.blob_dir or self.run_dir / "blobs"),
             "AIPORT_PUBLIC_URL": self.public_url or self.base_url,
             "AIPORT_AMQP_PREFIX": self.amqp_prefix,
@@ -438,7 +450,7 @@ class Stack:
 
     def _wait_ready(self, name: str) -> None:
         service, _ = split_name(name)
-        if service in ("sandbox", "files"):
+        if service in ("sandbox", "files", "console"):
             self._wait_http(name, f"http://127.0.0.1:{self.config.port(name)}/healthz")
         elif service == "mail-sink":
             self._wait_tcp(name, self.config.mail_sink_port)
@@ -457,6 +469,7 @@ class Stack:
             metrics_port=self.config.edge_metrics_port,
             gateways=endpoints("gateway"),
             files=endpoints("files"),
+            consoles=endpoints("console"),
             xff_num_trusted_hops=self.config.edge_xff_trusted_hops,
         )
 
@@ -548,10 +561,9 @@ class Stack:
 
     # -- readiness -----------------------------------------------------------
     def _wait_edge_hosts_healthy(self) -> None:
-        """Until Envoy's health checks have passed every gateway and files endpoint."""
-        expected = len(self.config.replica_names("gateway")) + len(
-            self.config.replica_names("files")
-        )
+        """Until Envoy's health checks have passed every gateway, files and console endpoint."""
+        clusters = ("gateway", "files", "console")
+        expected = sum(len(self.config.replica_names(name)) for name in clusters)
         url = f"http://127.0.0.1:{self.config.admin_port}/clusters"
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -563,7 +575,8 @@ class Stack:
             healthy = [
                 line
                 for line in text.splitlines()
-                if line.startswith(("gateway::", "files::")) and "::health_flags::healthy" in line
+                if line.startswith(tuple(f"{name}::" for name in clusters))
+                and "::health_flags::healthy" in line
             ]
             if len(healthy) >= expected:
                 return

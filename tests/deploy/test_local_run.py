@@ -20,6 +20,7 @@ NOT_UPSTREAM_CALLERS = (
     "billing",
     "jobs",
     "files",
+    "console",
     "sandbox",
     "accounts",
     "mail-sink",
@@ -119,11 +120,17 @@ def test_the_tests_stack_ignores_the_developers_settings(
 
 def test_make_run_uses_the_ports_of_the_address_variables(tmp_path: Path) -> None:
     config = stack_config(
-        {"AIPORT_BILLING_ADDR": "127.0.0.1:6051", "AIPORT_FILES_ADDR": "localhost:6200"},
+        {
+            "AIPORT_BILLING_ADDR": "127.0.0.1:6051",
+            "AIPORT_FILES_ADDR": "localhost:6200",
+            "AIPORT_CONSOLE_ADDR": "127.0.0.1:6300",
+        },
         tmp_path,
     )
     assert config.billing_addr == "127.0.0.1:6051"
     assert config.env("gateway")["AIPORT_FILES_ADDR"] == "127.0.0.1:6200"
+    assert config.env("console")["AIPORT_LISTEN_ADDR"] == "127.0.0.1:6300"
+    assert config.console_url == "http://127.0.0.1:8080/"
     with pytest.raises(ConfigError, match="AIPORT_JOBS_ADDR"):
         stack_config({"AIPORT_JOBS_ADDR": "dns:///jobs:50053"}, tmp_path)
     with pytest.raises(ConfigError, match="AIPORT_JOB_TIMEOUT_SECONDS"):

@@ -85,6 +85,7 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
     "worker-video": LISTEN
     | {"AIPORT_AMQP_URL", "AIPORT_JOBS_ADDR", "AIPORT_PROVIDERS", "AIPORT_BLOB_DIR"},
     "files": LISTEN | {"AIPORT_BLOB_DIR"},
+    "console": LISTEN | {"AIPORT_GATEWAY_ADDR", "AIPORT_PUBLIC_URL"},
     "aiport-migrate": frozenset({"AIPORT_DATABASE_URL"}),
 }
 SERVICES: Final = (
@@ -97,6 +98,7 @@ SERVICES: Final = (
     "worker-image",
     "worker-video",
     "files",
+    "console",
 )
 GRPC_BACKENDS: Final = ("gateway", "billing", "providers", "jobs", "accounts")
 
@@ -269,13 +271,14 @@ def test_network_policies_let_only_real_callers_in(overlay: str) -> None:
                     found.add(peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name", "*"))
         return found
 
-    assert callers("gateway") == {"edge"}
+    assert callers("gateway") == {"edge", "console"}
     assert callers("billing") == {"gateway", "jobs", "accounts"}
     # No caller yet: the console (its own policy) will be the first.
     assert callers("accounts") == set()
     assert callers("providers") == {"gateway"}
     assert callers("jobs") == {"gateway", "worker-image", "worker-video"}
     assert callers("files") == {"edge"}
+    assert callers("console") == {"edge"}
     assert callers("edge") == {"*"}
 
 

@@ -75,6 +75,7 @@ def test_rendered_config_has_a_405_route_per_public_path() -> None:
         metrics_port=9902,
         gateways=(Endpoint("127.0.0.1", 50050),),
         files=(Endpoint("127.0.0.1", 9200),),
+        consoles=(Endpoint("127.0.0.1", 9300),),
     )
     doc = yaml.safe_load(render(config, DESCRIPTORS))
     manager = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -97,3 +98,41 @@ def test_rendered_config_has_a_405_route_per_public_path() -> None:
         {"name": "x-envoy-original-path", "present_match": True}
     ]
     assert method_routes({}) == ""
+
+
+def test_everything_but_the_api_and_files_goes_to_the_console() -> None:
+    config = EdgeConfig(
+        listen_host="127.0.0.1",
+        listen_port=8080,
+        admin_port=9901,
+        metrics_port=9902,
+        gateways=(Endpoint("127.0.0.1", 50050),),
+        files=(Endpoint("127.0.0.1", 9200),),
+        consoles=(Endpoint("127.0.0.1", 9300), Endpoint("127.0.0.1", 9400)),
+    )
+    doc = yaml.safe_load(render(config, DESCRIPTORS))
+    manager = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    # The console is the last route, a catch-all; before it, unknown API paths
+    # (and gRPC method paths sent by a client) are the edge's own JSON 404.
+    *others, console = routes
+    assert console["match"] == {"prefix": "/"}
+    assert console["route"]["cluster"] == "console"
+    per_filter = console["typed_per_filter_config"]
+    assert per_filter["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+    assert per_filter["envoy.filters.http.lua"]["filter_context"] == {"surface": "console"}
+    reserved = [r for r in others if r.get("direct_response", {}).get("status") == 404]
+    assert [r["match"] for r in reserved] == [
+        {"path_separated_prefix": "/v1"},
+        {"prefix": "/aiport."},
+    ]
+    assert others.index(reserved[0]) > max(
+        i for i, r in enumerate(others) if r.get("direct_response", {}).get("status") == 405
+    )
+    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
+    endpoints = clusters["console"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints] == [
+        9300,
+        9400,
+    ]
+    assert clusters["console"]["health_checks"][0]["http_health_check"] == {"path": "/healthz"}

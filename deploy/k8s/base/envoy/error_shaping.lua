@@ -78,12 +78,13 @@ local function credential_value(value)
   return string.find(lower, "aip_", 1, true) ~= nil or starts(lower, "bearer ") or starts(lower, "sk-")
 end
 
--- The path with credential-looking query values replaced, and key-looking
--- text anywhere in it too. Returns nil when nothing changes.
-local function redacted_path(path)
+-- The path with credential-looking query values replaced (when
+-- `redact_query`; the console reads its own tokens there), and key-looking text
+-- anywhere in it too. Returns nil when nothing changes.
+local function redacted_path(path, redact_query)
   local base, query = string.match(path, "^([^?]*)%?(.*)$")
   local changed = false
-  if query ~= nil then
+  if query ~= nil and redact_query then
     local parts = {}
     for pair in string.gmatch(query, "[^&]*") do
       if pair ~= "" then
@@ -107,6 +108,21 @@ local function redacted_path(path)
   return nil
 end
 
+-- Which public surface a route serves: "api" (the REST API, transcoded to
+-- gRPC), or "console" (the web UI: the console route's filter_context says so).
+-- The console is a browser surface: its state lives in cookies (the language
+-- now, sessions later) and its links may carry one-time tokens in the query
+-- (an email verification), so there it keeps Cookie and the query string, and
+-- drops Authorization instead (no API key has any business there).
+local function surface(handle)
+  for name, value in pairs(handle:filterContext()) do
+    if name == "surface" then
+      return value
+    end
+  end
+  return "api"
+end
+
 -- Before a request becomes gRPC:
 -- * A gRPC call (application/grpc...) is refused: the edge serves the REST API
 --   only, never a call straight to a service (billing's, say).
@@ -123,16 +139,19 @@ function envoy_on_request(handle)
     handle:respond({ [":status"] = "404", ["content-type"] = "application/json" }, NOT_FOUND)
     return
   end
+  local console = surface(handle) == "console"
   local auth = headers:get("authorization")
-  if auth ~= nil and string.find(auth, "[^\32-\126]") ~= nil then
+  if not console and auth ~= nil and string.find(auth, "[^\32-\126]") ~= nil then
     handle:respond({ [":status"] = "401", ["content-type"] = "application/json" }, UNAUTHORIZED)
     return
   end
   local unfit = nil
   for name, value in pairs(headers) do
-    if string.sub(name, 1, 1) ~= ":" and name ~= "authorization" and (
-        string.find(name, "[^0-9a-z_.%-]") ~= nil or internal(name)
-        or credential_name(name) or credential_value(value)) then
+    local kept = (name == "authorization" and not console) or (name == "cookie" and console)
+    if string.sub(name, 1, 1) ~= ":" and (
+        (console and name == "authorization")
+        or (not kept and (string.find(name, "[^0-9a-z_.%-]") ~= nil or internal(name)
+                          or credential_name(name) or credential_value(value)))) then
       unfit = unfit or {}
       table.insert(unfit, name)
     end
@@ -142,13 +161,15 @@ function envoy_on_request(handle)
       headers:remove(name)
     end
   end
-  local path = redacted_path(headers:get(":path") or "")
+  local path = redacted_path(headers:get(":path") or "", not console)
   if path ~= nil then
     headers:replace(":path", path)
     handle:clearRouteCache()
   end
 end
 
+-- The same on every route, the console's too: the console never sends these
+-- headers, but Envoy's own reply to a gRPC request it refused does.
 function envoy_on_response(handle)
   local h = handle:headers()
   local err = h:get("x-aiport-error")
