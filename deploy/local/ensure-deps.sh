@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL and RabbitMQ answer on 127.0.0.1 (the defaults of
-# AIPORT_DATABASE_URL / AIPORT_AMQP_URL). Uses running servers as they are;
+# Make sure PostgreSQL, RabbitMQ and Redis answer on 127.0.0.1 (the defaults of
+# AIPORT_DATABASE_URL / AIPORT_AMQP_URL / AIPORT_REDIS_URL). Uses running servers as they are;
 # on Debian/Ubuntu as root, installs and starts what is missing; otherwise
 # prints the exact steps and fails.
 set -euo pipefail
 
-PG_HOST=127.0.0.1 PG_PORT=5432 MQ_HOST=127.0.0.1 MQ_PORT=5672
+PG_HOST=127.0.0.1 PG_PORT=5432 MQ_HOST=127.0.0.1 MQ_PORT=5672 REDIS_HOST=127.0.0.1 REDIS_PORT=6379
 
 up() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 wait_up() { for _ in $(seq 1 60); do up "$1" "$2" && return 0; sleep 1; done; return 1; }
@@ -57,6 +57,26 @@ STEPS
   wait_up $MQ_HOST $MQ_PORT || { echo "deps: RabbitMQ did not start" >&2; return 1; }
 }
 
+ensure_redis() {
+  up $REDIS_HOST $REDIS_PORT && return 0
+  if ! can_install; then
+    cat >&2 <<'STEPS'
+Redis is not answering on 127.0.0.1:6379 (accounts keeps its rate limits there). E.g. on Debian/Ubuntu:
+  sudo apt-get update && sudo apt-get install -y redis-server
+  sudo redis-server --daemonize yes --bind 127.0.0.1 --port 6379
+or point AIPORT_REDIS_URL at a Redis you have.
+STEPS
+    return 1
+  fi
+  if ! command -v redis-server >/dev/null; then
+    echo "deps: installing Redis ..."; apt_install redis-server
+  fi
+  echo "deps: starting Redis ..."
+  redis-server --daemonize yes --bind 127.0.0.1 --port $REDIS_PORT >/dev/null || true
+  wait_up $REDIS_HOST $REDIS_PORT || { echo "deps: Redis did not start" >&2; return 1; }
+}
+
 # A custom URL means the operator runs their own servers: trust it.
 if [ -z "${AIPORT_DATABASE_URL:-}" ]; then ensure_postgres; fi
 if [ -z "${AIPORT_AMQP_URL:-}" ]; then ensure_rabbitmq; fi
+if [ -z "${AIPORT_REDIS_URL:-}" ]; then ensure_redis; fi

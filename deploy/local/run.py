@@ -31,12 +31,15 @@ DEMO_MINIMUM_IDR = "100000"
 DEMO_TOPUP_IDR = "1000000"
 # aiportctl's token for this run (services/billing/cli.py reads it; mode 0600).
 ADMIN_TOKEN_FILE = STATE_DIR / "admin.token"
+# The accounts CLI's (services/accounts/cli.py reads it; mode 0600).
+ACCOUNTS_ADMIN_TOKEN_FILE = STATE_DIR / "accounts-admin.token"
 
 
-def write_admin_token(token: str) -> None:
+def write_admin_token(token: str, path: Path | None = None) -> None:
     """Leave this run's admin token where aiportctl finds it, readable only by us."""
-    ADMIN_TOKEN_FILE.unlink(missing_ok=True)
-    fd = os.open(ADMIN_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    path = ADMIN_TOKEN_FILE if path is None else path
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
 
@@ -128,6 +131,7 @@ ADDR_PORTS = {
     "AIPORT_PROVIDERS_ADDR": "providers_port",
     "AIPORT_JOBS_ADDR": "jobs_port",
     "AIPORT_FILES_ADDR": "files_port",
+    "AIPORT_ACCOUNTS_ADDR": "accounts_port",
 }
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # The documented variables make run maps onto StackConfig's fields (below).
@@ -136,6 +140,10 @@ MAPPED = frozenset(
         "AIPORT_DATABASE_URL",
         "AIPORT_AMQP_URL",
         "AIPORT_AMQP_PREFIX",
+        "AIPORT_REDIS_URL",
+        "AIPORT_REDIS_PREFIX",
+        "AIPORT_MAIL_DIR",
+        "AIPORT_MAIL_SINK_PORT",
         "AIPORT_BLOB_DIR",
         "AIPORT_PUBLIC_URL",
         "AIPORT_JOB_TIMEOUT_SECONDS",
@@ -205,6 +213,10 @@ def stack_config(environ: Mapping[str, str], state_dir: Path) -> StackConfig:
     config = StackConfig(
         database_url=get("AIPORT_DATABASE_URL") or settings.database_url(),
         amqp_url=get("AIPORT_AMQP_URL") or settings.amqp_url(),
+        redis_url=get("AIPORT_REDIS_URL") or settings.redis_url(),
+        redis_prefix=get("AIPORT_REDIS_PREFIX") or "aiport",
+        mail_dir=Path(get("AIPORT_MAIL_DIR") or state_dir / "mail").absolute(),
+        mail_sink_port=_whole(environ, "AIPORT_MAIL_SINK_PORT", 2525),
         run_dir=state_dir / "logs",
         blob_dir=Path(get("AIPORT_BLOB_DIR") or state_dir / "blobs").absolute(),
         public_url=get("AIPORT_PUBLIC_URL"),
@@ -278,10 +290,14 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print("aiport: starting billing, jobs, files, providers and workers, gateway, edge ...")
+    print(
+        "aiport: starting billing, the mail sink, accounts, jobs, files, providers and workers,"
+        " gateway, edge ..."
+    )
     try:
         stack.start()
         write_admin_token(config.admin_token)
+        write_admin_token(config.accounts_admin_token, ACCOUNTS_ADMIN_TOKEN_FILE)
         account_id, key, balance = seed_demo(config.billing_addr, STATE_DIR, config.admin_token)
     except Exception as exc:
         stack.stop()
@@ -314,7 +330,12 @@ Try it:
 
   curl {base}/v1/balance -H "Authorization: Bearer {key}"
 
+Mail sent by accounts (sign-up, password reset) is caught, not delivered:
+  files       {config.mail_folder}/*.eml
+  the latest  .venv/bin/python -m sandbox.mail_sink latest EMAIL
+
 Operator CLI: .venv/bin/aiportctl --help      Ctrl-C stops everything.
+Operators:    .venv/bin/python -m services.accounts.cli grant-operator EMAIL
 Prometheus:   {metrics}
 """,
         flush=True,

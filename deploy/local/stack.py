@@ -2,7 +2,7 @@
 
 Each service runs as its own OS process (as in production), in its own session
 so a terminal's Ctrl-C reaches only the launcher, which stops them in order.
-With `replicas` > 1 every service but the sandbox runs that many processes,
+With `replicas` > 1 every service but the sandbox and the mail sink runs that many processes,
 named "<service>", "<service>-2", ..., each on its own port; peers dial all of
 them (`ipv4:127.0.0.1:p1,127.0.0.1:p2`, round robin) and the edge balances
 over the gateways and the files servers.
@@ -39,6 +39,8 @@ READY_TIMEOUT_SECONDS = 30.0
 SERVICES = (
     "billing",
     "sandbox",
+    "mail-sink",
+    "accounts",
     "files",
     "providers",
     "jobs",
@@ -46,20 +48,22 @@ SERVICES = (
     "worker-video",
     "gateway",
 )
-# Services that run `replicas` processes each (the sandbox stands in for the
-# outside world: always one).
-REPLICATED = tuple(name for name in SERVICES if name != "sandbox")
+# Services that run `replicas` processes each (the sandbox and the mail sink
+# stand in for the outside world: always one).
+OUTSIDE = ("sandbox", "mail-sink")
+REPLICATED = tuple(name for name in SERVICES if name not in OUTSIDE)
 MAX_REPLICAS = 8
 # make run's ports for replica k: the service's port + (k - 1) * this.
 REPLICA_PORT_STEP = 100
 # Services that own a schema, migrated before anything starts.
-MIGRATED = ("billing", "jobs")
+MIGRATED = ("billing", "jobs", "accounts")
 STOP_TIMEOUT_SECONDS = 15.0
 # What each process may see beyond the settings every process shares, as in
 # deploy/k8s: the database's and the broker's URLs carry passwords; the
 # variables the providers file reads (upstream keys and base URLs) and the
 # sandbox's key go only to the processes that call upstreams.
-DATABASE_USERS = frozenset({"billing", "jobs"})
+DATABASE_USERS = frozenset({"billing", "jobs", "accounts"})
+REDIS_USERS = frozenset({"accounts"})
 BROKER_USERS = frozenset({"jobs", "worker-image", "worker-video"})
 UPSTREAM_CALLERS = frozenset({"providers", "worker-image", "worker-video"})
 # The only variables a process inherits from the launcher's environment: the
@@ -87,12 +91,13 @@ DEFAULT_METRICS_PORTS = {
     "providers": 9312,
     "jobs": 9313,
     "files": 9314,
+    "accounts": 9315,
     "worker-image": 9320,
     "worker-video": 9321,
 }
 # Which processes call billing, and jobs' JobState, as which caller
 # (services/common/service_auth.py).
-BILLING_CALLER = {"gateway": "gateway", "jobs": "jobs"}
+BILLING_CALLER = {"gateway": "gateway", "jobs": "jobs", "accounts": "accounts"}
 JOBS_CALLER = {"gateway": "gateway", "worker-image": "worker", "worker-video": "worker"}
 
 
@@ -104,6 +109,11 @@ def new_service_tokens() -> dict[str, str]:
 def new_jobs_tokens() -> dict[str, str]:
     """A fresh random token per JobState caller, distinct from billing's."""
     return {caller: secrets.token_urlsafe(32) for caller in service_auth.JOBS_CALLERS}
+
+
+def new_accounts_tokens() -> dict[str, str]:
+    """A fresh random token per caller of the accounts service."""
+    return {caller: secrets.token_urlsafe(32) for caller in service_auth.ACCOUNTS_CALLERS}
 
 
 def split_name(name: str) -> tuple[str, int]:
@@ -137,6 +147,9 @@ class StackConfig:
     # The broker's location, like the database's (not a tunable): the local default
     # unless AIPORT_AMQP_URL says where RabbitMQ runs.
     amqp_url: str = field(default_factory=settings.amqp_url)
+    # Redis (rate limits), likewise; keys start with redis_prefix.
+    redis_url: str = field(default_factory=settings.redis_url)
+    redis_prefix: str = "aiport"
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
     admin_port: int = 9901
@@ -144,6 +157,10 @@ class StackConfig:
     billing_port: int = 50051
     providers_port: int = 50052
     jobs_port: int = 50053
+    accounts_port: int = 50054
+    # The local SMTP sink accounts mails through; it keeps them in mail_dir.
+    mail_sink_port: int = 2525
+    mail_dir: Path | None = None  # default: <run_dir>/mail
     worker_image_port: int = 50060
     worker_video_port: int = 50061
     files_port: int = 9200
@@ -175,6 +192,9 @@ class StackConfig:
     service_tokens: dict[str, str] = field(default_factory=new_service_tokens)
     # JobState's callers' tokens: jobs gets all, the gateway and workers their own.
     jobs_tokens: dict[str, str] = field(default_factory=new_jobs_tokens)
+    # The accounts service's callers' tokens: accounts gets all; "admin" is for
+    # the accounts CLI and the tests (the console will get "console").
+    accounts_tokens: dict[str, str] = field(default_factory=new_accounts_tokens)
 
     @classmethod
     def on_free_ports(cls, database_url: str, run_dir: Path, replicas: int = 1) -> StackConfig:
@@ -187,6 +207,8 @@ class StackConfig:
             billing_port=free_port(),
             providers_port=free_port(),
             jobs_port=free_port(),
+            accounts_port=free_port(),
+            mail_sink_port=free_port(),
             worker_image_port=free_port(),
             worker_video_port=free_port(),
             files_port=free_port(),
@@ -195,9 +217,11 @@ class StackConfig:
             replicas=replicas,
             # Fresh queue names per run: runs never see each other's messages.
             amqp_prefix=f"aiport-test-{uuid.uuid4().hex[:8]}",
+            # And fresh rate-limit counters.
+            redis_prefix=f"aiport-test-{uuid.uuid4().hex[:8]}",
         )
         for name in config.process_names():
-            if name != "sandbox":
+            if name not in OUTSIDE:
                 config.metrics_ports[name] = free_port()
             if split_name(name)[1] > 1:
                 config.replica_ports[name] = free_port()
@@ -238,6 +262,15 @@ class StackConfig:
         return addrs[0] if len(addrs) == 1 else "ipv4:" + ",".join(addrs)
 
     @property
+    def accounts_addr(self) -> str:
+        return self.dial_addr("accounts")
+
+    @property
+    def mail_folder(self) -> Path:
+        """Where the mail sink keeps what accounts sends."""
+        return self.mail_dir or self.run_dir / "mail"
+
+    @property
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.sandbox_port}"
 
@@ -245,7 +278,7 @@ class StackConfig:
         """The /metrics port of process `name`: fixed defaults unless assigned."""
         service, index = split_name(name)
         if service not in DEFAULT_METRICS_PORTS:
-            return None  # the sandbox has none; the edge's is edge_metrics_port
+            return None  # the sandbox and mail sink have none; the edge's is edge_metrics_port
         if name not in self.metrics_ports:
             port = DEFAULT_METRICS_PORTS[service] + REPLICA_PORT_STEP * (index - 1)
             self.metrics_ports[name] = port
@@ -258,6 +291,7 @@ class StackConfig:
             "AIPORT_BILLING_ADDR": self.billing_addr,
             "AIPORT_PROVIDERS_ADDR": self.dial_addr("providers"),
             "AIPORT_JOBS_ADDR": self.dial_addr("jobs"),
+            "AIPORT_ACCOUNTS_ADDR": self.accounts_addr,
             "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
             "AIPORT_BLOB_DIR": str(self.blob_dir or self.run_dir / "blobs"),
             "AIPORT_PUBLIC_URL": self.public_url or self.base_url,
@@ -284,6 +318,14 @@ class StackConfig:
             env["AIPORT_DATABASE_URL"] = self.database_url
         if service in BROKER_USERS:
             env["AIPORT_AMQP_URL"] = self.amqp_url
+        if service in REDIS_USERS:
+            env["AIPORT_REDIS_URL"] = self.redis_url
+            env["AIPORT_REDIS_PREFIX"] = self.redis_prefix
+        if service == "accounts" and "AIPORT_SMTP_HOST" not in self.extra_env:
+            # The local sink, unless the user named a real SMTP server.
+            env["AIPORT_SMTP_HOST"] = "127.0.0.1"
+            env["AIPORT_SMTP_PORT"] = str(self.mail_sink_port)
+            env["AIPORT_SMTP_STARTTLS"] = "0"
         if service == "sandbox" or service in UPSTREAM_CALLERS:
             env["AIPORT_SANDBOX_API_KEY"] = self.sandbox_api_key
         if service in UPSTREAM_CALLERS:
@@ -311,6 +353,9 @@ class StackConfig:
         if service == "jobs":
             for caller, token in self.jobs_tokens.items():
                 env[service_auth.JOBS_CALLER_TOKEN_ENV[caller]] = token
+        if service == "accounts":
+            for caller, token in self.accounts_tokens.items():
+                env[service_auth.ACCOUNTS_CALLER_TOKEN_ENV[caller]] = token
         if service in BILLING_CALLER:
             env[service_auth.TOKEN_ENV] = self.service_tokens[BILLING_CALLER[service]]
         if service in JOBS_CALLER:
@@ -321,6 +366,11 @@ class StackConfig:
     def admin_token(self) -> str:
         """What aiportctl and the tests present to billing."""
         return self.service_tokens["admin"]
+
+    @property
+    def accounts_admin_token(self) -> str:
+        """What the accounts CLI and the tests present to accounts."""
+        return self.accounts_tokens["admin"]
 
 
 @dataclass
@@ -377,6 +427,10 @@ class Stack:
             addr = f"127.0.0.1:{self.config.port(name)}"
             argv = ["-m", "services.providers.worker_main", "--kind", kind, "--addr", addr]
             self.spawn(name, [sys.executable, *argv])
+        elif service == "mail-sink":
+            port, folder = str(self.config.mail_sink_port), str(self.config.mail_folder)
+            argv = ["-m", "sandbox.mail_sink", "serve", "--port", port, "--dir", folder]
+            self.spawn(name, [sys.executable, *argv])
         else:
             # The sandbox is test and demo equipment, a top-level package beside services/.
             module = "sandbox" if service == "sandbox" else f"services.{service}"
@@ -386,6 +440,8 @@ class Stack:
         service, _ = split_name(name)
         if service in ("sandbox", "files"):
             self._wait_http(name, f"http://127.0.0.1:{self.config.port(name)}/healthz")
+        elif service == "mail-sink":
+            self._wait_tcp(name, self.config.mail_sink_port)
         else:
             self._wait_grpc(name, f"127.0.0.1:{self.config.port(name)}")
 
@@ -531,6 +587,17 @@ class Stack:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{name} not ready at {url} after {READY_TIMEOUT_SECONDS}s")
+
+    def _wait_tcp(self, name: str, port: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{name} not listening on {port} after {READY_TIMEOUT_SECONDS}s")
 
     def _wait_grpc(self, name: str, addr: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS

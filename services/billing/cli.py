@@ -9,6 +9,7 @@
     aiportctl ledger verify [--database URL]
     aiportctl report revenue --from DATE --to DATE [--database URL]
     aiportctl report liabilities [--database URL]
+    aiportctl operator grant|revoke EMAIL_OR_USER_ID | user find EMAIL_OR_USER_ID
 
 `--json` (anywhere) prints exactly one JSON object; IDR amounts are decimal
 strings. `ledger` prints one page (newest first), the total of the entries it
@@ -25,6 +26,9 @@ billing is down. `ledger verify` proves every cached balance equals the sum of
 its postings and every transaction balances; it exits 2 and prints the
 differences when any is found. `report revenue` covers [--from, --to): dates
 (YYYY-MM-DD, UTC) or RFC 3339 times.
+
+`operator` and `user` are about people, whom the accounts service owns: they
+are answered by services/accounts/cli.py (`--accounts HOST:PORT`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import grpc
 import psycopg
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
+from services.accounts import cli as accounts_cli
 from services.common import service_auth, settings
 
 from . import audit, rules
@@ -467,6 +472,9 @@ def _emit_error(error: CliError, as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
+    people = accounts_cli.from_aiportctl(raw)
+    if people is not None:
+        return accounts_cli.main(people, prog="aiportctl")
     as_json = "--json" in raw
     try:
         args, as_json, billing = _split_global_flags(raw)

@@ -10,11 +10,11 @@ Provisioning (deploy/k8s/README.md, deploy/local/stack.py):
 - a caller reads its own token from AIPORT_SERVICE_TOKEN (or a file named by
   AIPORT_SERVICE_TOKEN_FILE) and sends it on its billing channel only;
 - billing reads one token per caller from AIPORT_SERVICE_TOKEN_<CALLER>
-  (GATEWAY, JOBS, ADMIN), or a file named by AIPORT_SERVICE_TOKEN_<CALLER>_FILE,
+  (GATEWAY, JOBS, ADMIN, ACCOUNTS), or a file named by AIPORT_SERVICE_TOKEN_<CALLER>_FILE,
   and refuses to start without them.
 - the jobs service's JobState works the same way with tokens of its own:
   callers send AIPORT_JOBS_TOKEN, jobs reads AIPORT_JOBS_TOKEN_GATEWAY and
-  AIPORT_JOBS_TOKEN_WORKER.
+  AIPORT_JOBS_TOKEN_WORKER; and the accounts service's (ACCOUNTS_CALLERS).
 
 Tokens are compared in constant time and never logged. Health checks need no
 token (kubelets and load balancers have none).
@@ -77,10 +77,13 @@ _ADMIN = (
     "ListUsage",
     "SummarizeUsage",
 )
+# The accounts service opens a billing account for each new user, nothing more.
+_ACCOUNTS = ("CreateAccount",)
 BILLING_CALLERS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset(BILLING + m for m in _GATEWAY),
     "jobs": frozenset(BILLING + m for m in _JOBS),
     "admin": frozenset(BILLING + m for m in _ADMIN),
+    "accounts": frozenset(BILLING + m for m in _ACCOUNTS),
 }
 
 # The jobs service's JobState decides which hold a job captures: only the
@@ -109,11 +112,40 @@ JOBS_CALLER_TOKEN_ENV: Mapping[str, str] = {
 }
 
 
+# The accounts service (people and sessions): the console signs people up and in
+# and finds users for operators; only aiportctl ("admin") grants the operator
+# role. Tokens of its own again: callers send AIPORT_ACCOUNTS_TOKEN, accounts
+# reads AIPORT_ACCOUNTS_TOKEN_CONSOLE and AIPORT_ACCOUNTS_TOKEN_ADMIN.
+ACCOUNTS = "/aiport.v1.Accounts/"
+ACCOUNTS_TOKEN_ENV = "AIPORT_ACCOUNTS_TOKEN"
+_ACCOUNTS_CONSOLE = (
+    "SignUp",
+    "ResendVerification",
+    "VerifyEmail",
+    "LogIn",
+    "ResolveSession",
+    "LogOut",
+    "RequestPasswordReset",
+    "ResetPassword",
+    "ChangePassword",
+    "FindUser",
+)
+ACCOUNTS_CALLERS: Mapping[str, frozenset[str]] = {
+    "console": frozenset(ACCOUNTS + m for m in _ACCOUNTS_CONSOLE),
+    "admin": frozenset(ACCOUNTS + m for m in (*_ACCOUNTS_CONSOLE, "SetOperator")),
+}
+ACCOUNTS_CALLER_TOKEN_ENV: Mapping[str, str] = {
+    "console": "AIPORT_ACCOUNTS_TOKEN_CONSOLE",
+    "admin": "AIPORT_ACCOUNTS_TOKEN_ADMIN",
+}
+
+
 # Where billing reads each caller's token (or from the file named by NAME_FILE).
 CALLER_TOKEN_ENV: Mapping[str, str] = {
     "gateway": "AIPORT_SERVICE_TOKEN_GATEWAY",
     "jobs": "AIPORT_SERVICE_TOKEN_JOBS",
     "admin": "AIPORT_SERVICE_TOKEN_ADMIN",
+    "accounts": "AIPORT_SERVICE_TOKEN_ACCOUNTS",
 }
 
 

@@ -60,6 +60,15 @@ def jobs_addr() -> str:
     return env("AIPORT_JOBS_ADDR", "127.0.0.1:50053")
 
 
+def accounts_addr() -> str:
+    return env("AIPORT_ACCOUNTS_ADDR", "127.0.0.1:50054")
+
+
+def redis_url() -> str:
+    """The Redis that holds state shared by replicas and cheap to lose (rate limits)."""
+    return env("AIPORT_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
 def listen_addr(default: str) -> str:
     """Where this process listens. In a cluster a service listens on 0.0.0.0 while
     its peers dial it by name, so AIPORT_LISTEN_ADDR overrides the service's own

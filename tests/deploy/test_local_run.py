@@ -14,7 +14,16 @@ from services.common.settings import PROJECT_ROOT
 
 REAL_PROVIDERS = PROJECT_ROOT / "config" / "providers.yaml"
 UPSTREAM_CALLERS = ("providers", "worker-image", "worker-video")
-NOT_UPSTREAM_CALLERS = ("edge", "gateway", "billing", "jobs", "files", "sandbox")
+NOT_UPSTREAM_CALLERS = (
+    "edge",
+    "gateway",
+    "billing",
+    "jobs",
+    "files",
+    "sandbox",
+    "accounts",
+    "mail-sink",
+)
 
 
 @pytest.fixture
@@ -72,11 +81,13 @@ def test_secrets_reach_only_the_services_that_use_them(tmp_path: Path) -> None:
             "AIPORT_DATABASE_URL": "postgresql+psycopg://u:dbpass@db/aiport",
             "AIPORT_AMQP_URL": "amqp://u:mqpass@mq/",
             "AIPORT_SANDBOX_API_KEY": "sk-sandbox-local",
+            "AIPORT_REDIS_URL": "redis://:redispass@redis:6379/0",
         },
         tmp_path,
     )
     holders = {
-        "AIPORT_DATABASE_URL": {"billing", "jobs"},
+        "AIPORT_DATABASE_URL": {"billing", "jobs", "accounts"},
+        "AIPORT_REDIS_URL": {"accounts"},
         "AIPORT_AMQP_URL": {"jobs", "worker-image", "worker-video"},
         "AIPORT_SANDBOX_API_KEY": {"sandbox", "providers", "worker-image", "worker-video"},
     }
@@ -147,3 +158,23 @@ def test_relative_paths_are_the_users(monkeypatch: pytest.MonkeyPatch, tmp_path:
     config = stack_config({"AIPORT_PROVIDERS": "mine.yaml", "AIPORT_BLOB_DIR": "b"}, tmp_path)
     assert config.env("providers")["AIPORT_PROVIDERS"] == str(tmp_path / "mine.yaml")
     assert config.env("files")["AIPORT_BLOB_DIR"] == str(tmp_path / "b")
+
+
+def test_accounts_gets_redis_and_mails_into_the_sink_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AIPORT_REDIS_URL", "redis://:pw@127.0.0.1:6390/3")
+    monkeypatch.setenv("AIPORT_MAIL_SINK_PORT", "2600")
+    config = stack_config(os.environ, tmp_path)
+    accounts = config.env("accounts")
+    assert accounts["AIPORT_REDIS_URL"] == "redis://:pw@127.0.0.1:6390/3"
+    assert (accounts["AIPORT_SMTP_HOST"], accounts["AIPORT_SMTP_PORT"]) == ("127.0.0.1", "2600")
+    assert "AIPORT_DATABASE_URL" in accounts
+    assert config.mail_folder == tmp_path / "mail"
+    for name in ("gateway", "billing", "jobs", "mail-sink"):
+        assert "AIPORT_REDIS_URL" not in config.env(name)
+    # A real relay named by the user replaces the sink.
+    monkeypatch.setenv("AIPORT_SMTP_HOST", "smtp.example.test")
+    accounts = stack_config(os.environ, tmp_path).env("accounts")
+    assert accounts["AIPORT_SMTP_HOST"] == "smtp.example.test"
+    assert "AIPORT_SMTP_PORT" not in accounts

@@ -56,6 +56,19 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_SERVICE_TOKEN_GATEWAY",
         "AIPORT_SERVICE_TOKEN_JOBS",
         "AIPORT_SERVICE_TOKEN_ADMIN",
+        "AIPORT_SERVICE_TOKEN_ACCOUNTS",
+    },
+    "accounts": LISTEN
+    | {
+        "AIPORT_DATABASE_URL",
+        "AIPORT_REDIS_URL",
+        "AIPORT_BILLING_ADDR",
+        "AIPORT_PUBLIC_URL",
+        "AIPORT_SMTP_HOST",
+        "AIPORT_SMTP_FROM",
+        "AIPORT_SERVICE_TOKEN",
+        "AIPORT_ACCOUNTS_TOKEN_CONSOLE",
+        "AIPORT_ACCOUNTS_TOKEN_ADMIN",
     },
     "providers": LISTEN | {"AIPORT_PROVIDERS"},
     "jobs": LISTEN
@@ -80,11 +93,12 @@ SERVICES: Final = (
     "billing",
     "providers",
     "jobs",
+    "accounts",
     "worker-image",
     "worker-video",
     "files",
 )
-GRPC_BACKENDS: Final = ("gateway", "billing", "providers", "jobs")
+GRPC_BACKENDS: Final = ("gateway", "billing", "providers", "jobs", "accounts")
 
 
 def rendered(overlay: str) -> list[checks.Doc]:
@@ -182,6 +196,12 @@ def test_service_tokens_go_only_to_billing_and_each_caller_its_own(overlay: str)
             "AIPORT_SERVICE_TOKEN_GATEWAY=gateway",
             "AIPORT_SERVICE_TOKEN_JOBS=jobs",
             "AIPORT_SERVICE_TOKEN_ADMIN=admin",
+            "AIPORT_SERVICE_TOKEN_ACCOUNTS=accounts",
+        },
+        "accounts": {
+            "AIPORT_SERVICE_TOKEN=accounts",
+            "AIPORT_ACCOUNTS_TOKEN_CONSOLE=console-to-accounts",
+            "AIPORT_ACCOUNTS_TOKEN_ADMIN=admin-to-accounts",
         },
         "gateway": {"AIPORT_SERVICE_TOKEN=gateway", "AIPORT_JOBS_TOKEN=gateway-to-jobs"},
         "jobs": {
@@ -250,7 +270,9 @@ def test_network_policies_let_only_real_callers_in(overlay: str) -> None:
         return found
 
     assert callers("gateway") == {"edge"}
-    assert callers("billing") == {"gateway", "jobs"}
+    assert callers("billing") == {"gateway", "jobs", "accounts"}
+    # No caller yet: the console (its own policy) will be the first.
+    assert callers("accounts") == set()
     assert callers("providers") == {"gateway"}
     assert callers("jobs") == {"gateway", "worker-image", "worker-video"}
     assert callers("files") == {"edge"}

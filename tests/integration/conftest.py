@@ -1,5 +1,6 @@
-"""The real stack (Envoy, gateway, billing, providers, sandbox upstream) on free
-ports against a fresh PostgreSQL database, shared by the integration tests.
+"""The real stack (Envoy, gateway, billing, accounts and its mail sink, providers,
+sandbox upstream) on free ports against a fresh PostgreSQL database (and fresh
+Redis key names), shared by the integration tests.
 
 AIPORT_TEST_REPLICAS (default 1) runs that many processes of every service
 (`make test-replicas` runs the suite with 2)."""
@@ -21,7 +22,7 @@ import httpx
 import openai
 import psycopg
 import pytest
-from aiport.v1 import billing_pb2, billing_pb2_grpc
+from aiport.v1 import accounts_pb2_grpc, billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack, StackConfig
 from services.common import service_auth
@@ -150,6 +151,28 @@ def billing(stack: Stack) -> Iterator[billing_pb2_grpc.BillingStub]:
     with grpc.insecure_channel(stack.config.billing_addr) as chan:
         # As aiportctl: billing refuses calls without a caller's service token.
         yield billing_pb2_grpc.BillingStub(service_auth.with_token(chan, stack.config.admin_token))
+
+
+@pytest.fixture(scope="session")
+def accounts(stack: Stack) -> Iterator[accounts_pb2_grpc.AccountsStub]:
+    """The accounts service as the console calls it (with the console's token)."""
+    with grpc.insecure_channel(stack.config.accounts_addr) as chan:
+        token = stack.config.accounts_tokens["console"]
+        yield accounts_pb2_grpc.AccountsStub(service_auth.with_token(chan, token))
+
+
+@pytest.fixture(scope="session")
+def accounts_admin(stack: Stack) -> Iterator[accounts_pb2_grpc.AccountsStub]:
+    """The accounts service as its CLI calls it (operator roles)."""
+    with grpc.insecure_channel(stack.config.accounts_addr) as chan:
+        token = stack.config.accounts_admin_token
+        yield accounts_pb2_grpc.AccountsStub(service_auth.with_token(chan, token))
+
+
+@pytest.fixture(scope="session")
+def mail_folder(stack: Stack) -> Path:
+    """Where the stack's mail sink keeps the mail accounts sends (sandbox.mail_sink reads it)."""
+    return stack.config.mail_folder
 
 
 @pytest.fixture(scope="session")

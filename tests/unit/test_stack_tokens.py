@@ -14,13 +14,20 @@ from deploy.local.stack import StackConfig
 def test_each_process_gets_only_its_own_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIPORT_SERVICE_TOKEN", "inherited-" + "x" * 40)
     config = StackConfig("postgresql://x", Path("/tmp/none"))
-    tokens, jobs = config.service_tokens, config.jobs_tokens
-    assert len({*tokens.values(), *jobs.values()}) == 5
+    tokens, jobs, people = config.service_tokens, config.jobs_tokens, config.accounts_tokens
+    assert len({*tokens.values(), *jobs.values(), *people.values()}) == 8
     billing = {k: v for k, v in config.env("billing").items() if "TOKEN" in k}
     assert billing == {
         "AIPORT_SERVICE_TOKEN_GATEWAY": tokens["gateway"],
         "AIPORT_SERVICE_TOKEN_JOBS": tokens["jobs"],
         "AIPORT_SERVICE_TOKEN_ADMIN": tokens["admin"],
+        "AIPORT_SERVICE_TOKEN_ACCOUNTS": tokens["accounts"],
+    }
+    accounts = {k: v for k, v in config.env("accounts").items() if "TOKEN" in k}
+    assert accounts == {
+        "AIPORT_SERVICE_TOKEN": tokens["accounts"],
+        "AIPORT_ACCOUNTS_TOKEN_CONSOLE": people["console"],
+        "AIPORT_ACCOUNTS_TOKEN_ADMIN": people["admin"],
     }
     gateway = {k: v for k, v in config.env("gateway-2").items() if "TOKEN" in k}
     assert gateway == {
@@ -29,8 +36,8 @@ def test_each_process_gets_only_its_own_tokens(monkeypatch: pytest.MonkeyPatch) 
     }
     worker = {k: v for k, v in config.env("worker-video").items() if "TOKEN" in k}
     assert worker == {"AIPORT_JOBS_TOKEN": jobs["worker"]}
-    for name in ("providers", "files", "sandbox", "edge"):
-        assert not [k for k in config.env(name) if "SERVICE_TOKEN" in k or "JOBS_TOKEN" in k]
+    for name in ("providers", "files", "sandbox", "mail-sink", "edge"):
+        assert not [k for k in config.env(name) if "TOKEN" in k]
     # A fresh config, fresh tokens.
     assert StackConfig("postgresql://x", Path("/tmp/none")).service_tokens != tokens
 
