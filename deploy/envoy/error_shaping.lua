@@ -63,8 +63,15 @@ end
 local CREDENTIAL_NAMES = { "key", "token", "secret", "passw", "auth", "cookie", "credential",
                            "session", "signature" }
 
+-- Names that contain a credential word but name an identifier, not a secret
+-- (GET /v1/usage?key_id=key_...). Their values are still checked below.
+local IDENTIFIER_NAMES = { key_id = true }
+
 local function credential_name(name)
   local lower = string.lower(name)
+  if IDENTIFIER_NAMES[lower] then
+    return false
+  end
   for _, word in ipairs(CREDENTIAL_NAMES) do
     if string.find(lower, word, 1, true) ~= nil then
       return true

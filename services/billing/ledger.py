@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -44,6 +44,8 @@ class Account:
     id: str
     name: str
     created_at: datetime
+    disabled_at: datetime | None = None
+    disabled_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class ApiKey:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    name: str = ""
+    scopes: tuple[str, ...] = (rules.SCOPE_INFERENCE,)
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +78,20 @@ class CreatedApiKey:
     api_key: str  # plaintext, returned once, never stored
     prefix: str
     created_at: datetime
+    name: str = ""
+    scopes: tuple[str, ...] = (rules.SCOPE_INFERENCE,)
+
+    def info(self) -> ApiKey:
+        return ApiKey(
+            self.key_id, self.account_id, self.prefix, self.created_at, None, self.name, self.scopes
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     account_id: str
-    key_id: str
+    key_id: str  # "" for a principal named by account
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +169,8 @@ HOLD_COLUMNS = (
 ENTRY_COLUMNS = (
     "id, account_id, kind, amount_micros, balance_after_micros, hold_id, description, created_at"
 )
-KEY_COLUMNS = "id, account_id, prefix, created_at, revoked_at"
+KEY_COLUMNS = "id, account_id, prefix, created_at, revoked_at, name, scopes, last_used_at"
+ACCOUNT_COLUMNS = "id, name, created_at, disabled_at, disabled_reason"
 
 _INSERT_ACCOUNT = text(
     "INSERT INTO billing.accounts (id, name) VALUES (:id, :name) RETURNING created_at"
@@ -169,19 +183,30 @@ _LIST_ENTRIES = text(
 )
 
 _INSERT_KEY = text(
-    "INSERT INTO billing.api_keys (id, account_id, key_hash, prefix)"
-    " SELECT :id, a.id, :hash, :prefix FROM billing.accounts a WHERE a.id = :account_id"
-    " RETURNING created_at"
+    "INSERT INTO billing.api_keys (id, account_id, key_hash, prefix, name, scopes)"
+    " SELECT :id, a.id, :hash, :prefix, :name, :scopes FROM billing.accounts a"
+    " WHERE a.id = :account_id RETURNING created_at"
 )
 _LIST_KEYS = text(
     f"SELECT {KEY_COLUMNS} FROM billing.api_keys WHERE account_id = :id"
     " ORDER BY created_at, id LIMIT :limit"
 )
+# With an account, only that account's key (another's is "not found").
 _REVOKE_KEY = text(
     "UPDATE billing.api_keys SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"
+    " AND (:account_id = '' OR account_id = :account_id)"
     f" RETURNING {KEY_COLUMNS}"
 )
-_KEY_BY_ID = text(f"SELECT {KEY_COLUMNS} FROM billing.api_keys WHERE id = :id")
+_KEY_BY_ID = text(
+    f"SELECT {KEY_COLUMNS} FROM billing.api_keys"
+    " WHERE id = :id AND (:account_id = '' OR account_id = :account_id)"
+)
+_SET_DISABLED = text(
+    "UPDATE billing.accounts SET"
+    " disabled_at = CASE WHEN :disabled THEN COALESCE(disabled_at, now()) END,"
+    " disabled_reason = CASE WHEN :disabled THEN :reason ELSE '' END"
+    f" WHERE id = :id RETURNING {ACCOUNT_COLUMNS}"
+)
 _HOLD_BY_ID = text(f"SELECT {HOLD_COLUMNS} FROM billing.holds WHERE id = :id")
 
 
@@ -208,6 +233,9 @@ def _key(row: Row[Any]) -> ApiKey:
         prefix=row.prefix,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        name=row.name,
+        scopes=tuple(row.scopes),
+        last_used_at=row.last_used_at,
     )
 
 
@@ -291,8 +319,12 @@ async def ledger_page(
 
 
 @_retry_conflicts
-async def create_api_key(engine: AsyncEngine, account_id: str) -> CreatedApiKey:
+async def create_api_key(
+    engine: AsyncEngine, account_id: str, *, name: str = "", scopes: Sequence[str] = ()
+) -> CreatedApiKey:
     account_id = rules.check_account_id(account_id)
+    name = rules.check_key_name(name)
+    granted = rules.check_scopes(scopes)
     key_id = rules.new_key_id()
     api_key = rules.new_api_key()
     prefix = rules.key_display_prefix(api_key)
@@ -305,12 +337,14 @@ async def create_api_key(engine: AsyncEngine, account_id: str) -> CreatedApiKey:
                     "account_id": account_id,
                     "hash": rules.hash_api_key(api_key),
                     "prefix": prefix,
+                    "name": name,
+                    "scopes": granted,
                 },
             )
         ).scalar_one_or_none()
         if created_at is None:
             raise NotFound(f"account {account_id} not found")
-    return CreatedApiKey(key_id, account_id, api_key, prefix, created_at)
+    return CreatedApiKey(key_id, account_id, api_key, prefix, created_at, name, tuple(granted))
 
 
 async def list_api_keys(engine: AsyncEngine, account_id: str) -> list[ApiKey]:
@@ -325,16 +359,37 @@ async def list_api_keys(engine: AsyncEngine, account_id: str) -> list[ApiKey]:
 
 
 @_retry_conflicts
-async def revoke_api_key(engine: AsyncEngine, key_id: str) -> ApiKey:
-    """Revoke now; revoking a revoked key returns it unchanged."""
+async def revoke_api_key(engine: AsyncEngine, key_id: str, account_id: str = "") -> ApiKey:
+    """Revoke now; revoking a revoked key returns it unchanged. With an account,
+    another account's key is not found (and not revoked)."""
     key_id = rules.check_key_id(key_id)
+    params = {"id": key_id, "account_id": rules.check_account_id(account_id) if account_id else ""}
     async with engine.begin() as conn:
-        row = (await conn.execute(_REVOKE_KEY, {"id": key_id})).first()
+        row = (await conn.execute(_REVOKE_KEY, params)).first()
         if row is None:
-            row = (await conn.execute(_KEY_BY_ID, {"id": key_id})).first()
+            row = (await conn.execute(_KEY_BY_ID, params)).first()
             if row is None:
                 raise NotFound(f"API key {key_id} not found")
     return _key(row)
+
+
+@_retry_conflicts
+async def set_account_disabled(
+    engine: AsyncEngine, account_id: str, *, disabled: bool, reason: str = ""
+) -> Account:
+    """Disable (its keys stop authenticating at once) or enable an account.
+    Disabling a disabled account keeps when it was first disabled."""
+    account_id = rules.check_account_id(account_id)
+    reason = rules.check_disable_reason(disabled, reason)
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                _SET_DISABLED, {"id": account_id, "disabled": disabled, "reason": reason}
+            )
+        ).first()
+    if row is None:
+        raise NotFound(f"account {account_id} not found")
+    return Account(row.id, row.name, row.created_at, row.disabled_at, row.disabled_reason)
 
 
 async def get_hold(engine: AsyncEngine, hold_id: str) -> Hold:

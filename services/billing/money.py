@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from psycopg import errors
@@ -71,19 +72,33 @@ _HOLD_FIELDS = (
     "settled_at",
 )
 
-_AUTHENTICATE = """
-SELECT id AS key_id, account_id FROM billing.api_keys
-WHERE key_hash = %(principal)s AND revoked_at IS NULL
+# A live key of an enabled account. Its last use is recorded at most once a
+# minute (a busy key does not rewrite its row on every call).
+_KEY_PRINCIPAL = """
+SELECT ak.id AS key_id, ak.account_id, ak.scopes
+FROM billing.api_keys ak JOIN billing.accounts a ON a.id = ak.account_id
+WHERE ak.key_hash = %(principal)s AND ak.revoked_at IS NULL AND a.disabled_at IS NULL
 """
-_BY_ACCOUNT = "SELECT NULL::text AS key_id, id AS account_id FROM billing.accounts"
-_BY_ACCOUNT += " WHERE id = %(principal)s"
+_KEY_USED = """
+UPDATE billing.api_keys SET last_used_at = now()
+WHERE id = (SELECT key_id FROM k)
+  AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
+"""
+_AUTHENTICATE = f"""
+WITH k AS ({_KEY_PRINCIPAL}), used AS ({_KEY_USED})
+SELECT key_id, account_id, scopes FROM k
+"""
+_BY_ACCOUNT = """
+SELECT NULL::text AS key_id, id AS account_id, NULL::text[] AS scopes FROM billing.accounts
+WHERE id = %(principal)s AND disabled_at IS NULL
+"""
 
 # Hold: the principal (an API key's owner or a named account), the reservation
 # (only if available covers it and no hold has this key yet), the hold, its
 # transaction and postings. A concurrent twin with the same key makes the hold
 # INSERT hit the unique key, which undoes the whole statement.
 _PLACE_HOLD = f"""
-WITH k AS ({{principal}}),
+WITH k AS ({{principal}}), {{used}}
 r AS (
     UPDATE billing.accounts a SET held_micros = a.held_micros + %(amount)s
     FROM k
@@ -94,10 +109,11 @@ r AS (
 ), h AS (
     INSERT INTO billing.holds
         (id, account_id, amount_micros, idempotency_key, input_hash, model, description,
-         expires_at)
+         expires_at, key_id, endpoint, request_id, job_id)
     SELECT %(hold_id)s, r.id, %(amount)s, %(key)s, %(input_hash)s, %(model)s, %(description)s,
-           now() + %(ttl)s * interval '1 second'
-    FROM r
+           now() + %(ttl)s * interval '1 second', k.key_id, %(endpoint)s, %(request_id)s,
+           %(job_id)s
+    FROM r, k
     RETURNING {HOLD_COLUMNS}
 ), t AS (
     INSERT INTO billing.transactions (kind, account_id, hold_id, balance_after_micros, description)
@@ -110,19 +126,23 @@ r AS (
          AS v(account, amount)
     RETURNING amount_micros
 )
-SELECT k.key_id, k.account_id AS principal_account_id, h.*,
+SELECT k.key_id, k.account_id AS principal_account_id, k.scopes, h.*,
        (SELECT array_agg(amount_micros) FROM p) AS posted
 FROM k LEFT JOIN h ON true
 """
-_PLACE_HOLD_BY_KEY = _PLACE_HOLD.format(principal=_AUTHENTICATE)
-_PLACE_HOLD_BY_ACCOUNT = _PLACE_HOLD.format(principal=_BY_ACCOUNT)
+_PLACE_HOLD_BY_KEY = _PLACE_HOLD.format(principal=_KEY_PRINCIPAL, used=f"used AS ({_KEY_USED}),")
+_PLACE_HOLD_BY_ACCOUNT = _PLACE_HOLD.format(principal=_BY_ACCOUNT, used="")
 
 # Capture: close the open hold (only if the amount fits it), move the money on
 # the account, record the transaction and its postings (no zero legs).
 _CAPTURE = f"""
 WITH h AS (
     UPDATE billing.holds SET status = 'captured', captured_micros = %(amount)s,
-        settled_at = now(), settle_note = %(note)s
+        settled_at = now(), settle_note = %(note)s,
+        input_tokens = %(input_tokens)s, cached_input_tokens = %(cached_input_tokens)s,
+        cache_write_input_tokens = %(cache_write_input_tokens)s,
+        output_tokens = %(output_tokens)s, reasoning_tokens = %(reasoning_tokens)s,
+        latency_ms = %(latency_ms)s
     WHERE id = %(id)s AND status = 'open' AND amount_micros >= %(amount)s
     RETURNING {HOLD_COLUMNS}
 ), a AS (
@@ -156,7 +176,8 @@ SELECT h.*, (SELECT array_agg(amount_micros) FROM p) AS posted FROM h
 # Release or expiry of open holds: all of each goes back to available.
 _FREE_HOLDS = f"""
 WITH h AS (
-    UPDATE billing.holds SET status = %(status)s, settled_at = now(), settle_note = %(note)s
+    UPDATE billing.holds SET status = %(status)s, settled_at = now(), settle_note = %(note)s,
+        latency_ms = %(latency_ms)s
     WHERE id = ANY(%(ids)s) AND status = 'open'
     RETURNING {HOLD_COLUMNS}
 ), per_account AS (
@@ -221,10 +242,28 @@ _HOLD_BY_KEY = (
 )
 _CREDIT_BY_KEY = "SELECT input_hash FROM billing.transactions WHERE idempotency_key = %(key)s"
 _BALANCE = "SELECT balance_micros, held_micros FROM billing.accounts WHERE id = %(id)s"
+_ACCOUNT_DISABLED = "SELECT 1 FROM billing.accounts WHERE id = %(id)s AND disabled_at IS NOT NULL"
 
 
 def _hold(row: DictRow) -> Hold:
     return Hold(**{name: row[name] for name in _HOLD_FIELDS})
+
+
+def _principal(account_id: str, row: DictRow) -> Principal:
+    return Principal(account_id=account_id, key_id=row["key_id"], scopes=tuple(row["scopes"] or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What a hold pays for, as the customer's usage record shows it."""
+
+    endpoint: str = ""
+    request_id: str = ""
+    job_id: str = ""
+
+
+NO_ORIGIN = Origin()
+NO_USAGE = rules.RecordedUsage()
 
 
 def _retry_conflicts(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -286,7 +325,7 @@ class Money:
         row = await self._one(_AUTHENTICATE, {"principal": rules.hash_api_key(api_key)})
         if row is None:
             raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
-        return Principal(account_id=row["account_id"], key_id=row["key_id"])
+        return _principal(row["account_id"], row)
 
     # Holds.
 
@@ -300,6 +339,7 @@ class Money:
         ttl_seconds: int = 0,
         default_ttl_seconds: int = 3600,
         model: str = "",
+        origin: Origin = NO_ORIGIN,
     ) -> tuple[Principal, Hold]:
         """The key's owner and its hold, in one statement. Unknown or revoked keys
         are Unauthenticated; a balance that cannot cover it is InsufficientFunds."""
@@ -317,12 +357,13 @@ class Money:
             ttl_seconds=ttl_seconds,
             default_ttl_seconds=default_ttl_seconds,
             model=model,
+            origin=origin,
         )
         if row is None:
             # Not placed because a twin won the key: who the key belongs to.
             principal = await self.authenticate(api_key)
         else:
-            principal = Principal(account_id=row["principal_account_id"], key_id=row["key_id"])
+            principal = _principal(row["principal_account_id"], row)
         return principal, hold
 
     async def place_hold(
@@ -335,6 +376,7 @@ class Money:
         ttl_seconds: int = 0,
         default_ttl_seconds: int = 3600,
         model: str = "",
+        origin: Origin = NO_ORIGIN,
     ) -> Hold:
         """Reserve money on a named account. A retry with the same key and input
         returns the same hold; the same key with another input is refused."""
@@ -349,6 +391,7 @@ class Money:
             ttl_seconds=ttl_seconds,
             default_ttl_seconds=default_ttl_seconds,
             model=model,
+            origin=origin,
         )
         return hold
 
@@ -365,6 +408,7 @@ class Money:
         ttl_seconds: int,
         default_ttl_seconds: int,
         model: str,
+        origin: Origin,
     ) -> tuple[DictRow | None, Hold]:
         amount = rules.check_positive_amount(amount_micros)
         key = rules.check_idempotency_key(idempotency_key, required=True)
@@ -389,6 +433,8 @@ class Money:
             "model": model,
             "description": description,
             "ttl": ttl,
+            # Descriptive (the usage record), so not part of what the key guards.
+            **rules.check_origin(origin.endpoint, origin.request_id, origin.job_id),
         }
         try:
             row = await self._one(sql, params)
@@ -398,6 +444,8 @@ class Money:
         if row is None:
             if sql is _PLACE_HOLD_BY_KEY:
                 raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+            if await self._one(_ACCOUNT_DISABLED, {"id": principal}) is not None:
+                raise FailedPrecondition(f"account {principal!s} is disabled")
             raise NotFound(f"account {principal!s} not found")
         if row["id"] is None:
             return row, await self._unplaced_hold(row["principal_account_id"], key, digest, amount)
@@ -434,6 +482,7 @@ class Money:
         *,
         model: str = "",
         provider: str = "",
+        usage: rules.RecordedUsage = NO_USAGE,
     ) -> Hold:
         """Charge `amount` (at most the hold) to revenue and free the rest.
         Capturing a captured hold returns it unchanged; a released or expired
@@ -447,6 +496,7 @@ class Money:
             "note": note,
             "model": rules.check_ledger_name("model", model),
             "provider": rules.check_ledger_name("provider", provider),
+            **usage.params(),
         }
         row = await self._one(_CAPTURE, params)
         if row is not None:
@@ -472,7 +522,7 @@ class Money:
         raise FailedPrecondition(f"hold {hold_id} is {hold.status}; it cannot be captured")
 
     @_retry_conflicts
-    async def release(self, hold_id: str, reason: str = "") -> Hold:
+    async def release(self, hold_id: str, reason: str = "", *, latency_ms: int = 0) -> Hold:
         """Free all of the hold. Releasing a released or expired hold returns it
         unchanged; a captured hold cannot be released."""
         hold_id = rules.check_hold_id(hold_id)
@@ -481,6 +531,7 @@ class Money:
             "status": "released",
             "kind": Kind.RELEASE.value,
             "note": rules.check_text("reason", reason),
+            "latency_ms": rules.recorded_usage(latency_ms=latency_ms).latency_ms,
         }
         row = await self._one(_FREE_HOLDS, params)
         if row is not None:
@@ -512,6 +563,7 @@ class Money:
                     "status": "expired",
                     "kind": Kind.EXPIRE.value,
                     "note": "expired",
+                    "latency_ms": None,
                 },
             )
             expired = await cur.fetchall()

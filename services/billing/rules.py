@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import secrets
 import string
 import unicodedata
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.common.money import AmountError, idr_to_micros, micros_to_idr
@@ -274,6 +278,182 @@ def check_ledger_name(field: str, value: str, *, required: bool = False) -> str:
         raise InvalidArgument(
             f"{field} must be 1..100 printable ASCII characters without spaces, got {_shown(value)}"
         )
+    return value
+
+
+# API keys: names and scopes.
+MAX_KEY_NAME_CHARS = 100
+SCOPE_INFERENCE = "inference"
+SCOPE_MANAGE = "manage"
+KEY_SCOPES = (SCOPE_INFERENCE, SCOPE_MANAGE)
+
+
+def check_key_name(value: str) -> str:
+    """A key's name: trimmed, up to 100 characters, no control characters ("" is fine)."""
+    name = value.strip()
+    if len(name) > MAX_KEY_NAME_CHARS:
+        raise InvalidArgument(f"name is longer than {MAX_KEY_NAME_CHARS} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise InvalidArgument("name contains control characters")
+    return name
+
+
+def check_scopes(values: Sequence[str]) -> list[str]:
+    """Known scopes, each once, in a fixed order; none given is ["inference"]."""
+    unknown = [v for v in values if v not in KEY_SCOPES]
+    if unknown:
+        raise InvalidArgument(
+            f"scopes may contain only {', '.join(KEY_SCOPES)}; got {_shown(unknown[0])}"
+        )
+    return [scope for scope in KEY_SCOPES if scope in values] or [SCOPE_INFERENCE]
+
+
+def check_disable_reason(disabled: bool, reason: str) -> str:
+    reason = check_text("reason", reason.strip(), max_chars=500)
+    if disabled and not reason:
+        raise InvalidArgument("reason is required to disable an account")
+    return reason
+
+
+# What a hold pays for (its usage record's origin): printable, bounded.
+_ORIGIN_LIMITS = {"endpoint": 100, "request_id": 200, "job_id": 100}
+
+
+def check_origin(endpoint: str, request_id: str, job_id: str) -> dict[str, str]:
+    values = {"endpoint": endpoint, "request_id": request_id, "job_id": job_id}
+    for field, value in values.items():
+        if len(value) > _ORIGIN_LIMITS[field]:
+            raise InvalidArgument(
+                f"origin.{field} is longer than {_ORIGIN_LIMITS[field]} characters"
+            )
+        if any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise InvalidArgument(f"origin.{field} contains control characters")
+    return values
+
+
+# Token counts kept per call: far above any real call, within a bigint.
+MAX_RECORDED_TOKENS = 10**12
+MAX_LATENCY_MS = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedUsage:
+    """What a settled call consumed, as its usage record keeps it."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    latency_ms: int | None = None
+
+    def params(self) -> dict[str, int | None]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_input_tokens": self.cache_write_input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "latency_ms": self.latency_ms,
+        }
+
+
+def recorded_usage(
+    *,
+    prompt_tokens: int = 0,
+    cached_prompt_tokens: int = 0,
+    cache_write_prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    latency_ms: int = 0,
+) -> RecordedUsage:
+    """Usage as reported, made consistent rather than refused: the record
+    describes money that moves anyway, so an upstream's odd counts (more cached
+    tokens than prompt tokens, say) must never stop a capture. Parts are cut to
+    their whole; everything is bounded; a latency of 0 is unknown."""
+
+    def bounded(value: int) -> int:
+        return min(max(int(value), 0), MAX_RECORDED_TOKENS)
+
+    prompt = bounded(prompt_tokens)
+    cached = min(bounded(cached_prompt_tokens), prompt)
+    cache_write = min(bounded(cache_write_prompt_tokens), prompt - cached)
+    completion = bounded(completion_tokens)
+    latency = min(max(int(latency_ms), 0), MAX_LATENCY_MS)
+    return RecordedUsage(
+        input_tokens=prompt,
+        cached_input_tokens=cached,
+        cache_write_input_tokens=cache_write,
+        output_tokens=completion,
+        reasoning_tokens=min(bounded(reasoning_tokens), completion),
+        latency_ms=latency or None,
+    )
+
+
+# Usage listings.
+DEFAULT_USAGE_LIMIT = 100
+MAX_USAGE_LIMIT = 1000
+USAGE_GROUPS = ("day", "model", "key")
+DEFAULT_TIME_ZONE = "Asia/Jakarta"
+# Unix seconds a usage window may name: 2000-01-01 .. 2200-01-01.
+MIN_USAGE_UNIX = 946_684_800
+MAX_USAGE_UNIX = 7_258_118_400
+
+
+@dataclass(frozen=True, slots=True)
+class UsageWindow:
+    """[start, end) in unix seconds (None: unbounded), and the filters."""
+
+    start_unix: int | None
+    end_unix: int | None
+    model: str
+    key_id: str
+
+
+def check_usage_window(start_unix: int, end_unix: int, model: str, key_id: str) -> UsageWindow:
+    bounds: dict[str, int | None] = {}
+    for field, value in (("start_unix", start_unix), ("end_unix", end_unix)):
+        if value == 0:
+            bounds[field] = None
+        elif not MIN_USAGE_UNIX <= value <= MAX_USAGE_UNIX:
+            raise InvalidArgument(f"{field} must be a unix time between 2000 and 2200, got {value}")
+        else:
+            bounds[field] = value
+    start, end = bounds["start_unix"], bounds["end_unix"]
+    if start is not None and end is not None and end <= start:
+        raise InvalidArgument("end_unix must be after start_unix")
+    if model and _LEDGER_NAME_RE.fullmatch(model) is None:
+        raise InvalidArgument(f"model is not a model id: {_shown(model)}")
+    return UsageWindow(start, end, model, check_key_id(key_id) if key_id else "")
+
+
+def resolve_usage_limit(limit: int) -> int:
+    if limit == 0:
+        return DEFAULT_USAGE_LIMIT
+    if limit < 0 or limit > MAX_USAGE_LIMIT:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_USAGE_LIMIT}, got {limit}")
+    return limit
+
+
+def check_usage_group(value: str) -> str:
+    if value not in USAGE_GROUPS:
+        raise InvalidArgument(
+            f"group_by must be one of {', '.join(USAGE_GROUPS)}, got {_shown(value)}"
+        )
+    return value
+
+
+@functools.cache
+def _known_time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_time_zone(value: str) -> str:
+    """An IANA time zone name ("" is Asia/Jakarta)."""
+    if not value:
+        return DEFAULT_TIME_ZONE
+    if value not in _known_time_zones():
+        raise InvalidArgument(f"time_zone is not an IANA time zone name: {_shown(value)}")
     return value
 
 

@@ -24,8 +24,8 @@ from services.common.auth_failures import CLIENT_HEADER, CLIENT_THROTTLED_HEADER
 from services.common.billing_errors import HELD_MICROS_TRAILER
 from services.common.logs import fields
 
-from . import auth_limits, ledger, rules
-from .money import Money
+from . import auth_limits, ledger, rules, usage
+from .money import Money, Origin
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,76 @@ def _key_pb(key: ledger.ApiKey) -> billing_pb2.ApiKeyInfo:
         prefix=key.prefix,
         created_at_unix=rules.unix_seconds(key.created_at),
         revoked_at_unix=rules.unix_seconds(key.revoked_at),
+        name=key.name,
+        scopes=key.scopes,
+        last_used_at_unix=rules.unix_seconds(key.last_used_at),
+    )
+
+
+def _account_pb(account: ledger.Account) -> billing_pb2.AccountInfo:
+    return billing_pb2.AccountInfo(
+        account_id=account.id,
+        name=account.name,
+        created_at_unix=rules.unix_seconds(account.created_at),
+        disabled_at_unix=rules.unix_seconds(account.disabled_at),
+        disabled_reason=account.disabled_reason,
+    )
+
+
+def _principal_pb(principal: ledger.Principal) -> billing_pb2.Principal:
+    return billing_pb2.Principal(
+        account_id=principal.account_id, key_id=principal.key_id, scopes=principal.scopes
+    )
+
+
+def _origin(pb: billing_pb2.CallOrigin) -> Origin:
+    return Origin(pb.endpoint, pb.request_id, pb.job_id)
+
+
+def _recorded(request: billing_pb2.CaptureHoldRequest) -> rules.RecordedUsage:
+    tokens = request.usage
+    return rules.recorded_usage(
+        prompt_tokens=tokens.prompt_tokens,
+        cached_prompt_tokens=tokens.cached_prompt_tokens,
+        cache_write_prompt_tokens=tokens.cache_write_prompt_tokens,
+        completion_tokens=tokens.completion_tokens,
+        reasoning_tokens=tokens.reasoning_tokens,
+        latency_ms=request.latency_ms,
+    )
+
+
+def _usage_record_pb(record: usage.UsageRecord) -> billing_pb2.UsageRecord:
+    return billing_pb2.UsageRecord(
+        id=record.id,
+        created_at_unix=rules.unix_seconds(record.created_at),
+        key_id=record.key_id,
+        key_name=record.key_name,
+        model=record.model,
+        endpoint=record.endpoint,
+        request_id=record.request_id,
+        job_id=record.job_id,
+        status=record.status,
+        held_micros=record.held_micros,
+        cost_micros=record.cost_micros,
+        input_tokens=record.input_tokens,
+        cached_input_tokens=record.cached_input_tokens,
+        cache_write_input_tokens=record.cache_write_input_tokens,
+        output_tokens=record.output_tokens,
+        reasoning_tokens=record.reasoning_tokens,
+        latency_ms=record.latency_ms or 0,
+        settled_at_unix=rules.unix_seconds(record.settled_at),
+    )
+
+
+def _usage_group_pb(group: usage.UsageGroup) -> billing_pb2.UsageGroup:
+    return billing_pb2.UsageGroup(
+        group=group.group,
+        key_name=group.key_name,
+        requests=group.requests,
+        cost_micros=group.cost_micros,
+        input_tokens=group.input_tokens,
+        output_tokens=group.output_tokens,
+        cost_micros_by_model=group.cost_micros_by_model,
     )
 
 
@@ -150,11 +220,20 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     ) -> billing_pb2.AccountInfo:
         account = await ledger.create_account(self._engine, request.name)
         log.info("account created", extra=fields(account_id=account.id))
-        return billing_pb2.AccountInfo(
-            account_id=account.id,
-            name=account.name,
-            created_at_unix=rules.unix_seconds(account.created_at),
+        return _account_pb(account)
+
+    @_guarded
+    async def SetAccountDisabled(
+        self, request: billing_pb2.SetAccountDisabledRequest, context: Ctx
+    ) -> billing_pb2.AccountInfo:
+        account = await ledger.set_account_disabled(
+            self._engine, request.account_id, disabled=request.disabled, reason=request.reason
         )
+        log.warning(
+            "account disabled" if request.disabled else "account enabled",
+            extra=fields(account_id=account.id, reason=account.disabled_reason),
+        )
+        return _account_pb(account)
 
     @_guarded
     async def GetAccountBalance(
@@ -212,13 +291,20 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def CreateApiKey(
         self, request: billing_pb2.CreateApiKeyRequest, context: Ctx
     ) -> billing_pb2.CreatedApiKey:
-        created = await ledger.create_api_key(self._engine, request.account_id)
+        created = await ledger.create_api_key(
+            self._engine, request.account_id, name=request.name, scopes=request.scopes
+        )
         log.info(
             "API key created",
-            extra=fields(account_id=created.account_id, key_id=created.key_id),
+            extra=fields(
+                account_id=created.account_id, key_id=created.key_id, scopes=created.scopes
+            ),
         )
         return billing_pb2.CreatedApiKey(
-            key_id=created.key_id, account_id=created.account_id, api_key=created.api_key
+            key_id=created.key_id,
+            account_id=created.account_id,
+            api_key=created.api_key,
+            key=_key_pb(created.info()),
         )
 
     @_guarded
@@ -232,7 +318,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def RevokeApiKey(
         self, request: billing_pb2.RevokeApiKeyRequest, context: Ctx
     ) -> billing_pb2.ApiKeyInfo:
-        key = await ledger.revoke_api_key(self._engine, request.key_id)
+        key = await ledger.revoke_api_key(self._engine, request.key_id, request.account_id)
         log.info("API key revoked", extra=fields(account_id=key.account_id, key_id=key.id))
         return _key_pb(key)
 
@@ -264,7 +350,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         except rules.Unauthenticated:
             await self._count_failure(request.api_key, context)
             raise
-        return billing_pb2.Principal(account_id=principal.account_id, key_id=principal.key_id)
+        return _principal_pb(principal)
 
     @_guarded
     async def PlaceHold(
@@ -278,6 +364,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             ttl_seconds=request.ttl_seconds,
             default_ttl_seconds=self._hold_ttl_seconds,
             model=request.model,
+            origin=_origin(request.origin),
         )
         log.debug(
             "hold placed",
@@ -298,16 +385,12 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
                 ttl_seconds=request.ttl_seconds,
                 default_ttl_seconds=self._hold_ttl_seconds,
                 model=request.model,
+                origin=_origin(request.origin),
             )
         except rules.Unauthenticated:
             await self._count_failure(request.api_key, context)
             raise
-        return billing_pb2.AuthorizedHold(
-            principal=billing_pb2.Principal(
-                account_id=principal.account_id, key_id=principal.key_id
-            ),
-            hold=_hold_pb(hold),
-        )
+        return billing_pb2.AuthorizedHold(principal=_principal_pb(principal), hold=_hold_pb(hold))
 
     @_guarded
     async def CaptureHold(
@@ -319,6 +402,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             request.description,
             model=request.model,
             provider=request.provider,
+            usage=_recorded(request),
         )
         log.debug(
             "hold captured",
@@ -330,7 +414,9 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def ReleaseHold(
         self, request: billing_pb2.ReleaseHoldRequest, context: Ctx
     ) -> billing_pb2.Hold:
-        hold = await self._money.release(request.hold_id, request.reason)
+        hold = await self._money.release(
+            request.hold_id, request.reason, latency_ms=request.latency_ms
+        )
         log.debug("hold released", extra=fields(hold_id=hold.id, status=hold.status))
         return _hold_pb(hold)
 
@@ -344,6 +430,43 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         return billing_pb2.LedgerPage(
             entries=[_entry_pb(entry) for entry in page.entries],
             next_after_entry_id=page.next_after_entry_id,
+        )
+
+    @_guarded
+    async def ListUsage(
+        self, request: billing_pb2.ListUsageRequest, context: Ctx
+    ) -> billing_pb2.UsagePage:
+        window = rules.check_usage_window(
+            request.start_unix, request.end_unix, request.model, request.key_id
+        )
+        page = await usage.list_usage(
+            self._engine, request.account_id, window, limit=request.limit, after=request.after
+        )
+        return billing_pb2.UsagePage(
+            records=[_usage_record_pb(record) for record in page.records],
+            next_after=page.next_after,
+        )
+
+    @_guarded
+    async def SummarizeUsage(
+        self, request: billing_pb2.SummarizeUsageRequest, context: Ctx
+    ) -> billing_pb2.UsageSummary:
+        window = rules.check_usage_window(
+            request.start_unix, request.end_unix, request.model, request.key_id
+        )
+        summary = await usage.summarize_usage(
+            self._engine,
+            request.account_id,
+            window,
+            group_by=request.group_by,
+            time_zone=request.time_zone,
+        )
+        return billing_pb2.UsageSummary(
+            group_by=summary.group_by,
+            time_zone=summary.time_zone,
+            groups=[_usage_group_pb(group) for group in summary.groups],
+            total_cost_micros=summary.total_cost_micros,
+            total_requests=summary.total_requests,
         )
 
 

@@ -45,7 +45,19 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 BILLING = "/aiport.v1.Billing/"
 
 # Who may call which billing method. aiportctl (and the tests) run as "admin".
-_GATEWAY = ("Authenticate", "AuthorizeHold", "CaptureHold", "ReleaseHold", "GetAccountBalance")
+_GATEWAY = (
+    "Authenticate",
+    "AuthorizeHold",
+    "CaptureHold",
+    "ReleaseHold",
+    "GetAccountBalance",
+    # A customer's own records and keys (/v1/usage, /v1/keys).
+    "ListUsage",
+    "SummarizeUsage",
+    "CreateApiKey",
+    "ListApiKeys",
+    "RevokeApiKey",
+)
 _JOBS = ("CaptureHold", "ReleaseHold")
 _ADMIN = (
     "CreateAccount",
@@ -61,6 +73,9 @@ _ADMIN = (
     "CaptureHold",
     "ReleaseHold",
     "ListLedger",
+    "SetAccountDisabled",
+    "ListUsage",
+    "SummarizeUsage",
 )
 # The accounts service opens a billing account for each new user, nothing more.
 _ACCOUNTS = ("CreateAccount",)

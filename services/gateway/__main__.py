@@ -15,8 +15,9 @@ from aiport.v1 import (
 from services.common import blobs, logs, runtime, service_auth, settings
 from services.common.catalog import load_catalog
 from services.common.grpc_server import LenientRequests, channel, serve
+from services.gateway.account_api import AccountService
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
-from services.gateway.server import AccountService, Backends, CatalogService, ChatService
+from services.gateway.server import Backends, CatalogService, ChatService
 
 # Job holds outlive the job timeout, so the jobs service always settles them first.
 HOLD_MARGIN_SECONDS = 900

@@ -34,6 +34,7 @@ _GRPC_CODE = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
     402: grpc.StatusCode.FAILED_PRECONDITION,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.FAILED_PRECONDITION,
@@ -292,4 +293,26 @@ def invalid_cursor() -> PublicError:
 def job_not_found() -> PublicError:
     return PublicError(
         404, "invalid_request_error", "not_found", "No such job for this API key.", "job_id"
+    )
+
+
+def invalid_usage_cursor() -> PublicError:
+    """GET /v1/usage's `after`: malformed, or not a record of the caller's account."""
+    return invalid_request(
+        "after is not a cursor of this listing: pass the next_cursor of a previous page.",
+        "after",
+    )
+
+
+def key_not_found() -> PublicError:
+    """An unknown key id, or another account's (the same answer for both)."""
+    return PublicError(404, "invalid_request_error", "not_found", "No such API key.", "key_id")
+
+
+def insufficient_scope() -> PublicError:
+    return PublicError(
+        403,
+        "permission_error",
+        "insufficient_scope",
+        'Managing keys needs an API key with the "manage" scope; this key does not have it.',
     )

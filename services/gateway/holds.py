@@ -23,6 +23,9 @@ class HoldPurpose:
     kind: HoldKind
     model: str  # also billing's revenue account for the capture
     modality: str = ""  # a job's
+    # For the customer's usage record: the public endpoint, and the job it pays for.
+    endpoint: str = ""
+    job_id: str = ""
 
     def description(self, request_id: str) -> str:
         """The hold's description in billing; operators find a call's hold by its

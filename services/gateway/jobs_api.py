@@ -130,12 +130,18 @@ class JobsBackend:
         self.job_state = job_state
         self.hold_ttl_seconds = hold_ttl_seconds
 
-    async def create(self, context: ServicerContext, plan: JobPlan) -> generate_pb2.JobAccepted:
+    async def create(
+        self, context: ServicerContext, plan: JobPlan, endpoint: str
+    ) -> generate_pb2.JobAccepted:
+        """`endpoint` names the public endpoint on the customer's usage record."""
         amount = plan.estimated_cost_micros
+        # Ours, so that the client can be told what to poll whatever happens (and
+        # the hold's usage record names the job from the start).
+        job_id = new_job_id()
         caller, hold = await self.backends.authorize_hold(
             context,
             amount,
-            HoldPurpose(HoldKind.JOB, plan.model, plan.modality),
+            HoldPurpose(HoldKind.JOB, plan.model, plan.modality, endpoint=endpoint, job_id=job_id),
             lambda: errors.insufficient_balance(amount),
             # Longer than the job timeout: the jobs service settles first.
             ttl_seconds=self.hold_ttl_seconds,
@@ -151,8 +157,7 @@ class JobsBackend:
             min_billable_units=plan.min_billable_units,
             estimated_cost_micros=amount,
             idempotency_key=caller.call_id,
-            # Ours, so that the client can be told what to poll whatever happens.
-            job_id=new_job_id(),
+            job_id=job_id,
         )
         # No await since the hold was placed. Creating the job, or settling the
         # hold when it cannot be created, runs in a task of its own: a client
@@ -269,7 +274,11 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
         self.references = ReferenceResolver(store, public_base_url)
 
     async def _create(
-        self, parse: Parser, request: httpbody_pb2.HttpBody, context: ServicerContext
+        self,
+        parse: Parser,
+        endpoint: str,
+        request: httpbody_pb2.HttpBody,
+        context: ServicerContext,
     ) -> generate_pb2.JobAccepted:
         self.backends.api_key(context)  # no key at all: 401 before anything else
         plan = parse(request.data, self.catalog)
@@ -277,7 +286,7 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
             # Our blobs must be the caller's: resolved before anything is held.
             caller = await self.backends.authenticate(context)
             await self.references.resolve(plan.spec, caller.account_id)
-        accepted = await self.jobs.create(context, plan)
+        accepted = await self.jobs.create(context, plan, endpoint)
         await context.send_initial_metadata(ACCEPTED)
         return accepted
 
@@ -285,31 +294,31 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
     async def GenerateImage(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
-        return await self._create(parse_image_generate, request, context)
+        return await self._create(parse_image_generate, "image.generate", request, context)
 
     @public_unary
     async def TransformImage(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
-        return await self._create(parse_image_img2img, request, context)
+        return await self._create(parse_image_img2img, "image.img2img", request, context)
 
     @public_unary
     async def GenerateVideo(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
-        return await self._create(parse_video_generate, request, context)
+        return await self._create(parse_video_generate, "video.generate", request, context)
 
     @public_unary
     async def AnimateImage(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
-        return await self._create(parse_video_img2video, request, context)
+        return await self._create(parse_video_img2video, "video.img2video", request, context)
 
     @public_unary
     async def GenerateMultimodalVideo(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> generate_pb2.JobAccepted:
-        return await self._create(parse_video_multimodal, request, context)
+        return await self._create(parse_video_multimodal, "video.multimodal", request, context)
 
     @public_unary
     async def UploadImage(

@@ -19,8 +19,6 @@ from typing import Any, TypeAlias, TypeVar, cast
 import grpc
 import orjson
 from aiport.v1 import (
-    account_pb2,
-    account_pb2_grpc,
     billing_pb2,
     billing_pb2_grpc,
     catalog_pb2,
@@ -80,6 +78,8 @@ SETTLE_ATTEMPTS = 4
 # Before looking up a hold whose authorization answer was lost.
 LOST_HOLD_DELAY_SECONDS = 0.2
 BEARER = "bearer "
+# The usage record's name for POST /v1/chat/completions.
+CHAT_ENDPOINT = "chat.completions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,7 @@ class Caller:
     # Idempotency key of this call's hold (with its kind) and job: made here, never by
     # the client (a reused x-request-id must not share, or collide with, another call's).
     call_id: str
+    scopes: tuple[str, ...] = ()
 
 
 def _metadata(context: ServicerContext, name: str) -> str | None:
@@ -188,7 +189,11 @@ class Backends:
         except grpc.aio.AioRpcError as exc:
             raise self._refused(attempt, exc) from exc
         return Caller(
-            principal.account_id, principal.key_id, self.request_id(context), new_call_id()
+            principal.account_id,
+            principal.key_id,
+            self.request_id(context),
+            new_call_id(),
+            tuple(principal.scopes),
         )
 
     async def authorize_hold(
@@ -212,6 +217,9 @@ class Backends:
             description=purpose.description(request_id),
             ttl_seconds=ttl_seconds,
             model=purpose.model,
+            origin=billing_pb2.CallOrigin(
+                endpoint=purpose.endpoint, request_id=request_id, job_id=purpose.job_id
+            ),
         )
         try:
             authorized: billing_pb2.AuthorizedHold = await self.billing_call(
@@ -238,7 +246,13 @@ class Backends:
                 raise insufficient() from exc
             raise self._refused(attempt, exc) from exc
         principal = authorized.principal
-        caller = Caller(principal.account_id, principal.key_id, request_id, hold_key.call_id)
+        caller = Caller(
+            principal.account_id,
+            principal.key_id,
+            request_id,
+            hold_key.call_id,
+            tuple(principal.scopes),
+        )
         return caller, authorized.hold
 
     @staticmethod
@@ -338,10 +352,21 @@ class Backends:
         log.error(f"{name} failed; hold left to expire", extra={"fields": {"hold_id": hold_id}})
 
     async def capture(
-        self, hold_id: str, amount: int, description: str, provider: str = ""
+        self,
+        hold_id: str,
+        amount: int,
+        description: str,
+        provider: str = "",
+        usage: Usage | None = None,
+        latency_ms: int = 0,
     ) -> None:
         request = billing_pb2.CaptureHoldRequest(
-            hold_id=hold_id, amount_micros=amount, description=description, provider=provider
+            hold_id=hold_id,
+            amount_micros=amount,
+            description=description,
+            provider=provider,
+            usage=usage.to_proto() if usage is not None else None,
+            latency_ms=latency_ms,
         )
         await self._settle_shielded(
             "capture",
@@ -349,8 +374,10 @@ class Backends:
             hold_id,
         )
 
-    async def release(self, hold_id: str, reason: str) -> None:
-        request = billing_pb2.ReleaseHoldRequest(hold_id=hold_id, reason=reason)
+    async def release(self, hold_id: str, reason: str, latency_ms: int = 0) -> None:
+        request = billing_pb2.ReleaseHoldRequest(
+            hold_id=hold_id, reason=reason, latency_ms=latency_ms
+        )
         await self._settle_shielded(
             "release",
             lambda: self.billing.ReleaseHold(request, timeout=BILLING_TIMEOUT_SECONDS),
@@ -442,8 +469,10 @@ class ChatRelay:
         hold: billing_pb2.Hold,
         upstream: UpstreamCall,
         fields: dict[str, object],
+        started: float,
     ) -> None:
         self.backends = backends
+        self.started = started  # time.monotonic() when the request arrived
         self.call = call
         self.hold = hold
         self.upstream = upstream
@@ -547,14 +576,20 @@ class ChatRelay:
         if decision is None:
             return
         hold_id = self.hold.hold_id
+        latency_ms = round((time.monotonic() - self.started) * 1000)
         if isinstance(decision, Release):
-            await self.backends.release(hold_id, decision.reason)
+            await self.backends.release(hold_id, decision.reason, latency_ms)
             log.warning(
                 decision.summary, extra={"fields": self._log_fields(detail=decision.reason)}
             )
             return
         await self.backends.capture(
-            hold_id, decision.amount_micros, decision.note, provider=self.provider
+            hold_id,
+            decision.amount_micros,
+            decision.note,
+            provider=self.provider,
+            usage=decision.usage,
+            latency_ms=latency_ms,
         )
         fields = self._log_fields(
             cost_micros=decision.amount_micros, note=decision.note, **asdict(decision.usage)
@@ -581,6 +616,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
     async def CreateChatCompletion(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        started = time.monotonic()
         self.backends.api_key(context)  # no key at all: 401 before anything else
         call = parse_chat_request(request.data, self.catalog)
         completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
@@ -588,7 +624,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         caller, hold = await self.backends.authorize_hold(
             context,
             amount,
-            HoldPurpose(HoldKind.CHAT, call.model.id),
+            HoldPurpose(HoldKind.CHAT, call.model.id, endpoint=CHAT_ENDPOINT),
             lambda: errors.insufficient_quota(
                 "Your IDR balance cannot cover this request "
                 f"(it may cost up to {micros_to_idr(amount)} IDR). "
@@ -614,7 +650,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
             ),
         )
         # No await since the hold was placed: from here the relay owns it.
-        relay = ChatRelay(self.backends, call, hold, upstream, fields)
+        relay = ChatRelay(self.backends, call, hold, upstream, fields, started)
         self.backends.settle_later(relay.run())
         finished = False
         try:
@@ -750,25 +786,3 @@ def _clip_limits(rules: ReferenceClipRules, kind: str) -> catalog_pb2.ReferenceC
         max_bytes=rules.max_bytes,
         needs_visual=rules.needs_visual,
     )
-
-
-class AccountService(account_pb2_grpc.AccountServicer):
-    def __init__(self, backends: Backends) -> None:
-        self.backends = backends
-
-    @public_unary
-    async def GetBalance(
-        self, request: account_pb2.GetBalanceRequest, context: ServicerContext
-    ) -> account_pb2.Balance:
-        caller = await self.backends.authenticate(context)
-        balance = await self.backends.billing_call(
-            self.backends.billing.GetAccountBalance,
-            billing_pb2.GetAccountBalanceRequest(account_id=caller.account_id),
-        )
-        return account_pb2.Balance(
-            object="balance",
-            currency="IDR",
-            balance_idr=micros_to_idr(balance.balance_micros),
-            held_idr=micros_to_idr(balance.held_micros),
-            available_idr=micros_to_idr(balance.available_micros),
-        )

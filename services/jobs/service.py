@@ -67,6 +67,13 @@ def record(job: JobRow) -> job_state_pb2.JobRecord:
     )
 
 
+def _latency_ms(job: JobRow) -> int:
+    """From submission to the job's end, for the customer's usage record (0: unknown)."""
+    if job.finished_at is None:
+        return 0
+    return max(0, round((job.finished_at - job.created_at).total_seconds() * 1000))
+
+
 class Settlement:
     """Captures a done job's cost or releases a failed job's hold, and records
     what billing really moved. A refusal leaves the job unsettled, showing
@@ -82,6 +89,7 @@ class Settlement:
     async def settle(self, job: JobRow) -> bool:
         """True once billing has settled the hold (now or before) or settling was
         given up. Retry-safe: capture and release are idempotent per hold."""
+        latency_ms = _latency_ms(job)
         try:
             if job.status is JobStatus.DONE:
                 hold = await capture_within_hold(
@@ -92,6 +100,7 @@ class Settlement:
                         description=f"{job.modality} {job.model} {job.id}",
                         model=job.model,  # billing's revenue account (issue 12)
                         provider=job.provider,
+                        latency_ms=latency_ms,
                     ),
                     BILLING_TIMEOUT_SECONDS,
                     {"job_id": job.id},
@@ -100,7 +109,7 @@ class Settlement:
             else:
                 await self.billing.ReleaseHold(
                     billing_pb2.ReleaseHoldRequest(
-                        hold_id=job.hold_id, reason=f"job {job.id} failed"
+                        hold_id=job.hold_id, reason=f"job {job.id} failed", latency_ms=latency_ms
                     ),
                     timeout=BILLING_TIMEOUT_SECONDS,
                 )

@@ -404,7 +404,9 @@ async def test_api_keys(engine: AsyncEngine, money: Money) -> None:
     assert rules.looks_like_api_key(created.api_key)
     assert created.prefix == created.api_key[:13]
     principal = await money.authenticate(created.api_key)
-    assert principal == ledger.Principal(account_id=account_id, key_id=created.key_id)
+    assert principal == ledger.Principal(
+        account_id=account_id, key_id=created.key_id, scopes=("inference",)
+    )
     listed = await ledger.list_api_keys(engine, account_id)
     assert [(k.id, k.prefix, k.revoked_at) for k in listed] == [
         (created.key_id, created.prefix, None)
@@ -492,4 +494,4 @@ async def test_schema_refuses_bad_money(engine: AsyncEngine, money: Money) -> No
 
 
 async def test_schema_revision(engine: AsyncEngine) -> None:
-    assert await ledger.schema_revision(engine) == "0003"
+    assert await ledger.schema_revision(engine) == "0004"

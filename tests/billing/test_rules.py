@@ -231,3 +231,70 @@ def test_cli_global_flags_anywhere() -> None:
     assert split(["balance", "a", "--billing=h:2", "--json"]) == (["balance", "a"], True, "h:2")
     with pytest.raises(cli.CliError):
         split(["balance", "a", "--billing"])
+
+
+def test_recorded_usage_is_made_consistent_and_bounded() -> None:
+    usage = rules.recorded_usage(
+        prompt_tokens=100,
+        cached_prompt_tokens=80,
+        cache_write_prompt_tokens=50,
+        completion_tokens=10,
+        reasoning_tokens=20,
+        latency_ms=0,
+    )
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_input_tokens) == (
+        100,
+        80,
+        20,
+    )
+    assert (usage.output_tokens, usage.reasoning_tokens, usage.latency_ms) == (10, 10, None)
+    huge = rules.recorded_usage(prompt_tokens=2**64 - 1, latency_ms=2**40)
+    assert huge.input_tokens == rules.MAX_RECORDED_TOKENS
+    assert huge.latency_ms == rules.MAX_LATENCY_MS
+
+
+def test_scopes_names_and_origins() -> None:
+    assert rules.check_scopes([]) == ["inference"]
+    assert rules.check_scopes(["manage"]) == ["manage"]
+    assert rules.check_scopes(["manage", "inference", "manage"]) == ["inference", "manage"]
+    with pytest.raises(rules.InvalidArgument, match="scopes"):
+        rules.check_scopes(["inference", "root"])
+    assert rules.check_key_name("  prod  ") == "prod"
+    for bad in ("x" * 101, "tab\there"):
+        with pytest.raises(rules.InvalidArgument, match="name"):
+            rules.check_key_name(bad)
+    assert rules.check_origin("chat.completions", "req-1", "")["endpoint"] == "chat.completions"
+    with pytest.raises(rules.InvalidArgument, match=r"origin\.request_id"):
+        rules.check_origin("", "a\nb", "")
+    with pytest.raises(rules.InvalidArgument, match=r"origin\.job_id"):
+        rules.check_origin("", "", "j" * 101)
+
+
+def test_usage_windows_groups_and_time_zones() -> None:
+    window = rules.check_usage_window(1_760_000_000, 1_770_000_000, "m-1", "")
+    assert (window.start_unix, window.end_unix, window.model) == (
+        1_760_000_000,
+        1_770_000_000,
+        "m-1",
+    )
+    assert rules.check_usage_window(0, 0, "", "") == rules.UsageWindow(None, None, "", "")
+    for start, end, field in ((5, 0, "start_unix"), (0, 10**12, "end_unix")):
+        with pytest.raises(rules.InvalidArgument, match=field):
+            rules.check_usage_window(start, end, "", "")
+    with pytest.raises(rules.InvalidArgument, match="after start"):
+        rules.check_usage_window(1_770_000_000, 1_760_000_000, "", "")
+    with pytest.raises(rules.InvalidArgument, match="model"):
+        rules.check_usage_window(0, 0, "has space", "")
+    with pytest.raises(rules.InvalidArgument, match="key_id"):
+        rules.check_usage_window(0, 0, "", "key_nope")
+    assert rules.resolve_usage_limit(0) == 100
+    for bad in (-1, 1001):
+        with pytest.raises(rules.InvalidArgument, match="limit"):
+            rules.resolve_usage_limit(bad)
+    assert rules.check_usage_group("day") == "day"
+    with pytest.raises(rules.InvalidArgument, match="group_by"):
+        rules.check_usage_group("hour")
+    assert rules.check_time_zone("") == "Asia/Jakarta"
+    assert rules.check_time_zone("Asia/Makassar") == "Asia/Makassar"
+    with pytest.raises(rules.InvalidArgument, match="time_zone"):
+        rules.check_time_zone("Mars/Olympus")

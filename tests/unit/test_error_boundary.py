@@ -15,14 +15,14 @@ import pytest
 from google.api import httpbody_pb2
 
 from services.common.grpc_server import ServicerContext
-from services.gateway import errors, jobs_api, server
+from services.gateway import account_api, errors, jobs_api, server
 from services.gateway.boundary import MARK, public_stream, public_unary
 from services.gateway.errors import ERROR_HEADER, STATUS_HEADER
 
 SERVICERS = [
     server.ChatService,
     server.CatalogService,
-    server.AccountService,
+    account_api.AccountService,
     jobs_api.GenerateService,
     jobs_api.JobsService,
 ]

@@ -16,6 +16,7 @@ from services.common.job_states import JobStatus, Modality
 from services.gateway import jobs_api
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import JobPlan
+from services.gateway.holds import HoldPurpose
 from services.gateway.jobs_api import CREATE_JOB_ATTEMPTS, JobsBackend, public_job
 from services.gateway.server import Caller
 
@@ -101,8 +102,12 @@ class FakeBackends:
     def __init__(self) -> None:
         self.released: list[str] = []
         self.tasks: list[asyncio.Task[Any]] = []
+        self.purposes: list[HoldPurpose] = []
 
-    async def authorize_hold(self, *args: Any, **kwargs: Any) -> tuple[Caller, billing_pb2.Hold]:
+    async def authorize_hold(
+        self, context: Any, amount: int, purpose: HoldPurpose, *args: Any, **kwargs: Any
+    ) -> tuple[Caller, billing_pb2.Hold]:
+        self.purposes.append(purpose)
         caller = Caller("acct_1", "key_1", "req-1", "call-1")
         return caller, billing_pb2.Hold(hold_id="hold_1", amount_micros=700_000_000)
 
@@ -111,7 +116,7 @@ class FakeBackends:
         self.tasks.append(task)
         return task
 
-    async def release(self, hold_id: str, reason: str) -> None:
+    async def release(self, hold_id: str, reason: str, latency_ms: int = 0) -> None:
         self.released.append(hold_id)
 
 
@@ -170,7 +175,7 @@ async def test_an_unanswered_creation_keeps_the_hold_names_the_job_and_is_reconc
     fake = Unreachable(code, [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE])
     billing = FakeBackends()
     with pytest.raises(PublicError) as raised:
-        await jobs_with(fake, billing).create(None, PLAN)  # type: ignore[arg-type]
+        await jobs_with(fake, billing).create(None, PLAN, "image.generate")  # type: ignore[arg-type]
     error = raised.value
     job_id = fake.created[0].job_id
     assert is_job_id(job_id)
@@ -197,7 +202,7 @@ async def test_a_reused_key_is_a_422_and_the_hold_is_released() -> None:
     fake = FakeJobState([grpc.StatusCode.FAILED_PRECONDITION])
     billing = FakeBackends()
     with pytest.raises(PublicError) as raised:
-        await jobs_with(fake, billing).create(None, PLAN)  # type: ignore[arg-type]
+        await jobs_with(fake, billing).create(None, PLAN, "image.generate")  # type: ignore[arg-type]
     assert (raised.value.status, raised.value.code) == (422, "idempotency_key_reused")
     assert billing.released == ["hold_1"]
 
@@ -207,7 +212,7 @@ async def test_a_job_not_created_is_a_503_and_the_hold_is_released(code: grpc.St
     fake = FakeJobState([code])
     billing = FakeBackends()
     with pytest.raises(PublicError) as raised:
-        await jobs_with(fake, billing).create(None, PLAN)  # type: ignore[arg-type]
+        await jobs_with(fake, billing).create(None, PLAN, "image.generate")  # type: ignore[arg-type]
     assert (raised.value.status, raised.value.code) == (503, "service_unavailable")
     assert billing.released == ["hold_1"]
 
@@ -216,10 +221,13 @@ async def test_a_created_job_is_accepted_under_the_id_the_gateway_chose() -> Non
     fake = Unreachable(grpc.StatusCode.OK, [])
     fake.failures = []  # CreateJob answers at once
     billing = FakeBackends()
-    accepted = await jobs_with(fake, billing).create(None, PLAN)  # type: ignore[arg-type]
+    accepted = await jobs_with(fake, billing).create(None, PLAN, "image.generate")  # type: ignore[arg-type]
     assert accepted.job_id == "job_1"  # what the jobs service answered
     assert is_job_id(fake.created[0].job_id)
     assert billing.released == []
+    # The hold's usage record names the endpoint and the job from the start.
+    (purpose,) = billing.purposes
+    assert (purpose.endpoint, purpose.job_id) == ("image.generate", fake.created[0].job_id)
 
 
 @pytest.mark.parametrize(

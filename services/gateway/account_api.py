@@ -1,0 +1,126 @@
+"""The caller's own account: balance, usage records and summaries, API keys.
+
+Every method authenticates the caller's key and asks billing about that key's
+account only: no parameter can name another account. Key management needs the
+`manage` scope. Parsing and shaping are pure (account_views.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from aiport.v1 import account_pb2, account_pb2_grpc, billing_pb2
+from google.api import httpbody_pb2
+
+from services.common.grpc_server import ServicerContext
+from services.common.logs import fields
+from services.common.money import micros_to_idr
+from services.gateway import account_views, errors
+from services.gateway.boundary import public_unary
+from services.gateway.server import Backends, Caller
+
+log = logging.getLogger(__name__)
+
+
+class AccountService(account_pb2_grpc.AccountServicer):
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+
+    async def _manager(self, context: ServicerContext) -> Caller:
+        caller = await self.backends.authenticate(context)
+        if account_views.MANAGE not in caller.scopes:
+            raise errors.insufficient_scope()
+        return caller
+
+    @public_unary
+    async def GetBalance(
+        self, request: account_pb2.GetBalanceRequest, context: ServicerContext
+    ) -> account_pb2.Balance:
+        caller = await self.backends.authenticate(context)
+        balance = await self.backends.billing_call(
+            self.backends.billing.GetAccountBalance,
+            billing_pb2.GetAccountBalanceRequest(account_id=caller.account_id),
+        )
+        return account_pb2.Balance(
+            object="balance",
+            currency="IDR",
+            balance_idr=micros_to_idr(balance.balance_micros),
+            held_idr=micros_to_idr(balance.held_micros),
+            available_idr=micros_to_idr(balance.available_micros),
+        )
+
+    @public_unary
+    async def ListUsage(
+        self, request: account_pb2.UsageQuery, context: ServicerContext
+    ) -> account_pb2.UsageList:
+        caller = await self.backends.authenticate(context)
+        query = account_views.usage_request(caller.account_id, request)
+        try:
+            page = await self.backends.billing_call(
+                self.backends.billing.ListUsage,
+                query,
+                expected=(grpc.StatusCode.INVALID_ARGUMENT,),
+            )
+        except grpc.aio.AioRpcError as exc:
+            # Checked here already, except whose record `after` is.
+            raise errors.invalid_usage_cursor() from exc
+        return account_views.usage_list(page)
+
+    @public_unary
+    async def SummarizeUsage(
+        self, request: account_pb2.UsageSummaryQuery, context: ServicerContext
+    ) -> account_pb2.UsageReport:
+        caller = await self.backends.authenticate(context)
+        query = account_views.summary_request(caller.account_id, request, int(time.time()))
+        summary = await self.backends.billing_call(self.backends.billing.SummarizeUsage, query)
+        return account_views.usage_report(summary, query)
+
+    @public_unary
+    async def CreateKey(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> account_pb2.CreatedKey:
+        caller = await self._manager(context)
+        body = errors.json_object_body(request.data) if request.data.strip() else {}
+        created = await self.backends.billing_call(
+            self.backends.billing.CreateApiKey,
+            account_views.new_key_request(caller.account_id, body),
+        )
+        log.info(
+            "API key created",
+            extra=fields(
+                account_id=caller.account_id, key_id=created.key_id, by_key_id=caller.key_id
+            ),
+        )
+        return account_views.created_key(created)
+
+    @public_unary
+    async def ListKeys(
+        self, request: account_pb2.ListKeysRequest, context: ServicerContext
+    ) -> account_pb2.KeyList:
+        caller = await self._manager(context)
+        keys = await self.backends.billing_call(
+            self.backends.billing.ListApiKeys,
+            billing_pb2.ListApiKeysRequest(account_id=caller.account_id),
+        )
+        return account_views.key_list(keys)
+
+    @public_unary
+    async def RevokeKey(
+        self, request: account_pb2.RevokeKeyRequest, context: ServicerContext
+    ) -> account_pb2.Key:
+        caller = await self._manager(context)
+        key_id = account_views.key_id_param(request.key_id)
+        try:
+            revoked = await self.backends.billing_call(
+                self.backends.billing.RevokeApiKey,
+                billing_pb2.RevokeApiKeyRequest(key_id=key_id, account_id=caller.account_id),
+                expected=(grpc.StatusCode.NOT_FOUND,),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise errors.key_not_found() from exc
+        log.info(
+            "API key revoked",
+            extra=fields(account_id=caller.account_id, key_id=key_id, by_key_id=caller.key_id),
+        )
+        return account_views.public_key(revoked)
