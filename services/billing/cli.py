@@ -93,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     account_cmds = account.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = account_cmds.add_parser("create", help="create an account")
     create.add_argument("name", nargs="+", help="display name")
+    disable = account_cmds.add_parser(
+        "disable", help="stop every key of an account at once (open holds still settle)"
+    )
+    disable.add_argument("account_id")
+    disable.add_argument("--reason", required=True, help="why; kept on the account")
+    account_cmds.add_parser("enable", help="let a disabled account's keys work again").add_argument(
+        "account_id"
+    )
 
     topup = commands.add_parser("topup", help="add IDR to an account")
     topup.add_argument("account_id")
@@ -102,7 +110,12 @@ def _parser() -> argparse.ArgumentParser:
 
     key = commands.add_parser("key", help="manage API keys")
     key_cmds = key.add_subparsers(dest="action", metavar="ACTION", required=True)
-    key_cmds.add_parser("create", help="issue a key (shown once)").add_argument("account_id")
+    key_create = key_cmds.add_parser("create", help="issue a key (shown once)")
+    key_create.add_argument("account_id")
+    key_create.add_argument("--name", default="", help="a name to recognise it by")
+    key_create.add_argument(
+        "--manage", action="store_true", help="may also manage the account's keys (/v1/keys)"
+    )
     key_cmds.add_parser("list", help="list an account's keys").add_argument("account_id")
     key_cmds.add_parser("revoke", help="revoke a key now").add_argument("key_id")
 
@@ -191,6 +204,22 @@ def _balance_output(balance: billing_pb2.AccountBalance) -> Output:
 
 def _run(stub: billing_pb2_grpc.BillingStub, ns: argparse.Namespace) -> Output:
     timeout = RPC_TIMEOUT_SECONDS
+    if ns.command == "account" and ns.action in ("disable", "enable"):
+        rules.check_account_id(ns.account_id)
+        disabled = ns.action == "disable"
+        changed: billing_pb2.AccountInfo = stub.SetAccountDisabled(
+            billing_pb2.SetAccountDisabledRequest(
+                account_id=ns.account_id,
+                disabled=disabled,
+                reason=ns.reason if disabled else "",
+            ),
+            timeout=timeout,
+        )
+        state = "disabled" if changed.disabled_at_unix else "enabled"
+        return {"account_id": changed.account_id, "disabled": disabled}, (
+            f"{changed.account_id} {state}"
+        )
+
     if ns.command == "account":
         name = " ".join(ns.name)
         rules.check_name(name)
@@ -218,7 +247,12 @@ def _run(stub: billing_pb2_grpc.BillingStub, ns: argparse.Namespace) -> Output:
         if ns.action == "create":
             rules.check_account_id(ns.account_id)
             created: billing_pb2.CreatedApiKey = stub.CreateApiKey(
-                billing_pb2.CreateApiKeyRequest(account_id=ns.account_id), timeout=timeout
+                billing_pb2.CreateApiKeyRequest(
+                    account_id=ns.account_id,
+                    name=ns.name,
+                    scopes=["inference", "manage"] if ns.manage else ["inference"],
+                ),
+                timeout=timeout,
             )
             human = f"{created.key_id} {created.api_key}  (shown once: store it now)"
             return {"key_id": created.key_id, "api_key": created.api_key}, human

@@ -198,6 +198,28 @@ async def test_cli_keys(billing_addr: str, engine: AsyncEngine, money: Money) ->
         await money.authenticate(created["api_key"])
 
 
+async def test_cli_manage_keys_and_disabling(
+    billing_addr: str, engine: AsyncEngine, money: Money
+) -> None:
+    account_id = (await ctl(billing_addr, "account", "create", "Ops", "--json"))["account_id"]
+    created = await ctl(
+        billing_addr, "key", "create", account_id, "--name", "ops", "--manage", "--json"
+    )
+    principal = await money.authenticate(created["api_key"])
+    assert principal.scopes == ("inference", "manage")
+    no_reason = await ctl_error(billing_addr, "account", "disable", account_id, "--json")
+    assert no_reason["code"] == "INVALID_ARGUMENT" and "--reason" in no_reason["message"]
+    disabled = await ctl(
+        billing_addr, "account", "disable", account_id, "--reason", "fraud review", "--json"
+    )
+    assert disabled == {"account_id": account_id, "disabled": True}
+    with pytest.raises(rules.Unauthenticated):
+        await money.authenticate(created["api_key"])
+    enabled = await ctl(billing_addr, "account", "enable", account_id, "--json")
+    assert enabled == {"account_id": account_id, "disabled": False}
+    assert (await money.authenticate(created["api_key"])).account_id == account_id
+
+
 async def test_cli_errors(billing_addr: str) -> None:
     account_id = (await ctl(billing_addr, "account", "create", "Errs", "--json"))["account_id"]
     for amount in ("abc", "-5", "0", "1.0000001"):
