@@ -126,7 +126,7 @@ def see_other(location: str) -> web.Response:
 
 
 def visitor(request: web.Request) -> Visitor:
-    found = request.get(VISITOR)
+    found: Visitor | None = request.get(VISITOR)
     if found is None:  # session_auth lets no dashboard request through without one
         raise web.HTTPNotFound()
     return found

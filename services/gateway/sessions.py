@@ -34,7 +34,7 @@ def plausible_token(token: str) -> bool:
     )
 
 
-def session_scopes(role: accounts_pb2.Membership.Role.ValueType) -> tuple[str, ...]:
+def session_scopes(role: accounts_pb2.Membership.Role) -> tuple[str, ...]:
     """The scopes of a session acting in a billing account with this role."""
     return OWNER_SCOPES if role == accounts_pb2.Membership.OWNER else MEMBER_SCOPES
 

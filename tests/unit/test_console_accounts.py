@@ -18,7 +18,7 @@ from services.console import account_api, accounts_client, usage_view, web_forms
 
 class Refusal(grpc.aio.AioRpcError):
     def __init__(self, code: grpc.StatusCode, details: str, *trailers: tuple[str, str]) -> None:
-        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers), details)
+        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers), details, None)
 
 
 def test_the_session_cookie_is_httponly_lax_sitewide_and_secure_over_https() -> None:

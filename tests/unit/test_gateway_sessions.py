@@ -33,7 +33,7 @@ class Context:
 
 class Refused(grpc.aio.AioRpcError):
     def __init__(self, code: grpc.StatusCode) -> None:
-        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "refused")
+        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "refused", None)
 
 
 class FakeAccounts:
