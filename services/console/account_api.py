@@ -1,7 +1,7 @@
 """The dashboard's data: the gateway's public Account methods (what /v1/balance,
-/v1/usage and /v1/keys transcode), called for the logged-in person with the
-session token in `x-aiport-session` metadata. The dashboard is a client of our
-own API: nothing it shows or changes bypasses it.
+/v1/usage and /v1/keys transcode) and Jobs.ListJobs (GET /v1/jobs), called for
+the logged-in person with the session token in `x-aiport-session` metadata.
+The dashboard is a client of our own API: nothing it shows or changes bypasses it.
 
 The gateway's refusals carry our public error (status and JSON body) in
 trailing metadata; they come back here as ApiRefused with that status.
@@ -16,7 +16,7 @@ from typing import Final, cast
 
 import grpc
 import orjson
-from aiport.v1 import account_pb2, account_pb2_grpc
+from aiport.v1 import account_pb2, account_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 from google.api import httpbody_pb2
 
 from services.common import grpc_server
@@ -73,9 +73,11 @@ class AccountApi:
     def __init__(self, gateway_addr: str) -> None:
         self._channel = grpc_server.channel(gateway_addr)
         self._stub = account_pb2_grpc.AccountStub(self._channel)
+        self._jobs = jobs_pb2_grpc.JobsStub(self._channel)
 
     async def _call(self, name: str, request: object, session: str) -> object:
-        method = getattr(self._stub, name)
+        stub = self._jobs if name == "ListJobs" else self._stub
+        method = getattr(stub, name)
         try:
             return await method(
                 request, timeout=CALL_TIMEOUT_SECONDS, metadata=((SESSION_METADATA, session),)
@@ -111,6 +113,10 @@ class AccountApi:
     async def revoke_key(self, session: str, key_id: str) -> account_pb2.Key:
         request = account_pb2.RevokeKeyRequest(key_id=key_id)
         return cast(account_pb2.Key, await self._call("RevokeKey", request, session))
+
+    async def jobs(self, session: str, query: jobs_pb2.ListJobsRequest) -> jobs_pb2.JobList:
+        """GET /v1/jobs for the logged-in person's account."""
+        return cast(jobs_pb2.JobList, await self._call("ListJobs", query, session))
 
     async def close(self) -> None:
         await self._channel.close(None)

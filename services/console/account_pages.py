@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiport.v1 import account_pb2
 
-from services.console import i18n, security, times, usage_view, web_forms
+from services.console import i18n, jobs_view, security, times, usage_view, web_forms
 from services.console.account_api import AccountApi, ApiRefused
 from services.console.accounts_client import (
     AccountsClient,
@@ -82,6 +82,7 @@ def add_routes(app: web.Application, accounts: AccountsClient, api: AccountApi) 
     router.add_post("/dashboard/api-keys/{key_id}/revoke", revoke_key, name="revoke_key")
     router.add_get("/dashboard/usage", usage, name="usage")
     router.add_get("/dashboard/usage.csv", usage_csv, name="usage_csv")
+    router.add_get("/dashboard/jobs", jobs, name="jobs")
 
 
 # --- the session ---------------------------------------------------------------------------
@@ -520,6 +521,28 @@ async def usage(request: web.Request) -> web.StreamResponse:
         keys=[{"id": key.id, "name": key.name or key.prefix} for key in keys.data],
         next_url=next_url,
         csv_url="/dashboard/usage.csv?" + filters.query_string(),
+    )
+
+
+async def jobs(request: web.Request) -> web.StreamResponse:
+    who = visitor(request)
+    filters = jobs_view.parse_filters(request.query)
+    lang = lang_of(request)
+    try:
+        page = await request.app[API].jobs(who.session_token, filters.query())
+    except ApiRefused as refused:
+        return api_refusal(request, refused)
+    rows = [jobs_view.job_row(job, lang, TIME_ZONE) for job in page.data]
+    for row in rows:
+        row["status_label"] = i18n.translate(lang, f"jobs.status.{row['status']}")
+    cursor = usage_view.value_text(page.next_cursor)
+    return render(
+        request,
+        "jobs.html",
+        filters=filters,
+        statuses=jobs_view.STATUSES,
+        rows=rows,
+        next_url=filters.next_url(cursor) if page.has_more and cursor else "",
     )
 
 

@@ -12,6 +12,7 @@ import html
 import io
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,3 +277,40 @@ def test_change_password_keeps_this_session_and_ends_the_others(
         assert changed.status_code == 303, changed.text[:1000]
         assert person.web.get("/dashboard").status_code == 200
         assert elsewhere.get("/dashboard").status_code == 303
+
+
+def test_the_jobs_page_shows_the_persons_jobs_with_what_they_cost(
+    base_url: str,
+    person: Person,
+    accounts: accounts_pb2_grpc.AccountsStub,
+    billing: billing_pb2_grpc.BillingStub,
+) -> None:
+    account_id = account_of(accounts, person.email)
+    billing.TopUp(
+        billing_pb2.TopUpRequest(account_id=account_id, amount_micros=idr_to_micros("250000"))
+    )
+    _, key = create_key(person.web, "jobs")
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as api:
+        done = api.post("/v1/image/generate", json={"prompt": "a becak at dusk"}).json()["job_id"]
+        failed = api.post("/v1/image/generate", json={"prompt": "x [sim:fail]"}).json()["job_id"]
+        deadline = time.monotonic() + 30
+        while {api.get(f"/v1/jobs/{j}").json()["status"] for j in (done, failed)} != {
+            "done",
+            "failed",
+        }:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    page = person.web.get("/dashboard/jobs")
+    assert page.status_code == 200, page.text[:500]
+    for job_id in (done, failed):
+        assert f'data-job-id="{job_id}"' in page.text
+    failed_row = page.text.split(f'data-job-id="{failed}"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-status="failed"' in failed_row
+    # A failed job gave its whole hold back.
+    held = re.search(r'class="money held" data-idr="([0-9.]+)"', failed_row)
+    refund = re.search(r'class="money refund" data-idr="([0-9.]+)"', failed_row)
+    assert held and refund and held.group(1) == refund.group(1)
+    only_done = person.web.get("/dashboard/jobs", params={"status": "done"}).text
+    assert f'data-job-id="{done}"' in only_done and f'data-job-id="{failed}"' not in only_done

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiport.v1 import account_pb2, accounts_pb2
+from aiport.v1 import account_pb2, accounts_pb2, jobs_pb2
 from google.protobuf import struct_pb2
 
 from services.console import security
@@ -88,6 +88,20 @@ class FakeApi:
         page.next_cursor.string_value = "hold_" + "n" * 20
         return page
 
+    async def jobs(self, session: str, query: jobs_pb2.ListJobsRequest) -> jobs_pb2.JobList:
+        job = jobs_pb2.Job(
+            job_id="job_" + "j" * 26,
+            status="failed",
+            created_at="2026-04-01T00:00:00Z",
+            model="gpt-image-2",
+            estimated_cost_idr="2400",
+        )
+        job.actual_cost_idr.string_value = "0"
+        job.error_code.string_value = "provider_error"
+        page = jobs_pb2.JobList(data=[job], has_more=True)
+        page.next_cursor.string_value = "MTpqb2Jf"
+        return page
+
 
 class NoPrices:
     async def price_list(self) -> Any:
@@ -162,6 +176,19 @@ async def test_public_account_pages_carry_their_hooks(
                 'class="revoke-key"',
                 'class="revoke-key-submit"',
                 f'action="/dashboard/api-keys/{KEY_ID}/revoke"',
+            ],
+        ),
+        (
+            "/dashboard/jobs?status=failed",
+            [
+                'form id="jobs-filters"',
+                'table id="jobs"',
+                f'tr class="job-row" data-job-id="job_{"j" * 26}"',
+                'data-status="failed"',
+                "provider_error",
+                'class="money refund" data-idr="2400"',
+                'id="jobs-next"',
+                'href="/dashboard/jobs?status=failed&amp;after=MTpqb2Jf"',
             ],
         ),
         (
