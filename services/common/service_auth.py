@@ -51,8 +51,9 @@ _GATEWAY = (
     "CaptureHold",
     "ReleaseHold",
     "GetAccountBalance",
-    # A customer's own records and keys (/v1/usage, /v1/keys).
+    # A customer's own records and keys (/v1/usage, /v1/statement, /v1/keys).
     "ListUsage",
+    "ListLedger",
     "SummarizeUsage",
     "CreateApiKey",
     "ListApiKeys",

@@ -77,6 +77,17 @@ class AccountService(account_pb2_grpc.AccountServicer):
         return account_views.usage_report(summary, query)
 
     @public_unary
+    async def ListStatement(
+        self, request: account_pb2.StatementQuery, context: ServicerContext
+    ) -> account_pb2.Statement:
+        caller = await self.backends.authenticate(context)
+        page = await self.backends.billing_call(
+            self.backends.billing.ListLedger,
+            account_views.statement_request(caller.account_id, request),
+        )
+        return account_views.statement(page)
+
+    @public_unary
     async def CreateKey(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> account_pb2.CreatedKey:

@@ -97,6 +97,55 @@ def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+_ENTRY_ID = re.compile(r"[1-9][0-9]{0,18}")
+# The statement's words for billing's transaction kinds.
+STATEMENT_KINDS = {
+    "topup": "topup",
+    "capture": "charge",
+    "promotion": "promotion",
+    "adjustment": "adjustment",
+}
+
+
+def statement_request(
+    account_id: str, query: account_pb2.StatementQuery
+) -> billing_pb2.ListLedgerRequest:
+    limit = DEFAULT_LIMIT
+    if query.limit:
+        if not (_DIGITS.fullmatch(query.limit) and 1 <= int(query.limit) <= MAX_LIMIT):
+            raise _invalid(
+                f"limit must be a whole number from 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}).",
+                "limit",
+            )
+        limit = int(query.limit)
+    if query.after and not (_ENTRY_ID.fullmatch(query.after) and int(query.after) < 2**63):
+        raise errors.invalid_statement_cursor()
+    return billing_pb2.ListLedgerRequest(
+        account_id=account_id, limit=limit, after_entry_id=int(query.after or 0)
+    )
+
+
+def statement(page: billing_pb2.LedgerPage) -> account_pb2.Statement:
+    return account_pb2.Statement(
+        object="list",
+        data=[
+            account_pb2.StatementEntry(
+                object="statement_entry",
+                id=str(entry.entry_id),
+                created=_u32(entry.created_at_unix),
+                kind=STATEMENT_KINDS.get(entry.kind, entry.kind),
+                amount_idr=micros_to_idr(entry.amount_micros),
+                balance_after_idr=micros_to_idr(entry.balance_after_micros),
+                description=entry.description,
+                usage_record_id=_nullable(entry.hold_id),
+            )
+            for entry in page.entries
+        ],
+        has_more=page.next_after_entry_id != 0,
+        next_cursor=_nullable(str(page.next_after_entry_id) if page.next_after_entry_id else ""),
+    )
+
+
 def summary_request(
     account_id: str, query: account_pb2.UsageSummaryQuery, now_unix: int
 ) -> billing_pb2.SummarizeUsageRequest:

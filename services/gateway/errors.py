@@ -316,3 +316,10 @@ def insufficient_scope() -> PublicError:
         "insufficient_scope",
         'Managing keys needs an API key with the "manage" scope; this key does not have it.',
     )
+
+
+def invalid_statement_cursor() -> PublicError:
+    return invalid_request(
+        "after is not a cursor of this statement: pass the next_cursor of a previous page.",
+        "after",
+    )

@@ -217,3 +217,31 @@ def test_a_disabled_accounts_keys_stop_at_once(
         )
         assert http.get("/v1/balance").status_code == 200
     assert micros_to_idr(balance_micros(billing, account.account_id)) == "100000"
+
+
+def test_the_statement_shows_top_ups_and_charges_with_the_balance_after(
+    new_account: NewAccount, billing: billing_pb2_grpc.BillingStub, base_url: str
+) -> None:
+    account = new_account("100000")
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=account.api_key)
+    client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    with client_for(base_url, account.api_key) as http:
+        statement = http.get("/v1/statement").json()
+        (record,) = usage(http)["data"]
+        charge, topup = statement["data"]
+        assert (topup["kind"], topup["amount_idr"], topup["usage_record_id"]) == (
+            "topup",
+            "100000",
+            None,
+        )
+        assert charge["kind"] == "charge" and charge["usage_record_id"] == record["id"]
+        assert Decimal(charge["amount_idr"]) == -Decimal(record["cost_idr"])
+        assert Decimal(charge["balance_after_idr"]) * 1_000_000 == balance_micros(
+            billing, account.account_id
+        )
+        first = http.get("/v1/statement", params={"limit": "1"}).json()
+        assert first["has_more"] and first["data"][0]["id"] == charge["id"]
+        rest = http.get("/v1/statement", params={"after": first["next_cursor"]}).json()
+        assert [e["id"] for e in rest["data"]] == [topup["id"]] and rest["next_cursor"] is None
+        bad = http.get("/v1/statement", params={"after": "x"})
+        assert (bad.status_code, bad.json()["error"]["param"]) == (400, "after")

@@ -159,3 +159,39 @@ def test_keys_in_public_shape_active_first_and_the_value_only_when_created() -> 
         account_views.created_key(billing_pb2.CreatedApiKey(api_key="aip_live_x", key=active))
     )
     assert (created["object"], created["key"], created["name"]) == ("api_key", "aip_live_x", "ci")
+
+
+def test_the_statement_in_the_customers_words() -> None:
+    request = account_views.statement_request(
+        ACCOUNT, account_pb2.StatementQuery(limit="5", after="42")
+    )
+    assert (request.account_id, request.limit, request.after_entry_id) == (ACCOUNT, 5, 42)
+    assert account_views.statement_request(ACCOUNT, account_pb2.StatementQuery()).limit == 20
+    for fields, param in (({"limit": "500"}, "limit"), ({"after": "hold_x"}, "after")):
+        query = account_pb2.StatementQuery(**fields)
+        assert param_of(lambda q=query: account_views.statement_request(ACCOUNT, q)) == (  # type: ignore[misc]
+            400,
+            param,
+        )
+    page = billing_pb2.LedgerPage(
+        entries=[
+            billing_pb2.LedgerEntry(
+                entry_id=9, kind="capture", amount_micros=-350_000, hold_id=HOLD
+            ),
+            billing_pb2.LedgerEntry(entry_id=8, kind="topup", amount_micros=50_000_000_000),
+        ],
+        next_after_entry_id=8,
+    )
+    shown = public_json(account_views.statement(page))
+    charge, topup = shown["data"]
+    assert (charge["kind"], charge["amount_idr"], charge["usage_record_id"]) == (
+        "charge",
+        "-0.35",
+        HOLD,
+    )
+    assert (topup["kind"], topup["amount_idr"], topup["usage_record_id"]) == (
+        "topup",
+        "50000",
+        None,
+    )
+    assert (shown["has_more"], shown["next_cursor"]) == (True, "8")
