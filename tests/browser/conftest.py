@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -153,9 +154,15 @@ def chromium(playwright: Playwright) -> Iterator[Browser]:
 
 
 def new_tab(chromium: Browser, base_url: str, album: Album, locale: str = "en-US") -> Iterator[Tab]:
-    # A context per tab: its own cookies, as a person on another computer.
+    # A context per tab: its own cookies, as a person on another computer, at an
+    # address of their own (the stack trusts one proxy hop), so the per-address
+    # limits on log-in and sign-up never carry from one test to the next.
+    address = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
     context = chromium.new_context(
-        base_url=base_url, locale=locale, viewport={"width": 1280, "height": 800}
+        base_url=base_url,
+        locale=locale,
+        viewport={"width": 1280, "height": 800},
+        extra_http_headers={"X-Forwarded-For": address},
     )
     context.set_default_timeout(15_000)
     try:
