@@ -102,6 +102,9 @@ DEFAULT_METRICS_PORTS = {
 # (services/common/service_auth.py).
 BILLING_CALLER = {"gateway": "gateway", "jobs": "jobs", "accounts": "accounts"}
 JOBS_CALLER = {"gateway": "gateway", "worker-image": "worker", "worker-video": "worker"}
+# ...and the accounts service: the console (people, sessions), the gateway (whose
+# session the console passed on).
+ACCOUNTS_CALLER = {"console": "console", "gateway": "gateway"}
 
 
 def new_service_tokens() -> dict[str, str]:
@@ -196,8 +199,8 @@ class StackConfig:
     service_tokens: dict[str, str] = field(default_factory=new_service_tokens)
     # JobState's callers' tokens: jobs gets all, the gateway and workers their own.
     jobs_tokens: dict[str, str] = field(default_factory=new_jobs_tokens)
-    # The accounts service's callers' tokens: accounts gets all; "admin" is for
-    # the accounts CLI and the tests (the console will get "console").
+    # The accounts service's callers' tokens: accounts gets all, the console and
+    # the gateway their own; "admin" is for the accounts CLI and the tests.
     accounts_tokens: dict[str, str] = field(default_factory=new_accounts_tokens)
 
     @classmethod
@@ -372,6 +375,8 @@ class StackConfig:
             env[service_auth.TOKEN_ENV] = self.service_tokens[BILLING_CALLER[service]]
         if service in JOBS_CALLER:
             env[service_auth.JOBS_TOKEN_ENV] = self.jobs_tokens[JOBS_CALLER[service]]
+        if service in ACCOUNTS_CALLER:
+            env[service_auth.ACCOUNTS_TOKEN_ENV] = self.accounts_tokens[ACCOUNTS_CALLER[service]]
         return env
 
     @property

@@ -114,8 +114,9 @@ JOBS_CALLER_TOKEN_ENV: Mapping[str, str] = {
 
 # The accounts service (people and sessions): the console signs people up and in
 # and finds users for operators; only aiportctl ("admin") grants the operator
-# role. Tokens of its own again: callers send AIPORT_ACCOUNTS_TOKEN, accounts
-# reads AIPORT_ACCOUNTS_TOKEN_CONSOLE and AIPORT_ACCOUNTS_TOKEN_ADMIN.
+# role; the gateway resolves the sessions the console passes on. Tokens of its
+# own again: callers send AIPORT_ACCOUNTS_TOKEN, accounts reads
+# AIPORT_ACCOUNTS_TOKEN_CONSOLE, _ADMIN and _GATEWAY.
 ACCOUNTS = "/aiport.v1.Accounts/"
 ACCOUNTS_TOKEN_ENV = "AIPORT_ACCOUNTS_TOKEN"
 _ACCOUNTS_CONSOLE = (
@@ -133,10 +134,13 @@ _ACCOUNTS_CONSOLE = (
 ACCOUNTS_CALLERS: Mapping[str, frozenset[str]] = {
     "console": frozenset(ACCOUNTS + m for m in _ACCOUNTS_CONSOLE),
     "admin": frozenset(ACCOUNTS + m for m in (*_ACCOUNTS_CONSOLE, "SetOperator")),
+    # The gateway only learns whose session the console passed on (x-aiport-session).
+    "gateway": frozenset({ACCOUNTS + "ResolveSession"}),
 }
 ACCOUNTS_CALLER_TOKEN_ENV: Mapping[str, str] = {
     "console": "AIPORT_ACCOUNTS_TOKEN_CONSOLE",
     "admin": "AIPORT_ACCOUNTS_TOKEN_ADMIN",
+    "gateway": "AIPORT_ACCOUNTS_TOKEN_GATEWAY",
 }
 
 

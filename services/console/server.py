@@ -35,6 +35,8 @@ from services.common.grpc_server import drain_seconds
 from services.common.logs import fields
 from services.common.settings import env, metrics_addr
 from services.console import docs, i18n, security
+from services.console.account_api import AccountApi, ApiUnavailable
+from services.console.accounts_client import AccountsClient, AccountsUnavailable, RateLimited
 from services.console.catalog_client import CatalogUnavailable
 from services.console.money import format_idr
 from services.console.price_list import PriceList
@@ -65,21 +67,33 @@ class NavItem:
     label: str  # a message key
 
 
-# The dashboard and log-in links join this list when those pages exist: the
-# navigation never links to a page that would 404.
+# The public pages; then the dashboard's for a logged-in person, or log-in and
+# sign-up for anyone else (when the console has the account pages).
 NAV: Final = (
     NavItem("/", "nav.home"),
     NavItem("/pricing", "nav.pricing"),
     NavItem("/docs", "nav.docs"),
 )
+NAV_LOGGED_IN: Final = (
+    NavItem("/dashboard", "nav.dashboard"),
+    NavItem("/dashboard/api-keys", "nav.api_keys"),
+    NavItem("/dashboard/usage", "nav.usage"),
+    NavItem("/dashboard/settings", "nav.settings"),
+)
+NAV_LOGGED_OUT: Final = (
+    NavItem("/login", "nav.login"),
+    NavItem("/signup", "nav.signup"),
+)
 
 # Per status: the message keys of the error page, and the JSON error an API
 # client gets instead (our public error shape).
 ERRORS: Final[dict[int, tuple[str, str, str]]] = {
+    400: ("error.400", "Malformed request.", "invalid_request_error"),
     403: ("error.403", "Request refused: missing or invalid CSRF token.", "forbidden"),
     404: ("error.404", "No such page.", "not_found"),
     405: ("error.405", "Method not allowed.", "method_not_allowed"),
     413: ("error.500", "Request body too large.", "request_too_large"),
+    429: ("error.429", "Too many attempts. Please wait and try again.", "rate_limited"),
     500: ("error.500", "Internal error.", "internal_error"),
     503: ("error.503", "This part of aiport is unavailable right now.", "service_unavailable"),
 }
@@ -98,6 +112,9 @@ REQUEST_ID = web.RequestKey("request_id", str)
 LANG = web.RequestKey("lang", str)
 SESSION_BINDING = web.RequestKey("session_binding", str)
 NEW_CSRF_BINDING = web.RequestKey("new_csrf_binding", str)
+# Set by account_pages.session_auth: the logged-in person's email (the nav shows it).
+VISITOR_EMAIL = web.RequestKey("visitor_email", str)
+ACCOUNT_PAGES = web.AppKey("account_pages", bool)
 
 
 def console_addr() -> str:
@@ -144,9 +161,24 @@ def static_files(directory: Path = STATIC_DIR) -> dict[str, StaticFile]:
     return found
 
 
-def create_app(catalog: PriceSource, public_origin: str) -> web.Application:
+def create_app(
+    catalog: PriceSource,
+    public_origin: str,
+    accounts: AccountsClient | None = None,
+    api: AccountApi | None = None,
+) -> web.Application:
+    """The console; with `accounts` and `api`, the account pages and the dashboard too."""
+    # Imported here: account_pages renders with this module's helpers.
+    from services.console import account_pages
+
     app = web.Application(
-        middlewares=[request_id, language, error_pages, csrf_protection],
+        middlewares=[
+            request_id,
+            language,
+            error_pages,
+            account_pages.session_auth,
+            csrf_protection,
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[CATALOG] = catalog
@@ -162,6 +194,9 @@ def create_app(catalog: PriceSource, public_origin: str) -> web.Application:
     app.router.add_get("/lang/{code}", switch_language, name="lang")
     app.router.add_get("/static/{name}", static, name="static")
     app.router.add_get("/healthz", healthz, name="healthz")
+    app[ACCOUNT_PAGES] = accounts is not None and api is not None
+    if accounts is not None and api is not None:
+        account_pages.add_routes(app, accounts, api)
     app.on_response_prepare.append(_add_security_headers)
     return app
 
@@ -172,14 +207,20 @@ def make_runner(app: web.Application, shutdown_seconds: float = SHUTDOWN_SECONDS
     )
 
 
-async def serve(addr: str, catalog: PriceSource, public_origin: str) -> None:
+async def serve(
+    addr: str,
+    catalog: PriceSource,
+    public_origin: str,
+    accounts: AccountsClient | None = None,
+    api: AccountApi | None = None,
+) -> None:
     """Run until SIGTERM/SIGINT, then drain like the other services: /healthz
     answers 503 for the drain delay, then pages in flight get the grace."""
     host, port = parse_addr(addr)
     scrape_addr = metrics_addr()
     metrics_server = metrics.serve_metrics(scrape_addr) if scrape_addr else None
     drain_delay, grace = drain_seconds(default_grace=SHUTDOWN_SECONDS)
-    app = create_app(catalog, public_origin)
+    app = create_app(catalog, public_origin, accounts, api)
     runner = make_runner(app, grace)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -236,8 +277,9 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
             t=partial(i18n.translate, lang),
             nav=[
                 {"href": item.href, "label": item.label, "current": item.href == request.path}
-                for item in NAV
+                for item in nav_items(request)
             ],
+            visitor_email=request.get(VISITOR_EMAIL, ""),
             languages=[(code, i18n.LANGUAGE_NAMES[code]) for code in i18n.LANGUAGES],
             current_path=back_to,
             public_url=app[PUBLIC_URL],
@@ -251,6 +293,12 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     response = web.Response(text=page, status=status, content_type=HTML, charset="utf-8")
     _private(response)
     return response
+
+
+def nav_items(request: web.Request) -> tuple[NavItem, ...]:
+    if not request.app.get(ACCOUNT_PAGES):
+        return NAV
+    return NAV + (NAV_LOGGED_IN if VISITOR_EMAIL in request else NAV_LOGGED_OUT)
 
 
 def _modality_name(lang: str, modality: str) -> str:
@@ -379,13 +427,26 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         return error_response(request, exc.status, exc.headers.get("Allow"))
-    except CatalogUnavailable:
+    except (CatalogUnavailable, AccountsUnavailable, ApiUnavailable):
         return error_response(request, 503)
+    except RateLimited as limited:
+        return too_many_attempts(request, limited.retry_after_seconds)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unexpected error", extra=fields(route=_route_name(request)))
         return error_response(request, 500)
+
+
+def too_many_attempts(request: web.Request, retry_after_seconds: int) -> web.Response:
+    """Accounts' rate limit (log-in, sign-up): a friendly page saying how long to wait."""
+    minutes = max(1, -(-retry_after_seconds // 60))
+    if wants_html(request):
+        response = render(request, "too_many.html", status=429, current_path="/", minutes=minutes)
+    else:
+        response = error_response(request, 429)
+    response.headers["Retry-After"] = str(max(1, retry_after_seconds))
+    return response
 
 
 def wants_html(request: web.Request) -> bool:

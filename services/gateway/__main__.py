@@ -40,7 +40,15 @@ async def main() -> None:
         )
     billing = channel(settings.billing_addr(), service_auth.metadata(billing_token))
     providers = channel(settings.providers_addr())
-    backends = Backends(billing, providers)
+    # Sessions (the console's calls for a logged-in person) need the accounts
+    # service; without its token, every caller needs an API key.
+    accounts_token = service_auth.own_token(name=service_auth.ACCOUNTS_TOKEN_ENV)
+    accounts = (
+        channel(settings.accounts_addr(), service_auth.metadata(accounts_token))
+        if accounts_token is not None
+        else None
+    )
+    backends = Backends(billing, providers, accounts)
     job_state = channel(settings.jobs_addr(), service_auth.metadata(jobs_token))
     jobs = JobsBackend(
         backends,
@@ -76,6 +84,8 @@ async def main() -> None:
         await backends.drain(FINAL_SETTLE_SECONDS)
         await billing.close(None)
         await job_state.close(None)
+        if accounts is not None:
+            await accounts.close(None)
 
     await serve(settings.listen_addr(settings.gateway_addr()), register, on_stop=close)
 

@@ -19,6 +19,8 @@ from typing import Any, TypeAlias, TypeVar, cast
 import grpc
 import orjson
 from aiport.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
     billing_pb2,
     billing_pb2_grpc,
     catalog_pb2,
@@ -45,7 +47,7 @@ from services.common.money import micros_to_idr
 from services.common.sse import DONE, frame
 from services.common.usage import Usage
 from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
-from services.gateway import bad_keys, errors
+from services.gateway import bad_keys, errors, sessions
 from services.gateway.boundary import public_stream, public_unary
 from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.errors import PublicError
@@ -78,6 +80,8 @@ SETTLE_ATTEMPTS = 4
 # Before looking up a hold whose authorization answer was lost.
 LOST_HOLD_DELAY_SECONDS = 0.2
 BEARER = "bearer "
+ACCOUNTS_TIMEOUT_SECONDS = 5.0
+SESSION_REFUSED = "The session has ended or is not valid. Log in again."
 # The usage record's name for POST /v1/chat/completions.
 CHAT_ENDPOINT = "chat.completions"
 
@@ -128,11 +132,19 @@ def _retry_after(exc: grpc.aio.AioRpcError) -> int | None:
 
 
 class Backends:
-    """The gateway's clients for billing and providers, with error translation."""
+    """The gateway's clients for billing, providers and accounts (sessions), with
+    error translation."""
 
-    def __init__(self, billing: grpc.aio.Channel, providers: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        billing: grpc.aio.Channel,
+        providers: grpc.aio.Channel,
+        accounts: grpc.aio.Channel | None = None,
+    ) -> None:
         self.billing = billing_pb2_grpc.BillingStub(billing)
         self.providers = providers_pb2_grpc.ProvidersStub(providers)
+        # None: no session auth (every caller needs an API key).
+        self.accounts = None if accounts is None else accounts_pb2_grpc.AccountsStub(accounts)
         # Settlement tasks that must outlive a cancelled request.
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -176,6 +188,12 @@ class Backends:
         return requestctx.current() or requestctx.ensure(_metadata(context, "x-request-id"))
 
     async def authenticate(self, context: ServicerContext) -> Caller:
+        """The caller of a read or key-management method: an API key, or (without
+        an Authorization header) the console's session metadata (sessions.py)."""
+        if _metadata(context, "authorization") is None:
+            session = _metadata(context, sessions.SESSION_METADATA)
+            if session is not None:
+                return await self._session_caller(context, session)
         key = self.api_key(context)
         # A key locked out by repeated failures is refused (429) before billing.
         attempt = bad_keys.begin(context.invocation_metadata(), context.peer(), key)
@@ -194,6 +212,32 @@ class Backends:
             self.request_id(context),
             new_call_id(),
             tuple(principal.scopes),
+        )
+
+    async def _session_caller(self, context: ServicerContext, token: str) -> Caller:
+        if self.accounts is None or not sessions.plausible_token(token):
+            raise errors.unauthorized(SESSION_REFUSED)
+        try:
+            resolved = await self.accounts.ResolveSession(
+                accounts_pb2.ResolveSessionRequest(session_token=token),
+                timeout=ACCOUNTS_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
+                raise errors.unauthorized(SESSION_REFUSED) from exc
+            log.error("accounts call failed", extra={"fields": {"code": exc.code().name}})
+            raise errors.service_unavailable(
+                "Accounts are temporarily unavailable. Please try again."
+            ) from exc
+        account_id = sessions.acting_account(resolved)
+        if account_id is None:
+            raise errors.unauthorized(SESSION_REFUSED)
+        return Caller(
+            account_id,
+            "",
+            self.request_id(context),
+            new_call_id(),
+            sessions.session_scopes(resolved.membership_role),
         )
 
     async def authorize_hold(

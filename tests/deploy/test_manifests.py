@@ -49,6 +49,8 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_PUBLIC_URL",
         "AIPORT_SERVICE_TOKEN",
         "AIPORT_JOBS_TOKEN",
+        "AIPORT_ACCOUNTS_ADDR",
+        "AIPORT_ACCOUNTS_TOKEN",
     },
     "billing": LISTEN
     | {
@@ -69,6 +71,7 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_SERVICE_TOKEN",
         "AIPORT_ACCOUNTS_TOKEN_CONSOLE",
         "AIPORT_ACCOUNTS_TOKEN_ADMIN",
+        "AIPORT_ACCOUNTS_TOKEN_GATEWAY",
     },
     "providers": LISTEN | {"AIPORT_PROVIDERS"},
     "jobs": LISTEN
@@ -85,7 +88,8 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
     "worker-video": LISTEN
     | {"AIPORT_AMQP_URL", "AIPORT_JOBS_ADDR", "AIPORT_PROVIDERS", "AIPORT_BLOB_DIR"},
     "files": LISTEN | {"AIPORT_BLOB_DIR"},
-    "console": LISTEN | {"AIPORT_GATEWAY_ADDR", "AIPORT_PUBLIC_URL"},
+    "console": LISTEN
+    | {"AIPORT_GATEWAY_ADDR", "AIPORT_PUBLIC_URL", "AIPORT_ACCOUNTS_ADDR", "AIPORT_ACCOUNTS_TOKEN"},
     "aiport-migrate": frozenset({"AIPORT_DATABASE_URL"}),
 }
 SERVICES: Final = (
@@ -204,8 +208,14 @@ def test_service_tokens_go_only_to_billing_and_each_caller_its_own(overlay: str)
             "AIPORT_SERVICE_TOKEN=accounts",
             "AIPORT_ACCOUNTS_TOKEN_CONSOLE=console-to-accounts",
             "AIPORT_ACCOUNTS_TOKEN_ADMIN=admin-to-accounts",
+            "AIPORT_ACCOUNTS_TOKEN_GATEWAY=gateway-to-accounts",
         },
-        "gateway": {"AIPORT_SERVICE_TOKEN=gateway", "AIPORT_JOBS_TOKEN=gateway-to-jobs"},
+        "gateway": {
+            "AIPORT_SERVICE_TOKEN=gateway",
+            "AIPORT_JOBS_TOKEN=gateway-to-jobs",
+            "AIPORT_ACCOUNTS_TOKEN=gateway-to-accounts",
+        },
+        "console": {"AIPORT_ACCOUNTS_TOKEN=console-to-accounts"},
         "jobs": {
             "AIPORT_SERVICE_TOKEN=jobs",
             "AIPORT_JOBS_TOKEN_GATEWAY=gateway-to-jobs",
@@ -273,8 +283,7 @@ def test_network_policies_let_only_real_callers_in(overlay: str) -> None:
 
     assert callers("gateway") == {"edge", "console"}
     assert callers("billing") == {"gateway", "jobs", "accounts"}
-    # No caller yet: the console (its own policy) will be the first.
-    assert callers("accounts") == set()
+    assert callers("accounts") == {"console", "gateway"}
     assert callers("providers") == {"gateway"}
     assert callers("jobs") == {"gateway", "worker-image", "worker-video"}
     assert callers("files") == {"edge"}

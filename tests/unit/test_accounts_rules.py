@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
 
 from sandbox.mail_sink import Keep, latest_mail, link_in, mails_to, token_in
@@ -350,6 +351,16 @@ def test_only_the_admin_grants_operators_and_accounts_opens_billing_accounts_onl
     assert service_auth.BILLING_CALLERS["accounts"] == frozenset(
         {service_auth.BILLING + "CreateAccount"}
     )
+
+
+def test_the_gateway_may_only_resolve_sessions() -> None:
+    tokens = {"console": "c" * 40, "admin": "a" * 40, "gateway": "g" * 40}
+    callers = service_auth.ACCOUNTS_CALLERS
+    resolve = service_auth.ACCOUNTS + "ResolveSession"
+    assert service_auth.decide(resolve, "g" * 40, tokens, callers).code is None
+    for method in ("LogIn", "SignUp", "ChangePassword", "FindUser", "SetOperator", "LogOut"):
+        decision = service_auth.decide(service_auth.ACCOUNTS + method, "g" * 40, tokens, callers)
+        assert decision.code == grpc.StatusCode.PERMISSION_DENIED, method
 
 
 def test_aiportctl_hands_people_commands_to_the_accounts_cli() -> None:

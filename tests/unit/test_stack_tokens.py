@@ -15,7 +15,7 @@ def test_each_process_gets_only_its_own_tokens(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AIPORT_SERVICE_TOKEN", "inherited-" + "x" * 40)
     config = StackConfig("postgresql://x", Path("/tmp/none"))
     tokens, jobs, people = config.service_tokens, config.jobs_tokens, config.accounts_tokens
-    assert len({*tokens.values(), *jobs.values(), *people.values()}) == 8
+    assert len({*tokens.values(), *jobs.values(), *people.values()}) == 9
     billing = {k: v for k, v in config.env("billing").items() if "TOKEN" in k}
     assert billing == {
         "AIPORT_SERVICE_TOKEN_GATEWAY": tokens["gateway"],
@@ -28,12 +28,16 @@ def test_each_process_gets_only_its_own_tokens(monkeypatch: pytest.MonkeyPatch) 
         "AIPORT_SERVICE_TOKEN": tokens["accounts"],
         "AIPORT_ACCOUNTS_TOKEN_CONSOLE": people["console"],
         "AIPORT_ACCOUNTS_TOKEN_ADMIN": people["admin"],
+        "AIPORT_ACCOUNTS_TOKEN_GATEWAY": people["gateway"],
     }
     gateway = {k: v for k, v in config.env("gateway-2").items() if "TOKEN" in k}
     assert gateway == {
         "AIPORT_SERVICE_TOKEN": tokens["gateway"],
         "AIPORT_JOBS_TOKEN": jobs["gateway"],
+        "AIPORT_ACCOUNTS_TOKEN": people["gateway"],
     }
+    console = {k: v for k, v in config.env("console").items() if "TOKEN" in k}
+    assert console == {"AIPORT_ACCOUNTS_TOKEN": people["console"]}
     worker = {k: v for k, v in config.env("worker-video").items() if "TOKEN" in k}
     assert worker == {"AIPORT_JOBS_TOKEN": jobs["worker"]}
     for name in ("providers", "files", "sandbox", "mail-sink", "edge"):

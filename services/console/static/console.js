@@ -24,3 +24,25 @@ document.addEventListener("DOMContentLoaded", function () {
     block.appendChild(button);
   });
 });
+
+// The new API key's copy button (/dashboard/api-keys): copies the text of the
+// element its data-copy-target names. Without a clipboard the key stays
+// selectable on the page.
+document.addEventListener("DOMContentLoaded", function () {
+  var button = document.getElementById("copy-key");
+  if (!button) {
+    return;
+  }
+  var target = document.getElementById(button.getAttribute("data-copy-target") || "");
+  if (!target || !navigator.clipboard) {
+    button.hidden = true;
+    return;
+  }
+  var label = button.textContent;
+  button.addEventListener("click", function () {
+    navigator.clipboard.writeText(target.textContent.trim()).then(function () {
+      button.textContent = button.getAttribute("data-copied") || label;
+      setTimeout(function () { button.textContent = label; }, 1500);
+    });
+  });
+});

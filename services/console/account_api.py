@@ -1,0 +1,116 @@
+"""The dashboard's data: the gateway's public Account methods (what /v1/balance,
+/v1/usage and /v1/keys transcode), called for the logged-in person with the
+session token in `x-aiport-session` metadata. The dashboard is a client of our
+own API: nothing it shows or changes bypasses it.
+
+The gateway's refusals carry our public error (status and JSON body) in
+trailing metadata; they come back here as ApiRefused with that status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Final, cast
+
+import grpc
+import orjson
+from aiport.v1 import account_pb2, account_pb2_grpc
+from google.api import httpbody_pb2
+
+from services.common import grpc_server
+from services.common.logs import fields
+
+log = logging.getLogger("console")
+
+SESSION_METADATA: Final = "x-aiport-session"  # services/gateway/sessions.py
+CALL_TIMEOUT_SECONDS: Final = 10.0
+STATUS_TRAILER: Final = "x-aiport-http-status"
+ERROR_TRAILER: Final = "x-aiport-error"
+
+
+class ApiRefused(Exception):
+    """The gateway's public error: its HTTP status, message and parameter."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+class ApiUnavailable(Exception):
+    """The gateway did not answer: a 503 page."""
+
+
+def _trailers(exc: grpc.aio.AioRpcError) -> dict[str, str]:
+    pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+    return {k: v if isinstance(v, str) else v.decode("latin-1") for k, v in pairs}
+
+
+def refusal(exc: grpc.aio.AioRpcError) -> Exception:
+    """ApiRefused for the gateway's own public errors; ApiUnavailable for the rest
+    (and for its 5xx). Pure: reads the trailers."""
+    trailers = _trailers(exc)
+    status = trailers.get(STATUS_TRAILER, "")
+    if not status.isdigit():
+        return ApiUnavailable(exc.code().name)
+    code = int(status)
+    if code >= 500:
+        return ApiUnavailable(str(code))
+    message, param = "", None
+    try:
+        error = json.loads(trailers.get(ERROR_TRAILER, "{}")).get("error", {})
+        message = str(error.get("message") or "")
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+    except (ValueError, AttributeError):
+        pass
+    return ApiRefused(code, message, param)
+
+
+class AccountApi:
+    def __init__(self, gateway_addr: str) -> None:
+        self._channel = grpc_server.channel(gateway_addr)
+        self._stub = account_pb2_grpc.AccountStub(self._channel)
+
+    async def _call(self, name: str, request: object, session: str) -> object:
+        method = getattr(self._stub, name)
+        try:
+            return await method(
+                request, timeout=CALL_TIMEOUT_SECONDS, metadata=((SESSION_METADATA, session),)
+            )
+        except grpc.aio.AioRpcError as exc:
+            error = refusal(exc)
+            if isinstance(error, ApiUnavailable):
+                log.warning("gateway call failed", extra=fields(rpc=name, code=exc.code().name))
+            raise error from exc
+
+    async def balance(self, session: str) -> account_pb2.Balance:
+        reply = await self._call("GetBalance", account_pb2.GetBalanceRequest(), session)
+        return cast(account_pb2.Balance, reply)
+
+    async def usage(self, session: str, query: account_pb2.UsageQuery) -> account_pb2.UsageList:
+        return cast(account_pb2.UsageList, await self._call("ListUsage", query, session))
+
+    async def summary(
+        self, session: str, query: account_pb2.UsageSummaryQuery
+    ) -> account_pb2.UsageReport:
+        return cast(account_pb2.UsageReport, await self._call("SummarizeUsage", query, session))
+
+    async def keys(self, session: str) -> account_pb2.KeyList:
+        reply = await self._call("ListKeys", account_pb2.ListKeysRequest(), session)
+        return cast(account_pb2.KeyList, reply)
+
+    async def create_key(self, session: str, name: str) -> account_pb2.CreatedKey:
+        body = httpbody_pb2.HttpBody(
+            content_type="application/json", data=orjson.dumps({"name": name})
+        )
+        return cast(account_pb2.CreatedKey, await self._call("CreateKey", body, session))
+
+    async def revoke_key(self, session: str, key_id: str) -> account_pb2.Key:
+        request = account_pb2.RevokeKeyRequest(key_id=key_id)
+        return cast(account_pb2.Key, await self._call("RevokeKey", request, session))
+
+    async def close(self) -> None:
+        await self._channel.close(None)
