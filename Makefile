@@ -8,7 +8,7 @@ GEN := gen
 DESCRIPTOR := $(GEN)/aiport.pb
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv gen run test test-replicas test-faults lint typecheck unit integration clean deps
+.PHONY: all venv gen run test test-replicas test-faults lint typecheck unit integration browser clean deps browser-deps
 
 all: gen
 
@@ -38,6 +38,10 @@ gen: $(DESCRIPTOR)
 deps:
 	@bash deploy/local/ensure-deps.sh
 
+# Chromium for tests/browser: use it if it runs, install Debian's as root, else print the steps.
+browser-deps:
+	@bash deploy/local/ensure-browser.sh
+
 run: gen deps
 	$(VPY) -m deploy.local.run
 
@@ -54,11 +58,17 @@ unit: gen
 integration: gen deps
 	$(VENV)/bin/pytest -q tests/integration
 
-test: gen deps lint typecheck
+# Headless Chromium through the edge: the public pages and a customer's journey.
+browser: gen deps browser-deps
+	$(VENV)/bin/pytest -q tests/browser
+
+test: gen deps browser-deps lint typecheck
 	$(VENV)/bin/pytest -q tests
 	$(MAKE) --no-print-directory test-replicas
 
-# The integration suite again with two processes of every service behind Envoy.
+# The integration suite again with two processes of every service behind Envoy
+# (not tests/browser: pages look the same with any replica count; sessions and CSRF
+# across replicas are checked by tests/integration, here too).
 test-replicas: gen deps
 	AIPORT_TEST_REPLICAS=2 $(VENV)/bin/pytest -q tests/integration
 

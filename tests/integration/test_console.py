@@ -119,7 +119,9 @@ def test_static_files_are_served_by_the_console(web: httpx.Client) -> None:
     for url in re.findall(r'(?:href|src)="(/static/[^"]+)"', page):
         response = web.get(url.replace("&amp;", "&"))
         assert response.status_code == 200, url
-        assert response.headers["content-type"].startswith(("text/css", "text/javascript"))
+        assert response.headers["content-type"].startswith(
+            ("text/css", "text/javascript", "image/svg+xml")
+        )
         assert_browser_headers(response)
 
 
