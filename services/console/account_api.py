@@ -114,6 +114,12 @@ class AccountApi:
         request = account_pb2.RevokeKeyRequest(key_id=key_id)
         return cast(account_pb2.Key, await self._call("RevokeKey", request, session))
 
+    async def statement(
+        self, session: str, query: account_pb2.StatementQuery
+    ) -> account_pb2.Statement:
+        """GET /v1/statement for the logged-in person's account."""
+        return cast(account_pb2.Statement, await self._call("ListStatement", query, session))
+
     async def jobs(self, session: str, query: jobs_pb2.ListJobsRequest) -> jobs_pb2.JobList:
         """GET /v1/jobs for the logged-in person's account."""
         return cast(jobs_pb2.JobList, await self._call("ListJobs", query, session))

@@ -83,6 +83,8 @@ def add_routes(app: web.Application, accounts: AccountsClient, api: AccountApi) 
     router.add_get("/dashboard/usage", usage, name="usage")
     router.add_get("/dashboard/usage.csv", usage_csv, name="usage_csv")
     router.add_get("/dashboard/jobs", jobs, name="jobs")
+    router.add_get("/dashboard/billing", billing, name="billing")
+    router.add_get("/dashboard/topup", topup, name="topup")
 
 
 # --- the session ---------------------------------------------------------------------------
@@ -544,6 +546,64 @@ async def jobs(request: web.Request) -> web.StreamResponse:
         rows=rows,
         next_url=filters.next_url(cursor) if page.has_more and cursor else "",
     )
+
+
+async def billing(request: web.Request) -> web.StreamResponse:
+    """The ledger in the customer's words: the balance, money still held for
+    calls in flight, and every top-up and charge with the balance after it."""
+    who = visitor(request)
+    lang = lang_of(request)
+    after = request.query.get("after", "")
+    api = request.app[API]
+    try:
+        balance = await api.balance(who.session_token)
+        page = await api.statement(
+            who.session_token,
+            account_pb2.StatementQuery(limit="50", after=after if after.isdigit() else ""),
+        )
+        recent = await api.usage(who.session_token, account_pb2.UsageQuery(limit="100"))
+    except ApiRefused as refused:
+        return api_refusal(request, refused)
+    entries = [
+        {
+            "id": entry.id,
+            "time": times.format_datetime(entry.created, lang, TIME_ZONE),
+            "iso_time": usage_view.iso_time(entry.created, TIME_ZONE),
+            "kind": entry.kind,
+            "kind_label": i18n.translate(lang, f"billing.kind.{entry.kind}"),
+            "amount_idr": entry.amount_idr,
+            "balance_after_idr": entry.balance_after_idr,
+            "description": entry.description,
+        }
+        for entry in page.data
+    ]
+    in_flight = [
+        {
+            "time": times.format_datetime(record.created, lang, TIME_ZONE),
+            "model": record.model,
+            "endpoint": record.endpoint,
+            "held_idr": record.held_idr,
+            "request_id": record.request_id,
+        }
+        for record in recent.data
+        if record.status == "in_progress"
+    ]
+    cursor = usage_view.value_text(page.next_cursor)
+    return render(
+        request,
+        "billing.html",
+        available=balance.available_idr,
+        held=balance.held_idr,
+        entries=entries,
+        in_flight=in_flight,
+        next_url=f"/dashboard/billing?after={cursor}" if page.has_more and cursor else "",
+    )
+
+
+async def topup(request: web.Request) -> web.StreamResponse:
+    """Where top-ups by QRIS and virtual account will be (issue 14): says so."""
+    visitor(request)
+    return render(request, "topup.html")
 
 
 def _status_label(lang: str, status: str) -> str:

@@ -126,6 +126,35 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "jobs.status.processing": "Diproses",
         "jobs.status.done": "Selesai",
         "jobs.status.failed": "Gagal",
+        "nav.billing": "Tagihan",
+        "billing.title": "Tagihan dan saldo",
+        "billing.statement": "Mutasi saldo",
+        "billing.in_flight": "Dana yang sedang ditahan",
+        "billing.in_flight_note": (
+            "Ditahan untuk panggilan dan job yang masih berjalan; sisanya kembali ke saldo "
+            "saat selesai."
+        ),
+        "billing.none_in_flight": "Tidak ada dana yang sedang ditahan.",
+        "billing.kind": "Jenis",
+        "billing.amount": "Jumlah",
+        "billing.balance_after": "Saldo setelahnya",
+        "billing.description": "Keterangan",
+        "billing.none": "Belum ada mutasi.",
+        "billing.next": "Halaman berikutnya",
+        "billing.refunds_note": (
+            "Panggilan yang gagal tidak ditagih: dana yang ditahan kembali utuh (lihat "
+            "Pemakaian, status Dikembalikan)."
+        ),
+        "billing.topup": "Isi saldo",
+        "billing.kind.topup": "Isi saldo",
+        "billing.kind.charge": "Tagihan",
+        "billing.kind.promotion": "Promosi",
+        "billing.kind.adjustment": "Penyesuaian",
+        "topup.title": "Isi saldo",
+        "topup.body": (
+            "Pembayaran lewat QRIS dan virtual account sedang disambungkan dan akan muncul di"
+            " halaman ini. Sementara itu, operator kami dapat menambahkan saldo ke akun Anda."
+        ),
         "nav.usage": "Pemakaian",
         "nav.settings": "Pengaturan",
         "nav.login": "Masuk",
@@ -369,6 +398,35 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "jobs.status.processing": "Processing",
         "jobs.status.done": "Done",
         "jobs.status.failed": "Failed",
+        "nav.billing": "Billing",
+        "billing.title": "Billing and balance",
+        "billing.statement": "Statement",
+        "billing.in_flight": "Held right now",
+        "billing.in_flight_note": (
+            "Reserved for calls and jobs still running; what they do not use comes back when "
+            "they end."
+        ),
+        "billing.none_in_flight": "Nothing is held right now.",
+        "billing.kind": "Kind",
+        "billing.amount": "Amount",
+        "billing.balance_after": "Balance after",
+        "billing.description": "Description",
+        "billing.none": "No movements yet.",
+        "billing.next": "Next page",
+        "billing.refunds_note": (
+            "Failed calls are not charged: their hold comes back whole (see Usage, status "
+            "Refunded)."
+        ),
+        "billing.topup": "Top up",
+        "billing.kind.topup": "Top-up",
+        "billing.kind.charge": "Charge",
+        "billing.kind.promotion": "Promotion",
+        "billing.kind.adjustment": "Adjustment",
+        "topup.title": "Top up",
+        "topup.body": (
+            "Payment by QRIS and virtual account is being connected and will appear on this "
+            "page. Meanwhile, our operators can credit your account."
+        ),
         "nav.usage": "Usage",
         "nav.settings": "Settings",
         "nav.login": "Log in",

@@ -79,6 +79,7 @@ NAV_LOGGED_IN: Final = (
     NavItem("/dashboard/api-keys", "nav.api_keys"),
     NavItem("/dashboard/usage", "nav.usage"),
     NavItem("/dashboard/jobs", "nav.jobs"),
+    NavItem("/dashboard/billing", "nav.billing"),
     NavItem("/dashboard/settings", "nav.settings"),
 )
 NAV_LOGGED_OUT: Final = (

@@ -314,3 +314,34 @@ def test_the_jobs_page_shows_the_persons_jobs_with_what_they_cost(
     assert held and refund and held.group(1) == refund.group(1)
     only_done = person.web.get("/dashboard/jobs", params={"status": "done"}).text
     assert f'data-job-id="{done}"' in only_done and f'data-job-id="{failed}"' not in only_done
+
+
+def test_the_billing_page_is_the_statement_with_the_balance_after_each_movement(
+    base_url: str,
+    person: Person,
+    accounts: accounts_pb2_grpc.AccountsStub,
+    billing: billing_pb2_grpc.BillingStub,
+) -> None:
+    account_id = account_of(accounts, person.email)
+    billing.TopUp(
+        billing_pb2.TopUpRequest(account_id=account_id, amount_micros=idr_to_micros("250000"))
+    )
+    _, key = create_key(person.web, "billing")
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as api:
+        reply = api.post(
+            "/v1/chat/completions",
+            json={"model": "kimi-k2.6", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert reply.status_code == 200, reply.text
+        statement = api.get("/v1/statement").json()["data"]
+    page = person.web.get("/dashboard/billing")
+    assert page.status_code == 200, page.text[:500]
+    kinds = re.findall(r'class="statement-row" data-entry-id="(\d+)" data-kind="(\w+)"', page.text)
+    assert kinds == [(entry["id"], entry["kind"]) for entry in statement]
+    assert [kind for _, kind in kinds] == ["charge", "topup"]
+    after = re.findall(r'class="money balance-after" data-idr="([0-9.]+)"', page.text)
+    assert after[0] == statement[0]["balance_after_idr"] and after[1] == "250000"
+    assert 'id="billing-topup"' in page.text
+    assert person.web.get("/dashboard/topup").status_code == 200

@@ -88,6 +88,28 @@ class FakeApi:
         page.next_cursor.string_value = "hold_" + "n" * 20
         return page
 
+    async def statement(
+        self, session: str, query: account_pb2.StatementQuery
+    ) -> account_pb2.Statement:
+        charge = account_pb2.StatementEntry(
+            id="9",
+            created=1774976400,
+            kind="charge",
+            amount_idr="-1250.5",
+            balance_after_idr="98749.5",
+            description="chat kimi-k2.6 req-42",
+        )
+        topup = account_pb2.StatementEntry(
+            id="8",
+            created=1774970000,
+            kind="topup",
+            amount_idr="100000",
+            balance_after_idr="100000",
+        )
+        page = account_pb2.Statement(data=[charge, topup], has_more=True)
+        page.next_cursor.string_value = "8"
+        return page
+
     async def jobs(self, session: str, query: jobs_pb2.ListJobsRequest) -> jobs_pb2.JobList:
         job = jobs_pb2.Job(
             job_id="job_" + "j" * 26,
@@ -178,6 +200,20 @@ async def test_public_account_pages_carry_their_hooks(
                 f'action="/dashboard/api-keys/{KEY_ID}/revoke"',
             ],
         ),
+        (
+            "/dashboard/billing",
+            [
+                'id="billing-available"',
+                'id="billing-topup"',
+                'table id="statement"',
+                'tr class="statement-row" data-entry-id="9" data-kind="charge"',
+                "-Rp 1.250,50",
+                'id="statement-next"',
+                'href="/dashboard/billing?after=8"',
+                'id="in-flight-empty"',
+            ],
+        ),
+        ("/dashboard/topup", ['id="topup-coming"', 'href="/dashboard/billing"']),
         (
             "/dashboard/jobs?status=failed",
             [
