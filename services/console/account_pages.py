@@ -16,14 +16,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Final
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiport.v1 import account_pb2
+from aiport.v1 import account_pb2, jobs_pb2
 
-from services.console import i18n, jobs_view, security, times, usage_view, web_forms
+from services.console import (
+    i18n,
+    jobs_view,
+    security,
+    spend_chart,
+    times,
+    usage_view,
+    web_forms,
+)
 from services.console.account_api import AccountApi, ApiRefused
 from services.console.accounts_client import (
     AccountsClient,
@@ -370,15 +381,28 @@ async def settings(request: web.Request) -> web.StreamResponse:
 async def dashboard(request: web.Request) -> web.StreamResponse:
     who = visitor(request)
     api = request.app[API]
+    lang = lang_of(request)
+    now = int(time.time())
     try:
         balance = await api.balance(who.session_token)
-        month = usage_view.month_start_unix(int(time.time()), TIME_ZONE)
+        month = usage_view.month_start_unix(now, TIME_ZONE)
         report = await api.summary(
             who.session_token,
             account_pb2.UsageSummaryQuery(group_by="model", start_time=str(month)),
         )
+        daily = await api.summary(
+            who.session_token,
+            account_pb2.UsageSummaryQuery(group_by="day", time_zone=TIME_ZONE),
+        )
+        recent = await api.usage(who.session_token, account_pb2.UsageQuery(limit="5"))
+        recent_jobs = await api.jobs(who.session_token, jobs_pb2.ListJobsRequest(limit="5"))
     except ApiRefused as refused:
         return api_refusal(request, refused)
+    days = {
+        group.group: {model: Decimal(idr) for model, idr in group.cost_idr_by_model.items()}
+        for group in daily.data
+    }
+    today = datetime.fromtimestamp(now, ZoneInfo(TIME_ZONE)).date()
     return render(
         request,
         "dashboard.html",
@@ -388,6 +412,19 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         month_cost=report.total_cost_idr,
         month_requests=report.total_requests,
         by_model=list(report.data),
+        chart=spend_chart.build(days, today),
+        recent=[
+            {
+                "time": times.format_datetime(entry.created, lang, TIME_ZONE),
+                "model": entry.model,
+                "endpoint": entry.endpoint,
+                "cost_idr": entry.cost_idr,
+                "status_label": _status_label(lang, entry.status),
+                "request_id": entry.request_id,
+            }
+            for entry in recent.data
+        ],
+        recent_jobs=[jobs_view.job_row(job, lang, TIME_ZONE) for job in recent_jobs.data],
     )
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -58,8 +60,16 @@ class FakeApi:
     async def balance(self, session: str) -> account_pb2.Balance:
         return account_pb2.Balance(available_idr="1250000", held_idr="0.35")
 
-    async def summary(self, session: str, query: object) -> account_pb2.UsageReport:
-        return account_pb2.UsageReport(total_cost_idr="4500", total_requests=3)
+    async def summary(
+        self, session: str, query: account_pb2.UsageSummaryQuery
+    ) -> account_pb2.UsageReport:
+        if query.group_by != "day":
+            return account_pb2.UsageReport(total_cost_idr="4500", total_requests=3)
+        today = datetime.now(ZoneInfo("Asia/Jakarta")).date().isoformat()
+        day = account_pb2.UsageGroupTotals(group=today, requests=3, cost_idr="4500")
+        day.cost_idr_by_model["kimi-k2.6"] = "4000"
+        day.cost_idr_by_model["gpt-image-2"] = "500"
+        return account_pb2.UsageReport(group_by="day", data=[day])
 
     async def keys(self, session: str) -> account_pb2.KeyList:
         key = account_pb2.Key(id=KEY_ID, name="laptop", prefix="aip_live_AbCd", created=1774976400)
@@ -187,7 +197,22 @@ async def test_public_account_pages_carry_their_hooks(
 @pytest.mark.parametrize(
     ("path", "hooks"),
     [
-        ("/dashboard", ['id="balance-available"', "Rp 1.250.000", 'id="balance-held"', "Rp 0,35"]),
+        (
+            "/dashboard",
+            [
+                'id="balance-available"',
+                "Rp 1.250.000",
+                'id="balance-held"',
+                "Rp 0,35",
+                'figure id="spend-chart"',
+                'class="bar"',
+                ": 4000 IDR</title>",
+                "<code>gpt-image-2</code>",
+                'table id="recent-requests"',
+                'data-request-id="req-42"',
+                f'tr class="recent-job" data-job-id="job_{"j" * 26}"',
+            ],
+        ),
         (
             "/dashboard/api-keys",
             [
