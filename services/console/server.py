@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import signal
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,10 +29,9 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 from markupsafe import Markup
 
-from services.common import metrics, requestctx
-from services.common.grpc_server import drain_seconds
+from services.common import http_service, metrics, requestctx
 from services.common.logs import fields
-from services.common.settings import env, metrics_addr
+from services.common.settings import env
 from services.console import docs, i18n, security
 from services.console.account_api import AccountApi, ApiUnavailable
 from services.console.accounts_client import AccountsClient, AccountsUnavailable, RateLimited
@@ -218,39 +216,16 @@ async def serve(
 ) -> None:
     """Run until SIGTERM/SIGINT, then drain like the other services: /healthz
     answers 503 for the drain delay, then pages in flight get the grace."""
-    host, port = parse_addr(addr)
-    scrape_addr = metrics_addr()
-    metrics_server = metrics.serve_metrics(scrape_addr) if scrape_addr else None
-    drain_delay, grace = drain_seconds(default_grace=SHUTDOWN_SECONDS)
     app = create_app(catalog, public_origin, accounts, api)
-    runner = make_runner(app, grace)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("listening", extra=fields(addr=f"{host}:{port}", public_url=app[PUBLIC_URL]))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    log.info("draining", extra=fields(drain_delay_seconds=drain_delay, grace_seconds=grace))
-    app[DRAINING].set()
-    await asyncio.sleep(drain_delay)
-    await runner.cleanup()
-    if metrics_server is not None:
-        metrics_server.close()
-    log.info("stopped")
-
-
-def parse_addr(addr: str) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port)."""
-    host, sep, port = addr.strip().rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"expected HOST:PORT, got {addr!r}")
-    return host.strip("[]"), int(port)
+    await http_service.serve_app(
+        app,
+        addr,
+        make_runner=make_runner,
+        draining=app[DRAINING],
+        default_grace=SHUTDOWN_SECONDS,
+        log=log,
+        public_url=app[PUBLIC_URL],
+    )
 
 
 # --- rendering ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Final
 
 import orjson
@@ -21,11 +20,10 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from services.common import metrics
+from services.common import http_service, metrics
 from services.common.blobs import KINDS, LocalBlobStore, content_type_for
-from services.common.grpc_server import drain_seconds
 from services.common.logs import fields
-from services.common.settings import env, metrics_addr
+from services.common.settings import env
 
 log = logging.getLogger("files")
 
@@ -80,42 +78,17 @@ def make_runner(app: web.Application, shutdown_seconds: float = SHUTDOWN_SECONDS
 
 
 async def serve(addr: str, store: LocalBlobStore) -> None:
-    """Run until SIGTERM/SIGINT. Then, like the gRPC services: report unhealthy but
-    keep serving for the drain delay, stop listening, and give downloads in
-    flight the grace to finish."""
-    host, port = parse_addr(addr)
-    scrape_addr = metrics_addr()
-    metrics_server = metrics.serve_metrics(scrape_addr) if scrape_addr else None
-    drain_delay, grace = drain_seconds(default_grace=SHUTDOWN_SECONDS)
+    """Run until SIGTERM/SIGINT, then drain like the gRPC services (http_service)."""
     app = create_app(store)
-    runner = make_runner(app, grace)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("listening", extra=fields(addr=f"{host}:{port}", blob_dir=str(store.root)))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    log.info("draining", extra=fields(drain_delay_seconds=drain_delay, grace_seconds=grace))
-    app[DRAINING].set()
-    await asyncio.sleep(drain_delay)
-    await runner.cleanup()
-    if metrics_server is not None:
-        metrics_server.close()
-    log.info("stopped")
-
-
-def parse_addr(addr: str) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port)."""
-    host, sep, port = addr.strip().rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"expected HOST:PORT, got {addr!r}")
-    return host.strip("[]"), int(port)
+    await http_service.serve_app(
+        app,
+        addr,
+        make_runner=make_runner,
+        draining=app[DRAINING],
+        default_grace=SHUTDOWN_SECONDS,
+        log=log,
+        blob_dir=str(store.root),
+    )
 
 
 # --- handlers ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import pytest
 from aiohttp import web
 
 from services.common.blobs import LocalBlobStore, new_key
-from services.files.server import DRAINING, create_app, make_runner, parse_addr
+from services.common.metrics import parse_addr
+from services.files.server import DRAINING, create_app, make_runner
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
