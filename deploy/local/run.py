@@ -315,6 +315,7 @@ def main() -> int:
 aiport is running on {base}   (logs: {config.run_dir})
 
   web console   {config.console_url}   (home, pricing, API docs)
+  sign up       {base}/signup   then the dashboard: {base}/dashboard
   demo account  {account_id}   balance {balance} IDR
   demo API key  {key}   (the same every run: {STATE_DIR / DEMO_KEY_FILE})
 
