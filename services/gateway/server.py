@@ -246,7 +246,7 @@ class Backends:
         if self.accounts is None or not sessions.plausible_token(token):
             raise errors.unauthorized(SESSION_REFUSED)
         try:
-            resolved = await self.accounts.ResolveSession(
+            resolved: accounts_pb2.ResolvedSession = await self.accounts.ResolveSession(
                 accounts_pb2.ResolveSessionRequest(session_token=token),
                 timeout=ACCOUNTS_TIMEOUT_SECONDS,
             )
