@@ -207,6 +207,16 @@ def check_client_address(raw: str) -> str:
     return address
 
 
+# Billing's account ids (billing owns their shape; this only refuses junk early).
+_BILLING_ACCOUNT_ID_RE = re.compile(rf"acct_[0-9A-Za-z]{{{ID_RANDOM_CHARS}}}")
+
+
+def check_billing_account_id(raw: str, field: str = "billing_account_id") -> str:
+    if not _BILLING_ACCOUNT_ID_RE.fullmatch(raw):
+        raise InvalidArgument(field, f"must be acct_ followed by {ID_RANDOM_CHARS} letters")
+    return raw
+
+
 def check_user_id(raw: str, field: str = "user_id") -> str:
     if not _USER_ID_RE.fullmatch(raw):
         raise InvalidArgument(field, f"must be {USER_PREFIX} followed by {ID_RANDOM_CHARS} letters")

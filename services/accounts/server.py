@@ -236,6 +236,13 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServicer):
         )
         return user_pb(user)
 
+    @_guarded
+    async def ListMembers(
+        self, request: accounts_pb2.ListMembersRequest, context: Ctx
+    ) -> accounts_pb2.UserList:
+        users = await self._accounts.members(request.billing_account_id)
+        return accounts_pb2.UserList(users=[user_pb(u) for u in users])
+
 
 def register(server: grpc.aio.Server, servicer: AccountsServicer) -> list[str]:
     accounts_pb2_grpc.add_AccountsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -280,6 +280,11 @@ class Accounts:
             raise rules.NotFound("no user with that " + ("email" if email else "id"))
         return user
 
+    async def members(self, billing_account_id: str) -> list[store.UserRow]:
+        return await store.members_of(
+            self._pool, rules.check_billing_account_id(billing_account_id)
+        )
+
     async def set_operator(
         self, operator: bool, *, email: str = "", user_id: str = ""
     ) -> store.UserRow:

@@ -91,6 +91,19 @@ async def user_by_email(pool: pg.Pool, email_key: str) -> UserRow | None:
         return None if row is None else _user(row, await _memberships(conn, row["id"]))
 
 
+async def members_of(pool: pg.Pool, billing_account_id: str) -> list[UserRow]:
+    """The users who are members of a billing account, oldest membership first."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT {', '.join('u.' + c.strip() for c in USER_COLUMNS.split(','))}"
+            " FROM accounts.users u JOIN accounts.memberships m ON m.user_id = u.id"
+            " WHERE m.billing_account_id = %(id)s ORDER BY m.created_at, u.id",
+            {"id": billing_account_id},
+        )
+        rows = await cur.fetchall()
+        return [_user(row, await _memberships(conn, row["id"])) for row in rows]
+
+
 async def user_by_id(pool: pg.Pool, user_id: str) -> UserRow | None:
     async with pool.connection() as conn:
         return await _user_by_id(conn, user_id)

@@ -46,6 +46,8 @@ class Account:
     created_at: datetime
     disabled_at: datetime | None = None
     disabled_reason: str = ""
+    # The operator (accounts user id) who disabled it; "" for aiportctl.
+    disabled_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,8 @@ class LedgerEntry:
     hold_id: str | None
     description: str
     created_at: datetime
+    # The operator who made it (adjustments through /v1/admin); "" otherwise.
+    actor: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +171,11 @@ HOLD_COLUMNS = (
     " description, created_at, expires_at, settled_at"
 )
 ENTRY_COLUMNS = (
-    "id, account_id, kind, amount_micros, balance_after_micros, hold_id, description, created_at"
+    "id, account_id, kind, amount_micros, balance_after_micros, hold_id, description, created_at,"
+    " actor"
 )
 KEY_COLUMNS = "id, account_id, prefix, created_at, revoked_at, name, scopes, last_used_at"
-ACCOUNT_COLUMNS = "id, name, created_at, disabled_at, disabled_reason"
+ACCOUNT_COLUMNS = "id, name, created_at, disabled_at, disabled_reason, disabled_by"
 
 _INSERT_ACCOUNT = text(
     "INSERT INTO billing.accounts (id, name) VALUES (:id, :name) RETURNING created_at"
@@ -204,10 +209,12 @@ _KEY_BY_ID = text(
 _SET_DISABLED = text(
     "UPDATE billing.accounts SET"
     " disabled_at = CASE WHEN :disabled THEN COALESCE(disabled_at, now()) END,"
-    " disabled_reason = CASE WHEN :disabled THEN :reason ELSE '' END"
+    " disabled_reason = CASE WHEN :disabled THEN :reason ELSE '' END,"
+    " disabled_by = CASE WHEN :disabled THEN :operator ELSE '' END"
     f" WHERE id = :id RETURNING {ACCOUNT_COLUMNS}"
 )
 _HOLD_BY_ID = text(f"SELECT {HOLD_COLUMNS} FROM billing.holds WHERE id = :id")
+_ACCOUNT_BY_ID = text(f"SELECT {ACCOUNT_COLUMNS} FROM billing.accounts WHERE id = :id")
 
 
 def _hold(row: Row[Any]) -> Hold:
@@ -249,6 +256,7 @@ def _entry(row: Row[Any]) -> LedgerEntry:
         hold_id=row.hold_id,
         description=row.description,
         created_at=row.created_at,
+        actor=row.actor,
     )
 
 
@@ -375,21 +383,35 @@ async def revoke_api_key(engine: AsyncEngine, key_id: str, account_id: str = "")
 
 @_retry_conflicts
 async def set_account_disabled(
-    engine: AsyncEngine, account_id: str, *, disabled: bool, reason: str = ""
+    engine: AsyncEngine, account_id: str, *, disabled: bool, reason: str = "", operator: str = ""
 ) -> Account:
     """Disable (its keys stop authenticating at once) or enable an account.
-    Disabling a disabled account keeps when it was first disabled."""
+    Disabling a disabled account keeps when it was first disabled; `operator`
+    (the acting operator's user id, "" for aiportctl) is kept as disabled_by."""
     account_id = rules.check_account_id(account_id)
     reason = rules.check_disable_reason(disabled, reason)
+    operator = rules.check_operator(operator)
+    params = {"id": account_id, "disabled": disabled, "reason": reason, "operator": operator}
     async with engine.begin() as conn:
-        row = (
-            await conn.execute(
-                _SET_DISABLED, {"id": account_id, "disabled": disabled, "reason": reason}
-            )
-        ).first()
+        row = (await conn.execute(_SET_DISABLED, params)).first()
     if row is None:
         raise NotFound(f"account {account_id} not found")
-    return Account(row.id, row.name, row.created_at, row.disabled_at, row.disabled_reason)
+    return _account(row)
+
+
+async def get_account(engine: AsyncEngine, account_id: str) -> Account:
+    account_id = rules.check_account_id(account_id)
+    async with engine.connect() as conn:
+        row = (await conn.execute(_ACCOUNT_BY_ID, {"id": account_id})).first()
+    if row is None:
+        raise NotFound(f"account {account_id} not found")
+    return _account(row)
+
+
+def _account(row: Row[Any]) -> Account:
+    return Account(
+        row.id, row.name, row.created_at, row.disabled_at, row.disabled_reason, row.disabled_by
+    )
 
 
 async def get_hold(engine: AsyncEngine, hold_id: str) -> Hold:

@@ -222,8 +222,10 @@ WITH a AS (
     RETURNING id, balance_micros, held_micros
 ), t AS (
     INSERT INTO billing.transactions
-        (kind, account_id, idempotency_key, input_hash, balance_after_micros, description)
-    SELECT %(kind)s, a.id, %(key)s, %(input_hash)s, a.balance_micros, %(description)s FROM a
+        (kind, account_id, idempotency_key, input_hash, balance_after_micros, description, actor)
+    SELECT %(kind)s, a.id, %(key)s, %(input_hash)s, a.balance_micros, %(description)s,
+           %(actor)s
+    FROM a
     RETURNING id
 ), p AS (
     INSERT INTO billing.postings (transaction_id, account, amount_micros)
@@ -612,9 +614,17 @@ class Money:
         )
 
     async def adjust(
-        self, account_id: str, amount_micros: int, *, idempotency_key: str, description: str
+        self,
+        account_id: str,
+        amount_micros: int,
+        *,
+        idempotency_key: str,
+        description: str,
+        operator: str = "",
     ) -> Balance:
-        """An operator's correction either way; a debit never takes available below zero."""
+        """An operator's correction either way; a debit never takes available below zero.
+        `operator` (the acting operator's user id; "" for aiportctl) is the
+        transaction's actor."""
         return await self._credit(
             Kind.ADJUSTMENT,
             postings.ADJUSTMENTS,
@@ -622,6 +632,7 @@ class Money:
             rules.check_signed_amount(amount_micros),
             rules.check_idempotency_key(idempotency_key, required=True),
             description,
+            actor=rules.check_operator(operator),
         )
 
     @_retry_conflicts
@@ -633,6 +644,7 @@ class Money:
         amount: int,
         key: str | None,
         description: str,
+        actor: str = "",
     ) -> Balance:
         """With a key, a repeat of the same input moves nothing and returns the
         current balance; the same key with another input is refused."""
@@ -659,6 +671,7 @@ class Money:
             "key": stored_key,
             "input_hash": digest,
             "description": description,
+            "actor": actor,
         }
         try:
             row = await self._one(_CREDIT, params)

@@ -315,6 +315,19 @@ def check_disable_reason(disabled: bool, reason: str) -> str:
     return reason
 
 
+# An operator acting through /v1/admin: the accounts service's user id (its
+# shape is accounts' rule; billing only keeps it). "" is no person (aiportctl).
+_OPERATOR_RE = re.compile(r"usr_[0-9A-Za-z]{20}")
+
+
+def check_operator(value: str) -> str:
+    if value and _OPERATOR_RE.fullmatch(value) is None:
+        raise InvalidArgument(
+            f"operator must be an accounts user id (usr_...), got {_shown(value)}"
+        )
+    return value
+
+
 # What a hold pays for (its usage record's origin): printable, bounded.
 _ORIGIN_LIMITS = {"endpoint": 100, "request_id": 200, "job_id": 100}
 

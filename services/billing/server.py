@@ -118,6 +118,7 @@ def _account_pb(account: ledger.Account) -> billing_pb2.AccountInfo:
         created_at_unix=rules.unix_seconds(account.created_at),
         disabled_at_unix=rules.unix_seconds(account.disabled_at),
         disabled_reason=account.disabled_reason,
+        disabled_by=account.disabled_by,
     )
 
 
@@ -199,6 +200,7 @@ def _entry_pb(entry: ledger.LedgerEntry) -> billing_pb2.LedgerEntry:
         hold_id=entry.hold_id or "",
         description=entry.description,
         created_at_unix=rules.unix_seconds(entry.created_at),
+        actor=entry.actor,
     )
 
 
@@ -227,13 +229,27 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         self, request: billing_pb2.SetAccountDisabledRequest, context: Ctx
     ) -> billing_pb2.AccountInfo:
         account = await ledger.set_account_disabled(
-            self._engine, request.account_id, disabled=request.disabled, reason=request.reason
+            self._engine,
+            request.account_id,
+            disabled=request.disabled,
+            reason=request.reason,
+            operator=request.operator,
         )
         log.warning(
             "account disabled" if request.disabled else "account enabled",
-            extra=fields(account_id=account.id, reason=account.disabled_reason),
+            extra=fields(
+                account_id=account.id,
+                reason=account.disabled_reason,
+                operator=request.operator or None,
+            ),
         )
         return _account_pb(account)
+
+    @_guarded
+    async def GetAccount(
+        self, request: billing_pb2.GetAccountRequest, context: Ctx
+    ) -> billing_pb2.AccountInfo:
+        return _account_pb(await ledger.get_account(self._engine, request.account_id))
 
     @_guarded
     async def GetAccountBalance(
@@ -270,19 +286,30 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         kind = ADJUST_KINDS.get(request.kind)
         if kind is None:
             raise rules.InvalidArgument("kind must be ADJUSTMENT or PROMOTION")
-        operation = self._money.promote if kind == "promotion" else self._money.adjust
-        balance = await operation(
-            request.account_id,
-            request.amount_micros,
-            idempotency_key=request.idempotency_key,
-            description=request.description,
-        )
+        if kind == "promotion":
+            if request.operator:
+                raise rules.InvalidArgument("operator is kept for adjustments only")
+            balance = await self._money.promote(
+                request.account_id,
+                request.amount_micros,
+                idempotency_key=request.idempotency_key,
+                description=request.description,
+            )
+        else:
+            balance = await self._money.adjust(
+                request.account_id,
+                request.amount_micros,
+                idempotency_key=request.idempotency_key,
+                description=request.description,
+                operator=request.operator,
+            )
         log.info(
             kind,
             extra=fields(
                 account_id=balance.account_id,
                 amount_micros=request.amount_micros,
                 balance_micros=balance.balance_micros,
+                operator=request.operator or None,
             ),
         )
         return _balance_pb(balance)

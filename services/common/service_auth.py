@@ -58,6 +58,11 @@ _GATEWAY = (
     "CreateApiKey",
     "ListApiKeys",
     "RevokeApiKey",
+    # Operators' /v1/admin: only for a session the gateway resolved with accounts
+    # to a user with the OPERATOR role (services/gateway/admin_api.py).
+    "GetAccount",
+    "Adjust",
+    "SetAccountDisabled",
 )
 _JOBS = ("CaptureHold", "ReleaseHold")
 _ADMIN = (
@@ -77,6 +82,7 @@ _ADMIN = (
     "SetAccountDisabled",
     "ListUsage",
     "SummarizeUsage",
+    "GetAccount",
 )
 # The accounts service opens a billing account for each new user, nothing more.
 _ACCOUNTS = ("CreateAccount",)
@@ -131,12 +137,14 @@ _ACCOUNTS_CONSOLE = (
     "ResetPassword",
     "ChangePassword",
     "FindUser",
+    "ListMembers",
 )
 ACCOUNTS_CALLERS: Mapping[str, frozenset[str]] = {
     "console": frozenset(ACCOUNTS + m for m in _ACCOUNTS_CONSOLE),
     "admin": frozenset(ACCOUNTS + m for m in (*_ACCOUNTS_CONSOLE, "SetOperator")),
     # The gateway only learns whose session the console passed on (x-aiport-session).
-    "gateway": frozenset({ACCOUNTS + "ResolveSession"}),
+    # And, for an operator's /v1/admin call, finds accounts' users.
+    "gateway": frozenset(ACCOUNTS + m for m in ("ResolveSession", "FindUser", "ListMembers")),
 }
 ACCOUNTS_CALLER_TOKEN_ENV: Mapping[str, str] = {
     "console": "AIPORT_ACCOUNTS_TOKEN_CONSOLE",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from aiport.v1 import (
     account_pb2_grpc,
+    admin_pb2_grpc,
     catalog_pb2_grpc,
     chat_pb2_grpc,
     generate_pb2_grpc,
@@ -16,6 +17,7 @@ from services.common import blobs, logs, runtime, service_auth, settings
 from services.common.catalog import load_catalog
 from services.common.grpc_server import LenientRequests, channel, serve
 from services.gateway.account_api import AccountService
+from services.gateway.admin_api import AdminService
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
 from services.gateway.server import Backends, CatalogService, ChatService
 
@@ -66,13 +68,16 @@ async def main() -> None:
         generate_pb2_grpc.add_GenerateServicer_to_server(
             GenerateService(catalog, backends, jobs, store, public_url), server
         )
-        jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(backends, jobs, public_url), server)
+        jobs_service = JobsService(backends, jobs, public_url)
+        jobs_pb2_grpc.add_JobsServicer_to_server(jobs_service, server)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(backends, jobs_service), server)
         return [
             "aiport.v1.Chat",
             "aiport.v1.Catalog",
             "aiport.v1.Account",
             "aiport.v1.Generate",
             "aiport.v1.Jobs",
+            "aiport.v1.Admin",
         ]
 
     async def close() -> None:

@@ -125,7 +125,8 @@ def statement_request(
     )
 
 
-def statement(page: billing_pb2.LedgerPage) -> account_pb2.Statement:
+def statement(page: billing_pb2.LedgerPage, *, show_actor: bool = False) -> account_pb2.Statement:
+    """`show_actor`: for operators only (a customer is not told operators' ids)."""
     return account_pb2.Statement(
         object="list",
         data=[
@@ -138,6 +139,7 @@ def statement(page: billing_pb2.LedgerPage) -> account_pb2.Statement:
                 balance_after_idr=micros_to_idr(entry.balance_after_micros),
                 description=entry.description,
                 usage_record_id=_nullable(entry.hold_id),
+                actor=_nullable(entry.actor if show_actor else ""),
             )
             for entry in page.entries
         ],

@@ -323,3 +323,23 @@ def invalid_statement_cursor() -> PublicError:
         "after is not a cursor of this statement: pass the next_cursor of a previous page.",
         "after",
     )
+
+
+def operators_only() -> PublicError:
+    """/v1/admin for anyone but an operator's session (a customer's session, any
+    API key: operators act as people, so that every change names one)."""
+    return PublicError(
+        403,
+        "permission_error",
+        "operators_only",
+        "Only an operator, logged in to the console, may use /v1/admin.",
+    )
+
+
+def account_not_found(param: str = "account_id") -> PublicError:
+    return PublicError(404, "invalid_request_error", "not_found", "No such account.", param)
+
+
+def insufficient_available(message: str) -> PublicError:
+    """An operator's debit larger than what the account has available."""
+    return invalid_request(message, "amount_idr")

@@ -388,12 +388,18 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         self, request: jobs_pb2.ListJobsRequest, context: ServicerContext
     ) -> jobs_pb2.JobList:
         caller = await self.backends.authenticate(context)
+        # Only ever the authenticated account: the one tenancy rule here.
+        return await self.account_jobs(caller.account_id, request)
+
+    async def account_jobs(
+        self, account_id: str, request: jobs_pb2.ListJobsRequest
+    ) -> jobs_pb2.JobList:
+        """One page of an account's jobs (the caller's own, or for an operator)."""
         listing = parse_listing(request)
         try:
             page = await self.jobs.job_state.ListJobs(
                 job_state_pb2.ListJobRecordsRequest(
-                    # Only ever the authenticated account: the one tenancy rule here.
-                    account_id=caller.account_id,
+                    account_id=account_id,
                     limit=listing.limit,
                     after_job_id=listing.after_job_id or "",
                     status=(

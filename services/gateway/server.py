@@ -215,20 +215,7 @@ class Backends:
         )
 
     async def _session_caller(self, context: ServicerContext, token: str) -> Caller:
-        if self.accounts is None or not sessions.plausible_token(token):
-            raise errors.unauthorized(SESSION_REFUSED)
-        try:
-            resolved = await self.accounts.ResolveSession(
-                accounts_pb2.ResolveSessionRequest(session_token=token),
-                timeout=ACCOUNTS_TIMEOUT_SECONDS,
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
-                raise errors.unauthorized(SESSION_REFUSED) from exc
-            log.error("accounts call failed", extra={"fields": {"code": exc.code().name}})
-            raise errors.service_unavailable(
-                "Accounts are temporarily unavailable. Please try again."
-            ) from exc
+        resolved = await self._resolve_session(token)
         account_id = sessions.acting_account(resolved)
         if account_id is None:
             raise errors.unauthorized(SESSION_REFUSED)
@@ -239,6 +226,38 @@ class Backends:
             new_call_id(),
             sessions.session_scopes(resolved.membership_role),
         )
+
+    async def operator(self, context: ServicerContext) -> str:
+        """The user id of the operator making an admin call. Operators act as
+        people, through the console's session, so that every change names one:
+        no session is a 401; an API key (even with a session) or a session whose
+        user lacks the OPERATOR role is a 403."""
+        session = _metadata(context, sessions.SESSION_METADATA)
+        if _metadata(context, "authorization") is not None:
+            raise errors.operators_only()
+        if session is None:
+            raise errors.unauthorized("Log in to the console as an operator.")
+        resolved = await self._resolve_session(session)
+        if not sessions.is_operator(resolved):
+            raise errors.operators_only()
+        return resolved.user.user_id
+
+    async def _resolve_session(self, token: str) -> accounts_pb2.ResolvedSession:
+        if self.accounts is None or not sessions.plausible_token(token):
+            raise errors.unauthorized(SESSION_REFUSED)
+        try:
+            resolved: accounts_pb2.ResolvedSession = await self.accounts.ResolveSession(
+                accounts_pb2.ResolveSessionRequest(session_token=token),
+                timeout=ACCOUNTS_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
+                raise errors.unauthorized(SESSION_REFUSED) from exc
+            log.error("accounts call failed", extra={"fields": {"code": exc.code().name}})
+            raise errors.service_unavailable(
+                "Accounts are temporarily unavailable. Please try again."
+            ) from exc
+        return resolved
 
     async def authorize_hold(
         self,

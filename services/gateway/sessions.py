@@ -42,3 +42,8 @@ def session_scopes(role: accounts_pb2.Membership.Role) -> tuple[str, ...]:
 def acting_account(resolved: accounts_pb2.ResolvedSession) -> str | None:
     """The billing account a resolved session acts for (None: it has none)."""
     return resolved.billing_account_id or None
+
+
+def is_operator(resolved: accounts_pb2.ResolvedSession) -> bool:
+    """Whether the session's user holds the OPERATOR role (granted with aiportctl)."""
+    return accounts_pb2.User.OPERATOR in resolved.user.roles

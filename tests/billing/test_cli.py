@@ -369,7 +369,7 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
             assert code == 0, err
         engine = db.create_engine(url, application_name="billing", pool_size=1, max_overflow=0)
         try:
-            assert await ledger.schema_revision(engine) == "0004"
+            assert await ledger.schema_revision(engine) == "0005"
             async with engine.connect() as conn:
                 tables = (
                     await conn.execute(

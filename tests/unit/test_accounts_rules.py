@@ -353,12 +353,13 @@ def test_only_the_admin_grants_operators_and_accounts_opens_billing_accounts_onl
     )
 
 
-def test_the_gateway_may_only_resolve_sessions() -> None:
+def test_the_gateway_may_only_resolve_sessions_and_find_users_for_operators() -> None:
     tokens = {"console": "c" * 40, "admin": "a" * 40, "gateway": "g" * 40}
     callers = service_auth.ACCOUNTS_CALLERS
-    resolve = service_auth.ACCOUNTS + "ResolveSession"
-    assert service_auth.decide(resolve, "g" * 40, tokens, callers).code is None
-    for method in ("LogIn", "SignUp", "ChangePassword", "FindUser", "SetOperator", "LogOut"):
+    for allowed in ("ResolveSession", "FindUser", "ListMembers"):
+        method = service_auth.ACCOUNTS + allowed
+        assert service_auth.decide(method, "g" * 40, tokens, callers).code is None, allowed
+    for method in ("LogIn", "SignUp", "ChangePassword", "SetOperator", "LogOut"):
         decision = service_auth.decide(service_auth.ACCOUNTS + method, "g" * 40, tokens, callers)
         assert decision.code == grpc.StatusCode.PERMISSION_DENIED, method
 

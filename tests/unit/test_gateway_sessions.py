@@ -132,3 +132,44 @@ def test_session_scopes_by_role() -> None:
     assert sessions.session_scopes(accounts_pb2.Membership.ROLE_UNSPECIFIED) == ("inference",)
     assert sessions.plausible_token("abc-DEF_123")
     assert not sessions.plausible_token("abc=")
+
+
+# -- operators (/v1/admin) -----------------------------------------------------------------------
+
+
+def operator_session(*roles: Any) -> accounts_pb2.ResolvedSession:
+    return accounts_pb2.ResolvedSession(
+        user=accounts_pb2.User(user_id="usr_" + "o" * 20, roles=list(roles)),
+        billing_account_id="acct_1",
+        membership_role=OWNER,
+    )
+
+
+async def test_an_operators_session_names_the_operator() -> None:
+    accounts = FakeAccounts(
+        operator_session(accounts_pb2.User.CUSTOMER, accounts_pb2.User.OPERATOR)
+    )
+    backend = await backends(accounts)
+    assert await backend.operator(ctx((sessions.SESSION_METADATA, TOKEN))) == "usr_" + "o" * 20
+
+
+async def operator_refusal(backend: Backends, context: ServicerContext) -> PublicError:
+    with pytest.raises(PublicError) as caught:
+        await backend.operator(context)
+    return caught.value
+
+
+async def test_a_customers_session_or_any_api_key_is_403_and_nothing_is_401() -> None:
+    accounts = FakeAccounts(operator_session(accounts_pb2.User.CUSTOMER))
+    backend = await backends(accounts)
+    customer = await operator_refusal(backend, ctx((sessions.SESSION_METADATA, TOKEN)))
+    assert (customer.status, customer.code) == (403, "operators_only")
+    # An API key is refused without asking anyone, even next to an operator's session.
+    accounts.asked.clear()
+    key = ("authorization", "Bearer aip_live_x")
+    keyed = await operator_refusal(backend, ctx(key, (sessions.SESSION_METADATA, TOKEN)))
+    assert keyed.status == 403
+    assert accounts.asked == []
+    assert (await operator_refusal(backend, ctx())).status == 401
+    ended = await backends(FakeAccounts(grpc.StatusCode.UNAUTHENTICATED))
+    assert (await operator_refusal(ended, ctx((sessions.SESSION_METADATA, TOKEN)))).status == 401
