@@ -72,7 +72,14 @@ CLEAR_SESSION = web.RequestKey("clear_session", bool)
 DASHBOARD: Final = "/dashboard"
 # Routes that never need to know who is asking (no accounts call for them).
 ANONYMOUS_ROUTES: Final = frozenset({"static", "healthz", "lang", "docs_md"})
-TIME_ZONE: Final = times.DEFAULT_ZONE
+# The person's time zone: a cookie set on the settings page (Asia/Jakarta
+# when unset), like the language.
+ZONE_COOKIE: Final = "tz"
+ZONE_COOKIE_SECONDS: Final = 365 * 24 * 3600
+
+
+def zone_of(request: web.Request) -> str:
+    return times.chosen(request.cookies.get(ZONE_COOKIE))
 
 
 def add_routes(app: web.Application, accounts: AccountsClient, api: AccountApi) -> None:
@@ -89,6 +96,7 @@ def add_routes(app: web.Application, accounts: AccountsClient, api: AccountApi) 
     router.add_route("*", "/reset-password", reset_password, name="reset_password")
     router.add_get("/dashboard", dashboard, name="dashboard")
     router.add_route("*", "/dashboard/settings", settings, name="settings")
+    router.add_post("/dashboard/settings/time-zone", set_time_zone, name="set_time_zone")
     router.add_route("*", "/dashboard/api-keys", api_keys, name="api_keys")
     router.add_post("/dashboard/api-keys/{key_id}/revoke", revoke_key, name="revoke_key")
     router.add_get("/dashboard/usage", usage, name="usage")
@@ -350,13 +358,31 @@ async def settings(request: web.Request) -> web.StreamResponse:
     fields = ("current_password", "new_password")
     if request.method == "GET":
         changed = request.query.get("changed") == "1"
-        return render(request, "settings.html", errors={}, changed=changed, email=who.email)
+        return render(
+            request,
+            "settings.html",
+            errors={},
+            changed=changed,
+            email=who.email,
+            zones=times.CHOICES,
+            zone=zone_of(request),
+            request_zone_saved=request.query.get("zone") == "1",
+        )
     if request.method != "POST":
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
     form = web_forms.new_password_form(await form_data(request), fields)
 
     def failed(errors: dict[str, str]) -> web.Response:
-        return render(request, "settings.html", 400, errors=errors, changed=False, email=who.email)
+        return render(
+            request,
+            "settings.html",
+            400,
+            errors=errors,
+            changed=False,
+            email=who.email,
+            zones=times.CHOICES,
+            zone=zone_of(request),
+        )
 
     if not form.ok:
         return failed(texts(request, form.errors))
@@ -375,6 +401,26 @@ async def settings(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def set_time_zone(request: web.Request) -> web.StreamResponse:
+    """Remember the person's time zone (a cookie, like the language); every page
+    and the usage filters' days follow it."""
+    visitor(request)
+    choice = (await form_data(request)).get("time_zone", "")
+    if choice not in times.CHOICES:
+        raise web.HTTPBadRequest()
+    response = see_other("/dashboard/settings?zone=1")
+    response.set_cookie(
+        ZONE_COOKIE,
+        choice,
+        max_age=ZONE_COOKIE_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=request.app[SECURE_COOKIES],
+    )
+    return response
+
+
 # --- the dashboard -------------------------------------------------------------------------
 
 
@@ -385,14 +431,14 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     now = int(time.time())
     try:
         balance = await api.balance(who.session_token)
-        month = usage_view.month_start_unix(now, TIME_ZONE)
+        month = usage_view.month_start_unix(now, zone_of(request))
         report = await api.summary(
             who.session_token,
             account_pb2.UsageSummaryQuery(group_by="model", start_time=str(month)),
         )
         daily = await api.summary(
             who.session_token,
-            account_pb2.UsageSummaryQuery(group_by="day", time_zone=TIME_ZONE),
+            account_pb2.UsageSummaryQuery(group_by="day", time_zone=zone_of(request)),
         )
         recent = await api.usage(who.session_token, account_pb2.UsageQuery(limit="5"))
         recent_jobs = await api.jobs(who.session_token, jobs_pb2.ListJobsRequest(limit="5"))
@@ -402,7 +448,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         group.group: {model: Decimal(idr) for model, idr in group.cost_idr_by_model.items()}
         for group in daily.data
     }
-    today = datetime.fromtimestamp(now, ZoneInfo(TIME_ZONE)).date()
+    today = datetime.fromtimestamp(now, ZoneInfo(zone_of(request))).date()
     return render(
         request,
         "dashboard.html",
@@ -415,7 +461,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         chart=spend_chart.build(days, today),
         recent=[
             {
-                "time": times.format_datetime(entry.created, lang, TIME_ZONE),
+                "time": times.format_datetime(entry.created, lang, zone_of(request)),
                 "model": entry.model,
                 "endpoint": entry.endpoint,
                 "cost_idr": entry.cost_idr,
@@ -424,7 +470,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
             }
             for entry in recent.data
         ],
-        recent_jobs=[jobs_view.job_row(job, lang, TIME_ZONE) for job in recent_jobs.data],
+        recent_jobs=[jobs_view.job_row(job, lang, zone_of(request)) for job in recent_jobs.data],
     )
 
 
@@ -450,9 +496,9 @@ async def _keys_page(
             "name": key.name,
             "prefix": key.prefix,
             "scopes": list(key.scopes),
-            "created": times.format_datetime(key.created, lang, TIME_ZONE),
-            "last_used": _when(usage_view.value_text(key.last_used), lang),
-            "revoked": _when(usage_view.value_text(key.revoked), lang),
+            "created": times.format_datetime(key.created, lang, zone_of(request)),
+            "last_used": _when(usage_view.value_text(key.last_used), lang, zone_of(request)),
+            "revoked": _when(usage_view.value_text(key.revoked), lang, zone_of(request)),
         }
         for key in keys.data
     ]
@@ -462,8 +508,8 @@ async def _keys_page(
     return render(request, "api_keys.html", status, keys=rows, **context)
 
 
-def _when(unix_text: str, lang: str) -> str:
-    return times.format_datetime(int(unix_text), lang, TIME_ZONE) if unix_text.isdigit() else ""
+def _when(unix_text: str, lang: str, zone: str) -> str:
+    return times.format_datetime(int(unix_text), lang, zone) if unix_text.isdigit() else ""
 
 
 async def api_keys(request: web.Request) -> web.StreamResponse:
@@ -507,7 +553,8 @@ async def usage(request: web.Request) -> web.StreamResponse:
     api = request.app[API]
     try:
         page = await api.usage(
-            who.session_token, usage_view.usage_query(filters, usage_view.PAGE_SIZE, TIME_ZONE)
+            who.session_token,
+            usage_view.usage_query(filters, usage_view.PAGE_SIZE, zone_of(request)),
         )
         keys = await api.keys(who.session_token)
     except ApiRefused as refused:
@@ -518,6 +565,7 @@ async def usage(request: web.Request) -> web.StreamResponse:
             request,
             "usage.html",
             400,
+            zone=zone_of(request),
             filters=filters,
             errors=texts(request, filters.errors),
             rows=[],
@@ -529,8 +577,8 @@ async def usage(request: web.Request) -> web.StreamResponse:
         {
             "id": entry.id,
             "request_id": entry.request_id,
-            "time": times.format_datetime(entry.created, lang, TIME_ZONE),
-            "iso_time": usage_view.iso_time(entry.created, TIME_ZONE),
+            "time": times.format_datetime(entry.created, lang, zone_of(request)),
+            "iso_time": usage_view.iso_time(entry.created, zone_of(request)),
             "key_name": entry.key_name,
             "key_id": usage_view.value_text(entry.key_id),
             "model": entry.model,
@@ -554,6 +602,7 @@ async def usage(request: web.Request) -> web.StreamResponse:
         request,
         "usage.html",
         400 if filters.errors else 200,
+        zone=zone_of(request),
         filters=filters,
         errors=texts(request, filters.errors),
         rows=rows,
@@ -571,13 +620,14 @@ async def jobs(request: web.Request) -> web.StreamResponse:
         page = await request.app[API].jobs(who.session_token, filters.query())
     except ApiRefused as refused:
         return api_refusal(request, refused)
-    rows = [jobs_view.job_row(job, lang, TIME_ZONE) for job in page.data]
+    rows = [jobs_view.job_row(job, lang, zone_of(request)) for job in page.data]
     for row in rows:
         row["status_label"] = i18n.translate(lang, f"jobs.status.{row['status']}")
     cursor = usage_view.value_text(page.next_cursor)
     return render(
         request,
         "jobs.html",
+        zone=zone_of(request),
         filters=filters,
         statuses=jobs_view.STATUSES,
         rows=rows,
@@ -604,8 +654,8 @@ async def billing(request: web.Request) -> web.StreamResponse:
     entries = [
         {
             "id": entry.id,
-            "time": times.format_datetime(entry.created, lang, TIME_ZONE),
-            "iso_time": usage_view.iso_time(entry.created, TIME_ZONE),
+            "time": times.format_datetime(entry.created, lang, zone_of(request)),
+            "iso_time": usage_view.iso_time(entry.created, zone_of(request)),
             "kind": entry.kind,
             "kind_label": i18n.translate(lang, f"billing.kind.{entry.kind}"),
             "amount_idr": entry.amount_idr,
@@ -616,7 +666,7 @@ async def billing(request: web.Request) -> web.StreamResponse:
     ]
     in_flight = [
         {
-            "time": times.format_datetime(record.created, lang, TIME_ZONE),
+            "time": times.format_datetime(record.created, lang, zone_of(request)),
             "model": record.model,
             "endpoint": record.endpoint,
             "held_idr": record.held_idr,
@@ -629,6 +679,7 @@ async def billing(request: web.Request) -> web.StreamResponse:
     return render(
         request,
         "billing.html",
+        zone=zone_of(request),
         available=balance.available_idr,
         held=balance.held_idr,
         entries=entries,
@@ -655,7 +706,7 @@ async def usage_csv(request: web.Request) -> web.StreamResponse:
     if filters.errors:
         raise web.HTTPNotFound()
     api = request.app[API]
-    query = usage_view.usage_query(filters, usage_view.CSV_PAGE_SIZE, TIME_ZONE, after="")
+    query = usage_view.usage_query(filters, usage_view.CSV_PAGE_SIZE, zone_of(request), after="")
     try:
         page = await api.usage(who.session_token, query)
     except ApiRefused as refused:
@@ -671,7 +722,7 @@ async def usage_csv(request: web.Request) -> web.StreamResponse:
     await response.write(usage_view.csv_lines([list(usage_view.CSV_COLUMNS)]).encode())
     written = 0
     while True:
-        rows = [usage_view.csv_row(entry, TIME_ZONE) for entry in page.data]
+        rows = [usage_view.csv_row(entry, zone_of(request)) for entry in page.data]
         rows = rows[: usage_view.CSV_MAX_ROWS - written]
         await response.write(usage_view.csv_lines(rows).encode())
         written += len(rows)

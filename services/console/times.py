@@ -13,6 +13,8 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_ZONE: Final = "Asia/Jakarta"
+# What the settings page offers: Indonesia's three zones, then UTC.
+CHOICES: Final = ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura", "UTC")
 
 # Short month names; Indonesian months as Indonesians abbreviate them.
 MONTHS: Final[dict[str, tuple[str, ...]]] = {
@@ -72,3 +74,9 @@ def _clock(local: datetime, lang: str) -> str:
     if abbreviation.startswith(("+", "-")):
         abbreviation = f"UTC{abbreviation}"
     return f"{local.hour:02d}{separator}{local.minute:02d} {abbreviation}".rstrip()
+
+
+def chosen(name: str | None) -> str:
+    """A zone a person chose (the settings page's cookie), or Asia/Jakarta when
+    there is none or it is not one we offer."""
+    return name if name in CHOICES else DEFAULT_ZONE

@@ -402,3 +402,34 @@ async def test_log_out_ends_the_session_and_clears_the_cookie(
     assert response.status == 303 and response.headers["Location"] == "/"
     assert accounts.logged_out == [TOKEN]
     assert 'aiport_session=""' in response.headers["Set-Cookie"]
+
+
+async def test_times_follow_the_zone_chosen_in_settings(client: TestClient[Any, Any]) -> None:
+    client.session.cookie_jar.update_cookies({"aiport_session": TOKEN})
+    en = {**HTML, "Accept-Language": "en"}
+    default = await (await client.get("/dashboard/usage", headers=en)).text()
+    assert "2026, 00:00 WIB" in default and "Dates and times in WIB (Asia/Jakarta)." in default
+    token = await _form_token(client, "/dashboard/settings")
+    saved = await client.post(
+        "/dashboard/settings/time-zone",
+        data={"csrf_token": token, "time_zone": "Asia/Jayapura"},
+        allow_redirects=False,
+    )
+    assert saved.status == 303 and saved.headers["Location"] == "/dashboard/settings?zone=1"
+    cookie = saved.cookies["tz"]
+    assert cookie.value == "Asia/Jayapura" and cookie["httponly"] and cookie["path"] == "/"
+    shown = await (await client.get("/dashboard/usage", headers=en)).text()
+    assert "2026, 02:00 WIT" in shown and "Dates and times in WIT (Asia/Jayapura)." in shown
+    settings_page = await (await client.get("/dashboard/settings?zone=1", headers=en)).text()
+    assert 'id="zone-saved"' in settings_page
+    assert '<option value="Asia/Jayapura" selected>' in settings_page
+    refused = await client.post(
+        "/dashboard/settings/time-zone",
+        data={"csrf_token": token, "time_zone": "Europe/Paris"},
+        allow_redirects=False,
+    )
+    assert refused.status == 400
+    # A zone we do not offer, set by hand, is Jakarta.
+    client.session.cookie_jar.clear(lambda cookie: cookie.key == "tz")
+    client.session.cookie_jar.update_cookies({"tz": "Europe/Paris"})
+    assert "WIB" in await (await client.get("/dashboard/usage", headers=en)).text()
