@@ -16,7 +16,14 @@ from typing import Final, cast
 
 import grpc
 import orjson
-from aiport.v1 import account_pb2, account_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from aiport.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
 from google.api import httpbody_pb2
 
 from services.common import grpc_server
@@ -74,9 +81,13 @@ class AccountApi:
         self._channel = grpc_server.channel(gateway_addr)
         self._stub = account_pb2_grpc.AccountStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobsStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminStub(self._channel)
 
-    async def _call(self, name: str, request: object, session: str) -> object:
-        stub = self._jobs if name == "ListJobs" else self._stub
+    async def _call(
+        self, name: str, request: object, session: str, stub: object | None = None
+    ) -> object:
+        if stub is None:
+            stub = self._jobs if name == "ListJobs" else self._stub
         method = getattr(stub, name)
         try:
             return await method(
@@ -123,6 +134,40 @@ class AccountApi:
     async def jobs(self, session: str, query: jobs_pb2.ListJobsRequest) -> jobs_pb2.JobList:
         """GET /v1/jobs for the logged-in person's account."""
         return cast(jobs_pb2.JobList, await self._call("ListJobs", query, session))
+
+    # Operators (/v1/admin): the gateway checks the session's OPERATOR role.
+
+    async def admin_find(
+        self, session: str, query: admin_pb2.FindAccountQuery
+    ) -> admin_pb2.AdminAccount:
+        reply = await self._call("FindAccount", query, session, self._admin)
+        return cast(admin_pb2.AdminAccount, reply)
+
+    async def admin_statement(self, session: str, account_id: str) -> account_pb2.Statement:
+        query = admin_pb2.AdminStatementQuery(account_id=account_id, limit="20")
+        return cast(
+            account_pb2.Statement, await self._call("ListStatement", query, session, self._admin)
+        )
+
+    async def admin_usage(self, session: str, account_id: str) -> account_pb2.UsageList:
+        query = admin_pb2.AdminUsageQuery(account_id=account_id, limit="20")
+        return cast(
+            account_pb2.UsageList, await self._call("ListUsage", query, session, self._admin)
+        )
+
+    async def admin_jobs(self, session: str, account_id: str) -> jobs_pb2.JobList:
+        query = admin_pb2.AdminJobsQuery(account_id=account_id, limit="20")
+        return cast(jobs_pb2.JobList, await self._call("ListJobs", query, session, self._admin))
+
+    async def admin_act(
+        self, session: str, action: str, account_id: str, body: dict[str, str]
+    ) -> admin_pb2.AdminAccount:
+        """`action`: CreateAdjustment, DisableAccount or EnableAccount."""
+        request = admin_pb2.AccountAction(
+            account_id=account_id,
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(body)),
+        )
+        return cast(admin_pb2.AdminAccount, await self._call(action, request, session, self._admin))
 
     async def close(self) -> None:
         await self._channel.close(None)

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiport.v1 import account_pb2, jobs_pb2
+from aiport.v1 import account_pb2, accounts_pb2, jobs_pb2
 
 from services.console import (
     i18n,
@@ -47,6 +47,7 @@ from services.console.server import (
     PUBLIC_URL,
     SESSION_BINDING,
     VISITOR_EMAIL,
+    VISITOR_OPERATOR,
     is_https,
     lang_of,
     render,
@@ -64,6 +65,7 @@ class Visitor:
     session_token: str
     email: str
     account_id: str
+    operator: bool = False  # may use /admin (the gateway checks it again)
 
 
 VISITOR = web.RequestKey("visitor", Visitor)
@@ -122,8 +124,14 @@ async def session_auth(request: web.Request, handler: Handler) -> web.StreamResp
         except (SessionEnded, FieldError):
             request[CLEAR_SESSION] = True
         else:
-            request[VISITOR] = Visitor(token, resolved.user.email, resolved.billing_account_id)
+            request[VISITOR] = Visitor(
+                token,
+                resolved.user.email,
+                resolved.billing_account_id,
+                accounts_pb2.User.OPERATOR in resolved.user.roles,
+            )
             request[VISITOR_EMAIL] = resolved.user.email
+            request[VISITOR_OPERATOR] = request[VISITOR].operator
             request[SESSION_BINDING] = token
     protected = request.path == DASHBOARD or request.path.startswith(DASHBOARD + "/")
     if protected and VISITOR not in request and request.match_info.http_exception is None:

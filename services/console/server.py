@@ -80,6 +80,7 @@ NAV_LOGGED_IN: Final = (
     NavItem("/dashboard/billing", "nav.billing"),
     NavItem("/dashboard/settings", "nav.settings"),
 )
+NAV_ADMIN: Final = (NavItem("/admin", "nav.admin"),)
 NAV_LOGGED_OUT: Final = (
     NavItem("/login", "nav.login"),
     NavItem("/signup", "nav.signup"),
@@ -114,6 +115,8 @@ SESSION_BINDING = web.RequestKey("session_binding", str)
 NEW_CSRF_BINDING = web.RequestKey("new_csrf_binding", str)
 # Set by account_pages.session_auth: the logged-in person's email (the nav shows it).
 VISITOR_EMAIL = web.RequestKey("visitor_email", str)
+# Set with it when the logged-in person is an operator (the nav shows /admin).
+VISITOR_OPERATOR = web.RequestKey("visitor_operator", bool)
 ACCOUNT_PAGES = web.AppKey("account_pages", bool)
 
 
@@ -169,7 +172,7 @@ def create_app(
 ) -> web.Application:
     """The console; with `accounts` and `api`, the account pages and the dashboard too."""
     # Imported here: account_pages renders with this module's helpers.
-    from services.console import account_pages
+    from services.console import account_pages, admin_pages
 
     app = web.Application(
         middlewares=[
@@ -197,6 +200,7 @@ def create_app(
     app[ACCOUNT_PAGES] = accounts is not None and api is not None
     if accounts is not None and api is not None:
         account_pages.add_routes(app, accounts, api)
+        admin_pages.add_routes(app)
     app.on_response_prepare.append(_add_security_headers)
     return app
 
@@ -275,7 +279,9 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
 def nav_items(request: web.Request) -> tuple[NavItem, ...]:
     if not request.app.get(ACCOUNT_PAGES):
         return NAV
-    return NAV + (NAV_LOGGED_IN if VISITOR_EMAIL in request else NAV_LOGGED_OUT)
+    if VISITOR_EMAIL not in request:
+        return NAV + NAV_LOGGED_OUT
+    return NAV + NAV_LOGGED_IN + (NAV_ADMIN if request.get(VISITOR_OPERATOR) else ())
 
 
 def _modality_name(lang: str, modality: str) -> str:

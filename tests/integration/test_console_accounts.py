@@ -345,3 +345,58 @@ def test_the_billing_page_is_the_statement_with_the_balance_after_each_movement(
     assert after[0] == statement[0]["balance_after_idr"] and after[1] == "250000"
     assert 'id="billing-topup"' in page.text
     assert person.web.get("/dashboard/topup").status_code == 200
+
+
+def test_an_operator_adjusts_disables_and_enables_an_account_from_admin(
+    base_url: str,
+    person: Person,
+    mail_folder: Path,
+    accounts: accounts_pb2_grpc.AccountsStub,
+    accounts_admin: accounts_pb2_grpc.AccountsStub,
+) -> None:
+    customer = person
+    account_id = account_of(accounts, customer.email)
+    _, key = create_key(customer.web, "shop")
+    # A customer has no /admin.
+    assert customer.web.get("/admin").status_code == 404
+    with browser(base_url) as web:
+        email = new_email()
+        sign_up_and_verify(web, mail_folder, email)
+        accounts_admin.SetOperator(accounts_pb2.SetOperatorRequest(email=email, operator=True))
+        assert log_in(web, email).status_code == 303
+        assert 'href="/admin"' in web.get("/dashboard").text
+        found = web.get("/admin", params={"q": customer.email})
+        assert (
+            found.status_code == 303
+            and found.headers["location"] == f"/admin/accounts/{account_id}"
+        )
+        assert web.get("/admin", params={"q": "nobody@example.co.id"}).status_code == 404
+        page = web.get(f"/admin/accounts/{account_id}")
+        assert page.status_code == 200 and customer.email in page.text
+        token = csrf(page.text)
+        idem = re.search(r'name="idempotency_key" value="([^"]+)"', page.text)
+        assert idem
+        credit = {"csrf_token": token, "idempotency_key": idem.group(1), "reason": "goodwill"}
+        for _ in range(2):  # a double submit of the same form
+            done = web.post(
+                f"/admin/accounts/{account_id}/adjust", data={**credit, "amount_idr": "12500.5"}
+            )
+            assert done.status_code == 303 and done.headers["location"].endswith("?done=adjust")
+        page = web.get(f"/admin/accounts/{account_id}")
+        assert 'id="admin-available" data-idr="12500.5"' in page.text
+        assert page.text.count('data-kind="adjustment"') == 1
+        no_reason = web.post(
+            f"/admin/accounts/{account_id}/disable", data={"csrf_token": token, "reason": ""}
+        )
+        assert no_reason.headers["location"].endswith("?error=reason")
+        disabled = web.post(
+            f"/admin/accounts/{account_id}/disable", data={"csrf_token": token, "reason": "fraud"}
+        )
+        assert disabled.status_code == 303
+        with httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as api:
+            assert api.get("/v1/balance").status_code == 401
+            enabled = web.post(f"/admin/accounts/{account_id}/enable", data={"csrf_token": token})
+            assert enabled.status_code == 303
+            assert api.get("/v1/balance").json()["available_idr"] == "12500.5"
