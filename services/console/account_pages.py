@@ -683,6 +683,19 @@ async def billing(request: web.Request) -> web.StreamResponse:
         for record in recent.data
         if record.status == "in_progress"
     ]
+    # A failed call's hold came back whole: no balance movement, so not on the
+    # statement, but the customer's "refund" (the latest, from usage).
+    refunds = [
+        {
+            "time": times.format_datetime(record.created, lang, zone_of(request)),
+            "model": record.model,
+            "endpoint": record.endpoint,
+            "held_idr": record.held_idr,
+            "request_id": record.request_id,
+        }
+        for record in recent.data
+        if record.status in ("refunded", "expired")
+    ]
     cursor = usage_view.value_text(page.next_cursor)
     return render(
         request,
@@ -692,6 +705,7 @@ async def billing(request: web.Request) -> web.StreamResponse:
         held=balance.held_idr,
         entries=entries,
         in_flight=in_flight,
+        refunds=refunds,
         next_url=f"/dashboard/billing?after={cursor}" if page.has_more and cursor else "",
     )
 

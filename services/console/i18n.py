@@ -146,6 +146,8 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
             "Pemakaian, status Dikembalikan)."
         ),
         "billing.topup": "Isi saldo",
+        "billing.refunds": "Pengembalian terbaru",
+        "billing.no_refunds": "Belum ada panggilan yang gagal dan dikembalikan.",
         "billing.kind.topup": "Isi saldo",
         "billing.kind.charge": "Tagihan",
         "billing.kind.promotion": "Promosi",
@@ -452,6 +454,8 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
             "Refunded)."
         ),
         "billing.topup": "Top up",
+        "billing.refunds": "Latest refunds",
+        "billing.no_refunds": "No failed, refunded calls yet.",
         "billing.kind.topup": "Top-up",
         "billing.kind.charge": "Charge",
         "billing.kind.promotion": "Promotion",

@@ -344,6 +344,12 @@ def test_the_billing_page_is_the_statement_with_the_balance_after_each_movement(
             json={"model": "kimi-k2.6", "messages": [{"role": "user", "content": "hi"}]},
         )
         assert reply.status_code == 200, reply.text
+        failed = api.post(
+            "/v1/chat/completions",
+            json={"model": "kimi-k2.6", "messages": [{"role": "user", "content": "x [sim:fail]"}]},
+            headers={"x-request-id": "refund-me"},
+        )
+        assert failed.status_code == 502
         statement = api.get("/v1/statement").json()["data"]
     page = person.web.get("/dashboard/billing")
     assert page.status_code == 200, page.text[:500]
@@ -353,6 +359,8 @@ def test_the_billing_page_is_the_statement_with_the_balance_after_each_movement(
     after = re.findall(r'class="money balance-after" data-idr="([0-9.]+)"', page.text)
     assert after[0] == statement[0]["balance_after_idr"] and after[1] == "250000"
     assert 'id="billing-topup"' in page.text
+    # The failed call is a refund, not a statement entry.
+    assert 'class="refund-row" data-request-id="refund-me"' in page.text
     assert person.web.get("/dashboard/topup").status_code == 200
 
 

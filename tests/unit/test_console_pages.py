@@ -236,6 +236,7 @@ async def test_public_account_pages_carry_their_hooks(
                 'id="statement-next"',
                 'href="/dashboard/billing?after=8"',
                 'id="in-flight-empty"',
+                'id="refunds-empty"',
             ],
         ),
         ("/dashboard/topup", ['id="topup-coming"', 'href="/dashboard/billing"']),
