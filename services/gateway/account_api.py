@@ -23,6 +23,21 @@ from services.gateway.server import Backends, Caller
 log = logging.getLogger(__name__)
 
 
+async def usage_page(
+    backends: Backends, query: billing_pb2.ListUsageRequest
+) -> account_pb2.UsageList:
+    """One page of an account's usage records: the customer's own, or an
+    operator's look at an account (admin_api)."""
+    try:
+        page = await backends.billing_call(
+            backends.billing.ListUsage, query, expected=(grpc.StatusCode.INVALID_ARGUMENT,)
+        )
+    except grpc.aio.AioRpcError as exc:
+        # Checked before the call already, except whose record `after` is.
+        raise errors.invalid_usage_cursor() from exc
+    return account_views.usage_list(page)
+
+
 class AccountService(account_pb2_grpc.AccountServicer):
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
@@ -55,17 +70,9 @@ class AccountService(account_pb2_grpc.AccountServicer):
         self, request: account_pb2.UsageQuery, context: ServicerContext
     ) -> account_pb2.UsageList:
         caller = await self.backends.authenticate(context)
-        query = account_views.usage_request(caller.account_id, request)
-        try:
-            page = await self.backends.billing_call(
-                self.backends.billing.ListUsage,
-                query,
-                expected=(grpc.StatusCode.INVALID_ARGUMENT,),
-            )
-        except grpc.aio.AioRpcError as exc:
-            # Checked here already, except whose record `after` is.
-            raise errors.invalid_usage_cursor() from exc
-        return account_views.usage_list(page)
+        return await usage_page(
+            self.backends, account_views.usage_request(caller.account_id, request)
+        )
 
     @public_unary
     async def SummarizeUsage(

@@ -28,6 +28,7 @@ from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
 from services.common.money import micros_to_idr
 from services.gateway import account_views, admin_views, errors
+from services.gateway.account_api import usage_page
 from services.gateway.boundary import public_unary
 from services.gateway.jobs_api import JobsService
 from services.gateway.server import ACCOUNTS_TIMEOUT_SECONDS, Backends
@@ -139,15 +140,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 after=request.after,
             ),
         )
-        try:
-            page = await self.backends.billing_call(
-                self.backends.billing.ListUsage,
-                query,
-                expected=(grpc.StatusCode.INVALID_ARGUMENT,),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise errors.invalid_usage_cursor() from exc
-        return account_views.usage_list(page)
+        return await usage_page(self.backends, query)
 
     @public_unary
     async def ListJobs(
