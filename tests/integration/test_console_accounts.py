@@ -288,20 +288,30 @@ def test_change_password_keeps_this_session_and_ends_the_others(
         assert elsewhere.get("/dashboard").status_code == 303
 
 
+def funded_api(
+    base_url: str,
+    person: Person,
+    accounts: accounts_pb2_grpc.AccountsStub,
+    billing: billing_pb2_grpc.BillingStub,
+    key_name: str,
+) -> httpx.Client:
+    """The person's account credited 250,000 IDR by an operator, and an API
+    client with a key they made on the keys page."""
+    account_id = account_of(accounts, person.email)
+    billing.TopUp(
+        billing_pb2.TopUpRequest(account_id=account_id, amount_micros=idr_to_micros("250000"))
+    )
+    _, key = create_key(person.web, key_name)
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
 def test_the_jobs_page_shows_the_persons_jobs_with_what_they_cost(
     base_url: str,
     person: Person,
     accounts: accounts_pb2_grpc.AccountsStub,
     billing: billing_pb2_grpc.BillingStub,
 ) -> None:
-    account_id = account_of(accounts, person.email)
-    billing.TopUp(
-        billing_pb2.TopUpRequest(account_id=account_id, amount_micros=idr_to_micros("250000"))
-    )
-    _, key = create_key(person.web, "jobs")
-    with httpx.Client(
-        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    ) as api:
+    with funded_api(base_url, person, accounts, billing, "jobs") as api:
         done = api.post("/v1/image/generate", json={"prompt": "a becak at dusk"}).json()["job_id"]
         failed = api.post("/v1/image/generate", json={"prompt": "x [sim:fail]"}).json()["job_id"]
         deadline = time.monotonic() + 30
@@ -331,14 +341,7 @@ def test_the_billing_page_is_the_statement_with_the_balance_after_each_movement(
     accounts: accounts_pb2_grpc.AccountsStub,
     billing: billing_pb2_grpc.BillingStub,
 ) -> None:
-    account_id = account_of(accounts, person.email)
-    billing.TopUp(
-        billing_pb2.TopUpRequest(account_id=account_id, amount_micros=idr_to_micros("250000"))
-    )
-    _, key = create_key(person.web, "billing")
-    with httpx.Client(
-        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    ) as api:
+    with funded_api(base_url, person, accounts, billing, "billing") as api:
         reply = api.post(
             "/v1/chat/completions",
             json={"model": "kimi-k2.6", "messages": [{"role": "user", "content": "hi"}]},
