@@ -7,7 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.procs import Managed, free_port
+from bench.procs import Managed
+from deploy.local.ports import free_port
 
 
 def envoy_binary() -> str:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.procs import Managed, free_port
+from bench.procs import Managed
+from deploy.local.ports import free_port
 
 CREATED = 1767225600
 CONTENT_WORDS = ["Hello", " from", " the", " bench", " mock", " upstream."]

@@ -4,7 +4,6 @@ session, so a terminal's Ctrl-C reaches only the harness, and always stopped."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,13 +12,6 @@ import httpx
 
 STOP_TIMEOUT_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Managed:

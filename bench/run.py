@@ -43,8 +43,8 @@ from sqlalchemy.engine import make_url
 from bench import baseline, clients, procstat, report, wrk
 from bench.envoy_hop import EnvoyHop
 from bench.mock import Mock, nginx_binary
-from bench.procs import free_port
 from bench.report import STACK_COUNTED, Check, Row
+from deploy.local.ports import free_port
 from deploy.local.stack import Stack, StackConfig
 from services.common import service_auth, settings
 from services.common.money import idr_to_micros

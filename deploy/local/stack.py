@@ -29,6 +29,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.local.envoy import EdgeConfig, Endpoint, render
+from deploy.local.ports import free_port
 from services.common import service_auth, settings
 from services.common.settings import PROJECT_ROOT
 
@@ -132,13 +133,6 @@ def split_name(name: str) -> tuple[str, int]:
 
 def replica_name(service: str, index: int) -> str:
     return service if index == 1 else f"{service}-{index}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from deploy.local.ports import free_port
 from services.common.blobs import LocalBlobStore, new_key
 from services.common.metrics import parse_addr
 from services.files.server import DRAINING, create_app, make_runner
@@ -285,18 +285,12 @@ def test_parse_addr() -> None:
             parse_addr(bad)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     blob_dir = tmp_path / "blobs"
     key = new_key("results", "image.png")
     (blob_dir / key).parent.mkdir(parents=True)
     (blob_dir / key).write_bytes(PNG)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AIPORT_FILES_ADDR": f"127.0.0.1:{port}",

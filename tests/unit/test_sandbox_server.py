@@ -10,7 +10,6 @@ import asyncio
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from deploy.local.ports import free_port
 from sandbox import textgen
 from sandbox.server import create_app
 
@@ -466,13 +466,6 @@ def test_sdk_sees_a_broken_stream(sdk: openai.OpenAI) -> None:
 
 
 # --- the CLI ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
