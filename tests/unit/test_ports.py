@@ -27,7 +27,7 @@ def test_a_port_something_holds_is_passed_over(monkeypatch: pytest.MonkeyPatch) 
         busy = held.getsockname()[1]
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            idle = probe.getsockname()[1]
+            idle: int = probe.getsockname()[1]
         candidates = iter([busy, busy, idle])
 
         class Scripted:
