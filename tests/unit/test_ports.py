@@ -24,7 +24,7 @@ def test_a_port_something_holds_is_passed_over(monkeypatch: pytest.MonkeyPatch) 
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        busy = held.getsockname()[1]
+        busy: int = held.getsockname()[1]
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             idle: int = probe.getsockname()[1]
