@@ -165,6 +165,24 @@ HTTP_REQUESTS = Counter(
     ("route", "status"),
     registry=REGISTRY,
 )
+PAYMENT_NOTIFICATIONS = Counter(
+    "aiport_payment_notifications",
+    "Payment gateways' notifications, by gateway and what became of them.",
+    ("gateway", "outcome"),
+    registry=REGISTRY,
+)
+PAYMENT_MONEY = Counter(
+    "aiport_payment_money",
+    "Credits and reversals billing confirmed for payment orders.",
+    ("gateway", "movement"),
+    registry=REGISTRY,
+)
+PAYMENT_FLAGS = Counter(
+    "aiport_payment_orders_flagged",
+    "Payment orders flagged for an operator, by reason.",
+    ("gateway", "flag"),
+    registry=REGISTRY,
+)
 REFRESH_FAILURES = Counter(
     "aiport_metrics_refresh_failures",
     "Periodic gauge refreshes that failed or timed out.",

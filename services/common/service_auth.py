@@ -153,6 +153,22 @@ ACCOUNTS_CALLER_TOKEN_ENV: Mapping[str, str] = {
 }
 
 
+# The payments service (top-up orders): the gateway acts for a customer's own
+# orders (every request names the account it authenticated); only aiportctl
+# ("admin") lists every account's orders and reconciles. Callers send
+# AIPORT_PAYMENTS_TOKEN; payments reads AIPORT_PAYMENTS_TOKEN_GATEWAY and _ADMIN.
+PAYMENTS = "/aiport.v1.Payments/"
+PAYMENTS_TOKEN_ENV = "AIPORT_PAYMENTS_TOKEN"
+_PAYMENTS_GATEWAY = ("Quote", "CreateOrder", "GetOrder", "ListOrders", "GetReceipt")
+PAYMENTS_CALLERS: Mapping[str, frozenset[str]] = {
+    "gateway": frozenset(PAYMENTS + m for m in _PAYMENTS_GATEWAY),
+    "admin": frozenset(PAYMENTS + m for m in (*_PAYMENTS_GATEWAY, "Reconcile")),
+}
+PAYMENTS_CALLER_TOKEN_ENV: Mapping[str, str] = {
+    "gateway": "AIPORT_PAYMENTS_TOKEN_GATEWAY",
+    "admin": "AIPORT_PAYMENTS_TOKEN_ADMIN",
+}
+
 # Where billing reads each caller's token (or from the file named by NAME_FILE).
 CALLER_TOKEN_ENV: Mapping[str, str] = {
     "gateway": "AIPORT_SERVICE_TOKEN_GATEWAY",
