@@ -41,6 +41,7 @@ EDGE: Final = EdgeConfig(
     gateways=(Endpoint(host="gateway", port=50050),),
     files=(Endpoint(host="files", port=9200),),
     consoles=(Endpoint(host="console", port=9300),),
+    payments=(Endpoint(host="payments", port=9330),),
     xff_num_trusted_hops=XFF_TRUSTED_HOPS,
 )
 

@@ -1,6 +1,6 @@
 """Render the edge's Envoy config (ports, replicas and paths vary per run).
 
-The gateway, files and console clusters are STRICT_DNS: locally their endpoints are IPs
+The gateway, files, console and payments clusters are STRICT_DNS: locally their endpoints are IPs
 (one per replica), in Kubernetes the name of a headless Service, which resolves
 to every ready pod.
 
@@ -49,6 +49,8 @@ class EdgeConfig:
     gateways: tuple[Endpoint, ...]
     files: tuple[Endpoint, ...]
     consoles: tuple[Endpoint, ...]
+    # The payments service's webhook listener (HTTP): /webhooks/*.
+    payments: tuple[Endpoint, ...]
     # Load balancers in front that append the client to x-forwarded-for (0: the
     # edge is reached directly; 1: one load balancer). More than there are lets
     # a client choose its own address.
@@ -169,6 +171,7 @@ def render(
         gateway_endpoints=_endpoints(config.gateways, "gateways"),
         files_endpoints=_endpoints(config.files, "files"),
         console_endpoints=_endpoints(config.consoles, "consoles"),
+        payments_endpoints=_endpoints(config.payments, "payments"),
         descriptor_path=str(descriptor.resolve()),
         lua_path=str(lua.resolve()),
         body_limit=BODY_LIMIT_BYTES,

@@ -33,6 +33,7 @@ DEMO_TOPUP_IDR = "1000000"
 ADMIN_TOKEN_FILE = STATE_DIR / "admin.token"
 # The accounts CLI's (services/accounts/cli.py reads it; mode 0600).
 ACCOUNTS_ADMIN_TOKEN_FILE = STATE_DIR / "accounts-admin.token"
+PAYMENTS_ADMIN_TOKEN_FILE = STATE_DIR / "payments-admin.token"
 
 
 def write_admin_token(token: str, path: Path | None = None) -> None:
@@ -299,6 +300,7 @@ def main() -> int:
         stack.start()
         write_admin_token(config.admin_token)
         write_admin_token(config.accounts_admin_token, ACCOUNTS_ADMIN_TOKEN_FILE)
+        write_admin_token(config.payments_admin_token, PAYMENTS_ADMIN_TOKEN_FILE)
         account_id, key, balance = seed_demo(config.billing_addr, STATE_DIR, config.admin_token)
     except Exception as exc:
         stack.stop()

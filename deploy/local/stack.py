@@ -40,8 +40,11 @@ READY_TIMEOUT_SECONDS = 30.0
 SERVICES = (
     "billing",
     "sandbox",
+    # Stands in for Midtrans and Xendit (sandbox/payment_gateway).
+    "pay-sandbox",
     "mail-sink",
     "accounts",
+    "payments",
     "files",
     "providers",
     "jobs",
@@ -53,19 +56,19 @@ SERVICES = (
 )
 # Services that run `replicas` processes each (the sandbox and the mail sink
 # stand in for the outside world: always one).
-OUTSIDE = ("sandbox", "mail-sink")
+OUTSIDE = ("sandbox", "pay-sandbox", "mail-sink")
 REPLICATED = tuple(name for name in SERVICES if name not in OUTSIDE)
 MAX_REPLICAS = 8
 # make run's ports for replica k: the service's port + (k - 1) * this.
 REPLICA_PORT_STEP = 100
 # Services that own a schema, migrated before anything starts.
-MIGRATED = ("billing", "jobs", "accounts")
+MIGRATED = ("billing", "jobs", "accounts", "payments")
 STOP_TIMEOUT_SECONDS = 15.0
 # What each process may see beyond the settings every process shares, as in
 # deploy/k8s: the database's and the broker's URLs carry passwords; the
 # variables the providers file reads (upstream keys and base URLs) and the
 # sandbox's key go only to the processes that call upstreams.
-DATABASE_USERS = frozenset({"billing", "jobs", "accounts"})
+DATABASE_USERS = frozenset({"billing", "jobs", "accounts", "payments"})
 REDIS_USERS = frozenset({"accounts"})
 BROKER_USERS = frozenset({"jobs", "worker-image", "worker-video"})
 UPSTREAM_CALLERS = frozenset({"providers", "worker-image", "worker-video"})
@@ -96,6 +99,7 @@ DEFAULT_METRICS_PORTS = {
     "files": 9314,
     "accounts": 9315,
     "console": 9316,
+    "payments": 9317,
     "worker-image": 9320,
     "worker-video": 9321,
 }
@@ -106,6 +110,11 @@ JOBS_CALLER = {"gateway": "gateway", "worker-image": "worker", "worker-video": "
 # ...and the accounts service: the console (people, sessions), the gateway (whose
 # session the console passed on).
 ACCOUNTS_CALLER = {"console": "console", "gateway": "gateway"}
+# ...and the payments service: the gateway (a customer's /v1/topups).
+PAYMENTS_CALLER = {"gateway": "gateway"}
+# The payment sandbox's accounts (one Midtrans, one Xendit), the keys payments
+# presents to it and the token it signs Xendit callbacks with.
+PAYMENT_SANDBOX_KEYS = ("midtrans_server_key", "xendit_secret_key", "xendit_callback_token")
 
 
 def new_service_tokens() -> dict[str, str]:
@@ -121,6 +130,16 @@ def new_jobs_tokens() -> dict[str, str]:
 def new_accounts_tokens() -> dict[str, str]:
     """A fresh random token per caller of the accounts service."""
     return {caller: secrets.token_urlsafe(32) for caller in service_auth.ACCOUNTS_CALLERS}
+
+
+def new_payments_tokens() -> dict[str, str]:
+    """A fresh random token per caller of the payments service."""
+    return {caller: secrets.token_urlsafe(32) for caller in service_auth.PAYMENTS_CALLERS}
+
+
+def new_payment_sandbox_keys() -> dict[str, str]:
+    """Fresh keys for the payment sandbox's merchant accounts, per run."""
+    return {name: "SB-" + secrets.token_urlsafe(24) for name in PAYMENT_SANDBOX_KEYS}
 
 
 def split_name(name: str) -> tuple[str, int]:
@@ -158,6 +177,10 @@ class StackConfig:
     providers_port: int = 50052
     jobs_port: int = 50053
     accounts_port: int = 50054
+    payments_port: int = 50057
+    # Payments' second listener: the gateways' notifications (HTTP), behind the edge.
+    payments_http_port: int = 9330
+    pay_sandbox_port: int = 9110
     # The local SMTP sink accounts mails through; it keeps them in mail_dir.
     mail_sink_port: int = 2525
     mail_dir: Path | None = None  # default: <run_dir>/mail
@@ -196,6 +219,9 @@ class StackConfig:
     # The accounts service's callers' tokens: accounts gets all, the console and
     # the gateway their own; "admin" is for the accounts CLI and the tests.
     accounts_tokens: dict[str, str] = field(default_factory=new_accounts_tokens)
+    # The payments service's callers' tokens: payments gets all, the gateway its own.
+    payments_tokens: dict[str, str] = field(default_factory=new_payments_tokens)
+    payment_sandbox_keys: dict[str, str] = field(default_factory=new_payment_sandbox_keys)
 
     @classmethod
     def on_free_ports(cls, database_url: str, run_dir: Path, replicas: int = 1) -> StackConfig:
@@ -209,6 +235,9 @@ class StackConfig:
             providers_port=free_port(),
             jobs_port=free_port(),
             accounts_port=free_port(),
+            payments_port=free_port(),
+            payments_http_port=free_port(),
+            pay_sandbox_port=free_port(),
             mail_sink_port=free_port(),
             worker_image_port=free_port(),
             worker_video_port=free_port(),
@@ -227,6 +256,8 @@ class StackConfig:
                 config.metrics_ports[name] = free_port()
             if split_name(name)[1] > 1:
                 config.replica_ports[name] = free_port()
+                if split_name(name)[0] == "payments":
+                    config.replica_ports[f"{name}/http"] = free_port()
         return config
 
     @property
@@ -268,6 +299,21 @@ class StackConfig:
     def accounts_addr(self) -> str:
         return self.dial_addr("accounts")
 
+    def payments_http(self, name: str) -> int:
+        """The webhook (HTTP) port of payments replica `name`."""
+        _, index = split_name(name)
+        if index == 1:
+            return self.payments_http_port
+        key = f"{name}/http"
+        if key not in self.replica_ports:
+            self.replica_ports[key] = self.payments_http_port + REPLICA_PORT_STEP * (index - 1)
+        return self.replica_ports[key]
+
+    @property
+    def pay_sandbox_url(self) -> str:
+        """The payment sandbox: Midtrans' and Xendit's APIs and payment pages."""
+        return f"http://127.0.0.1:{self.pay_sandbox_port}"
+
     @property
     def mail_folder(self) -> Path:
         """Where the mail sink keeps what accounts sends."""
@@ -300,6 +346,7 @@ class StackConfig:
             "AIPORT_PROVIDERS_ADDR": self.dial_addr("providers"),
             "AIPORT_JOBS_ADDR": self.dial_addr("jobs"),
             "AIPORT_ACCOUNTS_ADDR": self.accounts_addr,
+            "AIPORT_PAYMENTS_ADDR": self.dial_addr("payments"),
             "AIPORT_FILES_ADDR": f"127.0.0.1:{self.files_port}",
             "AIPORT_CONSOLE_ADDR": f"127.0.0.1:{self.console_port}",
             "AIPORT_BLOB_DIR": str(self.blob_dir or self.run_dir / "blobs"),
@@ -339,8 +386,34 @@ class StackConfig:
             env["AIPORT_SANDBOX_API_KEY"] = self.sandbox_api_key
         if service in UPSTREAM_CALLERS:
             env.update(self.upstream_env)
+        if service in ("payments", "pay-sandbox"):
+            env.update(self.payment_gateway_env(service))
         env.update(self.token_env(service))
         return env
+
+    def payment_gateway_env(self, service: str) -> dict[str, str]:
+        """The payment gateways' keys and addresses: payments reaches the sandbox
+        as if it were Midtrans and Xendit; the sandbox notifies us through the edge."""
+        keys = self.payment_sandbox_keys
+        public = self.public_url or self.base_url
+        if service == "pay-sandbox":
+            return {
+                "SANDBOX_PAY_MIDTRANS_SERVER_KEY": keys["midtrans_server_key"],
+                "SANDBOX_PAY_MIDTRANS_NOTIFICATION_URL": f"{public}/webhooks/midtrans",
+                "SANDBOX_PAY_XENDIT_SECRET_KEY": keys["xendit_secret_key"],
+                "SANDBOX_PAY_XENDIT_CALLBACK_TOKEN": keys["xendit_callback_token"],
+                "SANDBOX_PAY_XENDIT_CALLBACK_URL": f"{public}/webhooks/xendit",
+                "SANDBOX_PAY_PUBLIC_URL": self.pay_sandbox_url,
+            }
+        return {
+            "AIPORT_MIDTRANS_SNAP_URL": self.pay_sandbox_url,
+            "AIPORT_MIDTRANS_API_URL": self.pay_sandbox_url,
+            "AIPORT_MIDTRANS_SERVER_KEY": keys["midtrans_server_key"],
+            "AIPORT_XENDIT_API_URL": self.pay_sandbox_url,
+            "AIPORT_XENDIT_SECRET_KEY": keys["xendit_secret_key"],
+            "AIPORT_XENDIT_CALLBACK_TOKEN": keys["xendit_callback_token"],
+            "AIPORT_PAYMENTS_NOTIFICATION_URL": public,
+        }
 
     def env(self, name: str) -> dict[str, str]:
         """The environment of process `name`: its service's, and where it listens."""
@@ -351,6 +424,8 @@ class StackConfig:
             env["AIPORT_METRICS_ADDR"] = f"127.0.0.1:{port}"
         if service in REPLICATED:
             env["AIPORT_LISTEN_ADDR"] = f"127.0.0.1:{self.port(name)}"
+        if service == "payments":
+            env["AIPORT_PAYMENTS_HTTP_ADDR"] = f"127.0.0.1:{self.payments_http(name)}"
         return env
 
     def token_env(self, service: str | None) -> dict[str, str]:
@@ -365,12 +440,17 @@ class StackConfig:
         if service == "accounts":
             for caller, token in self.accounts_tokens.items():
                 env[service_auth.ACCOUNTS_CALLER_TOKEN_ENV[caller]] = token
+        if service == "payments":
+            for caller, token in self.payments_tokens.items():
+                env[service_auth.PAYMENTS_CALLER_TOKEN_ENV[caller]] = token
         if service in BILLING_CALLER:
             env[service_auth.TOKEN_ENV] = self.service_tokens[BILLING_CALLER[service]]
         if service in JOBS_CALLER:
             env[service_auth.JOBS_TOKEN_ENV] = self.jobs_tokens[JOBS_CALLER[service]]
         if service in ACCOUNTS_CALLER:
             env[service_auth.ACCOUNTS_TOKEN_ENV] = self.accounts_tokens[ACCOUNTS_CALLER[service]]
+        if service in PAYMENTS_CALLER:
+            env[service_auth.PAYMENTS_TOKEN_ENV] = self.payments_tokens[PAYMENTS_CALLER[service]]
         return env
 
     @property
@@ -382,6 +462,11 @@ class StackConfig:
     def accounts_admin_token(self) -> str:
         """What the accounts CLI and the tests present to accounts."""
         return self.accounts_tokens["admin"]
+
+    @property
+    def payments_admin_token(self) -> str:
+        """What aiportctl payments and the tests present to payments."""
+        return self.payments_tokens["admin"]
 
 
 @dataclass
@@ -442,6 +527,16 @@ class Stack:
             port, folder = str(self.config.mail_sink_port), str(self.config.mail_folder)
             argv = ["-m", "sandbox.mail_sink", "serve", "--port", port, "--dir", folder]
             self.spawn(name, [sys.executable, *argv])
+        elif service == "pay-sandbox":
+            # Its keys and notification URLs come in the environment (payment_gateway_env).
+            argv = [
+                "-m",
+                "sandbox.payment_gateway",
+                "serve",
+                "--port",
+                str(self.config.pay_sandbox_port),
+            ]
+            self.spawn(name, [sys.executable, *argv])
         else:
             # The sandbox is test and demo equipment, a top-level package beside services/.
             module = "sandbox" if service == "sandbox" else f"services.{service}"
@@ -451,6 +546,11 @@ class Stack:
         service, _ = split_name(name)
         if service in ("sandbox", "files", "console"):
             self._wait_http(name, f"http://127.0.0.1:{self.config.port(name)}/healthz")
+        elif service == "pay-sandbox":
+            self._wait_http(name, f"{self.config.pay_sandbox_url}/_sandbox/healthz")
+        elif service == "payments":
+            self._wait_grpc(name, f"127.0.0.1:{self.config.port(name)}")
+            self._wait_http(name, f"http://127.0.0.1:{self.config.payments_http(name)}/healthz")
         elif service == "mail-sink":
             self._wait_tcp(name, self.config.mail_sink_port)
         else:
@@ -469,6 +569,10 @@ class Stack:
             gateways=endpoints("gateway"),
             files=endpoints("files"),
             consoles=endpoints("console"),
+            payments=tuple(
+                Endpoint("127.0.0.1", self.config.payments_http(name))
+                for name in self.config.replica_names("payments")
+            ),
             xff_num_trusted_hops=self.config.edge_xff_trusted_hops,
         )
 
@@ -560,8 +664,9 @@ class Stack:
 
     # -- readiness -----------------------------------------------------------
     def _wait_edge_hosts_healthy(self) -> None:
-        """Until Envoy's health checks have passed every gateway, files and console endpoint."""
-        clusters = ("gateway", "files", "console")
+        """Until Envoy's health checks have passed every gateway, files, console and
+        payments endpoint."""
+        clusters = ("gateway", "files", "console", "payments")
         expected = sum(len(self.config.replica_names(name)) for name in clusters)
         url = f"http://127.0.0.1:{self.config.admin_port}/clusters"
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS

@@ -10,6 +10,7 @@
     aiportctl report revenue --from DATE --to DATE [--database URL]
     aiportctl report liabilities [--database URL]
     aiportctl operator grant|revoke EMAIL_OR_USER_ID | user find EMAIL_OR_USER_ID
+    aiportctl payments list|show|reconcile ...  (services/payments/cli.py)
 
 `--json` (anywhere) prints exactly one JSON object; IDR amounts are decimal
 strings. `ledger` prints one page (newest first), the total of the entries it
@@ -46,6 +47,7 @@ from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from services.accounts import cli as accounts_cli
 from services.common import service_auth, settings
+from services.payments import cli as payments_cli
 
 from . import audit, rules
 
@@ -509,6 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     people = accounts_cli.from_aiportctl(raw)
     if people is not None:
         return accounts_cli.main(people, prog="aiportctl")
+    words = [a for a in raw if not a.startswith("-")]
+    if words[:1] == ["payments"]:
+        # Top-up orders belong to the payments service.
+        rest = list(raw)
+        rest.remove("payments")
+        return payments_cli.main(rest)
     as_json = "--json" in raw
     try:
         args, as_json, billing = _split_global_flags(raw)

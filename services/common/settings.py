@@ -64,6 +64,10 @@ def accounts_addr() -> str:
     return env("AIPORT_ACCOUNTS_ADDR", "127.0.0.1:50054")
 
 
+def payments_addr() -> str:
+    return env("AIPORT_PAYMENTS_ADDR", "127.0.0.1:50057")
+
+
 def redis_url() -> str:
     """The Redis that holds state shared by replicas and cheap to lose (rate limits)."""
     return env("AIPORT_REDIS_URL", "redis://127.0.0.1:6379/0")

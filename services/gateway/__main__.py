@@ -11,6 +11,7 @@ from aiport.v1 import (
     generate_pb2_grpc,
     job_state_pb2_grpc,
     jobs_pb2_grpc,
+    topups_pb2_grpc,
 )
 
 from services.common import blobs, logs, runtime, service_auth, settings
@@ -20,6 +21,7 @@ from services.gateway.account_api import AccountService
 from services.gateway.admin_api import AdminService
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
 from services.gateway.server import Backends, CatalogService, ChatService
+from services.gateway.topups_api import TopUpsService
 
 # Job holds outlive the job timeout, so the jobs service always settles them first.
 HOLD_MARGIN_SECONDS = 900
@@ -50,6 +52,13 @@ async def main() -> None:
         if accounts_token is not None
         else None
     )
+    # Top-ups need the payments service; without its token, /v1/topups is a 503.
+    payments_token = service_auth.own_token(name=service_auth.PAYMENTS_TOKEN_ENV)
+    payments = (
+        channel(settings.payments_addr(), service_auth.metadata(payments_token))
+        if payments_token is not None
+        else None
+    )
     backends = Backends(billing, providers, accounts)
     job_state = channel(settings.jobs_addr(), service_auth.metadata(jobs_token))
     jobs = JobsBackend(
@@ -71,6 +80,7 @@ async def main() -> None:
         jobs_service = JobsService(backends, jobs, public_url)
         jobs_pb2_grpc.add_JobsServicer_to_server(jobs_service, server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(backends, jobs_service), server)
+        topups_pb2_grpc.add_TopUpsServicer_to_server(TopUpsService(backends, payments), server)
         return [
             "aiport.v1.Chat",
             "aiport.v1.Catalog",
@@ -78,6 +88,7 @@ async def main() -> None:
             "aiport.v1.Generate",
             "aiport.v1.Jobs",
             "aiport.v1.Admin",
+            "aiport.v1.TopUps",
         ]
 
     async def close() -> None:
@@ -91,6 +102,8 @@ async def main() -> None:
         await job_state.close(None)
         if accounts is not None:
             await accounts.close(None)
+        if payments is not None:
+            await payments.close(None)
 
     await serve(settings.listen_addr(settings.gateway_addr()), register, on_stop=close)
 

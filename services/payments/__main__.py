@@ -29,10 +29,6 @@ from .service import Payments
 DRAIN_SECONDS = 10.0
 
 
-def payments_addr() -> str:
-    return settings.env("AIPORT_PAYMENTS_ADDR", "127.0.0.1:50057")
-
-
 async def run() -> int:
     log = logs.setup("payments")
     try:
@@ -95,7 +91,7 @@ async def run() -> int:
             await payments.drain(DRAIN_SECONDS)
 
         servicer = PaymentsServicer(payments, cfg.receipt)
-        addr = settings.listen_addr(payments_addr())
+        addr = settings.listen_addr(settings.payments_addr())
         try:
             await serve(
                 addr,

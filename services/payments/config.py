@@ -9,7 +9,7 @@ Environment:
     AIPORT_XENDIT_API_URL, AIPORT_XENDIT_SECRET_KEY, AIPORT_XENDIT_CALLBACK_TOKEN
     AIPORT_PUBLIC_URL               where people come back to (/dashboard/topup/<id>)
     AIPORT_PAYMENTS_NOTIFICATION_URL  the public base of /webhooks/* (default: AIPORT_PUBLIC_URL)
-    AIPORT_PAYMENTS_HTTP_ADDR       the webhook listener (default 127.0.0.1:9320)
+    AIPORT_PAYMENTS_HTTP_ADDR       the webhook listener (default 127.0.0.1:9330)
     AIPORT_PAYMENTS_SWEEP_SECONDS   how often unsettled orders are looked at again (default 15)
 """
 
@@ -161,7 +161,7 @@ def load(environ: dict[str, str] | None = None, path: Path | None = None) -> Pay
 
 
 def http_addr() -> str:
-    return settings.env("AIPORT_PAYMENTS_HTTP_ADDR", "127.0.0.1:9320")
+    return settings.env("AIPORT_PAYMENTS_HTTP_ADDR", "127.0.0.1:9330")
 
 
 def sweep_seconds() -> float:

@@ -106,6 +106,7 @@ def receipt_message(order: Order, seller: ReceiptSettings) -> payments_pb2.Recei
         ppn_rate_bp=seller.ppn_rate_bp,
         ppn_micros=ppn,
         dpp_micros=dpp,
+        amount_in_words=rules.terbilang(order.total_micros // rules.MICROS) + " rupiah",
     )
 
 

@@ -76,6 +76,7 @@ def test_rendered_config_has_a_405_route_per_public_path() -> None:
         gateways=(Endpoint("127.0.0.1", 50050),),
         files=(Endpoint("127.0.0.1", 9200),),
         consoles=(Endpoint("127.0.0.1", 9300),),
+        payments=(Endpoint("127.0.0.1", 9320),),
     )
     doc = yaml.safe_load(render(config, DESCRIPTORS))
     manager = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -109,6 +110,7 @@ def test_everything_but_the_api_and_files_goes_to_the_console() -> None:
         gateways=(Endpoint("127.0.0.1", 50050),),
         files=(Endpoint("127.0.0.1", 9200),),
         consoles=(Endpoint("127.0.0.1", 9300), Endpoint("127.0.0.1", 9400)),
+        payments=(Endpoint("127.0.0.1", 9320),),
     )
     doc = yaml.safe_load(render(config, DESCRIPTORS))
     manager = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -136,3 +138,11 @@ def test_everything_but_the_api_and_files_goes_to_the_console() -> None:
         9400,
     ]
     assert clusters["console"]["health_checks"][0]["http_health_check"] == {"path": "/healthz"}
+    # The payment gateways' notifications go to payments, untranscoded and
+    # untouched by the error shaping, before the console's catch-all.
+    (webhooks,) = [r for r in others if r["match"] == {"prefix": "/webhooks/"}]
+    assert webhooks["route"]["cluster"] == "payments"
+    per_filter = webhooks["typed_per_filter_config"]
+    assert per_filter["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+    assert per_filter["envoy.filters.http.lua"]["disabled"] is True
+    assert clusters["payments"]["health_checks"][0]["http_health_check"] == {"path": "/healthz"}
