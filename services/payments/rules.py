@@ -177,16 +177,6 @@ def xendit_token_ok(header: str | None, token: str) -> bool:
 # Amounts.
 
 
-def parse_idr(text: object, field: str) -> int:
-    """A whole-rupiah amount as typed ("50000", "50.000" is refused: ambiguous)."""
-    if isinstance(text, bool) or not isinstance(text, str | int):
-        raise PaymentError(f"{field} must be a whole number of rupiah as a string", field)
-    raw = str(text).strip()
-    if not raw.isdigit() or len(raw) > MAX_AMOUNT_DIGITS:
-        raise PaymentError(f'{field} must be a whole number of rupiah, e.g. "50000"', field)
-    return int(raw) * MICROS
-
-
 def gateway_amount_micros(value: object) -> int | None:
     """A gateway's amount ("50000.00", 50000, 50000.0) in micro-rupiah; None if unreadable."""
     if isinstance(value, bool):
