@@ -1,5 +1,6 @@
 """The dashboard's data: the gateway's public Account methods (what /v1/balance,
-/v1/usage and /v1/keys transcode) and Jobs.ListJobs (GET /v1/jobs), called for
+/v1/usage and /v1/keys transcode), Jobs.ListJobs (GET /v1/jobs) and TopUps
+(/v1/topups), called for
 the logged-in person with the session token in `x-aiport-session` metadata.
 The dashboard is a client of our own API: nothing it shows or changes bypasses it.
 
@@ -23,6 +24,8 @@ from aiport.v1 import (
     admin_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
+    topups_pb2,
+    topups_pb2_grpc,
 )
 from google.api import httpbody_pb2
 
@@ -76,12 +79,18 @@ def refusal(exc: grpc.aio.AioRpcError) -> Exception:
     return ApiRefused(code, message, param)
 
 
+def _json_body(fields: dict[str, str]) -> httpbody_pb2.HttpBody:
+    """A JSON request body, as the edge hands the gateway a POST's."""
+    return httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(fields))
+
+
 class AccountApi:
     def __init__(self, gateway_addr: str) -> None:
         self._channel = grpc_server.channel(gateway_addr)
         self._stub = account_pb2_grpc.AccountStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobsStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
+        self._topups = topups_pb2_grpc.TopUpsStub(self._channel)
 
     async def _call(
         self, name: str, request: object, session: str, stub: object | None = None
@@ -116,10 +125,10 @@ class AccountApi:
         return cast(account_pb2.KeyList, reply)
 
     async def create_key(self, session: str, name: str) -> account_pb2.CreatedKey:
-        body = httpbody_pb2.HttpBody(
-            content_type="application/json", data=orjson.dumps({"name": name})
+        return cast(
+            account_pb2.CreatedKey,
+            await self._call("CreateKey", _json_body({"name": name}), session),
         )
-        return cast(account_pb2.CreatedKey, await self._call("CreateKey", body, session))
 
     async def revoke_key(self, session: str, key_id: str) -> account_pb2.Key:
         request = account_pb2.RevokeKeyRequest(key_id=key_id)
@@ -134,6 +143,43 @@ class AccountApi:
     async def jobs(self, session: str, query: jobs_pb2.ListJobsRequest) -> jobs_pb2.JobList:
         """GET /v1/jobs for the logged-in person's account."""
         return cast(jobs_pb2.JobList, await self._call("ListJobs", query, session))
+
+    async def set_balance_alert(self, session: str, threshold_idr: str) -> account_pb2.Balance:
+        """POST /v1/balance/alert: the low-balance email's threshold ("0" turns it off)."""
+        body = _json_body({"threshold_idr": threshold_idr})
+        return cast(account_pb2.Balance, await self._call("SetBalanceAlert", body, session))
+
+    # Top-ups (/v1/topups): payment orders, served by the gateway for the payments service.
+
+    async def quote_topup(
+        self, session: str, amount_idr: str, gateway: str
+    ) -> topups_pb2.TopUpQuote:
+        """GET /v1/topups/quote: the fee and total of a top-up through `gateway`."""
+        query = topups_pb2.TopUpQuoteQuery(amount_idr=amount_idr, gateway=gateway)
+        reply = await self._call("QuoteTopUp", query, session, self._topups)
+        return cast(topups_pb2.TopUpQuote, reply)
+
+    async def create_topup(self, session: str, amount_idr: str, gateway: str) -> topups_pb2.TopUp:
+        """POST /v1/topups: a new payment order; send the person to its payment_url."""
+        fields = {"amount_idr": amount_idr, **({"gateway": gateway} if gateway else {})}
+        reply = await self._call("CreateTopUp", _json_body(fields), session, self._topups)
+        return cast(topups_pb2.TopUp, reply)
+
+    async def topups(self, session: str, query: topups_pb2.TopUpQuery) -> topups_pb2.TopUpList:
+        """GET /v1/topups: the account's orders, newest first."""
+        reply = await self._call("ListTopUps", query, session, self._topups)
+        return cast(topups_pb2.TopUpList, reply)
+
+    async def topup(self, session: str, topup_id: str) -> topups_pb2.TopUp:
+        """GET /v1/topups/{id}: one of the account's orders (404 for anyone else's)."""
+        request = topups_pb2.GetTopUpRequest(topup_id=topup_id)
+        return cast(topups_pb2.TopUp, await self._call("GetTopUp", request, session, self._topups))
+
+    async def topup_receipt(self, session: str, topup_id: str) -> topups_pb2.TopUpReceipt:
+        """GET /v1/topups/{id}/receipt: the kwitansi of a paid order (409 before)."""
+        request = topups_pb2.GetTopUpRequest(topup_id=topup_id)
+        reply = await self._call("GetTopUpReceipt", request, session, self._topups)
+        return cast(topups_pb2.TopUpReceipt, reply)
 
     # Operators (/v1/admin): the gateway checks the session's OPERATOR role.
 
@@ -165,7 +211,7 @@ class AccountApi:
         """`action`: CreateAdjustment, DisableAccount or EnableAccount."""
         request = admin_pb2.AccountAction(
             account_id=account_id,
-            body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(body)),
+            body=_json_body(body),
         )
         return cast(admin_pb2.AdminAccount, await self._call(action, request, session, self._admin))
 

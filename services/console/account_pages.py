@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiport.v1 import account_pb2, accounts_pb2, jobs_pb2
+from aiport.v1 import account_pb2, accounts_pb2, jobs_pb2, topups_pb2
 
 from services.console import (
     i18n,
@@ -32,6 +32,7 @@ from services.console import (
     security,
     spend_chart,
     times,
+    topup_view,
     usage_view,
     web_forms,
 )
@@ -78,6 +79,8 @@ ANONYMOUS_ROUTES: Final = frozenset({"static", "healthz", "lang", "docs_md"})
 # when unset), like the language.
 ZONE_COOKIE: Final = "tz"
 ZONE_COOKIE_SECONDS: Final = 365 * 24 * 3600
+# The billing page's recent top-ups (all of them: /dashboard/topup).
+BILLING_TOPUPS: Final = 5
 
 
 def zone_of(request: web.Request) -> str:
@@ -105,7 +108,8 @@ def add_routes(app: web.Application, accounts: AccountsClient, api: AccountApi) 
     router.add_get("/dashboard/usage.csv", usage_csv, name="usage_csv")
     router.add_get("/dashboard/jobs", jobs, name="jobs")
     router.add_get("/dashboard/billing", billing, name="billing")
-    router.add_get("/dashboard/topup", topup, name="topup")
+    router.add_post("/dashboard/billing/alert", balance_alert, name="balance_alert")
+    # The top-up pages: topup_pages.add_routes.
 
 
 # --- the session ---------------------------------------------------------------------------
@@ -644,28 +648,61 @@ async def jobs(request: web.Request) -> web.StreamResponse:
 
 
 async def billing(request: web.Request) -> web.StreamResponse:
-    """The ledger in the customer's words: the balance, money still held for
-    calls in flight, and every top-up and charge with the balance after it."""
+    """The ledger in the customer's words: the balance (and a debt, if a spent
+    top-up was taken back), money still held for calls in flight, the recent
+    top-ups, every movement with the balance after it, and the low-balance alert."""
     who = visitor(request)
+    try:
+        return await _billing_page(request, who, alert_saved=request.query.get("alert") == "1")
+    except ApiRefused as refused:
+        return api_refusal(request, refused)
+
+
+async def balance_alert(request: web.Request) -> web.StreamResponse:
+    """Set or turn off the low-balance email (POST /v1/balance/alert)."""
+    who = visitor(request)
+    form = topup_view.threshold_form(await form_data(request))
+    try:
+        if not form.ok:
+            return await _billing_page(
+                request, who, 400, alert_errors=texts(request, form.errors), alert_value=form.values
+            )
+        try:
+            await request.app[API].set_balance_alert(
+                who.session_token, form.values["threshold_idr"]
+            )
+        except ApiRefused as refused:
+            if refused.status != 400:
+                raise
+            errors = {"threshold_idr": t(request, "billing.alert_invalid")}
+            return await _billing_page(
+                request, who, 400, alert_errors=errors, alert_value=form.values
+            )
+    except ApiRefused as refused:
+        return api_refusal(request, refused)
+    return see_other("/dashboard/billing?alert=1#alert")
+
+
+async def _billing_page(
+    request: web.Request, who: Visitor, status: int = 200, **context: object
+) -> web.Response:
     lang = lang_of(request)
     after = request.query.get("after", "")
     api = request.app[API]
-    try:
-        balance = await api.balance(who.session_token)
-        page = await api.statement(
-            who.session_token,
-            account_pb2.StatementQuery(limit="50", after=after if after.isdigit() else ""),
-        )
-        recent = await api.usage(who.session_token, account_pb2.UsageQuery(limit="100"))
-    except ApiRefused as refused:
-        return api_refusal(request, refused)
+    balance = await api.balance(who.session_token)
+    page = await api.statement(
+        who.session_token,
+        account_pb2.StatementQuery(limit="50", after=after if after.isdigit() else ""),
+    )
+    recent = await api.usage(who.session_token, account_pb2.UsageQuery(limit="100"))
+    topups = await api.topups(who.session_token, topups_pb2.TopUpQuery(limit=str(BILLING_TOPUPS)))
     entries = [
         {
             "id": entry.id,
             "time": times.format_datetime(entry.created, lang, zone_of(request)),
             "iso_time": usage_view.iso_time(entry.created, zone_of(request)),
             "kind": entry.kind,
-            "kind_label": i18n.translate(lang, f"billing.kind.{entry.kind}"),
+            "kind_label": _kind_label(lang, entry.kind),
             "amount_idr": entry.amount_idr,
             "balance_after_idr": entry.balance_after_idr,
             "description": entry.description,
@@ -697,23 +734,33 @@ async def billing(request: web.Request) -> web.StreamResponse:
         if record.status in ("refunded", "expired")
     ]
     cursor = usage_view.value_text(page.next_cursor)
+    threshold = usage_view.value_text(balance.low_balance_alert_idr)
+    context.setdefault("alert_errors", {})
+    context.setdefault("alert_value", {})
+    context.setdefault("alert_saved", False)
+    context.setdefault("current_path", "/dashboard/billing")
     return render(
         request,
         "billing.html",
+        status,
         zone=zone_of(request),
         available=balance.available_idr,
         held=balance.held_idr,
+        debt=balance.debt_idr if topup_view.positive(balance.debt_idr) else "",
+        threshold=threshold if topup_view.positive(threshold) else "",
+        topups=[topup_view.topup_row(item, lang, zone_of(request)) for item in topups.data],
         entries=entries,
         in_flight=in_flight,
         refunds=refunds,
         next_url=f"/dashboard/billing?after={cursor}" if page.has_more and cursor else "",
+        **context,
     )
 
 
-async def topup(request: web.Request) -> web.StreamResponse:
-    """Where top-ups by QRIS and virtual account will be (issue 14): says so."""
-    visitor(request)
-    return render(request, "topup.html")
+def _kind_label(lang: str, kind: str) -> str:
+    # A kind billing adds later shows as its name until it has words here.
+    key = f"billing.kind.{kind}"
+    return i18n.translate(lang, key) if key in i18n.MESSAGES[lang] else kind
 
 
 def _status_label(lang: str, status: str) -> str:

@@ -152,10 +152,116 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "billing.kind.charge": "Tagihan",
         "billing.kind.promotion": "Promosi",
         "billing.kind.adjustment": "Penyesuaian",
+        "billing.kind.reversal": "Isi saldo ditarik kembali",
+        "billing.topups": "Isi saldo terbaru",
+        "billing.topups_all": "Semua isi saldo",
+        "billing.debt_title": "Akun Anda berutang {debt}",
+        "billing.debt_body": (
+            "Isi saldo yang sudah Anda pakai dikembalikan (refund) atau dibatalkan bank "
+            "(chargeback). Semua API key akun ini ditangguhkan sampai utang ini lunas; isi saldo "
+            "melunasinya lebih dulu."
+        ),
+        "billing.debt_pay": "Lunasi dengan isi saldo",
+        "billing.alert": "Peringatan saldo rendah",
+        "billing.alert_note": (
+            "Kami mengirim email ke semua pengguna akun ini saat saldo tersedia turun di bawah "
+            "batas ini."
+        ),
+        "billing.alert_current": "Batas saat ini: {threshold}.",
+        "billing.alert_off": "Peringatan tidak aktif.",
+        "billing.alert_label": "Batas (Rp)",
+        "billing.alert_save": "Simpan batas",
+        "billing.alert_clear": "Matikan peringatan",
+        "billing.alert_saved": "Peringatan saldo rendah disimpan.",
+        "billing.alert_invalid": "Tulis batas dalam rupiah utuh di atas 0, mis. 20000.",
         "topup.title": "Isi saldo",
-        "topup.body": (
-            "Pembayaran lewat QRIS dan virtual account sedang disambungkan dan akan muncul di"
-            " halaman ini. Sementara itu, operator kami dapat menambahkan saldo ke akun Anda."
+        "topup.lead": (
+            "Bayar dalam Rupiah dengan QRIS, virtual account bank, atau e-wallet. Saldo bertambah "
+            "begitu pembayaran dikonfirmasi; tanpa biaya bulanan dan tanpa masa berlaku."
+        ),
+        "topup.choose": "Pilih jumlah",
+        "topup.other_amount": "Atau tulis jumlah lain (Rp)",
+        "topup.limits": "Minimal {minimum}, maksimal {maximum}.",
+        "topup.limit_min": "Minimal {minimum}.",
+        "topup.review_submit": "Lanjut: lihat biaya",
+        "topup.unavailable": ("Isi saldo sedang tidak tersedia. Silakan coba lagi sebentar lagi."),
+        "topup.amount_invalid": "Tulis jumlah dalam rupiah utuh, mis. 100000 atau 100.000.",
+        "topup.amount_too_small": "Jumlah minimal {minimum}.",
+        "topup.amount_refused": "Jumlah ini tidak dapat diisi. Periksa batas di bawah.",
+        "topup.gateway_refused": (
+            "Layanan pembayaran ini sedang tidak dapat dipakai. Pilih yang lain atau coba lagi."
+        ),
+        "topup.review_title": "Periksa sebelum membayar",
+        "topup.review_note": (
+            "Anda akan diarahkan ke halaman pembayaran layanan yang Anda pilih, lalu kembali ke "
+            "sini. Saldo bertambah sebesar jumlah isi saldo; biaya layanan dibayar terpisah."
+        ),
+        "topup.amount": "Jumlah isi saldo",
+        "topup.fee": "Biaya",
+        "topup.total": "Total dibayar",
+        "topup.gateway": "Layanan pembayaran",
+        "topup.pay_with": "Bayar dengan {gateway}",
+        "topup.change_amount": "Ubah jumlah",
+        "topup.history": "Riwayat isi saldo",
+        "topup.none": "Belum ada isi saldo.",
+        "topup.next": "Halaman berikutnya",
+        "topup.created": "Dibuat",
+        "topup.status": "Status",
+        "topup.method": "Metode",
+        "topup.paid_at": "Dibayar",
+        "topup.expires_at": "Bayar sebelum",
+        "topup.reversed": "Ditarik kembali",
+        "topup.open": "Lihat",
+        "topup.receipt": "Kwitansi",
+        "topup.order_title": "Isi saldo {id}",
+        "topup.continue": "Lanjutkan pembayaran",
+        "topup.waiting": (
+            "Menunggu konfirmasi pembayaran. Halaman ini diperbarui sendiri; Anda boleh "
+            "menutupnya, saldo tetap bertambah setelah pembayaran diterima."
+        ),
+        "topup.paid_note": "Pembayaran diterima dan saldo Anda sudah bertambah.",
+        "topup.ended_note": "Pesanan ini tidak dibayar. Tidak ada dana yang berpindah.",
+        "topup.reversed_note": (
+            "Pembayaran ini dikembalikan (refund) atau dibatalkan bank (chargeback); jumlahnya "
+            "ditarik kembali dari saldo."
+        ),
+        "topup.new": "Isi saldo lagi",
+        "topup.debt_note": "Isi saldo berikutnya melunasi utang {debt} lebih dulu.",
+        "topup.forwarding_title": "Menuju halaman pembayaran",
+        "topup.forwarding_body": (
+            "Halaman pembayaran {gateway} akan terbuka. Jika tidak, tekan tombol di bawah."
+        ),
+        "topup.status.awaiting_payment": "Menunggu pembayaran",
+        "topup.status.pending": "Diproses",
+        "topup.status.paid": "Dibayar",
+        "topup.status.expired": "Kedaluwarsa",
+        "topup.status.cancelled": "Dibatalkan",
+        "topup.status.failed": "Gagal",
+        "topup.status.refunded": "Dikembalikan",
+        "topup.status.charged_back": "Dibatalkan bank",
+        "receipt.title": "Kwitansi",
+        "receipt.number": "Nomor",
+        "receipt.date": "Tanggal",
+        "receipt.received_from": "Telah terima dari",
+        "receipt.amount": "Uang sejumlah",
+        "receipt.in_words": "Terbilang",
+        "receipt.for": "Untuk pembayaran",
+        "receipt.purpose": "Isi saldo aiport",
+        "receipt.payment": "Dibayar melalui",
+        "receipt.description": "Keterangan",
+        "receipt.dpp": "Dasar pengenaan pajak (DPP)",
+        "receipt.ppn": "PPN {rate}%",
+        "receipt.ppn_included": "Total sudah termasuk PPN.",
+        "receipt.total": "Total",
+        "receipt.tax_id": "NPWP",
+        "receipt.received_by": "Yang menerima,",
+        "receipt.electronic": "Kwitansi ini dibuat secara elektronik.",
+        "receipt.print": "Cetak",
+        "receipt.pdf": "Unduh PDF",
+        "receipt.back": "Kembali ke pesanan",
+        "receipt.unpaid_title": "Kwitansi belum tersedia",
+        "receipt.unpaid_body": (
+            "Kwitansi dibuat setelah pembayaran diterima. Pesanan ini belum dibayar."
         ),
         "nav.admin": "Admin",
         "admin.title": "Operator: cari akun",
@@ -460,10 +566,115 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "billing.kind.charge": "Charge",
         "billing.kind.promotion": "Promotion",
         "billing.kind.adjustment": "Adjustment",
+        "billing.kind.reversal": "Top-up reversed",
+        "billing.topups": "Recent top-ups",
+        "billing.topups_all": "All top-ups",
+        "billing.debt_title": "Your account owes {debt}",
+        "billing.debt_body": (
+            "A top-up you had already spent was refunded or charged back by the bank. Every API "
+            "key of this account is suspended until this debt is paid; a top-up pays it first."
+        ),
+        "billing.debt_pay": "Pay it with a top-up",
+        "billing.alert": "Low-balance alert",
+        "billing.alert_note": (
+            "We email every user of this account when the available balance falls below this "
+            "threshold."
+        ),
+        "billing.alert_current": "Current threshold: {threshold}.",
+        "billing.alert_off": "The alert is off.",
+        "billing.alert_label": "Threshold (Rp)",
+        "billing.alert_save": "Save the threshold",
+        "billing.alert_clear": "Turn the alert off",
+        "billing.alert_saved": "Low-balance alert saved.",
+        "billing.alert_invalid": "Write a whole-rupiah threshold above 0, e.g. 20000.",
         "topup.title": "Top up",
-        "topup.body": (
-            "Payment by QRIS and virtual account is being connected and will appear on this "
-            "page. Meanwhile, our operators can credit your account."
+        "topup.lead": (
+            "Pay in Rupiah by QRIS, bank virtual account or e-wallet. The balance goes up as "
+            "soon as the payment is confirmed; no monthly fee and no expiry."
+        ),
+        "topup.choose": "Choose an amount",
+        "topup.other_amount": "Or write another amount (Rp)",
+        "topup.limits": "Minimum {minimum}, maximum {maximum}.",
+        "topup.limit_min": "Minimum {minimum}.",
+        "topup.review_submit": "Next: see the fee",
+        "topup.unavailable": "Top-ups are unavailable right now. Please try again shortly.",
+        "topup.amount_invalid": "Write a whole-rupiah amount, e.g. 100000 or 100.000.",
+        "topup.amount_too_small": "The minimum is {minimum}.",
+        "topup.amount_refused": "This amount cannot be topped up. Check the limits below.",
+        "topup.gateway_refused": (
+            "This payment gateway cannot be used right now. Choose another or try again."
+        ),
+        "topup.review_title": "Review before paying",
+        "topup.review_note": (
+            "You will go to the chosen gateway's payment page, then come back here. The balance "
+            "goes up by the top-up amount; the gateway's fee is paid on top."
+        ),
+        "topup.amount": "Top-up amount",
+        "topup.fee": "Fee",
+        "topup.total": "Total to pay",
+        "topup.gateway": "Payment gateway",
+        "topup.pay_with": "Pay with {gateway}",
+        "topup.change_amount": "Change the amount",
+        "topup.history": "Your top-ups",
+        "topup.none": "No top-ups yet.",
+        "topup.next": "Next page",
+        "topup.created": "Created",
+        "topup.status": "Status",
+        "topup.method": "Method",
+        "topup.paid_at": "Paid",
+        "topup.expires_at": "Pay before",
+        "topup.reversed": "Taken back",
+        "topup.open": "View",
+        "topup.receipt": "Receipt",
+        "topup.order_title": "Top-up {id}",
+        "topup.continue": "Continue paying",
+        "topup.waiting": (
+            "Waiting for the payment to be confirmed. This page refreshes itself; you may close "
+            "it, the balance still goes up once the payment arrives."
+        ),
+        "topup.paid_note": "Payment received: your balance went up.",
+        "topup.ended_note": "This order was not paid. No money moved.",
+        "topup.reversed_note": (
+            "This payment was refunded or charged back by the bank; its amount was taken back "
+            "from the balance."
+        ),
+        "topup.new": "Top up again",
+        "topup.debt_note": "Your next top-up pays the debt of {debt} first.",
+        "topup.forwarding_title": "Going to the payment page",
+        "topup.forwarding_body": (
+            "The {gateway} payment page is opening. If it does not, press the button below."
+        ),
+        "topup.status.awaiting_payment": "Awaiting payment",
+        "topup.status.pending": "Processing",
+        "topup.status.paid": "Paid",
+        "topup.status.expired": "Expired",
+        "topup.status.cancelled": "Cancelled",
+        "topup.status.failed": "Failed",
+        "topup.status.refunded": "Refunded",
+        "topup.status.charged_back": "Charged back",
+        "receipt.title": "Receipt",
+        "receipt.number": "Number",
+        "receipt.date": "Date",
+        "receipt.received_from": "Received from",
+        "receipt.amount": "The sum of",
+        "receipt.in_words": "In words",
+        "receipt.for": "For",
+        "receipt.purpose": "aiport balance top-up",
+        "receipt.payment": "Paid through",
+        "receipt.description": "Description",
+        "receipt.dpp": "Tax base (DPP)",
+        "receipt.ppn": "VAT (PPN) {rate}%",
+        "receipt.ppn_included": "The total includes VAT (PPN).",
+        "receipt.total": "Total",
+        "receipt.tax_id": "Tax id (NPWP)",
+        "receipt.received_by": "Received by,",
+        "receipt.electronic": "This receipt was issued electronically.",
+        "receipt.print": "Print",
+        "receipt.pdf": "Download PDF",
+        "receipt.back": "Back to the order",
+        "receipt.unpaid_title": "No receipt yet",
+        "receipt.unpaid_body": (
+            "A receipt is issued once the payment is received. This order is not paid yet."
         ),
         "nav.admin": "Admin",
         "admin.title": "Operator: find an account",

@@ -172,7 +172,7 @@ def create_app(
 ) -> web.Application:
     """The console; with `accounts` and `api`, the account pages and the dashboard too."""
     # Imported here: account_pages renders with this module's helpers.
-    from services.console import account_pages, admin_pages
+    from services.console import account_pages, admin_pages, topup_pages
 
     app = web.Application(
         middlewares=[
@@ -200,6 +200,7 @@ def create_app(
     app[ACCOUNT_PAGES] = accounts is not None and api is not None
     if accounts is not None and api is not None:
         account_pages.add_routes(app, accounts, api)
+        topup_pages.add_routes(app)
         admin_pages.add_routes(app)
     app.on_response_prepare.append(_add_security_headers)
     return app

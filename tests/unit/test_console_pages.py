@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiport.v1 import account_pb2, accounts_pb2, jobs_pb2
+from aiport.v1 import account_pb2, accounts_pb2, jobs_pb2, topups_pb2
 from google.protobuf import struct_pb2
 
 from services.console import security
@@ -119,6 +119,18 @@ class FakeApi:
         page = account_pb2.Statement(data=[charge, topup], has_more=True)
         page.next_cursor.string_value = "8"
         return page
+
+    async def topups(self, session: str, query: topups_pb2.TopUpQuery) -> topups_pb2.TopUpList:
+        return topups_pb2.TopUpList()
+
+    async def quote_topup(
+        self, session: str, amount_idr: str, gateway: str
+    ) -> topups_pb2.TopUpQuote:
+        if gateway != "midtrans":
+            raise ApiRefused(400, "This gateway is not available.", "gateway")
+        return topups_pb2.TopUpQuote(
+            gateway=gateway, amount_idr=amount_idr, minimum_idr="10000", maximum_idr="20000000"
+        )
 
     async def jobs(self, session: str, query: jobs_pb2.ListJobsRequest) -> jobs_pb2.JobList:
         job = jobs_pb2.Job(
@@ -237,9 +249,14 @@ async def test_public_account_pages_carry_their_hooks(
                 'href="/dashboard/billing?after=8"',
                 'id="in-flight-empty"',
                 'id="refunds-empty"',
+                'id="billing-topups-empty"',
+                'form id="balance-alert"',
             ],
         ),
-        ("/dashboard/topup", ['id="topup-coming"', 'href="/dashboard/billing"']),
+        (
+            "/dashboard/topup",
+            ['form id="topup-form"', 'name="preset"', "Rp 20.000.000", 'id="topups-empty"'],
+        ),
         (
             "/dashboard/jobs?status=failed",
             [
