@@ -52,11 +52,12 @@ once, 503: 4 times, 400/404: twice, 301-303: never, 307/308 followed).
 
 Test controls (not part of either API; no auth):
   POST /_sandbox/midtrans/<order_id>/<action>  pay {"method": qris|bca_va|bni_va|bri_va|
-        echannel|permata_va|gopay|shopeepay} (default qris), expire, cancel (optional
-        method), refund, chargeback (after settlement), notify (re-send the current
-        status: a duplicate). 200 {order_id, transaction_id, transaction_status,
-        status_code, notifications, finish_redirect_url}; 404 unknown order; 409 when the
-        state does not allow it; 400 {error, field} for a bad action or method.
+        echannel|permata_va|gopay|shopeepay} (default qris), choose {"method"} (pending
+        only: a method picked, not paid yet), expire, cancel (optional method), refund,
+        chargeback (after settlement), notify (re-send the current status: a duplicate).
+        200 {order_id, transaction_id, transaction_status, status_code, notifications,
+        finish_redirect_url}; 404 unknown order; 409 when the state does not allow it;
+        400 {error, field} for a bad action or method.
   POST /_sandbox/xendit/<id>/<action>  pay {"method": QRIS|BCA|BNI|BRI|MANDIRI|PERMATA|OVO|
         DANA|SHOPEEPAY}, expire, settle (PAID -> SETTLED), notify (a duplicate callback).
   GET  /_sandbox/deliveries[?gateway=midtrans|xendit][&key=<order_id|external_id>]

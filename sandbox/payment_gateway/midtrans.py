@@ -126,7 +126,7 @@ METHODS: dict[str, Method] = {
         Method("shopeepay", "ShopeePay", "shopeepay", frozenset({"shopeepay"})),
     )
 }
-ACTIONS = ("pay", "expire", "cancel", "refund", "chargeback")
+ACTIONS = ("choose", "pay", "expire", "cancel", "refund", "chargeback")
 
 
 def auth_error() -> GatewayError:
@@ -429,6 +429,14 @@ def apply(tx: Transaction, action: str, method: str | None, now: float) -> list[
     if method is not None and method not in METHODS:
         raise Refused(f"unknown method {method[:40]!r}; use one of {', '.join(METHODS)}", "method")
     entered: list[str] = []
+    if action == "choose":
+        # The customer picked a method and has not paid yet (a VA number to transfer to).
+        if tx.status is not None:
+            raise Refused(f"cannot choose a method: the transaction is {tx.status}")
+        if now >= tx.expires_at:
+            raise Refused("the Snap transaction has expired")
+        _choose(tx, method or _default_method(tx), now)
+        return ["pending"]
     if action in ("pay", "expire", "cancel"):
         if tx.status is None:
             if now >= tx.expires_at:

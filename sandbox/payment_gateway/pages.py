@@ -41,9 +41,9 @@ def _details(rows: list[tuple[str, str]]) -> str:
 
 
 def _button(action: str, label: str, method: str | None = None) -> str:
-    method_field = f"<input type=hidden name=method value={escape(method)}>" if method else ""
+    method_field = f'<input type=hidden name=method value="{escape(method)}">' if method else ""
     return (
-        f"<form method=post><input type=hidden name=action value={escape(action)}>"
+        f'<form method=post><input type=hidden name=action value="{escape(action)}">'
         f"{method_field}<button type=submit>{escape(label)}</button></form>"
     )
 

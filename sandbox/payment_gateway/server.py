@@ -349,8 +349,8 @@ async def _form_choice(request: web.Request) -> tuple[str, str | None]:
 
 
 async def midtrans_control(request: web.Request) -> web.Response:
-    """Test control (not Midtrans API): pay {"method"}, expire, cancel, refund, chargeback,
-    or notify (send the current status's notification again: a duplicate)."""
+    """Test control (not Midtrans API): pay {"method"}, choose {"method"}, expire, cancel,
+    refund, chargeback, or notify (send the current status's notification again)."""
     state = _state(request)
     order_id = request.match_info["order_id"]
     action = request.match_info["action"]
