@@ -447,6 +447,8 @@ def apply(tx: Transaction, action: str, method: str | None, now: float) -> list[
             raise Refused(f"cannot {action}: the transaction is {tx.status}")
         elif method is not None and method != tx.method:
             raise Refused(f"the transaction is already pending with {tx.method}", "method")
+        elif action == "pay" and now >= tx.expires_at:
+            raise Refused("the payment has expired")  # the sweeper has not got to it yet
         final = {"pay": "settlement", "expire": "expire", "cancel": "cancel"}[action]
         if final == "settlement":
             tx.settlement_time = now

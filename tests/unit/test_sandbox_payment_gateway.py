@@ -572,6 +572,8 @@ async def test_a_pending_payment_expires_on_its_own(gateway: Gateway, receiver: 
     status, body = await gateway.control("midtrans", "order-left", "choose", {"method": "bri_va"})
     assert (status, body["transaction_status"], body["notifications"]) == (200, "pending", 1)
     gateway.clock.now += 16 * 60
+    status, _ = await gateway.control("midtrans", "order-left", "pay")
+    assert status == 409  # too late to pay, whether or not the sweeper got there first
     # order-late: pending, settlement; order-left: pending, then expire by the sweeper.
     await receiver.wait_for(4, "/midtrans", within=3)
     await asyncio.sleep(0.6)  # one more sweep: nothing else expires
