@@ -398,12 +398,12 @@ class StackConfig:
         public = self.public_url or self.base_url
         if service == "pay-sandbox":
             return {
-                "SANDBOX_PAY_MIDTRANS_SERVER_KEY": keys["midtrans_server_key"],
-                "SANDBOX_PAY_MIDTRANS_NOTIFICATION_URL": f"{public}/webhooks/midtrans",
-                "SANDBOX_PAY_XENDIT_SECRET_KEY": keys["xendit_secret_key"],
-                "SANDBOX_PAY_XENDIT_CALLBACK_TOKEN": keys["xendit_callback_token"],
-                "SANDBOX_PAY_XENDIT_CALLBACK_URL": f"{public}/webhooks/xendit",
-                "SANDBOX_PAY_PUBLIC_URL": self.pay_sandbox_url,
+                "AIPORT_MIDTRANS_SERVER_KEY": keys["midtrans_server_key"],
+                "AIPORT_MIDTRANS_NOTIFICATION_URL": f"{public}/webhooks/midtrans",
+                "AIPORT_XENDIT_SECRET_KEY": keys["xendit_secret_key"],
+                "AIPORT_XENDIT_CALLBACK_TOKEN": keys["xendit_callback_token"],
+                "AIPORT_XENDIT_CALLBACK_URL": f"{public}/webhooks/xendit",
+                "AIPORT_PAYGW_PUBLIC_URL": self.pay_sandbox_url,
             }
         return {
             "AIPORT_MIDTRANS_SNAP_URL": self.pay_sandbox_url,

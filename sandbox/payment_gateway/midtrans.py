@@ -126,7 +126,7 @@ METHODS: dict[str, Method] = {
         Method("shopeepay", "ShopeePay", "shopeepay", frozenset({"shopeepay"})),
     )
 }
-ACTIONS = ("choose", "pay", "expire", "cancel", "refund", "chargeback")
+ACTIONS = ("choose", "pay", "expire", "cancel", "refund", "chargeback", "late_settle")
 
 
 def auth_error() -> GatewayError:
@@ -455,6 +455,17 @@ def apply(tx: Transaction, action: str, method: str | None, now: float) -> list[
         tx.status = final
         entered.append(final)
         return entered
+    if action == "late_settle":
+        # A drill, not a click: the bank's transfer to an expired VA settles after
+        # all (it happens when a transfer starts just before the expiry), so an
+        # expired transaction becomes settlement and is notified again.
+        if tx.status != "expire":
+            raise Refused(
+                f"cannot late_settle: only an expired transaction can be (it is {tx.status})"
+            )
+        tx.status = "settlement"
+        tx.settlement_time = now
+        return ["settlement"]
     if tx.status != "settlement":
         raise Refused(f"cannot {action}: only a settled transaction can be (it is {tx.status})")
     tx.status = action

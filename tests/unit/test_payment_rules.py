@@ -129,7 +129,6 @@ def test_unreadable_gateway_amounts_are_none(value: object) -> None:
     assert rules.gateway_amount_micros(value) is None
 
 
-
 def test_limits_and_fees() -> None:
     limits = Limits(10_000 * rules.MICROS, 1_000_000 * rules.MICROS)
     assert limits.check(10_000 * rules.MICROS) == 10_000 * rules.MICROS

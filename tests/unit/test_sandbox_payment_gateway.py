@@ -588,6 +588,22 @@ async def test_a_pending_payment_expires_on_its_own(gateway: Gateway, receiver: 
     assert "expired" in html and "name=action" not in html
 
 
+async def test_a_late_settlement_drill_settles_only_an_expired_payment(
+    gateway: Gateway, receiver: Receiver
+) -> None:
+    await gateway.snap("order-slow")
+    status, _ = await gateway.control("midtrans", "order-slow", "late_settle")
+    assert status == 409  # nothing chosen yet
+    await gateway.control("midtrans", "order-slow", "expire")
+    status, body = await gateway.control("midtrans", "order-slow", "late_settle")
+    assert (status, body["transaction_status"], body["status_code"]) == (200, "settlement", "200")
+    status, _ = await gateway.control("midtrans", "order-slow", "late_settle")
+    assert status == 409  # settled already
+    await receiver.wait_for(3, "/midtrans", within=3)
+    statuses = [r.body["transaction_status"] for r in receiver.received]
+    assert statuses == ["pending", "expire", "settlement"]
+
+
 # --- Xendit ------------------------------------------------------------------------------
 
 
