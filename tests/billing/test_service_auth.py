@@ -131,6 +131,7 @@ def test_billing_loads_every_callers_token_from_env_or_file(tmp_path: Path) -> N
         "AIPORT_SERVICE_TOKEN_JOBS_FILE": str(path),
         "AIPORT_SERVICE_TOKEN_ADMIN": TOKENS["admin"],
         "AIPORT_SERVICE_TOKEN_ACCOUNTS": TOKENS["accounts"],
+        "AIPORT_SERVICE_TOKEN_PAYMENTS": TOKENS["payments"],
     }
     assert caller_tokens(environ=environ) == TOKENS
     with pytest.raises(ValueError, match="AIPORT_SERVICE_TOKEN_ADMIN"):
