@@ -161,3 +161,27 @@ def test_job_state_has_its_own_callers_and_tokens() -> None:
             environ={"AIPORT_JOBS_TOKEN_GATEWAY": "g" * 40},
             names=service_auth.JOBS_CALLER_TOKEN_ENV,
         )
+
+
+@pytest.mark.parametrize(
+    ("caller", "allowed", "denied"),
+    [
+        (
+            "payments",
+            ("TopUp", "ReverseTopUp", "GetAccountBalance", "GetAccount"),
+            ("Adjust", "CreateAccount", "SetAccountDisabled", "AuthorizeHold", "CaptureHold"),
+        ),
+        ("gateway", ("SetLowBalanceAlert",), ("ReverseTopUp", "TopUp", "ClaimLowBalanceAlerts")),
+        ("accounts", ("ClaimLowBalanceAlerts",), ("ReverseTopUp", "SetLowBalanceAlert")),
+        ("jobs", (), ("ReverseTopUp", "SetLowBalanceAlert", "ClaimLowBalanceAlerts")),
+    ],
+)
+def test_who_may_reverse_top_ups_and_handle_low_balance_alerts(
+    caller: str, allowed: tuple[str, ...], denied: tuple[str, ...]
+) -> None:
+    for method in allowed:
+        decision = decide(f"/aiport.v1.Billing/{method}", TOKENS[caller], TOKENS, BILLING_CALLERS)
+        assert (decision.caller, decision.code) == (caller, None), method
+    for method in denied:
+        decision = decide(f"/aiport.v1.Billing/{method}", TOKENS[caller], TOKENS, BILLING_CALLERS)
+        assert decision.code == grpc.StatusCode.PERMISSION_DENIED, method
