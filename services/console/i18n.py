@@ -152,8 +152,6 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "billing.kind.charge": "Tagihan",
         "billing.kind.promotion": "Promosi",
         "billing.kind.adjustment": "Penyesuaian",
-        # A top-up given back: refunded by the payment gateway or charged back.
-        "billing.kind.reversal": "Isi saldo dibatalkan",
         "topup.title": "Isi saldo",
         "topup.body": (
             "Pembayaran lewat QRIS dan virtual account sedang disambungkan dan akan muncul di"
@@ -462,7 +460,6 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "billing.kind.charge": "Charge",
         "billing.kind.promotion": "Promotion",
         "billing.kind.adjustment": "Adjustment",
-        "billing.kind.reversal": "Top-up reversed",
         "topup.title": "Top up",
         "topup.body": (
             "Payment by QRIS and virtual account is being connected and will appear on this "
