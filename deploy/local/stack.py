@@ -105,7 +105,12 @@ DEFAULT_METRICS_PORTS = {
 }
 # Which processes call billing, and jobs' JobState, as which caller
 # (services/common/service_auth.py).
-BILLING_CALLER = {"gateway": "gateway", "jobs": "jobs", "accounts": "accounts"}
+BILLING_CALLER = {
+    "gateway": "gateway",
+    "jobs": "jobs",
+    "accounts": "accounts",
+    "payments": "payments",
+}
 JOBS_CALLER = {"gateway": "gateway", "worker-image": "worker", "worker-video": "worker"}
 # ...and the accounts service: the console (people, sessions), the gateway (whose
 # session the console passed on).

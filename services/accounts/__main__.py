@@ -4,12 +4,17 @@ Serves aiport.v1.Accounts on AIPORT_ACCOUNTS_ADDR to callers presenting their
 token (AIPORT_ACCOUNTS_TOKEN_CONSOLE / _ADMIN), against AIPORT_DATABASE_URL
 (migrate first: `python -m services.accounts.migrate`), with rate limits in
 AIPORT_REDIS_URL, mail over AIPORT_SMTP_*, and billing (AIPORT_BILLING_ADDR,
-its own AIPORT_SERVICE_TOKEN) for new users' accounts. Stops on SIGTERM/SIGINT.
+its own AIPORT_SERVICE_TOKEN) for new users' accounts and the low-balance
+alerts it mails (polled every AIPORT_LOW_BALANCE_POLL_SECONDS). Stops on
+SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
+from collections.abc import Sequence
 
 import grpc
 import redis.asyncio as aioredis
@@ -19,6 +24,7 @@ from services.common import logs, pg, runtime, service_auth, settings
 from services.common.grpc_server import channel, serve
 
 from . import config, store
+from .low_balance import Alert, LowBalanceAlerts
 from .mail import Mailer
 from .passwords import Passwords
 from .ratelimit import RateLimiter
@@ -42,6 +48,7 @@ async def run() -> int:
         limits = config.rate_limits()
         smtp = config.smtp()
         public_url = config.public_url()
+        poll_seconds = config.low_balance_poll_seconds()
     except (ValueError, OSError) as exc:
         log.error("bad configuration", extra=logs.fields(error=str(exc)))
         return 1
@@ -53,6 +60,7 @@ async def run() -> int:
     )
     billing_channel = channel(settings.billing_addr(), service_auth.metadata(billing_token))
     mailer = Mailer(smtp)
+    alerts_task: asyncio.Task[None] | None = None
     try:
         try:
             await pool.open(wait=True, timeout=10)
@@ -86,6 +94,32 @@ async def run() -> int:
         )
         servicer = AccountsServicer(accounts)
 
+        async def claim_alerts(limit: int) -> Sequence[Alert]:
+            reply = await billing.ClaimLowBalanceAlerts(
+                billing_pb2.ClaimLowBalanceAlertsRequest(limit=limit),
+                timeout=BILLING_TIMEOUT_SECONDS,
+            )
+            return [
+                Alert(a.account_id, a.available_micros, a.threshold_micros) for a in reply.alerts
+            ]
+
+        alerts = LowBalanceAlerts(
+            pool,
+            mailer=mailer,
+            mail=MailSettings(sender=smtp.sender, public_url=public_url),
+            claim=claim_alerts,
+        )
+        alerts_task = asyncio.create_task(
+            alerts.run_forever(poll_seconds), name="low-balance-alerts"
+        )
+
+        async def stop_alerts() -> None:
+            # Draining: claim nothing more (a claimed alert would go unmailed).
+            if alerts_task is not None:
+                alerts_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await alerts_task
+
         def add(server: grpc.aio.Server) -> list[str]:
             return register(server, servicer)
 
@@ -95,6 +129,7 @@ async def run() -> int:
                 addr,
                 add,
                 on_stop=mailer.close,
+                on_drain=stop_alerts,
                 interceptors=[
                     service_auth.ServerInterceptor(callers, service_auth.ACCOUNTS_CALLERS)
                 ],
@@ -104,6 +139,10 @@ async def run() -> int:
             return 1
         return 0
     finally:
+        if alerts_task is not None:
+            alerts_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await alerts_task
         await billing_channel.close(None)
         await redis_client.aclose()
         await pool.close()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from services.common.settings import env, env_int
+from services.common.settings import env, env_float, env_int
 
 from . import ratelimit, rules
 
@@ -32,6 +32,15 @@ def public_url() -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"AIPORT_PUBLIC_URL must be an http(s) URL, got {url!r}")
     return url
+
+
+def low_balance_poll_seconds() -> float:
+    """AIPORT_LOW_BALANCE_POLL_SECONDS (default 60): how often accounts asks billing
+    for accounts whose balance fell below their alert, and mails their members."""
+    value = env_float("AIPORT_LOW_BALANCE_POLL_SECONDS", 60.0)
+    if not 0.05 <= value <= DAY:
+        raise ValueError(f"AIPORT_LOW_BALANCE_POLL_SECONDS must be between 0.05 and {DAY}")
+    return value
 
 
 def session_policy() -> rules.SessionPolicy:

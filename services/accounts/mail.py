@@ -1,10 +1,11 @@
 """The mails accounts sends, in the user's language, and sending them over SMTP.
 
-Composing is pure (`compose`): a kind, a locale and a link give an
-EmailMessage. Sending (`Mailer`) runs after the request's transaction has
-committed, in the background: the caller's answer (and its timing) never
-depends on whether, or how fast, a mail went out. A failed send is logged
-without the link (it carries a secret); the user can ask for a new one.
+Composing is pure (`compose`, `compose_low_balance`): a kind, a locale and a
+link (or the amounts) give an EmailMessage. Sending (`Mailer`) runs after the
+request's transaction has committed, in the background: the caller's answer
+(and its timing) never depends on whether, or how fast, a mail went out. A
+failed send is logged without the link (it carries a secret); the user can ask
+for a new one.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ VERIFY_PATH = "/verify"
 RESET_PATH = "/reset-password"
 LOGIN_PATH = "/login"
 FORGOT_PATH = "/forgot-password"
+TOPUP_PATH = "/dashboard/topup"
 
 
 class MailKind(StrEnum):
@@ -37,6 +39,8 @@ class MailKind(StrEnum):
     RESET_PASSWORD = "reset_password"
     # Someone tried to sign up with an address that already has a user.
     ALREADY_REGISTERED = "already_registered"
+    # The account's available balance fell below the alert its people set.
+    LOW_BALANCE = "low_balance"
 
 
 def link(public_url: str, path: str, token: str | None = None) -> str:
@@ -110,22 +114,35 @@ def _text(kind: MailKind, locale: str, url: str, ttl_seconds: float, public_url:
     )
 
 
-def compose(
-    kind: MailKind,
-    *,
-    to: str,
-    sender: str,
-    locale: str,
-    public_url: str,
-    token: str | None = None,
-    ttl_seconds: float = 0,
-) -> EmailMessage:
-    """One plain-text mail (UTF-8). Verification and reset mails need `token`."""
-    path = {MailKind.VERIFY_EMAIL: VERIFY_PATH, MailKind.RESET_PASSWORD: RESET_PATH}.get(kind)
-    if path is not None and token is None:
-        raise ValueError(f"a {kind} mail needs its token")
-    url = link(public_url, path, token) if path is not None else ""
-    text = _text(kind, locale, url, ttl_seconds, public_url)
+MICROS_PER_RUPIAH = 1_000_000
+
+
+def rupiah(micros: int, locale: str) -> str:
+    """Whole rupiah (the fraction cut off), grouped as the language writes it:
+    "Rp 9.500" (id), "Rp 9,500" (en)."""
+    grouped = f"{max(micros, 0) // MICROS_PER_RUPIAH:,}"
+    return "Rp " + (grouped if locale == "en" else grouped.replace(",", "."))
+
+
+def _low_balance_text(locale: str, available: str, threshold: str, topup: str) -> Text:
+    if locale == "en":
+        return Text(
+            f"Your aiport balance is below {threshold}",
+            f"Your available balance is {available}, below your alert of {threshold}.\n\n"
+            f"Top up at {topup} so that your API keys keep working.\n\n"
+            "This mail comes once each time the balance falls below the alert; you can"
+            " change the alert or turn it off in your dashboard.\n",
+        )
+    return Text(
+        f"Saldo aiport Anda di bawah {threshold}",
+        f"Saldo tersedia Anda {available}, di bawah batas peringatan Anda {threshold}.\n\n"
+        f"Isi saldo di {topup} agar kunci API Anda tetap berfungsi.\n\n"
+        "Email ini dikirim sekali setiap kali saldo turun di bawah batas peringatan; Anda"
+        " dapat mengubah atau mematikan peringatan ini di dasbor Anda.\n",
+    )
+
+
+def _message(to: str, sender: str, locale: str, text: Text) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -137,6 +154,45 @@ def compose(
     # After set_content, which replaces every Content-* header.
     message["Content-Language"] = locale
     return message
+
+
+def compose_low_balance(
+    *,
+    to: str,
+    sender: str,
+    locale: str,
+    public_url: str,
+    available_micros: int,
+    threshold_micros: int,
+) -> EmailMessage:
+    """The low-balance alert: the balance, the alert and where to top up."""
+    text = _low_balance_text(
+        locale,
+        rupiah(available_micros, locale),
+        rupiah(threshold_micros, locale),
+        link(public_url, TOPUP_PATH),
+    )
+    return _message(to, sender, locale, text)
+
+
+def compose(
+    kind: MailKind,
+    *,
+    to: str,
+    sender: str,
+    locale: str,
+    public_url: str,
+    token: str | None = None,
+    ttl_seconds: float = 0,
+) -> EmailMessage:
+    """One plain-text mail (UTF-8). Verification and reset mails need `token`."""
+    if kind is MailKind.LOW_BALANCE:
+        raise ValueError("a low-balance mail is composed by compose_low_balance")
+    path = {MailKind.VERIFY_EMAIL: VERIFY_PATH, MailKind.RESET_PASSWORD: RESET_PATH}.get(kind)
+    if path is not None and token is None:
+        raise ValueError(f"a {kind} mail needs its token")
+    url = link(public_url, path, token) if path is not None else ""
+    return _message(to, sender, locale, _text(kind, locale, url, ttl_seconds, public_url))
 
 
 class Mailer:

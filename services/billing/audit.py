@@ -2,8 +2,9 @@
 
 `verify` proves, on one consistent snapshot, that every cached balance on an
 account row equals the sum of its postings (and `held` the sum of its open
-holds), that every transaction balances with two legs or more, that no posting
-lost its transaction, and that every hold was placed once and settled at most
+holds; the debt it caches, minus the sum of its `debt` postings), that every
+transaction balances with two legs or more, that no posting lost its
+transaction, and that every hold was placed once and settled at most
 once, the way its status says. `revenue` and `liabilities` are reports from
 the same postings.
 
@@ -38,9 +39,10 @@ _ACCOUNT_DRIFT = """
 WITH s AS (
     SELECT t.account_id,
            COALESCE(sum(p.amount_micros) FILTER (WHERE p.account = 'available'), 0) AS available,
-           COALESCE(sum(p.amount_micros) FILTER (WHERE p.account = 'held'), 0) AS held
+           COALESCE(sum(p.amount_micros) FILTER (WHERE p.account = 'held'), 0) AS held,
+           COALESCE(sum(p.amount_micros) FILTER (WHERE p.account = 'debt'), 0) AS debt
     FROM billing.postings p JOIN billing.transactions t ON t.id = p.transaction_id
-    WHERE p.account IN ('available', 'held')
+    WHERE p.account IN ('available', 'held', 'debt')
     GROUP BY t.account_id
 ), o AS (
     SELECT account_id, sum(amount_micros) AS open_holds
@@ -51,13 +53,16 @@ SELECT a.id AS account_id,
        a.held_micros AS cached_held,
        COALESCE(s.available, 0)::bigint AS posted_available,
        COALESCE(s.held, 0)::bigint AS posted_held,
-       COALESCE(o.open_holds, 0)::bigint AS open_holds
+       COALESCE(o.open_holds, 0)::bigint AS open_holds,
+       a.debt_micros AS cached_debt,
+       (-COALESCE(s.debt, 0))::bigint AS posted_debt
 FROM billing.accounts a
 LEFT JOIN s ON s.account_id = a.id
 LEFT JOIN o ON o.account_id = a.id
 WHERE a.balance_micros - a.held_micros <> COALESCE(s.available, 0)
    OR a.held_micros <> COALESCE(s.held, 0)
    OR a.held_micros <> COALESCE(o.open_holds, 0)
+   OR a.debt_micros <> -COALESCE(s.debt, 0)
 ORDER BY a.id
 """
 _UNBALANCED = """
@@ -156,6 +161,17 @@ def account_differences(row: dict[str, Any]) -> list[dict[str, Any]]:
                     "difference_idr": rules.idr(cached - posted),
                 }
             )
+    # The account caches what is owed (>= 0); its `debt` postings are its mirror (<= 0).
+    if row["cached_debt"] != row["posted_debt"]:
+        out.append(
+            {
+                "check": "cached_debt",
+                "ledger_account": postings.address(account_id, postings.DEBT),
+                "cached_owed_idr": rules.idr(row["cached_debt"]),
+                "owed_by_postings_idr": rules.idr(row["posted_debt"]),
+                "difference_idr": rules.idr(row["cached_debt"] - row["posted_debt"]),
+            }
+        )
     if row["cached_held"] != row["open_holds"]:
         out.append(
             {
@@ -263,14 +279,23 @@ class Liabilities:
     held_micros: int
     # Every system account's balance (payments:<rail>, promotions, adjustments, revenue:<model>).
     system: dict[str, int]
+    # What customers owe us (reversed top-ups they had spent), >= 0.
+    debt_micros: int = 0
 
     @property
     def owed_micros(self) -> int:
+        """What we owe customers (their balances), before their debts."""
         return self.available_micros + self.held_micros
+
+    @property
+    def net_micros(self) -> int:
+        """What we owe customers less what they owe us."""
+        return self.owed_micros - self.debt_micros
 
 
 def liabilities(url: str) -> Liabilities:
-    """What we owe customers (available + held), and where it came from."""
+    """What we owe customers (available + held), what they owe us (debt), and
+    where it came from."""
     with _connect(url) as conn, conn.transaction():
         _snapshot(conn)
         by_account = {r["account"]: int(r["total"]) for r in conn.execute(_BALANCES_BY_ACCOUNT)}
@@ -280,5 +305,7 @@ def liabilities(url: str) -> Liabilities:
         accounts=int(customers["accounts"]),
         available_micros=by_account.pop(postings.AVAILABLE, 0),
         held_micros=by_account.pop(postings.HELD, 0),
+        # The `debt` postings sum to minus what is owed.
+        debt_micros=-by_account.pop(postings.DEBT, 0),
         system=dict(sorted(by_account.items())),
     )

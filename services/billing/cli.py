@@ -196,11 +196,14 @@ def _balance_output(balance: billing_pb2.AccountBalance) -> Output:
         "balance_idr": rules.idr(balance.balance_micros),
         "held_idr": rules.idr(balance.held_micros),
         "available_idr": rules.idr(balance.available_micros),
+        "debt_idr": rules.idr(balance.debt_micros),
     }
     human = (
         f"{balance.account_id}: balance {data['balance_idr']} IDR,"
         f" held {data['held_idr']} IDR, available {data['available_idr']} IDR"
     )
+    if balance.debt_micros:
+        human += f", owes {data['debt_idr']} IDR (suspended until a top-up repays it)"
     return data, human
 
 
@@ -464,12 +467,16 @@ def _audit(ns: argparse.Namespace) -> tuple[Output, int]:
         "available_idr": rules.idr(owed.available_micros),
         "held_idr": rules.idr(owed.held_micros),
         "owed_idr": rules.idr(owed.owed_micros),
+        "debt_idr": rules.idr(owed.debt_micros),
+        "net_owed_idr": rules.idr(owed.net_micros),
         "system_accounts": {name: rules.idr(total) for name, total in owed.system.items()},
     }
     human = "\n".join(
         [
             f"owed to {owed.accounts} accounts: {data['owed_idr']} IDR"
             f" (available {data['available_idr']}, held {data['held_idr']})",
+            f"owed to us (debt of reversed top-ups): {data['debt_idr']} IDR;"
+            f" net owed {data['net_owed_idr']} IDR",
             *(f"  {name:<40} {total:>18} IDR" for name, total in data["system_accounts"].items()),
         ]
     )

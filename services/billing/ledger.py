@@ -4,16 +4,18 @@ function is one transaction.
 
 Every operation that moves money lives in money.py, written once on psycopg.
 The statement (`list_ledger`, `ledger_page`) reads `billing.ledger_entries`,
-the view of the transactions that changed a customer's balance (a top-up, a
-capture, a promotion or an adjustment). Inputs are validated with `rules`
-before any SQL runs; failures raise the `rules.BillingError` family.
+the view of the transactions that changed a customer's balance or debt (a
+top-up, a capture, a promotion, an adjustment or a reversal). Low-balance
+alerts (a threshold per account, claimed for mailing) move no money either.
+Inputs are validated with `rules` before any SQL runs; failures raise the
+`rules.BillingError` family.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -24,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.logs import fields
 
-from . import rules
+from . import postings, rules
 from .rules import NotFound
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class Balance:
     account_id: str
     balance_micros: int
     held_micros: int
+    # What the customer owes after a reversal of money already spent (>= 0).
+    debt_micros: int = 0
+    # The low-balance alert's threshold; 0 while the alert is off.
+    low_balance_threshold_micros: int = 0
 
     @property
     def available_micros(self) -> int:
@@ -123,6 +129,8 @@ class LedgerEntry:
     created_at: datetime
     # The operator who made it (adjustments through /v1/admin); "" otherwise.
     actor: str = ""
+    # How much more (+) or less (-) the customer owes after it.
+    debt_change_micros: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,15 @@ class LedgerPage:
     entries: list[LedgerEntry]
     # Where the next page starts (its after_entry_id); 0 when this page is the last.
     next_after_entry_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LowBalanceAlert:
+    """An account whose available balance fell below its alert's threshold."""
+
+    account_id: str
+    available_micros: int
+    threshold_micros: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,15 +189,16 @@ HOLD_COLUMNS = (
 )
 ENTRY_COLUMNS = (
     "id, account_id, kind, amount_micros, balance_after_micros, hold_id, description, created_at,"
-    " actor"
+    " actor, debt_change_micros"
 )
+BALANCE_COLUMNS = "balance_micros, held_micros, debt_micros, low_balance_threshold_micros"
 KEY_COLUMNS = "id, account_id, prefix, created_at, revoked_at, name, scopes, last_used_at"
 ACCOUNT_COLUMNS = "id, name, created_at, disabled_at, disabled_reason, disabled_by"
 
 _INSERT_ACCOUNT = text(
     "INSERT INTO billing.accounts (id, name) VALUES (:id, :name) RETURNING created_at"
 )
-_SELECT_BALANCE = text("SELECT balance_micros, held_micros FROM billing.accounts WHERE id = :id")
+_SELECT_BALANCE = text(f"SELECT {BALANCE_COLUMNS} FROM billing.accounts WHERE id = :id")
 _ACCOUNT_EXISTS = text("SELECT 1 FROM billing.accounts WHERE id = :id")
 _LIST_ENTRIES = text(
     f"SELECT {ENTRY_COLUMNS} FROM billing.ledger_entries"
@@ -214,6 +232,47 @@ _SET_DISABLED = text(
     f" WHERE id = :id RETURNING {ACCOUNT_COLUMNS}"
 )
 _HOLD_BY_ID = text(f"SELECT {HOLD_COLUMNS} FROM billing.holds WHERE id = :id")
+# A changed threshold arms the alert again (the same one leaves it as it was).
+_SET_LOW_BALANCE_ALERT = text(
+    "UPDATE billing.accounts SET low_balance_threshold_micros = :threshold,"
+    " low_balance_alerted_at = CASE"
+    " WHEN low_balance_threshold_micros IS NOT DISTINCT FROM :threshold"
+    " THEN low_balance_alerted_at END"
+    f" WHERE id = :id RETURNING {BALANCE_COLUMNS}"
+)
+# One statement: re-arm the alerts of accounts back at or above their threshold,
+# and claim (mark alerted) those below it that were not alerted since they were
+# last above it. SKIP LOCKED: replicas polling at once never claim the same
+# account, and nobody waits for an account a payment is writing right now (it
+# is looked at again on the next poll). Accounts an operator disabled are not
+# told to top up; an account suspended for its debt is.
+_CLAIM_LOW_BALANCE_ALERTS = text(
+    f"""
+    WITH rearmed AS (
+        UPDATE billing.accounts SET low_balance_alerted_at = NULL
+        WHERE id IN (
+            SELECT id FROM billing.accounts
+            WHERE low_balance_threshold_micros IS NOT NULL
+              AND low_balance_alerted_at IS NOT NULL
+              AND balance_micros - held_micros >= low_balance_threshold_micros
+            FOR NO KEY UPDATE SKIP LOCKED)
+        RETURNING id
+    ), due AS (
+        SELECT id FROM billing.accounts
+        WHERE low_balance_threshold_micros IS NOT NULL
+          AND low_balance_alerted_at IS NULL
+          AND balance_micros - held_micros < low_balance_threshold_micros
+          AND (disabled_at IS NULL OR disabled_by = '{postings.DEBT_SUSPENSION}')
+        ORDER BY id
+        LIMIT :limit
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+    UPDATE billing.accounts a SET low_balance_alerted_at = now()
+    FROM due WHERE a.id = due.id
+    RETURNING a.id, a.balance_micros - a.held_micros AS available_micros,
+              a.low_balance_threshold_micros AS threshold_micros
+    """
+)
 _ACCOUNT_BY_ID = text(f"SELECT {ACCOUNT_COLUMNS} FROM billing.accounts WHERE id = :id")
 
 
@@ -257,6 +316,18 @@ def _entry(row: Row[Any]) -> LedgerEntry:
         description=row.description,
         created_at=row.created_at,
         actor=row.actor,
+        debt_change_micros=row.debt_change_micros,
+    )
+
+
+def balance_of(account_id: str, row: Mapping[Any, Any]) -> Balance:
+    """A Balance from a row with BALANCE_COLUMNS."""
+    return Balance(
+        account_id,
+        row["balance_micros"],
+        row["held_micros"],
+        row["debt_micros"],
+        row["low_balance_threshold_micros"] or 0,
     )
 
 
@@ -264,7 +335,7 @@ async def _balance(conn: AsyncConnection, account_id: str) -> Balance:
     row = (await conn.execute(_SELECT_BALANCE, {"id": account_id})).first()
     if row is None:
         raise NotFound(f"account {account_id} not found")
-    return Balance(account_id, row.balance_micros, row.held_micros)
+    return balance_of(account_id, row._mapping)
 
 
 async def _require_account(conn: AsyncConnection, account_id: str) -> None:
@@ -406,6 +477,36 @@ async def get_account(engine: AsyncEngine, account_id: str) -> Account:
     if row is None:
         raise NotFound(f"account {account_id} not found")
     return _account(row)
+
+
+@_retry_conflicts
+async def set_low_balance_alert(
+    engine: AsyncEngine, account_id: str, threshold_micros: int
+) -> Balance:
+    """Mail the account's members when available falls below `threshold_micros`
+    (0: no alert). Setting another threshold arms the alert afresh."""
+    account_id = rules.check_account_id(account_id)
+    threshold = rules.check_low_balance_threshold(threshold_micros)
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(_SET_LOW_BALANCE_ALERT, {"id": account_id, "threshold": threshold})
+        ).first()
+    if row is None:
+        raise NotFound(f"account {account_id} not found")
+    return balance_of(account_id, row._mapping)
+
+
+@_retry_conflicts
+async def claim_low_balance_alerts(engine: AsyncEngine, limit: int = 0) -> list[LowBalanceAlert]:
+    """Up to `limit` accounts to alert now, each claimed once until its available
+    balance is back at or above its threshold (then it is armed again)."""
+    limit = rules.resolve_alert_claim_limit(limit)
+    async with engine.begin() as conn:
+        rows = (await conn.execute(_CLAIM_LOW_BALANCE_ALERTS, {"limit": limit})).all()
+    return sorted(
+        (LowBalanceAlert(r.id, r.available_micros, r.threshold_micros) for r in rows),
+        key=lambda alert: alert.account_id,
+    )
 
 
 def _account(row: Row[Any]) -> Account:

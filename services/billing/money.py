@@ -14,6 +14,11 @@ The posting rules, once each:
     release  held -A, available +A        (expire: the same, by the sweeper)
     credit   <source> -X, available +X    (topup: payments:<rail>;
                                             promotion: promotions; adjustment: adjustments)
+    topup    payments:<rail> -X, debt +R, available +(X - R)   (R = min(X, owed): debt first)
+    reversal payments:<rail> +X, available -T, debt -(X - T)   (T = min(X, available))
+A reversal that leaves debt suspends the account (disabled_by "billing:debt",
+never confused with an operator's disable); the top-up that repays the last of
+the debt lifts that suspension, and only that one.
 The schema refuses a statement that leaves a transaction unbalanced, and each
 operation asserts that what it posted sums to zero.
 
@@ -37,8 +42,16 @@ from services.common import metrics, pg
 from services.common.logs import fields
 
 from . import postings, rules
-from .ledger import HOLD_COLUMNS, Balance, ExpiredBatch, Hold, Principal
-from .postings import Kind
+from .ledger import (
+    BALANCE_COLUMNS,
+    HOLD_COLUMNS,
+    Balance,
+    ExpiredBatch,
+    Hold,
+    Principal,
+    balance_of,
+)
+from .postings import Kind, ReversalReason
 from .rules import (
     CaptureExceedsHold,
     FailedPrecondition,
@@ -211,15 +224,38 @@ _LOCK_ACCOUNTS = """
 SELECT id FROM billing.accounts WHERE id = ANY(%(ids)s) ORDER BY id FOR NO KEY UPDATE
 """
 
+# The account row as it is now, locked (a concurrent writer is waited for and
+# its result read): what a statement needs of the row before its own update
+# (RETURNING only shows the row after).
+_LOCKED_ACCOUNT = """
+    SELECT id, balance_micros - held_micros AS available, debt_micros, disabled_at, disabled_by
+    FROM billing.accounts WHERE id = %(account_id)s FOR NO KEY UPDATE
+"""
+_BALANCE_RETURNED = "acc.balance_micros, acc.held_micros, acc.debt_micros,"
+_BALANCE_RETURNED += " acc.low_balance_threshold_micros"
+
 # Credit (top-up, promotion, adjustment): from a system account into available,
 # unless the key was used already or a debit would take available below zero.
-_CREDIT = """
-WITH a AS (
-    UPDATE billing.accounts SET balance_micros = balance_micros + %(amount)s
-    WHERE id = %(account_id)s
-      AND balance_micros - held_micros + %(amount)s >= 0
+# A top-up (repays) pays the account's debt first, and lifts billing's own
+# suspension with the last of it.
+_CREDIT = f"""
+WITH o AS ({_LOCKED_ACCOUNT}), r AS (
+    SELECT id, disabled_by,
+           CASE WHEN %(repays)s THEN LEAST(debt_micros, %(amount)s) ELSE 0 END AS repaid
+    FROM o
+), a AS (
+    UPDATE billing.accounts acc
+    SET balance_micros = acc.balance_micros + %(amount)s - r.repaid,
+        debt_micros = acc.debt_micros - r.repaid,
+        disabled_at = CASE WHEN {{lifted}} THEN NULL ELSE acc.disabled_at END,
+        disabled_reason = CASE WHEN {{lifted}} THEN '' ELSE acc.disabled_reason END,
+        disabled_by = CASE WHEN {{lifted}} THEN '' ELSE acc.disabled_by END
+    FROM r
+    WHERE acc.id = r.id
+      AND acc.balance_micros - acc.held_micros + %(amount)s - r.repaid >= 0
       AND NOT EXISTS (SELECT 1 FROM billing.transactions WHERE idempotency_key = %(key)s)
-    RETURNING id, balance_micros, held_micros
+    RETURNING acc.id, {_BALANCE_RETURNED}, r.repaid,
+              r.disabled_by = '{postings.DEBT_SUSPENSION}' AND acc.disabled_at IS NULL AS lifted
 ), t AS (
     INSERT INTO billing.transactions
         (kind, account_id, idempotency_key, input_hash, balance_after_micros, description, actor)
@@ -230,20 +266,68 @@ WITH a AS (
 ), p AS (
     INSERT INTO billing.postings (transaction_id, account, amount_micros)
     SELECT t.id, v.account, v.amount
-    FROM t, (VALUES (%(source)s::text, -%(amount)s::bigint), ('available', %(amount)s::bigint))
-         AS v(account, amount)
+    FROM t, a, LATERAL (VALUES
+        (%(source)s::text, -%(amount)s::bigint),
+        ('{postings.DEBT}', a.repaid),
+        ('{postings.AVAILABLE}', %(amount)s - a.repaid)) AS v(account, amount)
+    WHERE v.amount <> 0
     RETURNING amount_micros
 )
-SELECT a.balance_micros, a.held_micros, (SELECT array_agg(amount_micros) FROM p) AS posted
+SELECT a.*, (SELECT array_agg(amount_micros) FROM p) AS posted
 FROM a
-"""
+""".format(
+    # The suspension for debt ends when this credit repays all of the debt
+    # (old values: every SET expression sees the row before the update).
+    lifted=f"acc.disabled_by = '{postings.DEBT_SUSPENSION}' AND r.repaid > 0"
+    " AND acc.debt_micros = r.repaid"
+)
+
+# Reversal: the top-up goes back to its rail, from what is available first; the
+# rest becomes debt and suspends the account (unless it is disabled already: an
+# operator's disable stays theirs). Held money is not touched.
+_REVERSE = f"""
+WITH o AS ({_LOCKED_ACCOUNT}), m AS (
+    SELECT id, LEAST(available, %(amount)s) AS taken FROM o
+    WHERE NOT EXISTS (SELECT 1 FROM billing.transactions WHERE idempotency_key = %(key)s)
+), a AS (
+    UPDATE billing.accounts acc
+    SET balance_micros = acc.balance_micros - m.taken,
+        debt_micros = acc.debt_micros + (%(amount)s - m.taken),
+        disabled_at = CASE WHEN {{suspends}} THEN now() ELSE acc.disabled_at END,
+        disabled_reason = CASE WHEN {{suspends}} THEN %(suspension_reason)s
+                               ELSE acc.disabled_reason END,
+        disabled_by = CASE WHEN {{suspends}} THEN '{postings.DEBT_SUSPENSION}'
+                           ELSE acc.disabled_by END
+    FROM m WHERE acc.id = m.id
+    RETURNING acc.id, {_BALANCE_RETURNED}, m.taken, %(amount)s - m.taken AS owed,
+              acc.disabled_by = '{postings.DEBT_SUSPENSION}' AS suspended
+), t AS (
+    INSERT INTO billing.transactions
+        (kind, account_id, idempotency_key, input_hash, balance_after_micros, description, reason)
+    SELECT '{Kind.REVERSAL.value}', a.id, %(key)s, %(input_hash)s, a.balance_micros,
+           %(description)s, %(reason)s
+    FROM a
+    RETURNING id
+), p AS (
+    INSERT INTO billing.postings (transaction_id, account, amount_micros)
+    SELECT t.id, v.account, v.amount
+    FROM t, a, LATERAL (VALUES
+        (%(source)s::text, %(amount)s::bigint),
+        ('{postings.AVAILABLE}', -a.taken),
+        ('{postings.DEBT}', -a.owed)) AS v(account, amount)
+    WHERE v.amount <> 0
+    RETURNING amount_micros
+)
+SELECT a.*, (SELECT array_agg(amount_micros) FROM p) AS posted
+FROM a
+""".format(suspends="m.taken < %(amount)s AND acc.disabled_at IS NULL")
 
 _HOLD_BY_ID = f"SELECT {HOLD_COLUMNS}, input_hash FROM billing.holds WHERE id = %(id)s"
 _HOLD_BY_KEY = (
     f"SELECT {HOLD_COLUMNS}, input_hash FROM billing.holds WHERE idempotency_key = %(key)s"
 )
 _CREDIT_BY_KEY = "SELECT input_hash FROM billing.transactions WHERE idempotency_key = %(key)s"
-_BALANCE = "SELECT balance_micros, held_micros FROM billing.accounts WHERE id = %(id)s"
+_BALANCE = f"SELECT {BALANCE_COLUMNS} FROM billing.accounts WHERE id = %(id)s"
 _ACCOUNT_DISABLED = "SELECT 1 FROM billing.accounts WHERE id = %(id)s AND disabled_at IS NOT NULL"
 
 
@@ -672,6 +756,8 @@ class Money:
             "input_hash": digest,
             "description": description,
             "actor": actor,
+            # Money received for the customer pays what they owe first.
+            "repays": kind is Kind.TOPUP,
         }
         try:
             row = await self._one(_CREDIT, params)
@@ -681,7 +767,17 @@ class Money:
             row = None  # a twin with this key committed first
         if row is not None:
             postings.assert_balanced(f"{kind.value} of {account_id}", row["posted"])
-            return Balance(account_id, row["balance_micros"], row["held_micros"])
+            if row["repaid"]:
+                log.info(
+                    "debt repaid",
+                    extra=fields(
+                        account_id=account_id,
+                        repaid_micros=row["repaid"],
+                        debt_micros=row["debt_micros"],
+                        suspension_lifted=row["lifted"],
+                    ),
+                )
+            return balance_of(account_id, row)
         if stored_key is not None:
             prior = await self._one(_CREDIT_BY_KEY, {"key": stored_key})
             if prior is not None:
@@ -699,13 +795,96 @@ class Money:
             )
         raise RuntimeError(f"{kind.value} of {account_id} moved nothing")
 
+    # Reversals.
+
+    @_retry_conflicts
+    async def reverse_top_up(
+        self,
+        account_id: str,
+        amount_micros: int,
+        *,
+        idempotency_key: str,
+        rail: str,
+        reason: ReversalReason,
+        description: str = "",
+    ) -> Balance:
+        """Give a top-up back to its payment rail (the gateway refunded it, or the
+        payer charged it back): from available first, the rest recorded as debt,
+        which suspends the account until a top-up repays it. The key is required:
+        a repeat moves nothing and returns the current balance; the same key with
+        another input is refused."""
+        account_id = rules.check_account_id(account_id)
+        amount = rules.check_positive_amount(amount_micros)
+        key = rules.check_idempotency_key(idempotency_key, required=True)
+        rail = rules.check_ledger_name("payment_rail", rail) or postings.MANUAL_RAIL
+        description = rules.check_text("description", description)
+        source = postings.payments_account(rail)
+        kind = Kind.REVERSAL
+        stored_key = f"{kind.value}:{key}"
+        digest = rules.input_hash(
+            kind.value,
+            account_id=account_id,
+            amount_micros=amount,
+            source=source,
+            reason=reason.value,
+            description=description,
+        )
+        params = {
+            "account_id": account_id,
+            "amount": amount,
+            "key": stored_key,
+            "input_hash": digest,
+            "source": source,
+            "reason": reason.value,
+            "description": description,
+            "suspension_reason": f"unpaid debt: a top-up was reversed ({reason.value})"
+            " after its money was spent",
+        }
+        try:
+            row = await self._one(_REVERSE, params)
+        except errors.NumericValueOutOfRange as exc:
+            raise InvalidArgument("this reversal would overflow the account's debt") from exc
+        except errors.UniqueViolation:
+            row = None  # a twin with this key committed first
+        if row is None:
+            prior = await self._one(_CREDIT_BY_KEY, {"key": stored_key})
+            if prior is None:
+                # Nothing under this key: only a missing account stops a reversal.
+                await self._balance(account_id)
+                raise RuntimeError(f"reversal of {account_id} moved nothing")
+            if bytes(prior["input_hash"]) != digest:
+                raise IdempotencyConflict(
+                    "idempotency_key was already used for a different reversal"
+                    " (another account, amount, payment_rail, reason or description)"
+                )
+            return await self._balance(account_id)
+        postings.assert_balanced(f"reversal of {account_id}", row["posted"])
+        metrics.REVERSALS.labels(reason.value).inc()
+        if row["owed"]:
+            metrics.DEBTS_RECORDED.labels(reason.value).inc()
+            metrics.DEBT_RECORDED_MICROS.inc(row["owed"])
+            log.warning(
+                "top-up reversed after it was spent: debt recorded",
+                extra=fields(
+                    account_id=account_id,
+                    reason=reason.value,
+                    rail=rail,
+                    amount_micros=amount,
+                    taken_micros=row["taken"],
+                    owed_micros=row["owed"],
+                    debt_micros=row["debt_micros"],
+                    suspended=row["suspended"],
+                ),
+            )
+        return balance_of(account_id, row)
+
     # Reads the operations above need.
 
     async def _balance(self, account_id: str) -> Balance:
         row = await self._one(_BALANCE, {"id": account_id})
         if row is None:
             raise NotFound(f"account {account_id} not found")
-        return Balance(account_id, row["balance_micros"], row["held_micros"])
+        return balance_of(account_id, row)
 
     async def _hold_by_id(self, hold_id: str) -> Hold:
         row = await self._one(_HOLD_BY_ID, {"id": hold_id})

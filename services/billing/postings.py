@@ -4,7 +4,9 @@ Every movement of money is one transaction whose postings sum to zero. A
 posting adds its (signed) amount to one ledger account:
 
 - per customer: `available` (spendable) and `held` (reserved by open holds);
-  their sum is what we owe the customer (its balance);
+  their sum is what we owe the customer (its balance); and `debt` (<= 0): what
+  the customer owes us, when a top-up was reversed (refunded, charged back)
+  after the money was spent;
 - `revenue:<model>`: what captures earned, per model;
 - `payments:<rail>`: clearing for money received through a payment rail
   (`payments:manual` for an operator's top-up of money received by hand);
@@ -13,6 +15,11 @@ posting adds its (signed) amount to one ledger account:
 
 So a system account's balance is the mirror of what flowed out of it:
 `payments:manual` is minus the money received by hand, revenue is positive.
+
+A reversal gives a top-up back to its payment rail: `payments:<rail> +X`,
+`available -min(available, X)`, `debt -(the rest)`. Held money is not touched.
+A top-up repays debt first: `payments:<rail> -Y`, `debt +min(Y, owed)`,
+`available +(the rest)`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from enum import StrEnum
 
 AVAILABLE = "available"
 HELD = "held"
-CUSTOMER_ACCOUNTS = (AVAILABLE, HELD)
+DEBT = "debt"
+CUSTOMER_ACCOUNTS = (AVAILABLE, HELD, DEBT)
 PROMOTIONS = "promotions"
 ADJUSTMENTS = "adjustments"
 REVENUE_PREFIX = "revenue:"
@@ -31,12 +39,17 @@ PAYMENTS_PREFIX = "payments:"
 UNATTRIBUTED = "unattributed"
 # The rail of an operator's top-up (aiportctl topup): money received by hand.
 MANUAL_RAIL = "manual"
+# accounts.disabled_by of billing's own suspension of an account that owes
+# money (an operator's disable has their user id, or "").
+DEBT_SUSPENSION = "billing:debt"
 
 
 class Kind(StrEnum):
     TOPUP = "topup"
     PROMOTION = "promotion"
     ADJUSTMENT = "adjustment"
+    # A top-up given back to its payment rail (a refund or a chargeback).
+    REVERSAL = "reversal"
     HOLD = "hold"
     CAPTURE = "capture"
     RELEASE = "release"
@@ -45,6 +58,11 @@ class Kind(StrEnum):
 
 # Credits: money enters the customer's `available` from one system account.
 CREDIT_KINDS = (Kind.TOPUP, Kind.PROMOTION, Kind.ADJUSTMENT)
+
+
+class ReversalReason(StrEnum):
+    REFUND = "refund"
+    CHARGEBACK = "chargeback"
 
 
 def revenue_account(model: str) -> str:

@@ -264,6 +264,34 @@ def check_signed_amount(value: int, field: str = "amount_micros") -> int:
     return value
 
 
+def check_low_balance_threshold(value: int) -> int | None:
+    """A low-balance alert's threshold: 0 turns the alert off (None), otherwise a
+    positive amount of at most MAX_AMOUNT_MICROS."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument("threshold_micros must be an integer number of micro-rupiah")
+    if value == 0:
+        return None
+    if value < 0 or value > MAX_AMOUNT_MICROS:
+        raise InvalidArgument(
+            f"threshold_micros must be 0 (off) or between 1 and {MAX_AMOUNT_MICROS}, got {value}"
+        )
+    return value
+
+
+# Low-balance alerts claimed per call (services/accounts polls them).
+DEFAULT_ALERT_CLAIM_LIMIT = 100
+MAX_ALERT_CLAIM_LIMIT = 1000
+
+
+def resolve_alert_claim_limit(limit: int) -> int:
+    """0 means 100; otherwise 1..1000."""
+    if limit == 0:
+        return DEFAULT_ALERT_CLAIM_LIMIT
+    if limit < 0 or limit > MAX_ALERT_CLAIM_LIMIT:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_ALERT_CLAIM_LIMIT}, got {limit}")
+    return limit
+
+
 # A model, provider or payment rail named inside a ledger account
 # ("revenue:<model>", "payments:<rail>"): printable ASCII without spaces.
 _LEDGER_NAME_RE = re.compile(r"[!-~]{1,100}")

@@ -24,7 +24,7 @@ from services.common.auth_failures import CLIENT_HEADER, CLIENT_THROTTLED_HEADER
 from services.common.billing_errors import HELD_MICROS_TRAILER
 from services.common.logs import fields
 
-from . import auth_limits, ledger, rules, usage
+from . import auth_limits, ledger, postings, rules, usage
 from .money import Money, Origin
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ def _balance_pb(balance: ledger.Balance) -> billing_pb2.AccountBalance:
         balance_micros=balance.balance_micros,
         held_micros=balance.held_micros,
         available_micros=balance.available_micros,
+        debt_micros=balance.debt_micros,
+        low_balance_threshold_micros=balance.low_balance_threshold_micros,
     )
 
 
@@ -201,8 +203,14 @@ def _entry_pb(entry: ledger.LedgerEntry) -> billing_pb2.LedgerEntry:
         description=entry.description,
         created_at_unix=rules.unix_seconds(entry.created_at),
         actor=entry.actor,
+        debt_change_micros=entry.debt_change_micros,
     )
 
+
+REVERSAL_REASONS = {
+    billing_pb2.ReverseTopUpRequest.REFUND: postings.ReversalReason.REFUND,
+    billing_pb2.ReverseTopUpRequest.CHARGEBACK: postings.ReversalReason.CHARGEBACK,
+}
 
 ADJUST_KINDS = {
     billing_pb2.AdjustRequest.ADJUSTMENT: "adjustment",
@@ -278,6 +286,68 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             ),
         )
         return _balance_pb(balance)
+
+    @_guarded
+    async def ReverseTopUp(
+        self, request: billing_pb2.ReverseTopUpRequest, context: Ctx
+    ) -> billing_pb2.AccountBalance:
+        reason = REVERSAL_REASONS.get(request.reason)
+        if reason is None:
+            raise rules.InvalidArgument("reason must be REFUND or CHARGEBACK")
+        balance = await self._money.reverse_top_up(
+            request.account_id,
+            request.amount_micros,
+            idempotency_key=request.idempotency_key,
+            rail=request.payment_rail,
+            reason=reason,
+            description=request.description,
+        )
+        log.info(
+            "top-up reversed",
+            extra=fields(
+                account_id=balance.account_id,
+                amount_micros=request.amount_micros,
+                rail=request.payment_rail or postings.MANUAL_RAIL,
+                reason=reason.value,
+                balance_micros=balance.balance_micros,
+                debt_micros=balance.debt_micros,
+            ),
+        )
+        return _balance_pb(balance)
+
+    @_guarded
+    async def SetLowBalanceAlert(
+        self, request: billing_pb2.SetLowBalanceAlertRequest, context: Ctx
+    ) -> billing_pb2.AccountBalance:
+        balance = await ledger.set_low_balance_alert(
+            self._engine, request.account_id, request.threshold_micros
+        )
+        log.info(
+            "low-balance alert set",
+            extra=fields(
+                account_id=balance.account_id,
+                threshold_micros=balance.low_balance_threshold_micros,
+            ),
+        )
+        return _balance_pb(balance)
+
+    @_guarded
+    async def ClaimLowBalanceAlerts(
+        self, request: billing_pb2.ClaimLowBalanceAlertsRequest, context: Ctx
+    ) -> billing_pb2.LowBalanceAlerts:
+        alerts = await ledger.claim_low_balance_alerts(self._engine, request.limit)
+        if alerts:
+            log.info("low-balance alerts claimed", extra=fields(accounts=len(alerts)))
+        return billing_pb2.LowBalanceAlerts(
+            alerts=[
+                billing_pb2.LowBalanceAlert(
+                    account_id=alert.account_id,
+                    available_micros=alert.available_micros,
+                    threshold_micros=alert.threshold_micros,
+                )
+                for alert in alerts
+            ]
+        )
 
     @_guarded
     async def Adjust(

@@ -121,6 +121,24 @@ CAPTURES_EXCEEDING_HOLD = Counter(
     " (a pricing bug: alert on any).",
     registry=REGISTRY,
 )
+REVERSALS = Counter(
+    "aiport_billing_reversals",
+    "Top-ups given back to their payment rail (reason: refund or chargeback).",
+    ("reason",),
+    registry=REGISTRY,
+)
+DEBTS_RECORDED = Counter(
+    "aiport_billing_debts_recorded",
+    "Reversals of money the customer had already spent: the rest is recorded as"
+    " debt and the account is suspended until a top-up repays it.",
+    ("reason",),
+    registry=REGISTRY,
+)
+DEBT_RECORDED_MICROS = Counter(
+    "aiport_billing_debt_recorded_micros",
+    "Debt recorded by reversals, in micro-IDR.",
+    registry=REGISTRY,
+)
 JOBS_ACTIVE = Gauge(
     "aiport_jobs_active",
     "Jobs pending or processing, by modality and status.",

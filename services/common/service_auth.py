@@ -10,7 +10,7 @@ Provisioning (deploy/k8s/README.md, deploy/local/stack.py):
 - a caller reads its own token from AIPORT_SERVICE_TOKEN (or a file named by
   AIPORT_SERVICE_TOKEN_FILE) and sends it on its billing channel only;
 - billing reads one token per caller from AIPORT_SERVICE_TOKEN_<CALLER>
-  (GATEWAY, JOBS, ADMIN, ACCOUNTS), or a file named by AIPORT_SERVICE_TOKEN_<CALLER>_FILE,
+  (GATEWAY, JOBS, ADMIN, ACCOUNTS, PAYMENTS), or a file named by AIPORT_SERVICE_TOKEN_<CALLER>_FILE,
   and refuses to start without them.
 - the jobs service's JobState works the same way with tokens of its own:
   callers send AIPORT_JOBS_TOKEN, jobs reads AIPORT_JOBS_TOKEN_GATEWAY and
@@ -63,6 +63,8 @@ _GATEWAY = (
     "GetAccount",
     "Adjust",
     "SetAccountDisabled",
+    # A customer's own low-balance alert (/v1/...: the dashboard's setting).
+    "SetLowBalanceAlert",
 )
 _JOBS = ("CaptureHold", "ReleaseHold")
 _ADMIN = (
@@ -83,14 +85,22 @@ _ADMIN = (
     "ListUsage",
     "SummarizeUsage",
     "GetAccount",
+    "ReverseTopUp",
+    "SetLowBalanceAlert",
+    "ClaimLowBalanceAlerts",
 )
-# The accounts service opens a billing account for each new user, nothing more.
-_ACCOUNTS = ("CreateAccount",)
+# The accounts service opens a billing account for each new user, and mails
+# the low-balance alerts it claims (polled).
+_ACCOUNTS = ("CreateAccount", "ClaimLowBalanceAlerts")
+# The payments service credits paid orders and takes refunds and chargebacks
+# back, and reads the account it pays into.
+_PAYMENTS = ("TopUp", "ReverseTopUp", "GetAccountBalance", "GetAccount")
 BILLING_CALLERS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset(BILLING + m for m in _GATEWAY),
     "jobs": frozenset(BILLING + m for m in _JOBS),
     "admin": frozenset(BILLING + m for m in _ADMIN),
     "accounts": frozenset(BILLING + m for m in _ACCOUNTS),
+    "payments": frozenset(BILLING + m for m in _PAYMENTS),
 }
 
 # The jobs service's JobState decides which hold a job captures: only the
@@ -175,6 +185,7 @@ CALLER_TOKEN_ENV: Mapping[str, str] = {
     "jobs": "AIPORT_SERVICE_TOKEN_JOBS",
     "admin": "AIPORT_SERVICE_TOKEN_ADMIN",
     "accounts": "AIPORT_SERVICE_TOKEN_ACCOUNTS",
+    "payments": "AIPORT_SERVICE_TOKEN_PAYMENTS",
 }
 
 

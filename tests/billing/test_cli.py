@@ -21,13 +21,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from deploy.local.ports import free_port
 from deploy.local.stack import new_service_tokens
 from services.billing import cli, ledger, rules
 from services.billing.money import Money
 from services.common import db
 from tests.support.databases import drop_database, fresh_database_url
 
-from .helpers import AIPORTCTL, IDR, free_port, make_overdue
+from .helpers import AIPORTCTL, IDR, make_overdue
 
 pytestmark = pytest.mark.usefixtures("check_invariants")
 
@@ -369,7 +370,7 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
             assert code == 0, err
         engine = db.create_engine(url, application_name="billing", pool_size=1, max_overflow=0)
         try:
-            assert await ledger.schema_revision(engine) == "0005"
+            assert await ledger.schema_revision(engine) == "0006"
             async with engine.connect() as conn:
                 tables = (
                     await conn.execute(

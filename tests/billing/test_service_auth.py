@@ -131,6 +131,7 @@ def test_billing_loads_every_callers_token_from_env_or_file(tmp_path: Path) -> N
         "AIPORT_SERVICE_TOKEN_JOBS_FILE": str(path),
         "AIPORT_SERVICE_TOKEN_ADMIN": TOKENS["admin"],
         "AIPORT_SERVICE_TOKEN_ACCOUNTS": TOKENS["accounts"],
+        "AIPORT_SERVICE_TOKEN_PAYMENTS": TOKENS["payments"],
     }
     assert caller_tokens(environ=environ) == TOKENS
     with pytest.raises(ValueError, match="AIPORT_SERVICE_TOKEN_ADMIN"):
@@ -160,3 +161,27 @@ def test_job_state_has_its_own_callers_and_tokens() -> None:
             environ={"AIPORT_JOBS_TOKEN_GATEWAY": "g" * 40},
             names=service_auth.JOBS_CALLER_TOKEN_ENV,
         )
+
+
+@pytest.mark.parametrize(
+    ("caller", "allowed", "denied"),
+    [
+        (
+            "payments",
+            ("TopUp", "ReverseTopUp", "GetAccountBalance", "GetAccount"),
+            ("Adjust", "CreateAccount", "SetAccountDisabled", "AuthorizeHold", "CaptureHold"),
+        ),
+        ("gateway", ("SetLowBalanceAlert",), ("ReverseTopUp", "TopUp", "ClaimLowBalanceAlerts")),
+        ("accounts", ("ClaimLowBalanceAlerts",), ("ReverseTopUp", "SetLowBalanceAlert")),
+        ("jobs", (), ("ReverseTopUp", "SetLowBalanceAlert", "ClaimLowBalanceAlerts")),
+    ],
+)
+def test_who_may_reverse_top_ups_and_handle_low_balance_alerts(
+    caller: str, allowed: tuple[str, ...], denied: tuple[str, ...]
+) -> None:
+    for method in allowed:
+        decision = decide(f"/aiport.v1.Billing/{method}", TOKENS[caller], TOKENS, BILLING_CALLERS)
+        assert (decision.caller, decision.code) == (caller, None), method
+    for method in denied:
+        decision = decide(f"/aiport.v1.Billing/{method}", TOKENS[caller], TOKENS, BILLING_CALLERS)
+        assert decision.code == grpc.StatusCode.PERMISSION_DENIED, method

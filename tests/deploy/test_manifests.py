@@ -59,6 +59,7 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_SERVICE_TOKEN_JOBS",
         "AIPORT_SERVICE_TOKEN_ADMIN",
         "AIPORT_SERVICE_TOKEN_ACCOUNTS",
+        "AIPORT_SERVICE_TOKEN_PAYMENTS",
     },
     "accounts": LISTEN
     | {
@@ -203,6 +204,7 @@ def test_service_tokens_go_only_to_billing_and_each_caller_its_own(overlay: str)
             "AIPORT_SERVICE_TOKEN_JOBS=jobs",
             "AIPORT_SERVICE_TOKEN_ADMIN=admin",
             "AIPORT_SERVICE_TOKEN_ACCOUNTS=accounts",
+            "AIPORT_SERVICE_TOKEN_PAYMENTS=payments",
         },
         "accounts": {
             "AIPORT_SERVICE_TOKEN=accounts",

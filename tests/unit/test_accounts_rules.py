@@ -349,7 +349,7 @@ def test_only_the_admin_grants_operators_and_accounts_opens_billing_accounts_onl
     log_in = service_auth.ACCOUNTS + "LogIn"
     assert service_auth.decide(log_in, "c" * 40, tokens, callers).code is None
     assert service_auth.BILLING_CALLERS["accounts"] == frozenset(
-        {service_auth.BILLING + "CreateAccount"}
+        {service_auth.BILLING + "CreateAccount", service_auth.BILLING + "ClaimLowBalanceAlerts"}
     )
 
 

@@ -15,13 +15,14 @@ def test_each_process_gets_only_its_own_tokens(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AIPORT_SERVICE_TOKEN", "inherited-" + "x" * 40)
     config = StackConfig("postgresql://x", Path("/tmp/none"))
     tokens, jobs, people = config.service_tokens, config.jobs_tokens, config.accounts_tokens
-    assert len({*tokens.values(), *jobs.values(), *people.values()}) == 9
+    assert len({*tokens.values(), *jobs.values(), *people.values()}) == 10
     billing = {k: v for k, v in config.env("billing").items() if "TOKEN" in k}
     assert billing == {
         "AIPORT_SERVICE_TOKEN_GATEWAY": tokens["gateway"],
         "AIPORT_SERVICE_TOKEN_JOBS": tokens["jobs"],
         "AIPORT_SERVICE_TOKEN_ADMIN": tokens["admin"],
         "AIPORT_SERVICE_TOKEN_ACCOUNTS": tokens["accounts"],
+        "AIPORT_SERVICE_TOKEN_PAYMENTS": tokens["payments"],
     }
     accounts = {k: v for k, v in config.env("accounts").items() if "TOKEN" in k}
     assert accounts == {
