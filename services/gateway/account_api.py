@@ -15,7 +15,6 @@ from google.api import httpbody_pb2
 
 from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
-from services.common.money import micros_to_idr
 from services.gateway import account_views, errors
 from services.gateway.boundary import public_unary
 from services.gateway.server import Backends, Caller
@@ -57,13 +56,27 @@ class AccountService(account_pb2_grpc.AccountServicer):
             self.backends.billing.GetAccountBalance,
             billing_pb2.GetAccountBalanceRequest(account_id=caller.account_id),
         )
-        return account_pb2.Balance(
-            object="balance",
-            currency="IDR",
-            balance_idr=micros_to_idr(balance.balance_micros),
-            held_idr=micros_to_idr(balance.held_micros),
-            available_idr=micros_to_idr(balance.available_micros),
+        return account_views.balance(balance)
+
+    @public_unary
+    async def SetBalanceAlert(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> account_pb2.Balance:
+        caller = await self._manager(context)
+        threshold = account_views.alert_threshold(errors.json_object_body(request.data))
+        balance = await self.backends.billing_call(
+            self.backends.billing.SetLowBalanceAlert,
+            billing_pb2.SetLowBalanceAlertRequest(
+                account_id=caller.account_id, threshold_micros=threshold
+            ),
         )
+        log.info(
+            "low-balance alert set",
+            extra=fields(
+                account_id=caller.account_id, threshold_micros=threshold, by_key_id=caller.key_id
+            ),
+        )
+        return account_views.balance(balance)
 
     @public_unary
     async def ListUsage(

@@ -221,6 +221,48 @@ def _nullable(value: str | int | None) -> struct_pb2.Value:
     return struct_pb2.Value(string_value=value)
 
 
+def balance(answer: billing_pb2.AccountBalance) -> account_pb2.Balance:
+    return account_pb2.Balance(
+        object="balance",
+        currency="IDR",
+        balance_idr=micros_to_idr(answer.balance_micros),
+        held_idr=micros_to_idr(answer.held_micros),
+        available_idr=micros_to_idr(answer.available_micros),
+        debt_idr=micros_to_idr(answer.debt_micros),
+        low_balance_alert_idr=_nullable(
+            micros_to_idr(answer.low_balance_threshold_micros)
+            if answer.low_balance_threshold_micros
+            else None
+        ),
+    )
+
+
+MAX_ALERT_DIGITS = 12
+
+
+def alert_threshold(body: dict[str, Any]) -> int:
+    """POST /v1/balance/alert: {"threshold_idr": "20000"}; "0" or null turns it off."""
+    unknown = sorted(set(body) - {"threshold_idr"})
+    if unknown:
+        raise errors.invalid_request(f"unknown field {unknown[0]}", unknown[0])
+    if "threshold_idr" not in body:
+        raise errors.invalid_request(
+            'threshold_idr is required: whole rupiah as a string ("0" or null turns the alert off)',
+            "threshold_idr",
+        )
+    value = body["threshold_idr"]
+    if value is None:
+        return 0
+    text = (
+        str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    )
+    if not text.isdigit() or len(text) > MAX_ALERT_DIGITS:
+        raise errors.invalid_request(
+            'threshold_idr must be whole rupiah, e.g. "20000"', "threshold_idr"
+        )
+    return int(text) * 1_000_000
+
+
 def usage_entry(record: billing_pb2.UsageRecord) -> account_pb2.UsageEntry:
     return account_pb2.UsageEntry(
         object="usage_record",
