@@ -15,7 +15,8 @@ def test_each_process_gets_only_its_own_tokens(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AIPORT_SERVICE_TOKEN", "inherited-" + "x" * 40)
     config = StackConfig("postgresql://x", Path("/tmp/none"))
     tokens, jobs, people = config.service_tokens, config.jobs_tokens, config.accounts_tokens
-    assert len({*tokens.values(), *jobs.values(), *people.values()}) == 10
+    pay = config.payments_tokens
+    assert len({*tokens.values(), *jobs.values(), *people.values(), *pay.values()}) == 12
     billing = {k: v for k, v in config.env("billing").items() if "TOKEN" in k}
     assert billing == {
         "AIPORT_SERVICE_TOKEN_GATEWAY": tokens["gateway"],
@@ -36,7 +37,20 @@ def test_each_process_gets_only_its_own_tokens(monkeypatch: pytest.MonkeyPatch) 
         "AIPORT_SERVICE_TOKEN": tokens["gateway"],
         "AIPORT_JOBS_TOKEN": jobs["gateway"],
         "AIPORT_ACCOUNTS_TOKEN": people["gateway"],
+        "AIPORT_PAYMENTS_TOKEN": pay["gateway"],
     }
+    # Payments: its billing token, its callers' tokens, and the payment gateways'
+    # callback token (which the payment sandbox, standing in for Xendit, also holds).
+    callback = config.payment_sandbox_keys["xendit_callback_token"]
+    payments = {k: v for k, v in config.env("payments").items() if "TOKEN" in k}
+    assert payments == {
+        "AIPORT_SERVICE_TOKEN": tokens["payments"],
+        "AIPORT_PAYMENTS_TOKEN_GATEWAY": pay["gateway"],
+        "AIPORT_PAYMENTS_TOKEN_ADMIN": pay["admin"],
+        "AIPORT_XENDIT_CALLBACK_TOKEN": callback,
+    }
+    sandbox = {k: v for k, v in config.env("pay-sandbox").items() if "TOKEN" in k}
+    assert sandbox == {"AIPORT_XENDIT_CALLBACK_TOKEN": callback}
     console = {k: v for k, v in config.env("console").items() if "TOKEN" in k}
     assert console == {"AIPORT_ACCOUNTS_TOKEN": people["console"]}
     worker = {k: v for k, v in config.env("worker-video").items() if "TOKEN" in k}
