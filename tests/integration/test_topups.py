@@ -74,6 +74,20 @@ def wait_status(http: httpx.Client, topup_id: str, status: str) -> dict[str, Any
         time.sleep(0.1)
 
 
+def wait_order_status(stack: Stack, order_id: str, status: str) -> None:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        with db(stack) as conn:
+            row = conn.execute(
+                "SELECT status, reversed_at IS NOT NULL FROM payments.orders WHERE id = %s",
+                (order_id,),
+            ).fetchone()
+        if row == (status, True) or time.monotonic() > deadline:
+            assert row == (status, True), row
+            return
+        time.sleep(0.1)
+
+
 def db(stack: Stack) -> psycopg.Connection[Any]:
     return psycopg.connect(
         stack.config.database_url.replace("postgresql+psycopg://", "postgresql://")
@@ -390,13 +404,16 @@ def test_a_refund_takes_the_money_back_and_a_chargeback_after_spending_leaves_a_
         )
     )
     assert pay_sandbox.post(f"/_sandbox/midtrans/{charged['id']}/chargeback").status_code == 200
-    wait_status(http, charged["id"], "charged_back")
+    # The key is suspended once the debt is recorded: watch the order itself.
+    wait_order_status(stack, charged["id"], "charged_back")
     owed = billing.GetAccountBalance(
         billing_pb2.GetAccountBalanceRequest(account_id=account.account_id)
     )
     assert owed.available_micros == 0 and owed.debt_micros == 4_000 * MICROS
-    # While the debt is owed, the account's keys are suspended.
+    # While the debt is owed, the account's keys are suspended (a person can
+    # still log in to the dashboard and top up).
     assert http.get("/v1/balance").status_code == 401
+    assert credits_of(stack, account.account_id)[-1][0] == f"topup:midtrans:{charged['id']}"
     # A top-up pays the debt first and lets the keys work again.
     repay = billing.TopUp(
         billing_pb2.TopUpRequest(account_id=account.account_id, amount_micros=10_000 * MICROS)
