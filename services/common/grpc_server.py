@@ -108,6 +108,9 @@ def drain_seconds(default_grace: float = GRACE_SECONDS) -> tuple[float, float]:
     return (min(max(delay, 0.0), MAX_DRAIN_SECONDS), min(max(grace, 0.0), MAX_DRAIN_SECONDS))
 
 
+MAX_RECONNECT_BACKOFF_MS = 5_000
+
+
 def channel(addr: str, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.aio.Channel:
     """An internal client channel with the same message limits as the servers;
     every call on it carries `metadata` (e.g. this service's token for billing,
@@ -121,6 +124,9 @@ def channel(addr: str, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.aio.C
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.enable_retries", 1),
+            # A peer that restarted is dialled again within seconds, not after
+            # gRPC's default backoff of up to two minutes (503s all the while).
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             # Spread calls over every address the target resolves to (local
             # replicas, a headless Service) and move off one that goes away...
             ("grpc.lb_policy_name", "round_robin"),

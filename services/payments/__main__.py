@@ -62,6 +62,7 @@ async def run() -> int:
             cfg,
             {name: gateways.build(g, client) for name, g in cfg.gateways.items()},
             BillingLedger(billing_pb2_grpc.BillingStub(billing_channel)),
+            recheck_seconds=config.recheck_seconds(),
         )
         draining = asyncio.Event()
         runner = web.AppRunner(webhooks.create_app(payments, draining), access_log=None)

@@ -11,6 +11,8 @@ Environment:
     AIPORT_PAYMENTS_NOTIFICATION_URL  the public base of /webhooks/* (default: AIPORT_PUBLIC_URL)
     AIPORT_PAYMENTS_HTTP_ADDR       the webhook listener (default 127.0.0.1:9330)
     AIPORT_PAYMENTS_SWEEP_SECONDS   how often unsettled orders are looked at again (default 15)
+    AIPORT_PAYMENTS_RECHECK_SECONDS how long an open order waits for news before the
+                                    gateway is asked (default 60): a lost notification
 """
 
 from __future__ import annotations
@@ -162,6 +164,10 @@ def load(environ: dict[str, str] | None = None, path: Path | None = None) -> Pay
 
 def http_addr() -> str:
     return settings.env("AIPORT_PAYMENTS_HTTP_ADDR", "127.0.0.1:9330")
+
+
+def recheck_seconds() -> int:
+    return max(1, min(settings.env_int("AIPORT_PAYMENTS_RECHECK_SECONDS", 60), 86_400))
 
 
 def sweep_seconds() -> float:

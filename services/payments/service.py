@@ -40,8 +40,6 @@ from .store import Order
 log = logging.getLogger("payments")
 
 SWEEP_BATCH = 50
-# Open orders are asked about again after this long without news.
-RECHECK_SECONDS = 60
 MAX_LIST = 100
 FLAG_AMOUNT_MISMATCH = "amount_mismatch"
 FLAG_LEDGER_REFUSED = "ledger_refused"
@@ -100,8 +98,11 @@ class Payments:
         config: PaymentsConfig,
         gateways: dict[str, PaymentGateway],
         ledger: Ledger,
+        recheck_seconds: int = 60,
     ) -> None:
         self._pool = pool
+        # Open orders are asked about again after this long without news.
+        self._recheck_seconds = recheck_seconds
         self._config = config
         self._gateways = gateways
         self._ledger = ledger
@@ -397,7 +398,7 @@ class Payments:
 
     async def sweep_once(self) -> int:
         async with self._pool.connection() as conn:
-            due = await store.due_orders(conn, RECHECK_SECONDS, SWEEP_BATCH)
+            due = await store.due_orders(conn, self._recheck_seconds, SWEEP_BATCH)
         for order_id in due:
             try:
                 await self.settle(order_id)
