@@ -23,6 +23,7 @@ REPO: Final = K8S_DIR.parents[1]
 COPIES: Final[dict[Path, Path]] = {
     K8S_DIR / "base/config/catalog.yaml": REPO / "config/catalog.yaml",
     K8S_DIR / "base/config/providers.yaml": REPO / "config/providers.yaml",
+    K8S_DIR / "base/config/payments.yaml": REPO / "config/payments.yaml",
     K8S_DIR / "base/envoy/error_shaping.lua": REPO / "deploy/envoy/error_shaping.lua",
     K8S_DIR / "overlays/dev/config/providers.sandbox.yaml": REPO / "config/providers.sandbox.yaml",
 }

@@ -24,8 +24,33 @@ ANY_HOST: Final = frozenset({"0.0.0.0", "::", "[::]"})
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "[::1]")
 # ${NAME} or ${NAME:-default} in config files (services/providers/routes.py expands them).
 ENV_REF: Final = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+# `something_env: NAME` in config files: the variable to read it from
+# (services/payments/config.py).
+ENV_KEY: Final = re.compile(r"^\s*\w+_env:\s*([A-Z][A-Z0-9_]*)\s*(?:#.*)?$", re.MULTILINE)
 # Seconds a Python service needs after SIGTERM beyond drain delay + grace (stop, close).
 STOP_MARGIN_SECONDS: Final = 5
+# A process's listeners besides AIPORT_LISTEN_ADDR and AIPORT_METRICS_ADDR, by module:
+# the variable and its local default (loopback, so unset means unreachable in a pod).
+EXTRA_LISTENERS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    # The payment gateways' notifications (services/payments/config.py).
+    "services.payments": (("AIPORT_PAYMENTS_HTTP_ADDR", "127.0.0.1:9330"),),
+}
+# Variables naming where a process listens, not a peer it dials.
+LISTEN_VARIABLES: Final = frozenset(
+    {"AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR"}
+    | {name for listeners in EXTRA_LISTENERS.values() for name, _ in listeners}
+)
+# The sandbox upstreams (test and demo equipment, dev only): module -> the variables
+# of their host and port and their defaults (--host and --port win).
+SANDBOX_LISTENERS: Final[dict[str, tuple[str, str, str, str]]] = {
+    "sandbox": ("AIPORT_SANDBOX_HOST", "127.0.0.1", "AIPORT_SANDBOX_PORT", "9100"),
+    "sandbox.payment_gateway": ("AIPORT_PAYGW_HOST", "127.0.0.1", "AIPORT_PAYGW_PORT", "9200"),
+}
+# Pods running the sandbox image rather than the production one.
+SANDBOX_PODS: Final = frozenset({"sandbox", "pay-sandbox"})
+# URLs a browser opens (links, redirects), not addresses the pod dials: in dev they
+# are port-forwards on the developer's machine.
+BROWSER_URLS: Final = frozenset({"AIPORT_PUBLIC_URL", "AIPORT_PAYGW_PUBLIC_URL"})
 # Local defaults of the drain settings (services/common/grpc_server.py).
 DEFAULT_DRAIN_DELAY_SECONDS: Final = 0.0
 DEFAULT_GRACE_SECONDS: Final = 10.0
@@ -204,9 +229,10 @@ def listening(
         return None
     env = container_env(docs, pod.namespace, container)
     found: list[tuple[str, int]] = []
-    if module == "sandbox":
-        host = option(command, "--host") or env.get("AIPORT_SANDBOX_HOST") or "127.0.0.1"
-        port = option(command, "--port") or env.get("AIPORT_SANDBOX_PORT") or "9100"
+    if module in SANDBOX_LISTENERS:
+        host_env, host_default, port_env, port_default = SANDBOX_LISTENERS[module]
+        host = option(command, "--host") or env.get(host_env) or host_default
+        port = option(command, "--port") or env.get(port_env) or port_default
         return [(host, int(port))]
     addr = option(command, "--addr") or env.get("AIPORT_LISTEN_ADDR")
     if addr:
@@ -214,6 +240,8 @@ def listening(
     metrics = env.get("AIPORT_METRICS_ADDR")
     if metrics:
         found.append(addr_port(metrics))
+    for name, default in EXTRA_LISTENERS.get(module, ()):
+        found.append(addr_port(env.get(name) or default))
     return found
 
 
@@ -265,6 +293,14 @@ def check_env_is_read(docs: list[Doc], read_by_code: frozenset[str]) -> list[str
                 if name not in read_by_code:
                     problems.append(f"{pod.where}/{container['name']}: {name} is read by no code")
     return problems
+
+
+def named_by_config(text: str) -> set[str]:
+    """Variables a config file makes its reader look up: ${NAME} references, and the
+    values of `*_env:` keys (config/payments.yaml names each gateway's variables so)."""
+    names = {name for name, _ in ENV_REF.findall(text)}
+    names.update(ENV_KEY.findall(text))
+    return names
 
 
 def required_by_config(text: str) -> set[str]:
@@ -352,11 +388,11 @@ def check_services(docs: list[Doc]) -> list[str]:
 
 
 def check_images(docs: list[Doc], image: str, sandbox_image: str | None = None) -> list[str]:
-    """Every container runs the one image the overlay sets; the sandbox (dev only) runs
-    its own, and no other pod does."""
+    """Every container runs the one image the overlay sets; the sandboxes (dev only) run
+    their own, and no other pod does."""
     problems = []
     for pod in pods(docs):
-        wanted = sandbox_image if pod.name == "sandbox" and sandbox_image else image
+        wanted = sandbox_image if pod.name in SANDBOX_PODS and sandbox_image else image
         problems += [
             f"{pod.where}/{c['name']}: image {c.get('image')!r}, not {wanted!r}"
             for c in pod.containers()
@@ -420,14 +456,12 @@ def check_peers(docs: list[Doc]) -> list[str]:
             where = f"{pod.where}/{container['name']}"
             env = container_env(docs, pod.namespace, container)
             for name, value in env.items():
-                if value is None or name in ("AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR"):
+                if value is None or name in LISTEN_VARIABLES:
                     continue
                 targets: list[tuple[str, int]] = []
                 if name.endswith("_ADDR"):
                     targets = dial_targets(value)
-                elif name != "AIPORT_PUBLIC_URL" and (
-                    m := re.match(r"http://([^/:]+):(\d+)", value)
-                ):
+                elif name not in BROWSER_URLS and (m := re.match(r"http://([^/:]+):(\d+)", value)):
                     targets = [(m.group(1), int(m.group(2)))]
                 for host, port in targets:
                     if not _service_port(docs, host, port, pod.namespace):

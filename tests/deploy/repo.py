@@ -11,7 +11,7 @@ from typing import Final
 
 import yaml
 
-from tests.deploy.checks import ENV_REF, Doc, parse_documents
+from tests.deploy.checks import Doc, named_by_config, parse_documents
 
 REPO: Final = Path(__file__).resolve().parents[2]
 K8S: Final = REPO / "deploy" / "k8s"
@@ -41,12 +41,12 @@ def path_exists(relative: str) -> bool:
 @cache
 def env_read_by_code() -> frozenset[str]:
     """Every variable name services/ (or the sandbox) mentions as a string, plus the
-    ${NAME}s of config/."""
+    variables config/ names (${NAME}, `*_env: NAME`)."""
     names: set[str] = set()
     for source in [*(REPO / "services").rglob("*.py"), *(REPO / "sandbox").rglob("*.py")]:
         names.update(_ENV_LITERAL.findall(source.read_text()))
     for config in (REPO / "config").glob("*.yaml"):
-        names.update(name for name, _ in ENV_REF.findall(config.read_text()))
+        names.update(named_by_config(config.read_text()))
     return frozenset(names)
 
 

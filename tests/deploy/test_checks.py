@@ -375,6 +375,134 @@ def test_required_by_config_treats_loopback_defaults_as_missing() -> None:
     assert checks.required_by_config(text) == {"KEY", "URL"}
 
 
+def test_named_by_config_reads_references_and_env_keys() -> None:
+    text = (
+        "a: ${KEY}\nb: ${URL:-http://x}\ngateways:\n  m:\n    server_key_env: M_KEY\n"
+        "    api_url_env: M_URL  # the API host\n    note: not_env_NAME\n"
+    )
+    assert checks.named_by_config(text) == {"KEY", "URL", "M_KEY", "M_URL"}
+
+
+# payments (a second listener, for webhooks) and the payment sandbox (dev), with the
+# edge their notifications go through.
+PAYMENTS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: payments, namespace: ns}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/name: payments}}
+  template:
+    metadata: {labels: {app.kubernetes.io/name: payments}}
+    spec:
+      containers:
+      - name: payments
+        image: reg/aiport:1
+        command: [python, -m, services.payments]
+        env:
+        - {name: AIPORT_LISTEN_ADDR, value: "0.0.0.0:50057"}
+        - {name: AIPORT_PAYMENTS_HTTP_ADDR, value: "0.0.0.0:9330"}
+        - {name: AIPORT_MIDTRANS_API_URL, value: "http://pay-sandbox:9110"}
+        ports: [{name: grpc, containerPort: 50057}, {name: http, containerPort: 9330}]
+        readinessProbe: {grpc: {port: 50057}}
+        livenessProbe: {httpGet: {path: /healthz, port: 9330}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pay-sandbox, namespace: ns}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/name: pay-sandbox}}
+  template:
+    metadata: {labels: {app.kubernetes.io/name: pay-sandbox}}
+    spec:
+      containers:
+      - name: pay-sandbox
+        image: reg/sandbox:1
+        command: [python, -m, sandbox.payment_gateway, serve, --host, 0.0.0.0, --port, "9110"]
+        env:
+        - {name: AIPORT_MIDTRANS_NOTIFICATION_URL, value: "http://edge:8080/webhooks/midtrans"}
+        - {name: AIPORT_PAYGW_PUBLIC_URL, value: "http://127.0.0.1:9110"}
+        ports: [{name: http, containerPort: 9110}]
+        readinessProbe: {httpGet: {path: /_sandbox/healthz, port: http}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pay-sandbox, namespace: ns}
+spec:
+  selector: {app.kubernetes.io/name: pay-sandbox}
+  ports: [{name: http, port: 9110, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: edge, namespace: ns}
+spec:
+  selector: {app.kubernetes.io/name: payments}
+  ports: [{name: http, port: 8080, targetPort: http}]
+"""
+
+
+def payments_docs() -> Docs:
+    return checks.parse_documents(PAYMENTS)
+
+
+def container_of(docs: Docs, name: str) -> Any:
+    return named(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_payments_and_the_payment_sandbox_pass() -> None:
+    docs = payments_docs()
+    assert checks.check_ports(docs) == []
+    # Listen addresses and the browser's URL are not peers; the rest name Services.
+    assert checks.check_peers(docs) == []
+    assert checks.check_images(docs, "reg/aiport:1", "reg/sandbox:1") == []
+
+
+def test_a_webhook_listener_left_on_loopback_is_caught() -> None:
+    docs = payments_docs()
+    env = container_of(docs, "payments")["env"]
+    container_of(docs, "payments")["env"] = [
+        v for v in env if v["name"] != "AIPORT_PAYMENTS_HTTP_ADDR"
+    ]
+    problems = checks.check_ports(docs)
+    assert "Deployment/payments/payments: containerPort 9330 is not listened on (0.0.0.0)" in (
+        problems
+    )
+    assert any("livenessProbe.httpGet port 9330" in p for p in problems), problems
+
+
+def test_the_payment_sandbox_listens_where_its_options_or_env_say() -> None:
+    docs = payments_docs()
+    sandbox = container_of(docs, "pay-sandbox")
+    sandbox["command"] = sandbox["command"][:4]  # no --host, --port
+    problems = checks.check_ports(docs)
+    assert any("containerPort 9110 is not listened on" in p for p in problems), problems
+    sandbox["env"] += [
+        {"name": "AIPORT_PAYGW_HOST", "value": "0.0.0.0"},
+        {"name": "AIPORT_PAYGW_PORT", "value": "9110"},
+    ]
+    assert checks.check_ports(docs) == []
+
+
+def test_a_notification_url_naming_no_service_is_caught() -> None:
+    docs = payments_docs()
+    for var in container_of(docs, "pay-sandbox")["env"]:
+        if var["name"] == "AIPORT_MIDTRANS_NOTIFICATION_URL":
+            var["value"] = "http://edge:8081/webhooks/midtrans"
+    problems = checks.check_peers(docs)
+    assert problems == [
+        "Deployment/pay-sandbox/pay-sandbox: AIPORT_MIDTRANS_NOTIFICATION_URL="
+        "http://edge:8081/webhooks/midtrans is not a Service port"
+    ]
+
+
+def test_the_payment_sandbox_must_run_the_sandbox_image() -> None:
+    docs = payments_docs()
+    container_of(docs, "pay-sandbox")["image"] = "reg/aiport:1"
+    problems = checks.check_images(docs, "reg/aiport:1", "reg/sandbox:1")
+    assert problems == [
+        "Deployment/pay-sandbox/pay-sandbox: image 'reg/aiport:1', not 'reg/sandbox:1'"
+    ]
+
+
 def test_dial_targets_reads_every_grpc_target_form() -> None:
     assert checks.dial_targets("dns:///billing:50051") == [("billing", 50051)]
     assert checks.dial_targets("billing:50051") == [("billing", 50051)]

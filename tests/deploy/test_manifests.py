@@ -34,6 +34,18 @@ from tests.deploy.repo import (
 BACKING: Final = "aiport-backing"
 UPSTREAM_KEYS: Final = "aiport-upstream-keys"
 SERVICE_TOKENS: Final = "aiport-service-tokens"
+PAYMENT_GATEWAYS: Final = "aiport-payment-gateways"
+# What payments presents to the payment gateways (and, in dev, the payment sandbox
+# holds to check it and to sign its callbacks).
+PAYMENT_GATEWAY_KEYS: Final = frozenset(
+    {"AIPORT_MIDTRANS_SERVER_KEY", "AIPORT_XENDIT_SECRET_KEY", "AIPORT_XENDIT_CALLBACK_TOKEN"}
+)
+# Where payments reaches each gateway (config/payments.yaml names them).
+PAYMENT_GATEWAY_URLS: Final = (
+    "AIPORT_MIDTRANS_SNAP_URL",
+    "AIPORT_MIDTRANS_API_URL",
+    "AIPORT_XENDIT_API_URL",
+)
 LISTEN = frozenset({"AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR"})
 # What each process reads and has no usable default for in a cluster (their own
 # listen address included: the local default is 127.0.0.1). Upstream keys come on
@@ -51,6 +63,8 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_JOBS_TOKEN",
         "AIPORT_ACCOUNTS_ADDR",
         "AIPORT_ACCOUNTS_TOKEN",
+        "AIPORT_PAYMENTS_ADDR",
+        "AIPORT_PAYMENTS_TOKEN",
     },
     "billing": LISTEN
     | {
@@ -74,6 +88,27 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_ACCOUNTS_TOKEN_ADMIN",
         "AIPORT_ACCOUNTS_TOKEN_GATEWAY",
     },
+    # Gateway URLs are needed only with the gateway's keys, which are optional; the
+    # tests below check both come together.
+    "payments": LISTEN
+    | {
+        "AIPORT_PAYMENTS_HTTP_ADDR",
+        "AIPORT_DATABASE_URL",
+        "AIPORT_BILLING_ADDR",
+        "AIPORT_PAYMENTS_CONFIG",
+        "AIPORT_PUBLIC_URL",
+        "AIPORT_SERVICE_TOKEN",
+        "AIPORT_PAYMENTS_TOKEN_GATEWAY",
+        "AIPORT_PAYMENTS_TOKEN_ADMIN",
+    },
+    # Dev only: without these it notifies nobody and links to its own loopback.
+    "pay-sandbox": frozenset(
+        {
+            "AIPORT_MIDTRANS_NOTIFICATION_URL",
+            "AIPORT_XENDIT_CALLBACK_URL",
+            "AIPORT_PAYGW_PUBLIC_URL",
+        }
+    ),
     "providers": LISTEN | {"AIPORT_PROVIDERS"},
     "jobs": LISTEN
     | {
@@ -100,12 +135,15 @@ SERVICES: Final = (
     "providers",
     "jobs",
     "accounts",
+    "payments",
     "worker-image",
     "worker-video",
     "files",
     "console",
 )
-GRPC_BACKENDS: Final = ("gateway", "billing", "providers", "jobs", "accounts")
+GRPC_BACKENDS: Final = ("gateway", "billing", "providers", "jobs", "accounts", "payments")
+# Test and demo equipment: the dev overlay only.
+SANDBOXES: Final = ("sandbox", "pay-sandbox")
 
 
 def rendered(overlay: str) -> list[checks.Doc]:
@@ -157,13 +195,16 @@ def test_production_autoscales_with_two_replicas_at_least() -> None:
     assert all(h["spec"]["minReplicas"] >= 2 for h in hpas.values())
     deployments = checks.of_kind(docs, "Deployment")
     assert all(d["spec"]["replicas"] >= 2 for d in deployments)
-    assert checks.find(docs, "Deployment", "sandbox", "aiport") is None
+    for sandbox in SANDBOXES:
+        assert checks.find(docs, "Deployment", sandbox, "aiport") is None, sandbox
 
 
 def test_dev_runs_the_sandbox_on_one_replica_each() -> None:
     docs = rendered("dev")
     assert checks.of_kind(docs, "HorizontalPodAutoscaler") == []
     assert all(d["spec"]["replicas"] == 1 for d in checks.of_kind(docs, "Deployment"))
+    for sandbox in SANDBOXES:
+        assert checks.find(docs, "Deployment", sandbox, "aiport-dev"), sandbox
     providers = next(
         d
         for d in checks.of_kind(docs, "ConfigMap")
@@ -212,10 +253,16 @@ def test_service_tokens_go_only_to_billing_and_each_caller_its_own(overlay: str)
             "AIPORT_ACCOUNTS_TOKEN_ADMIN=admin-to-accounts",
             "AIPORT_ACCOUNTS_TOKEN_GATEWAY=gateway-to-accounts",
         },
+        "payments": {
+            "AIPORT_SERVICE_TOKEN=payments",
+            "AIPORT_PAYMENTS_TOKEN_GATEWAY=gateway-to-payments",
+            "AIPORT_PAYMENTS_TOKEN_ADMIN=admin-to-payments",
+        },
         "gateway": {
             "AIPORT_SERVICE_TOKEN=gateway",
             "AIPORT_JOBS_TOKEN=gateway-to-jobs",
             "AIPORT_ACCOUNTS_TOKEN=gateway-to-accounts",
+            "AIPORT_PAYMENTS_TOKEN=gateway-to-payments",
         },
         "console": {"AIPORT_ACCOUNTS_TOKEN=console-to-accounts"},
         "jobs": {
@@ -238,6 +285,56 @@ def test_production_gives_upstream_keys_to_providers_and_workers_only() -> None:
         if var.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == UPSTREAM_KEYS
     }
     assert keyed == {"providers", "worker-image", "worker-video"}
+
+
+def payment_gateway_keys(overlay: str) -> dict[str, set[str]]:
+    """Pod -> the aiport-payment-gateways keys it is given (each as the variable of
+    the same name, and optional: a gateway without keys is off)."""
+    keyed: dict[str, set[str]] = {}
+    for pod in checks.pods(rendered(overlay)):
+        for c in pod.containers():
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") == PAYMENT_GATEWAYS:
+                    assert ref["key"] == var["name"] and ref.get("optional") is True, var
+                    keyed.setdefault(pod.name, set()).add(ref["key"])
+    return keyed
+
+
+def test_production_gives_payment_gateway_keys_to_payments_only() -> None:
+    assert payment_gateway_keys("production") == {"payments": set(PAYMENT_GATEWAY_KEYS)}
+
+
+def test_dev_gives_payments_and_the_payment_sandbox_the_same_keys() -> None:
+    assert payment_gateway_keys("dev") == {
+        "payments": set(PAYMENT_GATEWAY_KEYS),
+        "pay-sandbox": set(PAYMENT_GATEWAY_KEYS),
+    }
+
+
+def pod_env(docs: list[checks.Doc], name: str) -> dict[str, str | None]:
+    pod = next(p for p in checks.pods(docs) if p.name == name)
+    return checks.container_env(docs, pod.namespace, pod.spec["containers"][0])
+
+
+def test_production_pays_at_the_gateways_and_is_notified_at_the_public_url() -> None:
+    env = pod_env(rendered("production"), "payments")
+    assert all((env[name] or "").startswith("https://") for name in PAYMENT_GATEWAY_URLS)
+    # The gateways notify the public URL's /webhooks/ (the edge): the default.
+    assert "AIPORT_PAYMENTS_NOTIFICATION_URL" not in env
+    assert (env["AIPORT_PUBLIC_URL"] or "").startswith("https://")
+
+
+def test_dev_pays_at_the_payment_sandbox_which_notifies_the_edge() -> None:
+    docs = rendered("dev")
+    payments, sandbox = pod_env(docs, "payments"), pod_env(docs, "pay-sandbox")
+    assert {payments[name] for name in PAYMENT_GATEWAY_URLS} == {"http://pay-sandbox:9110"}
+    # Midtrans is told per order where to notify; Xendit's callback URL is the
+    # sandbox's own setting. Both go through the edge inside the cluster, as the
+    # real gateways' notifications come in through it.
+    assert payments["AIPORT_PAYMENTS_NOTIFICATION_URL"] == "http://edge:8080"
+    assert sandbox["AIPORT_MIDTRANS_NOTIFICATION_URL"] == "http://edge:8080/webhooks/midtrans"
+    assert sandbox["AIPORT_XENDIT_CALLBACK_URL"] == "http://edge:8080/webhooks/xendit"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -273,24 +370,33 @@ def test_network_policies_let_only_real_callers_in(overlay: str) -> None:
     policies = {d["metadata"]["name"]: d["spec"] for d in checks.of_kind(docs, "NetworkPolicy")}
     assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
 
-    def callers(target: str) -> set[str]:
-        found = set()
+    def ports_by_caller(target: str) -> dict[str, set[int]]:
+        found: dict[str, set[int]] = {}
         for spec in policies.values():
             if spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") != target:
                 continue
             for rule in spec.get("ingress", []):
+                ports = {int(p["port"]) for p in rule.get("ports", [])}
                 for peer in rule.get("from", [{"podSelector": {"matchLabels": {"*": "*"}}}]):
-                    found.add(peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name", "*"))
+                    name = peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name", "*")
+                    found.setdefault(name, set()).update(ports)
         return found
 
+    def callers(target: str) -> set[str]:
+        return set(ports_by_caller(target))
+
     assert callers("gateway") == {"edge", "console"}
-    assert callers("billing") == {"gateway", "jobs", "accounts"}
+    assert callers("billing") == {"gateway", "jobs", "accounts", "payments"}
+    # The gateway on gRPC; the edge on the webhook listener only (notifications, health).
+    assert ports_by_caller("payments") == {"gateway": {50057}, "edge": {9330}}
     assert callers("accounts") == {"console", "gateway"}
     assert callers("providers") == {"gateway"}
     assert callers("jobs") == {"gateway", "worker-image", "worker-video"}
     assert callers("files") == {"edge"}
     assert callers("console") == {"edge"}
     assert callers("edge") == {"*"}
+    if overlay == "dev":
+        assert ports_by_caller("pay-sandbox") == {"payments": {9110}}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -301,7 +407,7 @@ def test_referenced_secrets_are_documented(overlay: str) -> None:
             for var in container.get("env", []):
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref is not None:
-                    assert ref["name"] in (BACKING, UPSTREAM_KEYS, SERVICE_TOKENS)
+                    assert ref["name"] in (BACKING, UPSTREAM_KEYS, SERVICE_TOKENS, PAYMENT_GATEWAYS)
                     assert f"{ref['key']}=" in readme, f"README: how to create {ref['key']}"
 
 
