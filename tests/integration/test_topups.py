@@ -9,6 +9,10 @@ The session's ledger check (aiportctl ledger verify) runs after all of them."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -468,3 +472,48 @@ def test_another_accounts_top_up_is_not_found(
         assert stranger.get(f"/v1/topups/{order['id']}").status_code == 404
         assert stranger.get(f"/v1/topups/{order['id']}/receipt").status_code == 404
         assert stranger.get("/v1/topups").json()["data"] == []
+
+
+def aiportctl(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AIPORT_PAYMENTS_ADDR": stack.config.dial_addr("payments"),
+        "AIPORT_PAYMENTS_TOKEN": stack.config.payments_admin_token,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.billing.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_operators_list_show_and_reconcile_with_aiportctl(
+    stack: Stack, payer: tuple[Account, httpx.Client], pay_sandbox: httpx.Client
+) -> None:
+    account, http = payer
+    order = create(http, "10000")
+    midtrans_pay(pay_sandbox, order["id"])
+    wait_status(http, order["id"], "paid")
+    listed = aiportctl(stack, "payments", "list", "--account", account.account_id, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [o["id"] for o in json.loads(listed.stdout)["orders"]] == [order["id"]]
+    shown = aiportctl(stack, "--json", "payments", "show", order["id"])
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "paid"
+    report = aiportctl(stack, "payments", "reconcile", "--json")
+    assert report.returncode in (0, 2), report.stderr
+    body = json.loads(report.stdout)
+    assert body["checked"] >= 1
+    assert order["id"] not in {f["order_id"] for f in body["findings"]}
+    # A clear error, not a trace, without the operator's token.
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.billing.cli", "payments", "list"],
+        env={**os.environ, "AIPORT_PAYMENTS_ADDR": stack.config.dial_addr("payments")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
