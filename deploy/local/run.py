@@ -159,6 +159,23 @@ MAPPED = frozenset(
         *ADDR_PORTS,
     }
 )
+# The payment gateways' keys and URLs: make run always pays at the payment
+# sandbox (with fresh keys per run), so the user's are neither used nor passed
+# on (a secret must not reach every process as a "tunable").
+PAYMENT_GATEWAY_ENV = frozenset(
+    {
+        "AIPORT_MIDTRANS_SNAP_URL",
+        "AIPORT_MIDTRANS_API_URL",
+        "AIPORT_MIDTRANS_SERVER_KEY",
+        "AIPORT_MIDTRANS_NOTIFICATION_URL",
+        "AIPORT_XENDIT_API_URL",
+        "AIPORT_XENDIT_SECRET_KEY",
+        "AIPORT_XENDIT_CALLBACK_TOKEN",
+        "AIPORT_XENDIT_CALLBACK_URL",
+        "AIPORT_PAYMENTS_NOTIFICATION_URL",
+        "AIPORT_PAYGW_PUBLIC_URL",
+    }
+)
 # Set per process by make run (every process listens on its own port); a
 # value in the user's environment cannot apply to all of them.
 PER_PROCESS = ("AIPORT_LISTEN_ADDR", "AIPORT_METRICS_ADDR")
@@ -247,6 +264,7 @@ def stack_config(environ: Mapping[str, str], state_dir: Path) -> StackConfig:
         and name not in MAPPED
         and name not in PER_PROCESS
         and name not in upstream_names
+        and name not in PAYMENT_GATEWAY_ENV
     }
     return config
 
@@ -271,6 +289,12 @@ def startup_notes(environ: Mapping[str, str], config: StackConfig) -> list[str]:
     for name in PER_PROCESS:
         if environ.get(name, "").strip():
             notes.append(f"{name} is set per process by make run; yours is not used")
+    ignored = sorted(n for n in PAYMENT_GATEWAY_ENV if environ.get(n, "").strip())
+    if ignored:
+        notes.append(
+            f"top-ups pay at the payment sandbox here; not used: {', '.join(ignored)}"
+            " (README: Top-ups)"
+        )
     return notes
 
 
@@ -293,8 +317,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     print(
-        "aiport: starting billing, the mail sink, accounts, jobs, files, providers and workers,"
-        " gateway, console, edge ..."
+        "aiport: starting billing, the sandboxes, the mail sink, accounts, payments, jobs, files,"
+        " providers and workers, gateway, console, edge ..."
     )
     try:
         stack.start()
@@ -335,12 +359,16 @@ Try it:
 
   curl {base}/v1/balance -H "Authorization: Bearer {key}"
 
+Top up in the browser at {base}/dashboard/topup: the payment pages are the
+payment sandbox's ({config.pay_sandbox_url}), standing in for Midtrans and Xendit.
+
 Mail sent by accounts (sign-up, password reset) is caught, not delivered:
   files       {config.mail_folder}/*.eml
   the latest  .venv/bin/python -m sandbox.mail_sink latest EMAIL
 
 Operator CLI: .venv/bin/aiportctl --help      Ctrl-C stops everything.
 Operators:    .venv/bin/python -m services.accounts.cli grant-operator EMAIL
+Top-ups:      .venv/bin/aiportctl payments list | reconcile
 Prometheus:   {metrics}
 """,
         flush=True,

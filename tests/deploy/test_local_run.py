@@ -24,6 +24,8 @@ NOT_UPSTREAM_CALLERS = (
     "sandbox",
     "accounts",
     "mail-sink",
+    "payments",
+    "pay-sandbox",
 )
 
 
@@ -83,11 +85,13 @@ def test_secrets_reach_only_the_services_that_use_them(tmp_path: Path) -> None:
             "AIPORT_AMQP_URL": "amqp://u:mqpass@mq/",
             "AIPORT_SANDBOX_API_KEY": "sk-sandbox-local",
             "AIPORT_REDIS_URL": "redis://:redispass@redis:6379/0",
+            "AIPORT_MIDTRANS_SERVER_KEY": "Mid-server-REAL",
+            "AIPORT_XENDIT_SECRET_KEY": "xnd_production_REAL",
         },
         tmp_path,
     )
     holders = {
-        "AIPORT_DATABASE_URL": {"billing", "jobs", "accounts"},
+        "AIPORT_DATABASE_URL": {"billing", "jobs", "accounts", "payments"},
         "AIPORT_REDIS_URL": {"accounts"},
         "AIPORT_AMQP_URL": {"jobs", "worker-image", "worker-video"},
         "AIPORT_SANDBOX_API_KEY": {"sandbox", "providers", "worker-image", "worker-video"},
@@ -100,6 +104,17 @@ def test_secrets_reach_only_the_services_that_use_them(tmp_path: Path) -> None:
     assert config.env("billing")["AIPORT_DATABASE_URL"].endswith("@db/aiport")
     assert config.env("sandbox")["AIPORT_SANDBOX_API_KEY"] == "sk-sandbox-local"
     assert config.service_env("billing")["AIPORT_DATABASE_URL"].endswith("@db/aiport")
+    # make run pays at the payment sandbox with keys of its own: a real gateway
+    # key in the user's environment reaches no process (and startup says so).
+    for name in (*UPSTREAM_CALLERS, *NOT_UPSTREAM_CALLERS):
+        values = config.env(name).values()
+        assert "Mid-server-REAL" not in values and "xnd_production_REAL" not in values, name
+    sandbox_key = config.payment_sandbox_keys["midtrans_server_key"]
+    assert config.env("payments")["AIPORT_MIDTRANS_SERVER_KEY"] == sandbox_key
+    assert config.env("pay-sandbox")["AIPORT_MIDTRANS_SERVER_KEY"] == sandbox_key
+    assert "AIPORT_MIDTRANS_SERVER_KEY" not in config.env("gateway")
+    notes = startup_notes({"AIPORT_MIDTRANS_SERVER_KEY": "Mid-server-REAL"}, config)
+    assert any("payment sandbox" in n and "AIPORT_MIDTRANS_SERVER_KEY" in n for n in notes)
     # The edge (Envoy) reads no setting at all.
     assert not [n for n in config.env("edge") if n.startswith("AIPORT_")]
 
