@@ -24,12 +24,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PAYMENTS_TIMEOUT_SECONDS = 20.0
 FIELD_TRAILER = "x-aiport-field"
+STATUS_TRAILER = "x-aiport-order-status"
 
 
-def _field(exc: grpc.aio.AioRpcError) -> str | None:
+def _field(exc: grpc.aio.AioRpcError, name: str = FIELD_TRAILER) -> str | None:
     pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
     for key, value in pairs:
-        if key == FIELD_TRAILER:
+        if key == name:
             return value if isinstance(value, str) else value.decode("latin-1")
     return None
 
@@ -57,6 +58,9 @@ class TopUpsService(topups_pb2_grpc.TopUpsServicer):
                 ) from exc
             if exc.code() is grpc.StatusCode.NOT_FOUND:
                 raise topup_views.topup_not_found() from exc
+            if exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+                # GetReceipt of an order that is not paid: payments names its status.
+                raise topup_views.not_paid(_field(exc, STATUS_TRAILER) or "not paid") from exc
             log.error(
                 "payments call failed",
                 extra=fields(code=exc.code().name, detail=exc.details()),
@@ -126,9 +130,6 @@ class TopUpsService(topups_pb2_grpc.TopUpsServicer):
         ask = payments_pb2.GetOrderRequest(
             order_id=topup_views.topup_id(request.topup_id), account_id=caller.account_id
         )
-        order = await self._call(lambda p: p.GetOrder, ask)
-        if order.status not in ("paid", "refunded", "charged_back"):
-            raise topup_views.not_paid(order.status)
         receipt = await self._call(lambda p: p.GetReceipt, ask)
         account = await self.backends.billing_call(
             self.backends.billing.GetAccount,

@@ -26,6 +26,8 @@ from .store import Order
 log = logging.getLogger("payments")
 
 FIELD_TRAILER = "x-aiport-field"
+# On FAILED_PRECONDITION from GetReceipt: the order's status (it is not paid).
+STATUS_TRAILER = "x-aiport-order-status"
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["Payments"].full_name
 Ctx = grpc.aio.ServicerContext[Any, Any]
 S = TypeVar("S")
@@ -170,6 +172,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServicer):
     ) -> payments_pb2.Receipt:
         order = await self._payments.get_order(request.order_id, request.account_id or None)
         if order.status not in PAID_ONCE or order.paid_at is None:
+            context.set_trailing_metadata(((STATUS_TRAILER, order.status.value),))
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"top-up {order.id} is not paid ({order.status})",
