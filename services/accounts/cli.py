@@ -18,31 +18,20 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from aiport.v1 import accounts_pb2, accounts_pb2_grpc
 
-from services.common import service_auth, settings
+from services.common import operator_cli, service_auth, settings
+from services.common.operator_cli import CliError, Parser
 
 RPC_TIMEOUT_SECONDS = 10.0
 LOCAL_ADMIN_TOKEN = settings.PROJECT_ROOT / ".aiport" / "accounts-admin.token"
 
 
-class CliError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise CliError("INVALID_ARGUMENT", f"{message} (see --help)")
-
-
 def parser(prog: str = "python -m services.accounts.cli") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description="Operate aiport accounts: users and operator roles.")
+    p = Parser(prog=prog, description="Operate aiport accounts: users and operator roles.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--accounts", metavar="ADDR", help="accounts gRPC address (host:port)")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -56,15 +45,11 @@ def parser(prog: str = "python -m services.accounts.cli") -> argparse.ArgumentPa
 
 
 def admin_token() -> str | None:
-    try:
-        token = service_auth.own_token(name=service_auth.ACCOUNTS_TOKEN_ENV) or (
-            service_auth.own_token(name=service_auth.ACCOUNTS_CALLER_TOKEN_ENV["admin"])
-        )
-        if token is None and LOCAL_ADMIN_TOKEN.is_file():
-            token = service_auth.check_token(LOCAL_ADMIN_TOKEN.read_text(), str(LOCAL_ADMIN_TOKEN))
-    except (ValueError, OSError) as exc:
-        raise CliError("UNAUTHENTICATED", f"bad service token: {exc}") from None
-    return token
+    return operator_cli.admin_token(
+        service_auth.ACCOUNTS_TOKEN_ENV,
+        service_auth.ACCOUNTS_CALLER_TOKEN_ENV["admin"],
+        LOCAL_ADMIN_TOKEN,
+    )
 
 
 def _by(who: str) -> dict[str, str]:
@@ -161,13 +146,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             try:
                 data = run(stub, ns)
             except grpc.RpcError as error:
-                if not isinstance(error, grpc.Call):
-                    raise CliError("UNKNOWN", str(error)) from None
-                code = error.code()
-                message = error.details() or code.name
-                if code == grpc.StatusCode.UNAVAILABLE:
-                    message = f"accounts at {addr}: {message}"
-                raise CliError(code.name, message) from None
+                raise operator_cli.rpc_failure(error, "accounts", addr) from None
     except CliError as error:
         if as_json:
             print(json.dumps({"error": {"code": error.code, "message": error.message}}))

@@ -39,14 +39,15 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import psycopg
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from services.accounts import cli as accounts_cli
-from services.common import service_auth, settings
+from services.common import operator_cli, service_auth, settings
+from services.common.operator_cli import CliError, Parser
 from services.payments import cli as payments_cli
 
 from . import audit, rules
@@ -59,31 +60,13 @@ LOCAL_ADMIN_TOKEN = settings.PROJECT_ROOT / ".aiport" / "admin.token"
 def admin_token() -> str | None:
     """AIPORT_SERVICE_TOKEN(_FILE); else, inside a billing pod, billing's own copy
     of the admin token; else the one `make run` wrote."""
-    try:
-        token = service_auth.own_token() or service_auth.own_token(
-            name=service_auth.CALLER_TOKEN_ENV["admin"]
-        )
-        if token is None and LOCAL_ADMIN_TOKEN.is_file():
-            token = service_auth.check_token(LOCAL_ADMIN_TOKEN.read_text(), str(LOCAL_ADMIN_TOKEN))
-    except (ValueError, OSError) as exc:
-        raise CliError("UNAUTHENTICATED", f"bad service token: {exc}") from None
-    return token
-
-
-class CliError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise CliError("INVALID_ARGUMENT", f"{message} (see aiportctl --help)")
+    return operator_cli.admin_token(
+        service_auth.TOKEN_ENV, service_auth.CALLER_TOKEN_ENV["admin"], LOCAL_ADMIN_TOKEN
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="aiportctl",
         description="Operate aiport billing: accounts, top-ups, API keys, balances, ledger.",
     )

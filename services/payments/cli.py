@@ -22,33 +22,22 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from aiport.v1 import payments_pb2, payments_pb2_grpc
 
-from services.common import service_auth, settings
+from services.common import operator_cli, service_auth, settings
 from services.common.money import micros_to_idr
+from services.common.operator_cli import CliError, Parser
 
 RPC_TIMEOUT_SECONDS = 120.0
 LOCAL_ADMIN_TOKEN = settings.PROJECT_ROOT / ".aiport" / "payments-admin.token"
 EXIT_FINDINGS = 2
 
 
-class CliError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise CliError("INVALID_ARGUMENT", f"{message} (see --help)")
-
-
 def parser(prog: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description="Operate aiport top-up orders (payments).")
+    p = Parser(prog=prog, description="Operate aiport top-up orders (payments).")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--payments", metavar="ADDR", help="payments gRPC address (host:port)")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -69,15 +58,11 @@ def parser(prog: str) -> argparse.ArgumentParser:
 
 
 def admin_token() -> str | None:
-    try:
-        token = service_auth.own_token(name=service_auth.PAYMENTS_TOKEN_ENV) or (
-            service_auth.own_token(name=service_auth.PAYMENTS_CALLER_TOKEN_ENV["admin"])
-        )
-        if token is None and LOCAL_ADMIN_TOKEN.is_file():
-            token = service_auth.check_token(LOCAL_ADMIN_TOKEN.read_text(), str(LOCAL_ADMIN_TOKEN))
-    except (ValueError, OSError) as exc:
-        raise CliError("UNAUTHENTICATED", f"bad service token: {exc}") from None
-    return token
+    return operator_cli.admin_token(
+        service_auth.PAYMENTS_TOKEN_ENV,
+        service_auth.PAYMENTS_CALLER_TOKEN_ENV["admin"],
+        LOCAL_ADMIN_TOKEN,
+    )
 
 
 def _time(seconds: int) -> str | None:
@@ -170,13 +155,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "aiportctl payments") ->
             try:
                 data, human, code = run(stub, ns)
             except grpc.RpcError as error:
-                if not isinstance(error, grpc.Call):
-                    raise CliError("UNKNOWN", str(error)) from None
-                status = error.code()
-                message = error.details() or status.name
-                if status == grpc.StatusCode.UNAVAILABLE:
-                    message = f"payments at {addr}: {message}"
-                raise CliError(status.name, message) from None
+                raise operator_cli.rpc_failure(error, "payments", addr) from None
     except CliError as error:
         if as_json:
             print(json.dumps({"error": {"code": error.code, "message": error.message}}))
