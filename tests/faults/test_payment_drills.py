@@ -6,7 +6,6 @@ it stops. (Its own stack; it restarts none of the machine's shared services.)"""
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from services.common import service_auth
 from tests.faults.conftest import FaultStack, fault_stack
+from tests.support.payments import midtrans_signed, topup_credits
 
 MICROS = 1_000_000
 SETTLE_SECONDS = 30.0
@@ -86,13 +86,7 @@ def wait_order(faults: FaultStack, order_id: str, expected: tuple[str, bool]) ->
 
 
 def credits(faults: FaultStack, account_id: str) -> list[tuple[str, int]]:
-    with psycopg.connect(faults.conninfo) as conn:
-        rows = conn.execute(
-            "SELECT idempotency_key, amount_micros FROM billing.ledger_entries"
-            " WHERE account_id = %s AND kind = 'topup' ORDER BY id",
-            (account_id,),
-        ).fetchall()
-    return [(str(k), int(a)) for k, a in rows]
+    return topup_credits(faults.conninfo, account_id)
 
 
 def signed_settlement(faults: FaultStack, order_id: str, amount: str) -> dict[str, Any]:
@@ -104,8 +98,7 @@ def signed_settlement(faults: FaultStack, order_id: str, amount: str) -> dict[st
         "transaction_status": "settlement",
         "fraud_status": "accept",
     }
-    raw = body["order_id"] + body["status_code"] + body["gross_amount"] + key
-    return {**body, "signature_key": hashlib.sha512(raw.encode()).hexdigest()}
+    return midtrans_signed(key, body)
 
 
 def test_the_same_notification_at_both_replicas_at_once_credits_once(paying: FaultStack) -> None:

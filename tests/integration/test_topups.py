@@ -8,7 +8,6 @@ The session's ledger check (aiportctl ledger verify) runs after all of them."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from deploy.local.stack import Stack
+from tests.support.payments import midtrans_signed, topup_credits
 from tests.support.stack_fixtures import Account, NewAccount, balance_micros
 
 MICROS = 1_000_000
@@ -92,21 +92,16 @@ def wait_order_status(stack: Stack, order_id: str, status: str) -> None:
         time.sleep(0.1)
 
 
+def conninfo(stack: Stack) -> str:
+    return stack.config.database_url.replace("postgresql+psycopg://", "postgresql://")
+
+
 def db(stack: Stack) -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        stack.config.database_url.replace("postgresql+psycopg://", "postgresql://")
-    )
+    return psycopg.connect(conninfo(stack))
 
 
 def credits_of(stack: Stack, account_id: str) -> list[tuple[str, int]]:
-    """The account's top-up transactions in the ledger: (idempotency key, amount)."""
-    with db(stack) as conn:
-        rows = conn.execute(
-            "SELECT idempotency_key, amount_micros FROM billing.ledger_entries"
-            " WHERE account_id = %s AND kind = 'topup' ORDER BY id",
-            (account_id,),
-        ).fetchall()
-    return [(str(k), int(a)) for k, a in rows]
+    return topup_credits(conninfo(stack), account_id)
 
 
 def notifications(stack: Stack, order_id: str) -> list[tuple[str, str]]:
@@ -125,9 +120,7 @@ def midtrans_pay(pay_sandbox: httpx.Client, order_id: str, method: str = "qris")
 
 
 def signed(stack: Stack, body: dict[str, str]) -> dict[str, str]:
-    key = stack.config.payment_sandbox_keys["midtrans_server_key"]
-    raw = body["order_id"] + body["status_code"] + body["gross_amount"] + key
-    return {**body, "signature_key": hashlib.sha512(raw.encode()).hexdigest()}
+    return midtrans_signed(stack.config.payment_sandbox_keys["midtrans_server_key"], body)
 
 
 def webhook(base_url: str, gateway: str, body: dict[str, Any], **headers: str) -> httpx.Response:
