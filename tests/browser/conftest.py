@@ -89,14 +89,26 @@ class Tab:
         assert response is not None, path
         return self._landed(response, status)
 
-    def click(self, target: str, *, status: int = 200) -> Response:
+    def click(
+        self, target: str, *, status: int = 200, to: str | re.Pattern[str] | None = None
+    ) -> Response:
         """Click a link or a form's button and wait for the page it leads to
-        (after any redirects), expecting `status` there."""
-        with self.page.expect_navigation() as navigation:
+        (after any redirects), expecting `status` there. With `to` (a URL glob or pattern),
+        wait past pages that send the browser on by themselves (a meta refresh)
+        for the page at that URL."""
+        with self.page.expect_navigation(url=to) as navigation:
             self.page.click(target)
         response = navigation.value
         assert response is not None, target
         return self._landed(response, status)
+
+    def wait_for(self, selector: str, *, timeout_ms: int = 30_000) -> None:
+        """Wait for `selector` on a page that reloads itself until it is there
+        (a meta refresh), then look at that page as `open` does."""
+        self.page.wait_for_selector(selector, timeout=timeout_ms)
+        self.page.wait_for_load_state("load")
+        self.screenshot()
+        self.check_console()
 
     def _landed(self, response: Response, status: int) -> Response:
         self.page.wait_for_load_state("load")

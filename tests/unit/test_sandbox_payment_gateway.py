@@ -319,6 +319,8 @@ async def test_the_snap_page_shows_the_order_and_a_button_per_method(gateway: Ga
     for key in midtrans.METHODS:
         assert f'name=method value="{key}">' in html
     assert "Let it expire" in html and "Cancel" in html
+    # The icon is inline: no /favicon.ico request (a 404 on the browser's console).
+    assert '<link rel=icon href="data:,">' in html
     unknown = await gateway.client.get("/snap/v4/redirection/no-such-token")
     assert unknown.status == 404
 
