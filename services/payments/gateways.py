@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import httpx
@@ -89,18 +89,25 @@ class PaymentGateway(Protocol):
     def authentic(self, headers: dict[str, str], body: dict[str, Any]) -> Notice | None: ...
 
 
-def _time(value: object) -> datetime | None:
+def iso_time(value: object) -> datetime | None:
+    """Xendit's times: ISO 8601 with a zone ("2026-12-03T10:00:00.000Z")."""
     if not isinstance(value, str) or not value:
         return None
-    text = value.replace("Z", "+00:00")
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        try:  # Midtrans: "2026-12-03 17:00:00", Jakarta time
-            parsed = datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=WIB)
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def midtrans_time(value: object) -> datetime | None:
+    """Midtrans' times: "2026-12-03 17:00:00", Jakarta time, no zone written."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=WIB)
+    except ValueError:
+        return None
 
 
 async def _send(
@@ -199,7 +206,9 @@ class Midtrans:
             raw_status=raw,
             amount_micros=rules.gateway_amount_micros(answer.get("gross_amount")),
             method=str(answer.get("payment_type", ""))[:40],
-            paid_at=_time(answer.get("settlement_time")) if state is Confirmed.PAID else None,
+            paid_at=midtrans_time(answer.get("settlement_time"))
+            if state is Confirmed.PAID
+            else None,
         )
 
     def authentic(self, headers: dict[str, str], body: dict[str, Any]) -> Notice | None:
@@ -256,7 +265,7 @@ class Xendit:
             )
             raise GatewayRefused(f"xendit: HTTP {status}")
         return PaymentPage(
-            url=url, gateway_ref=invoice_id, expires_at=_time(answer.get("expiry_date"))
+            url=url, gateway_ref=invoice_id, expires_at=iso_time(answer.get("expiry_date"))
         )
 
     async def confirm(self, order_id: str, gateway_ref: str) -> Confirmation:
@@ -286,7 +295,7 @@ class Xendit:
             raw_status=raw,
             amount_micros=rules.gateway_amount_micros(paid),
             method=str(method)[:40].lower(),
-            paid_at=_time(answer.get("paid_at")) if state is Confirmed.PAID else None,
+            paid_at=iso_time(answer.get("paid_at")) if state is Confirmed.PAID else None,
         )
 
     def authentic(self, headers: dict[str, str], body: dict[str, Any]) -> Notice | None:
