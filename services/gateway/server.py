@@ -95,6 +95,9 @@ class Caller:
     # the client (a reused x-request-id must not share, or collide with, another call's).
     call_id: str
     scopes: tuple[str, ...] = ()
+    # A person's email when the caller is the console's session ("" for a key):
+    # the payer on a top-up's payment page and receipt.
+    email: str = ""
 
 
 def _metadata(context: ServicerContext, name: str) -> str | None:
@@ -225,6 +228,7 @@ class Backends:
             self.request_id(context),
             new_call_id(),
             sessions.session_scopes(resolved.membership_role),
+            email=resolved.user.email,
         )
 
     async def operator(self, context: ServicerContext) -> str:

@@ -59,7 +59,9 @@ def topup_id(value: str) -> str:
     return value
 
 
-def create_request(account_id: str, body: dict[str, Any]) -> payments_pb2.CreateOrderRequest:
+def create_request(
+    account_id: str, body: dict[str, Any], payer_email: str = ""
+) -> payments_pb2.CreateOrderRequest:
     unknown = sorted(set(body) - {"amount_idr", "gateway"})
     if unknown:
         raise errors.invalid_request(f"unknown field {unknown[0]}", unknown[0])
@@ -67,6 +69,7 @@ def create_request(account_id: str, body: dict[str, Any]) -> payments_pb2.Create
         account_id=account_id,
         amount_micros=amount_micros(body.get("amount_idr")),
         gateway=gateway_name(body.get("gateway")),
+        payer_email=payer_email,
     )
 
 
@@ -157,7 +160,9 @@ LINE_NAMES = {
 }
 
 
-def receipt(answer: payments_pb2.Receipt, buyer_name: str) -> topups_pb2.TopUpReceipt:
+def receipt(answer: payments_pb2.Receipt, account_name: str) -> topups_pb2.TopUpReceipt:
+    """The receipt; its buyer is the person who paid (their email, when the
+    top-up was made in the console), else the account's name."""
     order = answer.order
     return topups_pb2.TopUpReceipt(
         object="topup.receipt",
@@ -170,7 +175,10 @@ def receipt(answer: payments_pb2.Receipt, buyer_name: str) -> topups_pb2.TopUpRe
             email=answer.seller_email,
             tax_id=answer.seller_tax_id,
         ),
-        buyer=topups_pb2.ReceiptParty(name=buyer_name, email=order.payer_email),
+        buyer=topups_pb2.ReceiptParty(
+            name=order.payer_name or ("" if order.payer_email else account_name),
+            email=order.payer_email,
+        ),
         gateway=order.gateway,
         payment_method=order.payment_method,
         lines=[

@@ -87,7 +87,8 @@ class TopUpsService(topups_pb2_grpc.TopUpsServicer):
         caller = await self._manager(context)
         body = errors.json_object_body(request.data)
         order = await self._call(
-            lambda p: p.CreateOrder, topup_views.create_request(caller.account_id, body)
+            lambda p: p.CreateOrder,
+            topup_views.create_request(caller.account_id, body, caller.email),
         )
         log.info(
             "top-up created",

@@ -12,6 +12,8 @@ from .service import LedgerRefused, LedgerUnavailable
 from .store import Order
 
 TIMEOUT_SECONDS = 10.0
+# How the customer's statement names each gateway.
+GATEWAY_NAMES = {"midtrans": "Midtrans", "xendit": "Xendit"}
 # Worth another try later; any other refusal needs an operator.
 RETRYABLE = frozenset(
     {
@@ -37,13 +39,14 @@ class BillingLedger:
         self._stub = stub
 
     async def credit(self, order: Order, key: str) -> None:
+        rail = GATEWAY_NAMES.get(order.gateway, order.gateway)
         try:
             await self._stub.TopUp(
                 billing_pb2.TopUpRequest(
                     account_id=order.account_id,
                     amount_micros=order.amount_micros,
                     idempotency_key=key,
-                    description=f"Top-up {order.id} via {order.gateway}",
+                    description=f"Top-up {order.id} via {rail}",
                     payment_rail=order.gateway,
                 ),
                 timeout=TIMEOUT_SECONDS,

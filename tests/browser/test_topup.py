@@ -103,6 +103,7 @@ def test_top_up_50000_by_qris_then_the_receipt_downloads(
     assert tab.text("#receipt-amount") == AMOUNT_SHOWN
     assert tab.text("#receipt-total") == AMOUNT_SHOWN
     assert tab.text("#receipt-words") == IN_WORDS
+    assert tab.text("#receipt-buyer") == email  # the person who paid
     assert "QRIS" in tab.text("#receipt-payment")
 
     # The PDF, through the page's link, as a download named after the number.

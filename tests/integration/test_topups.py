@@ -160,6 +160,8 @@ def test_a_midtrans_qris_top_up_credits_the_balance_once(
     assert receipt.json()["total_idr"] == "50000"
     assert receipt.json()["amount_in_words"] == "lima puluh ribu rupiah"
     assert receipt.json()["number"].endswith(order["id"])
+    # Bought with an API key: the receipt names the account.
+    assert receipt.json()["buyer"] == {"name": "test", "address": "", "email": "", "tax_id": ""}
 
 
 @pytest.mark.parametrize("method", ["bca_va", "permata_va", "gopay"])
