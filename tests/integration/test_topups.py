@@ -512,3 +512,27 @@ def test_operators_list_show_and_reconcile_with_aiportctl(
         check=False,
     )
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
+
+
+def test_the_low_balance_alert_is_set_shown_and_turned_off(
+    payer: tuple[Account, httpx.Client], account: Account, base_url: str
+) -> None:
+    _, http = payer
+    assert http.get("/v1/balance").json()["low_balance_alert_idr"] is None
+    set_ = http.post("/v1/balance/alert", json={"threshold_idr": "20000"})
+    assert set_.status_code == 200, set_.text
+    assert set_.json()["low_balance_alert_idr"] == "20000"
+    assert http.get("/v1/balance").json()["low_balance_alert_idr"] == "20000"
+    for body, param in (
+        ({"threshold_idr": "20.000"}, "threshold_idr"),
+        ({}, "threshold_idr"),
+        ({"threshold_idr": "1", "x": 1}, "x"),
+    ):
+        refused = http.post("/v1/balance/alert", json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param
+    off = http.post("/v1/balance/alert", json={"threshold_idr": None})
+    assert off.status_code == 200 and off.json()["low_balance_alert_idr"] is None
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {account.api_key}"}, timeout=30
+    ) as plain:
+        assert plain.post("/v1/balance/alert", json={"threshold_idr": "1"}).status_code == 403
