@@ -25,7 +25,7 @@ from deploy.local.ports import free_port
 from deploy.local.stack import new_service_tokens
 from services.billing import cli, ledger, rules
 from services.billing.money import Money
-from services.common import db
+from services.common import db, operator_cli
 from tests.support.databases import drop_database, fresh_database_url
 
 from .helpers import AIPORTCTL, IDR, make_overdue
@@ -435,7 +435,7 @@ def test_cli_token_comes_from_env_or_billings_own_copy(
     monkeypatch.setenv("AIPORT_SERVICE_TOKEN", mine)
     assert cli.admin_token() == mine
     monkeypatch.setenv("AIPORT_SERVICE_TOKEN", "short")
-    with pytest.raises(cli.CliError) as bad:
+    with pytest.raises(operator_cli.CliError) as bad:
         cli.admin_token()
     assert "short" not in bad.value.message
 

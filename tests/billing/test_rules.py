@@ -10,7 +10,7 @@ import pytest
 
 from services.billing import cli, rules
 from services.billing.server import status_for
-from services.common import db
+from services.common import db, operator_cli
 
 
 def test_ids_have_prefix_and_20_base62_chars() -> None:
@@ -229,7 +229,7 @@ def test_cli_global_flags_anywhere() -> None:
     assert split(["balance", "--json", "acct_x"]) == (["balance", "acct_x"], True, None)
     assert split(["--billing", "h:1", "balance", "a"]) == (["balance", "a"], False, "h:1")
     assert split(["balance", "a", "--billing=h:2", "--json"]) == (["balance", "a"], True, "h:2")
-    with pytest.raises(cli.CliError):
+    with pytest.raises(operator_cli.CliError):
         split(["balance", "a", "--billing"])
 
 
