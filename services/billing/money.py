@@ -231,6 +231,7 @@ _LOCKED_ACCOUNT = """
     SELECT id, balance_micros - held_micros AS available, debt_micros, disabled_at, disabled_by
     FROM billing.accounts WHERE id = %(account_id)s FOR NO KEY UPDATE
 """
+_LOCK_ACCOUNT_ROW = "SELECT 1 FROM billing.accounts WHERE id = %(account_id)s FOR NO KEY UPDATE"
 _BALANCE_RETURNED = "acc.balance_micros, acc.held_micros, acc.debt_micros,"
 _BALANCE_RETURNED += " acc.low_balance_threshold_micros"
 
@@ -401,6 +402,20 @@ class Money:
 
     async def _one(self, sql: str, params: dict[str, Any]) -> DictRow | None:
         return await pg.fetchone(self._pool, sql, params)
+
+    async def _one_after_lock(self, sql: str, params: dict[str, Any]) -> DictRow | None:
+        """`sql` in a transaction that first locks the account's row in a
+        statement of its own. The statement then reads the row as the last
+        writer left it: a locking read inside the same statement's CTE (which
+        the credit and reversal statements also have) saw an older debt than
+        the UPDATE wrote against under concurrent top-ups and reversals (the
+        debt CHECK caught it: a repayment larger than the debt). Credits and
+        reversals are rare; the hot path's holds and captures stay one
+        statement."""
+        async with pg.transaction(self._pool) as conn:
+            await conn.execute(_LOCK_ACCOUNT_ROW, {"account_id": params["account_id"]})
+            cur = await conn.execute(sql, params)
+            return await cur.fetchone()
 
     # Keys.
 
@@ -760,7 +775,7 @@ class Money:
             "repays": kind is Kind.TOPUP,
         }
         try:
-            row = await self._one(_CREDIT, params)
+            row = await self._one_after_lock(_CREDIT, params)
         except errors.NumericValueOutOfRange as exc:
             raise InvalidArgument(f"this {kind.value} would overflow the account balance") from exc
         except errors.UniqueViolation:
@@ -841,7 +856,7 @@ class Money:
             " after its money was spent",
         }
         try:
-            row = await self._one(_REVERSE, params)
+            row = await self._one_after_lock(_REVERSE, params)
         except errors.NumericValueOutOfRange as exc:
             raise InvalidArgument("this reversal would overflow the account's debt") from exc
         except errors.UniqueViolation:

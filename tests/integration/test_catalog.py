@@ -106,4 +106,6 @@ def test_balance_shape(http: httpx.Client) -> None:
         "balance_idr": "100000",
         "held_idr": "0",
         "available_idr": "100000",
+        "debt_idr": "0",
+        "low_balance_alert_idr": None,
     }
