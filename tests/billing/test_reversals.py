@@ -459,3 +459,34 @@ async def test_the_schema_keeps_billings_suspension_to_accounts_that_owe(
         with pytest.raises(Exception, match="violates check constraint"):
             async with engine.begin() as conn:
                 await conn.execute(text(statement), {"id": account_id})
+
+
+async def test_many_rounds_of_racing_reversals_and_top_ups_stay_exact(
+    engine: AsyncEngine, money: Money
+) -> None:
+    """Forty accounts, each with twelve reversals and twelve top-ups at once.
+    Before credits and reversals locked the row in a statement of their own,
+    this failed within a few rounds: a statement's CTE read an older balance or
+    debt than its UPDATE wrote against, and a CHECK refused the result."""
+    for round_ in range(40):
+        account_id, _ = await paid_account(engine, money, 10 * IDR)
+        await spend(money, account_id, 10 * IDR)
+        await asyncio.gather(
+            *(
+                money.reverse_top_up(
+                    account_id,
+                    IDR,
+                    idempotency_key=f"race-{account_id}-{i}",
+                    rail="m",
+                    reason=REFUND,
+                )
+                for i in range(12)
+            ),
+            *(
+                money.top_up(account_id, IDR, idempotency_key=f"repay-{account_id}-{i}", rail="m")
+                for i in range(12)
+            ),
+        )
+        balance = await ledger.get_balance(engine, account_id)
+        # As many back as in: nothing owed and nothing left, whatever the order.
+        assert (balance.available_micros, balance.debt_micros) == (0, 0), round_
