@@ -333,8 +333,12 @@ def _logit_bias(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def parse_chat_request(raw: bytes, catalog: Catalog) -> ChatCall:
-    body = json_object_body(raw)
+    return parse_chat_body(json_object_body(raw), catalog)
 
+
+def parse_chat_body(body: dict[str, Any], catalog: Catalog) -> ChatCall:
+    """The checks of `parse_chat_request` on a decoded body: also the canonical
+    request's one gate for other client protocols (messages_request.py)."""
     model_id = body.get("model", DEFAULT_MODEL)
     if model_id is None:
         model_id = DEFAULT_MODEL
@@ -446,4 +450,4 @@ def parse_chat_request(raw: bytes, catalog: Catalog) -> ChatCall:
     )
 
 
-__all__ = ["DEFAULT_MODEL", "ChatCall", "PublicError", "parse_chat_request"]
+__all__ = ["DEFAULT_MODEL", "ChatCall", "PublicError", "parse_chat_body", "parse_chat_request"]

@@ -57,8 +57,13 @@ class PublicError(Exception):
     param: str | None = None
     should_retry: bool | None = None
     retry_after_seconds: int | None = None  # the HTTP retry-after header
+    # The client protocol whose error shape the body takes: "openai" (every
+    # endpoint's) or "anthropic" (/v1/messages; messages_render.anthropic_error).
+    protocol: str = "openai"
 
-    def _payload(self) -> dict[str, dict[str, str | None]]:
+    def _payload(self) -> dict[str, Any]:
+        if self.protocol == "anthropic":
+            return {"type": "error", "error": {"type": self.type, "message": self.message}}
         return {
             "error": {
                 "message": self.message,
@@ -73,6 +78,8 @@ class PublicError(Exception):
 
     def sse_event(self) -> bytes:
         """The same error as an in-band SSE event, for streams already under way."""
+        if self.protocol == "anthropic":
+            return b"event: error\ndata: " + self.body() + b"\n\n"
         return b"data: " + self.body() + b"\n\n"
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:

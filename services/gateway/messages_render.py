@@ -1,0 +1,319 @@
+"""The canonical chat answer rendered as Anthropic Messages JSON and events. Pure.
+
+The client protocol's outbound half. Providers answer every text call in the
+canonical (OpenAI chat) shape; this turns a whole completion into a Messages
+`message`, a stream of chunks into Messages' event sequence, and a public error
+into Messages' error shape. No I/O: bytes in, bytes out.
+
+Response mapping (canonical -> Messages):
+  reasoning_content            -> a thinking block (signature "": only Anthropic
+      signs thinking, and no upstream reached through translation does)
+  content                      -> a text block
+  tool_calls                   -> tool_use blocks (arguments parsed as the input object)
+  finish_reason                -> stop_reason (STOP_REASONS); which stop sequence
+      matched is not known to the canonical answer, so stop_sequence is null
+  usage                        -> input_tokens (uncached, unwritten prompt tokens),
+      cache_read_input_tokens, cache_creation_input_tokens, output_tokens
+
+The stream (one state machine, `MessageStream`; TRANSITIONS lists every move):
+  first chunk      -> message_start (usage so far: zero), ping
+  reasoning delta  -> (close the open block) content_block_start thinking, thinking_delta
+  content delta    -> (close the open block) content_block_start text, text_delta
+  tool call delta  -> a new call: (close) content_block_start tool_use {id, name, input {}};
+      its argument fragments: input_json_delta
+  the end (usage)  -> content_block_stop, message_delta {stop_reason, usage}, message_stop
+  a break          -> `event: error` (the boundary sends it; the stream just ends)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from services.common.usage import Usage
+from services.gateway.errors import PublicError
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+DEFAULT_STOP_REASON = "end_turn"
+
+# Public HTTP status -> Messages error type (Anthropic's documented pairs).
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "invalid_request_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+}
+# An empty balance is Anthropic's "credit balance is too low": a 400 the SDK raises
+# as BadRequestError and that no retry fixes (our chat API says 429 insufficient_quota,
+# OpenAI's convention; a Messages client would retry a 429).
+BALANCE_CODES = frozenset({"insufficient_quota", "insufficient_balance"})
+
+
+def anthropic_error(error: PublicError) -> PublicError:
+    """The same error in Messages' shape and status."""
+    if error.protocol == "anthropic":
+        return error
+    status = 400 if error.code in BALANCE_CODES else error.status
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return dataclasses.replace(error, status=status, type=kind, protocol="anthropic")
+
+
+def message_id(completion_id: str) -> str:
+    return "msg_" + completion_id.removeprefix("chatcmpl-")
+
+
+def usage_fields(usage: Usage) -> dict[str, int]:
+    """Messages' usage: input_tokens excludes what was read from or written to the cache."""
+    cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
+    written = min(usage.cache_write_prompt_tokens, usage.prompt_tokens - cached)
+    return {
+        "input_tokens": usage.prompt_tokens - cached - written,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": cached,
+        "output_tokens": usage.completion_tokens,
+    }
+
+
+def _tool_input(arguments: Any) -> Any:
+    if not isinstance(arguments, str) or not arguments.strip():
+        return {}
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        # Kept, not dropped: the client sees what the model wrote.
+        return {"_unparsed_arguments": arguments}
+    return parsed if isinstance(parsed, dict) else {"_value": parsed}
+
+
+def render_message(completion: bytes, usage: Usage, model: str) -> bytes:
+    """A whole chat.completion as a Messages `message` object."""
+    body = orjson.loads(completion)
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("reasoning_content"):
+        content.append(
+            {"type": "thinking", "thinking": message["reasoning_content"], "signature": ""}
+        )
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id", ""),
+                "name": function.get("name", ""),
+                "input": _tool_input(function.get("arguments")),
+            }
+        )
+    finish = choice.get("finish_reason")
+    return orjson.dumps(
+        {
+            "id": message_id(body.get("id", "")),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": STOP_REASONS.get(finish or "", DEFAULT_STOP_REASON),
+            "stop_sequence": None,
+            "usage": usage_fields(usage),
+        }
+    )
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class Block(Enum):
+    """What content block the stream has open."""
+
+    NONE = "none"
+    THINKING = "thinking"
+    TEXT = "text"
+    TOOL_USE = "tool_use"
+
+
+class Phase(Enum):
+    BEFORE = "before"  # nothing sent yet
+    OPEN = "open"  # message_start sent
+    DONE = "done"  # message_stop sent
+
+
+# Every legal move: (phase, input) -> phase. Anything else is a bug, raised.
+TRANSITIONS = {
+    (Phase.BEFORE, "chunk"): Phase.OPEN,
+    (Phase.OPEN, "chunk"): Phase.OPEN,
+    (Phase.BEFORE, "end"): Phase.DONE,
+    (Phase.OPEN, "end"): Phase.DONE,
+}
+
+
+class MessageStream:
+    """Canonical chunks in, Messages events out (see the module's docstring)."""
+
+    def __init__(self, completion_id: str, model: str) -> None:
+        self.id = message_id(completion_id)
+        self.model = model
+        self.phase = Phase.BEFORE
+        self.block = Block.NONE
+        self.index = -1  # the open (or last) block's index
+        self.tool_index: int | None = None  # the canonical index of the open tool call
+        self.finish: str | None = None
+
+    def _move(self, move: str) -> None:
+        after = TRANSITIONS.get((self.phase, move))
+        if after is None:
+            raise RuntimeError(f"message stream: {move} in phase {self.phase.value}")
+        self.phase = after
+
+    def _start(self) -> list[bytes]:
+        return [
+            event(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": self.id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": self.model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        # Known at the end (message_delta); zero until then.
+                        "usage": {"input_tokens": 0, "output_tokens": 0},
+                    },
+                },
+            ),
+            event("ping", {"type": "ping"}),
+        ]
+
+    def _close(self) -> list[bytes]:
+        if self.block is Block.NONE:
+            return []
+        self.block = Block.NONE
+        self.tool_index = None
+        return [event("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+    def _open(self, block: Block, content_block: dict[str, Any]) -> list[bytes]:
+        out = self._close()
+        self.block = block
+        self.index += 1
+        out.append(
+            event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": self.index,
+                    "content_block": content_block,
+                },
+            )
+        )
+        return out
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return event(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": self.index, "delta": delta},
+        )
+
+    def _tool_calls(self, calls: list[Any]) -> list[bytes]:
+        out: list[bytes] = []
+        for call in calls:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function") or {}
+            position = call.get("index", 0)
+            if self.block is not Block.TOOL_USE or call.get("id") or position != self.tool_index:
+                out += self._open(
+                    Block.TOOL_USE,
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id", ""),
+                        "name": function.get("name", ""),
+                        "input": {},
+                    },
+                )
+                self.tool_index = position
+            arguments = function.get("arguments")
+            if arguments:
+                out.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+        return out
+
+    def chunk(self, data: bytes) -> bytes:
+        """One canonical chat.completion.chunk: the events it makes."""
+        body = orjson.loads(data)
+        choices = body.get("choices") or []
+        if not choices:
+            return b""  # the canonical usage-only chunk: usage comes with the end
+        out: list[bytes] = []
+        if self.phase is Phase.BEFORE:
+            out += self._start()
+        self._move("chunk")
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        if delta.get("reasoning_content"):
+            if self.block is not Block.THINKING:
+                out += self._open(
+                    Block.THINKING, {"type": "thinking", "thinking": "", "signature": ""}
+                )
+            out.append(
+                self._delta({"type": "thinking_delta", "thinking": delta["reasoning_content"]})
+            )
+        if delta.get("content"):
+            if self.block is not Block.TEXT:
+                out += self._open(Block.TEXT, {"type": "text", "text": ""})
+            out.append(self._delta({"type": "text_delta", "text": delta["content"]}))
+        if delta.get("tool_calls"):
+            out += self._tool_calls(delta["tool_calls"])
+        if choice.get("finish_reason"):
+            self.finish = choice["finish_reason"]
+        return b"".join(out)
+
+    def end(self, usage: Usage) -> bytes:
+        """The call ended with its usage: close the message."""
+        out = self._start() if self.phase is Phase.BEFORE else []
+        self._move("end")
+        out += self._close()
+        out.append(
+            event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": STOP_REASONS.get(self.finish or "", DEFAULT_STOP_REASON),
+                        "stop_sequence": None,
+                    },
+                    "usage": usage_fields(usage),
+                },
+            )
+        )
+        out.append(event("message_stop", {"type": "message_stop"}))
+        return b"".join(out)
+
+
+__all__ = [
+    "MessageStream",
+    "anthropic_error",
+    "render_message",
+    "usage_fields",
+]

@@ -1,0 +1,266 @@
+"""Canonical chat answers rendered as Anthropic Messages: the message object, the
+event sequence (checked with the official SDK's own accumulator), and errors."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+import pytest
+from anthropic.lib.streaming._messages import accumulate_event
+from anthropic.types import RawMessageStreamEvent
+
+from services.common.usage import Usage
+from services.gateway import errors
+from services.gateway.messages_render import MessageStream, anthropic_error, render_message
+
+USAGE = Usage(
+    prompt_tokens=100,
+    completion_tokens=20,
+    cached_prompt_tokens=30,
+    reasoning_tokens=5,
+    cache_write_prompt_tokens=10,
+)
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-abc",
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+
+
+def events(data: bytes) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for frame in data.split(b"\n\n"):
+        if not frame:
+            continue
+        name, payload = frame.split(b"\n")
+        assert name.startswith(b"event: ") and payload.startswith(b"data: ")
+        body = orjson.loads(payload[len(b"data: ") :])
+        assert body["type"] == name[len(b"event: ") :].decode()
+        out.append((body["type"], body))
+    return out
+
+
+def test_a_completion_becomes_a_message() -> None:
+    completion = orjson.dumps(
+        {
+            "id": "chatcmpl-abc",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "Calling.",
+                        "reasoning_content": "hmm",
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": '{"a":1}'},
+                            }
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ],
+        }
+    )
+    message = orjson.loads(render_message(completion, USAGE, "m"))
+    assert message == {
+        "id": "msg_abc",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": ""},
+            {"type": "text", "text": "Calling."},
+            {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}},
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        # input_tokens leaves out the 30 read from and the 10 written to the cache.
+        "usage": {
+            "input_tokens": 60,
+            "cache_creation_input_tokens": 10,
+            "cache_read_input_tokens": 30,
+            "output_tokens": 20,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("finish", "stop_reason"),
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+        (None, "end_turn"),
+    ],
+)
+def test_stop_reasons(finish: str | None, stop_reason: str) -> None:
+    completion = orjson.dumps(
+        {"id": "chatcmpl-x", "choices": [{"message": {"content": "a"}, "finish_reason": finish}]}
+    )
+    assert orjson.loads(render_message(completion, USAGE, "m"))["stop_reason"] == stop_reason
+
+
+def test_unparsable_tool_arguments_are_kept() -> None:
+    completion = orjson.dumps(
+        {
+            "id": "chatcmpl-x",
+            "choices": [
+                {
+                    "message": {
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c", "function": {"name": "f", "arguments": "{oops"}}
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ],
+        }
+    )
+    block = orjson.loads(render_message(completion, USAGE, "m"))["content"][0]
+    assert block["input"] == {"_unparsed_arguments": "{oops"}
+
+
+def test_a_stream_renders_anthropics_event_sequence() -> None:
+    stream = MessageStream("chatcmpl-abc", "m")
+    data = b"".join(
+        [
+            stream.chunk(chunk({"role": "assistant", "reasoning_content": "Let me "})),
+            stream.chunk(chunk({"reasoning_content": "think."})),
+            stream.chunk(chunk({"content": "Hello"})),
+            stream.chunk(chunk({"content": " there."})),
+            stream.chunk(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            ),
+            stream.chunk(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]})),
+            stream.chunk(chunk({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]})),
+            stream.chunk(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 1,
+                                "id": "call_2",
+                                "type": "function",
+                                "function": {"name": "g", "arguments": "{}"},
+                            }
+                        ]
+                    }
+                )
+            ),
+            stream.chunk(chunk({}, "tool_calls")),
+            stream.chunk(orjson.dumps({"id": "chatcmpl-abc", "choices": [], "usage": {}})),
+            stream.end(USAGE),
+        ]
+    )
+    sequence = events(data)
+    assert [name for name, _ in sequence] == [
+        "message_start",
+        "ping",
+        "content_block_start",  # 0 thinking
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",  # 1 text
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",  # 2 tool_use f
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",  # 3 tool_use g
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert [body["index"] for name, body in sequence if name == "content_block_start"] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    # The official SDK's accumulator builds the message the non-stream call returns.
+    snapshot = None
+    json_bufs: dict[int, bytes] = {}
+    for _, body in sequence:
+        snapshot = accumulate_event(
+            event=cast(RawMessageStreamEvent, body),  # a dict: the SDK builds the event
+            current_snapshot=snapshot,
+            json_bufs=json_bufs,
+        )
+    assert snapshot is not None
+    assert snapshot.id == "msg_abc"
+    assert [block.type for block in snapshot.content] == [
+        "thinking",
+        "text",
+        "tool_use",
+        "tool_use",
+    ]
+    assert snapshot.content[0].thinking == "Let me think."  # type: ignore[union-attr]
+    assert snapshot.content[1].text == "Hello there."  # type: ignore[union-attr]
+    assert snapshot.content[2].input == {"a": 1}  # type: ignore[union-attr]
+    assert snapshot.content[3].input == {}  # type: ignore[union-attr]
+    assert snapshot.stop_reason == "tool_use"
+    assert snapshot.usage.input_tokens == 60
+    assert snapshot.usage.cache_read_input_tokens == 30
+    assert snapshot.usage.output_tokens == 20
+
+
+def test_a_stream_with_no_output_still_opens_and_closes_the_message() -> None:
+    stream = MessageStream("chatcmpl-abc", "m")
+    names = [name for name, _ in events(stream.end(USAGE))]
+    assert names == ["message_start", "ping", "message_delta", "message_stop"]
+    with pytest.raises(RuntimeError):
+        stream.chunk(chunk({"content": "late"}))
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (errors.invalid_request("bad", "x"), 400, "invalid_request_error"),
+        (errors.unauthorized(), 401, "authentication_error"),
+        (errors.insufficient_quota("Top up."), 400, "invalid_request_error"),
+        (errors.insufficient_scope(), 403, "permission_error"),
+        (errors.model_not_found_for_chat("x"), 404, "not_found_error"),
+        (errors.upstream_rate_limited(3), 429, "rate_limit_error"),
+        (errors.internal_error(), 500, "api_error"),
+        (errors.provider_error(), 502, "api_error"),
+        (errors.service_unavailable("down"), 503, "overloaded_error"),
+    ],
+)
+def test_errors_in_messages_shape(error: errors.PublicError, status: int, kind: str) -> None:
+    shaped = anthropic_error(error)
+    assert (shaped.status, shaped.type) == (status, kind)
+    assert orjson.loads(shaped.body()) == {
+        "type": "error",
+        "error": {"type": kind, "message": error.message},
+    }
+    assert shaped.sse_event().startswith(b"event: error\ndata: {")
+    assert anthropic_error(shaped) is shaped
+    # The retry signals travel unchanged.
+    assert shaped.retry_after_seconds == error.retry_after_seconds
