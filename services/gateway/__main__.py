@@ -11,6 +11,7 @@ from aiport.v1 import (
     generate_pb2_grpc,
     job_state_pb2_grpc,
     jobs_pb2_grpc,
+    messages_pb2_grpc,
     topups_pb2_grpc,
 )
 
@@ -20,7 +21,7 @@ from services.common.grpc_server import LenientRequests, channel, serve
 from services.gateway.account_api import AccountService
 from services.gateway.admin_api import AdminService
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
-from services.gateway.server import Backends, CatalogService, ChatService
+from services.gateway.server import Backends, CatalogService, ChatService, MessagesService
 from services.gateway.topups_api import TopUpsService
 
 # Job holds outlive the job timeout, so the jobs service always settles them first.
@@ -72,6 +73,7 @@ async def main() -> None:
     def register(grpc_server: grpc.aio.Server) -> list[str]:
         server = LenientRequests(grpc_server)
         chat_pb2_grpc.add_ChatServicer_to_server(ChatService(catalog, backends), server)
+        messages_pb2_grpc.add_MessagesServicer_to_server(MessagesService(catalog, backends), server)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogService(catalog, backends), server)
         account_pb2_grpc.add_AccountServicer_to_server(AccountService(backends), server)
         generate_pb2_grpc.add_GenerateServicer_to_server(
@@ -83,6 +85,7 @@ async def main() -> None:
         topups_pb2_grpc.add_TopUpsServicer_to_server(TopUpsService(backends, payments), server)
         return [
             "aiport.v1.Chat",
+            "aiport.v1.Messages",
             "aiport.v1.Catalog",
             "aiport.v1.Account",
             "aiport.v1.Generate",

@@ -26,6 +26,7 @@ from aiport.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
     chat_pb2_grpc,
+    messages_pb2_grpc,
     providers_pb2,
     providers_pb2_grpc,
 )
@@ -44,16 +45,18 @@ from services.common.catalog import (
 )
 from services.common.grpc_server import ServicerContext
 from services.common.money import micros_to_idr
-from services.common.sse import DONE, frame
 from services.common.usage import Usage
 from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.gateway import bad_keys, errors, sessions
-from services.gateway.boundary import public_stream, public_unary
+from services.gateway.boundary import public_error, public_stream, public_unary
 from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import offered
 from services.gateway.holds import HoldKey, HoldKind, HoldPurpose, new_call_id
-from services.gateway.pricing import hold_micros
+from services.gateway.messages_render import anthropic_error
+from services.gateway.messages_request import parse_messages_request
+from services.gateway.pricing import hold_micros, prompt_token_bound
+from services.gateway.renderers import ChatCompletionsRenderer, ClientRenderer, MessagesRenderer
 from services.gateway.settlement import (
     CLIENT_LEFT,
     OUTPUT_DELIVERED,
@@ -84,6 +87,7 @@ ACCOUNTS_TIMEOUT_SECONDS = 5.0
 SESSION_REFUSED = "The session has ended or is not valid. Log in again."
 # The usage record's name for POST /v1/chat/completions.
 CHAT_ENDPOINT = "chat.completions"
+MESSAGES_ENDPOINT = "messages"
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,8 +541,10 @@ class ChatRelay:
         upstream: UpstreamCall,
         fields: dict[str, object],
         started: float,
+        renderer: ClientRenderer,
     ) -> None:
         self.backends = backends
+        self.renderer = renderer
         self.started = started  # time.monotonic() when the request arrived
         self.call = call
         self.hold = hold
@@ -577,11 +583,11 @@ class ChatRelay:
                     kind = event.WhichOneof("event")
                     if kind == "chunk":
                         settlement.handle(OUTPUT_DELIVERED)
-                        self._send(
-                            httpbody_pb2.HttpBody(
-                                content_type="text/event-stream", data=frame(event.chunk)
+                        data = self.renderer.chunk(event.chunk)
+                        if data:
+                            self._send(
+                                httpbody_pb2.HttpBody(content_type="text/event-stream", data=data)
                             )
-                        )
                     elif kind == "completion":
                         completion = event.completion  # held back until its usage is captured
                     elif kind == "usage":
@@ -592,12 +598,16 @@ class ChatRelay:
                         await self._carry_out(settlement.handle(UsageReported(usage)))
                         if completion is None:  # a stream: its chunks are all out
                             self._send(
-                                httpbody_pb2.HttpBody(content_type="text/event-stream", data=DONE)
+                                httpbody_pb2.HttpBody(
+                                    content_type="text/event-stream",
+                                    data=self.renderer.stream_end(usage),
+                                )
                             )
                         else:
                             self._send(
                                 httpbody_pb2.HttpBody(
-                                    content_type="application/json", data=completion
+                                    content_type="application/json",
+                                    data=self.renderer.completion(completion, usage),
                                 )
                             )
                         return
@@ -674,6 +684,64 @@ class ChatRelay:
             self.backends.settle_later(self._carry_out(decision))
 
 
+async def relay_chat(
+    backends: Backends,
+    context: ServicerContext,
+    call: ChatCall,
+    endpoint: str,
+    renderer: Callable[[str], ClientRenderer],
+    started: float,
+) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    """One text call, whatever client protocol it came in: hold, the upstream call
+    in its relay, and the relay's output rendered by the protocol's renderer
+    (made from the call's completion id)."""
+    completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
+    amount = hold_micros(call)
+    caller, hold = await backends.authorize_hold(
+        context,
+        amount,
+        HoldPurpose(HoldKind.CHAT, call.model.id, endpoint=endpoint),
+        lambda: errors.insufficient_quota(
+            "Your IDR balance cannot cover this request "
+            f"(it may cost up to {micros_to_idr(amount)} IDR). "
+            "Top up, or lower max_tokens, to continue."
+        ),
+    )
+    fields: dict[str, object] = {
+        "request_id": caller.request_id,
+        "account_id": caller.account_id,
+        "model": call.model.id,
+        "endpoint": endpoint,
+        "stream": call.stream,
+        "hold_id": hold.hold_id,
+    }
+    upstream = UpstreamCall(
+        backends.providers,
+        providers_pb2.ChatCompletionRequest(
+            model=call.model.id,
+            request_json=orjson.dumps(call.upstream_request),
+            stream=call.stream,
+            completion_id=completion_id,
+            created_unix=int(time.time()),
+            request_id=caller.request_id,
+        ),
+    )
+    # No await since the hold was placed: from here the relay owns it.
+    relay = ChatRelay(backends, call, hold, upstream, fields, started, renderer(completion_id))
+    backends.settle_later(relay.run())
+    finished = False
+    try:
+        while (item := await relay.outbox.get()) is not _END:
+            if isinstance(item, PublicError):
+                finished = True
+                raise item  # the boundary answers it, or sends it in-band after output
+            yield item
+        finished = True
+    finally:
+        if not finished:  # cancelled (client gone, deadline passed) or closed
+            relay.client_left()
+
+
 class ChatService(chat_pb2_grpc.ChatServicer):
     def __init__(self, catalog: Catalog, backends: Backends) -> None:
         self.catalog = catalog
@@ -686,50 +754,70 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         started = time.monotonic()
         self.backends.api_key(context)  # no key at all: 401 before anything else
         call = parse_chat_request(request.data, self.catalog)
-        completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
-        amount = hold_micros(call)
-        caller, hold = await self.backends.authorize_hold(
-            context,
-            amount,
-            HoldPurpose(HoldKind.CHAT, call.model.id, endpoint=CHAT_ENDPOINT),
-            lambda: errors.insufficient_quota(
-                "Your IDR balance cannot cover this request "
-                f"(it may cost up to {micros_to_idr(amount)} IDR). "
-                "Top up, or lower max_tokens, to continue."
-            ),
-        )
-        fields: dict[str, object] = {
-            "request_id": caller.request_id,
-            "account_id": caller.account_id,
-            "model": call.model.id,
-            "stream": call.stream,
-            "hold_id": hold.hold_id,
-        }
-        upstream = UpstreamCall(
-            self.backends.providers,
-            providers_pb2.ChatCompletionRequest(
-                model=call.model.id,
-                request_json=orjson.dumps(call.upstream_request),
-                stream=call.stream,
-                completion_id=completion_id,
-                created_unix=int(time.time()),
-                request_id=caller.request_id,
-            ),
-        )
-        # No await since the hold was placed: from here the relay owns it.
-        relay = ChatRelay(self.backends, call, hold, upstream, fields, started)
-        self.backends.settle_later(relay.run())
-        finished = False
+        async for item in relay_chat(
+            self.backends, context, call, CHAT_ENDPOINT, _chat_renderer, started
+        ):
+            yield item
+
+
+_CHAT_COMPLETIONS = ChatCompletionsRenderer()  # stateless: one serves every call
+
+
+def _chat_renderer(completion_id: str) -> ClientRenderer:
+    return _CHAT_COMPLETIONS
+
+
+class MessagesService(messages_pb2_grpc.MessagesServicer):
+    """Anthropic's Messages API over the same text path (messages_request.py in,
+    messages_render.py out). Every error leaves in Messages' shape."""
+
+    def __init__(self, catalog: Catalog, backends: Backends) -> None:
+        self.catalog = catalog
+        self.backends = backends
+
+    @public_stream
+    async def CreateMessage(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        started = time.monotonic()
         try:
-            while (item := await relay.outbox.get()) is not _END:
-                if isinstance(item, PublicError):
-                    finished = True
-                    raise item  # the boundary answers it, or sends it in-band after output
+            self.backends.api_key(context)
+            call = parse_messages_request(request.data, self.catalog)
+            model = call.model.id
+            async for item in relay_chat(
+                self.backends,
+                context,
+                call,
+                MESSAGES_ENDPOINT,
+                lambda completion_id: MessagesRenderer(completion_id, model),
+                started,
+            ):
                 yield item
-            finished = True
-        finally:
-            if not finished:  # cancelled (client gone, deadline passed) or closed
-                relay.client_left()
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            raise anthropic_error(public_error("MessagesService.CreateMessage", exc)) from None
+
+    @public_unary
+    async def CountTokens(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        try:
+            self.backends.api_key(context)
+            await self.backends.authenticate(context)
+            body = errors.json_object_body(request.data)
+            body.pop("stream", None)
+            # Not part of count_tokens' request; the model's cap applies.
+            body.setdefault("max_tokens", 2**31 - 1)
+            call = parse_messages_request(orjson.dumps(body), self.catalog)
+            return httpbody_pb2.HttpBody(
+                content_type="application/json",
+                data=orjson.dumps({"input_tokens": prompt_token_bound(call)}),
+            )
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            raise anthropic_error(public_error("MessagesService.CountTokens", exc)) from None
 
 
 class CatalogService(catalog_pb2_grpc.CatalogServicer):

@@ -1,0 +1,58 @@
+"""How a chat's canonical answer reaches each client protocol. Pure.
+
+Providers answer every text call in the canonical (OpenAI chat) shape; the relay
+hands each piece to the call's renderer and sends what it returns. Chat
+completions pass the canonical bytes through (SSE-framed); Messages renders
+Anthropic's shapes (messages_render.py). Adding a client protocol is a renderer
+and a request parser; the relay, settlement and every upstream adapter stay as
+they are.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.common.sse import DONE, frame
+from services.common.usage import Usage
+from services.gateway.messages_render import MessageStream, render_message
+
+
+class ClientRenderer(Protocol):
+    def chunk(self, chunk: bytes) -> bytes:
+        """A canonical chat.completion.chunk: the bytes for the client (maybe none)."""
+
+    def stream_end(self, usage: Usage) -> bytes:
+        """A stream ended with its usage reported (and captured)."""
+
+    def completion(self, completion: bytes, usage: Usage) -> bytes:
+        """A whole canonical chat.completion (stream false)."""
+
+
+class ChatCompletionsRenderer:
+    """OpenAI chat completions: the canonical shape itself."""
+
+    def chunk(self, chunk: bytes) -> bytes:
+        return frame(chunk)
+
+    def stream_end(self, usage: Usage) -> bytes:
+        return DONE
+
+    def completion(self, completion: bytes, usage: Usage) -> bytes:
+        return completion
+
+
+class MessagesRenderer:
+    """Anthropic Messages: a `message` object, or its event stream."""
+
+    def __init__(self, completion_id: str, model: str) -> None:
+        self.model = model
+        self.stream = MessageStream(completion_id, model)
+
+    def chunk(self, chunk: bytes) -> bytes:
+        return self.stream.chunk(chunk)
+
+    def stream_end(self, usage: Usage) -> bytes:
+        return self.stream.end(usage)
+
+    def completion(self, completion: bytes, usage: Usage) -> bytes:
+        return render_message(completion, usage, self.model)
