@@ -87,10 +87,30 @@ def error_shape_problem(content_type: str, content: bytes) -> str | None:
     return None
 
 
-def response_problem(status: int, content_type: str, content: bytes) -> str | None:
+def anthropic_shape_problem(content_type: str, content: bytes) -> str | None:
+    """Why this /v1/messages error is not `{"type": "error", "error": {type, message}}`."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return f"content-type is {content_type!r}, not application/json"
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return "body is not JSON"
+    if not isinstance(body, dict) or set(body) != {"type", "error"} or body["type"] != "error":
+        return "body is not exactly {'type': 'error', 'error': ...}"
+    error = body["error"]
+    if not isinstance(error, dict) or set(error) != {"type", "message"}:
+        return "error keys are not {type, message}"
+    if not all(isinstance(error[k], str) and error[k] for k in ("type", "message")):
+        return "error.type or error.message is not a non-empty string"
+    return None
+
+
+def response_problem(path: str, status: int, content_type: str, content: bytes) -> str | None:
     if status >= 500:
         return f"server error {status}"
     if status >= 400:
+        if path.startswith("/v1/messages"):
+            return anthropic_shape_problem(content_type, content)
         return error_shape_problem(content_type, content)
     return None
 
@@ -114,7 +134,10 @@ class Fuzzer:
         self.tried[operation] += 1
         self.statuses[response.status_code] += 1
         problem = response_problem(
-            response.status_code, _header(response, "content-type"), response.content
+            case.operation.path,
+            response.status_code,
+            _header(response, "content-type"),
+            response.content,
         )
         if problem is None:
             return
@@ -162,7 +185,7 @@ def test_fuzz_public_api(base_url: str, new_account: NewAccount) -> None:
     account = new_account("100000000")
     schema = schemathesis.openapi.from_path(OPENAPI)
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
-    assert len(operations) == 33
+    assert len(operations) == 35
 
     fuzzer = Fuzzer(base_url, account.api_key)
     started = time.monotonic()
@@ -185,16 +208,36 @@ def test_fuzz_public_api(base_url: str, new_account: NewAccount) -> None:
     assert not fuzzer.findings, "\n\n".join(str(f) for f in fuzzer.findings.values())
 
 
+ANTHROPIC_ERROR = {"type": "error", "error": {"type": "t", "message": "m"}}
+
+
 @pytest.mark.parametrize(
-    ("status", "content_type", "body", "ok"),
+    ("path", "status", "content_type", "body", "ok"),
     [
-        (400, "application/json", {"error": dict.fromkeys(ERROR_FIELDS, "x")}, True),
-        (404, "application/json", {"error": {"message": "m", "type": "t", "param": None}}, False),
-        (400, "text/html", {"error": dict.fromkeys(ERROR_FIELDS, "x")}, False),
-        (503, "application/json", {"error": dict.fromkeys(ERROR_FIELDS, "x")}, False),
-        (200, "text/event-stream", "data: [DONE]", True),
+        ("/v1/models", 400, "application/json", {"error": dict.fromkeys(ERROR_FIELDS, "x")}, True),
+        (
+            "/v1/models",
+            404,
+            "application/json",
+            {"error": {"message": "m", "type": "t", "param": None}},
+            False,
+        ),
+        ("/v1/models", 400, "text/html", {"error": dict.fromkeys(ERROR_FIELDS, "x")}, False),
+        ("/v1/models", 503, "application/json", {"error": dict.fromkeys(ERROR_FIELDS, "x")}, False),
+        ("/v1/models", 200, "text/event-stream", "data: [DONE]", True),
+        ("/v1/messages", 400, "application/json", ANTHROPIC_ERROR, True),
+        (
+            "/v1/messages",
+            400,
+            "application/json",
+            {"error": dict.fromkeys(ERROR_FIELDS, "x")},
+            False,
+        ),
+        ("/v1/models", 400, "application/json", ANTHROPIC_ERROR, False),
     ],
 )
-def test_the_checks_themselves(status: int, content_type: str, body: Any, ok: bool) -> None:
+def test_the_checks_themselves(
+    path: str, status: int, content_type: str, body: Any, ok: bool
+) -> None:
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    assert (response_problem(status, content_type, content) is None) is ok
+    assert (response_problem(path, status, content_type, content) is None) is ok

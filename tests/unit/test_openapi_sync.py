@@ -121,7 +121,9 @@ def test_every_error_response_uses_the_error_shape() -> None:
                     continue
                 resolved = responses[response["$ref"].rsplit("/", 1)[-1]]
                 schema = resolved["content"]["application/json"]["schema"]
-                assert schema == {"$ref": "#/components/schemas/Error"}, (
+                # Anthropic's Messages API answers in Anthropic's error shape.
+                shape = "MessagesErrorBody" if path.startswith("/v1/messages") else "Error"
+                assert schema == {"$ref": f"#/components/schemas/{shape}"}, (
                     f"{method.upper()} {path} {status}"
                 )
 
