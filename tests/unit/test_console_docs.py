@@ -30,6 +30,8 @@ def test_the_markdown_names_every_public_endpoint() -> None:
     for path in (
         "POST /v1/chat/completions",
         "POST /v1/text/completions",
+        "POST /v1/messages",
+        "POST /v1/messages/count_tokens",
         "GET /v1/models",
         "GET /v1/models/{model}",
         "GET /v1/balance",
