@@ -9,6 +9,14 @@ local INTERNAL = '{"error":{"message":"Internal error. Please try again.","type"
 local UNAVAILABLE = '{"error":{"message":"aiport is temporarily unavailable. Please try again.","type":"service_unavailable","param":null,"code":"service_unavailable"}}'
 local NOT_FOUND = '{"error":{"message":"No such endpoint. See the API reference for the paths aiport serves.","type":"invalid_request_error","param":null,"code":"not_found"}}'
 local BODY_FOR_STATUS = { ["404"] = NOT_FOUND, ["500"] = INTERNAL }
+-- The same answers for /v1/messages, in Anthropic's error shape.
+local ANTHROPIC_UNAVAILABLE = '{"type":"error","error":{"type":"overloaded_error","message":"aiport is temporarily unavailable. Please try again."}}'
+local ANTHROPIC_BODY_FOR_STATUS = {
+  ["404"] = '{"type":"error","error":{"type":"not_found_error","message":"No such endpoint. See the API reference for the paths aiport serves."}}',
+  ["500"] = '{"type":"error","error":{"type":"api_error","message":"Internal error. Please try again."}}',
+}
+-- Where a request's protocol is noted between envoy_on_request and envoy_on_response.
+local META = "aiport.edge"
 
 -- gRPC codes that reach the edge without our detail (a crash, a restart), or
 -- from Envoy's own reply to a gRPC request (UNIMPLEMENTED: no such endpoint).
@@ -148,6 +156,16 @@ function envoy_on_request(handle)
   end
   local console = surface(handle) == "console"
   local auth = headers:get("authorization")
+  -- Anthropic's SDK and tools send the key as x-api-key: on the API it becomes
+  -- the one credential header (Authorization wins when both are sent), and is
+  -- then dropped like any other credential-named header.
+  if not console and auth == nil then
+    local api_key = headers:get("x-api-key")
+    if api_key ~= nil then
+      auth = "Bearer " .. api_key
+      headers:replace("authorization", auth)
+    end
+  end
   if not console and auth ~= nil and string.find(auth, "[^\32-\126]") ~= nil then
     handle:respond({ [":status"] = "401", ["content-type"] = "application/json" }, UNAUTHORIZED)
     return
@@ -167,6 +185,9 @@ function envoy_on_request(handle)
     for _, name in ipairs(unfit) do
       headers:remove(name)
     end
+  end
+  if not console and starts(headers:get(":path") or "", "/v1/messages") then
+    handle:streamInfo():dynamicMetadata():set(META, "protocol", "anthropic")
   end
   local path = redacted_path(headers:get(":path") or "", not console)
   if path ~= nil then
@@ -188,7 +209,12 @@ function envoy_on_response(handle)
   local grpc_status = h:get("grpc-status")
   if grpc_status ~= nil and grpc_status ~= "0" then
     local status = STATUS_FOR_GRPC[grpc_status] or "500"
-    replace(handle, status, BODY_FOR_STATUS[status] or UNAVAILABLE, nil, nil)
+    local noted = handle:streamInfo():dynamicMetadata():get(META)
+    if noted ~= nil and noted["protocol"] == "anthropic" then
+      replace(handle, status, ANTHROPIC_BODY_FOR_STATUS[status] or ANTHROPIC_UNAVAILABLE, nil, nil)
+    else
+      replace(handle, status, BODY_FOR_STATUS[status] or UNAVAILABLE, nil, nil)
+    end
     return
   end
   local wanted = h:get("x-aiport-http-status")
