@@ -271,3 +271,23 @@ def test_a_message_costs_what_its_usage_record_says(
     )
     assert Decimal(record["cost_idr"]) * 1_000_000 == spent
     assert record["output_tokens"] == reply.usage.output_tokens == 7
+
+
+def test_the_edges_own_answers_have_anthropics_shape(base_url: str) -> None:
+    # Refused by the edge itself: a key that cannot be one, a method no route takes.
+    garbled = httpx.post(
+        f"{base_url}/v1/messages",
+        headers={"x-api-key": "aip_live_\u00e9".encode("latin-1")},
+        json={"model": "deepseek-v4-flash", "max_tokens": 8, "messages": HAIKU},
+    )
+    assert (garbled.status_code, garbled.json()) == (
+        401,
+        {
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "Missing or invalid API key."},
+        },
+    )
+    wrong_method = httpx.get(f"{base_url}/v1/messages")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+    assert wrong_method.json()["type"] == "error"
