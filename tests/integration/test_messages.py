@@ -277,7 +277,7 @@ def test_the_edges_own_answers_have_anthropics_shape(base_url: str) -> None:
     # Refused by the edge itself: a key that cannot be one, a method no route takes.
     garbled = httpx.post(
         f"{base_url}/v1/messages",
-        headers={"x-api-key": "aip_live_\u00e9".encode("latin-1")},
+        headers={b"x-api-key": "aip_live_\u00e9".encode("latin-1")},
         json={"model": "deepseek-v4-flash", "max_tokens": 8, "messages": HAIKU},
     )
     assert (garbled.status_code, garbled.json()) == (
