@@ -24,6 +24,7 @@ from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
 from services.gateway import errors
 from services.gateway.errors import PublicError
+from services.gateway.messages_render import anthropic_error
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,17 @@ def public_error(method: str, exc: Exception) -> PublicError:
     return errors.internal_error()
 
 
+# How a client protocol shapes the errors it sends (Anthropic's Messages has its own).
+Shape = Callable[[PublicError], PublicError]
+
+
+def _as_is(error: PublicError) -> PublicError:
+    return error
+
+
 def public_unary(
     method: Callable[[S, Req, ServicerContext], Awaitable[Resp]],
+    shape: Shape = _as_is,
 ) -> Callable[[S, Req, ServicerContext], Awaitable[Resp]]:
     async def wrapper(self: S, request: Req, context: ServicerContext) -> Resp:
         try:
@@ -62,7 +72,7 @@ def public_unary(
         except grpc.aio.AbortError:
             raise  # already answered (context.abort)
         except Exception as exc:
-            await abort_with(context, public_error(method.__qualname__, exc))
+            await abort_with(context, shape(public_error(method.__qualname__, exc)))
             raise AssertionError("unreachable") from None  # abort raises
 
     functools.update_wrapper(wrapper, method)
@@ -72,6 +82,7 @@ def public_unary(
 
 def public_stream(
     method: Callable[[S, Req, ServicerContext], AsyncIterator[httpbody_pb2.HttpBody]],
+    shape: Shape = _as_is,
 ) -> Callable[[S, Req, ServicerContext], AsyncIterator[httpbody_pb2.HttpBody]]:
     """For a server-streaming method of SSE bodies: an error before the first message
     is a normal error answer; after it, headers are out, so it goes in-band."""
@@ -87,7 +98,7 @@ def public_stream(
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            error = public_error(method.__qualname__, exc)
+            error = shape(public_error(method.__qualname__, exc))
             if not started:
                 await abort_with(context, error)
                 return
@@ -98,4 +109,26 @@ def public_stream(
     return wrapper
 
 
-__all__ = ["MARK", "abort_with", "public_error", "public_stream", "public_unary"]
+def anthropic_stream(
+    method: Callable[[S, Req, ServicerContext], AsyncIterator[httpbody_pb2.HttpBody]],
+) -> Callable[[S, Req, ServicerContext], AsyncIterator[httpbody_pb2.HttpBody]]:
+    """`public_stream` for Anthropic's Messages: every error in Anthropic's shape."""
+    return public_stream(method, anthropic_error)
+
+
+def anthropic_unary(
+    method: Callable[[S, Req, ServicerContext], Awaitable[Resp]],
+) -> Callable[[S, Req, ServicerContext], Awaitable[Resp]]:
+    """`public_unary` for Anthropic's Messages: every error in Anthropic's shape."""
+    return public_unary(method, anthropic_error)
+
+
+__all__ = [
+    "MARK",
+    "abort_with",
+    "anthropic_stream",
+    "anthropic_unary",
+    "public_error",
+    "public_stream",
+    "public_unary",
+]

@@ -48,12 +48,16 @@ from services.common.money import micros_to_idr
 from services.common.usage import Usage
 from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.gateway import bad_keys, errors, sessions
-from services.gateway.boundary import public_error, public_stream, public_unary
+from services.gateway.boundary import (
+    anthropic_stream,
+    anthropic_unary,
+    public_stream,
+    public_unary,
+)
 from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import offered
 from services.gateway.holds import HoldKey, HoldKind, HoldPurpose, new_call_id
-from services.gateway.messages_render import anthropic_error
 from services.gateway.messages_request import parse_messages_request
 from services.gateway.pricing import hold_micros, prompt_token_bound
 from services.gateway.renderers import ChatCompletionsRenderer, ClientRenderer, MessagesRenderer
@@ -775,49 +779,39 @@ class MessagesService(messages_pb2_grpc.MessagesServicer):
         self.catalog = catalog
         self.backends = backends
 
-    @public_stream
+    @anthropic_stream
     async def CreateMessage(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         started = time.monotonic()
-        try:
-            self.backends.api_key(context)
-            call = parse_messages_request(request.data, self.catalog)
-            model = call.model.id
-            async for item in relay_chat(
-                self.backends,
-                context,
-                call,
-                MESSAGES_ENDPOINT,
-                lambda completion_id: MessagesRenderer(completion_id, model),
-                started,
-            ):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            raise anthropic_error(public_error("MessagesService.CreateMessage", exc)) from None
+        self.backends.api_key(context)
+        call = parse_messages_request(request.data, self.catalog)
+        model = call.model.id
+        async for item in relay_chat(
+            self.backends,
+            context,
+            call,
+            MESSAGES_ENDPOINT,
+            lambda completion_id: MessagesRenderer(completion_id, model),
+            started,
+        ):
+            yield item
 
-    @public_unary
+    @anthropic_unary
     async def CountTokens(
         self, request: httpbody_pb2.HttpBody, context: ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        try:
-            self.backends.api_key(context)
-            await self.backends.authenticate(context)
-            body = errors.json_object_body(request.data)
-            body.pop("stream", None)
-            # Not part of count_tokens' request; the model's cap applies.
-            body.setdefault("max_tokens", 2**31 - 1)
-            call = parse_messages_request(orjson.dumps(body), self.catalog)
-            return httpbody_pb2.HttpBody(
-                content_type="application/json",
-                data=orjson.dumps({"input_tokens": prompt_token_bound(call)}),
-            )
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            raise anthropic_error(public_error("MessagesService.CountTokens", exc)) from None
+        self.backends.api_key(context)  # API keys only, as for a paid call
+        await self.backends.authenticate(context)
+        body = errors.json_object_body(request.data)
+        body.pop("stream", None)
+        # Not part of count_tokens' request; the model's cap applies.
+        body.setdefault("max_tokens", 2**31 - 1)
+        call = parse_messages_request(orjson.dumps(body), self.catalog)
+        return httpbody_pb2.HttpBody(
+            content_type="application/json",
+            data=orjson.dumps({"input_tokens": prompt_token_bound(call)}),
+        )
 
 
 class CatalogService(catalog_pb2_grpc.CatalogServicer):
