@@ -96,6 +96,14 @@ def _text(value: Any, param: str) -> str:
     return value
 
 
+def _call_id(value: Any, param: str) -> str:
+    """A tool call's id, as the client echoes it between tool_use and tool_result."""
+    call_id = _text(value, param)
+    if not call_id or len(call_id) > MAX_ID_CHARS:
+        raise _fail(f"must be 1-{MAX_ID_CHARS} characters.", param)
+    return call_id
+
+
 def _system(value: Any) -> str | list[dict[str, Any]]:
     if isinstance(value, str):
         return value
@@ -136,9 +144,7 @@ def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One tool message, and the images the result carried (for the user message)."""
-    call_id = _text(block.get("tool_use_id"), f"{where}.tool_use_id")
-    if not call_id or len(call_id) > MAX_ID_CHARS:
-        raise _fail(f"must be 1-{MAX_ID_CHARS} characters.", f"{where}.tool_use_id")
+    call_id = _call_id(block.get("tool_use_id"), f"{where}.tool_use_id")
     content = block.get("content", "")
     texts: list[str] = []
     images: list[dict[str, Any]] = []
@@ -203,9 +209,7 @@ def _assistant_turn(content: list[Any], where: str) -> dict[str, Any]:
         elif kind == "redacted_thinking":
             continue  # opaque to every upstream but Anthropic's own
         elif kind == "tool_use":
-            call_id = _text(block.get("id"), f"{at}.id")
-            if not call_id or len(call_id) > MAX_ID_CHARS:
-                raise _fail(f"must be 1-{MAX_ID_CHARS} characters.", f"{at}.id")
+            call_id = _call_id(block.get("id"), f"{at}.id")
             name = _text(block.get("name"), f"{at}.name")
             tool_input = block.get("input")
             if not isinstance(tool_input, dict):
