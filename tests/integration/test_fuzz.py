@@ -63,14 +63,8 @@ def _header(response: Response, name: str) -> str:
     return ""
 
 
-def error_shape_problem(content_type: str, content: bytes) -> str | None:
-    """Why this error response is not `{"error": {message, type, param, code}}`, or None."""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        return f"content-type is {content_type!r}, not application/json"
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return "body is not JSON"
+def openai_error_problem(body: Any) -> str | None:
+    """Why this error body is not `{"error": {message, type, param, code}}`, or None."""
     if not isinstance(body, dict) or set(body) != {"error"}:
         return "body is not exactly {'error': ...}"
     error = body["error"]
@@ -87,14 +81,8 @@ def error_shape_problem(content_type: str, content: bytes) -> str | None:
     return None
 
 
-def anthropic_shape_problem(content_type: str, content: bytes) -> str | None:
-    """Why this /v1/messages error is not `{"type": "error", "error": {type, message}}`."""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        return f"content-type is {content_type!r}, not application/json"
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return "body is not JSON"
+def anthropic_error_problem(body: Any) -> str | None:
+    """Why this /v1/messages error body is not `{"type": "error", "error": {type, message}}`."""
     if not isinstance(body, dict) or set(body) != {"type", "error"} or body["type"] != "error":
         return "body is not exactly {'type': 'error', 'error': ...}"
     error = body["error"]
@@ -108,11 +96,17 @@ def anthropic_shape_problem(content_type: str, content: bytes) -> str | None:
 def response_problem(path: str, status: int, content_type: str, content: bytes) -> str | None:
     if status >= 500:
         return f"server error {status}"
-    if status >= 400:
-        if path.startswith("/v1/messages"):
-            return anthropic_shape_problem(content_type, content)
-        return error_shape_problem(content_type, content)
-    return None
+    if status < 400:
+        return None
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return f"content-type is {content_type!r}, not application/json"
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return "body is not JSON"
+    if path.startswith("/v1/messages"):
+        return anthropic_error_problem(body)
+    return openai_error_problem(body)
 
 
 class Fuzzer:
