@@ -33,6 +33,8 @@ Tools: tool_choice "auto"/absent calls the first tool when the last message is f
 (so a tool result gets a text answer); "required" calls the first tool; a named function calls
 it. Arguments are sampled from the JSON Schema (enum -> first, string -> "sample", integer -> 1
 or minimum, number -> 1.5 or minimum, boolean -> true, array -> one item, object -> all props).
+Structured outputs (OpenAI protocol): response_format json_schema makes the content a JSON
+value sampled from its schema the same way.
 
 Directives, written anywhere in the LAST user message (several may combine):
   [sim:fail]          HTTP 500, OpenAI server_error body

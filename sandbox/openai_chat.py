@@ -478,9 +478,22 @@ def _content_pieces(request: ChatRequest, key: str) -> list[str]:
     if request.directives.echo:
         echoed = {k: v for k, v in request.body.items() if k != "messages"}
         return textgen.pieces(orjson.dumps(echoed).decode())
+    schema = _output_schema(request.body.get("response_format"))
+    if schema is not None:
+        # Structured outputs: the answer is JSON that satisfies the schema, as OpenAI's is.
+        return textgen.pieces(orjson.dumps(toolargs.sample(schema)).decode())
     count = request.directives.tokens
     chosen = textgen.words(key, DEFAULT_WORDS if count is None else count)
     return [word if i == 0 else f" {word}" for i, word in enumerate(chosen)]
+
+
+def _output_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON Schema a json_schema response_format asks the answer to satisfy."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else None
 
 
 def tool_arguments(parameters: dict[str, Any] | None) -> str:
