@@ -1,0 +1,439 @@
+"""The canonical chat answer rendered as an OpenAI Response and its typed events. Pure.
+
+The client protocol's outbound half, as messages_render.py is for Messages: a whole
+canonical chat.completion becomes a Response object; a stream of canonical chunks
+becomes Responses' event sequence, every event numbered (`sequence_number`). No I/O.
+
+Output mapping (canonical -> Response output items, in this order):
+  reasoning_content -> a reasoning item, its text as reasoning_text content
+      (summary empty: no upstream summarises)
+  content           -> a message item with one output_text part
+  tool_calls        -> function_call items (call_id: the canonical tool call id)
+  finish_reason length -> status incomplete, incomplete_details max_output_tokens;
+      content_filter -> incomplete, content_filter; else completed
+  usage             -> input_tokens (cached included), input_tokens_details,
+      output_tokens (reasoning included), output_tokens_details, total_tokens
+
+The stream (one state machine, `ResponseStream`; TRANSITIONS lists every move):
+  first output     -> response.created, response.in_progress (status in_progress)
+  reasoning delta  -> (close the open item) output_item.added reasoning,
+      content_part.added reasoning_text; reasoning_text.delta
+  content delta    -> (close) output_item.added message, content_part.added
+      output_text; output_text.delta
+  tool call delta  -> a new call: (close) output_item.added function_call;
+      its argument fragments: function_call_arguments.delta
+  closing an item  -> its .done events (text / arguments, content_part), then
+      output_item.done with the whole item
+  the end (usage)  -> (close) response.completed, or response.incomplete
+  a break          -> (close) response.failed with the error (`failed`)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from services.common.usage import Usage
+from services.gateway.errors import PublicError
+from services.gateway.responses_request import ResponseEcho
+
+# finish_reason -> why a response is incomplete (others complete it).
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def response_id(completion_id: str) -> str:
+    return "resp_" + completion_id.removeprefix("chatcmpl-")
+
+
+def usage_fields(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_prompt_tokens,
+            "cache_write_tokens": usage.cache_write_prompt_tokens,
+        },
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+@dataclass(slots=True)
+class ResponseFrame:
+    """The Response object around the output: what every lifecycle event carries."""
+
+    id: str
+    echo: ResponseEcho
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def item_id(self, prefix: str, output_index: int) -> str:
+        """An output item's id: unique in the response, derived from its id."""
+        return f"{prefix}_{self.id.removeprefix('resp_')}_{output_index}"
+
+    def render(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: Usage | None = None,
+        *,
+        finish: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        echo = self.echo
+        reason = INCOMPLETE_REASONS.get(finish or "")
+        if status == "completed" and reason is not None:
+            status = "incomplete"
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "error": error,
+            "incomplete_details": {"reason": reason} if status == "incomplete" else None,
+            "instructions": echo.instructions,
+            "max_output_tokens": echo.max_output_tokens,
+            "metadata": echo.metadata,
+            "model": echo.model,
+            "output": output,
+            "parallel_tool_calls": echo.parallel_tool_calls,
+            "previous_response_id": None,
+            "reasoning": {"effort": echo.effort, "summary": None},
+            "store": False,
+            "temperature": echo.temperature,
+            "text": {"format": echo.text_format},
+            "tool_choice": echo.tool_choice,
+            "tools": echo.tools,
+            "top_p": echo.top_p,
+            "truncation": "disabled",
+            "usage": None if usage is None else usage_fields(usage),
+            "user": echo.user,
+        }
+
+
+def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "reasoning",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}] if text else [],
+        "status": status,
+    }
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [] if text is None else [_text_part(text)],
+    }
+
+
+def _call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str
+) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def render_response(completion: bytes, usage: Usage, frame: ResponseFrame) -> bytes:
+    """A whole chat.completion as a Response object."""
+    body = orjson.loads(completion)
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    output: list[dict[str, Any]] = []
+    if message.get("reasoning_content"):
+        output.append(
+            _reasoning_item(frame.item_id("rs", 0), message["reasoning_content"], "completed")
+        )
+    if message.get("content"):
+        output.append(
+            _message_item(frame.item_id("msg", len(output)), message["content"], "completed")
+        )
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        output.append(
+            _call_item(
+                frame.item_id("fc", len(output)),
+                call.get("id", ""),
+                function.get("name", ""),
+                function.get("arguments") or "",
+                "completed",
+            )
+        )
+    return orjson.dumps(
+        frame.render("completed", output, usage, finish=choice.get("finish_reason"))
+    )
+
+
+class Item(Enum):
+    """What output item the stream has open."""
+
+    NONE = "none"
+    REASONING = "reasoning"
+    MESSAGE = "message"
+    FUNCTION_CALL = "function_call"
+
+
+class Phase(Enum):
+    BEFORE = "before"  # nothing sent yet
+    OPEN = "open"  # response.created sent
+    DONE = "done"  # response.completed / incomplete / failed sent
+
+
+# Every legal move: (phase, input) -> phase. Anything else is a bug, raised.
+TRANSITIONS = {
+    (Phase.BEFORE, "chunk"): Phase.OPEN,
+    (Phase.OPEN, "chunk"): Phase.OPEN,
+    (Phase.BEFORE, "end"): Phase.DONE,
+    (Phase.OPEN, "end"): Phase.DONE,
+    (Phase.BEFORE, "fail"): Phase.DONE,
+    (Phase.OPEN, "fail"): Phase.DONE,
+}
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class ResponseStream:
+    """Canonical chunks in, Responses events out (see the module's docstring)."""
+
+    def __init__(self, frame: ResponseFrame) -> None:
+        self.frame = frame
+        self.phase = Phase.BEFORE
+        self.sequence = 0
+        self.output: list[dict[str, Any]] = []  # closed items, whole
+        self.item = Item.NONE
+        self.item_id = ""
+        self.text = ""  # the open item's text or arguments so far
+        self.call: tuple[str, str] = ("", "")  # the open function call's call_id, name
+        self.tool_index: int | None = None  # the canonical index of the open tool call
+        self.finish: str | None = None
+
+    def _move(self, move: str) -> None:
+        after = TRANSITIONS.get((self.phase, move))
+        if after is None:
+            raise RuntimeError(f"response stream: {move} in phase {self.phase.value}")
+        self.phase = after
+
+    def _event(self, kind: str, /, **data: Any) -> bytes:
+        out = event(kind, {"type": kind, "sequence_number": self.sequence, **data})
+        self.sequence += 1
+        return out
+
+    def _start(self) -> list[bytes]:
+        response = self.frame.render("in_progress", [])
+        return [
+            self._event("response.created", response=response),
+            self._event("response.in_progress", response=response),
+        ]
+
+    @property
+    def _index(self) -> int:
+        """The open item's output_index."""
+        return len(self.output)
+
+    def _close(self) -> list[bytes]:
+        where = {"item_id": self.item_id, "output_index": self._index}
+        out: list[bytes] = []
+        if self.item is Item.NONE:
+            return out
+        if self.item is Item.REASONING:
+            part = {"type": "reasoning_text", "text": self.text}
+            item = _reasoning_item(self.item_id, self.text, "completed")
+            out.append(
+                self._event(
+                    "response.reasoning_text.done", **where, content_index=0, text=self.text
+                )
+            )
+            out.append(
+                self._event("response.content_part.done", **where, content_index=0, part=part)
+            )
+        elif self.item is Item.MESSAGE:
+            item = _message_item(self.item_id, self.text, "completed")
+            out.append(
+                self._event(
+                    "response.output_text.done",
+                    **where,
+                    content_index=0,
+                    text=self.text,
+                    logprobs=[],
+                )
+            )
+            out.append(
+                self._event(
+                    "response.content_part.done",
+                    **where,
+                    content_index=0,
+                    part=_text_part(self.text),
+                )
+            )
+        else:
+            call_id, name = self.call
+            item = _call_item(self.item_id, call_id, name, self.text, "completed")
+            out.append(
+                self._event(
+                    "response.function_call_arguments.done", **where, name=name, arguments=self.text
+                )
+            )
+        out.append(self._event("response.output_item.done", output_index=self._index, item=item))
+        self.output.append(item)
+        self.item = Item.NONE
+        self.tool_index = None
+        self.text = ""
+        return out
+
+    def _open(self, kind: Item, item: dict[str, Any]) -> list[bytes]:
+        out = self._close()
+        self.item = kind
+        self.item_id = item["id"]
+        out.append(self._event("response.output_item.added", output_index=self._index, item=item))
+        return out
+
+    def _reasoning(self, delta: str) -> list[bytes]:
+        out: list[bytes] = []
+        if self.item is not Item.REASONING:
+            out += self._open(
+                Item.REASONING,
+                _reasoning_item(self.frame.item_id("rs", self._index), "", "in_progress"),
+            )
+            out.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=self.item_id,
+                    output_index=self._index,
+                    content_index=0,
+                    part={"type": "reasoning_text", "text": ""},
+                )
+            )
+        self.text += delta
+        out.append(
+            self._event(
+                "response.reasoning_text.delta",
+                item_id=self.item_id,
+                output_index=self._index,
+                content_index=0,
+                delta=delta,
+            )
+        )
+        return out
+
+    def _content(self, delta: str) -> list[bytes]:
+        out: list[bytes] = []
+        if self.item is not Item.MESSAGE:
+            out += self._open(
+                Item.MESSAGE,
+                _message_item(self.frame.item_id("msg", self._index), None, "in_progress"),
+            )
+            out.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=self.item_id,
+                    output_index=self._index,
+                    content_index=0,
+                    part=_text_part(""),
+                )
+            )
+        self.text += delta
+        out.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=self.item_id,
+                output_index=self._index,
+                content_index=0,
+                delta=delta,
+                logprobs=[],
+            )
+        )
+        return out
+
+    def _tool_calls(self, calls: list[Any]) -> list[bytes]:
+        out: list[bytes] = []
+        for call in calls:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function") or {}
+            position = call.get("index", 0)
+            if self.item is not Item.FUNCTION_CALL or call.get("id") or position != self.tool_index:
+                out += self._close()  # before self.call names the new call
+                self.call = (call.get("id", ""), function.get("name", ""))
+                out += self._open(
+                    Item.FUNCTION_CALL,
+                    _call_item(
+                        self.frame.item_id("fc", self._index), *self.call, "", "in_progress"
+                    ),
+                )
+                self.tool_index = position
+            arguments = function.get("arguments")
+            if arguments:
+                self.text += arguments
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.delta",
+                        item_id=self.item_id,
+                        output_index=self._index,
+                        delta=arguments,
+                    )
+                )
+        return out
+
+    def chunk(self, data: bytes) -> bytes:
+        """One canonical chat.completion.chunk: the events it makes."""
+        body = orjson.loads(data)
+        choices = body.get("choices") or []
+        if not choices:
+            return b""  # the canonical usage-only chunk: usage comes with the end
+        out: list[bytes] = []
+        if self.phase is Phase.BEFORE:
+            out += self._start()
+        self._move("chunk")
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        if delta.get("reasoning_content"):
+            out += self._reasoning(delta["reasoning_content"])
+        if delta.get("content"):
+            out += self._content(delta["content"])
+        if delta.get("tool_calls"):
+            out += self._tool_calls(delta["tool_calls"])
+        if choice.get("finish_reason"):
+            self.finish = choice["finish_reason"]
+        return b"".join(out)
+
+    def end(self, usage: Usage) -> bytes:
+        """The call ended with its usage: close the response."""
+        out = self._start() if self.phase is Phase.BEFORE else []
+        self._move("end")
+        out += self._close()
+        response = self.frame.render("completed", self.output, usage, finish=self.finish)
+        out.append(self._event(f"response.{response['status']}", response=response))
+        return b"".join(out)
+
+    def failed(self, error: PublicError) -> bytes:
+        """The call broke after output had started: close what is open, then fail."""
+        out = self._start() if self.phase is Phase.BEFORE else []
+        self._move("fail")
+        out += self._close()
+        problem = {"code": "server_error", "message": error.message}
+        response = self.frame.render("failed", self.output, error=problem)
+        out.append(self._event("response.failed", response=response))
+        return b"".join(out)
+
+
+__all__ = ["ResponseFrame", "ResponseStream", "render_response", "response_id", "usage_fields"]
