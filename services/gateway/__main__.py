@@ -12,6 +12,7 @@ from aiport.v1 import (
     job_state_pb2_grpc,
     jobs_pb2_grpc,
     messages_pb2_grpc,
+    responses_pb2_grpc,
     topups_pb2_grpc,
 )
 
@@ -21,7 +22,13 @@ from services.common.grpc_server import LenientRequests, channel, serve
 from services.gateway.account_api import AccountService
 from services.gateway.admin_api import AdminService
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
-from services.gateway.server import Backends, CatalogService, ChatService, MessagesService
+from services.gateway.server import (
+    Backends,
+    CatalogService,
+    ChatService,
+    MessagesService,
+    ResponsesService,
+)
 from services.gateway.topups_api import TopUpsService
 
 # Job holds outlive the job timeout, so the jobs service always settles them first.
@@ -74,6 +81,9 @@ async def main() -> None:
         server = LenientRequests(grpc_server)
         chat_pb2_grpc.add_ChatServicer_to_server(ChatService(catalog, backends), server)
         messages_pb2_grpc.add_MessagesServicer_to_server(MessagesService(catalog, backends), server)
+        responses_pb2_grpc.add_ResponsesServicer_to_server(
+            ResponsesService(catalog, backends), server
+        )
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogService(catalog, backends), server)
         account_pb2_grpc.add_AccountServicer_to_server(AccountService(backends), server)
         generate_pb2_grpc.add_GenerateServicer_to_server(
@@ -86,6 +96,7 @@ async def main() -> None:
         return [
             "aiport.v1.Chat",
             "aiport.v1.Messages",
+            "aiport.v1.Responses",
             "aiport.v1.Catalog",
             "aiport.v1.Account",
             "aiport.v1.Generate",

@@ -3,9 +3,10 @@
 Providers answer every text call in the canonical (OpenAI chat) shape; the relay
 hands each piece to the call's renderer and sends what it returns. Chat
 completions pass the canonical bytes through (SSE-framed); Messages renders
-Anthropic's shapes (messages_render.py). Adding a client protocol is a renderer
-and a request parser; the relay, settlement and every upstream adapter stay as
-they are.
+Anthropic's shapes (messages_render.py); Responses renders OpenAI's Response
+and its typed events (responses_render.py). Adding a client protocol is a
+renderer and a request parser; the relay, settlement and every upstream adapter
+stay as they are.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Protocol
 
 from services.common.sse import DONE, frame
 from services.common.usage import Usage
-from services.gateway.messages_render import MessageStream, render_message
+from services.gateway.errors import PublicError
+from services.gateway.messages_render import MessageStream, anthropic_error, render_message
+from services.gateway.responses_render import ResponseFrame, ResponseStream, render_response
 
 
 class ClientRenderer(Protocol):
@@ -26,6 +29,9 @@ class ClientRenderer(Protocol):
 
     def completion(self, completion: bytes, usage: Usage) -> bytes:
         """A whole canonical chat.completion (stream false)."""
+
+    def failure(self, error: PublicError) -> bytes:
+        """A stream broke after output had started: the in-band error event."""
 
 
 class ChatCompletionsRenderer:
@@ -39,6 +45,9 @@ class ChatCompletionsRenderer:
 
     def completion(self, completion: bytes, usage: Usage) -> bytes:
         return completion
+
+    def failure(self, error: PublicError) -> bytes:
+        return error.sse_event()
 
 
 class MessagesRenderer:
@@ -56,3 +65,26 @@ class MessagesRenderer:
 
     def completion(self, completion: bytes, usage: Usage) -> bytes:
         return render_message(completion, usage, self.model)
+
+    def failure(self, error: PublicError) -> bytes:
+        return anthropic_error(error).sse_event()
+
+
+class ResponsesRenderer:
+    """OpenAI Responses: a Response object, or its typed event stream."""
+
+    def __init__(self, frame: ResponseFrame) -> None:
+        self.frame = frame
+        self.stream = ResponseStream(frame)
+
+    def chunk(self, chunk: bytes) -> bytes:
+        return self.stream.chunk(chunk)
+
+    def stream_end(self, usage: Usage) -> bytes:
+        return self.stream.end(usage)
+
+    def completion(self, completion: bytes, usage: Usage) -> bytes:
+        return render_response(completion, usage, self.frame)
+
+    def failure(self, error: PublicError) -> bytes:
+        return self.stream.failed(error)

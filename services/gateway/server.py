@@ -29,6 +29,7 @@ from aiport.v1 import (
     messages_pb2_grpc,
     providers_pb2,
     providers_pb2_grpc,
+    responses_pb2_grpc,
 )
 from google.api import httpbody_pb2
 
@@ -60,7 +61,14 @@ from services.gateway.generate_request import offered
 from services.gateway.holds import HoldKey, HoldKind, HoldPurpose, new_call_id
 from services.gateway.messages_request import parse_messages_request
 from services.gateway.pricing import hold_micros, prompt_token_bound
-from services.gateway.renderers import ChatCompletionsRenderer, ClientRenderer, MessagesRenderer
+from services.gateway.renderers import (
+    ChatCompletionsRenderer,
+    ClientRenderer,
+    MessagesRenderer,
+    ResponsesRenderer,
+)
+from services.gateway.responses_render import ResponseFrame, response_id
+from services.gateway.responses_request import parse_responses_request
 from services.gateway.settlement import (
     CLIENT_LEFT,
     OUTPUT_DELIVERED,
@@ -92,6 +100,7 @@ SESSION_REFUSED = "The session has ended or is not valid. Log in again."
 # The usage record's name for POST /v1/chat/completions.
 CHAT_ENDPOINT = "chat.completions"
 MESSAGES_ENDPOINT = "messages"
+RESPONSES_ENDPOINT = "responses"
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,14 +740,23 @@ async def relay_chat(
         ),
     )
     # No await since the hold was placed: from here the relay owns it.
-    relay = ChatRelay(backends, call, hold, upstream, fields, started, renderer(completion_id))
+    rendering = renderer(completion_id)
+    relay = ChatRelay(backends, call, hold, upstream, fields, started, rendering)
     backends.settle_later(relay.run())
     finished = False
+    sent = False
     try:
         while (item := await relay.outbox.get()) is not _END:
             if isinstance(item, PublicError):
                 finished = True
-                raise item  # the boundary answers it, or sends it in-band after output
+                if not sent:
+                    raise item  # the boundary answers it with its status
+                # Headers are out: the protocol's in-band error event ends the stream.
+                yield httpbody_pb2.HttpBody(
+                    content_type="text/event-stream", data=rendering.failure(item)
+                )
+                return
+            sent = True
             yield item
         finished = True
     finally:
@@ -812,6 +830,36 @@ class MessagesService(messages_pb2_grpc.MessagesServicer):
             content_type="application/json",
             data=orjson.dumps({"input_tokens": prompt_token_bound(call)}),
         )
+
+
+class ResponsesService(responses_pb2_grpc.ResponsesServicer):
+    """OpenAI's Responses API over the same text path (responses_request.py in,
+    responses_render.py out). Errors take OpenAI's shape, as chat's do; a stream
+    that breaks after output ends with response.failed."""
+
+    def __init__(self, catalog: Catalog, backends: Backends) -> None:
+        self.catalog = catalog
+        self.backends = backends
+
+    @public_stream
+    async def CreateResponse(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        started = time.monotonic()
+        self.backends.api_key(context)
+        call = parse_responses_request(request.data, self.catalog)
+        echo = call.echo
+        async for item in relay_chat(
+            self.backends,
+            context,
+            call.chat,
+            RESPONSES_ENDPOINT,
+            lambda completion_id: ResponsesRenderer(
+                ResponseFrame(response_id(completion_id), echo)
+            ),
+            started,
+        ):
+            yield item
 
 
 class CatalogService(catalog_pb2_grpc.CatalogServicer):

@@ -179,7 +179,7 @@ def test_fuzz_public_api(base_url: str, new_account: NewAccount) -> None:
     account = new_account("100000000")
     schema = schemathesis.openapi.from_path(OPENAPI)
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
-    assert len(operations) == 35
+    assert len(operations) == 36
 
     fuzzer = Fuzzer(base_url, account.api_key)
     started = time.monotonic()
