@@ -32,6 +32,7 @@ def test_the_markdown_names_every_public_endpoint() -> None:
         "POST /v1/text/completions",
         "POST /v1/messages",
         "POST /v1/messages/count_tokens",
+        "POST /v1/responses",
         "GET /v1/models",
         "GET /v1/models/{model}",
         "GET /v1/balance",
