@@ -11,9 +11,12 @@ from aiport.v1 import (
     generate_pb2_grpc,
     job_state_pb2_grpc,
     jobs_pb2_grpc,
+    media_pb2_grpc,
     messages_pb2_grpc,
+    text_pb2_grpc,
     topups_pb2_grpc,
 )
+from grpc_reflection.v1alpha import reflection
 
 from services.common import blobs, logs, runtime, service_auth, settings
 from services.common.catalog import load_catalog
@@ -21,8 +24,10 @@ from services.common.grpc_server import LenientRequests, channel, serve
 from services.gateway.account_api import AccountService
 from services.gateway.admin_api import AdminService
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
+from services.gateway.references import ReferenceResolver
 from services.gateway.server import Backends, CatalogService, ChatService, MessagesService
 from services.gateway.topups_api import TopUpsService
+from services.gateway.typed_api import MediaService, TextService
 
 # Job holds outlive the job timeout, so the jobs service always settles them first.
 HOLD_MARGIN_SECONDS = 900
@@ -94,6 +99,22 @@ async def main() -> None:
             "aiport.v1.TopUps",
         ]
 
+    def register_internal(grpc_server: grpc.aio.Server) -> list[str]:
+        """The public services, then typed gRPC for internal callers (typed_api.py; the
+        edge never routes to them), then reflection over all of them."""
+        names = register(grpc_server)
+        server = LenientRequests(grpc_server)
+        text_pb2_grpc.add_TextServicer_to_server(TextService(catalog, backends), server)
+        media_pb2_grpc.add_MediaServicer_to_server(
+            MediaService(catalog, backends, jobs, ReferenceResolver(store, public_url)), server
+        )
+        names += ["aiport.v1.Text", "aiport.v1.Media"]
+        # So grpcurl and other tools list and call the services without the protos.
+        reflection.enable_server_reflection(
+            [*names, "grpc.health.v1.Health", reflection.SERVICE_NAME], grpc_server
+        )
+        return names
+
     async def close() -> None:
         # Relays finishing upstream calls for departed clients, and settlements.
         await backends.drain(DRAIN_SETTLEMENTS_SECONDS)
@@ -108,7 +129,7 @@ async def main() -> None:
         if payments is not None:
             await payments.close(None)
 
-    await serve(settings.listen_addr(settings.gateway_addr()), register, on_stop=close)
+    await serve(settings.listen_addr(settings.gateway_addr()), register_internal, on_stop=close)
 
 
 if __name__ == "__main__":
