@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from deploy.local.stack import Stack
+from services.common.settings import PROJECT_ROOT
 from tests.integration.conftest import Account, NewAccount, balance_micros
 
 USER = text_pb2.ROLE_USER
@@ -427,6 +428,19 @@ def test_bad_job_input_names_the_field(media: media_pb2_grpc.MediaStub, account:
             call()
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field_of(refused.value) == field and field in details(refused.value)
+
+
+def test_the_readme_example_runs(
+    stack: Stack, account: Account, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("### Internal callers: typed gRPC", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    example = example.replace("127.0.0.1:50050", stack.config.dial_addr("gateway"))
+    example = example.replace("aip_live_...", account.api_key)
+    exec(compile(example, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert len(printed.strip()) > 20
 
 
 # -- reflection and the edge ------------------------------------------------------------------
