@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 from aiport.v1 import (
+    billing_pb2,
     billing_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
@@ -348,6 +349,32 @@ def test_a_stream_that_breaks_after_output_ends_with_a_status(
     assert received  # output came first
     assert broke.value.code() == grpc.StatusCode.UNAVAILABLE
     assert details(broke.value) and "Traceback" not in details(broke.value)
+
+
+def test_a_caller_leaving_mid_stream_is_charged_what_the_upstream_produced(
+    text: text_pb2_grpc.TextStub, account: Account, billing: billing_pb2_grpc.BillingStub
+) -> None:
+    prompt = f"leave mid-stream {time.monotonic_ns()} [sim:chunk-delay=0.2][sim:tokens=12]"
+    request = text_pb2.TextRequest(
+        model="gpt-5.4-mini", messages=[text_pb2.Message(role=USER, text=prompt)]
+    )
+    stream = text.Stream(request, metadata=key(account), timeout=TIMEOUT)
+    next(stream)
+    stream.cancel()  # one chunk, then the caller leaves: the upstream call goes on
+    *_, last = text.Stream(request, metadata=key(account), timeout=TIMEOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        balance = billing.GetAccountBalance(
+            billing_pb2.GetAccountBalanceRequest(account_id=account.account_id)
+        )
+        if balance.held_micros == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    page = billing.ListLedger(
+        billing_pb2.ListLedgerRequest(account_id=account.account_id, limit=100)
+    )
+    charged = sorted(-e.amount_micros for e in page.entries if e.kind == "capture")
+    assert charged == [last.cost_micros, last.cost_micros]
 
 
 # -- media ------------------------------------------------------------------------------------
