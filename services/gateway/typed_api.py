@@ -23,7 +23,7 @@ from typing import TypeVar
 import grpc
 from aiport.v1 import generate_pb2, media_pb2, media_pb2_grpc, text_pb2, text_pb2_grpc
 from google.protobuf import duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from services.common.catalog import Catalog
 from services.common.grpc_server import ServicerContext
@@ -58,7 +58,7 @@ IMG2IMG_ENDPOINT = "grpc.image.img2img"
 VIDEO_ENDPOINT = "grpc.video.generate"
 IMG2VIDEO_ENDPOINT = "grpc.video.img2video"
 
-ERROR_DOMAIN = "aiport.ai"
+ERROR_DOMAIN = "aiport"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -90,7 +90,6 @@ def status_details(error: PublicError) -> status_pb2.Status:
     if error.retry_after_seconds is not None:
         delay = duration_pb2.Duration(seconds=max(1, error.retry_after_seconds))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    assert status.code != code_pb2.OK
     return status
 
 
