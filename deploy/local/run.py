@@ -333,6 +333,9 @@ def main() -> int:
         return 1
 
     base = config.base_url
+    # Replica 1's listener: grpcurl takes one host:port (an internal client may
+    # dial config.dial_addr("gateway") to spread over every replica).
+    gateway_grpc = f"127.0.0.1:{config.gateway_port}"
     metrics = "\n              ".join(
         f"{name:<14}{url}" for name, url in sorted(stack.metrics_urls().items())
     )
@@ -358,6 +361,13 @@ Try it:
   curl {base}/v1/jobs/JOB_ID -H "Authorization: Bearer {key}"
 
   curl {base}/v1/balance -H "Authorization: Bearer {key}"
+
+Internal callers: typed gRPC straight to the gateway (never through the edge),
+with reflection on (README, "Internal callers: typed gRPC"):
+
+  grpcurl -plaintext -H "authorization: Bearer {key}" \\
+    -d '{{"model":"deepseek-v4-flash","messages":[{{"role":"ROLE_USER","text":"Hello"}}]}}' \\
+    {gateway_grpc} aiport.v1.Text/Complete
 
 Top up in the browser at {base}/dashboard/topup: the payment pages are the
 payment sandbox's ({config.pay_sandbox_url}), standing in for Midtrans and Xendit.

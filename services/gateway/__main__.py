@@ -11,10 +11,13 @@ from aiport.v1 import (
     generate_pb2_grpc,
     job_state_pb2_grpc,
     jobs_pb2_grpc,
+    media_pb2_grpc,
     messages_pb2_grpc,
     responses_pb2_grpc,
+    text_pb2_grpc,
     topups_pb2_grpc,
 )
+from grpc_reflection.v1alpha import reflection
 
 from services.common import blobs, logs, runtime, service_auth, settings
 from services.common.catalog import load_catalog
@@ -22,6 +25,7 @@ from services.common.grpc_server import LenientRequests, channel, serve
 from services.gateway.account_api import AccountService
 from services.gateway.admin_api import AdminService
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
+from services.gateway.references import ReferenceResolver
 from services.gateway.server import (
     Backends,
     CatalogService,
@@ -30,6 +34,7 @@ from services.gateway.server import (
     ResponsesService,
 )
 from services.gateway.topups_api import TopUpsService
+from services.gateway.typed_api import MediaService, TextService
 
 # Job holds outlive the job timeout, so the jobs service always settles them first.
 HOLD_MARGIN_SECONDS = 900
@@ -93,7 +98,12 @@ async def main() -> None:
         jobs_pb2_grpc.add_JobsServicer_to_server(jobs_service, server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(backends, jobs_service), server)
         topups_pb2_grpc.add_TopUpsServicer_to_server(TopUpsService(backends, payments), server)
-        return [
+        # Typed gRPC for internal callers (typed_api.py): the edge never routes to them.
+        text_pb2_grpc.add_TextServicer_to_server(TextService(catalog, backends), server)
+        media_pb2_grpc.add_MediaServicer_to_server(
+            MediaService(catalog, backends, jobs, ReferenceResolver(store, public_url)), server
+        )
+        names = [
             "aiport.v1.Chat",
             "aiport.v1.Messages",
             "aiport.v1.Responses",
@@ -103,7 +113,14 @@ async def main() -> None:
             "aiport.v1.Jobs",
             "aiport.v1.Admin",
             "aiport.v1.TopUps",
+            "aiport.v1.Text",
+            "aiport.v1.Media",
         ]
+        # So grpcurl and other tools list and call the services without the protos.
+        reflection.enable_server_reflection(
+            [*names, "grpc.health.v1.Health", reflection.SERVICE_NAME], grpc_server
+        )
+        return names
 
     async def close() -> None:
         # Relays finishing upstream calls for departed clients, and settlements.

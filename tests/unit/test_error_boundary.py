@@ -15,7 +15,7 @@ import pytest
 from google.api import httpbody_pb2
 
 from services.common.grpc_server import ServicerContext
-from services.gateway import account_api, errors, jobs_api, server
+from services.gateway import account_api, errors, jobs_api, server, typed_api
 from services.gateway.boundary import MARK, public_stream, public_unary
 from services.gateway.errors import ERROR_HEADER, STATUS_HEADER
 
@@ -25,6 +25,8 @@ SERVICERS = [
     account_api.AccountService,
     jobs_api.GenerateService,
     jobs_api.JobsService,
+    typed_api.TextService,
+    typed_api.MediaService,
 ]
 
 
