@@ -15,13 +15,25 @@ import pytest
 from google.api import httpbody_pb2
 
 from services.common.grpc_server import ServicerContext
-from services.gateway import account_api, errors, jobs_api, server, typed_api
+from services.gateway import (
+    account_api,
+    admin_api,
+    errors,
+    jobs_api,
+    server,
+    topups_api,
+    typed_api,
+)
 from services.gateway.boundary import MARK, public_stream, public_unary
 from services.gateway.errors import ERROR_HEADER, STATUS_HEADER
 
 SERVICERS = [
     server.ChatService,
+    server.MessagesService,
+    server.ResponsesService,
     server.CatalogService,
+    admin_api.AdminService,
+    topups_api.TopUpsService,
     account_api.AccountService,
     jobs_api.GenerateService,
     jobs_api.JobsService,
