@@ -33,6 +33,10 @@ class ClientRenderer(Protocol):
     def failure(self, error: PublicError) -> bytes:
         """A stream broke after output had started: the in-band error event."""
 
+    def native(self, data: bytes) -> bytes:
+        """A chunk or completion a route passed through in the client's own protocol
+        (only a protocol that asked for it, with a NativeRequest, gets one)."""
+
 
 class ChatCompletionsRenderer:
     """OpenAI chat completions: the canonical shape itself."""
@@ -49,6 +53,9 @@ class ChatCompletionsRenderer:
     def failure(self, error: PublicError) -> bytes:
         return error.sse_event()
 
+    def native(self, data: bytes) -> bytes:
+        raise RuntimeError("chat completions never ask for a native passthrough")
+
 
 class MessagesRenderer:
     """Anthropic Messages: a `message` object, or its event stream."""
@@ -56,18 +63,23 @@ class MessagesRenderer:
     def __init__(self, completion_id: str, model: str) -> None:
         self.model = model
         self.stream = MessageStream(completion_id, model)
+        self.passed_through = False  # the upstream's own events: it closes its message
 
     def chunk(self, chunk: bytes) -> bytes:
         return self.stream.chunk(chunk)
 
     def stream_end(self, usage: Usage) -> bytes:
-        return self.stream.end(usage)
+        return b"" if self.passed_through else self.stream.end(usage)
 
     def completion(self, completion: bytes, usage: Usage) -> bytes:
         return render_message(completion, usage, self.model)
 
     def failure(self, error: PublicError) -> bytes:
         return anthropic_error(error).sse_event()
+
+    def native(self, data: bytes) -> bytes:
+        self.passed_through = True
+        return data
 
 
 class ResponsesRenderer:
@@ -88,3 +100,6 @@ class ResponsesRenderer:
 
     def failure(self, error: PublicError) -> bytes:
         return self.stream.failed(error)
+
+    def native(self, data: bytes) -> bytes:
+        raise RuntimeError("Responses never asks for a native passthrough")

@@ -59,6 +59,7 @@ from services.gateway.chat_request import ChatCall, parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import offered
 from services.gateway.holds import HoldKey, HoldKind, HoldPurpose, new_call_id
+from services.gateway.messages_render import message_id
 from services.gateway.messages_request import parse_messages_request
 from services.gateway.pricing import hold_micros, prompt_token_bound
 from services.gateway.renderers import (
@@ -101,6 +102,8 @@ SESSION_REFUSED = "The session has ended or is not valid. Log in again."
 CHAT_ENDPOINT = "chat.completions"
 MESSAGES_ENDPOINT = "messages"
 RESPONSES_ENDPOINT = "responses"
+# The protocol name routes give the Anthropic adapter (NativeRequest.protocol).
+ANTHROPIC_MESSAGES = "anthropic-messages"
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,7 +527,9 @@ class UpstreamCall:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
             else:
-                yield providers_pb2.ChatCompletionEvent(completion=done.completion)
+                yield providers_pb2.ChatCompletionEvent(
+                    completion=done.completion, native=done.native
+                )
                 yield providers_pb2.ChatCompletionEvent(usage=done.usage, provider=done.provider)
                 return
         stream = self._providers.ChatCompletion(
@@ -592,17 +597,20 @@ class ChatRelay:
         try:
             try:
                 completion: bytes | None = None
+                completion_native = False
                 async for event in self.upstream.events():
                     kind = event.WhichOneof("event")
                     if kind == "chunk":
                         settlement.handle(OUTPUT_DELIVERED)
-                        data = self.renderer.chunk(event.chunk)
+                        render = self.renderer.native if event.native else self.renderer.chunk
+                        data = render(event.chunk)
                         if data:
                             self._send(
                                 httpbody_pb2.HttpBody(content_type="text/event-stream", data=data)
                             )
                     elif kind == "completion":
                         completion = event.completion  # held back until its usage is captured
+                        completion_native = event.native
                     elif kind == "usage":
                         if not self.call.stream and completion is None:
                             raise _ProvidersBrokeProtocol("usage without the completion")
@@ -620,7 +628,9 @@ class ChatRelay:
                             self._send(
                                 httpbody_pb2.HttpBody(
                                     content_type="application/json",
-                                    data=self.renderer.completion(completion, usage),
+                                    data=self.renderer.native(completion)
+                                    if completion_native
+                                    else self.renderer.completion(completion, usage),
                                 )
                             )
                         return
@@ -704,10 +714,12 @@ async def relay_chat(
     endpoint: str,
     renderer: Callable[[str], ClientRenderer],
     started: float,
+    native: Callable[[str], providers_pb2.NativeRequest] | None = None,
 ) -> AsyncIterator[httpbody_pb2.HttpBody]:
     """One text call, whatever client protocol it came in: hold, the upstream call
     in its relay, and the relay's output rendered by the protocol's renderer
-    (made from the call's completion id)."""
+    (made from the call's completion id). `native` makes the client's own request,
+    for a route that speaks its protocol to pass through (providers.proto)."""
     completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
     amount = hold_micros(call)
     caller, hold = await backends.authorize_hold(
@@ -737,6 +749,7 @@ async def relay_chat(
             completion_id=completion_id,
             created_unix=int(time.time()),
             request_id=caller.request_id,
+            native=None if native is None else native(completion_id),
         ),
     )
     # No await since the hold was placed: from here the relay owns it.
@@ -812,6 +825,13 @@ class MessagesService(messages_pb2_grpc.MessagesServicer):
             MESSAGES_ENDPOINT,
             lambda completion_id: MessagesRenderer(completion_id, model),
             started,
+            # A Claude route takes the client's own request (signed thinking,
+            # cache_control and citations intact); other routes the canonical one.
+            lambda completion_id: providers_pb2.NativeRequest(
+                protocol=ANTHROPIC_MESSAGES,
+                body=request.data,
+                response_id=message_id(completion_id),
+            ),
         ):
             yield item
 

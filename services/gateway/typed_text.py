@@ -24,7 +24,7 @@ from services.common.catalog import Catalog, TextModel
 from services.common.money import micros_to_idr
 from services.common.usage import Usage
 from services.gateway.chat_request import ChatCall, parse_chat_body
-from services.gateway.errors import invalid_request
+from services.gateway.errors import PublicError, invalid_request
 from services.gateway.pricing import cost_micros
 
 _ROLES = {
@@ -260,6 +260,14 @@ class CanonicalRenderer:
             {"object": COMPLETION, "completion": orjson.Fragment(completion)}
             | self._accounting(usage)
         )
+
+    def failure(self, error: PublicError) -> bytes:
+        # gRPC has its own in-band end: the typed boundary aborts the stream with the
+        # error's status after the chunks already sent.
+        raise error
+
+    def native(self, data: bytes) -> bytes:
+        raise RuntimeError("typed callers never ask for a native passthrough")
 
 
 def _usage(raw: dict[str, Any]) -> Usage:

@@ -6,14 +6,21 @@ upstream's answer into OpenAI-shaped dicts and hands them to
 `public_completion` (whole answers) or a `ChunkTranslator` (streams), which
 write the public JSON and account the usage. So a new protocol only ever
 writes upstream <-> OpenAI-shape translation.
+
+An adapter whose upstream speaks a client protocol itself (Anthropic Messages)
+is also a `NativeChatAdapter`: a client that spoke it is passed through, the
+(client, upstream) pair's own translator, so nothing is lost on the way.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+from aiport.v1 import providers_pb2
 
 from services.common.usage import Usage
+from services.providers.adapters.anthropic_passthrough import NativeMessagesStream
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
@@ -43,3 +50,32 @@ class ChatAdapter(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class NativeChatAdapter(Protocol):
+    # The client protocol this adapter's upstream speaks (NativeRequest.protocol).
+    native_protocol: str
+
+    async def complete_native(
+        self,
+        route: Route,
+        request: dict[str, Any],
+        native: providers_pb2.NativeRequest,
+        identity: Identity,
+        request_id: str,
+    ) -> tuple[bytes, Usage]:
+        """The upstream's whole answer in the client's protocol, and its usage."""
+        ...
+
+    def stream_native(
+        self,
+        route: Route,
+        request: dict[str, Any],
+        native: providers_pb2.NativeRequest,
+        request_id: str,
+        passthrough: NativeMessagesStream,
+    ) -> AsyncIterator[bytes]:
+        """The upstream's events in the client's protocol, as `passthrough` lets them
+        out (it keeps the usage); raises UpstreamError as `stream` does."""
+        ...

@@ -15,10 +15,12 @@ from services.common.grpc_server import ServicerContext
 from services.common.usage import Usage
 from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.providers import registry
+from services.providers.adapters.anthropic_passthrough import NativeMessagesStream
 from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
 )
+from services.providers.chat import ChatAdapter, NativeChatAdapter
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, route_key
 from services.providers.failover_driver import Failover
@@ -29,6 +31,19 @@ log = logging.getLogger(__name__)
 
 def _usage_pb(usage: Usage) -> common_pb2.TokenUsage:
     return usage.to_proto()
+
+
+def _native(
+    adapter: ChatAdapter, request: providers_pb2.ChatCompletionRequest
+) -> NativeChatAdapter | None:
+    """The adapter, when it passes this client's own protocol through."""
+    if (
+        request.HasField("native")
+        and isinstance(adapter, NativeChatAdapter)
+        and adapter.native_protocol == request.native.protocol
+    ):
+        return adapter
+    return None
 
 
 def _prompt_size(request: dict[str, object]) -> tuple[int, int]:
@@ -102,16 +117,26 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         with Failover(self.breakers, routes, request_fields) as failover:
             for attempt in failover.attempts():
                 route = attempt.route
+                adapter = self.adapters[route.provider]
+                native = _native(adapter, request)
                 try:
-                    completion, usage = await self.adapters[route.provider].complete(
-                        route, body, identity, request.request_id
-                    )
+                    if native is not None:
+                        completion, usage = await native.complete_native(
+                            route, body, request.native, identity, request.request_id
+                        )
+                    else:
+                        completion, usage = await adapter.complete(
+                            route, body, identity, request.request_id
+                        )
                 except UpstreamError as error:
                     attempt.failed(error, output_started=False)
                     continue
                 attempt.succeeded()
                 return providers_pb2.ChatCompleted(
-                    completion=completion, usage=_usage_pb(usage), provider=route.provider
+                    completion=completion,
+                    usage=_usage_pb(usage),
+                    provider=route.provider,
+                    native=native is not None,
                 )
             final = failover.final_error()
         await self._abort(context, final)
@@ -136,27 +161,52 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             for attempt in failover.attempts():
                 route = attempt.route
                 adapter = self.adapters[route.provider]
-                translator = ChunkTranslator(
-                    identity, prompt_chars=prompt_chars, image_parts=image_parts
-                )
+                native = _native(adapter, request)
+                translator: ChunkTranslator | NativeMessagesStream
+                if native is not None:
+                    passthrough = NativeMessagesStream(
+                        identity,
+                        request.native.response_id,
+                        prompt_chars=prompt_chars,
+                        image_parts=image_parts,
+                        api_key=self.table.providers[route.provider].api_key,
+                    )
+                    translator = passthrough
+                    chunks = native.stream_native(
+                        route, body, request.native, request.request_id, passthrough
+                    )
+                else:
+                    chat_translator = ChunkTranslator(
+                        identity, prompt_chars=prompt_chars, image_parts=image_parts
+                    )
+                    translator = chat_translator
+                    chunks = adapter.stream(
+                        route, body, identity, request.request_id, chat_translator
+                    )
+                is_native = native is not None
                 try:
                     if request.stream:
-                        async for chunk in adapter.stream(
-                            route, body, identity, request.request_id, translator
-                        ):
+                        async for chunk in chunks:
                             if translator.output_started:
                                 attempt.output_started()
-                            yield providers_pb2.ChatCompletionEvent(chunk=chunk)
+                            yield providers_pb2.ChatCompletionEvent(chunk=chunk, native=is_native)
                         closing, usage = translator.finish()
                         attempt.succeeded()
                         for chunk in closing:
-                            yield providers_pb2.ChatCompletionEvent(chunk=chunk)
+                            yield providers_pb2.ChatCompletionEvent(chunk=chunk, native=is_native)
                     else:
-                        completion, usage = await adapter.complete(
-                            route, body, identity, request.request_id
-                        )
+                        if native is not None:
+                            completion, usage = await native.complete_native(
+                                route, body, request.native, identity, request.request_id
+                            )
+                        else:
+                            completion, usage = await adapter.complete(
+                                route, body, identity, request.request_id
+                            )
                         attempt.succeeded()
-                        yield providers_pb2.ChatCompletionEvent(completion=completion)
+                        yield providers_pb2.ChatCompletionEvent(
+                            completion=completion, native=is_native
+                        )
                     yield providers_pb2.ChatCompletionEvent(
                         usage=_usage_pb(usage), provider=route.provider
                     )

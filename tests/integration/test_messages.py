@@ -291,3 +291,135 @@ def test_the_edges_own_answers_have_anthropics_shape(base_url: str) -> None:
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["type"] == "invalid_request_error"
     assert wrong_method.json()["type"] == "error"
+
+
+def test_a_claude_model_gets_the_clients_own_request(
+    claude: anthropic.Anthropic, sandbox: httpx.Client
+) -> None:
+    # Passed through: what the canonical request cannot carry reaches Anthropic.
+    sandbox.delete("/_sandbox/requests")
+    reply = claude.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=64,
+        system=[
+            {
+                "type": "text",
+                "text": "You are a poet. " * 20,
+                "cache_control": {"type": "ephemeral", "ttl": "1h"},
+            }
+        ],
+        messages=HAIKU,
+        extra_body={"top_k": 5, "service_tier": "auto"},
+    )
+    sent = last_upstream_body(sandbox)
+    assert sent["model"] == "claude-haiku-4-5" and sent["top_k"] == 5
+    # The 1-hour cache write costs more than we price: the 5-minute default is asked.
+    assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert "service_tier" not in sent
+    assert sent["messages"] == HAIKU
+    assert reply.id.startswith("msg_") and reply.model == "claude-haiku-4-5"
+    assert reply.content[0].type == "text"
+
+
+def test_a_claude_tool_loop_keeps_its_signed_thinking(
+    claude: anthropic.Anthropic, sandbox: httpx.Client
+) -> None:
+    question: MessageParam = {"role": "user", "content": "Weather in Jakarta? [sim:reasoning=5]"}
+    thinking: Any = {"type": "enabled", "budget_tokens": 2048}
+    first = claude.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=8192,
+        thinking=thinking,
+        tools=[WEATHER],
+        messages=[question],
+    )
+    assert first.content[0].type == "thinking" and first.content[0].signature
+    (call,) = [b for b in first.content if b.type == "tool_use"]
+    sandbox.delete("/_sandbox/requests")
+    with claude.messages.stream(
+        model="claude-sonnet-4-6",
+        max_tokens=8192,
+        thinking=thinking,
+        tools=[WEATHER],
+        messages=[
+            question,
+            {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "31C"}],
+            },
+        ],
+    ) as stream:
+        final = stream.get_final_message()
+    sent = last_upstream_body(sandbox)
+    # Thinking stays on, the signed block goes back as it came (the translated path
+    # cannot carry signatures and has to turn thinking off here).
+    assert sent["thinking"] == {"type": "adaptive"}  # this model's only mode
+    assert sent["messages"][1]["content"][0]["signature"] == first.content[0].signature
+    assert final.id.startswith("msg_") and final.model == "claude-sonnet-4-6"
+    assert final.content[-1].type == "text"
+
+
+def test_an_adaptive_only_claude_takes_budget_thinking_as_adaptive(
+    claude: anthropic.Anthropic, sandbox: httpx.Client
+) -> None:
+    sandbox.delete("/_sandbox/requests")
+    reply = claude.messages.create(
+        model="claude-opus-4-8",
+        max_tokens=8192,
+        # The catalog drops temperature for this model, on both paths.
+        extra_body={"temperature": 0.5},
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[{"role": "user", "content": "think [sim:reasoning=5]"}],
+    )
+    sent = last_upstream_body(sandbox)
+    assert sent["thinking"] == {"type": "adaptive"}
+    assert sent["output_config"] == {"effort": "low"}
+    assert "temperature" not in sent
+    assert reply.content[0].type == "thinking"
+
+
+def test_a_passed_through_stream_is_anthropics_own_and_bills_cache_writes(
+    new_account: NewAccount, billing: billing_pb2_grpc.BillingStub, base_url: str
+) -> None:
+    account = new_account("100000")
+    start = balance_micros(billing, account.account_id)
+    claude = anthropic.Anthropic(base_url=base_url, api_key=account.api_key, max_retries=0)
+    with claude.messages.stream(
+        model="claude-sonnet-4-6",
+        max_tokens=128,
+        system=[{"type": "text", "text": "Rules. " * 50, "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": "hello [sim:tokens=7] [sim:cache-write=40]"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.usage.cache_creation_input_tokens == 40
+    assert final.usage.output_tokens == 7
+    spent = start - balance_micros(billing, account.account_id)
+    headers = {"Authorization": f"Bearer {account.api_key}"}
+    deadline = time.monotonic() + 10
+    while True:
+        records = httpx.get(f"{base_url}/v1/usage", headers=headers).json()["data"]
+        if records or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (record,) = records
+    assert record["endpoint"] == "messages" and record["output_tokens"] == 7
+    assert Decimal(record["cost_idr"]) * 1_000_000 == spent
+    assert record["input_tokens"] == (
+        final.usage.input_tokens + final.usage.cache_creation_input_tokens
+    )
+
+
+def test_a_passed_through_stream_that_breaks_ends_with_an_error_event(
+    claude: anthropic.Anthropic,
+) -> None:
+    with pytest.raises(anthropic.APIStatusError) as broke:
+        with claude.messages.stream(
+            model="claude-haiku-4-5",
+            max_tokens=256,
+            messages=[{"role": "user", "content": "hello [sim:fail-after=3]"}],
+        ) as stream:
+            for _ in stream.text_stream:
+                pass
+    assert isinstance(broke.value.body, dict)
+    assert broke.value.body["type"] == "error"

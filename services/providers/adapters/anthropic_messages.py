@@ -4,6 +4,8 @@ Credentials go in `x-api-key` (never an Authorization header), and every request
 carries `anthropic-version` (ANTHROPIC_VERSION unless the provider's `headers`
 set one). Translation lives in anthropic_messages_translate; the public JSON and
 the usage accounting are the shared half's (public_completion, ChunkTranslator).
+A Messages client's own request passes through instead (`complete_native`,
+`stream_native`; anthropic_passthrough says what is kept and what is changed).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aiport.v1 import providers_pb2
 
 from services.common.sse import SseParser
 from services.common.usage import Usage
@@ -22,6 +25,12 @@ from services.providers.adapters.anthropic_messages_translate import (
     MessagesStream,
     messages_request,
     openai_completion,
+)
+from services.providers.adapters.anthropic_passthrough import (
+    PROTOCOL,
+    NativeMessagesStream,
+    native_message,
+    native_request,
 )
 from services.providers.adapters.http import (
     api_client,
@@ -43,6 +52,9 @@ MAX_COMPLETION_BYTES = 32 * 1024 * 1024
 
 
 class AnthropicMessagesAdapter:
+    # A client speaking this protocol is passed through (ChatAdapter.native_protocol).
+    native_protocol = PROTOCOL
+
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
         self.client = api_client(provider, auth={"x-api-key": provider.api_key})
@@ -58,6 +70,19 @@ class AnthropicMessagesAdapter:
         drop = self.provider.drop_params
         canonical = {k: v for k, v in request.items() if k not in drop}
         return messages_request(canonical, route.upstream_model, stream=stream)
+
+    def _native_body(
+        self,
+        route: Route,
+        request: dict[str, Any],
+        native: providers_pb2.NativeRequest,
+        stream: bool,
+    ) -> dict[str, Any]:
+        drop = self.provider.drop_params
+        canonical = {k: v for k, v in request.items() if k not in drop}
+        return native_request(
+            native.body, canonical, route.upstream_model, stream=stream, drop=drop
+        )
 
     def _post(self, body: dict[str, Any], request_id: str) -> httpx.Request:
         return self.client.build_request(
@@ -106,4 +131,48 @@ class AnthropicMessagesAdapter:
             finally:
                 await response.aclose()
             # The body ended without message_stop: the upstream broke off.
+            raise UpstreamError("failed", "upstream stream ended early")
+
+    async def complete_native(
+        self,
+        route: Route,
+        request: dict[str, Any],
+        native: providers_pb2.NativeRequest,
+        identity: Identity,
+        request_id: str,
+    ) -> tuple[bytes, Usage]:
+        """The upstream's own message (our id and model), and its usage."""
+        body = self._native_body(route, request, native, stream=False)
+        with upstream_failures():
+            response = await self.client.send(self._post(body, request_id), stream=True)
+            try:
+                await raise_for_status(response, self.provider)
+                raw = await read_limited(response, MAX_COMPLETION_BYTES)
+            finally:
+                await response.aclose()
+            return native_message(raw, native.response_id, identity.model)
+
+    async def stream_native(
+        self,
+        route: Route,
+        request: dict[str, Any],
+        native: providers_pb2.NativeRequest,
+        request_id: str,
+        passthrough: NativeMessagesStream,
+    ) -> AsyncIterator[bytes]:
+        """The upstream's own events, as `passthrough` lets them out (it keeps the usage)."""
+        body = self._native_body(route, request, native, stream=True)
+        parser = SseParser()
+        with upstream_failures():
+            response = await self.client.send(self._post(body, request_id), stream=True)
+            try:
+                await raise_for_status(response, self.provider)
+                async for piece in response.aiter_bytes():
+                    for event in parser.feed(piece):
+                        for frame in passthrough.feed(event.event, event.data):
+                            yield frame
+                        if passthrough.done:
+                            return
+            finally:
+                await response.aclose()
             raise UpstreamError("failed", "upstream stream ended early")
