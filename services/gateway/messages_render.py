@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from services.common.usage import Usage
+from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
 from services.gateway.errors import PublicError
 
 STOP_REASONS = {
@@ -176,7 +177,7 @@ class MessageStream:
         self.phase = Phase.BEFORE
         self.block = Block.NONE
         self.index = -1  # the open (or last) block's index
-        self.tool_index: int | None = None  # the canonical index of the open tool call
+        self.chunks = CanonicalChunks()
         self.finish: str | None = None
 
     def _move(self, move: str) -> None:
@@ -211,7 +212,6 @@ class MessageStream:
         if self.block is Block.NONE:
             return []
         self.block = Block.NONE
-        self.tool_index = None
         return [event("content_block_stop", {"type": "content_block_stop", "index": self.index})]
 
     def _open(self, block: Block, content_block: dict[str, Any]) -> list[bytes]:
@@ -236,57 +236,42 @@ class MessageStream:
             {"type": "content_block_delta", "index": self.index, "delta": delta},
         )
 
-    def _tool_calls(self, calls: list[Any]) -> list[bytes]:
+    def _tool_calls(self, pieces: tuple[ToolCallPiece, ...]) -> list[bytes]:
         out: list[bytes] = []
-        for call in calls:
-            if not isinstance(call, dict):
-                continue
-            function = call.get("function") or {}
-            position = call.get("index", 0)
-            if self.block is not Block.TOOL_USE or call.get("id") or position != self.tool_index:
+        for piece in pieces:
+            if self.block is not Block.TOOL_USE or piece.starts_call:
                 out += self._open(
                     Block.TOOL_USE,
-                    {
-                        "type": "tool_use",
-                        "id": call.get("id", ""),
-                        "name": function.get("name", ""),
-                        "input": {},
-                    },
+                    {"type": "tool_use", "id": piece.call_id, "name": piece.name, "input": {}},
                 )
-                self.tool_index = position
-            arguments = function.get("arguments")
-            if arguments:
-                out.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+            if piece.arguments:
+                out.append(
+                    self._delta({"type": "input_json_delta", "partial_json": piece.arguments})
+                )
         return out
 
     def chunk(self, data: bytes) -> bytes:
         """One canonical chat.completion.chunk: the events it makes."""
-        body = orjson.loads(data)
-        choices = body.get("choices") or []
-        if not choices:
+        delta = self.chunks.read(data)
+        if delta is None:
             return b""  # the canonical usage-only chunk: usage comes with the end
         out: list[bytes] = []
         if self.phase is Phase.BEFORE:
             out += self._start()
         self._move("chunk")
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        if delta.get("reasoning_content"):
+        if delta.reasoning:
             if self.block is not Block.THINKING:
                 out += self._open(
                     Block.THINKING, {"type": "thinking", "thinking": "", "signature": ""}
                 )
-            out.append(
-                self._delta({"type": "thinking_delta", "thinking": delta["reasoning_content"]})
-            )
-        if delta.get("content"):
+            out.append(self._delta({"type": "thinking_delta", "thinking": delta.reasoning}))
+        if delta.content:
             if self.block is not Block.TEXT:
                 out += self._open(Block.TEXT, {"type": "text", "text": ""})
-            out.append(self._delta({"type": "text_delta", "text": delta["content"]}))
-        if delta.get("tool_calls"):
-            out += self._tool_calls(delta["tool_calls"])
-        if choice.get("finish_reason"):
-            self.finish = choice["finish_reason"]
+            out.append(self._delta({"type": "text_delta", "text": delta.content}))
+        out += self._tool_calls(delta.tool_calls)
+        if delta.finish:
+            self.finish = delta.finish
         return b"".join(out)
 
     def end(self, usage: Usage) -> bytes:

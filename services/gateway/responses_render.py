@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from services.common.usage import Usage
+from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
 from services.gateway.errors import PublicError
 from services.gateway.responses_request import ResponseEcho
 
@@ -224,7 +225,7 @@ class ResponseStream:
         self.item_id = ""
         self.text = ""  # the open item's text or arguments so far
         self.call: tuple[str, str] = ("", "")  # the open function call's call_id, name
-        self.tool_index: int | None = None  # the canonical index of the open tool call
+        self.chunks = CanonicalChunks()
         self.finish: str | None = None
 
     def _move(self, move: str) -> None:
@@ -296,7 +297,6 @@ class ResponseStream:
         out.append(self._event("response.output_item.done", output_index=self._index, item=item))
         self.output.append(item)
         self.item = Item.NONE
-        self.tool_index = None
         self.text = ""
         return out
 
@@ -364,56 +364,46 @@ class ResponseStream:
         )
         return out
 
-    def _tool_calls(self, calls: list[Any]) -> list[bytes]:
+    def _tool_calls(self, pieces: tuple[ToolCallPiece, ...]) -> list[bytes]:
         out: list[bytes] = []
-        for call in calls:
-            if not isinstance(call, dict):
-                continue
-            function = call.get("function") or {}
-            position = call.get("index", 0)
-            if self.item is not Item.FUNCTION_CALL or call.get("id") or position != self.tool_index:
+        for piece in pieces:
+            if self.item is not Item.FUNCTION_CALL or piece.starts_call:
                 out += self._close()  # before self.call names the new call
-                self.call = (call.get("id", ""), function.get("name", ""))
+                self.call = (piece.call_id, piece.name)
                 out += self._open(
                     Item.FUNCTION_CALL,
                     _call_item(
                         self.frame.item_id("fc", self._index), *self.call, "", "in_progress"
                     ),
                 )
-                self.tool_index = position
-            arguments = function.get("arguments")
-            if arguments:
-                self.text += arguments
+            if piece.arguments:
+                self.text += piece.arguments
                 out.append(
                     self._event(
                         "response.function_call_arguments.delta",
                         item_id=self.item_id,
                         output_index=self._index,
-                        delta=arguments,
+                        delta=piece.arguments,
                     )
                 )
         return out
 
     def chunk(self, data: bytes) -> bytes:
         """One canonical chat.completion.chunk: the events it makes."""
-        body = orjson.loads(data)
-        choices = body.get("choices") or []
-        if not choices:
+        delta = self.chunks.read(data)
+        if delta is None:
             return b""  # the canonical usage-only chunk: usage comes with the end
         out: list[bytes] = []
         if self.phase is Phase.BEFORE:
             out += self._start()
         self._move("chunk")
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        if delta.get("reasoning_content"):
-            out += self._reasoning(delta["reasoning_content"])
-        if delta.get("content"):
-            out += self._content(delta["content"])
-        if delta.get("tool_calls"):
-            out += self._tool_calls(delta["tool_calls"])
-        if choice.get("finish_reason"):
-            self.finish = choice["finish_reason"]
+        if delta.reasoning:
+            out += self._reasoning(delta.reasoning)
+        if delta.content:
+            out += self._content(delta.content)
+        out += self._tool_calls(delta.tool_calls)
+        if delta.finish:
+            self.finish = delta.finish
         return b"".join(out)
 
     def end(self, usage: Usage) -> bytes:
