@@ -92,17 +92,21 @@ class AnthropicMessagesAdapter:
             headers={"Content-Type": "application/json", "X-Request-Id": request_id},
         )
 
-    async def complete(
-        self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
-    ) -> tuple[bytes, Usage]:
-        body = self._body(route, request, stream=False)
+    async def _message(self, body: dict[str, Any], request_id: str) -> bytes:
+        """The upstream's whole answer to a non-stream request, as bytes."""
         with upstream_failures():
             response = await self.client.send(self._post(body, request_id), stream=True)
             try:
                 await raise_for_status(response, self.provider)
-                raw = await read_limited(response, MAX_COMPLETION_BYTES)
+                return await read_limited(response, MAX_COMPLETION_BYTES)
             finally:
                 await response.aclose()
+
+    async def complete(
+        self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
+    ) -> tuple[bytes, Usage]:
+        raw = await self._message(self._body(route, request, stream=False), request_id)
+        with upstream_failures():
             return public_completion(openai_completion(orjson.loads(raw)), identity)
 
     async def stream(
@@ -143,13 +147,8 @@ class AnthropicMessagesAdapter:
     ) -> tuple[bytes, Usage]:
         """The upstream's own message (our id and model), and its usage."""
         body = self._native_body(route, request, native, stream=False)
+        raw = await self._message(body, request_id)
         with upstream_failures():
-            response = await self.client.send(self._post(body, request_id), stream=True)
-            try:
-                await raise_for_status(response, self.provider)
-                raw = await read_limited(response, MAX_COMPLETION_BYTES)
-            finally:
-                await response.aclose()
             return native_message(raw, native.response_id, identity.model)
 
     async def stream_native(
