@@ -12,6 +12,7 @@ from tests.support.stack_fixtures import (
     assert_ledger_invariants,
     assert_ledger_verifies,
     balance_micros,
+    usage_records,
     wait_for_jobs_to_settle,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "assert_ledger_invariants",
     "assert_ledger_verifies",
     "balance_micros",
+    "usage_records",
     "wait_for_jobs_to_settle",
 ]

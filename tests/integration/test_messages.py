@@ -5,7 +5,6 @@ the same money as a chat completion."""
 from __future__ import annotations
 
 import base64
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from aiport.v1 import billing_pb2_grpc
 from anthropic.types import MessageParam, ToolParam
 
-from tests.integration.conftest import Account, NewAccount, balance_micros
+from tests.integration.conftest import Account, NewAccount, balance_micros, usage_records
 
 WEATHER: ToolParam = {
     "name": "get_weather",
@@ -256,14 +255,7 @@ def test_a_message_costs_what_its_usage_record_says(
     )
     spent = start - balance_micros(billing, account.account_id)
     assert spent > 0
-    headers = {"Authorization": f"Bearer {account.api_key}"}
-    deadline = time.monotonic() + 10
-    while True:
-        records = httpx.get(f"{base_url}/v1/usage", headers=headers).json()["data"]
-        if records or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    (record,) = records
+    (record,) = usage_records(base_url, account.api_key)
     assert (record["endpoint"], record["model"], record["status"]) == (
         "messages",
         "kimi-k2.6",
@@ -395,14 +387,7 @@ def test_a_passed_through_stream_is_anthropics_own_and_bills_cache_writes(
     assert final.usage.cache_creation_input_tokens == 40
     assert final.usage.output_tokens == 7
     spent = start - balance_micros(billing, account.account_id)
-    headers = {"Authorization": f"Bearer {account.api_key}"}
-    deadline = time.monotonic() + 10
-    while True:
-        records = httpx.get(f"{base_url}/v1/usage", headers=headers).json()["data"]
-        if records or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    (record,) = records
+    (record,) = usage_records(base_url, account.api_key)
     assert record["endpoint"] == "messages" and record["output_tokens"] == 7
     assert Decimal(record["cost_idr"]) * 1_000_000 == spent
     assert record["input_tokens"] == (

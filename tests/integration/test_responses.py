@@ -5,7 +5,6 @@ the same money as a chat completion."""
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from aiport.v1 import billing_pb2_grpc
 from openai.types.responses import FunctionToolParam, Response, ResponseInputParam
 
-from tests.integration.conftest import Account, NewAccount, balance_micros
+from tests.integration.conftest import Account, NewAccount, balance_micros, usage_records
 
 WEATHER: FunctionToolParam = {
     "type": "function",
@@ -228,14 +227,7 @@ def test_a_response_costs_what_its_usage_record_says(
     )
     spent = start - balance_micros(billing, account.account_id)
     assert spent > 0
-    headers = {"Authorization": f"Bearer {account.api_key}"}
-    deadline = time.monotonic() + 10
-    while True:
-        records = httpx.get(f"{base_url}/v1/usage", headers=headers).json()["data"]
-        if records or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    (record,) = records
+    (record,) = usage_records(base_url, account.api_key)
     assert (record["endpoint"], record["model"], record["status"]) == (
         "responses",
         "kimi-k2.6",

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -229,3 +230,17 @@ def sandbox(stack: Stack) -> Iterator[httpx.Client]:
 def balance_micros(billing: billing_pb2_grpc.BillingStub, account_id: str) -> int:
     reply = billing.GetAccountBalance(billing_pb2.GetAccountBalanceRequest(account_id=account_id))
     return int(reply.balance_micros)
+
+
+def usage_records(base_url: str, api_key: str, seconds: float = 10) -> list[dict[str, Any]]:
+    """The key's account's usage records, once there are any (they are written with the
+    capture, which may finish just after the answer), or [] after `seconds`."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    deadline = time.monotonic() + seconds
+    while True:
+        records: list[dict[str, Any]] = httpx.get(f"{base_url}/v1/usage", headers=headers).json()[
+            "data"
+        ]
+        if records or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
