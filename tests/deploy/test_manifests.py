@@ -378,14 +378,20 @@ def test_network_policies_let_only_real_callers_in(overlay: str) -> None:
             for rule in spec.get("ingress", []):
                 ports = {int(p["port"]) for p in rule.get("ports", [])}
                 for peer in rule.get("from", [{"podSelector": {"matchLabels": {"*": "*"}}}]):
-                    name = peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name", "*")
+                    labels = peer["podSelector"]["matchLabels"]
+                    name = labels.get("app.kubernetes.io/name") or (
+                        "opted-in" if labels.get("aiport.io/gateway-client") == "true" else "*"
+                    )
                     found.setdefault(name, set()).update(ports)
         return found
 
     def callers(target: str) -> set[str]:
         return set(ports_by_caller(target))
 
-    assert callers("gateway") == {"edge", "console"}
+    # Internal callers of the typed gRPC API: only labelled pods in labelled namespaces.
+    assert callers("gateway") == {"edge", "console", "opted-in"}
+    (internal,) = policies["gateway-from-internal-callers"]["ingress"][0]["from"]
+    assert internal["namespaceSelector"] == {"matchLabels": {"aiport.io/gateway-clients": "true"}}
     assert callers("billing") == {"gateway", "jobs", "accounts", "payments"}
     # The gateway on gRPC; the edge on the webhook listener only (notifications, health).
     assert ports_by_caller("payments") == {"gateway": {50057}, "edge": {9330}}
