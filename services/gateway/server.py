@@ -44,10 +44,10 @@ from services.common.catalog import (
     TextModel,
     VideoModel,
 )
-from services.common.grpc_server import ServicerContext
+from services.common.grpc_server import MAX_MESSAGE_BYTES, ServicerContext
 from services.common.money import micros_to_idr
 from services.common.usage import Usage
-from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
+from services.common.wire import ANTHROPIC_MESSAGES, RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
 from services.gateway import bad_keys, errors, sessions
 from services.gateway.boundary import (
     anthropic_stream,
@@ -102,8 +102,9 @@ SESSION_REFUSED = "The session has ended or is not valid. Log in again."
 CHAT_ENDPOINT = "chat.completions"
 MESSAGES_ENDPOINT = "messages"
 RESPONSES_ENDPOINT = "responses"
-# The protocol name routes give the Anthropic adapter (NativeRequest.protocol).
-ANTHROPIC_MESSAGES = "anthropic-messages"
+# The largest Messages body also sent natively: with its canonical copy (about as
+# large) it stays well inside one gRPC message to providers.
+NATIVE_BODY_MAX_BYTES = MAX_MESSAGE_BYTES // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -802,6 +803,18 @@ def _chat_renderer(completion_id: str) -> ClientRenderer:
     return _CHAT_COMPLETIONS
 
 
+def _messages_passthrough(body: bytes) -> Callable[[str], providers_pb2.NativeRequest] | None:
+    """The client's own Messages request, for a route that speaks Messages (Claude) to
+    take instead of the canonical one, so signed thinking, cache_control and citations
+    arrive intact. Beside the canonical copy it must fit one gRPC message: past the
+    bound, every route gets the canonical request alone."""
+    if len(body) > NATIVE_BODY_MAX_BYTES:
+        return None
+    return lambda completion_id: providers_pb2.NativeRequest(
+        protocol=ANTHROPIC_MESSAGES, body=body, response_id=message_id(completion_id)
+    )
+
+
 class MessagesService(messages_pb2_grpc.MessagesServicer):
     """Anthropic's Messages API over the same text path (messages_request.py in,
     messages_render.py out). Every error leaves in Messages' shape."""
@@ -825,13 +838,7 @@ class MessagesService(messages_pb2_grpc.MessagesServicer):
             MESSAGES_ENDPOINT,
             lambda completion_id: MessagesRenderer(completion_id, model),
             started,
-            # A Claude route takes the client's own request (signed thinking,
-            # cache_control and citations intact); other routes the canonical one.
-            lambda completion_id: providers_pb2.NativeRequest(
-                protocol=ANTHROPIC_MESSAGES,
-                body=request.data,
-                response_id=message_id(completion_id),
-            ),
+            _messages_passthrough(request.data),
         ):
             yield item
 

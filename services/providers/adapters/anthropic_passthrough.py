@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from services.common.usage import Usage
+from services.common.wire import ANTHROPIC_MESSAGES
 from services.providers.adapters.anthropic_messages_translate import (
     MIN_THINKING_BUDGET,
     THINKING_BUDGETS,
@@ -46,7 +47,7 @@ from services.providers.adapters.openai_chat_translate import (
 )
 from services.providers.errors import UpstreamProtocolError
 
-PROTOCOL = "anthropic-messages"
+PROTOCOL = ANTHROPIC_MESSAGES
 # Messages field -> the canonical field whose absence (dropped by policy) removes it.
 SAMPLING_FIELDS = (("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop"))
 # Fields that would buy a dearer service than our prices cover.
