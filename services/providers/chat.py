@@ -28,6 +28,20 @@ from services.providers.adapters.openai_chat_translate import (
 from services.providers.routes import Route
 
 
+class StreamAccounting(Protocol):
+    """What the failover loop reads of a stream, whichever path it takes: whether
+    output reached the client, and the usage to bill (reported, or estimated)."""
+
+    @property
+    def output_started(self) -> bool: ...
+
+    def finish(self) -> tuple[list[bytes], Usage]:
+        """Chunks still held back, and the usage to bill."""
+        ...
+
+    def estimated_usage(self) -> Usage: ...
+
+
 class ChatAdapter(Protocol):
     async def complete(
         self, route: Route, request: dict[str, Any], identity: Identity, request_id: str

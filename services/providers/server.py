@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 import orjson
@@ -20,7 +20,7 @@ from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
 )
-from services.providers.chat import ChatAdapter, NativeChatAdapter
+from services.providers.chat import ChatAdapter, NativeChatAdapter, StreamAccounting
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, route_key
 from services.providers.failover_driver import Failover
@@ -105,6 +105,57 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no route for model {request.model}")
         return routes
 
+    async def _complete(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        request: providers_pb2.ChatCompletionRequest,
+        identity: Identity,
+    ) -> tuple[bytes, Usage, bool]:
+        """One route's whole answer, and whether it is in the client's own protocol
+        (the route passed the request through)."""
+        adapter = self.adapters[route.provider]
+        native = _native(adapter, request)
+        if native is not None:
+            completion, usage = await native.complete_native(
+                route, body, request.native, identity, request.request_id
+            )
+            return completion, usage, True
+        completion, usage = await adapter.complete(route, body, identity, request.request_id)
+        return completion, usage, False
+
+    def _stream(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        request: providers_pb2.ChatCompletionRequest,
+        identity: Identity,
+        prompt_chars: int,
+        image_parts: int,
+    ) -> tuple[StreamAccounting, AsyncIterator[bytes], bool]:
+        """One route's stream: its accounting, its chunks, and whether they are in the
+        client's own protocol (the route passed the request through)."""
+        adapter = self.adapters[route.provider]
+        native = _native(adapter, request)
+        if native is not None:
+            passthrough = NativeMessagesStream(
+                identity,
+                request.native.response_id,
+                prompt_chars=prompt_chars,
+                image_parts=image_parts,
+                api_key=self.table.providers[route.provider].api_key,
+            )
+            chunks = native.stream_native(
+                route, body, request.native, request.request_id, passthrough
+            )
+            return passthrough, chunks, True
+        translator = ChunkTranslator(identity, prompt_chars=prompt_chars, image_parts=image_parts)
+        return (
+            translator,
+            adapter.stream(route, body, identity, request.request_id, translator),
+            False,
+        )
+
     async def CompleteChat(
         self,
         request: providers_pb2.ChatCompletionRequest,
@@ -117,17 +168,8 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         with Failover(self.breakers, routes, request_fields) as failover:
             for attempt in failover.attempts():
                 route = attempt.route
-                adapter = self.adapters[route.provider]
-                native = _native(adapter, request)
                 try:
-                    if native is not None:
-                        completion, usage = await native.complete_native(
-                            route, body, request.native, identity, request.request_id
-                        )
-                    else:
-                        completion, usage = await adapter.complete(
-                            route, body, identity, request.request_id
-                        )
+                    completion, usage, native = await self._complete(route, body, request, identity)
                 except UpstreamError as error:
                     attempt.failed(error, output_started=False)
                     continue
@@ -136,7 +178,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                     completion=completion,
                     usage=_usage_pb(usage),
                     provider=route.provider,
-                    native=native is not None,
+                    native=native,
                 )
             final = failover.final_error()
         await self._abort(context, final)
@@ -160,52 +202,26 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         with Failover(self.breakers, routes, request_fields) as failover:
             for attempt in failover.attempts():
                 route = attempt.route
-                adapter = self.adapters[route.provider]
-                native = _native(adapter, request)
-                translator: ChunkTranslator | NativeMessagesStream
-                if native is not None:
-                    passthrough = NativeMessagesStream(
-                        identity,
-                        request.native.response_id,
-                        prompt_chars=prompt_chars,
-                        image_parts=image_parts,
-                        api_key=self.table.providers[route.provider].api_key,
-                    )
-                    translator = passthrough
-                    chunks = native.stream_native(
-                        route, body, request.native, request.request_id, passthrough
-                    )
-                else:
-                    chat_translator = ChunkTranslator(
-                        identity, prompt_chars=prompt_chars, image_parts=image_parts
-                    )
-                    translator = chat_translator
-                    chunks = adapter.stream(
-                        route, body, identity, request.request_id, chat_translator
-                    )
-                is_native = native is not None
+                translator, chunks, native = self._stream(
+                    route, body, request, identity, prompt_chars, image_parts
+                )
                 try:
                     if request.stream:
                         async for chunk in chunks:
                             if translator.output_started:
                                 attempt.output_started()
-                            yield providers_pb2.ChatCompletionEvent(chunk=chunk, native=is_native)
+                            yield providers_pb2.ChatCompletionEvent(chunk=chunk, native=native)
                         closing, usage = translator.finish()
                         attempt.succeeded()
                         for chunk in closing:
-                            yield providers_pb2.ChatCompletionEvent(chunk=chunk, native=is_native)
+                            yield providers_pb2.ChatCompletionEvent(chunk=chunk, native=native)
                     else:
-                        if native is not None:
-                            completion, usage = await native.complete_native(
-                                route, body, request.native, identity, request.request_id
-                            )
-                        else:
-                            completion, usage = await adapter.complete(
-                                route, body, identity, request.request_id
-                            )
+                        completion, usage, native = await self._complete(
+                            route, body, request, identity
+                        )
                         attempt.succeeded()
                         yield providers_pb2.ChatCompletionEvent(
-                            completion=completion, native=is_native
+                            completion=completion, native=native
                         )
                     yield providers_pb2.ChatCompletionEvent(
                         usage=_usage_pb(usage), provider=route.provider
