@@ -1007,7 +1007,7 @@ def render(bench: Bench, started: datetime) -> str:
         lines += [
             f"Client surfaces against {surfaces.SURFACES[0].name}, measured in turns "
             f"({s.surface_rounds} rounds of {s.seconds:g} s per surface and concurrency; "
-            "`by round` is each round's stack ratio on its own): CPU ms per request of the "
+            "`by round`: each round's ratio on its own): CPU ms per request of the "
             "gateway alone and of the whole stack.",
             "",
             report.markdown(surfaces.ratio_table(comparisons)),

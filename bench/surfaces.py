@@ -110,8 +110,9 @@ class Comparison:
     stack_ms: float | None
     gateway_ratio: float | None
     stack_ratio: float | None
-    # The stack ratio of each round on its own: how much the rounds agree.
+    # Each round's ratios on their own: how much the rounds agree.
     stack_ratio_by_round: list[float | None]
+    gateway_ratio_by_round: list[float | None]
 
     @property
     def within(self) -> bool | None:
@@ -120,8 +121,19 @@ class Comparison:
         return self.gateway_ratio <= TARGET_RATIO and self.stack_ratio <= TARGET_RATIO
 
 
-def _slice_ms(row: Row) -> list[float | None]:
-    return [s.get("cpu_ms_per_request") for s in row.extra.get("rounds", [])]
+def _slice_ms(row: Row | None, group: str = "") -> list[float | None]:
+    """CPU ms per request of each round: of the stack, or of one process group."""
+    if row is None:
+        return []
+    rounds = row.extra.get("rounds", [])
+    if group:
+        return [s["cpu_ms_per_request_by_group"].get(group) for s in rounds]
+    return [s["cpu_ms_per_request"] for s in rounds]
+
+
+def _by_round(row: Row, ref: Row | None, group: str = "") -> list[float | None]:
+    mine, theirs = _slice_ms(row, group), _slice_ms(ref, group)
+    return [_ratio(a, b) for a, b in zip(mine, theirs, strict=False)]
 
 
 def compare(rows: list[Row], concurrency: list[int]) -> list[Comparison]:
@@ -136,12 +148,6 @@ def compare(rows: list[Row], concurrency: list[int]) -> list[Comparison]:
                 row = found.get((surface.scenario(stream), c))
                 if row is None:
                     continue
-                by_round = [
-                    _ratio(mine, theirs)
-                    for mine, theirs in zip(
-                        _slice_ms(row), _slice_ms(ref) if ref else [], strict=False
-                    )
-                ]
                 out.append(
                     Comparison(
                         surface=surface.name,
@@ -155,7 +161,8 @@ def compare(rows: list[Row], concurrency: list[int]) -> list[Comparison]:
                         stack_ratio=_ratio(row.cpu_ms_per_request, ref.cpu_ms_per_request)
                         if ref
                         else None,
-                        stack_ratio_by_round=by_round,
+                        stack_ratio_by_round=_by_round(row, ref),
+                        gateway_ratio_by_round=_by_round(row, ref, GATEWAY),
                     )
                 )
     return out
@@ -177,9 +184,10 @@ def ratio_table(comparisons: list[Comparison]) -> list[list[str]]:
             "errors",
             "gateway ms/req",
             f"÷ {reference}",
+            "by round",
             "stack ms/req",
             f"÷ {reference}",
-            f"÷ {reference} by round",
+            "by round",
             f"within {TARGET_RATIO:.2f}",
         ]
     ]
@@ -194,6 +202,7 @@ def ratio_table(comparisons: list[Comparison]) -> list[list[str]]:
                 str(x.errors),
                 _f(x.gateway_ms, 3),
                 "" if is_reference else _f(x.gateway_ratio, 2),
+                "" if is_reference else " ".join(_f(r, 2) for r in x.gateway_ratio_by_round),
                 _f(x.stack_ms, 3),
                 "" if is_reference else _f(x.stack_ratio, 2),
                 "" if is_reference else " ".join(_f(r, 2) for r in x.stack_ratio_by_round),
