@@ -68,6 +68,10 @@ TARGET_STREAM_FIRST_CHUNK_ADDED_MS = 2.0
 TARGET_SUBMIT_RPS = 500.0
 TARGET_SUBMIT_CONCURRENCY = 16
 TARGET_RSS_GROWTH = 0.10
+# Between two runs measured back to back (the surfaces' turns): wrk leaves up to c
+# requests in flight when it stops, and the stack finishes or cancels them within
+# about a p99 latency; without a pause their CPU would land on the next run.
+SETTLE_SECONDS = 1.0
 
 
 def _env_float(name: str, default: float) -> float:
@@ -539,8 +543,8 @@ class Bench:
         self._check_surfaces()
         note = (
             f"the surfaces take turns at each concurrency ({rounds} rounds of {seconds:g} s, "
-            "order reversed every other round); req/s and CPU over all rounds, latency the "
-            "median of the rounds' percentiles"
+            f"order reversed every other round, {SETTLE_SECONDS:g} s apart); req/s and CPU "
+            "over all rounds, latency the median of the rounds' percentiles"
         )
         for stream in (False, True):
             for c in self.s.concurrency:
@@ -552,6 +556,7 @@ class Bench:
                 for order in surfaces.rounds_order(rounds):
                     for surface in order:
                         request = requests[surface.name]
+                        time.sleep(SETTLE_SECONDS)
 
                         def run(request: wrk.Request = request, c: int = c) -> Outcome:
                             return _from_wrk(wrk.run(request, c, seconds, self.tmp))
