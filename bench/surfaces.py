@@ -192,6 +192,7 @@ def ratio_table(comparisons: list[Comparison]) -> list[list[str]]:
         ]
     ]
     for x in comparisons:
+        # The reference's own ratios are left out ("—"; not 1.00, which reads as measured).
         is_reference = x.surface == reference
         table.append(
             [
@@ -201,12 +202,12 @@ def ratio_table(comparisons: list[Comparison]) -> list[list[str]]:
                 f"{x.rps:.0f}",
                 str(x.errors),
                 _f(x.gateway_ms, 3),
-                "" if is_reference else _f(x.gateway_ratio, 2),
-                "" if is_reference else " ".join(_f(r, 2) for r in x.gateway_ratio_by_round),
+                "—" if is_reference else _f(x.gateway_ratio, 2),
+                "—" if is_reference else " ".join(_f(r, 2) for r in x.gateway_ratio_by_round),
                 _f(x.stack_ms, 3),
-                "" if is_reference else _f(x.stack_ratio, 2),
-                "" if is_reference else " ".join(_f(r, 2) for r in x.stack_ratio_by_round),
-                "" if is_reference else verdict[x.within],
+                "—" if is_reference else _f(x.stack_ratio, 2),
+                "—" if is_reference else " ".join(_f(r, 2) for r in x.stack_ratio_by_round),
+                "—" if is_reference else verdict[x.within],
             ]
         )
     return table
