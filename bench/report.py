@@ -55,6 +55,62 @@ class Row:
         return out
 
 
+def merge(slices: list[Row], note: str = "") -> Row:
+    """Several measured runs of one scenario as one row: requests, seconds, errors
+    and CPU add up; req/s and CPU per request are over all of them; latency is the
+    median of the runs' percentiles; each run's own numbers are kept in
+    extra["rounds"]."""
+    if not slices:
+        raise ValueError("nothing to merge")
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    first, last = slices[0], slices[-1]
+    seconds = sum(s.seconds for s in slices)
+    requests = sum(s.requests for s in slices)
+    groups = {g for s in slices for g in s.cpu_seconds}
+    return Row(
+        scenario=first.scenario,
+        path=first.path,
+        concurrency=first.concurrency,
+        requests=requests,
+        seconds=seconds,
+        rps=requests / seconds if seconds > 0 else 0.0,
+        p50_ms=median([s.p50_ms for s in slices]),
+        p90_ms=median([s.p90_ms for s in slices]),
+        p99_ms=median([s.p99_ms for s in slices]),
+        errors=sum(s.errors for s in slices),
+        counted=first.counted,
+        cpu_seconds={g: sum(s.cpu_seconds.get(g, 0.0) for s in slices) for g in sorted(groups)},
+        other_cpu_percent=(
+            sum(s.other_cpu_percent * s.seconds for s in slices) / seconds if seconds > 0 else 0.0
+        ),
+        load_cpu_seconds=sum(s.load_cpu_seconds for s in slices),
+        rss_kib=last.rss_kib,
+        note=note,
+        extra={
+            "rounds": [
+                {
+                    "requests": s.requests,
+                    "seconds": s.seconds,
+                    "rps": s.rps,
+                    "p50_ms": s.p50_ms,
+                    "errors": s.errors,
+                    "other_cpu_percent": s.other_cpu_percent,
+                    "cpu_ms_per_request": s.cpu_ms_per_request,
+                    "cpu_ms_per_request_by_group": {
+                        g: s.cpu_ms_per_request_of(g) for g in s.cpu_seconds
+                    },
+                }
+                for s in slices
+            ]
+        },
+    )
+
+
 @dataclass
 class Check:
     target: str

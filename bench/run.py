@@ -40,7 +40,7 @@ import psycopg
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from bench import baseline, clients, procstat, report, wrk
+from bench import baseline, clients, procstat, report, surfaces, wrk
 from bench.envoy_hop import EnvoyHop
 from bench.mock import Mock, nginx_binary
 from bench.report import STACK_COUNTED, Check, Row
@@ -54,7 +54,7 @@ from tests.support.databases import drop_database, fresh_database_url
 DESCRIPTION = "Benchmark aiport against a mock upstream (see bench/README.md)."
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 PROVIDERS_FILE = PROJECT_ROOT / "config" / "providers.bench.yaml"
-GROUPS = ("floor", "chat", "stream", "memory", "jobs", "submit", "hold")
+GROUPS = ("floor", "chat", "stream", "surfaces", "memory", "jobs", "submit", "hold")
 TEXT_MODEL = "deepseek-v4-flash"  # routed to the mock (config/providers.bench.yaml)
 IMAGE_MODEL = "gpt-image-2"  # routed to the mock's images API
 HOLD_MODEL = "kimi-k2.6"  # routed to the stack's sandbox (slow, paced streams)
@@ -68,6 +68,10 @@ TARGET_STREAM_FIRST_CHUNK_ADDED_MS = 2.0
 TARGET_SUBMIT_RPS = 500.0
 TARGET_SUBMIT_CONCURRENCY = 16
 TARGET_RSS_GROWTH = 0.10
+# Between two runs measured back to back (the surfaces' turns): wrk leaves up to c
+# requests in flight when it stops, and the stack finishes or cancels them within
+# about a p99 latency; without a pause their CPU would land on the next run.
+SETTLE_SECONDS = 1.0
 
 
 def _env_float(name: str, default: float) -> float:
@@ -88,6 +92,10 @@ class Settings:
     mock_workers: int
     results_dir: Path
     baseline: str = ""  # a git rev measured first, in the same run (bench/baseline.py)
+    # Rounds of the surfaces group: each surface measured this many times per
+    # concurrency, interleaved. Not in child_argv: a baseline's bench may predate
+    # it (BENCH_SURFACE_ROUNDS reaches it through the environment).
+    surface_rounds: int = 2
 
     def child_argv(self) -> list[str]:
         """These settings as flags, for the baseline's own bench."""
@@ -130,6 +138,12 @@ class Settings:
             "--drain-seconds", type=float, default=_env_float("BENCH_DRAIN_SECONDS", 300)
         )
         p.add_argument("--mock-workers", type=int, default=int(_env_float("BENCH_MOCK_WORKERS", 1)))
+        p.add_argument(
+            "--surface-rounds",
+            type=int,
+            default=int(_env_float("BENCH_SURFACE_ROUNDS", 2)),
+            help="surfaces group: interleaved rounds per concurrency (each `seconds` long)",
+        )
         p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
         p.add_argument(
             "--baseline",
@@ -154,6 +168,7 @@ class Settings:
             mock_workers=a.mock_workers,
             results_dir=a.results_dir,
             baseline=a.baseline.strip(),
+            surface_rounds=max(1, a.surface_rounds),
         )
 
 
@@ -361,8 +376,15 @@ class Bench:
 
     # -- measuring -----------------------------------------------------------
     def measure(
-        self, scenario: str, path: str, concurrency: int, run: Callable[[], Outcome]
+        self,
+        scenario: str,
+        path: str,
+        concurrency: int,
+        run: Callable[[], Outcome],
+        keep: bool = True,
     ) -> Row:
+        """Run `run` and read CPU and memory around it; the row is added to the
+        results unless `keep` is false (a slice the caller merges itself)."""
         counted = {"stack": STACK_COUNTED, "mock": ("nginx",), "hop": ("envoy-hop",)}[path]
         cpu0 = procstat.cpu_ticks(self.groups)
         busy0, self0 = procstat.system_busy_seconds(), _self_cpu_seconds()
@@ -391,7 +413,8 @@ class Bench:
             rss_kib=procstat.memory_kib(self.roots, "VmRSS"),
             extra=outcome.extra,
         )
-        self.rows.append(row)
+        if keep:
+            self.rows.append(row)
         cpu_ms = row.cpu_ms_per_request
         print(
             f"  {scenario:<28} {path:<5} c={concurrency:<4} {row.rps:9.1f} req/s  "
@@ -481,6 +504,85 @@ class Bench:
             )
             self.added(row, "chat stream")
         self.first_chunk("stack")
+
+    def surface_request(self, surface: surfaces.Surface, stream: bool) -> wrk.Request:
+        body = surface.request_body(TEXT_MODEL, MAX_TOKENS, stream)
+        return wrk.Request(
+            url=f"{self.base_url}{surface.path}",
+            method="POST",
+            body=clients.json_body(body).decode(),
+            headers={**surface.headers(self.api_key), "Content-Type": "application/json"},
+            marker=surface.stream_marker if stream else surface.marker,
+            forbidden=surface.stream_forbidden if stream else "",
+        )
+
+    def _check_surfaces(self) -> None:
+        """One request per surface and mode, so a surface that is not served fails
+        here with its answer rather than as a table of errors."""
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            for surface in surfaces.SURFACES:
+                for stream in (False, True):
+                    request = self.surface_request(surface, stream)
+                    r = client.post(surface.path, content=request.body, headers=request.headers)
+                    bad = request.forbidden and request.forbidden in r.text
+                    if r.status_code != 200 or request.marker not in r.text or bad:
+                        raise RuntimeError(
+                            f"{surface.path} (stream {stream}) through the stack failed: "
+                            f"{r.status_code} {r.text[:500]}"
+                        )
+
+    def surfaces(self) -> None:
+        """The same model and the same upstream answer through every client surface
+        (chat, messages, ...), non-stream and stream: what each surface costs on top
+        of the shared relay. At each concurrency every surface is warmed up, then
+        measured `surface_rounds` times, the surfaces taking turns (ABBA), so noise
+        on the machine lands on all of them alike; each row sums its rounds."""
+        names = ", ".join(s.path for s in surfaces.SURFACES)
+        rounds, seconds = self.s.surface_rounds, self.s.seconds
+        print(f"bench: client surfaces ({names}), {rounds} rounds of {seconds:g} s", flush=True)
+        self._check_surfaces()
+        note = (
+            f"the surfaces take turns at each concurrency ({rounds} rounds of {seconds:g} s, "
+            f"order reversed every other round, {SETTLE_SECONDS:g} s apart); req/s and CPU "
+            "over all rounds, latency the median of the rounds' percentiles"
+        )
+        for stream in (False, True):
+            for c in self.s.concurrency:
+                requests = {s.name: self.surface_request(s, stream) for s in surfaces.SURFACES}
+                if self.s.warmup > 0:
+                    for surface in surfaces.SURFACES:
+                        wrk.run(requests[surface.name], c, self.s.warmup, self.tmp)
+                slices: dict[str, list[Row]] = {s.name: [] for s in surfaces.SURFACES}
+                for order in surfaces.rounds_order(rounds):
+                    for surface in order:
+                        request = requests[surface.name]
+                        time.sleep(SETTLE_SECONDS)
+
+                        def run(request: wrk.Request = request, c: int = c) -> Outcome:
+                            return _from_wrk(wrk.run(request, c, seconds, self.tmp))
+
+                        slices[surface.name].append(
+                            self.measure(surface.scenario(stream), "stack", c, run, keep=False)
+                        )
+                for surface in surfaces.SURFACES:
+                    row = report.merge(slices[surface.name], note)
+                    self.rows.append(row)
+                    self.added(row, "chat stream" if stream else "chat")
+                self._print_surfaces(stream, c)
+        self.document["surfaces"] = surfaces.to_json(
+            surfaces.compare(self.rows, self.s.concurrency)
+        )
+
+    def _print_surfaces(self, stream: bool, c: int) -> None:
+        for x in surfaces.compare(self.rows, [c]):
+            if x.stream != stream or x.surface == surfaces.SURFACES[0].name:
+                continue
+            print(
+                f"  {x.surface} / {surfaces.SURFACES[0].name} (c={c}"
+                f"{', stream' if stream else ''}): stack {x.stack_ratio or 0:.2f}×, "
+                f"gateway {x.gateway_ratio or 0:.2f}×",
+                flush=True,
+            )
 
     def first_chunk(self, path: str) -> None:
         """Time to the first `data:` line at concurrency 1 (Python client)."""
@@ -720,6 +822,7 @@ class Bench:
             ("chat", self.chat),
             ("memory", self.memory),
             ("stream", self.stream),
+            ("surfaces", self.surfaces),
             ("jobs", self.get_job),
             ("jobs", self.submit_to_done),
             ("hold", self.hold),
@@ -807,6 +910,21 @@ def checks(rows: list[Row], document: dict[str, Any], bench: Bench) -> list[Chec
             2,
         )
     )
+    reference = surfaces.SURFACES[0].name
+    for x in surfaces.compare(rows, bench.s.concurrency):
+        if x.surface == reference:
+            continue
+        gateway = "—" if x.gateway_ratio is None else f"{x.gateway_ratio:.2f}×"
+        stack = "—" if x.stack_ratio is None else f"{x.stack_ratio:.2f}×"
+        out.append(
+            Check(
+                f"{x.surface}: CPU/request ≤ {surfaces.TARGET_RATIO:.2f}× {reference}'s, "
+                f"gateway and stack ({'stream' if x.stream else 'non-stream'}, "
+                f"c={x.concurrency})",
+                f"gateway {gateway}, stack {stack}",
+                x.within,
+            )
+        )
     r = row("image submit (202)", "stack", TARGET_SUBMIT_CONCURRENCY)
     out.append(
         Check(
@@ -889,6 +1007,17 @@ def render(bench: Bench, started: datetime) -> str:
         report.markdown(report.cpu_table(rows)),
         "",
     ]
+    comparisons = surfaces.compare(rows, s.concurrency)
+    if comparisons:
+        lines += [
+            f"Client surfaces against {surfaces.SURFACES[0].name}, measured in turns "
+            f"({s.surface_rounds} rounds of {s.seconds:g} s per surface and concurrency; "
+            "`by round`: each round's ratio on its own): CPU ms per request of the "
+            "gateway alone and of the whole stack.",
+            "",
+            report.markdown(surfaces.ratio_table(comparisons)),
+            "",
+        ]
     if "baseline" in document:
         lines += [
             f"A/B: the same scenarios on {document['baseline']['baseline_commit']} "
@@ -916,6 +1045,10 @@ def print_tables(bench: Bench) -> None:
     print(report.text(report.checks_table(checks(bench.rows, bench.document, bench))))
     print()
     print(report.text(report.cpu_table(bench.rows)))
+    comparisons = surfaces.compare(bench.rows, bench.s.concurrency)
+    if comparisons:
+        print()
+        print(report.text(surfaces.ratio_table(comparisons)))
     if "baseline" in bench.document:
         print()
         print(f"A/B against {bench.document['baseline']['baseline_commit']}:")
