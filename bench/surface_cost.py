@@ -4,9 +4,10 @@
 
 The surfaces group (bench/run.py) measures whole requests on a shared machine;
 this measures, in one process, only the code in which surfaces differ: parsing
-the request body (chat's parser, or Messages' into the same canonical call) and
-rendering the canonical answer for the client (chat's bytes as they are, or the
-Messages `message` / event stream). Inputs are the bodies of the surfaces group
+the request body (chat's parser, or Messages' or Responses' into the same
+canonical call) and rendering the canonical answer for the client (chat's bytes
+as they are, the Messages `message` / event stream, or the Response / its typed
+events). Inputs are the bodies of the surfaces group
 and the mock upstream's fixed answer (a completion; 8 chunks and a usage chunk).
 The surfaces take turns over several rounds and the median is reported, in µs
 per request: compare the difference with the gateway's CPU per request in
@@ -25,7 +26,14 @@ from services.common.catalog import Catalog, load_catalog
 from services.common.usage import Usage
 from services.gateway.chat_request import parse_chat_request
 from services.gateway.messages_request import parse_messages_request
-from services.gateway.renderers import ChatCompletionsRenderer, ClientRenderer, MessagesRenderer
+from services.gateway.renderers import (
+    ChatCompletionsRenderer,
+    ClientRenderer,
+    MessagesRenderer,
+    ResponsesRenderer,
+)
+from services.gateway.responses_render import ResponseFrame
+from services.gateway.responses_request import ResponseEcho, parse_responses_request
 
 MODEL = "deepseek-v4-flash"
 MAX_TOKENS = 16
@@ -38,6 +46,10 @@ Parser = Callable[[bytes, Catalog], object]
 GATEWAY_WORK: dict[str, tuple[Parser, Callable[[], ClientRenderer]]] = {
     "chat": (parse_chat_request, ChatCompletionsRenderer),
     "messages": (parse_messages_request, lambda: MessagesRenderer("chatcmpl-bench", MODEL)),
+    "responses": (
+        parse_responses_request,
+        lambda: ResponsesRenderer(ResponseFrame("resp_bench", ResponseEcho(model=MODEL))),
+    ),
 }
 
 

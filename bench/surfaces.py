@@ -1,6 +1,6 @@
 """The client surfaces of the text path, and what each costs next to chat.
 
-Chat completions, Messages (and, later, Responses) all go through the gateway's
+Chat completions, Messages and Responses all go through the gateway's
 one chat relay to the same upstream; only the request parsing and the rendering
 of the answer differ. The `surfaces` group (bench/run.py) sends the same model
 the same prompt through every surface in SURFACES, non-stream and stream,
@@ -48,9 +48,11 @@ class Surface:
     stream_marker: str  # in every good stream (its last event)
     stream_forbidden: str  # in no good stream (an error sent in-band, after the 200)
     headers: Callable[[str], dict[str, str]] = field(default=bearer)
+    # The protocol's name for the output limit.
+    limit_field: str = "max_tokens"
 
     def request_body(self, model: str, max_tokens: int, stream: bool) -> dict[str, Any]:
-        body = {"model": model, "max_tokens": max_tokens, **self.body}
+        body = {"model": model, self.limit_field: max_tokens, **self.body}
         if stream:
             body["stream"] = True
         return body
@@ -77,6 +79,15 @@ SURFACES: tuple[Surface, ...] = (
         stream_marker="event: message_stop",
         stream_forbidden="event: error",
         headers=anthropic_key,
+    ),
+    Surface(
+        name="responses",
+        path="/v1/responses",
+        body={"input": PROMPT},
+        marker='"object":"response"',
+        stream_marker="event: response.completed",
+        stream_forbidden="event: response.failed",
+        limit_field="max_output_tokens",  # at least 16, as OpenAI requires
     ),
 )
 
