@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The list of protos, rewritten only when it changes: a deleted (or renamed)
+# proto then rebuilds gen/ as an edited one does, and its stale modules go.
+PROTO_LIST := $(GEN)/.protos
+$(shell mkdir -p $(GEN) && (echo '$(PROTOS)' | cmp -s - $(PROTO_LIST) || echo '$(PROTOS)' > $(PROTO_LIST)))
+
 # Python stubs, type hints and the descriptor set Envoy's transcoder loads.
-$(DESCRIPTOR): $(PROTOS) $(STAMP)
+$(DESCRIPTOR): $(PROTOS) $(PROTO_LIST) $(STAMP)
+	@rm -rf $(GEN)/aiport
 	@mkdir -p $(GEN)
 	$(VPY) -m grpc_tools.protoc -Iproto \
 	  -I$$($(VPY) -c 'import google.api.annotations_pb2 as a, os; print(os.path.dirname(os.path.dirname(os.path.dirname(a.__file__))))') \
