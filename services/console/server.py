@@ -179,6 +179,8 @@ def create_app(
             request_id,
             language,
             error_pages,
+            # /docs/ and the like: a redirect to the page without the slash, not a 404.
+            web.normalize_path_middleware(append_slash=False, remove_slash=True),
             account_pages.session_auth,
             csrf_protection,
         ],

@@ -97,6 +97,13 @@ async def test_every_response_carries_the_security_headers(console: Console, pat
     assert_secure_headers(response)
 
 
+async def test_a_trailing_slash_redirects_to_the_page(console: Console) -> None:
+    response = await console.client.get("/docs/", headers=BROWSER)
+    assert response.status_code == 308 and response.headers["location"] == "/docs"
+    assert_secure_headers(response)
+    assert (await console.client.get("/nowhere/", headers=BROWSER)).status_code == 404
+
+
 async def test_static_files_carry_them_too_and_cache_by_version(console: Console) -> None:
     page = await console.client.get("/", headers=BROWSER)
     css_url = re.search(r'href="(/static/console\.css\?v=[0-9a-f]+)"', page.text)
