@@ -118,12 +118,19 @@ def test_thinking_takes_the_models_mode() -> None:
     }
     budget = {**CANONICAL, "thinking": {"control": "budget", "type": "enabled"}}
     budget["reasoning_effort"] = "medium"
-    assert native_request(client(thinking=asked), budget, "m", stream=False)["thinking"] == asked
+    roomy = {**budget, "max_tokens": 10_000}
+    assert native_request(client(thinking=asked), roomy, "m", stream=False)["thinking"] == asked
+    # max_tokens capped under the client's budget: half of it; under the minimum, none.
+    small = {**budget, "max_tokens": 4000}
+    big_budget = {"type": "enabled", "budget_tokens": 8000}
+    body = native_request(client(thinking=big_budget), small, "m", stream=False)
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2000}
+    body = native_request(client(thinking=big_budget), budget, "m", stream=False)
+    assert "thinking" not in body  # max_tokens 512: 256 is under Anthropic's minimum
     # Only an effort asked, on a budget model: a budget for it, at most half of
     # max_tokens, and none below Anthropic's minimum.
     body = native_request(client(output_config={"effort": "medium"}), budget, "m", stream=False)
     assert "thinking" not in body and "output_config" not in body  # 512 // 2 < 1024
-    roomy = {**budget, "max_tokens": 10_000}
     body = native_request(client(output_config={"effort": "medium"}), roomy, "m", stream=False)
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     untouched = native_request(client(thinking={"type": "disabled"}), CANONICAL, "m", stream=False)

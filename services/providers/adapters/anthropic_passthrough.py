@@ -82,12 +82,20 @@ def _thinking(body: dict[str, Any], canonical: dict[str, Any], max_tokens: int) 
         config["effort"] = effort
     else:
         config.pop("effort", None)  # budget models take a budget, not an effort
-        if not (isinstance(asked, dict) and asked.get("type") == "enabled"):
+        enabled = asked if isinstance(asked, dict) and asked.get("type") == "enabled" else None
+        if enabled is not None:
+            # The client's budget, unless max_tokens was capped below it (Anthropic
+            # wants the budget under max_tokens): then half of it, as translation does.
+            budget = enabled.get("budget_tokens")
+            if isinstance(budget, int) and budget >= max_tokens:
+                budget = max_tokens // 2
+        else:
             budget = min(THINKING_BUDGETS.get(str(effort), 0), max_tokens // 2)
-            if budget >= MIN_THINKING_BUDGET:
-                body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-            else:
-                body.pop("thinking", None)
+        if isinstance(budget, int) and budget >= MIN_THINKING_BUDGET:
+            kept = dict(enabled or {})  # the client's other thinking fields
+            body["thinking"] = {**kept, "type": "enabled", "budget_tokens": budget}
+        else:
+            body.pop("thinking", None)
     if config:
         body["output_config"] = config
     else:
