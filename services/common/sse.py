@@ -95,4 +95,9 @@ def frame(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
 
 
+def named_frame(event: str, data: bytes) -> bytes:
+    """One SSE event with an `event:` name (Anthropic's and Responses' streams)."""
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
 DONE = frame(b"[DONE]")

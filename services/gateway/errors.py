@@ -22,6 +22,7 @@ import grpc
 import orjson
 
 from services.common.money import micros_to_idr
+from services.common.sse import frame, named_frame
 from services.common.wire import RETRY_AFTER_KEY
 
 STATUS_HEADER = "x-aiport-http-status"
@@ -79,8 +80,8 @@ class PublicError(Exception):
     def sse_event(self) -> bytes:
         """The same error as an in-band SSE event, for streams already under way."""
         if self.protocol == "anthropic":
-            return b"event: error\ndata: " + self.body() + b"\n\n"
-        return b"data: " + self.body() + b"\n\n"
+            return named_frame("error", self.body())
+        return frame(self.body())
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         metadata: list[tuple[str, str]] = [

@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
 from services.gateway.errors import PublicError
@@ -141,7 +142,7 @@ def render_message(completion: bytes, usage: Usage, model: str) -> bytes:
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return named_frame(name, orjson.dumps(data))
 
 
 class Block(Enum):

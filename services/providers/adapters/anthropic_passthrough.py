@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.common.wire import ANTHROPIC_MESSAGES
 from services.providers.adapters.anthropic_messages_translate import (
@@ -151,10 +152,6 @@ def native_message(raw: bytes, response_id: str, model: str) -> tuple[bytes, Usa
     return orjson.dumps(message), parse_usage(openai_usage(message.get("usage")))
 
 
-def _frame(event: str, data: bytes) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
-
-
 class NativeMessagesStream:
     """Upstream Messages events in, the same events out (our id and model), with the
     translating path's accounting: `output_started`, `finish()`, `estimated_usage()`
@@ -194,7 +191,7 @@ class NativeMessagesStream:
             payload["message"]["id"] = self.response_id
             payload["message"]["model"] = self.model
             data = orjson.dumps(payload)
-        self._held.append(_frame(event, data))
+        self._held.append(named_frame(event, data))
         if not self.output_started and not self.done:
             return []
         out, self._held = self._held, []
