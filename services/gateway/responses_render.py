@@ -31,6 +31,7 @@ The stream (one state machine, `ResponseStream`; TRANSITIONS lists every move):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -117,6 +118,15 @@ class ResponseFrame:
         }
 
 
+class Item(Enum):
+    """What output item the stream has open."""
+
+    NONE = "none"
+    REASONING = "reasoning"
+    MESSAGE = "message"
+    FUNCTION_CALL = "function_call"
+
+
 def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {
         "id": item_id,
@@ -131,14 +141,50 @@ def _text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def _message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
+def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {
         "id": item_id,
         "type": "message",
         "status": status,
         "role": "assistant",
-        "content": [] if text is None else [_text_part(text)],
+        "content": [_text_part(text)] if text else [],
     }
+
+
+def _reasoning_part(text: str) -> dict[str, Any]:
+    return {"type": "reasoning_text", "text": text}
+
+
+@dataclass(frozen=True, slots=True)
+class TextItem:
+    """An output item whose one content part streams text: how each looks."""
+
+    prefix: str  # of its id
+    item: Callable[[str, str, str], dict[str, Any]]  # (id, text, status) -> the item
+    part: Callable[[str], dict[str, Any]]  # text -> its content part
+    delta: str  # the event carrying a piece of the text
+    done: str  # the event carrying the whole text
+    extra: tuple[tuple[str, Any], ...] = ()  # more fields on both
+
+
+# The two items that stream text (a function call streams arguments instead).
+TEXT_ITEMS = {
+    Item.REASONING: TextItem(
+        "rs",
+        _reasoning_item,
+        _reasoning_part,
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+    ),
+    Item.MESSAGE: TextItem(
+        "msg",
+        _message_item,
+        _text_part,
+        "response.output_text.delta",
+        "response.output_text.done",
+        (("logprobs", []),),
+    ),
+}
 
 
 def _call_item(
@@ -182,15 +228,6 @@ def render_response(completion: bytes, usage: Usage, frame: ResponseFrame) -> by
     return orjson.dumps(
         frame.render("completed", output, usage, finish=choice.get("finish_reason"))
     )
-
-
-class Item(Enum):
-    """What output item the stream has open."""
-
-    NONE = "none"
-    REASONING = "reasoning"
-    MESSAGE = "message"
-    FUNCTION_CALL = "function_call"
 
 
 class Phase(Enum):
@@ -252,39 +289,32 @@ class ResponseStream:
         """The open item's output_index."""
         return len(self.output)
 
+    def _where(self) -> dict[str, Any]:
+        """The open item's place, as every event about it names it."""
+        return {"item_id": self.item_id, "output_index": self._index}
+
     def _close(self) -> list[bytes]:
-        where = {"item_id": self.item_id, "output_index": self._index}
-        out: list[bytes] = []
         if self.item is Item.NONE:
-            return out
-        if self.item is Item.REASONING:
-            part = {"type": "reasoning_text", "text": self.text}
-            item = _reasoning_item(self.item_id, self.text, "completed")
+            return []
+        out: list[bytes] = []
+        text_item = TEXT_ITEMS.get(self.item)
+        if text_item is not None:
+            item = text_item.item(self.item_id, self.text, "completed")
             out.append(
                 self._event(
-                    "response.reasoning_text.done", **where, content_index=0, text=self.text
-                )
-            )
-            out.append(
-                self._event("response.content_part.done", **where, content_index=0, part=part)
-            )
-        elif self.item is Item.MESSAGE:
-            item = _message_item(self.item_id, self.text, "completed")
-            out.append(
-                self._event(
-                    "response.output_text.done",
-                    **where,
+                    text_item.done,
+                    **self._where(),
                     content_index=0,
                     text=self.text,
-                    logprobs=[],
+                    **dict(text_item.extra),
                 )
             )
             out.append(
                 self._event(
                     "response.content_part.done",
-                    **where,
+                    **self._where(),
                     content_index=0,
-                    part=_text_part(self.text),
+                    part=text_item.part(self.text),
                 )
             )
         else:
@@ -292,7 +322,10 @@ class ResponseStream:
             item = _call_item(self.item_id, call_id, name, self.text, "completed")
             out.append(
                 self._event(
-                    "response.function_call_arguments.done", **where, name=name, arguments=self.text
+                    "response.function_call_arguments.done",
+                    **self._where(),
+                    name=name,
+                    arguments=self.text,
                 )
             )
         out.append(self._event("response.output_item.done", output_index=self._index, item=item))
@@ -308,59 +341,29 @@ class ResponseStream:
         out.append(self._event("response.output_item.added", output_index=self._index, item=item))
         return out
 
-    def _reasoning(self, delta: str) -> list[bytes]:
+    def _text(self, kind: Item, delta: str) -> list[bytes]:
+        """A piece of reasoning or answer text: its item opened first if need be."""
+        text_item = TEXT_ITEMS[kind]
         out: list[bytes] = []
-        if self.item is not Item.REASONING:
-            out += self._open(
-                Item.REASONING,
-                _reasoning_item(self.frame.item_id("rs", self._index), "", "in_progress"),
-            )
+        if self.item is not kind:
+            item_id = self.frame.item_id(text_item.prefix, len(self.output))
+            out += self._open(kind, text_item.item(item_id, "", "in_progress"))
             out.append(
                 self._event(
                     "response.content_part.added",
-                    item_id=self.item_id,
-                    output_index=self._index,
+                    **self._where(),
                     content_index=0,
-                    part={"type": "reasoning_text", "text": ""},
+                    part=text_item.part(""),
                 )
             )
         self.text += delta
         out.append(
             self._event(
-                "response.reasoning_text.delta",
-                item_id=self.item_id,
-                output_index=self._index,
+                text_item.delta,
+                **self._where(),
                 content_index=0,
                 delta=delta,
-            )
-        )
-        return out
-
-    def _content(self, delta: str) -> list[bytes]:
-        out: list[bytes] = []
-        if self.item is not Item.MESSAGE:
-            out += self._open(
-                Item.MESSAGE,
-                _message_item(self.frame.item_id("msg", self._index), None, "in_progress"),
-            )
-            out.append(
-                self._event(
-                    "response.content_part.added",
-                    item_id=self.item_id,
-                    output_index=self._index,
-                    content_index=0,
-                    part=_text_part(""),
-                )
-            )
-        self.text += delta
-        out.append(
-            self._event(
-                "response.output_text.delta",
-                item_id=self.item_id,
-                output_index=self._index,
-                content_index=0,
-                delta=delta,
-                logprobs=[],
+                **dict(text_item.extra),
             )
         )
         return out
@@ -382,8 +385,7 @@ class ResponseStream:
                 out.append(
                     self._event(
                         "response.function_call_arguments.delta",
-                        item_id=self.item_id,
-                        output_index=self._index,
+                        **self._where(),
                         delta=piece.arguments,
                     )
                 )
@@ -399,9 +401,9 @@ class ResponseStream:
             out += self._start()
         self._move("chunk")
         if delta.reasoning:
-            out += self._reasoning(delta.reasoning)
+            out += self._text(Item.REASONING, delta.reasoning)
         if delta.content:
-            out += self._content(delta.content)
+            out += self._text(Item.MESSAGE, delta.content)
         out += self._tool_calls(delta.tool_calls)
         if delta.finish:
             self.finish = delta.finish
