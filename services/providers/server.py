@@ -202,11 +202,13 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         with Failover(self.breakers, routes, request_fields) as failover:
             for attempt in failover.attempts():
                 route = attempt.route
-                translator, chunks, native = self._stream(
-                    route, body, request, identity, prompt_chars, image_parts
-                )
+                # A stream's accounting (None for a whole answer: no output before it).
+                translator: StreamAccounting | None = None
                 try:
                     if request.stream:
+                        translator, chunks, native = self._stream(
+                            route, body, request, identity, prompt_chars, image_parts
+                        )
                         async for chunk in chunks:
                             if translator.output_started:
                                 attempt.output_started()
@@ -228,8 +230,9 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                     )
                     return
                 except UpstreamError as error:
-                    attempt.failed(error, output_started=translator.output_started)
-                    if translator.output_started:
+                    started = translator is not None and translator.output_started
+                    attempt.failed(error, output_started=started)
+                    if translator is not None and started:
                         # Output reached the client: no second route, end in-band.
                         yield providers_pb2.ChatCompletionEvent(
                             failure=providers_pb2.StreamFailure(
