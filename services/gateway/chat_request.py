@@ -103,8 +103,10 @@ def _content(
     if isinstance(content, str):
         size.add_text(content)
         return content
-    if not isinstance(content, list):
-        raise invalid_request(f"'{param}' must be a string or an array of content parts.", param)
+    if not isinstance(content, list) or not content:
+        raise invalid_request(
+            f"'{param}' must be a string or a non-empty array of content parts.", param
+        )
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         where = f"{param}[{j}]"
@@ -248,7 +250,8 @@ def _tools(body: dict[str, Any], size: _PromptSize) -> list[dict[str, Any]] | No
                     f"'{where}.function.description' must be a string.",
                     f"{where}.function.description",
                 )
-            function["description"] = description
+            if description:  # an empty one describes nothing
+                function["description"] = description
         parameters = fn.get("parameters")
         if parameters is not None:
             if not isinstance(parameters, dict):
@@ -288,19 +291,29 @@ def _tool_choice(body: dict[str, Any], tools: list[dict[str, Any]] | None) -> An
     )
 
 
-def _stop(body: dict[str, Any]) -> str | list[str] | None:
+def _stop(body: dict[str, Any]) -> list[str] | None:
     stop = body.get("stop")
-    if stop is None or isinstance(stop, str):
-        return stop
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
     if (
         isinstance(stop, list)
         and len(stop) <= MAX_STOP_SEQUENCES
         and all(isinstance(s, str) for s in stop)
     ):
-        return stop
+        return stop or None  # no sequences: nothing to stop at
     raise invalid_request(
         f"'stop' must be a string or an array of at most {MAX_STOP_SEQUENCES} strings.", "stop"
     )
+
+
+_JSON_SCHEMA_KEYS: tuple[tuple[str, type, str], ...] = (
+    ("name", str, "a string"),
+    ("description", str, "a string"),
+    ("schema", dict, "a JSON Schema object"),
+    ("strict", bool, "a boolean"),
+)
 
 
 def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -312,11 +325,29 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
             "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
             "response_format",
         )
-    if fmt["type"] == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
+    if fmt["type"] != "json_schema":
+        return {"type": fmt["type"]}
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict):
         raise invalid_request(
             "'response_format.json_schema' must be an object.", "response_format.json_schema"
         )
-    return fmt
+    # The canonical call keeps what OpenAI's json_schema defines; other keys go.
+    out: dict[str, Any] = {}
+    for key, kind, shape in _JSON_SCHEMA_KEYS:
+        value = spec.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            where = f"response_format.json_schema.{key}"
+            raise invalid_request(f"'{where}' must be {shape}.", where)
+        if value != "":  # an empty description describes nothing
+            out[key] = value
+    if not out.get("name"):
+        raise invalid_request(
+            "'response_format.json_schema.name' is required.", "response_format.json_schema.name"
+        )
+    return {"type": "json_schema", "json_schema": out}
 
 
 def _logit_bias(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -329,7 +360,7 @@ def _logit_bias(body: dict[str, Any]) -> dict[str, Any] | None:
         raise invalid_request(
             "'logit_bias' must map token ids to numbers between -100 and 100.", "logit_bias"
         )
-    return bias
+    return bias or None  # an empty map biases nothing
 
 
 def parse_chat_request(raw: bytes, catalog: Catalog) -> ChatCall:

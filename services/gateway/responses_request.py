@@ -173,8 +173,10 @@ def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
 def _parts(content: Any, where: str, *, role: str) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
-    if not isinstance(content, list) or len(content) > MAX_PARTS:
-        raise _fail(f"must be a string or an array of at most {MAX_PARTS} content parts.", where)
+    if not isinstance(content, list) or not content or len(content) > MAX_PARTS:
+        raise _fail(
+            f"must be a string or a non-empty array of at most {MAX_PARTS} content parts.", where
+        )
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         at = f"{where}[{j}]"

@@ -72,8 +72,24 @@ def test_standard_parameters_are_forwarded() -> None:
     }
     call = parse(body)
     for key, value in body.items():
-        assert call.upstream_request[key] == value
+        if key != "stop":
+            assert call.upstream_request[key] == value
+    # One stop string is a list of one: the canonical call has one shape for it.
+    assert call.upstream_request["stop"] == ["END"]
     assert call.choices == 3
+
+
+def test_response_format_keeps_only_what_openai_defines() -> None:
+    fmt = parse({"messages": HELLO, "response_format": {"type": "json_object", "x": 1}})
+    assert fmt.upstream_request["response_format"] == {"type": "json_object"}
+    spec = {"name": "out", "schema": {"type": "object"}, "strict": True, "extra": 1}
+    fmt = parse(
+        {"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": spec}}
+    )
+    assert fmt.upstream_request["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": True},
+    }
 
 
 def test_content_parts_and_roles() -> None:
@@ -180,6 +196,21 @@ def test_tools_and_tool_choice() -> None:
             "tools[0].function.name",
         ),
         ({"messages": HELLO, "response_format": {"type": "yaml"}}, "response_format"),
+        (
+            {"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema.name",
+        ),
+        (
+            {
+                "messages": HELLO,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "o", "strict": "yes"},
+                },
+            },
+            "response_format.json_schema.strict",
+        ),
+        ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
         ({"messages": HELLO, "logit_bias": {"1": 500}}, "logit_bias"),
         ({"messages": HELLO, "stream_options": "yes"}, "stream_options"),
     ],

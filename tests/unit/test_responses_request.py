@@ -228,6 +228,7 @@ def test_dropped_fields_are_accepted() -> None:
             "input[0].content[0].type",
         ),
         ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+        ({"input": [{"role": "user", "content": []}]}, "input[0].content"),
         (
             {"input": [{"type": "function_call", "call_id": "", "name": "f", "arguments": "{}"}]},
             "input[0].call_id",
