@@ -36,6 +36,7 @@ from google.api import httpbody_pb2
 from services.common import requestctx, service_auth
 from services.common.auth_failures import CLIENT_THROTTLED_HEADER
 from services.common.billing_errors import capture_within_hold
+from services.common.canonical_chat import from_chat_body
 from services.common.catalog import (
     CLIP_FORMATS,
     Catalog,
@@ -722,6 +723,7 @@ async def relay_chat(
     (made from the call's completion id). `native` makes the client's own request,
     for a route that speaks its protocol to pass through (providers.proto)."""
     completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
+    chat = from_chat_body(call.upstream_request)  # typed before any money moves
     amount = hold_micros(call)
     caller, hold = await backends.authorize_hold(
         context,
@@ -745,7 +747,7 @@ async def relay_chat(
         backends.providers,
         providers_pb2.ChatCompletionRequest(
             model=call.model.id,
-            request_json=orjson.dumps(call.upstream_request),
+            chat=chat,
             stream=call.stream,
             completion_id=completion_id,
             created_unix=int(time.time()),

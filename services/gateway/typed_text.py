@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 from aiport.v1 import text_pb2
-from google.protobuf import struct_pb2
 
+from services.common.canonical_chat import EFFORTS, ROLE_OF, ROLES, to_chat_body
 from services.common.catalog import Catalog, TextModel
 from services.common.money import micros_to_idr
 from services.common.usage import Usage
@@ -27,29 +27,6 @@ from services.gateway.chat_request import ChatCall, parse_chat_body
 from services.gateway.errors import PublicError, invalid_request
 from services.gateway.pricing import cost_micros
 
-_ROLES = {
-    text_pb2.ROLE_SYSTEM: "system",
-    text_pb2.ROLE_DEVELOPER: "developer",
-    text_pb2.ROLE_USER: "user",
-    text_pb2.ROLE_ASSISTANT: "assistant",
-    text_pb2.ROLE_TOOL: "tool",
-}
-_ROLE_OF: dict[str, text_pb2.Role] = {name: role for role, name in _ROLES.items()}
-_EFFORTS = {
-    text_pb2.REASONING_EFFORT_LOW: "low",
-    text_pb2.REASONING_EFFORT_MEDIUM: "medium",
-    text_pb2.REASONING_EFFORT_HIGH: "high",
-}
-_TOOL_CHOICE_MODES = {
-    text_pb2.ToolChoice.MODE_AUTO: "auto",
-    text_pb2.ToolChoice.MODE_NONE: "none",
-    text_pb2.ToolChoice.MODE_REQUIRED: "required",
-}
-_FORMATS = {
-    text_pb2.ResponseFormat.TYPE_TEXT: "text",
-    text_pb2.ResponseFormat.TYPE_JSON_OBJECT: "json_object",
-    text_pb2.ResponseFormat.TYPE_JSON_SCHEMA: "json_schema",
-}
 _FINISH: dict[str, text_pb2.FinishReason] = {
     "stop": text_pb2.FINISH_REASON_STOP,
     "length": text_pb2.FINISH_REASON_LENGTH,
@@ -67,160 +44,45 @@ COMPLETION = "aiport.completion"
 # -- in ---------------------------------------------------------------------------------------
 
 
-def _plain(value: struct_pb2.Value) -> Any:
-    """A Struct value as plain JSON. Struct keeps every number as a double; whole ones
-    become integers again, since JSON Schema keywords such as minItems must be."""
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return {k: _plain(v) for k, v in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [_plain(v) for v in value.list_value.values]
-    if kind == "number_value":
-        number = value.number_value
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    return None
-
-
-def _object(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {k: _plain(v) for k, v in struct.fields.items()}
-
-
-def _part(part: text_pb2.ContentPart, where: str) -> dict[str, Any]:
-    kind = part.WhichOneof("part")
-    if kind == "text":
-        return {"type": "text", "text": part.text}
-    if kind == "image_url":
-        image: dict[str, Any] = {"url": part.image_url.url}
-        if part.image_url.detail:
-            image["detail"] = part.image_url.detail
-        return {"type": "image_url", "image_url": image}
-    raise invalid_request(f"'{where}' must set text or image_url.", where)
-
-
-def _message(message: text_pb2.Message, index: int) -> dict[str, Any]:
-    where = f"messages[{index}]"
-    role = _ROLES.get(message.role)
-    if role is None:
-        raise invalid_request(
-            f"'{where}.role' must be one of ROLE_SYSTEM, ROLE_DEVELOPER, ROLE_USER, "
-            "ROLE_ASSISTANT, ROLE_TOOL.",
-            f"{where}.role",
-        )
-    out: dict[str, Any] = {"role": role}
-    if message.text and message.content:
-        raise invalid_request(f"'{where}' sets both text and content; set one.", f"{where}.content")
-    if message.content:
-        out["content"] = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(message.content)]
-    elif message.text:
-        out["content"] = message.text
-    else:
-        # Absent: the gate requires it, except beside an assistant's tool calls.
-        out["content"] = None
-    if message.name:
-        out["name"] = message.name
-    if message.tool_calls:
-        out["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.function.name, "arguments": call.function.arguments},
-            }
-            for call in message.tool_calls
-        ]
-    if message.tool_call_id:
-        out["tool_call_id"] = message.tool_call_id
-    if message.reasoning_content:
-        out["reasoning_content"] = message.reasoning_content
-    return out
-
-
-def _tool(tool: text_pb2.Tool, index: int) -> dict[str, Any]:
-    if tool.WhichOneof("tool") != "function":
-        raise invalid_request(f"'tools[{index}]' must set function.", f"tools[{index}]")
-    fn = tool.function
-    function: dict[str, Any] = {"name": fn.name}
-    if fn.description:
-        function["description"] = fn.description
-    if fn.HasField("parameters"):
-        function["parameters"] = _object(fn.parameters)
-    if fn.HasField("strict"):
-        function["strict"] = fn.strict
-    return {"type": "function", "function": function}
-
-
-def _tool_choice(choice: text_pb2.ToolChoice) -> Any:
-    kind = choice.WhichOneof("choice")
-    if kind == "function_name":
-        return {"type": "function", "function": {"name": choice.function_name}}
-    if kind == "mode":
-        return _TOOL_CHOICE_MODES.get(choice.mode)  # unspecified: as if not given
-    return None
-
-
-def _response_format(fmt: text_pb2.ResponseFormat) -> dict[str, Any] | None:
-    kind = _FORMATS.get(fmt.type)
-    if kind is None:
-        return None
-    out: dict[str, Any] = {"type": kind}
-    if kind == "json_schema":
-        if not fmt.HasField("json_schema"):
+def _check(request: text_pb2.TextRequest) -> None:
+    """What only the typed shape can get wrong: an enum left unset or unknown, a
+    oneof left empty, text and parts both set. The gate checks everything else."""
+    for i, message in enumerate(request.messages):
+        where = f"messages[{i}]"
+        if message.role not in ROLES:
             raise invalid_request(
-                "'response_format.json_schema' is required for TYPE_JSON_SCHEMA.",
-                "response_format.json_schema",
+                f"'{where}.role' must be one of ROLE_SYSTEM, ROLE_DEVELOPER, ROLE_USER, "
+                "ROLE_ASSISTANT, ROLE_TOOL.",
+                f"{where}.role",
             )
-        schema = fmt.json_schema
-        spec: dict[str, Any] = {"name": schema.name, "schema": _object(schema.schema)}
-        if schema.description:
-            spec["description"] = schema.description
-        if schema.HasField("strict"):
-            spec["strict"] = schema.strict
-        out["json_schema"] = spec
-    return out
+        if message.HasField("text") and message.content:
+            raise invalid_request(
+                f"'{where}' sets both text and content; set one.", f"{where}.content"
+            )
+        for j, part in enumerate(message.content):
+            if part.WhichOneof("part") is None:
+                part_at = f"{where}.content[{j}]"
+                raise invalid_request(f"'{part_at}' must set text or image_url.", part_at)
+    for i, tool in enumerate(request.tools):
+        if tool.WhichOneof("tool") != "function":
+            raise invalid_request(f"'tools[{i}]' must set function.", f"tools[{i}]")
+    if request.reasoning_effort and request.reasoning_effort not in EFFORTS:
+        raise invalid_request("'reasoning_effort' is not a known value.", "reasoning_effort")
+    fmt = request.response_format
+    if fmt.type == text_pb2.ResponseFormat.TYPE_JSON_SCHEMA and not fmt.HasField("json_schema"):
+        raise invalid_request(
+            "'response_format.json_schema' is required for TYPE_JSON_SCHEMA.",
+            "response_format.json_schema",
+        )
 
 
 def chat_body(request: text_pb2.TextRequest, *, stream: bool) -> dict[str, Any]:
     """The canonical chat body of a typed request (not yet validated)."""
-    body: dict[str, Any] = {
-        "messages": [_message(m, i) for i, m in enumerate(request.messages)],
-        "stream": stream,
-    }
+    _check(request)
+    body = to_chat_body(request)
+    body["stream"] = stream
     if request.model:
         body["model"] = request.model
-    for name in (
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "parallel_tool_calls",
-        "n",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-    ):
-        if request.HasField(name):
-            body[name] = getattr(request, name)
-    if request.stop:
-        body["stop"] = list(request.stop)
-    if request.reasoning_effort:
-        effort = _EFFORTS.get(request.reasoning_effort)
-        if effort is None:
-            raise invalid_request("'reasoning_effort' is not a known value.", "reasoning_effort")
-        body["reasoning_effort"] = effort
-    if request.tools:
-        body["tools"] = [_tool(t, i) for i, t in enumerate(request.tools)]
-    if request.HasField("tool_choice"):
-        choice = _tool_choice(request.tool_choice)
-        if choice is not None:
-            body["tool_choice"] = choice
-    if request.HasField("response_format"):
-        fmt = _response_format(request.response_format)
-        if fmt is not None:
-            body["response_format"] = fmt
-    if request.user:
-        body["user"] = request.user
     return body
 
 
@@ -277,7 +139,7 @@ def _usage(raw: dict[str, Any]) -> Usage:
 def _role(value: Any) -> text_pb2.Role:
     if not isinstance(value, str):
         return text_pb2.ROLE_UNSPECIFIED
-    return _ROLE_OF.get(value, text_pb2.ROLE_UNSPECIFIED)
+    return ROLE_OF.get(value, text_pb2.ROLE_UNSPECIFIED)
 
 
 def _finish(value: Any) -> text_pb2.FinishReason:

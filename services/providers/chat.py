@@ -15,7 +15,7 @@ is also a `NativeChatAdapter`: a client that spoke it is passed through, the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from aiport.v1 import providers_pb2
 
@@ -44,7 +44,11 @@ class StreamAccounting(Protocol):
 
 class ChatAdapter(Protocol):
     async def complete(
-        self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
+        self,
+        route: Route,
+        request: providers_pb2.CanonicalChat,
+        identity: Identity,
+        request_id: str,
     ) -> tuple[bytes, Usage]:
         """The whole chat.completion in the public shape, and its usage.
         Raises UpstreamError."""
@@ -53,7 +57,7 @@ class ChatAdapter(Protocol):
     def stream(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
@@ -74,7 +78,7 @@ class NativeChatAdapter(Protocol):
     async def complete_native(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         native: providers_pb2.NativeRequest,
         identity: Identity,
         request_id: str,
@@ -85,7 +89,7 @@ class NativeChatAdapter(Protocol):
     def stream_native(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         native: providers_pb2.NativeRequest,
         request_id: str,
         passthrough: NativeMessagesStream,

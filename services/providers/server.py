@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
-import orjson
 from aiport.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 
 from services.common import metrics
+from services.common.canonical_chat import prompt_size
 from services.common.grpc_server import ServicerContext
 from services.common.usage import Usage
 from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
@@ -44,22 +44,6 @@ def _native(
     ):
         return adapter
     return None
-
-
-def _prompt_size(request: dict[str, object]) -> tuple[int, int]:
-    """(text characters, image parts) of the prompt: what an estimate of its tokens
-    needs when the upstream never reports usage (the gateway's hold counts both)."""
-    chars = images = 0
-    for message in request.get("messages") or []:  # type: ignore[attr-defined]
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict):
-                    chars += len(part.get("text", ""))
-                    images += part.get("type") == "image_url"
-    return chars, images
 
 
 class ProvidersService(providers_pb2_grpc.ProvidersServicer):
@@ -108,7 +92,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
     async def _complete(
         self,
         route: Route,
-        body: dict[str, Any],
+        body: providers_pb2.CanonicalChat,
         request: providers_pb2.ChatCompletionRequest,
         identity: Identity,
     ) -> tuple[bytes, Usage, bool]:
@@ -127,7 +111,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
     def _stream(
         self,
         route: Route,
-        body: dict[str, Any],
+        body: providers_pb2.CanonicalChat,
         request: providers_pb2.ChatCompletionRequest,
         identity: Identity,
         prompt_chars: int,
@@ -162,7 +146,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         context: ServicerContext,
     ) -> providers_pb2.ChatCompleted:
         routes = await self._routes(request, context)
-        body = orjson.loads(request.request_json)
+        body = request.chat
         identity = Identity(request.completion_id, request.model, request.created_unix)
         request_fields = {"request_id": request.request_id, "model": request.model, "stream": False}
         with Failover(self.breakers, routes, request_fields) as failover:
@@ -189,9 +173,10 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         context: ServicerContext,
     ) -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
         routes = await self._routes(request, context)
-        body = orjson.loads(request.request_json)
+        body = request.chat
         identity = Identity(request.completion_id, request.model, request.created_unix)
-        prompt_chars, image_parts = _prompt_size(body)  # the same for every route tried
+        # The same for every route tried; the gateway's hold counts both.
+        prompt_chars, image_parts = prompt_size(body.request)
         request_fields = {
             "request_id": request.request_id,
             "model": request.model,

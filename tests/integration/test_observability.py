@@ -20,11 +20,11 @@ from typing import Any
 import grpc
 import httpx
 import openai
-import orjson
 from aiport.v1 import billing_pb2_grpc, providers_pb2, providers_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import Stack, StackConfig
+from services.common.canonical_chat import from_chat_body
 from tests.integration.conftest import NewAccount, balance_micros
 from tests.integration.test_jobs import poll, submit
 
@@ -314,7 +314,7 @@ def test_a_trace_continues_through_providers_to_the_upstream(tmp_path: Path) -> 
                 providers_pb2_grpc.ProvidersStub(chan).ChatCompletion(
                     providers_pb2.ChatCompletionRequest(
                         model="kimi-k2.6",
-                        request_json=orjson.dumps(
+                        chat=from_chat_body(
                             {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
                         ),
                         completion_id="chatcmpl-trace",

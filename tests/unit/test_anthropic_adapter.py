@@ -19,6 +19,7 @@ import pytest
 
 from sandbox import anthropic as sandbox_anthropic
 from sandbox.errors import ApiError
+from services.common.canonical_chat import from_chat_body
 from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages import AnthropicMessagesAdapter
 from services.providers.adapters.openai_chat_translate import (
@@ -269,7 +270,9 @@ async def run_stream(
     request: dict[str, Any] = REQUEST,
 ) -> list[Any]:
     out = received if received is not None else []
-    async for chunk in adapter.stream(ROUTE, request, IDENTITY, REQUEST_ID, translator):
+    async for chunk in adapter.stream(
+        ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID, translator
+    ):
         out.append(orjson.loads(chunk))
     return out
 
@@ -279,7 +282,7 @@ async def call(
 ) -> list[Any]:
     if stream:
         return await run_stream(adapter, new_translator(), request=request)
-    await adapter.complete(ROUTE, request, IDENTITY, REQUEST_ID)
+    await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID)
     return []
 
 
@@ -311,7 +314,7 @@ async def test_configured_headers_win_over_the_default_version() -> None:
         adapter,
         upstream,
     ):
-        await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     (request,) = upstream.requests
     assert request.headers.get_list("anthropic-version") == ["2023-01-01"]
     assert request.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
@@ -322,7 +325,7 @@ async def test_configured_headers_win_over_the_default_version() -> None:
 
 async def test_complete_request_path_headers_and_body() -> None:
     async with connected(json_response(MESSAGE)) as (adapter, upstream):
-        await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     (request,) = upstream.requests
     assert request.headers["X-Request-Id"] == REQUEST_ID
     assert upstream.body == {
@@ -343,7 +346,7 @@ async def test_complete_translates_the_answer() -> None:
         ],
     }
     async with connected(json_response(answer)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert orjson.loads(raw) == {
         "id": "chatcmpl-aiport0001",
         "object": "chat.completion",
@@ -368,7 +371,7 @@ async def test_complete_translates_the_answer() -> None:
 async def test_complete_answer_split_into_pieces() -> None:
     pieces = split_every(orjson.dumps(MESSAGE), 5)
     async with connected(sse_response(pieces)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert orjson.loads(raw)["choices"][0]["message"]["content"] == "Baik, terima kasih!"
     assert usage.prompt_tokens == 20
 
@@ -393,7 +396,7 @@ async def test_tool_call_round_trip() -> None:
         "parallel_tool_calls": False,
     }
     async with connected(json_response(tool_answer)) as (adapter, upstream):
-        raw, _ = await adapter.complete(ROUTE, ask, IDENTITY, REQUEST_ID)
+        raw, _ = await adapter.complete(ROUTE, from_chat_body(ask), IDENTITY, REQUEST_ID)
     assert upstream.body["tools"] == [
         {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}
     ]
@@ -422,7 +425,7 @@ async def test_tool_call_round_trip() -> None:
         ],
     }
     async with connected(json_response(MESSAGE)) as (adapter, upstream):
-        await adapter.complete(ROUTE, follow_up, IDENTITY, REQUEST_ID)
+        await adapter.complete(ROUTE, from_chat_body(follow_up), IDENTITY, REQUEST_ID)
     assert upstream.body["messages"][1:] == [
         {
             "role": "assistant",
@@ -451,7 +454,7 @@ async def test_tool_call_round_trip() -> None:
 async def test_reasoning_effort_sends_a_valid_thinking_request() -> None:
     ask = {**REQUEST, "max_tokens": 10_000, "reasoning_effort": "high", "top_p": 0.5}
     async with connected(json_response(MESSAGE)) as (adapter, upstream):
-        await adapter.complete(ROUTE, ask, IDENTITY, REQUEST_ID)
+        await adapter.complete(ROUTE, from_chat_body(ask), IDENTITY, REQUEST_ID)
     assert upstream.body["thinking"] == {"type": "enabled", "budget_tokens": 5000}
     assert "temperature" not in upstream.body and "top_p" not in upstream.body
 
@@ -459,7 +462,7 @@ async def test_reasoning_effort_sends_a_valid_thinking_request() -> None:
 async def test_parameters_the_provider_drops_are_not_sent() -> None:
     provider = dataclasses.replace(PROVIDER, drop_params=frozenset({"temperature"}))
     async with connected(json_response(MESSAGE), provider) as (adapter, upstream):
-        await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert "temperature" not in upstream.body
 
 
@@ -659,7 +662,7 @@ async def test_untranslatable_requests_are_rejected_before_any_call(
 async def test_complete_malformed_answer_is_a_failure(content: bytes) -> None:
     async with connected(raw_response(content)) as (adapter, _):
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+            await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert caught.value.kind == "failed"
 
 

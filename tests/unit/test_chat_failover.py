@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiport.v1 import providers_pb2
 
+from services.common.canonical_chat import from_chat_body
 from services.common.grpc_server import ServicerContext
 from services.common.usage import Usage
 from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
@@ -41,7 +42,11 @@ class FakeChat:
         self.started = asyncio.Event()
 
     async def complete(
-        self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
+        self,
+        route: Route,
+        request: providers_pb2.CanonicalChat,
+        identity: Identity,
+        request_id: str,
     ) -> tuple[bytes, Usage]:
         self.calls.append(route.provider)
         self.started.set()
@@ -54,7 +59,7 @@ class FakeChat:
     async def stream(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
@@ -106,7 +111,7 @@ class Setup:
         "unary" (CompleteChat, its answer read as the events the gateway makes of it)."""
         request = providers_pb2.ChatCompletionRequest(
             model="m",
-            request_json=orjson.dumps({"messages": [{"role": "user", "content": "hello"}]}),
+            chat=from_chat_body({"messages": [{"role": "user", "content": "hello"}]}),
             stream=mode == "stream",
             completion_id="chatcmpl-1",
             created_unix=1,

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from sandbox import gemini as sandbox_gemini
+from services.common.canonical_chat import from_chat_body
 from services.providers.adapters.gemini import GeminiChatAdapter, classify_error
 from services.providers.adapters.gemini_translate import decode_tool_call_id
 from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
@@ -155,7 +156,9 @@ async def run_stream(
     adapter: GeminiChatAdapter, translator: ChunkTranslator, request: dict[str, Any] = REQUEST
 ) -> list[Any]:
     out = []
-    async for chunk in adapter.stream(ROUTE, request, IDENTITY, REQUEST_ID, translator):
+    async for chunk in adapter.stream(
+        ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID, translator
+    ):
         out.append(orjson.loads(chunk))
     return out
 
@@ -180,7 +183,7 @@ async def test_complete_sends_gemini_and_answers_openai() -> None:
         cachedContentTokenCount=3,
     )
     async with connected(json_response(upstream_answer)) as (adapter, upstream):
-        raw, usage = await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     request = upstream.requests[0]
     assert request.url.path == "/v1beta/models/gemini-3.5-flash-001:generateContent"
     assert "alt" not in request.url.params
@@ -231,7 +234,7 @@ async def test_tool_call_round_trip_restores_the_thought_signature() -> None:
         "reasoning_effort": "high",
     }
     async with connected(json_response(first_answer)) as (adapter, upstream):
-        raw, _ = await adapter.complete(ROUTE, request, IDENTITY, REQUEST_ID)
+        raw, _ = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID)
         sent = upstream.body
         assert sent["tools"] == [
             {
@@ -268,7 +271,7 @@ async def test_tool_call_round_trip_restores_the_thought_signature() -> None:
                 {"role": "tool", "tool_call_id": call["id"], "content": '{"temp_c":31}'},
             ],
         }
-        raw, _ = await adapter.complete(ROUTE, follow_up, IDENTITY, REQUEST_ID)
+        raw, _ = await adapter.complete(ROUTE, from_chat_body(follow_up), IDENTITY, REQUEST_ID)
     assert orjson.loads(raw)["choices"][0]["message"]["content"] == "31 °C"
     assert upstream.body["contents"][1:] == [
         {
@@ -297,7 +300,7 @@ async def test_a_request_gemini_cannot_take_is_rejected_without_a_call() -> None
     }
     async with connected(json_response(answer([{"text": "x"}]))) as (adapter, upstream):
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, request, IDENTITY, REQUEST_ID)
+            await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID)
     assert caught.value.kind == "rejected"
     assert "call_unknown" in caught.value.message
     assert upstream.requests == []
@@ -309,7 +312,9 @@ async def test_blocked_prompt_answers_content_filter() -> None:
         "usageMetadata": {"promptTokenCount": 9},
     }
     async with connected(json_response(blocked)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, {**REQUEST, "n": 2}, IDENTITY, REQUEST_ID)
+        raw, usage = await adapter.complete(
+            ROUTE, from_chat_body({**REQUEST, "n": 2}), IDENTITY, REQUEST_ID
+        )
     body = orjson.loads(raw)
     assert [c["finish_reason"] for c in body["choices"]] == ["content_filter", "content_filter"]
     assert body["choices"][0]["message"]["content"] == ""
@@ -349,7 +354,7 @@ async def test_error_statuses(status: int, body: bytes, kind: str) -> None:
     respond: Respond = lambda request: httpx.Response(status, content=body)  # noqa: E731
     async with connected(respond) as (adapter, _):
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+            await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
         assert caught.value.kind == kind
         with pytest.raises(UpstreamError) as streamed:
             await run_stream(adapter, new_translator())
@@ -363,7 +368,7 @@ async def test_rejection_carries_googles_message_scrubbed() -> None:
     )
     async with connected(respond) as (adapter, _):
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+            await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert caught.value.kind == "rejected"
     assert caught.value.message.startswith("The upstream rejected the request: Invalid argument")
     assert API_KEY not in caught.value.message and "AIzaSyOther" not in caught.value.message
@@ -392,7 +397,7 @@ def test_array_wrapped_errors_are_read() -> None:
 async def test_transport_failures_and_garbage(respond: Respond, kind: str) -> None:
     async with connected(respond) as (adapter, _):
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+            await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert caught.value.kind == kind
 
 
@@ -514,7 +519,9 @@ async def test_stream_ending_without_finish_reason_failed() -> None:
     received: list[Any] = []
     async with connected(sse_response([sse(STREAM_EVENTS[:3])])) as (adapter, _):
         with pytest.raises(UpstreamError) as caught:
-            async for chunk in adapter.stream(ROUTE, REQUEST, IDENTITY, REQUEST_ID, translator):
+            async for chunk in adapter.stream(
+                ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID, translator
+            ):
                 received.append(orjson.loads(chunk))
     assert caught.value.kind == "failed"
     assert caught.value.message == "upstream stream ended early"

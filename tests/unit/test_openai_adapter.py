@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from services.common.canonical_chat import from_chat_body
 from services.common.usage import Usage
 from services.providers.adapters.openai_chat import OpenAIChatAdapter
 from services.providers.adapters.openai_chat_translate import (
@@ -100,7 +101,9 @@ async def run_stream(
 ) -> list[Any]:
     """Public chunks (decoded) the adapter yields; also appended to `received` as they come."""
     out = received if received is not None else []
-    async for chunk in adapter.stream(ROUTE, REQUEST, IDENTITY, REQUEST_ID, translator):
+    async for chunk in adapter.stream(
+        ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID, translator
+    ):
         out.append(orjson.loads(chunk))
     return out
 
@@ -234,7 +237,7 @@ async def test_client_settings_come_from_the_provider() -> None:
 
 async def test_complete_request_path_headers_and_body() -> None:
     async with connected(json_response(UPSTREAM_COMPLETION)) as (adapter, upstream):
-        await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     (request,) = upstream.requests
     assert request.method == "POST"
     assert request.url == httpx.URL("http://upstream.test/v1/chat/completions")
@@ -253,14 +256,14 @@ async def test_complete_request_path_headers_and_body() -> None:
 async def test_complete_renames_max_tokens_for_reasoning_providers() -> None:
     respond = json_response(UPSTREAM_COMPLETION)
     async with connected(respond, REASONING_PROVIDER) as (adapter, upstream):
-        await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert upstream.body["max_completion_tokens"] == 64
     assert "max_tokens" not in upstream.body
 
 
 async def test_complete_translates_the_answer() -> None:
     async with connected(json_response(UPSTREAM_COMPLETION)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert orjson.loads(raw) == {
         "id": "chatcmpl-aiport0001",
         "object": "chat.completion",
@@ -281,7 +284,7 @@ async def test_complete_translates_the_answer() -> None:
 async def test_complete_answer_split_into_pieces() -> None:
     pieces = split_every(orjson.dumps(UPSTREAM_COMPLETION), 5)
     async with connected(sse_response(pieces)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert orjson.loads(raw)["choices"][0]["message"]["content"] == "Baik, terima kasih!"
     assert usage.prompt_tokens == 14
 
@@ -365,7 +368,7 @@ async def call(adapter: OpenAIChatAdapter, stream: bool) -> list[Any]:
     """Run one request to completion; return the chunks a stream yielded."""
     if stream:
         return await run_stream(adapter, new_translator())
-    await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+    await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     return []
 
 
@@ -460,7 +463,7 @@ async def test_other_error_statuses_are_failures(status: int, stream: bool) -> N
 async def test_complete_malformed_answer_is_a_failure(content: bytes) -> None:
     async with connected(raw_response(content)) as (adapter, _):
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+            await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert caught.value.kind == "failed"
 
 
@@ -561,7 +564,7 @@ async def test_complete_body_read_timeout() -> None:
     pieces = [orjson.dumps(UPSTREAM_COMPLETION)[:40]]
     async with connected(sse_response(pieces, then=httpx.ReadTimeout("slow"))) as (adapter, _):
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, REQUEST, IDENTITY, REQUEST_ID)
+            await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
     assert caught.value.kind == "timeout"
 
 

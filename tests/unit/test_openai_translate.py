@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
+from aiport.v1 import providers_pb2
 
+from services.common.canonical_chat import from_chat_body, prompt_size
 from services.common.usage import (
     CHARS_PER_TOKEN_ESTIMATE,
     IMAGE_PART_TOKENS_ESTIMATE,
@@ -23,7 +25,6 @@ from services.providers.adapters.openai_chat_translate import (
     public_completion,
     upstream_request,
 )
-from services.providers.server import _prompt_size
 
 IDENTITY = Identity(completion_id="chatcmpl-aiport0001", model="gpt-5.4", created=1767225600)
 
@@ -192,10 +193,13 @@ def canonical_request() -> dict[str, Any]:
     }
 
 
+def call(request: dict[str, Any]) -> providers_pb2.CanonicalChat:
+    return from_chat_body(request)
+
+
 def test_upstream_request_non_stream() -> None:
-    request = canonical_request()
     body = upstream_request(
-        request, "gpt-5.4-2026-03-05", stream=False, max_tokens_field="max_tokens"
+        call(canonical_request()), "gpt-5.4-2026-03-05", stream=False, max_tokens_field="max_tokens"
     )
     assert body == {
         "messages": [{"role": "user", "content": "Hi"}],
@@ -208,7 +212,7 @@ def test_upstream_request_non_stream() -> None:
 
 def test_upstream_request_stream_asks_for_usage() -> None:
     body = upstream_request(
-        canonical_request(), "deepseek-chat", stream=True, max_tokens_field="max_tokens"
+        call(canonical_request()), "deepseek-chat", stream=True, max_tokens_field="max_tokens"
     )
     assert body["model"] == "deepseek-chat"
     assert body["stream"] is True
@@ -216,34 +220,23 @@ def test_upstream_request_stream_asks_for_usage() -> None:
     assert body["max_tokens"] == 256
 
 
-def test_upstream_request_stream_overrides_client_stream_options() -> None:
-    request = {**canonical_request(), "stream_options": {"include_usage": False}}
-    body = upstream_request(request, "m", stream=True, max_tokens_field="max_tokens")
-    assert body["stream_options"] == {"include_usage": True}
-
-
 def test_upstream_request_renames_max_tokens_for_reasoning_providers() -> None:
     body = upstream_request(
-        canonical_request(), "gpt-5.5", stream=True, max_tokens_field="max_completion_tokens"
+        call(canonical_request()),
+        "gpt-5.5",
+        stream=True,
+        max_tokens_field="max_completion_tokens",
     )
     assert "max_tokens" not in body
     assert body["max_completion_tokens"] == 256
 
 
 def test_upstream_request_without_max_tokens_adds_none() -> None:
-    request = {"messages": [{"role": "user", "content": "Hi"}]}
+    request = call({"messages": [{"role": "user", "content": "Hi"}]})
     body = upstream_request(
         request, "gpt-5.5", stream=False, max_tokens_field="max_completion_tokens"
     )
     assert body == {"messages": [{"role": "user", "content": "Hi"}], "model": "gpt-5.5"}
-
-
-def test_upstream_request_leaves_the_callers_dict_alone() -> None:
-    request = {**canonical_request(), "model": "gpt-5.4"}
-    upstream_request(
-        request, "gpt-5.4-2026-03-05", stream=True, max_tokens_field="max_completion_tokens"
-    )
-    assert request == {**canonical_request(), "model": "gpt-5.4"}
 
 
 # --- public_completion -------------------------------------------------------------------
@@ -756,7 +749,7 @@ def test_a_broken_streams_estimate_counts_the_prompts_images() -> None:
             },
         ]
     }
-    assert _prompt_size(body) == (22, 2)
+    assert prompt_size(from_chat_body(body).request) == (22, 2)
     t = ChunkTranslator(IDENTITY, prompt_chars=22, image_parts=2)
     t.feed(upstream_chunk([upstream_choice({"content": "x" * 8})]))
     prompt = -(-22 // CHARS_PER_TOKEN_ESTIMATE) + 2 * IMAGE_PART_TOKENS_ESTIMATE
@@ -807,7 +800,7 @@ def test_malformed_chunks_are_protocol_errors(chunk: Any) -> None:
 
 
 def test_parameters_an_upstream_rejects_are_dropped() -> None:
-    request = {"messages": [], "max_tokens": 5, "temperature": 0.2, "top_p": 0.9, "seed": 1}
+    request = call({"messages": [], "max_tokens": 5, "temperature": 0.2, "top_p": 0.9, "seed": 1})
     body = upstream_request(
         request,
         "gpt-5.4",
@@ -816,7 +809,8 @@ def test_parameters_an_upstream_rejects_are_dropped() -> None:
         drop_params=frozenset({"temperature", "top_p"}),
     )
     assert body == {"messages": [], "max_completion_tokens": 5, "seed": 1, "model": "gpt-5.4"}
-    assert request["temperature"] == 0.2  # the caller's dict is untouched
+    # The call is untouched: the next route may take what this one drops.
+    assert request.request.temperature == 0.2 and request.request.HasField("top_p")
 
 
 # --- thinking instruction and reasoning_content (per-model policy) ---------------------------
@@ -855,7 +849,9 @@ def test_thinking_instruction_rendered_openai_compatible(
     request: dict[str, Any] = {"messages": [TOOL_TURN], "max_tokens": 5, "thinking": instruction}
     if effort is not None:
         request["reasoning_effort"] = effort
-    body = upstream_request(request, "deepseek-v4-pro", stream=False, max_tokens_field="max_tokens")
+    body = upstream_request(
+        call(request), "deepseek-v4-pro", stream=False, max_tokens_field="max_tokens"
+    )
     assert {k: body[k] for k in ("thinking", "reasoning_effort") if k in body} == expected
     # The assistant turn's reasoning goes back to the upstream as it came.
     assert body["messages"][0]["reasoning_content"] == "I should call f."

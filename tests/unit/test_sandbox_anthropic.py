@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from sandbox import anthropic, anthropic_server, openai_chat, png
 from sandbox.errors import ApiError
 from sandbox.server import REQUEST_LOG, ROUTE_HEADER, create_app
+from services.common.canonical_chat import from_chat_body
 from services.providers.adapters.anthropic_messages import AnthropicMessagesAdapter
 from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
 from services.providers.errors import UpstreamError
@@ -754,7 +755,7 @@ def ask(text: str, **params: Any) -> dict[str, Any]:
 
 
 async def complete(adapter: AnthropicMessagesAdapter, request: dict[str, Any]) -> dict[str, Any]:
-    raw, _ = await adapter.complete(ROUTE, request, IDENTITY, "req-1")
+    raw, _ = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "req-1")
     out: dict[str, Any] = orjson.loads(raw)
     return out
 
@@ -764,7 +765,9 @@ async def stream(
 ) -> tuple[list[Any], ChunkTranslator]:
     translator = ChunkTranslator(IDENTITY, prompt_chars=10)
     out = received if received is not None else []
-    async for chunk in adapter.stream(ROUTE, request, IDENTITY, "req-1", translator):
+    async for chunk in adapter.stream(
+        ROUTE, from_chat_body(request), IDENTITY, "req-1", translator
+    ):
         out.append(orjson.loads(chunk))
     return out, translator
 
@@ -972,7 +975,7 @@ async def test_e2e_wrong_key_is_a_failure(sandbox: Sandbox) -> None:
     client = AnthropicMessagesAdapter(provider)
     try:
         with pytest.raises(UpstreamError) as caught:
-            await client.complete(ROUTE, ask("hi"), IDENTITY, "req-1")
+            await client.complete(ROUTE, from_chat_body(ask("hi")), IDENTITY, "req-1")
     finally:
         await client.close()
     assert (caught.value.kind, caught.value.message) == ("failed", "upstream answered HTTP 401")

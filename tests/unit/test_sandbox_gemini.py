@@ -21,6 +21,7 @@ from sandbox import gemini, openai_chat, png, textgen
 from sandbox.errors import ApiError
 from sandbox.gemini_server import register
 from sandbox.server import REQUEST_LOG, create_app
+from services.common.canonical_chat import from_chat_body
 from services.providers.adapters.gemini import GeminiChatAdapter
 from services.providers.adapters.gemini_image import GeminiImageAdapter
 from services.providers.adapters.gemini_translate import (
@@ -567,7 +568,8 @@ async def stream_all(
 ) -> tuple[list[Any], ChunkTranslator]:
     translator = ChunkTranslator(IDENTITY, prompt_chars=10)
     chunks = [
-        orjson.loads(c) async for c in adapter.stream(ROUTE, request, IDENTITY, "r", translator)
+        orjson.loads(c)
+        async for c in adapter.stream(ROUTE, from_chat_body(request), IDENTITY, "r", translator)
     ]
     return chunks, translator
 
@@ -586,7 +588,7 @@ async def test_e2e_text_complete_and_stream(sandbox: tuple[str, web.Application]
         "response_format": {"type": "json_object"},
     }
     try:
-        raw, usage = await adapter.complete(ROUTE, request, IDENTITY, "r1")
+        raw, usage = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "r1")
         body = orjson.loads(raw)
         message = body["choices"][0]["message"]
         assert len(message["content"].split()) == 4
@@ -615,7 +617,7 @@ async def test_e2e_tool_round_trip_needs_the_signature(
     question = {"role": "user", "content": "Weather in Jakarta? [sim:parallel]"}
     request = {"messages": [question], "max_tokens": 200, "tools": [WEATHER_TOOL, TIME_TOOL]}
     try:
-        raw, _ = await adapter.complete(ROUTE, request, IDENTITY, "r1")
+        raw, _ = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "r1")
         choice = orjson.loads(raw)["choices"][0]
         assert choice["finish_reason"] == "tool_calls"
         calls = choice["message"]["tool_calls"]
@@ -638,7 +640,9 @@ async def test_e2e_tool_round_trip_needs_the_signature(
             }
 
         # Ids echoed unchanged: the sandbox sees its own signature and answers.
-        raw, _ = await adapter.complete(ROUTE, follow_up([c["id"] for c in calls]), IDENTITY, "r2")
+        raw, _ = await adapter.complete(
+            ROUTE, from_chat_body(follow_up([c["id"] for c in calls])), IDENTITY, "r2"
+        )
         answer = orjson.loads(raw)["choices"][0]
         assert answer["finish_reason"] == "stop" and answer["message"]["content"]
         chunks, _ = await stream_all(adapter, follow_up([c["id"] for c in calls]))
@@ -646,12 +650,16 @@ async def test_e2e_tool_round_trip_needs_the_signature(
 
         # Ids the client rewrote lose the signature: 400 from the sandbox -> rejected.
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, follow_up(["call_a", "call_b"]), IDENTITY, "r3")
+            await adapter.complete(
+                ROUTE, from_chat_body(follow_up(["call_a", "call_b"])), IDENTITY, "r3"
+            )
         assert caught.value.kind == "rejected"
         assert "Thought signature is not valid" in caught.value.message
         forged = encode_tool_call_id(base64.b64encode(b"forged").decode())
         with pytest.raises(UpstreamError) as caught:
-            await adapter.complete(ROUTE, follow_up([forged, calls[1]["id"]]), IDENTITY, "r4")
+            await adapter.complete(
+                ROUTE, from_chat_body(follow_up([forged, calls[1]["id"]])), IDENTITY, "r4"
+            )
         assert caught.value.kind == "rejected"
     finally:
         await adapter.close()
@@ -693,7 +701,10 @@ async def test_e2e_failures(sandbox: tuple[str, web.Application]) -> None:
         ]:
             with pytest.raises(UpstreamError) as caught:
                 await adapter.complete(
-                    ROUTE, {**base, "messages": [{"role": "user", "content": text}]}, IDENTITY, "r"
+                    ROUTE,
+                    from_chat_body({**base, "messages": [{"role": "user", "content": text}]}),
+                    IDENTITY,
+                    "r",
                 )
             assert caught.value.kind == kind, text
         # fail-after drops the stream before any finishReason: failed, after some output.
@@ -701,7 +712,9 @@ async def test_e2e_failures(sandbox: tuple[str, web.Application]) -> None:
         got = []
         with pytest.raises(UpstreamError) as caught:
             request = {**base, "messages": [{"role": "user", "content": "x [sim:fail-after=2]"}]}
-            async for chunk in adapter.stream(ROUTE, request, IDENTITY, "r", translator):
+            async for chunk in adapter.stream(
+                ROUTE, from_chat_body(request), IDENTITY, "r", translator
+            ):
                 got.append(chunk)
         assert caught.value.kind == "failed"
         assert translator.output_started and len(got) == 3  # role + 2 words
@@ -723,7 +736,10 @@ async def test_e2e_failures(sandbox: tuple[str, web.Application]) -> None:
     try:
         with pytest.raises(UpstreamError) as caught:
             await bad.complete(
-                ROUTE, {**base, "messages": [{"role": "user", "content": "x"}]}, IDENTITY, "r"
+                ROUTE,
+                from_chat_body({**base, "messages": [{"role": "user", "content": "x"}]}),
+                IDENTITY,
+                "r",
             )
         assert caught.value.kind == "failed"  # our key, not the client's request
     finally:

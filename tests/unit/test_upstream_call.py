@@ -58,7 +58,7 @@ async def events_from(
 
 
 def request(stream: bool, model: str = "m") -> providers_pb2.ChatCompletionRequest:
-    return providers_pb2.ChatCompletionRequest(model=model, request_json=b"{}", stream=stream)
+    return providers_pb2.ChatCompletionRequest(model=model, stream=stream)
 
 
 async def test_a_non_stream_chat_is_one_unary_call_read_as_completion_then_usage() -> None:

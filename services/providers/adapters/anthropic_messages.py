@@ -18,6 +18,7 @@ import httpx
 import orjson
 from aiport.v1 import providers_pb2
 
+from services.common.canonical_chat import chat_json, without
 from services.common.sse import SseParser
 from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages_translate import (
@@ -64,22 +65,23 @@ class AnthropicMessagesAdapter:
     async def close(self) -> None:
         await self.client.aclose()
 
-    def _body(self, route: Route, request: dict[str, Any], stream: bool) -> dict[str, Any]:
+    def _body(
+        self, route: Route, request: providers_pb2.CanonicalChat, stream: bool
+    ) -> dict[str, Any]:
         # Parameters the provider is configured to drop go before translation,
         # as for the OpenAI adapter.
-        drop = self.provider.drop_params
-        canonical = {k: v for k, v in request.items() if k not in drop}
+        canonical = chat_json(without(request, self.provider.drop_params))
         return messages_request(canonical, route.upstream_model, stream=stream)
 
     def _native_body(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         native: providers_pb2.NativeRequest,
         stream: bool,
     ) -> dict[str, Any]:
         drop = self.provider.drop_params
-        canonical = {k: v for k, v in request.items() if k not in drop}
+        canonical = chat_json(without(request, drop))
         return native_request(
             native.body, canonical, route.upstream_model, stream=stream, drop=drop
         )
@@ -103,7 +105,11 @@ class AnthropicMessagesAdapter:
                 await response.aclose()
 
     async def complete(
-        self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
+        self,
+        route: Route,
+        request: providers_pb2.CanonicalChat,
+        identity: Identity,
+        request_id: str,
     ) -> tuple[bytes, Usage]:
         raw = await self._message(self._body(route, request, stream=False), request_id)
         with upstream_failures():
@@ -112,7 +118,7 @@ class AnthropicMessagesAdapter:
     async def stream(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
@@ -140,7 +146,7 @@ class AnthropicMessagesAdapter:
     async def complete_native(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         native: providers_pb2.NativeRequest,
         identity: Identity,
         request_id: str,
@@ -154,7 +160,7 @@ class AnthropicMessagesAdapter:
     async def stream_native(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         native: providers_pb2.NativeRequest,
         request_id: str,
         passthrough: NativeMessagesStream,

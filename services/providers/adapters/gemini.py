@@ -22,7 +22,9 @@ from typing import Any
 
 import httpx
 import orjson
+from aiport.v1 import providers_pb2
 
+from services.common.canonical_chat import chat_json
 from services.common.sse import SseParser
 from services.common.usage import Usage
 from services.providers.adapters.gemini_translate import (
@@ -31,7 +33,6 @@ from services.providers.adapters.gemini_translate import (
     completion,
     generate_content_request,
     model_path,
-    requested_choices,
 )
 from services.providers.adapters.http import (
     MAX_ERROR_BODY_BYTES,
@@ -157,12 +158,14 @@ class GeminiChatAdapter:
     async def close(self) -> None:
         await self.client.aclose()
 
-    def _body(self, route: Route, request: dict[str, Any]) -> dict[str, Any]:
+    def _body(self, route: Route, request: providers_pb2.CanonicalChat) -> dict[str, Any]:
         # Parameters the provider is configured to drop go before translation,
         # as for the OpenAI adapter.
         drop = self.provider.drop_params
         try:
-            return generate_content_request(request, route.upstream_model, drop_params=drop)
+            return generate_content_request(
+                chat_json(request), route.upstream_model, drop_params=drop
+            )
         except GeminiRequestError as exc:
             raise UpstreamError(
                 "rejected", f"The upstream cannot take this request: {exc}"
@@ -180,7 +183,11 @@ class GeminiChatAdapter:
         )
 
     async def complete(
-        self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
+        self,
+        route: Route,
+        request: providers_pb2.CanonicalChat,
+        identity: Identity,
+        request_id: str,
     ) -> tuple[bytes, Usage]:
         body = self._body(route, request)
         with upstream_failures():
@@ -192,20 +199,20 @@ class GeminiChatAdapter:
                 raw = await read_limited(response, MAX_COMPLETION_BYTES)
             finally:
                 await response.aclose()
-            answer = completion(orjson.loads(raw), choices=requested_choices(request))
+            answer = completion(orjson.loads(raw), choices=request.request.n or 1)
             return public_completion(answer, identity)
 
     async def stream(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
     ) -> AsyncIterator[bytes]:
         """Public chunks as they arrive; the caller reads usage from the translator."""
         body = self._body(route, request)
-        state = StreamTranslation(choices=requested_choices(request))
+        state = StreamTranslation(choices=request.request.n or 1)
         parser = SseParser()
         with upstream_failures():
             response = await self.client.send(

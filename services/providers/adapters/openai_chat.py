@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aiport.v1 import providers_pb2
 
 from services.common.sse import SseParser
 from services.common.usage import Usage
@@ -48,7 +49,11 @@ class OpenAIChatAdapter:
         )
 
     async def complete(
-        self, route: Route, request: dict[str, Any], identity: Identity, request_id: str
+        self,
+        route: Route,
+        request: providers_pb2.CanonicalChat,
+        identity: Identity,
+        request_id: str,
     ) -> tuple[bytes, Usage]:
         body = upstream_request(
             request,
@@ -69,7 +74,7 @@ class OpenAIChatAdapter:
     async def stream(
         self,
         route: Route,
-        request: dict[str, Any],
+        request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiport.v1 import providers_pb2
 
+from services.common.canonical_chat import to_chat_body, without
 from services.common.usage import Usage, estimate_usage
 from services.providers.errors import UpstreamProtocolError
 
@@ -64,17 +66,19 @@ def parse_usage(usage: Any) -> Usage:
 
 
 def upstream_request(
-    request: dict[str, Any],
+    chat: providers_pb2.CanonicalChat,
     upstream_model: str,
     stream: bool,
     max_tokens_field: str,
     drop_params: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The upstream's body. `drop_params` are parameters this upstream rejects:
-    dropped, like unknown ones. The gateway's thinking instruction (chat_policy) is
-    rendered the OpenAI-compatible way (`openai_thinking`)."""
-    body = {k: v for k, v in request.items() if k not in drop_params and k != "thinking"}
-    body.update(openai_thinking(request.get("thinking")))
+    """The upstream's body: the canonical call as OpenAI chat JSON. `drop_params` are
+    parameters this upstream rejects: dropped, like unknown ones. The gateway's
+    thinking instruction (chat_policy) is rendered the OpenAI-compatible way
+    (`openai_thinking`)."""
+    body = to_chat_body(without(chat, drop_params).request)
+    if chat.HasField("thinking"):
+        body.update(openai_thinking(chat.thinking))
     body["model"] = upstream_model
     if max_tokens_field != "max_tokens" and "max_tokens" in body:
         body[max_tokens_field] = body.pop("max_tokens")
@@ -85,18 +89,15 @@ def upstream_request(
     return body
 
 
-def openai_thinking(instruction: Any) -> dict[str, Any]:
+def openai_thinking(instruction: providers_pb2.ThinkingInstruction) -> dict[str, Any]:
     """The body fields that switch thinking for an OpenAI-compatible upstream:
     `toggle` -> thinking {type: enabled|disabled} (DeepSeek, GLM, Kimi);
     `effort` switched off -> reasoning_effort = the model's "no reasoning" value.
     Anything else has no OpenAI-compatible form and sends nothing."""
-    if not isinstance(instruction, dict) or instruction.get("type") not in ("enabled", "disabled"):
-        return {}
-    control = instruction.get("control")
-    if control == "toggle":
-        return {"thinking": {"type": instruction["type"]}}
-    if control == "effort" and instruction["type"] == "disabled" and instruction.get("off"):
-        return {"reasoning_effort": instruction["off"]}
+    if instruction.control == "toggle":
+        return {"thinking": {"type": "enabled" if instruction.enabled else "disabled"}}
+    if instruction.control == "effort" and not instruction.enabled and instruction.off:
+        return {"reasoning_effort": instruction.off}
     return {}
 
 
