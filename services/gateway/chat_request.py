@@ -31,6 +31,11 @@ MAX_MESSAGES = 2_000
 MAX_TOOLS = 128
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 4
+# Objects and arrays inside one tool's parameters or a response schema. The call
+# carries a schema as a protobuf Struct (three messages per JSON object), and a
+# protobuf decoder stops at 100 nested messages; 24 leaves room for the call's own
+# nesting. OpenAI's strict mode allows 10 levels; real schemas stay well inside.
+MAX_SCHEMA_DEPTH = 24
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 REASONING_EFFORTS = ("low", "medium", "high")
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -259,6 +264,7 @@ def _tools(body: dict[str, Any], size: _PromptSize) -> list[dict[str, Any]] | No
                     f"'{where}.function.parameters' must be a JSON Schema object.",
                     f"{where}.function.parameters",
                 )
+            _check_depth(parameters, f"{where}.function.parameters")
             function["parameters"] = parameters
         if isinstance(fn.get("strict"), bool):
             function["strict"] = fn["strict"]
@@ -289,6 +295,22 @@ def _tool_choice(body: dict[str, Any], tools: list[dict[str, Any]] | None) -> An
         "'tool_choice' must be 'auto', 'none', 'required' or {type: 'function', function: {name}}.",
         "tool_choice",
     )
+
+
+def _check_depth(schema: dict[str, Any], param: str) -> None:
+    """Refuse a schema nested deeper than MAX_SCHEMA_DEPTH (iterative: a hostile
+    depth cannot exhaust the stack here)."""
+    level: list[Any] = [schema]
+    for _ in range(MAX_SCHEMA_DEPTH):
+        level = [
+            child
+            for value in level
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return
+    raise invalid_request(f"'{param}' is nested more than {MAX_SCHEMA_DEPTH} levels deep.", param)
 
 
 def _stop(body: dict[str, Any]) -> list[str] | None:
@@ -341,6 +363,8 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
         if not isinstance(value, kind):
             where = f"response_format.json_schema.{key}"
             raise invalid_request(f"'{where}' must be {shape}.", where)
+        if key == "schema":
+            _check_depth(value, "response_format.json_schema.schema")
         if value != "":  # an empty description describes nothing
             out[key] = value
     if not out.get("name"):

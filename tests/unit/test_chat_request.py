@@ -14,6 +14,8 @@ from services.gateway.errors import PublicError
 
 CATALOG = load_catalog(PROJECT_ROOT / "config" / "catalog.yaml")
 HELLO = [{"role": "user", "content": "Hello"}]
+# One array past MAX_SCHEMA_DEPTH: 1 object and 24 arrays.
+DEEP: dict[str, Any] = {"type": "object", "enum": [[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]}
 
 
 def parse(body: dict[str, Any]) -> Any:
@@ -77,6 +79,13 @@ def test_standard_parameters_are_forwarded() -> None:
     # One stop string is a list of one: the canonical call has one shape for it.
     assert call.upstream_request["stop"] == ["END"]
     assert call.choices == 3
+
+
+def test_a_schema_at_the_depth_limit_passes() -> None:
+    inner = DEEP["enum"][0]  # 23 arrays: with its object, 24 levels
+    schema = {"type": "object", "enum": inner}
+    tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    assert parse({"messages": HELLO, "tools": [tool]}).upstream_request["tools"] == [tool]
 
 
 def test_response_format_keeps_only_what_openai_defines() -> None:
@@ -211,6 +220,23 @@ def test_tools_and_tool_choice() -> None:
             "response_format.json_schema.strict",
         ),
         ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+        (
+            {
+                "messages": HELLO,
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": DEEP}}],
+            },
+            "tools[0].function.parameters",
+        ),
+        (
+            {
+                "messages": HELLO,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "o", "schema": DEEP},
+                },
+            },
+            "response_format.json_schema.schema",
+        ),
         ({"messages": HELLO, "logit_bias": {"1": 500}}, "logit_bias"),
         ({"messages": HELLO, "stream_options": "yes"}, "stream_options"),
     ],
