@@ -297,7 +297,7 @@ def _tool_choice(body: dict[str, Any], tools: list[dict[str, Any]] | None) -> An
     )
 
 
-def _check_depth(schema: dict[str, Any], param: str) -> None:
+def _check_depth(schema: Any, param: str) -> None:
     """Refuse a schema nested deeper than MAX_SCHEMA_DEPTH (iterative: a hostile
     depth cannot exhaust the stack here)."""
     level: list[Any] = [schema]
