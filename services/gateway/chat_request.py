@@ -189,7 +189,8 @@ def _message(message: Any, index: int, size: _PromptSize) -> dict[str, Any]:
     if name is not None:
         if not isinstance(name, str):
             raise invalid_request(f"'{param}.name' must be a string.", f"{param}.name")
-        out["name"] = name
+        if name:  # an empty name names nobody
+            out["name"] = name
     if role == "assistant":
         has_calls = message.get("tool_calls") not in (None, [])
         if message.get("content") is None:

@@ -84,7 +84,7 @@ def message(draw: st.DrawFn) -> dict[str, Any]:
     else:
         out["content"] = draw(words)
     if role in ("user", "system") and draw(st.booleans()):
-        out["name"] = draw(names)
+        out["name"] = draw(st.one_of(st.just(""), names))
     return out
 
 
