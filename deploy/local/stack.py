@@ -210,7 +210,10 @@ class StackConfig:
     public_url: str = ""
     providers_file: Path = PROJECT_ROOT / "config" / "providers.sandbox.yaml"
     catalog_file: Path = PROJECT_ROOT / "config" / "catalog.yaml"
-    sandbox_api_key: str = "sk-sandbox"
+    # Random per stack: a fixed literal is a string fuzzers draw (hypothesis feeds
+    # the project's constants to schemathesis), which once put the key in a path
+    # the edge logged, failing the secrets-in-logs test. make run names its own.
+    sandbox_api_key: str = field(default_factory=lambda: f"sk-sandbox-{secrets.token_hex(8)}")
     # Settings every process gets (tunables such as AIPORT_HOLD_TTL_SECONDS).
     extra_env: dict[str, str] = field(default_factory=dict)
     # Variables the providers file reads (upstream keys, base URL overrides):
