@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from services.common.canonical_chat import from_chat_body
 from services.providers.adapters.anthropic_passthrough import (
     NativeMessagesStream,
     native_message,
@@ -32,24 +33,30 @@ def client(**fields: Any) -> bytes:
 
 
 def test_model_max_tokens_and_stream_are_ours() -> None:
-    body = native_request(client(), CANONICAL, "claude-sonnet-4-6-20260101", stream=True)
+    body = native_request(
+        client(), from_chat_body(CANONICAL), "claude-sonnet-4-6-20260101", stream=True
+    )
     assert body["model"] == "claude-sonnet-4-6-20260101"
     assert body["max_tokens"] == 512  # the hold's bound, not the client's
     assert body["stream"] is True
-    assert "stream" not in native_request(client(stream=True), CANONICAL, "m", stream=False)
+    assert "stream" not in native_request(
+        client(stream=True), from_chat_body(CANONICAL), "m", stream=False
+    )
 
 
 def test_what_the_canonical_request_dropped_is_dropped() -> None:
     canonical = {"messages": [], "max_tokens": 512}  # the model's policy took temperature
     body = native_request(
         client(temperature=0.2, top_p=0.9, stop_sequences=["x"], top_k=3),
-        canonical,
+        from_chat_body(canonical),
         "m",
         stream=False,
         drop=frozenset({"top_k"}),
     )
     assert not {"temperature", "top_p", "stop_sequences", "top_k"} & set(body)
-    kept = native_request(client(temperature=0.2, top_k=3), CANONICAL, "m", stream=False)
+    kept = native_request(
+        client(temperature=0.2, top_k=3), from_chat_body(CANONICAL), "m", stream=False
+    )
     assert (kept["temperature"], kept["top_k"]) == (0.2, 3)
 
 
@@ -87,7 +94,7 @@ def test_dearer_service_and_long_cache_writes_are_not_bought() -> None:
                 }
             ],
         ),
-        CANONICAL,
+        from_chat_body(CANONICAL),
         "m",
         stream=False,
     )
@@ -107,7 +114,7 @@ def test_thinking_takes_the_models_mode() -> None:
     }
     body = native_request(
         client(thinking=asked, output_config={"format": {"type": "json_schema", "schema": {}}}),
-        adaptive,
+        from_chat_body(adaptive),
         "m",
         stream=False,
     )
@@ -119,21 +126,30 @@ def test_thinking_takes_the_models_mode() -> None:
     budget = {**CANONICAL, "thinking": {"control": "budget", "type": "enabled"}}
     budget["reasoning_effort"] = "medium"
     roomy = {**budget, "max_tokens": 10_000}
-    assert native_request(client(thinking=asked), roomy, "m", stream=False)["thinking"] == asked
+    assert (
+        native_request(client(thinking=asked), from_chat_body(roomy), "m", stream=False)["thinking"]
+        == asked
+    )
     # max_tokens capped under the client's budget: half of it; under the minimum, none.
     small = {**budget, "max_tokens": 4000}
     big_budget = {"type": "enabled", "budget_tokens": 8000}
-    body = native_request(client(thinking=big_budget), small, "m", stream=False)
+    body = native_request(client(thinking=big_budget), from_chat_body(small), "m", stream=False)
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2000}
-    body = native_request(client(thinking=big_budget), budget, "m", stream=False)
+    body = native_request(client(thinking=big_budget), from_chat_body(budget), "m", stream=False)
     assert "thinking" not in body  # max_tokens 512: 256 is under Anthropic's minimum
     # Only an effort asked, on a budget model: a budget for it, at most half of
     # max_tokens, and none below Anthropic's minimum.
-    body = native_request(client(output_config={"effort": "medium"}), budget, "m", stream=False)
+    body = native_request(
+        client(output_config={"effort": "medium"}), from_chat_body(budget), "m", stream=False
+    )
     assert "thinking" not in body and "output_config" not in body  # 512 // 2 < 1024
-    body = native_request(client(output_config={"effort": "medium"}), roomy, "m", stream=False)
+    body = native_request(
+        client(output_config={"effort": "medium"}), from_chat_body(roomy), "m", stream=False
+    )
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
-    untouched = native_request(client(thinking={"type": "disabled"}), CANONICAL, "m", stream=False)
+    untouched = native_request(
+        client(thinking={"type": "disabled"}), from_chat_body(CANONICAL), "m", stream=False
+    )
     assert untouched["thinking"] == {"type": "disabled"}
 
 

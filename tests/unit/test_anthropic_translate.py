@@ -6,7 +6,9 @@ from typing import Any
 
 import orjson
 import pytest
+from aiport.v1 import text_pb2
 
+from services.common.canonical_chat import from_chat_body
 from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages_translate import (
     JSON_OBJECT_INSTRUCTION,
@@ -52,7 +54,8 @@ def call(call_id: str, name: str = "get_weather", arguments: str = '{"city":"Ban
 
 
 def build(messages: list[dict[str, Any]], stream: bool = False, **params: Any) -> dict[str, Any]:
-    return messages_request({"messages": messages, "max_tokens": 64, **params}, MODEL, stream)
+    chat = from_chat_body({"messages": messages, "max_tokens": 64, **params})
+    return messages_request(chat, MODEL, stream)
 
 
 def rejected(messages: list[dict[str, Any]], **params: Any) -> str:
@@ -366,6 +369,26 @@ def test_n_above_one_is_rejected() -> None:
     assert rejected([user("Hi")], n=2) == "n > 1 is not supported by this model"
 
 
+def test_what_the_typed_call_leaves_unset_reads_as_not_given() -> None:
+    chat = from_chat_body({"messages": [user("go")], "max_tokens": 64, "tools": [WEATHER]})
+    chat.request.tool_choice.mode = text_pb2.ToolChoice.MODE_UNSPECIFIED  # set, but no mode
+    chat.request.tools[0].function.parameters.Clear()  # present and empty: {}
+    chat.request.tools[0].function.parameters.update({"properties": {"n": {"minimum": 1}}})
+    body = messages_request(chat, MODEL, False)
+    assert "tool_choice" not in body
+    # Struct numbers are doubles; a schema keyword's whole number is an integer again.
+    schema = body["tools"][0]["input_schema"]
+    assert schema == {"type": "object", "properties": {"n": {"minimum": 1}}}
+    assert type(schema["properties"]["n"]["minimum"]) is int
+
+
+def test_a_call_without_max_tokens_fails_loudly() -> None:
+    chat = from_chat_body({"messages": [user("Hi")], "max_tokens": 64})
+    chat.request.ClearField("max_tokens")  # e.g. a provider's drop_params naming it
+    with pytest.raises(ValueError, match="max_tokens"):
+        messages_request(chat, MODEL, False)
+
+
 def test_response_format_becomes_a_system_instruction() -> None:
     body = build(
         [{"role": "system", "content": "Be terse."}, user("List colours")],
@@ -376,7 +399,9 @@ def test_response_format_becomes_a_system_instruction() -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "palette", "schema": schema}}
     (instruction,) = build([user("List colours")], response_format=fmt)["system"]
     assert "(palette)" in instruction["text"]
-    assert instruction["text"].endswith(orjson.dumps(schema).decode())
+    # Keys sorted: the typed call's Struct keeps no key order, and the same schema
+    # must read the same in every request.
+    assert instruction["text"].endswith(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode())
 
 
 @pytest.mark.parametrize(
@@ -395,7 +420,9 @@ def test_reasoning_effort_maps_to_a_thinking_budget(
     effort: str, max_tokens: int, budget: int | None
 ) -> None:
     body = messages_request(
-        {"messages": [user("Think")], "max_tokens": max_tokens, "reasoning_effort": effort},
+        from_chat_body(
+            {"messages": [user("Think")], "max_tokens": max_tokens, "reasoning_effort": effort}
+        ),
         MODEL,
         False,
     )
@@ -409,7 +436,9 @@ def test_reasoning_effort_maps_to_a_thinking_budget(
 
 def think(messages: list[dict[str, Any]], **params: Any) -> dict[str, Any]:
     return messages_request(
-        {"messages": messages, "max_tokens": 8000, "reasoning_effort": "medium", **params},
+        from_chat_body(
+            {"messages": messages, "max_tokens": 8000, "reasoning_effort": "medium", **params}
+        ),
         MODEL,
         False,
     )

@@ -18,7 +18,7 @@ import httpx
 import orjson
 from aiport.v1 import providers_pb2
 
-from services.common.canonical_chat import chat_json, without
+from services.common.canonical_chat import without
 from services.common.sse import SseParser
 from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages_translate import (
@@ -70,8 +70,8 @@ class AnthropicMessagesAdapter:
     ) -> dict[str, Any]:
         # Parameters the provider is configured to drop go before translation,
         # as for the OpenAI adapter.
-        canonical = chat_json(without(request, self.provider.drop_params))
-        return messages_request(canonical, route.upstream_model, stream=stream)
+        chat = without(request, self.provider.drop_params)
+        return messages_request(chat, route.upstream_model, stream=stream)
 
     def _native_body(
         self,
@@ -81,10 +81,8 @@ class AnthropicMessagesAdapter:
         stream: bool,
     ) -> dict[str, Any]:
         drop = self.provider.drop_params
-        canonical = chat_json(without(request, drop))
-        return native_request(
-            native.body, canonical, route.upstream_model, stream=stream, drop=drop
-        )
+        chat = without(request, drop)
+        return native_request(native.body, chat, route.upstream_model, stream=stream, drop=drop)
 
     def _post(self, body: dict[str, Any], request_id: str) -> httpx.Request:
         return self.client.build_request(

@@ -1,10 +1,12 @@
 """Translation between our client schema (OpenAI chat) and Anthropic's Messages API.
 
-Pure: dicts and bytes in, dicts out. The OpenAI-shaped dicts this produces go
-through the shared public half (`public_completion`, `ChunkTranslator`), which
-writes the public JSON and keeps the usage; nothing here writes public JSON.
+Pure: the typed call (providers.proto's CanonicalChat) and bytes in, dicts out. The
+OpenAI-shaped dicts this produces go through the shared public half
+(`public_completion`, `ChunkTranslator`), which writes the public JSON and keeps the
+usage; nothing here writes public JSON.
 
-Request mapping (canonical request -> POST /v1/messages):
+Request mapping (CanonicalChat -> POST /v1/messages; the request's fields are named as
+in OpenAI chat, the gateway's thinking instruction is `chat.thinking`):
   system / developer messages -> top-level `system`, one text block per text part, in
       order (Anthropic has no mid-conversation system turns, so their position is lost)
   user / assistant / tool     -> alternating user/assistant turns of content blocks;
@@ -44,11 +46,14 @@ stop_reason -> finish_reason (STOP_REASONS); usage -> OpenAI usage (`openai_usag
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiport.v1 import providers_pb2, text_pb2
 
+from services.common.canonical_chat import EFFORTS, ROLES, TOOL_CHOICE_MODES, plain_object
 from services.providers.errors import UpstreamError, UpstreamProtocolError, safe_upstream_message
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -128,29 +133,31 @@ def _image_block(url: str, where: str) -> dict[str, Any]:
     raise _rejected(f"{where}: image URLs must be http(s) or base64 data: URLs.")
 
 
-def _content_blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        block = _text_block(content)
-        return [block] if block else []
+def _part_blocks(parts: Iterable[text_pb2.ContentPart], where: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    for j, part in enumerate(content if isinstance(content, list) else []):
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") == "text" and isinstance(part.get("text"), str):
-            block = _text_block(part["text"])
+    for j, part in enumerate(parts):
+        kind = part.WhichOneof("part")
+        if kind == "text":
+            block = _text_block(part.text)
             if block:
                 blocks.append(block)
-        elif part.get("type") == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if isinstance(url, str):
-                blocks.append(_image_block(url, f"{where}[{j}]"))
+        elif kind == "image_url":
+            blocks.append(_image_block(part.image_url.url, f"{where}[{j}]"))
     return blocks
 
 
-def _tool_use(call: dict[str, Any], where: str) -> dict[str, Any]:
-    fn = call["function"]
-    arguments = fn["arguments"]
+def _content_blocks(message: text_pb2.Message, where: str) -> list[dict[str, Any]]:
+    """A message's content parts, or its text: none when it has neither (an assistant
+    message that only calls tools), since an absent text reads as "", which is blank."""
+    if message.content:
+        return _part_blocks(message.content, where)
+    block = _text_block(message.text)
+    return [block] if block else []
+
+
+def _tool_use(call: text_pb2.ToolCall, where: str) -> dict[str, Any]:
+    fn = call.function
+    arguments = fn.arguments
     try:
         value = orjson.loads(arguments) if arguments.strip() else {}
     except orjson.JSONDecodeError:
@@ -160,22 +167,20 @@ def _tool_use(call: dict[str, Any], where: str) -> dict[str, Any]:
         ) from None
     if not isinstance(value, dict):
         raise _rejected(f"{where}.function.arguments must be a JSON object for this model.")
-    return {"type": "tool_use", "id": tool_use_id(call["id"]), "name": fn["name"], "input": value}
+    return {"type": "tool_use", "id": tool_use_id(call.id), "name": fn.name, "input": value}
 
 
-def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
+def _tool_result(message: text_pb2.Message) -> dict[str, Any]:
     block: dict[str, Any] = {
         "type": "tool_result",
-        "tool_use_id": tool_use_id(message["tool_call_id"]),
+        "tool_use_id": tool_use_id(message.tool_call_id),
     }
-    content = message.get("content")
-    if isinstance(content, str):
-        if content.strip():
-            block["content"] = content
-    else:
-        texts = _content_blocks(content, "tool")
+    if message.content:
+        texts = _part_blocks(message.content, "tool")
         if texts:
             block["content"] = texts
+    elif message.text.strip():
+        block["content"] = message.text  # a string result goes as the string it is
     return block
 
 
@@ -189,20 +194,20 @@ def _add(turns: list[_Turn], role: str, results: list[Any], blocks: list[Any]) -
 
 
 def _conversation(
-    messages: list[dict[str, Any]],
+    messages: Iterable[text_pb2.Message],
 ) -> tuple[list[dict[str, Any]], list[_Turn]]:
     system: list[dict[str, Any]] = []
     turns: list[_Turn] = []
     for i, message in enumerate(messages):
-        role = message.get("role")
+        role = ROLES.get(message.role)  # None: unspecified (the gate always sets one)
         where = f"messages[{i}]"
         if role in ("system", "developer"):
-            system += _content_blocks(message.get("content"), where)
+            system += _content_blocks(message, where)
         elif role == "user":
-            _add(turns, "user", [], _content_blocks(message.get("content"), where))
+            _add(turns, "user", [], _content_blocks(message, where))
         elif role == "assistant":
-            blocks = _content_blocks(message.get("content"), where)
-            calls = message.get("tool_calls") or []
+            blocks = _content_blocks(message, where)
+            calls = message.tool_calls
             blocks += [_tool_use(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(calls)]
             _add(turns, "assistant", [], blocks)
         elif role == "tool":
@@ -224,42 +229,45 @@ def _conversation(
     return system, turns
 
 
-def _tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _tools(tools: Iterable[text_pb2.Tool]) -> list[dict[str, Any]]:
     out = []
     for tool in tools:
-        fn = tool["function"]
-        schema = dict(fn.get("parameters") or {"properties": {}})
+        fn = tool.function
+        # No parameters (or {}): a tool without arguments, which Anthropic still wants
+        # described as an object schema.
+        schema = plain_object(fn.parameters) or {"properties": {}}
         schema.setdefault("type", "object")  # Anthropic requires it; OpenAI implies it
-        item: dict[str, Any] = {"name": fn["name"]}
-        if fn.get("description"):
-            item["description"] = fn["description"]
+        item: dict[str, Any] = {"name": fn.name}
+        if fn.description:
+            item["description"] = fn.description
         item["input_schema"] = schema
         out.append(item)
     return out
 
 
-def _tool_choice(request: dict[str, Any]) -> dict[str, Any] | None:
-    choice = request.get("tool_choice")
-    parallel = request.get("parallel_tool_calls")
+def _tool_choice(request: text_pb2.TextRequest) -> dict[str, Any] | None:
+    choice = request.tool_choice
+    kind = choice.WhichOneof("choice")  # None when tool_choice is not set
+    mode = TOOL_CHOICE_MODES.get(choice.mode) if kind == "mode" else None  # unspecified: unset
+    no_parallel = request.HasField("parallel_tool_calls") and not request.parallel_tool_calls
     out: dict[str, Any]
-    if choice == "none":
+    if mode == "none":
         return {"type": "none"}  # takes no disable_parallel_tool_use
-    if choice == "required":
+    if mode == "required":
         out = {"type": "any"}
-    elif isinstance(choice, dict):
-        out = {"type": "tool", "name": choice["function"]["name"]}
-    elif choice == "auto" or parallel is False:
+    elif kind == "function_name":
+        out = {"type": "tool", "name": choice.function_name}
+    elif mode == "auto" or no_parallel:
         out = {"type": "auto"}
     else:
         return None  # Anthropic's default is auto
-    if parallel is False:
+    if no_parallel:
         out["disable_parallel_tool_use"] = True
     return out
 
 
 def _thinking(
-    instruction: Any,
-    effort: Any,
+    chat: providers_pb2.CanonicalChat,
     max_tokens: int,
     tool_choice: dict[str, Any] | None,
     turns: list[_Turn],
@@ -277,15 +285,16 @@ def _thinking(
     verbatim with its signature, and the client schema cannot carry it, so that
     follow-up request runs without thinking.
     """
-    instruction = instruction if isinstance(instruction, dict) else {}
-    if instruction.get("type") == "disabled" or effort not in THINKING_BUDGETS:
+    effort = effort_name(chat.request)
+    # An instruction switched off wins; without one, the effort alone decides.
+    if (chat.HasField("thinking") and not chat.thinking.enabled) or effort is None:
         return None, None
     if tool_choice is not None and tool_choice["type"] in ("any", "tool"):
         return None, None
     last = turns[-1]
     if last.role == "assistant" or last.results:
         return None, None
-    if instruction.get("control") == "adaptive":
+    if chat.thinking.control == "adaptive":
         return {"type": "adaptive"}, {"effort": effort}
     budget = min(THINKING_BUDGETS[effort], max_tokens // 2)
     if budget < MIN_THINKING_BUDGET:
@@ -293,72 +302,80 @@ def _thinking(
     return {"type": "enabled", "budget_tokens": budget}, None
 
 
-def _format_instruction(fmt: Any) -> dict[str, Any] | None:
+def _format_instruction(request: text_pb2.TextRequest) -> dict[str, Any] | None:
     """response_format as a system instruction: Anthropic's classic Messages API has no
     JSON mode, so the model is asked for JSON; the answer is not validated."""
-    if not isinstance(fmt, dict):
-        return None
-    if fmt.get("type") == "json_object":
+    fmt = request.response_format  # type TYPE_UNSPECIFIED when not set
+    if fmt.type == text_pb2.ResponseFormat.TYPE_JSON_OBJECT:
         return {"type": "text", "text": JSON_OBJECT_INSTRUCTION}
-    if fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema") or {}
-        name = spec.get("name")
+    if fmt.type == text_pb2.ResponseFormat.TYPE_JSON_SCHEMA:
+        spec = fmt.json_schema
+        # Sorted keys: a Struct keeps no key order (upb's differs from one process to the
+        # next), and the same schema should read the same in every request.
+        schema = orjson.dumps(plain_object(spec.schema), option=orjson.OPT_SORT_KEYS)
         text = JSON_SCHEMA_INSTRUCTION.format(
-            name=f" ({name})" if isinstance(name, str) and name else "",
-            schema=orjson.dumps(spec.get("schema", {})).decode(),
+            name=f" ({spec.name})" if spec.name else "", schema=schema.decode()
         )
         return {"type": "text", "text": text}
     return None
 
 
-def messages_request(request: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any]:
-    """The Anthropic request body for our canonical request; UpstreamError("rejected")
+def effort_name(request: text_pb2.TextRequest) -> str | None:
+    """reasoning_effort as a THINKING_BUDGETS key, or None when not given."""
+    return EFFORTS.get(request.reasoning_effort)  # REASONING_EFFORT_UNSPECIFIED: None
+
+
+def max_tokens_of(request: text_pb2.TextRequest) -> int:
+    """The request's max_tokens: the gate always sets it (the billing hold's bound), so
+    its absence is a bug upstream of the adapter, not something to default."""
+    if not request.HasField("max_tokens"):
+        raise ValueError("the canonical chat call has no max_tokens")
+    return request.max_tokens
+
+
+def messages_request(
+    chat: providers_pb2.CanonicalChat, upstream_model: str, stream: bool
+) -> dict[str, Any]:
+    """The Anthropic request body for the canonical chat call; UpstreamError("rejected")
     for what this protocol cannot express."""
-    n = request.get("n")
-    if isinstance(n, int) and n > 1:
+    request = chat.request
+    if request.HasField("n") and request.n > 1:
         raise _rejected("n > 1 is not supported by this model")
-    system, turns = _conversation(request.get("messages") or [])
-    instruction = _format_instruction(request.get("response_format"))
+    system, turns = _conversation(request.messages)
+    instruction = _format_instruction(request)
     if instruction is not None:
         system.append(instruction)
-    max_tokens = int(request["max_tokens"])
-    body: dict[str, Any] = {"model": upstream_model, "max_tokens": max_tokens}
+    limit = max_tokens_of(request)
+    body: dict[str, Any] = {"model": upstream_model, "max_tokens": limit}
     if system:
         body["system"] = system
     body["messages"] = [{"role": t.role, "content": t.content()} for t in turns]
 
-    stop = request.get("stop")
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if stops:
-        body["stop_sequences"] = stops
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
     tool_choice = None
-    if request.get("tools"):
-        body["tools"] = _tools(request["tools"])
+    if request.tools:
+        body["tools"] = _tools(request.tools)
         tool_choice = _tool_choice(request)
         if tool_choice is not None:
             body["tool_choice"] = tool_choice
-    thinking, output_config = _thinking(
-        request.get("thinking"), request.get("reasoning_effort"), max_tokens, tool_choice, turns
-    )
-    temperature = request.get("temperature")
-    top_p = request.get("top_p")
+    thinking, output_config = _thinking(chat, limit, tool_choice, turns)
     if thinking is not None:
         # Thinking takes no temperature (only the default 1) and top_p only from 0.95.
         body["thinking"] = thinking
         if output_config is not None:
             body["output_config"] = output_config
-        if top_p is not None and top_p >= MIN_THINKING_TOP_P:
-            body["top_p"] = top_p
-    elif temperature is not None:
+        if request.HasField("top_p") and request.top_p >= MIN_THINKING_TOP_P:
+            body["top_p"] = request.top_p
+    elif request.HasField("temperature"):
         # Clamped rather than rejected: an OpenAI client may send up to 2, and 1 is the
         # most random Anthropic allows. top_p is left out: newer Claude models reject
         # temperature and top_p together.
-        body["temperature"] = min(float(temperature), MAX_TEMPERATURE)
-    elif top_p is not None:
-        body["top_p"] = top_p
-    user = request.get("user")
-    if isinstance(user, str) and 0 < len(user) <= MAX_USER_ID_CHARS:
-        body["metadata"] = {"user_id": user}
+        body["temperature"] = min(request.temperature, MAX_TEMPERATURE)
+    elif request.HasField("top_p"):
+        body["top_p"] = request.top_p
+    if 0 < len(request.user) <= MAX_USER_ID_CHARS:  # an absent user reads as ""
+        body["metadata"] = {"user_id": request.user}
     if stream:
         body["stream"] = True
     return body

@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from aiport.v1 import providers_pb2
 
 from services.common.sse import named_frame
 from services.common.usage import Usage
@@ -39,6 +40,8 @@ from services.providers.adapters.anthropic_messages_translate import (
     MIN_THINKING_BUDGET,
     THINKING_BUDGETS,
     MessagesStream,
+    effort_name,
+    max_tokens_of,
     openai_usage,
 )
 from services.providers.adapters.openai_chat_translate import (
@@ -49,7 +52,8 @@ from services.providers.adapters.openai_chat_translate import (
 from services.providers.errors import UpstreamProtocolError
 
 PROTOCOL = ANTHROPIC_MESSAGES
-# Messages field -> the canonical field whose absence (dropped by policy) removes it.
+# Messages field -> the canonical field whose absence (dropped by policy) removes it
+# (present: an optional field set, a repeated one not empty).
 SAMPLING_FIELDS = (("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop"))
 # Fields that would buy a dearer service than our prices cover.
 PRICED_APART = ("service_tier", "inference_geo")
@@ -66,7 +70,7 @@ def _plain_cache_control(block: Any) -> None:
                 _plain_cache_control(inner)
 
 
-def _thinking(body: dict[str, Any], canonical: dict[str, Any], max_tokens: int) -> None:
+def _thinking(body: dict[str, Any], chat: providers_pb2.CanonicalChat, max_tokens: int) -> None:
     """Sets the thinking this model takes for what the client asked (see the module)."""
     asked = body.get("thinking")
     config = body.get("output_config")
@@ -74,11 +78,10 @@ def _thinking(body: dict[str, Any], canonical: dict[str, Any], max_tokens: int) 
         isinstance(config, dict) and config.get("effort") is not None
     ):
         return  # no thinking asked (or disabled): as the client sent it
-    instruction = canonical.get("thinking")
-    effort = canonical.get("reasoning_effort")
-    control = instruction.get("control") if isinstance(instruction, dict) else None
+    effort = effort_name(chat.request)
     config = dict(config) if isinstance(config, dict) else {}
-    if control == "adaptive" and effort in THINKING_BUDGETS:
+    # No instruction reads as control "": the model's mode is then not adaptive.
+    if chat.thinking.control == "adaptive" and effort is not None:
         body["thinking"] = {"type": "adaptive"}
         config["effort"] = effort
     else:
@@ -105,32 +108,33 @@ def _thinking(body: dict[str, Any], canonical: dict[str, Any], max_tokens: int) 
 
 def native_request(
     client_body: bytes,
-    canonical: dict[str, Any],
+    chat: providers_pb2.CanonicalChat,
     upstream_model: str,
     *,
     stream: bool,
     drop: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The upstream body for a Messages client's request (see the module's docstring).
-    `canonical` is the same call's canonical request, with the provider's drops applied."""
+    `chat` is the same call as the gate made it, with the provider's drops applied."""
     body = orjson.loads(client_body)
     if not isinstance(body, dict):
         raise UpstreamProtocolError("native request is not an object")
-    max_tokens = int(canonical["max_tokens"])
+    max_tokens = max_tokens_of(chat.request)
     body["model"] = upstream_model
     body["max_tokens"] = max_tokens
     if stream:
         body["stream"] = True
     else:
         body.pop("stream", None)
+    given = {field.name for field, _ in chat.request.ListFields()}
     for ours, theirs in SAMPLING_FIELDS:
-        if theirs not in canonical:
+        if theirs not in given:
             body.pop(ours, None)
     if "top_k" in drop:
         body.pop("top_k", None)
     for key in PRICED_APART:
         body.pop(key, None)
-    _thinking(body, canonical, max_tokens)
+    _thinking(body, chat, max_tokens)
     for key in ("system", "tools"):
         if isinstance(body.get(key), list):
             for block in body[key]:
