@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from services.common.canonical_chat import from_chat_body
 from services.providers.adapters.gemini_translate import (
     THOUGHT_SIGNATURE_PLACEHOLDER,
     CallRef,
@@ -58,7 +59,7 @@ def counter() -> Callable[[], str]:
 
 def body(messages: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return generate_content_request(
-        {"messages": messages, "max_tokens": 256, **extra}, "gemini-3.5-flash"
+        from_chat_body({"messages": messages, "max_tokens": 256, **extra}), "gemini-3.5-flash"
     )
 
 
@@ -288,7 +289,7 @@ def test_sampling_parameters() -> None:
         [{"role": "user", "content": "hi"}],
         temperature=0.2,
         top_p=0.9,
-        stop="\n\n",
+        stop=["\n\n"],  # the gate makes a stop string a list of one
         n=2,
         seed=7,
         presence_penalty=0.5,
@@ -328,9 +329,93 @@ def test_stop_list_and_drop_params() -> None:
         "presence_penalty": 0.3,
     }
     out = generate_content_request(
-        request, "gemini-2.5-pro", drop_params=frozenset({"temperature", "presence_penalty"})
+        from_chat_body(request),
+        "gemini-2.5-pro",
+        drop_params=frozenset({"temperature", "presence_penalty"}),
     )
     assert out["generationConfig"] == {"maxOutputTokens": 9, "stopSequences": ["a", "b"]}
+
+
+def test_drop_params_reach_every_parameter_and_the_thinking_instruction() -> None:
+    chat = from_chat_body(
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 9,
+            "stop": ["a"],
+            "n": 2,
+            "seed": 1,
+            "reasoning_effort": "high",
+            "response_format": {"type": "json_object"},
+            "tools": [WEATHER],
+            "tool_choice": "required",
+            "thinking": {"control": "budget", "type": "disabled"},
+        }
+    )
+    kept = generate_content_request(chat, "gemini-3.5-flash")
+    assert kept["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+    assert kept["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}
+    out = generate_content_request(
+        chat,
+        "gemini-3.5-flash",
+        drop_params=frozenset({"stop", "n", "seed", "response_format", "tool_choice", "thinking"}),
+    )
+    assert "toolConfig" not in out and out["tools"]
+    # Without the instruction, the effort by the model's own style.
+    assert out["generationConfig"] == {
+        "maxOutputTokens": 9,
+        "thinkingConfig": {"thinkingLevel": "high", "includeThoughts": True},
+    }
+    out = generate_content_request(
+        chat, "gemini-3.5-flash", drop_params=frozenset({"tools", "thinking", "reasoning_effort"})
+    )
+    assert "tools" not in out and "toolConfig" not in out
+    assert "thinkingConfig" not in out["generationConfig"]
+    # The call itself is left alone (the next route may take what this one drops).
+    assert generate_content_request(chat, "gemini-3.5-flash") == kept
+    with pytest.raises(GeminiRequestError, match="max_tokens"):
+        generate_content_request(chat, "gemini-3.5-flash", drop_params=frozenset({"max_tokens"}))
+
+
+def test_whole_numbers_in_schemas_stay_integers() -> None:
+    # A Struct keeps every number as a double; Gemini's schema counts must be integers.
+    tags = {
+        "type": "object",
+        "properties": {"tags": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+    }
+    out = body(
+        [{"role": "user", "content": "hi"}],
+        tools=[{"type": "function", "function": {"name": "tag", "parameters": tags}}],
+        response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": tags}},
+    )
+    for schema in (
+        out["tools"][0]["functionDeclarations"][0]["parameters"],
+        out["generationConfig"]["responseSchema"],
+    ):
+        count = schema["properties"]["tags"]["minItems"]
+        assert count == 1 and isinstance(count, int)
+
+
+def test_typed_values_the_gate_never_makes_are_refused_not_guessed() -> None:
+    chat = from_chat_body({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9})
+    chat.request.messages.add(text="?")  # ROLE_UNSPECIFIED
+    with pytest.raises(GeminiRequestError, match=r"messages\[1\] has an unsupported role"):
+        generate_content_request(chat, "gemini-3.5-flash")
+    chat = from_chat_body({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9})
+    chat.request.tools.add()  # no kind of tool
+    with pytest.raises(GeminiRequestError, match=r"tools\[0\] is not a function tool"):
+        generate_content_request(chat, "gemini-3.5-flash")
+    chat = from_chat_body({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9})
+    chat.request.reasoning_effort = 99  # type: ignore[assignment]  # a value from a newer proto
+    with pytest.raises(GeminiRequestError, match="unsupported reasoning_effort"):
+        generate_content_request(chat, "gemini-3.5-flash")
+    # An unspecified tool_choice mode is as if none was given.
+    chat = from_chat_body(
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9, "tools": [WEATHER]}
+    )
+    chat.request.tool_choice.mode = 0  # type: ignore[assignment]
+    assert chat.request.HasField("tool_choice")
+    out = generate_content_request(chat, "gemini-3.5-flash")
+    assert out["tools"] and "toolConfig" not in out
 
 
 def test_response_format() -> None:
@@ -414,14 +499,17 @@ def test_thinking_by_model_generation() -> None:
         ("gemini-3.5-flash", "low", {"thinkingLevel": "low", "includeThoughts": True}),
         ("gemini-3.5-flash", "medium", {"thinkingLevel": "medium", "includeThoughts": True}),
     ]:
-        out = generate_content_request({**request, "reasoning_effort": effort}, model)
+        out = generate_content_request(
+            from_chat_body({**request, "reasoning_effort": effort}), model
+        )
         assert out["generationConfig"]["thinkingConfig"] == expected
     # An explicit style wins over the model name.
     out = generate_content_request(
-        {**request, "reasoning_effort": "low"}, "gemini-3.5-flash", style="budget"
+        from_chat_body({**request, "reasoning_effort": "low"}), "gemini-3.5-flash", style="budget"
     )
     assert out["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 1024
-    assert "thinkingConfig" not in generate_content_request(request, "x")["generationConfig"]
+    plain = generate_content_request(from_chat_body(request), "x")
+    assert "thinkingConfig" not in plain["generationConfig"]
     with pytest.raises(GeminiRequestError):
         thinking_config("extreme", "level")
 
@@ -889,18 +977,26 @@ def test_thinking_instruction_picks_the_style_and_switches_off() -> None:
     off = body(hello, thinking={"control": "level", "type": "disabled", "off": "minimal"})
     assert off["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "minimal"}
     budget_off = generate_content_request(
-        {"messages": hello, "max_tokens": 9, "thinking": {"control": "budget", "type": "disabled"}},
+        from_chat_body(
+            {
+                "messages": hello,
+                "max_tokens": 9,
+                "thinking": {"control": "budget", "type": "disabled"},
+            }
+        ),
         "any-model",
     )
     assert budget_off["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}
     # The instruction's control wins over the model name's generation.
     on = generate_content_request(
-        {
-            "messages": hello,
-            "max_tokens": 9,
-            "reasoning_effort": "high",
-            "thinking": {"control": "level", "type": "enabled"},
-        },
+        from_chat_body(
+            {
+                "messages": hello,
+                "max_tokens": 9,
+                "reasoning_effort": "high",
+                "thinking": {"control": "level", "type": "enabled"},
+            }
+        ),
         "gemini-2.5-flash",
     )
     assert on["generationConfig"]["thinkingConfig"] == {

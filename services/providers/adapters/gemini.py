@@ -24,7 +24,6 @@ import httpx
 import orjson
 from aiport.v1 import providers_pb2
 
-from services.common.canonical_chat import chat_json
 from services.common.sse import SseParser
 from services.common.usage import Usage
 from services.providers.adapters.gemini_translate import (
@@ -33,6 +32,7 @@ from services.providers.adapters.gemini_translate import (
     completion,
     generate_content_request,
     model_path,
+    requested_choices,
 )
 from services.providers.adapters.http import (
     MAX_ERROR_BODY_BYTES,
@@ -159,13 +159,11 @@ class GeminiChatAdapter:
         await self.client.aclose()
 
     def _body(self, route: Route, request: providers_pb2.CanonicalChat) -> dict[str, Any]:
-        # Parameters the provider is configured to drop go before translation,
-        # as for the OpenAI adapter.
+        # Parameters the provider is configured to drop are left out of the
+        # translation, as for the OpenAI adapter.
         drop = self.provider.drop_params
         try:
-            return generate_content_request(
-                chat_json(request), route.upstream_model, drop_params=drop
-            )
+            return generate_content_request(request, route.upstream_model, drop_params=drop)
         except GeminiRequestError as exc:
             raise UpstreamError(
                 "rejected", f"The upstream cannot take this request: {exc}"
@@ -199,7 +197,7 @@ class GeminiChatAdapter:
                 raw = await read_limited(response, MAX_COMPLETION_BYTES)
             finally:
                 await response.aclose()
-            answer = completion(orjson.loads(raw), choices=request.request.n or 1)
+            answer = completion(orjson.loads(raw), choices=requested_choices(request.request))
             return public_completion(answer, identity)
 
     async def stream(
@@ -212,7 +210,7 @@ class GeminiChatAdapter:
     ) -> AsyncIterator[bytes]:
         """Public chunks as they arrive; the caller reads usage from the translator."""
         body = self._body(route, request)
-        state = StreamTranslation(choices=request.request.n or 1)
+        state = StreamTranslation(choices=requested_choices(request.request))
         parser = SseParser()
         with upstream_failures():
             response = await self.client.send(

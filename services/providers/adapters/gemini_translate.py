@@ -1,11 +1,13 @@
 """Translation between our client schema (OpenAI chat) and Google's Gemini API
-(generateContent / streamGenerateContent). Pure: dicts in, dicts out, no I/O.
+(generateContent / streamGenerateContent). Pure, no I/O: the typed canonical call
+(providers.proto's CanonicalChat) in, Gemini's JSON out; Gemini's JSON in, OpenAI-shaped
+dicts out.
 
 The output is OpenAI-shaped (a chat.completion dict, chat.completion.chunk dicts)
 for the shared public half (public_completion / ChunkTranslator); nothing here
 writes public JSON.
 
-Request (OpenAI -> Gemini)
+Request (the canonical call, in OpenAI chat's names -> Gemini)
   system / developer messages  -> systemInstruction.parts (text, in order, wherever they stand)
   user / assistant             -> contents with role "user" / "model"; text parts; images as
                                   inlineData (base64 data: URLs) or fileData (http(s) URLs, with
@@ -96,13 +98,15 @@ import mimetypes
 import re
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import orjson
+from aiport.v1 import providers_pb2, text_pb2
 
+from services.common.canonical_chat import EFFORTS, ROLES, plain_object, without
 from services.providers.errors import UpstreamError, UpstreamProtocolError
 
 THOUGHT_SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
@@ -115,6 +119,8 @@ _HAS_SIGNATURE = 0x02
 _SIGNATURE_AS_TEXT = 0x04
 
 ThinkingStyle = Literal["level", "budget"]
+# The thinking instruction's controls that name a style (others: by the model's generation).
+_CONTROL_STYLES: dict[str, ThinkingStyle] = {"level": "level", "budget": "budget"}
 THINKING_BUDGETS = {"low": 1024, "medium": 8192, "high": 24576}
 THINKING_LEVELS = {"low": "low", "medium": "medium", "high": "high"}
 _BUDGET_MODELS = re.compile(r"^(models/)?gemini-(1|2)([.-]|$)", re.IGNORECASE)
@@ -249,12 +255,13 @@ def thinking_config(effort: str, style: ThinkingStyle) -> dict[str, Any]:
     return {"thinkingLevel": THINKING_LEVELS[effort], "includeThoughts": True}
 
 
-def off_thinking_config(style: ThinkingStyle, off: Any) -> dict[str, Any] | None:
+def off_thinking_config(style: ThinkingStyle, off: str) -> dict[str, Any] | None:
     """Thinking switched off: thinkingBudget 0 (Gemini 2.5 Flash / Flash-Lite), or the
-    model's lowest thinkingLevel (Gemini 3 cannot switch thinking off entirely)."""
+    model's lowest thinkingLevel (Gemini 3 cannot switch thinking off entirely; without
+    one, "" here, nothing is sent)."""
     if style == "budget":
         return {"thinkingBudget": 0}
-    return {"thinkingLevel": off} if isinstance(off, str) and off else None
+    return {"thinkingLevel": off} if off else None
 
 
 # --- JSON Schema -> Gemini Schema ------------------------------------------------------------
@@ -424,28 +431,27 @@ def model_path(upstream_model: str, stream: bool) -> str:
     return f"/models/{quote(name, safe='-._~')}:{method}"
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
+def _text_of(message: text_pb2.Message) -> str:
+    """All of a message's text (a tool result's, which Gemini takes as one value)."""
+    if message.content:
+        return "".join(p.text for p in message.content if p.WhichOneof("part") == "text")
+    return message.text
 
 
-def _text_parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    parts = []
-    for part in content if isinstance(content, list) else []:
-        if isinstance(part, dict) and part.get("type") == "text" and part.get("text"):
-            parts.append({"text": part["text"]})
-    return parts
+def _text_parts(message: text_pb2.Message) -> list[dict[str, Any]]:
+    """A message's non-empty text as parts (images have no place in system or
+    assistant turns, so they are left out)."""
+    if not message.content:
+        return [{"text": message.text}] if message.text else []
+    return [
+        {"text": part.text}
+        for part in message.content
+        if part.WhichOneof("part") == "text" and part.text
+    ]
 
 
-def _image_part(url: Any) -> dict[str, Any]:
-    if not isinstance(url, str) or not url:
+def _image_part(url: str) -> dict[str, Any]:
+    if not url:
         raise GeminiRequestError("an image part has no URL")
     if url[:5].lower() == "data:":
         match = _DATA_URL.match(url)
@@ -462,24 +468,20 @@ def _image_part(url: Any) -> dict[str, Any]:
     return {"fileData": file_data}
 
 
-def _user_parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
+def _user_parts(message: text_pb2.Message) -> list[dict[str, Any]]:
+    if not message.content:
+        return [{"text": message.text}] if message.text else []
     parts = []
-    for part in content if isinstance(content, list) else []:
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") == "text":
-            if part.get("text"):
-                parts.append({"text": part["text"]})
-        elif part.get("type") == "image_url":
-            image = part.get("image_url")
-            parts.append(_image_part(image.get("url") if isinstance(image, dict) else image))
+    for part in message.content:
+        if part.WhichOneof("part") == "image_url":
+            parts.append(_image_part(part.image_url.url))
+        elif part.text:
+            parts.append({"text": part.text})
     return parts
 
 
-def _arguments(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, str) or not raw.strip():
+def _arguments(raw: str) -> dict[str, Any]:
+    if not raw.strip():
         return {}
     try:
         value = orjson.loads(raw)
@@ -488,8 +490,7 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"arguments": value}
 
 
-def _function_response(content: Any) -> dict[str, Any]:
-    text = _text_of(content)
+def _function_response(text: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -497,65 +498,68 @@ def _function_response(content: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"result": value}
 
 
+def _call_parts(
+    message: text_pb2.Message, calls: dict[str, tuple[str, CallRef]]
+) -> list[dict[str, Any]]:
+    """An assistant message's tool calls as functionCall parts; remembers each call
+    (by our id) for the tool messages that answer it."""
+    parts = []
+    for call in message.tool_calls:
+        ref = decode_tool_call_id(call.id)
+        calls[call.id] = (call.function.name, ref)
+        function_call: dict[str, Any] = {
+            "name": call.function.name,
+            "args": _arguments(call.function.arguments),
+        }
+        if ref.gemini_id:
+            function_call["id"] = ref.gemini_id
+        part: dict[str, Any] = {"functionCall": function_call}
+        if ref.signature:
+            part["thoughtSignature"] = ref.signature
+        parts.append(part)
+    if parts and not any("thoughtSignature" in p for p in parts):
+        # History from another model: Google's documented way past the validator.
+        parts[0]["thoughtSignature"] = THOUGHT_SIGNATURE_PLACEHOLDER
+    return parts
+
+
 def _contents(
-    messages: list[Any],
+    messages: Iterable[text_pb2.Message],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(systemInstruction parts, contents)."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     calls: dict[str, tuple[str, CallRef]] = {}
     for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise GeminiRequestError(f"messages[{index}] is not an object")
-        role = message.get("role")
-        content = message.get("content")
+        role = ROLES.get(message.role)
         if role in ("system", "developer"):
-            system += _text_parts(content)
+            system += _text_parts(message)
             continue
         if role == "user":
-            parts = _user_parts(content)
+            parts = _user_parts(message)
         elif role == "assistant":
-            parts = _text_parts(content)
-            call_parts = []
-            for call in message.get("tool_calls") or []:
-                fn = call.get("function") if isinstance(call, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise GeminiRequestError(f"messages[{index}] has a malformed tool call")
-                call_id = call.get("id") if isinstance(call.get("id"), str) else ""
-                ref = decode_tool_call_id(call_id)
-                calls[call_id] = (fn["name"], ref)
-                function_call: dict[str, Any] = {
-                    "name": fn["name"],
-                    "args": _arguments(fn.get("arguments")),
-                }
-                if ref.gemini_id:
-                    function_call["id"] = ref.gemini_id
-                part: dict[str, Any] = {"functionCall": function_call}
-                if ref.signature:
-                    part["thoughtSignature"] = ref.signature
-                call_parts.append(part)
-            if call_parts and not any("thoughtSignature" in p for p in call_parts):
-                # History from another model: Google's documented way past the validator.
-                call_parts[0]["thoughtSignature"] = THOUGHT_SIGNATURE_PLACEHOLDER
-            parts += call_parts
+            parts = _text_parts(message) + _call_parts(message, calls)
         elif role == "tool":
-            call_id = message.get("tool_call_id")
-            known = calls.get(call_id) if isinstance(call_id, str) else None
+            call_id = message.tool_call_id
+            known = calls.get(call_id)
             if known is not None:
                 name, ref = known
-            elif isinstance(message.get("name"), str) and message["name"]:
-                name, ref = message["name"], decode_tool_call_id(str(call_id or ""))
+            elif message.name:  # a legacy `name` on the tool message is enough
+                name, ref = message.name, decode_tool_call_id(call_id)
             else:
                 raise GeminiRequestError(
                     f"messages[{index}] answers tool_call_id {call_id!r}, "
                     "which no earlier assistant tool call has"
                 )
-            response: dict[str, Any] = {"name": name, "response": _function_response(content)}
+            response: dict[str, Any] = {
+                "name": name,
+                "response": _function_response(_text_of(message)),
+            }
             if ref.gemini_id:
                 response["id"] = ref.gemini_id
             parts = [{"functionResponse": response}]
         else:
-            raise GeminiRequestError(f"messages[{index}] has an unsupported role {role!r}")
+            raise GeminiRequestError(f"messages[{index}] has an unsupported role {message.role!r}")
         if not parts:
             continue
         gemini_role = "model" if role == "assistant" else "user"
@@ -570,120 +574,136 @@ def _seed(value: int) -> int:
     return value if -(2**31) <= value <= INT32_MAX else value & INT32_MAX
 
 
-def _generation_config(request: dict[str, Any], style: ThinkingStyle) -> dict[str, Any]:
+# Optional TextRequest fields sent as they are, under Gemini's name.
+_SAMPLING = (("temperature", "temperature"), ("top_p", "topP"))
+# Left out when 0: several Gemini models reject any penalty, even a zero one.
+_PENALTIES = (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"))
+_JSON_FORMATS = frozenset(
+    {text_pb2.ResponseFormat.TYPE_JSON_OBJECT, text_pb2.ResponseFormat.TYPE_JSON_SCHEMA}
+)
+
+
+def _generation_config(
+    request: text_pb2.TextRequest,
+    instruction: providers_pb2.ThinkingInstruction | None,
+    style: ThinkingStyle,
+) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    max_tokens = request.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = request.get("max_completion_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+    if not request.HasField("max_tokens") or request.max_tokens < 1:
         raise GeminiRequestError("max_tokens must be a positive integer")
-    config["maxOutputTokens"] = max_tokens
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP")):
-        if request.get(ours) is not None:
-            config[theirs] = request[ours]
-    stop = request.get("stop")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        config["stopSequences"] = list(stop)
-    if isinstance(request.get("n"), int):
-        config["candidateCount"] = request["n"]
-    if isinstance(request.get("seed"), int):
-        config["seed"] = _seed(request["seed"])
-    for ours, theirs in (
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
-    ):
-        if request.get(ours):
-            config[theirs] = request[ours]
-    fmt = request.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+    config["maxOutputTokens"] = request.max_tokens
+    for ours, theirs in _SAMPLING:
+        if request.HasField(ours):  # type: ignore[arg-type]  # names of optional fields
+            config[theirs] = getattr(request, ours)
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
+    if request.HasField("n"):
+        config["candidateCount"] = request.n
+    if request.HasField("seed"):
+        config["seed"] = _seed(request.seed)
+    for ours, theirs in _PENALTIES:
+        if getattr(request, ours):
+            config[theirs] = getattr(request, ours)
+    fmt = request.response_format
+    if request.HasField("response_format") and fmt.type in _JSON_FORMATS:
         config["responseMimeType"] = "application/json"
-        spec = fmt.get("json_schema")
-        if fmt["type"] == "json_schema" and isinstance(spec, dict):
-            schema = clean_schema(spec.get("schema"))
+        if fmt.type == text_pb2.ResponseFormat.TYPE_JSON_SCHEMA and fmt.HasField("json_schema"):
+            spec = fmt.json_schema
+            # Struct keeps numbers as doubles; the schema's counts (minItems, ...) must be ints.
+            schema = clean_schema(plain_object(spec.schema) if spec.HasField("schema") else None)
             if schema:
                 config["responseSchema"] = schema
-    instruction = request.get("thinking")
-    effort = request.get("reasoning_effort")
-    if isinstance(instruction, dict) and instruction.get("type") == "disabled":
-        off = off_thinking_config(style, instruction.get("off"))
+    if instruction is not None and not instruction.enabled:
+        off = off_thinking_config(style, instruction.off)
         if off is not None:
             config["thinkingConfig"] = off
-    elif effort is not None:
-        config["thinkingConfig"] = thinking_config(str(effort), style)
+    elif request.reasoning_effort:  # 0: unspecified
+        effort = EFFORTS.get(request.reasoning_effort)
+        if effort is None:
+            raise GeminiRequestError(f"unsupported reasoning_effort {request.reasoning_effort!r}")
+        config["thinkingConfig"] = thinking_config(effort, style)
     return config
 
 
-def _tools(request: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+_CALLING_MODES: dict[text_pb2.ToolChoice.Mode, str] = {
+    text_pb2.ToolChoice.MODE_AUTO: "AUTO",
+    text_pb2.ToolChoice.MODE_NONE: "NONE",
+    text_pb2.ToolChoice.MODE_REQUIRED: "ANY",
+}
+
+
+def _tool_config(request: text_pb2.TextRequest) -> dict[str, Any] | None:
+    """toolConfig for the tool_choice; None without one (or with an unspecified mode)."""
+    if not request.HasField("tool_choice"):
+        return None
+    choice = request.tool_choice
+    calling: dict[str, Any]
+    if choice.WhichOneof("choice") == "function_name":
+        calling = {"mode": "ANY", "allowedFunctionNames": [choice.function_name]}
+    elif choice.mode in _CALLING_MODES:
+        calling = {"mode": _CALLING_MODES[choice.mode]}
+    else:
+        return None
+    return {"functionCallingConfig": calling}
+
+
+def _tools(request: text_pb2.TextRequest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     declarations = []
-    for i, tool in enumerate(request.get("tools") or []):
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+    for i, tool in enumerate(request.tools):
+        if tool.WhichOneof("tool") != "function":
             raise GeminiRequestError(f"tools[{i}] is not a function tool")
-        declaration: dict[str, Any] = {"name": fn["name"]}
-        if isinstance(fn.get("description"), str):
-            declaration["description"] = fn["description"]
-        parameters = _parameters(fn.get("parameters"))
+        fn = tool.function
+        declaration: dict[str, Any] = {"name": fn.name}
+        if fn.description:
+            declaration["description"] = fn.description
+        # Plain JSON, so the schema's counts (minItems, ...) are ints again.
+        parameters = _parameters(plain_object(fn.parameters) if fn.HasField("parameters") else None)
         if parameters is not None:
             declaration["parameters"] = parameters
         declarations.append(declaration)
     if not declarations:
         return [], None
-    choice = request.get("tool_choice")
-    calling: dict[str, Any] | None = None
-    if choice == "auto":
-        calling = {"mode": "AUTO"}
-    elif choice == "none":
-        calling = {"mode": "NONE"}
-    elif choice == "required":
-        calling = {"mode": "ANY"}
-    elif isinstance(choice, dict):
-        fn = choice.get("function")
-        name = fn.get("name") if isinstance(fn, dict) else None
-        if not isinstance(name, str):
-            raise GeminiRequestError("tool_choice names no function")
-        calling = {"mode": "ANY", "allowedFunctionNames": [name]}
-    tool_config = {"functionCallingConfig": calling} if calling is not None else None
-    return [{"functionDeclarations": declarations}], tool_config
+    return [{"functionDeclarations": declarations}], _tool_config(request)
 
 
 def generate_content_request(
-    request: dict[str, Any],
+    chat: providers_pb2.CanonicalChat,
     upstream_model: str,
+    *,
     drop_params: frozenset[str] = frozenset(),
     style: ThinkingStyle | None = None,
 ) -> dict[str, Any]:
-    """The generateContent body for our canonical request (no model or stream keys:
-    the model goes in the URL, streaming is the method)."""
-    canonical = {k: v for k, v in request.items() if k not in drop_params}
-    messages = canonical.get("messages")
-    if not isinstance(messages, list) or not messages:
+    """The generateContent body for the canonical call (no model or stream keys: the
+    model goes in the URL, streaming is the method). `drop_params` are request
+    parameters this provider rejects (and `thinking`, the instruction)."""
+    request = without(chat, drop_params).request
+    instruction = (
+        chat.thinking if chat.HasField("thinking") and "thinking" not in drop_params else None
+    )
+    if not request.messages:
         raise GeminiRequestError("messages must be a non-empty array")
-    system, contents = _contents(messages)
+    system, contents = _contents(request.messages)
     if not contents:
         raise GeminiRequestError("the request has no user or assistant content")
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
-    tools, tool_config = _tools(canonical)
+    tools, tool_config = _tools(request)
     if tools:
         body["tools"] = tools
         if tool_config is not None:
             body["toolConfig"] = tool_config
-    instruction = canonical.get("thinking")
-    control = instruction.get("control") if isinstance(instruction, dict) else None
-    if style is None and control in ("level", "budget"):
-        style = control
+    if style is None and instruction is not None:
+        style = _CONTROL_STYLES.get(instruction.control)
     body["generationConfig"] = _generation_config(
-        canonical, style or thinking_style(upstream_model)
+        request, instruction, style or thinking_style(upstream_model)
     )
     return body
 
 
-def requested_choices(request: dict[str, Any]) -> int:
-    n = request.get("n")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+def requested_choices(request: text_pb2.TextRequest) -> int:
+    """Candidates to expect: n (absent, or 0, is one)."""
+    return request.n or 1
 
 
 # --- response -----------------------------------------------------------------------------
