@@ -8,7 +8,9 @@ service as this typed message, and each upstream adapter translates from it.
 An OpenAI-compatible upstream gets it back as JSON (`to_chat_body`), which is why
 the two directions live together: for every body the gate can produce,
 `to_chat_body(from_chat_body(body).request)` is that body again (tested), so no
-parameter is lost on the way.
+parameter is lost on the way. JSON Schemas (a tool's parameters, a response
+format's schema) travel as JSON text rather than a Struct: a Struct is a map and
+would shuffle their keys, whose order models follow when they write JSON.
 
 The gate's output is trusted here: types were checked there, so nothing is
 re-validated; a value out of shape is a bug upstream of this module and fails
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from aiport.v1 import providers_pb2, text_pb2
 from google.protobuf import struct_pb2
 
@@ -87,6 +90,30 @@ def plain(value: struct_pb2.Value) -> Any:
 
 def plain_object(struct: struct_pb2.Struct) -> dict[str, Any]:
     return {k: plain(v) for k, v in struct.fields.items()}
+
+
+def tool_parameters(fn: text_pb2.FunctionTool) -> dict[str, Any] | None:
+    """A function's JSON Schema, whichever form carries it (None: none given). The
+    JSON text was checked to be an object where it entered (the gate, typed_text)."""
+    kind = fn.WhichOneof("schema")
+    if kind == "parameters_json":
+        return _json_object(fn.parameters_json)
+    return plain_object(fn.parameters) if kind == "parameters" else None
+
+
+def format_schema(spec: text_pb2.JsonSchema) -> dict[str, Any] | None:
+    """A response format's JSON Schema, whichever form carries it."""
+    kind = spec.WhichOneof("body")
+    if kind == "schema_json":
+        return _json_object(spec.schema_json)
+    return plain_object(spec.schema) if kind == "schema" else None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = orjson.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("a JSON Schema must be an object")
+    return value
 
 
 def _number(number: float) -> int | float:
@@ -170,8 +197,8 @@ def _put_tool(out: text_pb2.Tool, fn: Mapping[str, Any]) -> None:
     if fn.get("description") is not None:
         out.function.description = fn["description"]
     if fn.get("parameters") is not None:
-        out.function.parameters.SetInParent()  # present even when {} (update alone is not)
-        out.function.parameters.update(fn["parameters"])
+        # JSON text, not a Struct: a Struct would lose the order of the keys.
+        out.function.parameters_json = orjson.dumps(fn["parameters"]).decode()
     if fn.get("strict") is not None:
         out.function.strict = fn["strict"]
 
@@ -185,8 +212,7 @@ def _put_format(out: text_pb2.ResponseFormat, fmt: Mapping[str, Any]) -> None:
     if spec.get("description") is not None:
         out.json_schema.description = spec["description"]
     if spec.get("schema") is not None:
-        out.json_schema.schema.SetInParent()
-        out.json_schema.schema.update(spec["schema"])
+        out.json_schema.schema_json = orjson.dumps(spec["schema"]).decode()
     if spec.get("strict") is not None:
         out.json_schema.strict = spec["strict"]
 
@@ -261,8 +287,9 @@ def tool_json(tool: text_pb2.Tool) -> dict[str, Any]:
     function: dict[str, Any] = {"name": fn.name}
     if fn.description:
         function["description"] = fn.description
-    if fn.HasField("parameters"):
-        function["parameters"] = plain_object(fn.parameters)
+    parameters = tool_parameters(fn)
+    if parameters is not None:
+        function["parameters"] = parameters
     if fn.HasField("strict"):
         function["strict"] = fn.strict
     return {"type": "function", "function": function}
@@ -291,8 +318,9 @@ def response_format_json(request: text_pb2.TextRequest) -> dict[str, Any] | None
         spec: dict[str, Any] = {"name": schema.name}
         if schema.description:
             spec["description"] = schema.description
-        if schema.HasField("schema"):
-            spec["schema"] = plain_object(schema.schema)
+        body = format_schema(schema)
+        if body is not None:
+            spec["schema"] = body
         if schema.HasField("strict"):
             spec["strict"] = schema.strict
         out["json_schema"] = spec
@@ -341,13 +369,3 @@ def prompt_size(request: text_pb2.TextRequest) -> tuple[int, int]:
             else:
                 chars += len(part.text)
     return chars, images
-
-
-def chat_json(chat: providers_pb2.CanonicalChat) -> dict[str, Any]:
-    """The whole call as the gate wrote it: OpenAI chat JSON with the thinking
-    instruction (chat_policy's shape), for translators that read that shape."""
-    body = to_chat_body(chat.request)
-    thinking = thinking_json(chat)
-    if thinking is not None:
-        body["thinking"] = thinking
-    return body

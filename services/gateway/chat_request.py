@@ -31,10 +31,10 @@ MAX_MESSAGES = 2_000
 MAX_TOOLS = 128
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 4
-# Objects and arrays inside one tool's parameters or a response schema. The call
-# carries a schema as a protobuf Struct (three messages per JSON object), and a
-# protobuf decoder stops at 100 nested messages; 24 leaves room for the call's own
-# nesting. OpenAI's strict mode allows 10 levels; real schemas stay well inside.
+# Objects and arrays inside one tool's parameters or a response schema: a limit on
+# what each layer must walk (every upstream translator recurses through schemas).
+# A typed caller's Struct schema also stops at protobuf's 100 nested messages,
+# three per JSON object; 24 stays inside that. OpenAI's strict mode allows 10.
 MAX_SCHEMA_DEPTH = 24
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 REASONING_EFFORTS = ("low", "medium", "high")

@@ -66,6 +66,10 @@ def _check(request: text_pb2.TextRequest) -> None:
     for i, tool in enumerate(request.tools):
         if tool.WhichOneof("tool") != "function":
             raise invalid_request(f"'tools[{i}]' must set function.", f"tools[{i}]")
+        if tool.function.WhichOneof("schema") == "parameters_json":
+            _check_json_object(
+                tool.function.parameters_json, f"tools[{i}].function.parameters_json"
+            )
     if request.reasoning_effort and request.reasoning_effort not in EFFORTS:
         raise invalid_request("'reasoning_effort' is not a known value.", "reasoning_effort")
     fmt = request.response_format
@@ -74,6 +78,17 @@ def _check(request: text_pb2.TextRequest) -> None:
             "'response_format.json_schema' is required for TYPE_JSON_SCHEMA.",
             "response_format.json_schema",
         )
+    if fmt.json_schema.WhichOneof("body") == "schema_json":
+        _check_json_object(fmt.json_schema.schema_json, "response_format.json_schema.schema_json")
+
+
+def _check_json_object(text: str, param: str) -> None:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise invalid_request(f"'{param}' must be a JSON object as text.", param)
 
 
 def chat_body(request: text_pb2.TextRequest, *, stream: bool) -> dict[str, Any]:

@@ -6,14 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from aiport.v1 import providers_pb2, text_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.canonical_chat import (
-    chat_json,
     from_chat_body,
     prompt_size,
+    thinking_json,
     to_chat_body,
+    tool_parameters,
     without,
 )
 from services.common.catalog import load_catalog
@@ -22,6 +24,17 @@ from services.gateway.chat_request import parse_chat_request
 from services.gateway.errors import PublicError
 
 CATALOG = load_catalog(PROJECT_ROOT / "config" / "catalog.yaml")
+
+
+def chat_json(chat: providers_pb2.CanonicalChat) -> dict[str, Any]:
+    """The whole call in the gate's shape: chat JSON with the thinking instruction."""
+    body = to_chat_body(chat.request)
+    thinking = thinking_json(chat)
+    if thinking is not None:
+        body["thinking"] = thinking
+    return body
+
+
 TEXT_MODELS = [m.id for m in CATALOG.enabled_text_models()]
 
 words = st.text(st.characters(codec="utf-8"), max_size=12)
@@ -201,17 +214,30 @@ def test_a_one_string_stop_and_empty_assistant_content_keep_their_shape() -> Non
     assert body["stop"] == ["END"]
 
 
-def test_whole_numbers_in_a_schema_come_back_as_integers() -> None:
-    schema = {"type": "array", "minItems": 2, "maximum": 2.5, "big": 2**60}
+def test_a_schema_keeps_its_key_order_and_exact_numbers() -> None:
+    # Models write JSON in the schema's key order; a Struct would shuffle it.
+    schema = {"type": "object", "properties": {"z": {}, "a": {}, "m": {}}, "big": 2**60}
     gate = {
         "messages": [{"role": "user", "content": "x"}],
         "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": schema}},
     }
-    params = to_chat_body(from_chat_body(gate).request)["tools"][0]["function"]["parameters"]
-    assert params["minItems"] == 2 and isinstance(params["minItems"], int)
-    assert params["maximum"] == 2.5
-    # Struct keeps doubles: an integer past 2**53 is not exact (JSON Schema has none).
-    assert isinstance(params["big"], float)
+    wire = providers_pb2.CanonicalChat.FromString(from_chat_body(gate).SerializeToString())
+    body = to_chat_body(wire.request)
+    for got in (
+        body["tools"][0]["function"]["parameters"],
+        body["response_format"]["json_schema"]["schema"],
+    ):
+        assert orjson.dumps(got) == orjson.dumps(schema)
+
+
+def test_a_typed_callers_struct_schema_comes_back_with_whole_numbers_as_integers() -> None:
+    fn = text_pb2.FunctionTool(name="f")
+    fn.parameters.update({"type": "array", "minItems": 2, "maximum": 2.5})
+    params = tool_parameters(fn)
+    assert params == {"type": "array", "minItems": 2, "maximum": 2.5}
+    assert params is not None and isinstance(params["minItems"], int)
+    assert tool_parameters(text_pb2.FunctionTool(name="f")) is None
 
 
 def test_without_drops_on_a_copy_and_ignores_unknown_names() -> None:

@@ -235,6 +235,23 @@ def test_json_names_work_for_grpcurl_callers() -> None:
             ),
             "response_format.json_schema",
         ),
+        (
+            hello(
+                tools=[
+                    text_pb2.Tool(function=text_pb2.FunctionTool(name="f", parameters_json="[1]"))
+                ]
+            ),
+            "tools[0].function.parameters_json",
+        ),
+        (
+            hello(
+                response_format=text_pb2.ResponseFormat(
+                    type=text_pb2.ResponseFormat.TYPE_JSON_SCHEMA,
+                    json_schema=text_pb2.JsonSchema(name="o", schema_json="{not json"),
+                )
+            ),
+            "response_format.json_schema.schema_json",
+        ),
     ],
 )
 def test_bad_input_names_the_field(request_: text_pb2.TextRequest, param: str) -> None:
@@ -398,3 +415,12 @@ def test_chunks_text_tool_calls_and_the_end() -> None:
     assert end is not None and not end.choices
     assert (end.id, end.model) == ("chatcmpl-1", "deepseek-v4-flash")
     assert end.usage == USAGE.to_proto() and end.cost_micros > 0 and end.cost_idr
+
+
+def test_a_schema_as_json_text_keeps_its_key_order() -> None:
+    text = '{"type":"object","properties":{"z":{"type":"string"},"a":{"type":"integer"}}}'
+    request = hello(
+        tools=[text_pb2.Tool(function=text_pb2.FunctionTool(name="f", parameters_json=text))]
+    )
+    body = chat_body(request, stream=False)
+    assert orjson.dumps(body["tools"][0]["function"]["parameters"]).decode() == text

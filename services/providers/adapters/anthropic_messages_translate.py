@@ -53,7 +53,13 @@ from typing import Any
 import orjson
 from aiport.v1 import providers_pb2, text_pb2
 
-from services.common.canonical_chat import EFFORTS, ROLES, TOOL_CHOICE_MODES, plain_object
+from services.common.canonical_chat import (
+    EFFORTS,
+    ROLES,
+    TOOL_CHOICE_MODES,
+    format_schema,
+    tool_parameters,
+)
 from services.providers.errors import UpstreamError, UpstreamProtocolError, safe_upstream_message
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -235,7 +241,7 @@ def _tools(tools: Iterable[text_pb2.Tool]) -> list[dict[str, Any]]:
         fn = tool.function
         # No parameters (or {}): a tool without arguments, which Anthropic still wants
         # described as an object schema.
-        schema = plain_object(fn.parameters) or {"properties": {}}
+        schema = tool_parameters(fn) or {"properties": {}}
         schema.setdefault("type", "object")  # Anthropic requires it; OpenAI implies it
         item: dict[str, Any] = {"name": fn.name}
         if fn.description:
@@ -310,9 +316,7 @@ def _format_instruction(request: text_pb2.TextRequest) -> dict[str, Any] | None:
         return {"type": "text", "text": JSON_OBJECT_INSTRUCTION}
     if fmt.type == text_pb2.ResponseFormat.TYPE_JSON_SCHEMA:
         spec = fmt.json_schema
-        # Sorted keys: a Struct keeps no key order (upb's differs from one process to the
-        # next), and the same schema should read the same in every request.
-        schema = orjson.dumps(plain_object(spec.schema), option=orjson.OPT_SORT_KEYS)
+        schema = orjson.dumps(format_schema(spec) or {})  # in the client's key order
         text = JSON_SCHEMA_INSTRUCTION.format(
             name=f" ({spec.name})" if spec.name else "", schema=schema.decode()
         )

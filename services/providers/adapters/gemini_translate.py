@@ -106,7 +106,13 @@ from urllib.parse import quote, urlsplit
 import orjson
 from aiport.v1 import providers_pb2, text_pb2
 
-from services.common.canonical_chat import EFFORTS, ROLES, plain_object, without
+from services.common.canonical_chat import (
+    EFFORTS,
+    ROLES,
+    format_schema,
+    tool_parameters,
+    without,
+)
 from services.providers.errors import UpstreamError, UpstreamProtocolError
 
 THOUGHT_SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
@@ -610,7 +616,7 @@ def _generation_config(
         if fmt.type == text_pb2.ResponseFormat.TYPE_JSON_SCHEMA and fmt.HasField("json_schema"):
             spec = fmt.json_schema
             # Struct keeps numbers as doubles; the schema's counts (minItems, ...) must be ints.
-            schema = clean_schema(plain_object(spec.schema) if spec.HasField("schema") else None)
+            schema = clean_schema(format_schema(spec))
             if schema:
                 config["responseSchema"] = schema
     if instruction is not None and not instruction.enabled:
@@ -657,7 +663,7 @@ def _tools(request: text_pb2.TextRequest) -> tuple[list[dict[str, Any]], dict[st
         if fn.description:
             declaration["description"] = fn.description
         # Plain JSON, so the schema's counts (minItems, ...) are ints again.
-        parameters = _parameters(plain_object(fn.parameters) if fn.HasField("parameters") else None)
+        parameters = _parameters(tool_parameters(fn))
         if parameters is not None:
             declaration["parameters"] = parameters
         declarations.append(declaration)
