@@ -344,16 +344,21 @@ def thinking_json(chat: providers_pb2.CanonicalChat) -> dict[str, Any] | None:
 
 
 def without(chat: providers_pb2.CanonicalChat, names: Iterable[str]) -> providers_pb2.CanonicalChat:
-    """The call without the named request parameters (a route's drop_params): a copy,
-    since the same call may go on to the next route."""
+    """The call without the named request parameters (a route's drop_params; "thinking"
+    drops the thinking instruction): a copy, since the same call may go on to the next
+    route. Names the call has no field for are ignored."""
     fields = text_pb2.TextRequest.DESCRIPTOR.fields_by_name
+    names = set(names)
     present = [name for name in names if name in fields]
-    if not present:
+    drop_thinking = "thinking" in names and chat.HasField("thinking")
+    if not present and not drop_thinking:
         return chat
     out = providers_pb2.CanonicalChat()
     out.CopyFrom(chat)
     for name in present:
         out.request.ClearField(name)  # type: ignore[arg-type]  # checked against the descriptor
+    if drop_thinking:
+        out.ClearField("thinking")
     return out
 
 

@@ -249,6 +249,14 @@ def test_without_drops_on_a_copy_and_ignores_unknown_names() -> None:
     assert "logprobs" not in to_chat_body(dropped.request)
     assert to_chat_body(chat.request)["seed"] == 7  # the next route still has it
     assert without(chat, ["no_such_param"]) is chat
+    thinking = from_chat_body(
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "thinking": {"control": "toggle", "type": "disabled"},
+        }
+    )
+    assert not without(thinking, ["thinking"]).HasField("thinking")
+    assert thinking.HasField("thinking")
 
 
 def test_the_thinking_instruction_round_trips() -> None:

@@ -682,10 +682,9 @@ def generate_content_request(
     """The generateContent body for the canonical call (no model or stream keys: the
     model goes in the URL, streaming is the method). `drop_params` are request
     parameters this provider rejects (and `thinking`, the instruction)."""
-    request = without(chat, drop_params).request
-    instruction = (
-        chat.thinking if chat.HasField("thinking") and "thinking" not in drop_params else None
-    )
+    call = without(chat, drop_params)
+    request = call.request
+    instruction = call.thinking if call.HasField("thinking") else None
     if not request.messages:
         raise GeminiRequestError("messages must be a non-empty array")
     system, contents = _contents(request.messages)
