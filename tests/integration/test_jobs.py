@@ -606,7 +606,10 @@ def test_an_unanswered_job_creation_keeps_its_hold_until_reconciled(
             stack.start_service(name)
 
     def reconciled() -> bool:
-        return http.get(f"/v1/jobs/{job_id}").status_code == 200
+        # Several in a row: with two gateway replicas, the edge spreads the GETs, and
+        # one gateway's channel to the restarted jobs replicas can come back (from its
+        # reconnect backoff) a moment after the other's; until then it answers 503.
+        return all(http.get(f"/v1/jobs/{job_id}").status_code == 200 for _ in range(6))
 
     wait_until(reconciled, seconds=20)
     job = poll(http, job_id)
