@@ -15,16 +15,15 @@ ms): at that size it is under the noise of a whole-stack run.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiport.v1 import providers_pb2
 
+from bench.surface_cost import per_call_us
 from services.common.canonical_chat import from_chat_body, to_chat_body
 
-CALLS = 5_000
 ROUNDS = 5
 THINKING = {"control": "toggle", "type": "disabled"}
 BODIES: dict[str, dict[str, Any]] = {
@@ -84,13 +83,6 @@ def as_typed_call(body: dict[str, Any]) -> Callable[[], object]:
         return to_chat_body(providers_pb2.ChatCompletionRequest.FromString(wire).chat.request)
 
     return run
-
-
-def per_call_us(run: Callable[[], object]) -> float:
-    start = time.process_time()
-    for _ in range(CALLS):
-        run()
-    return (time.process_time() - start) / CALLS * 1e6
 
 
 def main() -> None:
