@@ -1,17 +1,19 @@
-"""A canonical chat.completion.chunk read once, for every client protocol's renderer. Pure.
+"""A canonical chunk read once, for every client protocol's renderer. Pure.
 
-Providers stream the canonical (OpenAI chat) chunk; Messages and Responses render it
+Providers stream the canonical answer (TextChunk); Messages and Responses render it
 in their own events. Both need the same facts from it: the first choice's reasoning
 and text, its tool-call pieces (and which piece starts a new call), and the finish
-reason. They read them here, so a change to the canonical shape is one change.
+reason (its chat name). They read them here, so a change to the canonical answer is
+one change.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
+from aiport.v1 import text_pb2
+
+from services.common.canonical_answer import FINISH_REASONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,7 @@ class Delta:
     reasoning: str
     content: str
     tool_calls: tuple[ToolCallPiece, ...]
-    finish: str | None
+    finish: str | None  # OpenAI chat's name for it: stop, length, tool_calls, content_filter
 
 
 class CanonicalChunks:
@@ -36,38 +38,26 @@ class CanonicalChunks:
     def __init__(self) -> None:
         self._tool_index: int | None = None  # the canonical index of the last call seen
 
-    def _pieces(self, calls: Any) -> tuple[ToolCallPiece, ...]:
+    def _pieces(self, calls: list[text_pb2.ToolCallDelta]) -> tuple[ToolCallPiece, ...]:
         pieces = []
-        for call in calls if isinstance(calls, list) else ():
-            if not isinstance(call, dict):
-                continue
-            function = call.get("function") or {}
-            position = call.get("index", 0)
-            starts = bool(call.get("id")) or position != self._tool_index
-            self._tool_index = position
+        for call in calls:
+            starts = bool(call.id) or call.index != self._tool_index
+            self._tool_index = call.index
             pieces.append(
-                ToolCallPiece(
-                    starts,
-                    call.get("id", ""),
-                    function.get("name", ""),
-                    function.get("arguments") or "",
-                )
+                ToolCallPiece(starts, call.id, call.function.name, call.function.arguments)
             )
         return tuple(pieces)
 
-    def read(self, data: bytes) -> Delta | None:
-        """The chunk's first choice; None for the usage-only chunk (no choices)."""
-        body = orjson.loads(data)
-        choices = body.get("choices") or []
-        if not choices:
+    def read(self, chunk: text_pb2.TextChunk) -> Delta | None:
+        """The chunk's first choice; None for a chunk with no choices."""
+        if not chunk.choices:
             return None
-        choice = choices[0]
-        delta = choice.get("delta") or {}
+        choice = chunk.choices[0]
         return Delta(
-            reasoning=delta.get("reasoning_content") or "",
-            content=delta.get("content") or "",
-            tool_calls=self._pieces(delta.get("tool_calls")),
-            finish=choice.get("finish_reason") or None,
+            reasoning=choice.reasoning_content,
+            content=choice.text,
+            tool_calls=self._pieces(list(choice.tool_calls)),
+            finish=FINISH_REASONS.get(choice.finish_reason),
         )
 
 

@@ -1,9 +1,9 @@
-"""The canonical chat answer rendered as Anthropic Messages JSON and events. Pure.
+"""The canonical answer rendered as Anthropic Messages JSON and events. Pure.
 
-The client protocol's outbound half. Providers answer every text call in the
-canonical (OpenAI chat) shape; this turns a whole completion into a Messages
-`message`, a stream of chunks into Messages' event sequence, and a public error
-into Messages' error shape. No I/O: bytes in, bytes out.
+The client protocol's outbound half. Providers answer every text call with the
+typed canonical answer (TextCompletion, TextChunk); this turns a whole answer
+into a Messages `message`, a stream of chunks into Messages' event sequence, and
+a public error into Messages' error shape. No I/O: messages in, bytes out.
 
 Response mapping (canonical -> Messages):
   reasoning_content            -> a thinking block (signature "": only Anthropic
@@ -32,7 +32,9 @@ from enum import Enum
 from typing import Any
 
 import orjson
+from aiport.v1 import text_pb2
 
+from services.common.canonical_answer import FINISH_REASONS
 from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
@@ -42,7 +44,6 @@ STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
     "tool_calls": "tool_use",
-    "function_call": "tool_use",
     "content_filter": "refusal",
 }
 DEFAULT_STOP_REASON = "end_turn"
@@ -104,32 +105,28 @@ def _tool_input(arguments: Any) -> Any:
     return parsed if isinstance(parsed, dict) else {"_value": parsed}
 
 
-def render_message(completion: bytes, usage: Usage, model: str) -> bytes:
-    """A whole chat.completion as a Messages `message` object."""
-    body = orjson.loads(completion)
-    choice = (body.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+def render_message(completion: text_pb2.TextCompletion, usage: Usage, model: str) -> bytes:
+    """A whole answer as a Messages `message` object (its first choice: Messages has one)."""
+    choice = completion.choices[0] if completion.choices else text_pb2.Choice()
+    message = choice.message
     content: list[dict[str, Any]] = []
-    if message.get("reasoning_content"):
-        content.append(
-            {"type": "thinking", "thinking": message["reasoning_content"], "signature": ""}
-        )
-    if message.get("content"):
-        content.append({"type": "text", "text": message["content"]})
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
+    if message.reasoning_content:
+        content.append({"type": "thinking", "thinking": message.reasoning_content, "signature": ""})
+    if message.text:
+        content.append({"type": "text", "text": message.text})
+    for call in message.tool_calls:
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id", ""),
-                "name": function.get("name", ""),
-                "input": _tool_input(function.get("arguments")),
+                "id": call.id,
+                "name": call.function.name,
+                "input": _tool_input(call.function.arguments),
             }
         )
-    finish = choice.get("finish_reason")
+    finish = FINISH_REASONS.get(choice.finish_reason)
     return orjson.dumps(
         {
-            "id": message_id(body.get("id", "")),
+            "id": message_id(completion.id),
             "type": "message",
             "role": "assistant",
             "model": model,
@@ -251,11 +248,11 @@ class MessageStream:
                 )
         return out
 
-    def chunk(self, data: bytes) -> bytes:
-        """One canonical chat.completion.chunk: the events it makes."""
-        delta = self.chunks.read(data)
+    def chunk(self, chunk: text_pb2.TextChunk) -> bytes:
+        """One canonical chunk: the events it makes."""
+        delta = self.chunks.read(chunk)
         if delta is None:
-            return b""  # the canonical usage-only chunk: usage comes with the end
+            return b""
         out: list[bytes] = []
         if self.phase is Phase.BEFORE:
             out += self._start()

@@ -1,8 +1,9 @@
 """How a chat's canonical answer reaches each client protocol. Pure.
 
-Providers answer every text call in the canonical (OpenAI chat) shape; the relay
-hands each piece to the call's renderer and sends what it returns. Chat
-completions pass the canonical bytes through (SSE-framed); Messages renders
+Providers answer every text call with the typed canonical answer (TextCompletion,
+or TextChunks and then the usage); the relay hands each piece to the call's
+renderer and sends what it returns. Chat completions writes OpenAI chat JSON
+(canonical_answer.py; SSE-framed, the usage chunk last); Messages renders
 Anthropic's shapes (messages_render.py); Responses renders OpenAI's Response
 and its typed events (responses_render.py). Adding a client protocol is a
 renderer and a request parser; the relay, settlement and every upstream adapter
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from aiport.v1 import text_pb2
+
+from services.common.canonical_answer import chat_chunk, chat_completion, chat_usage_chunk
 from services.common.sse import DONE, frame
 from services.common.usage import Usage
 from services.gateway.errors import PublicError
@@ -21,14 +25,14 @@ from services.gateway.responses_render import ResponseFrame, ResponseStream, ren
 
 
 class ClientRenderer(Protocol):
-    def chunk(self, chunk: bytes) -> bytes:
-        """A canonical chat.completion.chunk: the bytes for the client (maybe none)."""
+    def chunk(self, chunk: text_pb2.TextChunk) -> bytes:
+        """A canonical chunk: the bytes for the client (maybe none)."""
 
     def stream_end(self, usage: Usage) -> bytes:
         """A stream ended with its usage reported (and captured)."""
 
-    def completion(self, completion: bytes, usage: Usage) -> bytes:
-        """A whole canonical chat.completion (stream false)."""
+    def completion(self, completion: text_pb2.TextCompletion, usage: Usage) -> bytes:
+        """A whole canonical answer (stream false)."""
 
     def failure(self, error: PublicError) -> bytes:
         """A stream broke after output had started: the in-band error event."""
@@ -39,16 +43,23 @@ class ClientRenderer(Protocol):
 
 
 class ChatCompletionsRenderer:
-    """OpenAI chat completions: the canonical shape itself."""
+    """OpenAI chat completions: chat.completion, or its chunks and then the usage chunk
+    (always sent, as if the client asked for include_usage: it is our bill)."""
 
-    def chunk(self, chunk: bytes) -> bytes:
-        return frame(chunk)
+    def __init__(self, completion_id: str, model: str, created: int) -> None:
+        self.completion_id = completion_id
+        self.model = model
+        self.created = created
+
+    def chunk(self, chunk: text_pb2.TextChunk) -> bytes:
+        return frame(chat_chunk(chunk))
 
     def stream_end(self, usage: Usage) -> bytes:
-        return DONE
+        usage_chunk = chat_usage_chunk(self.completion_id, self.model, self.created, usage)
+        return frame(usage_chunk) + DONE
 
-    def completion(self, completion: bytes, usage: Usage) -> bytes:
-        return completion
+    def completion(self, completion: text_pb2.TextCompletion, usage: Usage) -> bytes:
+        return chat_completion(completion, usage)
 
     def failure(self, error: PublicError) -> bytes:
         return error.sse_event()
@@ -65,13 +76,13 @@ class MessagesRenderer:
         self.stream = MessageStream(completion_id, model)
         self.passed_through = False  # the upstream's own events: it closes its message
 
-    def chunk(self, chunk: bytes) -> bytes:
+    def chunk(self, chunk: text_pb2.TextChunk) -> bytes:
         return self.stream.chunk(chunk)
 
     def stream_end(self, usage: Usage) -> bytes:
         return b"" if self.passed_through else self.stream.end(usage)
 
-    def completion(self, completion: bytes, usage: Usage) -> bytes:
+    def completion(self, completion: text_pb2.TextCompletion, usage: Usage) -> bytes:
         return render_message(completion, usage, self.model)
 
     def failure(self, error: PublicError) -> bytes:
@@ -89,13 +100,13 @@ class ResponsesRenderer:
         self.frame = frame
         self.stream = ResponseStream(frame)
 
-    def chunk(self, chunk: bytes) -> bytes:
+    def chunk(self, chunk: text_pb2.TextChunk) -> bytes:
         return self.stream.chunk(chunk)
 
     def stream_end(self, usage: Usage) -> bytes:
         return self.stream.end(usage)
 
-    def completion(self, completion: bytes, usage: Usage) -> bytes:
+    def completion(self, completion: text_pb2.TextCompletion, usage: Usage) -> bytes:
         return render_response(completion, usage, self.frame)
 
     def failure(self, error: PublicError) -> bytes:

@@ -1,8 +1,9 @@
-"""The canonical chat answer rendered as an OpenAI Response and its typed events. Pure.
+"""The canonical answer rendered as an OpenAI Response and its typed events. Pure.
 
 The client protocol's outbound half, as messages_render.py is for Messages: a whole
-canonical chat.completion becomes a Response object; a stream of canonical chunks
-becomes Responses' event sequence, every event numbered (`sequence_number`). No I/O.
+canonical answer (TextCompletion) becomes a Response object; a stream of canonical
+chunks (TextChunk) becomes Responses' event sequence, every event numbered
+(`sequence_number`). No I/O.
 
 Output mapping (canonical -> Response output items, in this order):
   reasoning_content -> a reasoning item, its text as reasoning_text content
@@ -37,7 +38,9 @@ from enum import Enum
 from typing import Any
 
 import orjson
+from aiport.v1 import text_pb2
 
+from services.common.canonical_answer import FINISH_REASONS
 from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
@@ -200,34 +203,31 @@ def _call_item(
     }
 
 
-def render_response(completion: bytes, usage: Usage, frame: ResponseFrame) -> bytes:
-    """A whole chat.completion as a Response object."""
-    body = orjson.loads(completion)
-    choice = (body.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+def render_response(
+    completion: text_pb2.TextCompletion, usage: Usage, frame: ResponseFrame
+) -> bytes:
+    """A whole answer as a Response object (its first choice: a Response has one)."""
+    choice = completion.choices[0] if completion.choices else text_pb2.Choice()
+    message = choice.message
     output: list[dict[str, Any]] = []
-    if message.get("reasoning_content"):
+    if message.reasoning_content:
         output.append(
-            _reasoning_item(frame.item_id("rs", 0), message["reasoning_content"], "completed")
+            _reasoning_item(frame.item_id("rs", 0), message.reasoning_content, "completed")
         )
-    if message.get("content"):
-        output.append(
-            _message_item(frame.item_id("msg", len(output)), message["content"], "completed")
-        )
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
+    if message.text:
+        output.append(_message_item(frame.item_id("msg", len(output)), message.text, "completed"))
+    for call in message.tool_calls:
         output.append(
             _call_item(
                 frame.item_id("fc", len(output)),
-                call.get("id", ""),
-                function.get("name", ""),
-                function.get("arguments") or "",
+                call.id,
+                call.function.name,
+                call.function.arguments,
                 "completed",
             )
         )
-    return orjson.dumps(
-        frame.render("completed", output, usage, finish=choice.get("finish_reason"))
-    )
+    finish = FINISH_REASONS.get(choice.finish_reason)
+    return orjson.dumps(frame.render("completed", output, usage, finish=finish))
 
 
 class Phase(Enum):
@@ -391,11 +391,11 @@ class ResponseStream:
                 )
         return out
 
-    def chunk(self, data: bytes) -> bytes:
-        """One canonical chat.completion.chunk: the events it makes."""
-        delta = self.chunks.read(data)
+    def chunk(self, chunk: text_pb2.TextChunk) -> bytes:
+        """One canonical chunk: the events it makes."""
+        delta = self.chunks.read(chunk)
         if delta is None:
-            return b""  # the canonical usage-only chunk: usage comes with the end
+            return b""
         out: list[bytes] = []
         if self.phase is Phase.BEFORE:
             out += self._start()

@@ -529,9 +529,12 @@ class UpstreamCall:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
             else:
-                yield providers_pb2.ChatCompletionEvent(
-                    completion=done.completion, native=done.native
-                )
+                if done.WhichOneof("answer") == "completion":
+                    yield providers_pb2.ChatCompletionEvent(completion=done.completion)
+                else:
+                    yield providers_pb2.ChatCompletionEvent(
+                        native_completion=done.native_completion
+                    )
                 yield providers_pb2.ChatCompletionEvent(usage=done.usage, provider=done.provider)
                 return
         stream = self._providers.ChatCompletion(
@@ -598,21 +601,23 @@ class ChatRelay:
         settlement = self.settlement
         try:
             try:
-                completion: bytes | None = None
-                completion_native = False
+                # A whole answer, held back until its usage is captured.
+                completion: providers_pb2.ChatCompletionEvent | None = None
                 async for event in self.upstream.events():
                     kind = event.WhichOneof("event")
-                    if kind == "chunk":
+                    if kind in ("chunk", "native_chunk"):
                         settlement.handle(OUTPUT_DELIVERED)
-                        render = self.renderer.native if event.native else self.renderer.chunk
-                        data = render(event.chunk)
+                        data = (
+                            self.renderer.chunk(event.chunk)
+                            if kind == "chunk"
+                            else self.renderer.native(event.native_chunk)
+                        )
                         if data:
                             self._send(
                                 httpbody_pb2.HttpBody(content_type="text/event-stream", data=data)
                             )
-                    elif kind == "completion":
-                        completion = event.completion  # held back until its usage is captured
-                        completion_native = event.native
+                    elif kind in ("completion", "native_completion"):
+                        completion = event
                     elif kind == "usage":
                         if not self.call.stream and completion is None:
                             raise _ProvidersBrokeProtocol("usage without the completion")
@@ -630,9 +635,9 @@ class ChatRelay:
                             self._send(
                                 httpbody_pb2.HttpBody(
                                     content_type="application/json",
-                                    data=self.renderer.native(completion)
-                                    if completion_native
-                                    else self.renderer.completion(completion, usage),
+                                    data=self.renderer.completion(completion.completion, usage)
+                                    if completion.HasField("completion")
+                                    else self.renderer.native(completion.native_completion),
                                 )
                             )
                         return
@@ -714,15 +719,16 @@ async def relay_chat(
     context: ServicerContext,
     call: ChatCall,
     endpoint: str,
-    renderer: Callable[[str], ClientRenderer],
+    renderer: Callable[[str, int], ClientRenderer],
     started: float,
     native: Callable[[str], providers_pb2.NativeRequest] | None = None,
 ) -> AsyncIterator[httpbody_pb2.HttpBody]:
     """One text call, whatever client protocol it came in: hold, the upstream call
     in its relay, and the relay's output rendered by the protocol's renderer
-    (made from the call's completion id). `native` makes the client's own request,
+    (made from the call's completion id and creation time). `native` makes the client's own request,
     for a route that speaks its protocol to pass through (providers.proto)."""
     completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
+    created = int(time.time())
     chat = from_chat_body(call.upstream_request)  # typed before any money moves
     amount = hold_micros(call)
     caller, hold = await backends.authorize_hold(
@@ -750,13 +756,13 @@ async def relay_chat(
             chat=chat,
             stream=call.stream,
             completion_id=completion_id,
-            created_unix=int(time.time()),
+            created_unix=created,
             request_id=caller.request_id,
             native=None if native is None else native(completion_id),
         ),
     )
     # No await since the hold was placed: from here the relay owns it.
-    rendering = renderer(completion_id)
+    rendering = renderer(completion_id, created)
     relay = ChatRelay(backends, call, hold, upstream, fields, started, rendering)
     backends.settle_later(relay.run())
     finished = False
@@ -792,17 +798,16 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         started = time.monotonic()
         self.backends.api_key(context)  # no key at all: 401 before anything else
         call = parse_chat_request(request.data, self.catalog)
+        model = call.model.id
         async for item in relay_chat(
-            self.backends, context, call, CHAT_ENDPOINT, _chat_renderer, started
+            self.backends,
+            context,
+            call,
+            CHAT_ENDPOINT,
+            lambda completion_id, created: ChatCompletionsRenderer(completion_id, model, created),
+            started,
         ):
             yield item
-
-
-_CHAT_COMPLETIONS = ChatCompletionsRenderer()  # stateless: one serves every call
-
-
-def _chat_renderer(completion_id: str) -> ClientRenderer:
-    return _CHAT_COMPLETIONS
 
 
 def _messages_passthrough(body: bytes) -> Callable[[str], providers_pb2.NativeRequest] | None:
@@ -838,7 +843,7 @@ class MessagesService(messages_pb2_grpc.MessagesServicer):
             context,
             call,
             MESSAGES_ENDPOINT,
-            lambda completion_id: MessagesRenderer(completion_id, model),
+            lambda completion_id, _created: MessagesRenderer(completion_id, model),
             started,
             _messages_passthrough(request.data),
         ):
@@ -883,7 +888,7 @@ class ResponsesService(responses_pb2_grpc.ResponsesServicer):
             context,
             call.chat,
             RESPONSES_ENDPOINT,
-            lambda completion_id: ResponsesRenderer(
+            lambda completion_id, _created: ResponsesRenderer(
                 ResponseFrame(response_id(completion_id), echo)
             ),
             started,

@@ -43,8 +43,6 @@ from services.gateway.typed_media import (
 from services.gateway.typed_text import (
     CanonicalRenderer,
     parse_text_request,
-    text_chunk,
-    text_completion,
 )
 
 S = TypeVar("S")
@@ -150,8 +148,8 @@ class TextService(text_pb2_grpc.TextServicer):
         self.backends.api_key(context)  # no key at all: UNAUTHENTICATED before anything else
         call = parse_text_request(request, self.catalog, stream=stream)
 
-        def renderer(completion_id: str) -> ClientRenderer:
-            return CanonicalRenderer(completion_id, call.model)
+        def renderer(completion_id: str, created: int) -> ClientRenderer:
+            return CanonicalRenderer(completion_id, call.model, created)
 
         async def relayed() -> AsyncIterator[bytes]:
             async for item in relay_chat(
@@ -168,16 +166,14 @@ class TextService(text_pb2_grpc.TextServicer):
         answer = b""
         async for data in self._relay(request, context, stream=False):
             answer = data  # one message: the completion
-        return text_completion(answer)
+        return text_pb2.TextCompletion.FromString(answer)
 
     @typed_stream
     async def Stream(
         self, request: text_pb2.TextRequest, context: ServicerContext
     ) -> AsyncIterator[text_pb2.TextChunk]:
         async for data in self._relay(request, context, stream=True):
-            chunk = text_chunk(data)
-            if chunk is not None:
-                yield chunk
+            yield text_pb2.TextChunk.FromString(data)
 
 
 class MediaService(media_pb2_grpc.MediaServicer):

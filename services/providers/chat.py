@@ -1,11 +1,12 @@
 """What the Providers service asks of a chat upstream, whatever its protocol.
 
-Every chat adapter translates between our client schema (OpenAI chat
-completions) and its upstream. The public half is shared: an adapter turns the
-upstream's answer into OpenAI-shaped dicts and hands them to
-`public_completion` (whole answers) or a `ChunkTranslator` (streams), which
-write the public JSON and account the usage. So a new protocol only ever
-writes upstream <-> OpenAI-shape translation.
+Every chat adapter translates between the canonical call and answer (typed:
+CanonicalChat in, TextCompletion or TextChunks out) and its upstream. The
+answer's half is shared: an adapter writes the upstream's answer OpenAI-shaped
+and hands it to `public_completion` (whole answers) or a `ChunkTranslator`
+(streams), which build the canonical answer and account the usage. So a new
+upstream protocol only ever writes upstream <-> OpenAI-shape translation, and a
+new client protocol only a renderer of the canonical answer (at the gateway).
 
 An adapter whose upstream speaks a client protocol itself (Anthropic Messages)
 is also a `NativeChatAdapter`: a client that spoke it is passed through, the
@@ -14,10 +15,10 @@ is also a `NativeChatAdapter`: a client that spoke it is passed through, the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, TypeAlias, runtime_checkable
 
-from aiport.v1 import providers_pb2
+from aiport.v1 import providers_pb2, text_pb2
 
 from services.common.usage import Usage
 from services.providers.adapters.anthropic_passthrough import NativeMessagesStream
@@ -27,6 +28,9 @@ from services.providers.adapters.openai_chat_translate import (
 )
 from services.providers.routes import Route
 
+# A piece of a stream's answer: canonical, or (a passthrough) in the client's protocol.
+Answer: TypeAlias = text_pb2.TextChunk | bytes
+
 
 class StreamAccounting(Protocol):
     """What the failover loop reads of a stream, whichever path it takes: whether
@@ -35,7 +39,7 @@ class StreamAccounting(Protocol):
     @property
     def output_started(self) -> bool: ...
 
-    def finish(self) -> tuple[list[bytes], Usage]:
+    def finish(self) -> tuple[Sequence[Answer], Usage]:
         """Chunks still held back, and the usage to bill."""
         ...
 
@@ -49,9 +53,8 @@ class ChatAdapter(Protocol):
         request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
-    ) -> tuple[bytes, Usage]:
-        """The whole chat.completion in the public shape, and its usage.
-        Raises UpstreamError."""
+    ) -> tuple[text_pb2.TextCompletion, Usage]:
+        """The whole answer, canonical, and its usage. Raises UpstreamError."""
         ...
 
     def stream(
@@ -61,8 +64,8 @@ class ChatAdapter(Protocol):
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
-    ) -> AsyncIterator[bytes]:
-        """Public chunks as the upstream produces them, fed through `translator`
+    ) -> AsyncIterator[text_pb2.TextChunk]:
+        """Canonical chunks as the upstream produces them, fed through `translator`
         (which also keeps the usage). Ends normally only when the upstream's
         stream completed; raises UpstreamError otherwise."""
         ...

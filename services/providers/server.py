@@ -20,7 +20,7 @@ from services.providers.adapters.openai_chat_translate import (
     ChunkTranslator,
     Identity,
 )
-from services.providers.chat import ChatAdapter, NativeChatAdapter, StreamAccounting
+from services.providers.chat import Answer, ChatAdapter, NativeChatAdapter, StreamAccounting
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, route_key
 from services.providers.failover_driver import Failover
@@ -44,6 +44,12 @@ def _native(
     ):
         return adapter
     return None
+
+
+def _chunk_event(chunk: Answer) -> providers_pb2.ChatCompletionEvent:
+    if isinstance(chunk, bytes):
+        return providers_pb2.ChatCompletionEvent(native_chunk=chunk)
+    return providers_pb2.ChatCompletionEvent(chunk=chunk)
 
 
 class ProvidersService(providers_pb2_grpc.ProvidersServicer):
@@ -95,18 +101,18 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         body: providers_pb2.CanonicalChat,
         request: providers_pb2.ChatCompletionRequest,
         identity: Identity,
-    ) -> tuple[bytes, Usage, bool]:
-        """One route's whole answer, and whether it is in the client's own protocol
-        (the route passed the request through)."""
+    ) -> providers_pb2.ChatCompleted:
+        """One route's whole answer: canonical, or in the client's own protocol when
+        the route passed the request through. Its usage is set; its provider not."""
         adapter = self.adapters[route.provider]
         native = _native(adapter, request)
         if native is not None:
-            completion, usage = await native.complete_native(
+            answer, usage = await native.complete_native(
                 route, body, request.native, identity, request.request_id
             )
-            return completion, usage, True
+            return providers_pb2.ChatCompleted(native_completion=answer, usage=_usage_pb(usage))
         completion, usage = await adapter.complete(route, body, identity, request.request_id)
-        return completion, usage, False
+        return providers_pb2.ChatCompleted(completion=completion, usage=_usage_pb(usage))
 
     def _stream(
         self,
@@ -116,9 +122,9 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
         identity: Identity,
         prompt_chars: int,
         image_parts: int,
-    ) -> tuple[StreamAccounting, AsyncIterator[bytes], bool]:
-        """One route's stream: its accounting, its chunks, and whether they are in the
-        client's own protocol (the route passed the request through)."""
+    ) -> tuple[StreamAccounting, AsyncIterator[Answer]]:
+        """One route's stream: its accounting and its chunks (canonical, or bytes in
+        the client's own protocol when the route passed the request through)."""
         adapter = self.adapters[route.provider]
         native = _native(adapter, request)
         if native is not None:
@@ -132,13 +138,9 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             chunks = native.stream_native(
                 route, body, request.native, request.request_id, passthrough
             )
-            return passthrough, chunks, True
+            return passthrough, chunks
         translator = ChunkTranslator(identity, prompt_chars=prompt_chars, image_parts=image_parts)
-        return (
-            translator,
-            adapter.stream(route, body, identity, request.request_id, translator),
-            False,
-        )
+        return translator, adapter.stream(route, body, identity, request.request_id, translator)
 
     async def CompleteChat(
         self,
@@ -153,17 +155,13 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             for attempt in failover.attempts():
                 route = attempt.route
                 try:
-                    completion, usage, native = await self._complete(route, body, request, identity)
+                    done = await self._complete(route, body, request, identity)
                 except UpstreamError as error:
                     attempt.failed(error, output_started=False)
                     continue
                 attempt.succeeded()
-                return providers_pb2.ChatCompleted(
-                    completion=completion,
-                    usage=_usage_pb(usage),
-                    provider=route.provider,
-                    native=native,
-                )
+                done.provider = route.provider
+                return done
             final = failover.final_error()
         await self._abort(context, final)
 
@@ -191,28 +189,32 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                 translator: StreamAccounting | None = None
                 try:
                     if request.stream:
-                        translator, chunks, native = self._stream(
+                        translator, chunks = self._stream(
                             route, body, request, identity, prompt_chars, image_parts
                         )
                         async for chunk in chunks:
                             if translator.output_started:
                                 attempt.output_started()
-                            yield providers_pb2.ChatCompletionEvent(chunk=chunk, native=native)
+                            yield _chunk_event(chunk)
                         closing, usage = translator.finish()
                         attempt.succeeded()
                         for chunk in closing:
-                            yield providers_pb2.ChatCompletionEvent(chunk=chunk, native=native)
-                    else:
-                        completion, usage, native = await self._complete(
-                            route, body, request, identity
-                        )
-                        attempt.succeeded()
+                            yield _chunk_event(chunk)
                         yield providers_pb2.ChatCompletionEvent(
-                            completion=completion, native=native
+                            usage=_usage_pb(usage), provider=route.provider
                         )
-                    yield providers_pb2.ChatCompletionEvent(
-                        usage=_usage_pb(usage), provider=route.provider
-                    )
+                    else:
+                        done = await self._complete(route, body, request, identity)
+                        attempt.succeeded()
+                        if done.WhichOneof("answer") == "completion":
+                            yield providers_pb2.ChatCompletionEvent(completion=done.completion)
+                        else:
+                            yield providers_pb2.ChatCompletionEvent(
+                                native_completion=done.native_completion
+                            )
+                        yield providers_pb2.ChatCompletionEvent(
+                            usage=done.usage, provider=route.provider
+                        )
                     return
                 except UpstreamError as error:
                     started = translator is not None and translator.output_started

@@ -28,6 +28,7 @@ from services.providers.adapters.openai_chat_translate import (
 )
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
+from tests.unit.answer_json import chunk_json, completion_json
 from tests.unit.fake_upstream import (
     Respond,
     faked,
@@ -273,7 +274,7 @@ async def run_stream(
     async for chunk in adapter.stream(
         ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID, translator
     ):
-        out.append(orjson.loads(chunk))
+        out.append(chunk_json(chunk))
     return out
 
 
@@ -346,8 +347,10 @@ async def test_complete_translates_the_answer() -> None:
         ],
     }
     async with connected(json_response(answer)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
-    assert orjson.loads(raw) == {
+        completion, usage = await adapter.complete(
+            ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID
+        )
+    assert completion_json(completion, usage) == {
         "id": "chatcmpl-aiport0001",
         "object": "chat.completion",
         "created": 1767225600,
@@ -371,8 +374,10 @@ async def test_complete_translates_the_answer() -> None:
 async def test_complete_answer_split_into_pieces() -> None:
     pieces = split_every(orjson.dumps(MESSAGE), 5)
     async with connected(sse_response(pieces)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
-    assert orjson.loads(raw)["choices"][0]["message"]["content"] == "Baik, terima kasih!"
+        completion, usage = await adapter.complete(
+            ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID
+        )
+    assert completion.choices[0].message.text == "Baik, terima kasih!"
     assert usage.prompt_tokens == 20
 
 
@@ -396,12 +401,12 @@ async def test_tool_call_round_trip() -> None:
         "parallel_tool_calls": False,
     }
     async with connected(json_response(tool_answer)) as (adapter, upstream):
-        raw, _ = await adapter.complete(ROUTE, from_chat_body(ask), IDENTITY, REQUEST_ID)
+        completion, usage = await adapter.complete(ROUTE, from_chat_body(ask), IDENTITY, REQUEST_ID)
     assert upstream.body["tools"] == [
         {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}
     ]
     assert upstream.body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
-    choice = orjson.loads(raw)["choices"][0]
+    choice = completion_json(completion, usage)["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assistant = choice["message"]
     assert assistant["tool_calls"] == [
@@ -486,8 +491,10 @@ async def test_stream_translated_whatever_the_byte_boundaries(
     async with connected(sse_response(split(STREAM_BODY))) as (adapter, _):
         chunks = await run_stream(adapter, translator)
     assert chunks == EXPECTED_CHUNKS
-    closing, usage = translator.finish()
-    assert orjson.loads(closing[-1])["usage"] == PUBLIC_USAGE
+    # The usage is no chunk of the stream: finish() hands it over for its own event.
+    held, usage = translator.finish()
+    assert held == []
+    assert usage.to_public() == PUBLIC_USAGE
     assert usage == Usage(prompt_tokens=20, completion_tokens=9, cached_prompt_tokens=6)
 
 

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from aiport.v1 import text_pb2
 
+from services.common.canonical_answer import chat_usage_chunk
 from services.common.canonical_chat import from_chat_body
 from services.common.usage import Usage
 from services.providers.adapters.anthropic_messages_translate import (
@@ -24,6 +25,7 @@ from services.providers.adapters.openai_chat_translate import (
     public_completion,
 )
 from services.providers.errors import UpstreamError, UpstreamProtocolError
+from tests.unit.answer_json import chunk_json, completion_json
 
 MODEL = "claude-sonnet-4-6-20260101"
 API_KEY = "sk-ant-api03-0123456789abcdefghij"
@@ -620,14 +622,14 @@ def test_malformed_answers(answer: Any) -> None:
 
 def test_whole_answer_through_the_public_half() -> None:
     identity = Identity("chatcmpl-aiport0001", "claude-sonnet-4-6", 1767225600)
-    raw, usage = public_completion(openai_completion(message([text("Halo")])), identity)
+    completion, usage = public_completion(openai_completion(message([text("Halo")])), identity)
     assert usage == Usage(
         prompt_tokens=2112,
         completion_tokens=40,
         cached_prompt_tokens=2000,
         cache_write_prompt_tokens=100,
     )
-    body = orjson.loads(raw)
+    body = completion_json(completion, usage)
     # The public usage is OpenAI's: no cache-write field.
     assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 2000}
     assert body["id"] == "chatcmpl-aiport0001" and body["model"] == "claude-sonnet-4-6"
@@ -863,16 +865,17 @@ def test_stream_through_the_chunk_translator() -> None:
             *finish("end_turn", 3),
         ]
     )
-    public = [orjson.loads(c) for item in chunks for c in translator.feed(item)]
+    public = [chunk_json(c) for item in chunks for c in translator.feed(item)]
     assert [c["choices"][0]["delta"] for c in public] == [
         {"role": "assistant"},
         {"content": "Hi"},
         {},
     ]
     assert public[-1]["choices"][0]["finish_reason"] == "stop"
-    closing, usage = translator.finish()
+    # No usage chunk any more: finish() hands the usage over for its own event.
+    held, usage = translator.finish()
+    assert held == []
     assert usage == Usage(prompt_tokens=35, completion_tokens=3, cached_prompt_tokens=10)
-    assert orjson.loads(closing[-1])["usage"]["prompt_tokens"] == 35
 
 
 def test_streamed_cache_writes_reach_the_usage_apart_but_not_the_public_chunk() -> None:
@@ -889,11 +892,16 @@ def test_streamed_cache_writes_reach_the_usage_apart_but_not_the_public_chunk() 
     )
     for item in chunks:
         translator.feed(item)
-    closing, usage = translator.finish()
+    held, usage = translator.finish()
+    assert held == []
     assert usage == Usage(
         prompt_tokens=55, completion_tokens=3, cached_prompt_tokens=10, cache_write_prompt_tokens=40
     )
-    assert orjson.loads(closing[-1])["usage"] == {
+    # The usage chunk the client gets (written from the usage event) has no cache-write field.
+    public = orjson.loads(
+        chat_usage_chunk(identity.completion_id, identity.model, identity.created, usage)
+    )
+    assert public["usage"] == {
         "prompt_tokens": 55,
         "completion_tokens": 3,
         "total_tokens": 58,

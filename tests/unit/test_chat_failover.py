@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn, cast
 
 import grpc
-import orjson
 import pytest
-from aiport.v1 import providers_pb2
+from aiport.v1 import providers_pb2, text_pb2
 
 from services.common.canonical_chat import from_chat_body
 from services.common.grpc_server import ServicerContext
@@ -47,14 +46,15 @@ class FakeChat:
         request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
-    ) -> tuple[bytes, Usage]:
+    ) -> tuple[text_pb2.TextCompletion, Usage]:
         self.calls.append(route.provider)
         self.started.set()
         if self.hang:
             await asyncio.Event().wait()
         if self.error is not None:
             raise self.error
-        return orjson.dumps({"answer": route.provider}), Usage(3, 1)
+        answer = text_pb2.Message(role=text_pb2.ROLE_ASSISTANT, text=route.provider)
+        return text_pb2.TextCompletion(choices=[text_pb2.Choice(message=answer)]), Usage(3, 1)
 
     async def stream(
         self,
@@ -63,7 +63,7 @@ class FakeChat:
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[text_pb2.TextChunk]:
         self.calls.append(route.provider)
         self.started.set()
         if self.error is not None:
@@ -147,8 +147,8 @@ async def setup() -> AsyncIterator[Setup]:
 def answered_by(events: list[providers_pb2.ChatCompletionEvent]) -> str:
     assert events[-1].HasField("usage")
     if events[0].HasField("completion"):
-        return str(orjson.loads(events[0].completion)["answer"])
-    return str(orjson.loads(events[0].chunk)["choices"][0]["delta"]["content"])
+        return events[0].completion.choices[0].message.text
+    return events[0].chunk.choices[0].text
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -25,6 +25,7 @@ from services.providers.adapters.openai_chat_translate import ChunkTranslator, I
 from services.providers.chat import ChatAdapter
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
+from tests.unit.answer_json import chunk_json, completion_json
 from tests.unit.fake_upstream import Respond, faked, json_response, raising, sse_response
 
 API_KEY = "AIzaSyTest0123456789abcdefghijklmnop"
@@ -159,7 +160,7 @@ async def run_stream(
     async for chunk in adapter.stream(
         ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID, translator
     ):
-        out.append(orjson.loads(chunk))
+        out.append(chunk_json(chunk))
     return out
 
 
@@ -183,7 +184,9 @@ async def test_complete_sends_gemini_and_answers_openai() -> None:
         cachedContentTokenCount=3,
     )
     async with connected(json_response(upstream_answer)) as (adapter, upstream):
-        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
+        completion, usage = await adapter.complete(
+            ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID
+        )
     request = upstream.requests[0]
     assert request.url.path == "/v1beta/models/gemini-3.5-flash-001:generateContent"
     assert "alt" not in request.url.params
@@ -193,7 +196,7 @@ async def test_complete_sends_gemini_and_answers_openai() -> None:
         "systemInstruction": {"parts": [{"text": "Be brief."}]},
         "generationConfig": {"maxOutputTokens": 64, "temperature": 0.5},
     }
-    assert orjson.loads(raw) == {
+    assert completion_json(completion, usage) == {
         "id": "chatcmpl-aiport0001",
         "object": "chat.completion",
         "created": 1767225600,
@@ -234,7 +237,9 @@ async def test_tool_call_round_trip_restores_the_thought_signature() -> None:
         "reasoning_effort": "high",
     }
     async with connected(json_response(first_answer)) as (adapter, upstream):
-        raw, _ = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID)
+        completion, usage = await adapter.complete(
+            ROUTE, from_chat_body(request), IDENTITY, REQUEST_ID
+        )
         sent = upstream.body
         assert sent["tools"] == [
             {
@@ -255,7 +260,7 @@ async def test_tool_call_round_trip_restores_the_thought_signature() -> None:
             "thinkingLevel": "high",
             "includeThoughts": True,
         }
-        choice = orjson.loads(raw)["choices"][0]
+        choice = completion_json(completion, usage)["choices"][0]
         assert choice["finish_reason"] == "tool_calls"
         call = choice["message"]["tool_calls"][0]
         assert call["function"] == {"name": "get_weather", "arguments": '{"city":"Jakarta"}'}
@@ -271,8 +276,10 @@ async def test_tool_call_round_trip_restores_the_thought_signature() -> None:
                 {"role": "tool", "tool_call_id": call["id"], "content": '{"temp_c":31}'},
             ],
         }
-        raw, _ = await adapter.complete(ROUTE, from_chat_body(follow_up), IDENTITY, REQUEST_ID)
-    assert orjson.loads(raw)["choices"][0]["message"]["content"] == "31 °C"
+        completion, _ = await adapter.complete(
+            ROUTE, from_chat_body(follow_up), IDENTITY, REQUEST_ID
+        )
+    assert completion.choices[0].message.text == "31 °C"
     assert upstream.body["contents"][1:] == [
         {
             "role": "model",
@@ -312,10 +319,10 @@ async def test_blocked_prompt_answers_content_filter() -> None:
         "usageMetadata": {"promptTokenCount": 9},
     }
     async with connected(json_response(blocked)) as (adapter, _):
-        raw, usage = await adapter.complete(
+        completion, usage = await adapter.complete(
             ROUTE, from_chat_body({**REQUEST, "n": 2}), IDENTITY, REQUEST_ID
         )
-    body = orjson.loads(raw)
+    body = completion_json(completion, usage)
     assert [c["finish_reason"] for c in body["choices"]] == ["content_filter", "content_filter"]
     assert body["choices"][0]["message"]["content"] == ""
     assert usage.prompt_tokens == 9 and usage.completion_tokens == 0
@@ -448,10 +455,10 @@ async def test_stream_translates_and_reports_usage() -> None:
     assert request.url.path == "/v1beta/models/gemini-3.5-flash-001:streamGenerateContent"
     assert request.url.params["alt"] == "sse"
     assert chunks == EXPECTED_STREAM
-    closing, usage = translator.finish()
-    assert orjson.loads(closing[-1])["usage"]["completion_tokens_details"] == {
-        "reasoning_tokens": 2
-    }
+    # The usage is no chunk of the stream: finish() hands it over for its own event.
+    held, usage = translator.finish()
+    assert held == []
+    assert usage.to_public()["completion_tokens_details"] == {"reasoning_tokens": 2}
     assert (usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens) == (11, 5, 2)
 
 
@@ -522,7 +529,7 @@ async def test_stream_ending_without_finish_reason_failed() -> None:
             async for chunk in adapter.stream(
                 ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID, translator
             ):
-                received.append(orjson.loads(chunk))
+                received.append(chunk_json(chunk))
     assert caught.value.kind == "failed"
     assert caught.value.message == "upstream stream ended early"
     assert received == EXPECTED_STREAM[:4]

@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
 import pytest
 
 from services.common.canonical_chat import from_chat_body
@@ -737,7 +736,8 @@ def test_completion_text_reasoning_and_usage() -> None:
     }
     identity = Identity("chatcmpl-x", "gemini-3.5-flash", 1767225600)
     public, usage = public_completion(out, identity)
-    assert orjson.loads(public)["choices"][0]["message"]["content"] == "Hello there"
+    message = public.choices[0].message
+    assert (message.text, message.reasoning_content) == ("Hello there", "Let me think. ")
     assert (usage.prompt_tokens, usage.completion_tokens) == (100, 37)
     assert (usage.cached_prompt_tokens, usage.reasoning_tokens) == (40, 30)
 

@@ -1,5 +1,6 @@
-"""Canonical chat answers rendered as Anthropic Messages: the message object, the
-event sequence (checked with the official SDK's own accumulator), and errors."""
+"""Canonical answers (TextCompletion, TextChunk) rendered as Anthropic Messages: the
+message object, the event sequence (checked with the official SDK's own
+accumulator), and errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, cast
 
 import orjson
 import pytest
+from aiport.v1 import text_pb2
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
 
@@ -23,14 +25,56 @@ USAGE = Usage(
 )
 
 
-def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    return orjson.dumps(
-        {
-            "id": "chatcmpl-abc",
-            "object": "chat.completion.chunk",
-            "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
+ASSISTANT = text_pb2.ROLE_ASSISTANT
+NO_FINISH = text_pb2.FINISH_REASON_UNSPECIFIED
+
+
+def chunk(
+    *,
+    text: str = "",
+    reasoning: str = "",
+    calls: tuple[text_pb2.ToolCallDelta, ...] = (),
+    finish: text_pb2.FinishReason = NO_FINISH,
+    first: bool = False,
+) -> text_pb2.TextChunk:
+    """One canonical chunk of choice 0 (`first`: it carries the role)."""
+    return text_pb2.TextChunk(
+        id="chatcmpl-abc",
+        model="m",
+        choices=[
+            text_pb2.ChoiceDelta(
+                index=0,
+                role=ASSISTANT if first else text_pb2.ROLE_UNSPECIFIED,
+                text=text,
+                reasoning_content=reasoning,
+                tool_calls=calls,
+                finish_reason=finish,
+            )
+        ],
+    )
+
+
+def call(index: int, arguments: str, call_id: str = "", name: str = "") -> text_pb2.ToolCallDelta:
+    """A piece of a tool call: the first has its id and name, later ones arguments."""
+    return text_pb2.ToolCallDelta(
+        index=index, id=call_id, function=text_pb2.FunctionCall(name=name, arguments=arguments)
+    )
+
+
+def completion(
+    message: text_pb2.Message, finish: text_pb2.FinishReason = text_pb2.FINISH_REASON_STOP
+) -> text_pb2.TextCompletion:
+    """A whole canonical answer with one choice."""
+    return text_pb2.TextCompletion(
+        id="chatcmpl-abc",
+        model="m",
+        choices=[text_pb2.Choice(index=0, message=message, finish_reason=finish)],
+    )
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> text_pb2.ToolCall:
+    return text_pb2.ToolCall(
+        id=call_id, function=text_pb2.FunctionCall(name=name, arguments=arguments)
     )
 
 
@@ -48,32 +92,16 @@ def events(data: bytes) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_a_completion_becomes_a_message() -> None:
-    completion = orjson.dumps(
-        {
-            "id": "chatcmpl-abc",
-            "object": "chat.completion",
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": "Calling.",
-                        "reasoning_content": "hmm",
-                        "tool_calls": [
-                            {
-                                "id": "call_1",
-                                "type": "function",
-                                "function": {"name": "f", "arguments": '{"a":1}'},
-                            }
-                        ],
-                    },
-                    "finish_reason": "tool_calls",
-                }
-            ],
-        }
+    answer = completion(
+        text_pb2.Message(
+            role=ASSISTANT,
+            text="Calling.",
+            reasoning_content="hmm",
+            tool_calls=[tool_call("call_1", "f", '{"a":1}')],
+        ),
+        text_pb2.FINISH_REASON_TOOL_CALLS,
     )
-    message = orjson.loads(render_message(completion, USAGE, "m"))
+    message = orjson.loads(render_message(answer, USAGE, "m"))
     assert message == {
         "id": "msg_abc",
         "type": "message",
@@ -99,37 +127,23 @@ def test_a_completion_becomes_a_message() -> None:
 @pytest.mark.parametrize(
     ("finish", "stop_reason"),
     [
-        ("stop", "end_turn"),
-        ("length", "max_tokens"),
-        ("content_filter", "refusal"),
-        (None, "end_turn"),
+        (text_pb2.FINISH_REASON_STOP, "end_turn"),
+        (text_pb2.FINISH_REASON_LENGTH, "max_tokens"),
+        (text_pb2.FINISH_REASON_CONTENT_FILTER, "refusal"),
+        (text_pb2.FINISH_REASON_UNSPECIFIED, "end_turn"),
     ],
 )
-def test_stop_reasons(finish: str | None, stop_reason: str) -> None:
-    completion = orjson.dumps(
-        {"id": "chatcmpl-x", "choices": [{"message": {"content": "a"}, "finish_reason": finish}]}
-    )
-    assert orjson.loads(render_message(completion, USAGE, "m"))["stop_reason"] == stop_reason
+def test_stop_reasons(finish: text_pb2.FinishReason, stop_reason: str) -> None:
+    answer = completion(text_pb2.Message(role=ASSISTANT, text="a"), finish)
+    assert orjson.loads(render_message(answer, USAGE, "m"))["stop_reason"] == stop_reason
 
 
 def test_unparsable_tool_arguments_are_kept() -> None:
-    completion = orjson.dumps(
-        {
-            "id": "chatcmpl-x",
-            "choices": [
-                {
-                    "message": {
-                        "content": None,
-                        "tool_calls": [
-                            {"id": "c", "function": {"name": "f", "arguments": "{oops"}}
-                        ],
-                    },
-                    "finish_reason": "tool_calls",
-                }
-            ],
-        }
+    answer = completion(
+        text_pb2.Message(role=ASSISTANT, tool_calls=[tool_call("c", "f", "{oops")]),
+        text_pb2.FINISH_REASON_TOOL_CALLS,
     )
-    block = orjson.loads(render_message(completion, USAGE, "m"))["content"][0]
+    block = orjson.loads(render_message(answer, USAGE, "m"))["content"][0]
     assert block["input"] == {"_unparsed_arguments": "{oops"}
 
 
@@ -137,42 +151,17 @@ def test_a_stream_renders_anthropics_event_sequence() -> None:
     stream = MessageStream("chatcmpl-abc", "m")
     data = b"".join(
         [
-            stream.chunk(chunk({"role": "assistant", "reasoning_content": "Let me "})),
-            stream.chunk(chunk({"reasoning_content": "think."})),
-            stream.chunk(chunk({"content": "Hello"})),
-            stream.chunk(chunk({"content": " there."})),
-            stream.chunk(
-                chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": "call_1",
-                                "type": "function",
-                                "function": {"name": "f", "arguments": ""},
-                            }
-                        ]
-                    }
-                )
-            ),
-            stream.chunk(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]})),
-            stream.chunk(chunk({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]})),
-            stream.chunk(
-                chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 1,
-                                "id": "call_2",
-                                "type": "function",
-                                "function": {"name": "g", "arguments": "{}"},
-                            }
-                        ]
-                    }
-                )
-            ),
-            stream.chunk(chunk({}, "tool_calls")),
-            stream.chunk(orjson.dumps({"id": "chatcmpl-abc", "choices": [], "usage": {}})),
+            stream.chunk(chunk(reasoning="Let me ", first=True)),
+            stream.chunk(chunk(reasoning="think.")),
+            stream.chunk(chunk(text="Hello")),
+            stream.chunk(chunk(text=" there.")),
+            stream.chunk(chunk(calls=(call(0, "", "call_1", "f"),))),
+            stream.chunk(chunk(calls=(call(0, '{"a"'),))),
+            stream.chunk(chunk(calls=(call(0, ":1}"),))),
+            stream.chunk(chunk(calls=(call(1, "{}", "call_2", "g"),))),
+            stream.chunk(chunk(finish=text_pb2.FINISH_REASON_TOOL_CALLS)),
+            # A chunk without choices (none is sent today) makes no events.
+            stream.chunk(text_pb2.TextChunk(id="chatcmpl-abc", model="m")),
             stream.end(USAGE),
         ]
     )
@@ -236,7 +225,7 @@ def test_a_stream_with_no_output_still_opens_and_closes_the_message() -> None:
     names = [name for name, _ in events(stream.end(USAGE))]
     assert names == ["message_start", "ping", "message_delta", "message_stop"]
     with pytest.raises(RuntimeError):
-        stream.chunk(chunk({"content": "late"}))
+        stream.chunk(chunk(text="late"))
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from services.providers.adapters.openai_chat_translate import (
 )
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
+from tests.unit.answer_json import chunk_json, completion_json
 from tests.unit.fake_upstream import (
     Respond,
     faked,
@@ -99,12 +100,13 @@ def sse(events: list[Any], eol: bytes = b"\n") -> bytes:
 async def run_stream(
     adapter: OpenAIChatAdapter, translator: ChunkTranslator, received: list[Any] | None = None
 ) -> list[Any]:
-    """Public chunks (decoded) the adapter yields; also appended to `received` as they come."""
+    """The chunks the adapter yields, as the public JSON the chat renderer writes
+    (decoded); also appended to `received` as they come."""
     out = received if received is not None else []
     async for chunk in adapter.stream(
         ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID, translator
     ):
-        out.append(orjson.loads(chunk))
+        out.append(chunk_json(chunk))
     return out
 
 
@@ -175,7 +177,8 @@ UPSTREAM_COMPLETION = {
 }
 
 # A realistic stream: CRLF line endings, a keep-alive comment, the role-only opener,
-# multi-byte UTF-8 content, the finish chunk, the usage-only chunk, then [DONE].
+# multi-byte UTF-8 content, the finish chunk, the upstream's usage-only chunk, then
+# [DONE]. The usage comes back from the translator's finish(), not as a chunk.
 STREAM_BODY = b": keep-alive\r\n\r\n" + sse(
     [
         upstream_chunk({"role": "assistant", "content": "", "refusal": None}),
@@ -263,8 +266,10 @@ async def test_complete_renames_max_tokens_for_reasoning_providers() -> None:
 
 async def test_complete_translates_the_answer() -> None:
     async with connected(json_response(UPSTREAM_COMPLETION)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
-    assert orjson.loads(raw) == {
+        completion, usage = await adapter.complete(
+            ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID
+        )
+    assert completion_json(completion, usage) == {
         "id": "chatcmpl-aiport0001",
         "object": "chat.completion",
         "created": 1767225600,
@@ -284,8 +289,10 @@ async def test_complete_translates_the_answer() -> None:
 async def test_complete_answer_split_into_pieces() -> None:
     pieces = split_every(orjson.dumps(UPSTREAM_COMPLETION), 5)
     async with connected(sse_response(pieces)) as (adapter, _):
-        raw, usage = await adapter.complete(ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID)
-    assert orjson.loads(raw)["choices"][0]["message"]["content"] == "Baik, terima kasih!"
+        completion, usage = await adapter.complete(
+            ROUTE, from_chat_body(REQUEST), IDENTITY, REQUEST_ID
+        )
+    assert completion.choices[0].message.text == "Baik, terima kasih!"
     assert usage.prompt_tokens == 14
 
 
@@ -318,8 +325,10 @@ async def test_stream_translated_whatever_the_byte_boundaries(
         chunks = await run_stream(adapter, translator)
     assert chunks == EXPECTED_CHUNKS
     closing, usage = translator.finish()
-    assert [orjson.loads(c) for c in closing] == [public_chunk([], usage=PUBLIC_USAGE)]
+    # No usage-only chunk: the gateway's chat renderer writes it from the usage.
+    assert closing == []
     assert usage == Usage(14, 9, cached_prompt_tokens=6, reasoning_tokens=2)
+    assert usage.to_public() == PUBLIC_USAGE
 
 
 async def test_stream_with_lf_endings_and_usage_on_the_last_content_chunk() -> None:

@@ -1,16 +1,18 @@
 """Translation between the public OpenAI chat schema and an OpenAI-compatible upstream.
 
-Everything is checked as the client would see it: the exact public JSON.
+The translator answers with the canonical answer (TextCompletion, TextChunk); it is
+checked as the client would see it: the exact public JSON that the chat renderer
+(canonical_answer) writes from it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
-from aiport.v1 import providers_pb2
+from aiport.v1 import providers_pb2, text_pb2
 
+from services.common.canonical_answer import chat_chunk, chat_completion
 from services.common.canonical_chat import from_chat_body, prompt_size
 from services.common.usage import (
     CHARS_PER_TOKEN_ESTIMATE,
@@ -25,6 +27,7 @@ from services.providers.adapters.openai_chat_translate import (
     public_completion,
     upstream_request,
 )
+from tests.unit.answer_json import chunk_json, completion_json
 
 IDENTITY = Identity(completion_id="chatcmpl-aiport0001", model="gpt-5.4", created=1767225600)
 
@@ -77,8 +80,8 @@ def upstream_choice(
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 
-def decode(chunks: list[bytes]) -> list[Any]:
-    return [orjson.loads(c) for c in chunks]
+def decode(chunks: list[text_pb2.TextChunk]) -> list[Any]:
+    return [chunk_json(c) for c in chunks]
 
 
 # --- Usage / parse_usage ----------------------------------------------------------
@@ -265,8 +268,8 @@ def test_public_completion_text_answer() -> None:
     upstream = openai_completion(
         {"role": "assistant", "content": "Halo!", "refusal": None, "annotations": []}
     )
-    raw, usage = public_completion(upstream, IDENTITY)
-    assert orjson.loads(raw) == {
+    completion, usage = public_completion(upstream, IDENTITY)
+    assert completion_json(completion, usage) == {
         "id": "chatcmpl-aiport0001",
         "object": "chat.completion",
         "created": 1767225600,
@@ -303,9 +306,11 @@ def test_public_completion_tool_calls_keep_null_content() -> None:
         },
         finish="tool_calls",
     )
-    raw, _ = public_completion(upstream, IDENTITY)
-    body = orjson.loads(raw)
+    completion, usage = public_completion(upstream, IDENTITY)
+    assert not completion.choices[0].message.HasField("text")
+    raw = chat_completion(completion, usage)
     assert b'"content":null' in raw
+    body = completion_json(completion, usage)
     assert body["choices"] == [
         {
             "index": 0,
@@ -358,8 +363,8 @@ def test_public_completion_deepseek_reasoning_and_cache() -> None:
         },
     }
     identity = Identity("chatcmpl-x", "deepseek-v4-pro", 1767225601)
-    raw, usage = public_completion(upstream, identity)
-    assert orjson.loads(raw) == {
+    completion, usage = public_completion(upstream, identity)
+    assert completion_json(completion, usage) == {
         "id": "chatcmpl-x",
         "object": "chat.completion",
         "created": 1767225601,
@@ -399,8 +404,8 @@ def test_public_completion_keeps_logprobs_and_choice_indexes() -> None:
             "finish_reason": "length",
         },
     ]
-    raw, _ = public_completion(upstream, IDENTITY)
-    assert orjson.loads(raw)["choices"] == [
+    completion, usage = public_completion(upstream, IDENTITY)
+    assert completion_json(completion, usage)["choices"] == [
         {
             "index": 0,
             "message": {"role": "assistant", "content": "Hi"},
@@ -416,16 +421,38 @@ def test_public_completion_keeps_logprobs_and_choice_indexes() -> None:
 
 
 def test_public_completion_missing_finish_reason_becomes_stop() -> None:
-    raw, _ = public_completion(openai_completion({"content": "x"}, finish=None), IDENTITY)
-    assert orjson.loads(raw)["choices"][0]["finish_reason"] == "stop"
+    completion, usage = public_completion(
+        openai_completion({"content": "x"}, finish=None), IDENTITY
+    )
+    assert completion.choices[0].finish_reason == text_pb2.FINISH_REASON_STOP
+    assert completion_json(completion, usage)["choices"][0]["finish_reason"] == "stop"
 
 
 def test_public_completion_usage_always_has_details() -> None:
     upstream = openai_completion({"role": "assistant", "content": "ok"})
     upstream["usage"] = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
-    raw, usage = public_completion(upstream, IDENTITY)
-    assert orjson.loads(raw)["usage"] == usage_json(3, 1)
+    completion, usage = public_completion(upstream, IDENTITY)
+    assert completion_json(completion, usage)["usage"] == usage_json(3, 1)
     assert usage == Usage(3, 1)
+
+
+def test_public_completion_unknown_finish_reason_becomes_stop() -> None:
+    upstream = openai_completion({"content": "x"}, finish="eos_token")
+    completion, usage = public_completion(upstream, IDENTITY)
+    assert completion_json(completion, usage)["choices"][0]["finish_reason"] == "stop"
+
+
+def test_public_completion_legacy_function_call_is_tool_calls() -> None:
+    upstream = openai_completion({"content": None}, finish="function_call")
+    completion, usage = public_completion(upstream, IDENTITY)
+    assert completion_json(completion, usage)["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_public_completion_content_parts_become_their_joined_text() -> None:
+    parts = [{"type": "text", "text": "Ha"}, {"type": "text", "text": "lo"}, "junk"]
+    completion, usage = public_completion(openai_completion({"content": parts}), IDENTITY)
+    message = completion_json(completion, usage)["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "Halo"}
 
 
 @pytest.mark.parametrize(
@@ -501,9 +528,15 @@ def test_finish_reason_alone_starts_output() -> None:
 
 def test_chunks_carry_our_id_and_model_not_the_upstreams() -> None:
     t = translator()
-    (raw,) = t.feed(upstream_chunk([upstream_choice({"content": "x"})]))
+    (chunk,) = t.feed(upstream_chunk([upstream_choice({"content": "x"})]))
+    assert (chunk.id, chunk.model, chunk.created) == (
+        "chatcmpl-aiport0001",
+        "gpt-5.4",
+        1767225600,
+    )
+    raw = chat_chunk(chunk)
     assert b"UPSTREAM" not in raw and b"fp_upstream" not in raw and b"2026-03-05" not in raw
-    body = orjson.loads(raw)
+    body = chunk_json(chunk)
     assert list(body) == ["id", "object", "created", "model", "choices"]
     assert body == public_chunk([choice({"content": "x"})])
 
@@ -556,7 +589,7 @@ def test_tool_call_fragments_keep_index_id_name_and_arguments() -> None:
         ),
         upstream_chunk([upstream_choice({}, finish="tool_calls")]),
     ]
-    out: list[bytes] = []
+    out: list[text_pb2.TextChunk] = []
     for chunk in feeds:
         out.extend(t.feed(chunk))
     assert decode(out) == [
@@ -603,6 +636,40 @@ def test_tool_call_fragments_keep_index_id_name_and_arguments() -> None:
     ]
 
 
+def test_tool_call_delta_with_an_id_is_always_a_function_with_arguments() -> None:
+    # By design: an upstream that leaves out "type" or "arguments" on the opening
+    # fragment still gives clients "type": "function" and "arguments": "".
+    t = translator()
+    out = t.feed(
+        upstream_chunk(
+            [upstream_choice({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f"}}]})]
+        )
+    )
+    assert decode(out) == [
+        public_chunk(
+            [
+                choice(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "c",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            ]
+        )
+    ]
+
+
+def test_unknown_finish_reason_in_a_stream_becomes_stop() -> None:
+    out = translator().feed(upstream_chunk([upstream_choice({}, finish="eos_token")]))
+    assert decode(out) == [public_chunk([choice({}, finish="stop")])]
+
+
 def test_reasoning_content_streams_and_starts_output() -> None:
     t = translator()
     assert t.feed(upstream_chunk([upstream_choice({"role": "assistant", "content": None})])) == []
@@ -616,13 +683,13 @@ def test_logprobs_pass_through_in_chunks() -> None:
     chunk = upstream_chunk(
         [{"index": 0, "delta": {"content": "x"}, "logprobs": logprobs, "finish_reason": None}]
     )
-    (raw,) = t.feed(chunk)
-    assert orjson.loads(raw)["choices"] == [
+    (out,) = t.feed(chunk)
+    assert chunk_json(out)["choices"] == [
         {"index": 0, "delta": {"content": "x"}, "logprobs": logprobs, "finish_reason": None}
     ]
 
 
-def test_usage_only_chunk_is_captured_and_emitted_last_by_finish() -> None:
+def test_usage_only_chunk_is_captured_and_returned_by_finish() -> None:
     t = translator(prompt_chars=999)
     t.feed(upstream_chunk([upstream_choice({"role": "assistant", "content": ""})]))
     t.feed(upstream_chunk([upstream_choice({"content": "Hi"})]))
@@ -637,7 +704,8 @@ def test_usage_only_chunk_is_captured_and_emitted_last_by_finish() -> None:
     assert t.feed(upstream_chunk([], usage=reported)) == []
     closing, usage = t.finish()
     assert usage == Usage(17, 2, cached_prompt_tokens=5)
-    assert decode(closing) == [public_chunk([], usage=usage_json(17, 2, cached=5))]
+    # No usage chunk: the gateway's renderer writes it from the usage event.
+    assert closing == []
 
 
 def test_usage_on_a_chunk_with_choices_is_captured() -> None:
@@ -654,7 +722,7 @@ def test_usage_on_a_chunk_with_choices_is_captured() -> None:
     ]
     closing, usage = t.finish()
     assert usage == Usage(8, 2)
-    assert decode(closing) == [public_chunk([], usage=usage_json(8, 2))]
+    assert closing == []
 
 
 def test_deepseek_stream_usage_maps_cache_hits() -> None:
@@ -673,7 +741,8 @@ def test_deepseek_stream_usage_maps_cache_hits() -> None:
     )
     closing, usage = t.finish()
     assert usage == Usage(40, 1, cached_prompt_tokens=32)
-    assert decode(closing)[-1]["usage"] == usage_json(40, 1, cached=32)
+    assert usage.to_public() == usage_json(40, 1, cached=32)
+    assert closing == []
 
 
 def test_later_usage_replaces_earlier_usage() -> None:
@@ -720,7 +789,8 @@ def test_usage_is_estimated_when_the_upstream_never_reports_it() -> None:
     assert t.estimated_usage() == Usage(3, 3, estimated=True)
     closing, usage = t.finish()
     assert usage == Usage(3, 3, estimated=True)
-    assert decode(closing) == [public_chunk([], usage=usage_json(3, 3))]
+    assert usage.to_public() == usage_json(3, 3)
+    assert closing == []
 
 
 def test_estimate_covers_output_so_far_for_a_mid_stream_failure() -> None:
@@ -756,23 +826,26 @@ def test_a_broken_streams_estimate_counts_the_prompts_images() -> None:
     assert t.estimated_usage() == Usage(prompt, 2, estimated=True)
 
 
-def test_finish_flushes_held_chunks_before_the_usage_chunk() -> None:
+def test_finish_flushes_held_chunks_and_returns_the_usage() -> None:
     # An upstream that opened with the role and then ended cleanly with no output.
     t = translator(prompt_chars=4)
     assert t.feed(upstream_chunk([upstream_choice({"role": "assistant", "content": ""})])) == []
     closing, usage = t.finish()
     assert usage == Usage(1, 0, estimated=True)
-    assert decode(closing) == [ROLE_CHUNK, public_chunk([], usage=usage_json(1, 0))]
+    # The held role chunk only: no usage chunk follows it.
+    assert decode(closing) == [ROLE_CHUNK]
+    # Flushed once: a second finish has nothing left to give.
+    assert t.finish()[0] == []
 
 
-def test_finish_usage_chunk_has_empty_choices_list() -> None:
+def test_finish_after_output_gives_no_chunks_only_the_usage() -> None:
+    # finish() no longer writes a usage-only chunk (choices []): the gateway's chat
+    # renderer writes it from the usage event. After output there is nothing held.
     t = translator()
     t.feed(upstream_chunk([upstream_choice({"content": "x"}, finish="stop")]))
-    closing, _ = t.finish()
-    assert len(closing) == 1
-    assert b'"choices":[]' in closing[0]
-    body = orjson.loads(closing[0])
-    assert list(body) == ["id", "object", "created", "model", "choices", "usage"]
+    closing, usage = t.finish()
+    assert closing == []
+    assert usage == Usage(0, 1, estimated=True)
 
 
 def test_usage_only_chunk_does_not_release_the_held_role() -> None:

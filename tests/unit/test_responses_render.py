@@ -1,6 +1,7 @@
-"""Canonical chat answers rendered as OpenAI Responses: the Response object and the
-typed event sequence, each validated field by field against the official openai
-SDK's own models, and the stream replayed through the SDK's own accumulator."""
+"""Canonical answers (TextCompletion, TextChunk) rendered as OpenAI Responses: the
+Response object and the typed event sequence, each validated field by field against
+the official openai SDK's own models, and the stream replayed through the SDK's own
+accumulator."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiport.v1 import text_pb2
 from openai import omit
 from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
@@ -35,26 +37,56 @@ def frame(**echo: Any) -> ResponseFrame:
     return ResponseFrame("resp_abc", ResponseEcho(model="m", **echo), created_at=1_700_000_000)
 
 
-def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    return orjson.dumps(
-        {
-            "id": "chatcmpl-abc",
-            "object": "chat.completion.chunk",
-            "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
+ASSISTANT = text_pb2.ROLE_ASSISTANT
+NO_FINISH = text_pb2.FINISH_REASON_UNSPECIFIED
+STOP = text_pb2.FINISH_REASON_STOP
+
+
+def chunk(
+    *,
+    text: str = "",
+    reasoning: str = "",
+    calls: tuple[text_pb2.ToolCallDelta, ...] = (),
+    finish: text_pb2.FinishReason = NO_FINISH,
+    first: bool = False,
+) -> text_pb2.TextChunk:
+    """One canonical chunk of choice 0 (`first`: it carries the role)."""
+    return text_pb2.TextChunk(
+        id="chatcmpl-abc",
+        model="m",
+        choices=[
+            text_pb2.ChoiceDelta(
+                index=0,
+                role=ASSISTANT if first else text_pb2.ROLE_UNSPECIFIED,
+                text=text,
+                reasoning_content=reasoning,
+                tool_calls=calls,
+                finish_reason=finish,
+            )
+        ],
     )
 
 
-def completion(message: dict[str, Any], finish: str = "stop") -> bytes:
-    return orjson.dumps(
-        {
-            "id": "chatcmpl-abc",
-            "object": "chat.completion",
-            "model": "m",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        }
+def call(index: int, arguments: str, call_id: str = "", name: str = "") -> text_pb2.ToolCallDelta:
+    """A piece of a tool call: the first has its id and name, later ones arguments."""
+    return text_pb2.ToolCallDelta(
+        index=index, id=call_id, function=text_pb2.FunctionCall(name=name, arguments=arguments)
     )
+
+
+def completion(
+    message: text_pb2.Message, finish: text_pb2.FinishReason = STOP
+) -> text_pb2.TextCompletion:
+    """A whole canonical answer with one choice."""
+    return text_pb2.TextCompletion(
+        id="chatcmpl-abc",
+        model="m",
+        choices=[text_pb2.Choice(index=0, message=message, finish_reason=finish)],
+    )
+
+
+def said(text: str) -> text_pb2.Message:
+    return text_pb2.Message(role=ASSISTANT, text=text)
 
 
 def events(data: bytes) -> list[dict[str, Any]]:
@@ -88,16 +120,20 @@ def replay(bodies: list[dict[str, Any]], tools: list[Any] | None = None) -> Any:
 
 
 def test_a_completion_becomes_a_response() -> None:
-    message = {
-        "role": "assistant",
-        "content": "Calling.",
-        "reasoning_content": "hmm",
-        "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+    message = text_pb2.Message(
+        role=ASSISTANT,
+        text="Calling.",
+        reasoning_content="hmm",
+        tool_calls=[
+            text_pb2.ToolCall(
+                id="call_1", function=text_pb2.FunctionCall(name="f", arguments='{"a":1}')
+            )
         ],
-    }
+    )
     body = orjson.loads(
-        render_response(completion(message, "tool_calls"), USAGE, frame(tools=TOOLS))
+        render_response(
+            completion(message, text_pb2.FINISH_REASON_TOOL_CALLS), USAGE, frame(tools=TOOLS)
+        )
     )
     Response.model_validate(body)
     assert body["id"] == "resp_abc"
@@ -141,14 +177,14 @@ def test_a_completion_becomes_a_response() -> None:
 
 
 def test_the_sdk_reads_output_text_of_a_rendered_response() -> None:
-    body = render_response(completion({"role": "assistant", "content": "Hi."}), USAGE, frame())
+    body = render_response(completion(said("Hi.")), USAGE, frame())
     assert Response.model_validate_json(body).output_text == "Hi."
 
 
 def test_a_length_stop_is_incomplete_with_its_reason() -> None:
     body = orjson.loads(
         render_response(
-            completion({"role": "assistant", "content": "Hi"}, "length"),
+            completion(said("Hi"), text_pb2.FINISH_REASON_LENGTH),
             USAGE,
             frame(max_output_tokens=16),
         )
@@ -170,9 +206,7 @@ def test_the_request_is_echoed() -> None:
         "metadata": {"k": "v"},
         "user": "u1",
     }
-    body = orjson.loads(
-        render_response(completion({"role": "assistant", "content": "{}"}), USAGE, frame(**echo))
-    )
+    body = orjson.loads(render_response(completion(said("{}")), USAGE, frame(**echo)))
     Response.model_validate(body)
     assert body["instructions"] == "Be brief."
     assert body["tool_choice"] == {"type": "function", "name": "f"}
@@ -185,9 +219,9 @@ def test_the_request_is_echoed() -> None:
 
 def test_a_text_stream_is_responses_event_sequence() -> None:
     stream = ResponseStream(frame())
-    data = stream.chunk(chunk({"role": "assistant", "content": "Hel"}))
-    data += stream.chunk(chunk({"content": "lo"}))
-    data += stream.chunk(chunk({}, "stop"))
+    data = stream.chunk(chunk(text="Hel", first=True))
+    data += stream.chunk(chunk(text="lo"))
+    data += stream.chunk(chunk(finish=STOP))
     data += stream.end(USAGE)
     bodies = events(data)
     assert [b["type"] for b in bodies] == [
@@ -211,9 +245,7 @@ def test_a_text_stream_is_responses_event_sequence() -> None:
     assert final.usage.input_tokens == 100
     assert (
         bodies[-1]["response"]["output"]
-        == orjson.loads(
-            render_response(completion({"role": "assistant", "content": "Hello"}), USAGE, frame())
-        )["output"]
+        == orjson.loads(render_response(completion(said("Hello")), USAGE, frame()))["output"]
     )
 
 
@@ -221,39 +253,13 @@ def test_reasoning_then_text_then_two_calls() -> None:
     stream = ResponseStream(frame(tools=TOOLS))
     data = b"".join(
         [
-            stream.chunk(chunk({"role": "assistant", "reasoning_content": "think"})),
-            stream.chunk(chunk({"reasoning_content": "ing"})),
-            stream.chunk(chunk({"content": "Let me call."})),
-            stream.chunk(
-                chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": "call_1",
-                                "type": "function",
-                                "function": {"name": "f", "arguments": '{"a"'},
-                            }
-                        ]
-                    }
-                )
-            ),
-            stream.chunk(chunk({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]})),
-            stream.chunk(
-                chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 1,
-                                "id": "call_2",
-                                "type": "function",
-                                "function": {"name": "f", "arguments": "{}"},
-                            }
-                        ]
-                    }
-                )
-            ),
-            stream.chunk(chunk({}, "tool_calls")),
+            stream.chunk(chunk(reasoning="think", first=True)),
+            stream.chunk(chunk(reasoning="ing")),
+            stream.chunk(chunk(text="Let me call.")),
+            stream.chunk(chunk(calls=(call(0, '{"a"', "call_1", "f"),))),
+            stream.chunk(chunk(calls=(call(0, ":1}"),))),
+            stream.chunk(chunk(calls=(call(1, "{}", "call_2", "f"),))),
+            stream.chunk(chunk(finish=text_pb2.FINISH_REASON_TOOL_CALLS)),
             stream.end(USAGE),
         ]
     )
@@ -272,7 +278,8 @@ def test_reasoning_then_text_then_two_calls() -> None:
 
 def test_a_length_stop_streams_response_incomplete() -> None:
     stream = ResponseStream(frame())
-    data = stream.chunk(chunk({"content": "Hi"})) + stream.chunk(chunk({}, "length"))
+    data = stream.chunk(chunk(text="Hi"))
+    data += stream.chunk(chunk(finish=text_pb2.FINISH_REASON_LENGTH))
     bodies = events(data + stream.end(USAGE))
     assert bodies[-1]["type"] == "response.incomplete"
     assert bodies[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
@@ -291,7 +298,7 @@ def test_an_empty_stream_still_opens_and_completes() -> None:
 
 def test_a_break_after_output_is_response_failed_with_the_items_closed() -> None:
     stream = ResponseStream(frame())
-    data = stream.chunk(chunk({"content": "Hel"}))
+    data = stream.chunk(chunk(text="Hel"))
     data += stream.failed(errors.provider_error("The upstream broke."))
     bodies = events(data)
     assert [b["type"] for b in bodies][-3:] == [
@@ -307,13 +314,13 @@ def test_a_break_after_output_is_response_failed_with_the_items_closed() -> None
     replay(bodies)  # the SDK accepts the sequence
 
 
-def test_the_usage_only_chunk_sends_nothing() -> None:
+def test_a_chunk_without_choices_sends_nothing() -> None:
     stream = ResponseStream(frame())
-    assert stream.chunk(orjson.dumps({"id": "x", "choices": [], "usage": {}})) == b""
+    assert stream.chunk(text_pb2.TextChunk(id="x")) == b""
 
 
 def test_an_event_after_the_end_is_a_bug() -> None:
     stream = ResponseStream(frame())
     stream.end(USAGE)
     with pytest.raises(RuntimeError):
-        stream.chunk(chunk({"content": "late"}))
+        stream.chunk(chunk(text="late"))

@@ -26,6 +26,7 @@ from services.providers.adapters.anthropic_messages import AnthropicMessagesAdap
 from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
+from tests.unit.answer_json import chunk_json, completion_json
 
 KEY = "sk-sandbox"
 HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
@@ -755,9 +756,8 @@ def ask(text: str, **params: Any) -> dict[str, Any]:
 
 
 async def complete(adapter: AnthropicMessagesAdapter, request: dict[str, Any]) -> dict[str, Any]:
-    raw, _ = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "req-1")
-    out: dict[str, Any] = orjson.loads(raw)
-    return out
+    completion, usage = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "req-1")
+    return completion_json(completion, usage)
 
 
 async def stream(
@@ -768,7 +768,7 @@ async def stream(
     async for chunk in adapter.stream(
         ROUTE, from_chat_body(request), IDENTITY, "req-1", translator
     ):
-        out.append(orjson.loads(chunk))
+        out.append(chunk_json(chunk))
     return out, translator
 
 
@@ -795,8 +795,9 @@ async def test_e2e_plain_and_streamed_agree(
     assert (
         chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"] == "stop"
     )
-    closing, usage = translator.finish()
-    assert orjson.loads(closing[-1])["usage"] == whole["usage"]
+    held, usage = translator.finish()
+    assert held == []
+    assert usage.to_public() == whole["usage"]
     # The very answer the OpenAI sandbox gives the same prompt.
     openai = await http.post(
         "/v1/chat/completions",

@@ -33,6 +33,7 @@ from services.providers.adapters.openai_chat_translate import ChunkTranslator, I
 from services.providers.errors import UpstreamError
 from services.providers.media import ImageRequest, Reference
 from services.providers.routes import Provider, Route
+from tests.unit.answer_json import chunk_json, completion_json
 
 KEY = "sk-sandbox"
 MODEL = "gemini-3.5-flash"
@@ -568,7 +569,7 @@ async def stream_all(
 ) -> tuple[list[Any], ChunkTranslator]:
     translator = ChunkTranslator(IDENTITY, prompt_chars=10)
     chunks = [
-        orjson.loads(c)
+        chunk_json(c)
         async for c in adapter.stream(ROUTE, from_chat_body(request), IDENTITY, "r", translator)
     ]
     return chunks, translator
@@ -588,8 +589,8 @@ async def test_e2e_text_complete_and_stream(sandbox: tuple[str, web.Application]
         "response_format": {"type": "json_object"},
     }
     try:
-        raw, usage = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "r1")
-        body = orjson.loads(raw)
+        completion, usage = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "r1")
+        body = completion_json(completion, usage)
         message = body["choices"][0]["message"]
         assert len(message["content"].split()) == 4
         assert message["reasoning_content"]
@@ -604,7 +605,8 @@ async def test_e2e_text_complete_and_stream(sandbox: tuple[str, web.Application]
         assert text == message["content"]
         assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-        _, streamed_usage = translator.finish()
+        held, streamed_usage = translator.finish()
+        assert held == []
         assert streamed_usage == usage
     finally:
         await adapter.close()
@@ -617,8 +619,8 @@ async def test_e2e_tool_round_trip_needs_the_signature(
     question = {"role": "user", "content": "Weather in Jakarta? [sim:parallel]"}
     request = {"messages": [question], "max_tokens": 200, "tools": [WEATHER_TOOL, TIME_TOOL]}
     try:
-        raw, _ = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "r1")
-        choice = orjson.loads(raw)["choices"][0]
+        completion, usage = await adapter.complete(ROUTE, from_chat_body(request), IDENTITY, "r1")
+        choice = completion_json(completion, usage)["choices"][0]
         assert choice["finish_reason"] == "tool_calls"
         calls = choice["message"]["tool_calls"]
         assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time"]
@@ -640,10 +642,10 @@ async def test_e2e_tool_round_trip_needs_the_signature(
             }
 
         # Ids echoed unchanged: the sandbox sees its own signature and answers.
-        raw, _ = await adapter.complete(
+        completion, usage = await adapter.complete(
             ROUTE, from_chat_body(follow_up([c["id"] for c in calls])), IDENTITY, "r2"
         )
-        answer = orjson.loads(raw)["choices"][0]
+        answer = completion_json(completion, usage)["choices"][0]
         assert answer["finish_reason"] == "stop" and answer["message"]["content"]
         chunks, _ = await stream_all(adapter, follow_up([c["id"] for c in calls]))
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

@@ -1,6 +1,7 @@
 """aiport.v1.Text's translators: a typed request is the canonical chat body and passes
-the same gate (the same call, errors naming the same fields); canonical answers come
-back as typed completions and chunks with usage and cost."""
+the same gate (the same call, errors naming the same fields); the canonical answer
+(TextCompletion, TextChunk) goes back to typed callers as it is, serialized, with
+the usage and its cost on the completion and on a stream's end chunk."""
 
 from __future__ import annotations
 
@@ -17,13 +18,7 @@ from services.common.usage import Usage
 from services.gateway.chat_request import parse_chat_request
 from services.gateway.errors import PublicError
 from services.gateway.pricing import cost_micros
-from services.gateway.typed_text import (
-    CanonicalRenderer,
-    chat_body,
-    parse_text_request,
-    text_chunk,
-    text_completion,
-)
+from services.gateway.typed_text import CanonicalRenderer, chat_body, parse_text_request
 
 CATALOG = load_catalog(PROJECT_ROOT / "config" / "catalog.yaml")
 USER = text_pb2.ROLE_USER
@@ -279,43 +274,31 @@ def test_unset_choices_are_as_if_not_given() -> None:
 USAGE = Usage(prompt_tokens=20, completion_tokens=7, cached_prompt_tokens=4, reasoning_tokens=2)
 
 
+CREATED = 1700000000
+
+
 def renderer(model: str = "deepseek-v4-flash") -> CanonicalRenderer:
     text_model = CATALOG.text_model(model)
     assert text_model is not None
-    return CanonicalRenderer("chatcmpl-1", text_model)
+    return CanonicalRenderer("chatcmpl-1", text_model, CREATED)
+
+
+def answer(message: text_pb2.Message) -> text_pb2.TextCompletion:
+    """A canonical answer as providers send it: no usage, no cost."""
+    return text_pb2.TextCompletion(
+        id="chatcmpl-1",
+        model="deepseek-v4-flash",
+        created=CREATED,
+        choices=[
+            text_pb2.Choice(
+                index=0, message=message, finish_reason=text_pb2.FINISH_REASON_TOOL_CALLS
+            )
+        ],
+    )
 
 
 def test_a_completion_with_text_and_tool_calls() -> None:
-    completion = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "deepseek-v4-flash",
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": "Checking.",
-                    "reasoning_content": "hmm",
-                    "tool_calls": [
-                        {
-                            "id": "call_9",
-                            "type": "function",
-                            "function": {"name": "w", "arguments": '{"city":"Medan"}'},
-                        }
-                    ],
-                },
-                "finish_reason": "tool_calls",
-            }
-        ],
-        "usage": USAGE.to_public(),
-    }
-    out = text_completion(renderer().completion(orjson.dumps(completion), USAGE))
-    assert (out.id, out.model, out.created) == ("chatcmpl-1", "deepseek-v4-flash", 1700000000)
-    (choice,) = out.choices
-    assert choice.finish_reason == text_pb2.FINISH_REASON_TOOL_CALLS
-    assert choice.message == text_pb2.Message(
+    message = text_pb2.Message(
         role=ASSISTANT,
         text="Checking.",
         reasoning_content="hmm",
@@ -325,6 +308,11 @@ def test_a_completion_with_text_and_tool_calls() -> None:
             )
         ],
     )
+    out = text_pb2.TextCompletion.FromString(renderer().completion(answer(message), USAGE))
+    assert (out.id, out.model, out.created) == ("chatcmpl-1", "deepseek-v4-flash", CREATED)
+    (choice,) = out.choices
+    assert choice.finish_reason == text_pb2.FINISH_REASON_TOOL_CALLS
+    assert choice.message == message
     assert out.usage == USAGE.to_proto()
     model = CATALOG.text_model("deepseek-v4-flash")
     assert model is not None
@@ -333,29 +321,14 @@ def test_a_completion_with_text_and_tool_calls() -> None:
 
 
 def test_a_reply_goes_back_into_the_conversation_as_it_is() -> None:
-    completion = {
-        "id": "c",
-        "model": "m",
-        "created": 1,
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "id": "call_1",
-                            "type": "function",
-                            "function": {"name": "w", "arguments": "{}"},
-                        }
-                    ],
-                },
-                "finish_reason": "tool_calls",
-            }
+    message = text_pb2.Message(
+        role=ASSISTANT,
+        tool_calls=[
+            text_pb2.ToolCall(id="call_1", function=text_pb2.FunctionCall(name="w", arguments="{}"))
         ],
-    }
-    reply = text_completion(renderer().completion(orjson.dumps(completion), USAGE)).choices[0]
+    )
+    completion = renderer().completion(answer(message), USAGE)
+    reply = text_pb2.TextCompletion.FromString(completion).choices[0]
     follow_up = text_pb2.TextRequest(
         messages=[
             text_pb2.Message(role=USER, text="Weather?"),
@@ -367,54 +340,38 @@ def test_a_reply_goes_back_into_the_conversation_as_it_is() -> None:
     assert call.upstream_request["messages"][1]["tool_calls"][0]["id"] == "call_1"
 
 
-def chunk(choices: list[dict[str, Any]], **more: Any) -> bytes:
-    body = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 5,
-        "model": "deepseek-v4-flash",
-        "choices": choices,
-        **more,
-    }
-    return renderer().chunk(orjson.dumps(body))
+def chunk(*choices: text_pb2.ChoiceDelta) -> text_pb2.TextChunk:
+    """A chunk through the renderer, read back as the typed caller reads it."""
+    sent = text_pb2.TextChunk(
+        id="chatcmpl-1", model="deepseek-v4-flash", created=5, choices=choices
+    )
+    out = text_pb2.TextChunk.FromString(renderer().chunk(sent))
+    assert out == sent  # handed through as it is
+    return out
 
 
 def test_chunks_text_tool_calls_and_the_end() -> None:
-    first = text_chunk(chunk([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]))
-    assert first is not None and first.choices[0].role == ASSISTANT and first.id == "chatcmpl-1"
-    text = text_chunk(chunk([{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]))
-    assert text is not None and text.choices[0].text == "Hi"
-    call = text_chunk(
-        chunk(
-            [
-                {
-                    "index": 0,
-                    "delta": {
-                        "tool_calls": [
-                            {
-                                "index": 1,
-                                "id": "call_2",
-                                "function": {"name": "w", "arguments": "{"},
-                            }
-                        ]
-                    },
-                    "finish_reason": None,
-                }
-            ]
-        )
-    )
-    assert call is not None
-    assert call.choices[0].tool_calls[0] == text_pb2.ToolCallDelta(
+    first = chunk(text_pb2.ChoiceDelta(index=0, role=ASSISTANT))
+    assert first.choices[0].role == ASSISTANT and first.id == "chatcmpl-1"
+    text = chunk(text_pb2.ChoiceDelta(index=0, text="Hi"))
+    assert text.choices[0].text == "Hi"
+    piece = text_pb2.ToolCallDelta(
         index=1, id="call_2", function=text_pb2.FunctionCall(name="w", arguments="{")
     )
-    last = text_chunk(chunk([{"index": 0, "delta": {}, "finish_reason": "length"}]))
-    assert last is not None and last.choices[0].finish_reason == text_pb2.FINISH_REASON_LENGTH
-    # The usage-only chunk says nothing new: the end carries usage and cost.
-    assert text_chunk(chunk([], usage=USAGE.to_public())) is None
-    end = text_chunk(renderer().stream_end(USAGE))
-    assert end is not None and not end.choices
-    assert (end.id, end.model) == ("chatcmpl-1", "deepseek-v4-flash")
-    assert end.usage == USAGE.to_proto() and end.cost_micros > 0 and end.cost_idr
+    call = chunk(text_pb2.ChoiceDelta(index=0, tool_calls=[piece]))
+    assert call.choices[0].tool_calls[0] == piece
+    last = chunk(text_pb2.ChoiceDelta(index=0, finish_reason=text_pb2.FINISH_REASON_LENGTH))
+    assert last.choices[0].finish_reason == text_pb2.FINISH_REASON_LENGTH
+    # Chunks with output carry no usage: the end carries usage and cost.
+    assert not last.HasField("usage") and not last.cost_micros and not last.cost_idr
+    end = text_pb2.TextChunk.FromString(renderer().stream_end(USAGE))
+    assert not end.choices
+    assert (end.id, end.model, end.created) == ("chatcmpl-1", "deepseek-v4-flash", CREATED)
+    model = CATALOG.text_model("deepseek-v4-flash")
+    assert model is not None
+    assert end.usage == USAGE.to_proto()
+    assert end.cost_micros == cost_micros(model, USAGE) > 0
+    assert end.cost_idr and float(end.cost_idr) * 1_000_000 == pytest.approx(end.cost_micros)
 
 
 def test_a_schema_as_json_text_keeps_its_key_order() -> None:

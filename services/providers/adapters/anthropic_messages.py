@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiport.v1 import providers_pb2
+from aiport.v1 import providers_pb2, text_pb2
 
 from services.common.canonical_chat import without
 from services.common.sse import SseParser
@@ -108,7 +108,7 @@ class AnthropicMessagesAdapter:
         request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
-    ) -> tuple[bytes, Usage]:
+    ) -> tuple[text_pb2.TextCompletion, Usage]:
         raw = await self._message(self._body(route, request, stream=False), request_id)
         with upstream_failures():
             return public_completion(openai_completion(orjson.loads(raw)), identity)
@@ -120,8 +120,8 @@ class AnthropicMessagesAdapter:
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
-    ) -> AsyncIterator[bytes]:
-        """Public chunks as they arrive; the caller reads usage from the translator."""
+    ) -> AsyncIterator[text_pb2.TextChunk]:
+        """Canonical chunks as they arrive; the caller reads usage from the translator."""
         body = self._body(route, request, stream=True)
         parser = SseParser()
         events = MessagesStream(api_key=self.provider.api_key)
@@ -132,8 +132,8 @@ class AnthropicMessagesAdapter:
                 async for piece in response.aiter_bytes():
                     for event in parser.feed(piece):
                         for chunk in events.feed(event.event, event.data):
-                            for public in translator.feed(chunk):
-                                yield public
+                            for canonical in translator.feed(chunk):
+                                yield canonical
                         if events.done:
                             return
             finally:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiport.v1 import providers_pb2
+from aiport.v1 import providers_pb2, text_pb2
 
 from services.common.sse import SseParser
 from services.common.usage import Usage
@@ -186,7 +186,7 @@ class GeminiChatAdapter:
         request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
-    ) -> tuple[bytes, Usage]:
+    ) -> tuple[text_pb2.TextCompletion, Usage]:
         body = self._body(route, request)
         with upstream_failures():
             response = await self.client.send(
@@ -207,8 +207,8 @@ class GeminiChatAdapter:
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
-    ) -> AsyncIterator[bytes]:
-        """Public chunks as they arrive; the caller reads usage from the translator."""
+    ) -> AsyncIterator[text_pb2.TextChunk]:
+        """Canonical chunks as they arrive; the caller reads usage from the translator."""
         body = self._body(route, request)
         state = StreamTranslation(choices=requested_choices(request.request))
         parser = SseParser()
@@ -225,11 +225,11 @@ class GeminiChatAdapter:
                             message = safe_upstream_message(event.data, self.provider.api_key)
                             raise UpstreamError("failed", f"upstream stream error: {message}")
                         for chunk in state.feed(payload):
-                            for public in translator.feed(chunk):
-                                yield public
+                            for canonical in translator.feed(chunk):
+                                yield canonical
             finally:
                 await response.aclose()
             # No end marker in Gemini's SSE: every candidate must have sent a finishReason.
             for chunk in state.end():
-                for public in translator.feed(chunk):
-                    yield public
+                for canonical in translator.feed(chunk):
+                    yield canonical

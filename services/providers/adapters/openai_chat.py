@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiport.v1 import providers_pb2
+from aiport.v1 import providers_pb2, text_pb2
 
 from services.common.sse import SseParser
 from services.common.usage import Usage
@@ -54,7 +54,7 @@ class OpenAIChatAdapter:
         request: providers_pb2.CanonicalChat,
         identity: Identity,
         request_id: str,
-    ) -> tuple[bytes, Usage]:
+    ) -> tuple[text_pb2.TextCompletion, Usage]:
         body = upstream_request(
             request,
             route.upstream_model,
@@ -78,8 +78,8 @@ class OpenAIChatAdapter:
         identity: Identity,
         request_id: str,
         translator: ChunkTranslator,
-    ) -> AsyncIterator[bytes]:
-        """Public chunks as they arrive; the caller reads usage from the translator."""
+    ) -> AsyncIterator[text_pb2.TextChunk]:
+        """Canonical chunks as they arrive; the caller reads usage from the translator."""
         body = upstream_request(
             request,
             route.upstream_model,

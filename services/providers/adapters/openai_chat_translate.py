@@ -1,8 +1,11 @@
-"""Translation between our client schema (OpenAI chat) and an OpenAI-compatible
-upstream. Pure: dicts and bytes in, public JSON bytes and token usage out.
+"""Translation between the canonical call and answer and an OpenAI-compatible
+upstream. Pure: the typed call in, the upstream's JSON (dicts) read into the
+canonical answer (TextCompletion, TextChunk) and its token usage.
 
-The output is the public shape byte for byte: our completion id, the public
-model id, no upstream ids or extra fields, usage always with its details.
+Every chat adapter ends here: the Anthropic and Gemini translators write their
+upstream's answer OpenAI-shaped and hand it to `public_completion` or a
+`ChunkTranslator`. The answer carries our completion id and the public model id,
+never the upstream's; anything the canonical answer has no field for is dropped.
 """
 
 from __future__ import annotations
@@ -11,15 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiport.v1 import providers_pb2
+from aiport.v1 import providers_pb2, text_pb2
 
+from services.common.canonical_answer import finish_reason_of
 from services.common.canonical_chat import to_chat_body, without
 from services.common.usage import Usage, estimate_usage
 from services.providers.errors import UpstreamProtocolError
 
 __all__ = ["UpstreamProtocolError"]
-
-_DELTA_KEYS = ("role", "content", "reasoning_content", "tool_calls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,69 +103,94 @@ def openai_thinking(instruction: providers_pb2.ThinkingInstruction) -> dict[str,
     return {}
 
 
-def _tool_call(call: Any, streamed: bool) -> dict[str, Any]:
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _logprobs(choice: dict[str, Any]) -> str:
+    """The choice's logprobs as JSON text ("" when there are none): passed on unread."""
+    logprobs = choice.get("logprobs")
+    return "" if logprobs is None else orjson.dumps(logprobs).decode()
+
+
+def _function_call(call: dict[str, Any]) -> text_pb2.FunctionCall:
+    fn = call.get("function")
+    if not isinstance(fn, dict):
+        return text_pb2.FunctionCall()
+    return text_pb2.FunctionCall(name=_text(fn.get("name")), arguments=_text(fn.get("arguments")))
+
+
+def _tool_call(call: Any) -> text_pb2.ToolCall:
     if not isinstance(call, dict):
         raise UpstreamProtocolError("tool call is not an object")
-    out: dict[str, Any] = {}
-    if streamed:
-        out["index"] = _count(call.get("index"))
-    if call.get("id") is not None:
-        out["id"] = call["id"]
-    if call.get("type") is not None or not streamed:
-        out["type"] = call.get("type") or "function"
-    fn = call.get("function")
-    if isinstance(fn, dict):
-        out["function"] = {k: fn[k] for k in ("name", "arguments") if fn.get(k) is not None}
-    return out
+    return text_pb2.ToolCall(id=_text(call.get("id")), function=_function_call(call))
 
 
-def _message(message: Any) -> dict[str, Any]:
+def _tool_call_delta(call: Any) -> text_pb2.ToolCallDelta:
+    if not isinstance(call, dict):
+        raise UpstreamProtocolError("tool call is not an object")
+    return text_pb2.ToolCallDelta(
+        index=_count(call.get("index")), id=_text(call.get("id")), function=_function_call(call)
+    )
+
+
+def _content(content: Any) -> str | None:
+    """The message's text: a string, or its text parts joined (only text comes back)."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(_text(p.get("text")) for p in content if isinstance(p, dict))
+    raise UpstreamProtocolError("message content is neither text nor parts")
+
+
+def _message(message: Any) -> text_pb2.Message:
     if not isinstance(message, dict):
         raise UpstreamProtocolError("choice has no message")
-    out: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    out = text_pb2.Message(role=text_pb2.ROLE_ASSISTANT)
+    content = _content(message.get("content"))
+    if content is not None:
+        out.text = content
     calls = message.get("tool_calls")
     if calls:
-        out["tool_calls"] = [_tool_call(c, streamed=False) for c in calls]
-    if message.get("reasoning_content"):
-        out["reasoning_content"] = message["reasoning_content"]
+        if not isinstance(calls, list):
+            raise UpstreamProtocolError("tool_calls is not a list")
+        out.tool_calls.extend(_tool_call(c) for c in calls)
+    reasoning = _text(message.get("reasoning_content"))
+    if reasoning:
+        out.reasoning_content = reasoning
     return out
 
 
-def public_completion(upstream: Any, identity: Identity) -> tuple[bytes, Usage]:
-    """A whole chat.completion from the upstream, in the public shape."""
+def public_completion(upstream: Any, identity: Identity) -> tuple[text_pb2.TextCompletion, Usage]:
+    """A whole answer from the upstream (OpenAI-shaped), as the canonical answer."""
     if not isinstance(upstream, dict) or not isinstance(upstream.get("choices"), list):
         raise UpstreamProtocolError("completion has no choices")
-    choices = []
+    completion = text_pb2.TextCompletion(
+        id=identity.completion_id, model=identity.model, created=identity.created
+    )
     for choice in upstream["choices"]:
         if not isinstance(choice, dict):
             raise UpstreamProtocolError("choice is not an object")
-        item: dict[str, Any] = {
-            "index": _count(choice.get("index")),
-            "message": _message(choice.get("message")),
-        }
-        if choice.get("logprobs") is not None:
-            item["logprobs"] = choice["logprobs"]
-        item["finish_reason"] = choice.get("finish_reason") or "stop"
-        choices.append(item)
-    usage = parse_usage(upstream.get("usage"))
-    body = {
-        "id": identity.completion_id,
-        "object": "chat.completion",
-        "created": identity.created,
-        "model": identity.model,
-        "choices": choices,
-        "usage": usage.to_public(),
-    }
-    return orjson.dumps(body), usage
+        finish = finish_reason_of(choice.get("finish_reason"))
+        completion.choices.append(
+            text_pb2.Choice(
+                index=_count(choice.get("index")),
+                message=_message(choice.get("message")),
+                # A whole answer has ended, whatever the upstream said.
+                finish_reason=finish or text_pb2.FINISH_REASON_STOP,
+                logprobs_json=_logprobs(choice),
+            )
+        )
+    return completion, parse_usage(upstream.get("usage"))
 
 
 @dataclass
 class ChunkTranslator:
-    """Upstream chat.completion.chunk objects in, public chunks out.
+    """Upstream chat.completion.chunk objects in, canonical chunks out.
 
     Holds back the role-only opening chunk until real output follows, so that an
     upstream failing before its first token is still a clean, refundable error.
-    Remembers the reported usage and emits the usage-only chunk last; if the
+    Remembers the reported usage (the caller sends it in its own event); if the
     upstream never reports usage, it falls back to an estimate from characters.
     """
 
@@ -171,69 +198,58 @@ class ChunkTranslator:
     prompt_chars: int
     image_parts: int = 0  # the prompt's images, for the estimate
     usage: Usage | None = None
-    _held: list[dict[str, Any]] = field(default_factory=list)
+    _held: list[text_pb2.TextChunk] = field(default_factory=list)
     _output_started: bool = False
     _completion_chars: int = 0
 
-    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.identity.completion_id,
-            "object": "chat.completion.chunk",
-            "created": self.identity.created,
-            "model": self.identity.model,
-            "choices": choices,
-        }
-
-    def _delta(self, delta: Any) -> dict[str, Any]:
+    def _choice(self, choice: Any) -> text_pb2.ChoiceDelta:
+        if not isinstance(choice, dict):
+            raise UpstreamProtocolError("chunk choice is not an object")
+        out = text_pb2.ChoiceDelta(
+            index=_count(choice.get("index")),
+            finish_reason=finish_reason_of(choice.get("finish_reason")),
+            logprobs_json=_logprobs(choice),
+        )
+        delta = choice.get("delta")
         if not isinstance(delta, dict):
-            return {}
-        out: dict[str, Any] = {}
-        for key in _DELTA_KEYS:
-            value = delta.get(key)
-            if value is None:
-                continue
-            if key == "tool_calls":
-                out[key] = [_tool_call(c, streamed=True) for c in value]
-                for c in out[key]:
-                    self._completion_chars += len(c.get("function", {}).get("arguments", ""))
-            elif key in ("content", "reasoning_content"):
-                if value == "":
-                    continue
-                self._completion_chars += len(value)
-                out[key] = value
-            else:
-                out[key] = value
+            return out
+        if delta.get("role") is not None:
+            out.role = text_pb2.ROLE_ASSISTANT  # an answer's only role
+        out.text = _text(delta.get("content"))
+        out.reasoning_content = _text(delta.get("reasoning_content"))
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            out.tool_calls.extend(_tool_call_delta(c) for c in calls)
+        self._completion_chars += (
+            len(out.text)
+            + len(out.reasoning_content)
+            + sum(len(c.function.arguments) for c in out.tool_calls)
+        )
         return out
 
-    def feed(self, upstream_chunk: Any) -> list[bytes]:
+    def feed(self, upstream_chunk: Any) -> list[text_pb2.TextChunk]:
         if not isinstance(upstream_chunk, dict):
             raise UpstreamProtocolError("chunk is not an object")
         if upstream_chunk.get("usage"):
             self.usage = parse_usage(upstream_chunk["usage"])
-        raw_choices = upstream_chunk.get("choices") or []
-        choices = []
-        substantive = False
-        for choice in raw_choices:
-            if not isinstance(choice, dict):
-                raise UpstreamProtocolError("chunk choice is not an object")
-            delta = self._delta(choice.get("delta"))
-            finish = choice.get("finish_reason")
-            item: dict[str, Any] = {"index": _count(choice.get("index")), "delta": delta}
-            if choice.get("logprobs") is not None:
-                item["logprobs"] = choice["logprobs"]
-            item["finish_reason"] = finish
-            substantive = substantive or finish is not None or any(k != "role" for k in delta)
-            choices.append(item)
+        choices = [self._choice(c) for c in upstream_chunk.get("choices") or ()]
         if not choices:
             return []
-        chunk = self._chunk(choices)
+        chunk = text_pb2.TextChunk(
+            id=self.identity.completion_id,
+            model=self.identity.model,
+            created=self.identity.created,
+            choices=choices,
+        )
+        substantive = any(
+            c.finish_reason or c.text or c.reasoning_content or c.tool_calls for c in choices
+        )
         if not self._output_started and not substantive:
             self._held.append(chunk)
             return []
         self._output_started = True
-        out = [orjson.dumps(c) for c in self._held]
-        self._held.clear()
-        out.append(orjson.dumps(chunk))
+        out = [*self._held, chunk]
+        self._held = []
         return out
 
     @property
@@ -248,12 +264,8 @@ class ChunkTranslator:
             output_chars=self._completion_chars,
         )
 
-    def finish(self) -> tuple[list[bytes], Usage]:
-        """The closing chunks (held ones, then the usage-only chunk) and the usage to bill."""
+    def finish(self) -> tuple[list[text_pb2.TextChunk], Usage]:
+        """The chunks still held back (an answer with no output), and the usage to bill."""
         usage = self.usage if self.usage is not None else self.estimated_usage()
-        out = [orjson.dumps(c) for c in self._held]
-        self._held.clear()
-        usage_chunk = self._chunk([])
-        usage_chunk["usage"] = usage.to_public()
-        out.append(orjson.dumps(usage_chunk))
+        out, self._held = self._held, []
         return out, usage
