@@ -8,8 +8,16 @@ gRPC serializes and the providers service parses; an OpenAI-compatible adapter
 turns it back into chat JSON (`to_chat_body`), the others read its fields. This
 measures, in one process, both ways for two gate outputs (a one-line chat, and a
 tool loop of four messages and one tool), in µs per call (median of rounds).
-Compare the difference with the gateway's CPU per request in `make bench` (a few
-ms): at that size it is under the noise of a whole-stack run.
+
+The answer came back as chat JSON bytes too, which chat's renderer passed
+through; it is now typed (TextChunk, TextCompletion), built by the providers'
+ChunkTranslator and written as chat JSON by the gateway (canonical_answer.py).
+The answer rows measure one stream chunk of text and a whole completion both
+ways. "Before" counts only the JSON dump and the bytes on the wire, not the
+dict the old translator built first, so the added figure is an upper bound.
+
+Compare the differences with the gateway's CPU per request in `make bench` (a
+few ms): at that size they are under the noise of a whole-stack run.
 """
 
 from __future__ import annotations
@@ -22,7 +30,13 @@ import orjson
 from aiport.v1 import providers_pb2
 
 from bench.surface_cost import per_call_us
+from services.common.canonical_answer import chat_chunk, chat_completion
 from services.common.canonical_chat import from_chat_body, to_chat_body
+from services.providers.adapters.openai_chat_translate import (
+    ChunkTranslator,
+    Identity,
+    public_completion,
+)
 
 ROUNDS = 5
 THINKING = {"control": "toggle", "type": "disabled"}
@@ -85,14 +99,69 @@ def as_typed_call(body: dict[str, Any]) -> Callable[[], object]:
     return run
 
 
+IDENTITY = Identity("chatcmpl-bench", "deepseek-v3", 1_700_000_000)
+UPSTREAM_CHUNK = {"choices": [{"index": 0, "delta": {"content": "Halo, apa kabar"}}]}
+PUBLIC_CHUNK = {
+    "id": IDENTITY.completion_id,
+    "object": "chat.completion.chunk",
+    "created": IDENTITY.created,
+    "model": IDENTITY.model,
+    "choices": [{"index": 0, "delta": {"content": "Halo, apa kabar"}, "finish_reason": None}],
+}
+UPSTREAM_COMPLETION = {
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Halo! Ada yang bisa saya bantu?"},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+}
+
+
+def chunk_as_json_bytes() -> object:
+    """Before: the public chunk dumped, carried as bytes, framed as it was."""
+    wire = providers_pb2.ChatCompletionEvent(
+        native_chunk=orjson.dumps(PUBLIC_CHUNK)
+    ).SerializeToString()
+    return providers_pb2.ChatCompletionEvent.FromString(wire).native_chunk
+
+
+def chunk_as_typed() -> object:
+    """Now: the translator's TextChunk, over the wire, written as chat JSON."""
+    translator = ChunkTranslator(IDENTITY, prompt_chars=10)
+    (chunk,) = translator.feed(UPSTREAM_CHUNK)
+    wire = providers_pb2.ChatCompletionEvent(chunk=chunk).SerializeToString()
+    return chat_chunk(providers_pb2.ChatCompletionEvent.FromString(wire).chunk)
+
+
+def completion_as_json_bytes() -> object:
+    wire = providers_pb2.ChatCompleted(
+        native_completion=orjson.dumps(UPSTREAM_COMPLETION)
+    ).SerializeToString()
+    return providers_pb2.ChatCompleted.FromString(wire).native_completion
+
+
+def completion_as_typed() -> object:
+    completion, usage = public_completion(UPSTREAM_COMPLETION, IDENTITY)
+    wire = providers_pb2.ChatCompleted(completion=completion).SerializeToString()
+    return chat_completion(providers_pb2.ChatCompleted.FromString(wire).completion, usage)
+
+
+def compare(name: str, before: Callable[[], object], after: Callable[[], object]) -> None:
+    rounds = [(per_call_us(before), per_call_us(after)) for _ in range(ROUNDS)]
+    old = statistics.median(r[0] for r in rounds)
+    new = statistics.median(r[1] for r in rounds)
+    print(f"{name:<18} {old:>14.1f} {new:>14.1f} {new - old:>9.1f}")
+
+
 def main() -> None:
-    print(f"{'body':<10} {'JSON bytes µs':>14} {'typed call µs':>14} {'added µs':>9}")
+    print(f"{'':<18} {'JSON bytes µs':>14} {'typed µs':>14} {'added µs':>9}")
     for name, body in BODIES.items():
-        before, after = as_json_bytes(body), as_typed_call(body)
-        rounds = [(per_call_us(before), per_call_us(after)) for _ in range(ROUNDS)]
-        old = statistics.median(r[0] for r in rounds)
-        new = statistics.median(r[1] for r in rounds)
-        print(f"{name:<10} {old:>14.1f} {new:>14.1f} {new - old:>9.1f}")
+        compare(f"call: {name}", as_json_bytes(body), as_typed_call(body))
+    compare("answer: a chunk", chunk_as_json_bytes, chunk_as_typed)
+    compare("answer: whole", completion_as_json_bytes, completion_as_typed)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 The surfaces group (bench/run.py) measures whole requests on a shared machine;
 this measures, in one process, only the code in which surfaces differ: parsing
 the request body (chat's parser, or Messages' or Responses' into the same
-canonical call) and rendering the canonical answer for the client (chat's bytes
-as they are, the Messages `message` / event stream, or the Response / its typed
+canonical call) and rendering the canonical answer for the client (chat's JSON,
+the Messages `message` / event stream, or the Response / its typed
 events). Inputs are the bodies of the surfaces group
 and the mock upstream's fixed answer (a completion; 8 chunks and a usage chunk).
 The surfaces take turns over several rounds and the median is reported, in µs
@@ -19,6 +19,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+
+import orjson
+from aiport.v1 import text_pb2
 
 from bench import clients, mock, surfaces
 from services.common import settings
@@ -34,6 +37,11 @@ from services.gateway.renderers import (
 )
 from services.gateway.responses_render import ResponseFrame
 from services.gateway.responses_request import ResponseEcho, parse_responses_request
+from services.providers.adapters.openai_chat_translate import (
+    ChunkTranslator,
+    Identity,
+    public_completion,
+)
 
 MODEL = "deepseek-v4-flash"
 MAX_TOKENS = 16
@@ -44,7 +52,7 @@ USAGE = Usage(prompt_tokens=12, completion_tokens=6)
 Parser = Callable[[bytes, Catalog], object]
 # What the gateway runs per surface: its parser, and a renderer per call.
 GATEWAY_WORK: dict[str, tuple[Parser, Callable[[], ClientRenderer]]] = {
-    "chat": (parse_chat_request, ChatCompletionsRenderer),
+    "chat": (parse_chat_request, lambda: ChatCompletionsRenderer("chatcmpl-bench", MODEL, 0)),
     "messages": (parse_messages_request, lambda: MessagesRenderer("chatcmpl-bench", MODEL)),
     "responses": (
         parse_responses_request,
@@ -53,16 +61,32 @@ GATEWAY_WORK: dict[str, tuple[Parser, Callable[[], ClientRenderer]]] = {
 }
 
 
-def stream_chunks() -> list[bytes]:
-    """The mock's stream as the relay receives it: one chat.completion.chunk each."""
+IDENTITY = Identity("chatcmpl-bench", MODEL, 0)
+
+
+def stream_chunks() -> list[text_pb2.TextChunk]:
+    """The mock's stream as the relay receives it: canonical chunks (the providers'
+    translation of its chat.completion.chunks; the usage is the relay's event)."""
     frames = mock.stream_body().split(b"\n\n")
-    return [f.removeprefix(b"data: ") for f in frames if f.startswith(b"data: {")]
+    translator = ChunkTranslator(IDENTITY, prompt_chars=0)
+    chunks = [
+        chunk
+        for f in frames
+        if f.startswith(b"data: {")
+        for chunk in translator.feed(orjson.loads(f.removeprefix(b"data: ")))
+    ]
+    return chunks + translator.finish()[0]
+
+
+def whole_answer() -> text_pb2.TextCompletion:
+    """The mock's completion as the relay receives it (canonical)."""
+    return public_completion(orjson.loads(mock.completion_body()), IDENTITY)[0]
 
 
 def one_request(surface: surfaces.Surface, stream: bool, catalog: Catalog) -> Callable[[], bytes]:
     parse, renderer = GATEWAY_WORK[surface.name]
     body = clients.json_body(surface.request_body(MODEL, MAX_TOKENS, stream))
-    completion, chunks = mock.completion_body(), stream_chunks()
+    completion, chunks = whole_answer(), stream_chunks()
 
     def run() -> bytes:
         parse(body, catalog)
