@@ -25,7 +25,7 @@ from services.providers.adapters.openai_chat_translate import (
     public_completion,
 )
 from services.providers.errors import UpstreamError, UpstreamProtocolError
-from tests.unit.answer_json import chunk_json, completion_json
+from tests.unit.canonical_answers import chunk_json, completion_json
 
 MODEL = "claude-sonnet-4-6-20260101"
 API_KEY = "sk-ant-api03-0123456789abcdefghij"

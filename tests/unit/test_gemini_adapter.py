@@ -25,7 +25,7 @@ from services.providers.adapters.openai_chat_translate import ChunkTranslator, I
 from services.providers.chat import ChatAdapter
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
-from tests.unit.answer_json import chunk_json, completion_json
+from tests.unit.canonical_answers import chunk_json, completion_json
 from tests.unit.fake_upstream import Respond, faked, json_response, raising, sse_response
 
 API_KEY = "AIzaSyTest0123456789abcdefghijklmnop"

@@ -24,7 +24,7 @@ from services.providers.adapters.openai_chat_translate import (
 )
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
-from tests.unit.answer_json import chunk_json, completion_json
+from tests.unit.canonical_answers import chunk_json, completion_json
 from tests.unit.fake_upstream import (
     Respond,
     faked,

@@ -27,7 +27,7 @@ from services.providers.adapters.openai_chat_translate import (
     public_completion,
     upstream_request,
 )
-from tests.unit.answer_json import chunk_json, completion_json
+from tests.unit.canonical_answers import chunk_json, completion_json
 
 IDENTITY = Identity(completion_id="chatcmpl-aiport0001", model="gpt-5.4", created=1767225600)
 

@@ -19,6 +19,7 @@ from services.common.usage import Usage
 from services.gateway import errors
 from services.gateway.responses_render import ResponseFrame, ResponseStream, render_response
 from services.gateway.responses_request import ResponseEcho
+from tests.unit.canonical_answers import ASSISTANT, STOP, call, chunk, completion
 
 USAGE = Usage(
     prompt_tokens=100,
@@ -35,54 +36,6 @@ TOOLS: list[dict[str, Any]] = [
 
 def frame(**echo: Any) -> ResponseFrame:
     return ResponseFrame("resp_abc", ResponseEcho(model="m", **echo), created_at=1_700_000_000)
-
-
-ASSISTANT = text_pb2.ROLE_ASSISTANT
-NO_FINISH = text_pb2.FINISH_REASON_UNSPECIFIED
-STOP = text_pb2.FINISH_REASON_STOP
-
-
-def chunk(
-    *,
-    text: str = "",
-    reasoning: str = "",
-    calls: tuple[text_pb2.ToolCallDelta, ...] = (),
-    finish: text_pb2.FinishReason = NO_FINISH,
-    first: bool = False,
-) -> text_pb2.TextChunk:
-    """One canonical chunk of choice 0 (`first`: it carries the role)."""
-    return text_pb2.TextChunk(
-        id="chatcmpl-abc",
-        model="m",
-        choices=[
-            text_pb2.ChoiceDelta(
-                index=0,
-                role=ASSISTANT if first else text_pb2.ROLE_UNSPECIFIED,
-                text=text,
-                reasoning_content=reasoning,
-                tool_calls=calls,
-                finish_reason=finish,
-            )
-        ],
-    )
-
-
-def call(index: int, arguments: str, call_id: str = "", name: str = "") -> text_pb2.ToolCallDelta:
-    """A piece of a tool call: the first has its id and name, later ones arguments."""
-    return text_pb2.ToolCallDelta(
-        index=index, id=call_id, function=text_pb2.FunctionCall(name=name, arguments=arguments)
-    )
-
-
-def completion(
-    message: text_pb2.Message, finish: text_pb2.FinishReason = STOP
-) -> text_pb2.TextCompletion:
-    """A whole canonical answer with one choice."""
-    return text_pb2.TextCompletion(
-        id="chatcmpl-abc",
-        model="m",
-        choices=[text_pb2.Choice(index=0, message=message, finish_reason=finish)],
-    )
 
 
 def said(text: str) -> text_pb2.Message:

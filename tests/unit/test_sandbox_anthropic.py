@@ -26,7 +26,7 @@ from services.providers.adapters.anthropic_messages import AnthropicMessagesAdap
 from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
 from services.providers.errors import UpstreamError
 from services.providers.routes import Provider, Route
-from tests.unit.answer_json import chunk_json, completion_json
+from tests.unit.canonical_answers import chunk_json, completion_json
 
 KEY = "sk-sandbox"
 HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}

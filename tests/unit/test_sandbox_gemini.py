@@ -33,7 +33,7 @@ from services.providers.adapters.openai_chat_translate import ChunkTranslator, I
 from services.providers.errors import UpstreamError
 from services.providers.media import ImageRequest, Reference
 from services.providers.routes import Provider, Route
-from tests.unit.answer_json import chunk_json, completion_json
+from tests.unit.canonical_answers import chunk_json, completion_json
 
 KEY = "sk-sandbox"
 MODEL = "gemini-3.5-flash"
