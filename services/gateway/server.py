@@ -48,7 +48,12 @@ from services.common.catalog import (
 from services.common.grpc_server import MAX_MESSAGE_BYTES, ServicerContext
 from services.common.money import micros_to_idr
 from services.common.usage import Usage
-from services.common.wire import ANTHROPIC_MESSAGES, RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
+from services.common.wire import (
+    ANTHROPIC_MESSAGES,
+    RETRY_AFTER_KEY,
+    UPSTREAM_FAILURE_KEY,
+    completed_events,
+)
 from services.gateway import bad_keys, errors, sessions
 from services.gateway.boundary import (
     anthropic_stream,
@@ -529,13 +534,8 @@ class UpstreamCall:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
             else:
-                if done.WhichOneof("answer") == "completion":
-                    yield providers_pb2.ChatCompletionEvent(completion=done.completion)
-                else:
-                    yield providers_pb2.ChatCompletionEvent(
-                        native_completion=done.native_completion
-                    )
-                yield providers_pb2.ChatCompletionEvent(usage=done.usage, provider=done.provider)
+                for event in completed_events(done):
+                    yield event
                 return
         stream = self._providers.ChatCompletion(
             self._request, timeout=UPSTREAM_CALL_TIMEOUT_SECONDS

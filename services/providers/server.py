@@ -13,7 +13,7 @@ from services.common import metrics
 from services.common.canonical_chat import prompt_size
 from services.common.grpc_server import ServicerContext
 from services.common.usage import Usage
-from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY
+from services.common.wire import RETRY_AFTER_KEY, UPSTREAM_FAILURE_KEY, completed_events
 from services.providers import registry
 from services.providers.adapters.anthropic_passthrough import NativeMessagesStream
 from services.providers.adapters.openai_chat_translate import (
@@ -206,15 +206,9 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                     else:
                         done = await self._complete(route, body, request, identity)
                         attempt.succeeded()
-                        if done.WhichOneof("answer") == "completion":
-                            yield providers_pb2.ChatCompletionEvent(completion=done.completion)
-                        else:
-                            yield providers_pb2.ChatCompletionEvent(
-                                native_completion=done.native_completion
-                            )
-                        yield providers_pb2.ChatCompletionEvent(
-                            usage=done.usage, provider=route.provider
-                        )
+                        done.provider = route.provider
+                        for event in completed_events(done):
+                            yield event
                     return
                 except UpstreamError as error:
                     started = translator is not None and translator.output_started

@@ -16,6 +16,7 @@ from aiport.v1 import providers_pb2, text_pb2
 from services.common.canonical_chat import from_chat_body
 from services.common.grpc_server import ServicerContext
 from services.common.usage import Usage
+from services.common.wire import completed_events
 from services.providers.adapters.openai_chat_translate import ChunkTranslator, Identity
 from services.providers.errors import UpstreamError
 from services.providers.failover import Breakers, Policy, route_key
@@ -123,8 +124,8 @@ class Setup:
 
         async def unary() -> AsyncIterator[providers_pb2.ChatCompletionEvent]:
             done = await self.service.CompleteChat(request, context)
-            yield providers_pb2.ChatCompletionEvent(completion=done.completion)
-            yield providers_pb2.ChatCompletionEvent(usage=done.usage, provider=done.provider)
+            for event in completed_events(done):
+                yield event
 
         return unary()
 
