@@ -157,6 +157,18 @@ def _names(p: dict[str, Any], key: str, where: str) -> frozenset[str]:
     return frozenset(names)
 
 
+# What no route may drop: the call itself, and max_tokens, the bound the hold was
+# priced by (an upstream left to its own default could answer past what is held).
+UNDROPPABLE_PARAMS = frozenset({"model", "messages", "max_tokens"})
+
+
+def _drop_params(p: dict[str, Any], where: str) -> frozenset[str]:
+    names = _names(p, "drop_params", where)
+    if kept := sorted(names & UNDROPPABLE_PARAMS):
+        raise RouteConfigError(f"{where}: drop_params cannot drop {', '.join(kept)}")
+    return names
+
+
 def _headers(
     p: dict[str, Any], where: str, environ: Mapping[str, str]
 ) -> tuple[tuple[str, str], ...]:
@@ -204,7 +216,7 @@ def parse_routes(doc: Any, environ: Mapping[str, str]) -> RouteTable:
             poll_interval_seconds=_positive(p, "poll_interval_seconds", 5, where),
             image_dialect=image_dialect,
             headers=_headers(p, where, environ),
-            drop_params=_names(p, "drop_params", where),
+            drop_params=_drop_params(p, where),
             image_max_edge=_whole(p, "image_max_edge", 4096, where, 16),
             image_min_pixels=image_min_pixels,
             image_max_pixels=image_max_pixels,

@@ -474,3 +474,13 @@ def test_env_references_of_the_shipped_files() -> None:
     assert real["OPENAI_BASE_URL"] == "https://api.openai.com/v1"
     sandbox = load_env_references(CONFIG / "providers.sandbox.yaml")
     assert set(sandbox) == {"AIPORT_SANDBOX_API_KEY", "AIPORT_SANDBOX_URL", "AIPORT_SANDBOX_ROOT"}
+
+
+@pytest.mark.parametrize("param", ["max_tokens", "messages", "model"])
+def test_a_route_cannot_drop_the_call_or_the_holds_bound(param: str) -> None:
+    # Without max_tokens an upstream answers up to its own default: past what was held.
+    doc = doc_with(provider_doc(drop_params=["temperature", param]))
+    with pytest.raises(
+        RouteConfigError, match=rf"^providers\.acme: drop_params cannot drop {param}$"
+    ):
+        parse_routes(doc, {})
