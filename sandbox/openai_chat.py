@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from sandbox.errors import ApiError, invalid
 
 DEFAULT_WORDS = 12
 MAX_N = 8
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound
 FINGERPRINT = "sandbox"
 MODELS = ("sandbox-chat", "sandbox-chat-mini", "sandbox-reasoner")
 
@@ -62,6 +63,9 @@ class ChatRequest:
     # None: the model has no thinking toggle ([sim:reasoning=N] decides); else whether
     # this request runs in thinking mode (DeepSeek-style `thinking: {type}`).
     thinking: bool | None = None
+    # `logprobs: true`: each content token's log probability, and this many alternatives.
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,14 @@ def parse_request(body: object) -> ChatRequest:
     tool_choice, forced = _tool_choice(body, tools)
     thinking = _model_rules(body, model, messages)
     user_text = next((_text(m) for m in reversed(messages) if m["role"] == "user"), "")
+    logprobs = _bool(body, "logprobs", False)
+    top_logprobs = _int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if top_logprobs is not None and not logprobs:
+        raise invalid(
+            "logprobs must be set to true if top_logprobs is used.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
     return ChatRequest(
         body=body,
         model=model,
@@ -175,6 +187,8 @@ def parse_request(body: object) -> ChatRequest:
         directives=directives.parse(user_text),
         seed_text=directives.remove(user_text),
         thinking=thinking,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs or 0,
     )
 
 
@@ -505,6 +519,28 @@ def tool_arguments(parameters: dict[str, Any] | None) -> str:
 # --- wire bodies -----------------------------------------------------------------------
 
 
+def _token_logprob(token: str, position: int, rank: int = 0) -> dict[str, Any]:
+    """A made-up but stable log probability: lower for later ranks."""
+    logprob = -round(0.05 * (1 + position % 7) + rank, 4)
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def logprobs_body(request: ChatRequest, tokens: Sequence[str], start: int = 0) -> Any:
+    """OpenAI's `logprobs` object for these content tokens (null unless asked for);
+    `start` is the first token's position in the answer."""
+    if not request.logprobs:
+        return None
+    content = []
+    for i, token in enumerate(tokens, start):
+        entry = _token_logprob(token, i)
+        entry["top_logprobs"] = [
+            _token_logprob(token if rank == 0 else f"{token}~{rank}", i, rank)
+            for rank in range(request.top_logprobs)
+        ]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
 def completion_body(plan: Plan, completion_id: str, created: int) -> dict[str, Any]:
     """The non-streaming `chat.completion` object."""
     return {
@@ -517,7 +553,7 @@ def completion_body(plan: Plan, completion_id: str, created: int) -> dict[str, A
             {
                 "index": choice.index,
                 "message": _message(choice),
-                "logprobs": None,
+                "logprobs": logprobs_body(plan.request, () if choice.tool_calls else choice.pieces),
                 "finish_reason": choice.finish_reason,
             }
             for choice in plan.choices
@@ -579,9 +615,14 @@ def _chunks(plan: Plan, completion_id: str, created: int) -> Iterator[tuple[str,
     # With include_usage OpenAI sends "usage": null on every chunk but the last.
     tail: dict[str, Any] = {"usage": None} if request.include_usage else {}
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def chunk(
+        index: int, delta: dict[str, Any], finish: str | None, logprobs: Any
+    ) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return {**head, "choices": [choice], **tail}
+
+    # Each choice's position in its answer, for its tokens' log probabilities.
+    positions = [0] * len(plan.choices)
 
     per_choice = [list(_choice_deltas(choice)) for choice in plan.choices]
     for step in range(max(len(deltas) for deltas in per_choice)):
@@ -589,7 +630,12 @@ def _chunks(plan: Plan, completion_id: str, created: int) -> Iterator[tuple[str,
             if step < len(deltas):
                 kind, delta = deltas[step]
                 finish = choice.finish_reason if kind == "finish" else None
-                yield kind, chunk(choice.index, delta, finish)
+                token = delta.get("content")
+                logprobs = None
+                if isinstance(token, str) and token:  # a content token, not a tool fragment
+                    logprobs = logprobs_body(request, [token], positions[choice.index])
+                    positions[choice.index] += 1
+                yield kind, chunk(choice.index, delta, finish, logprobs)
     if request.include_usage:
         yield "usage", {**head, "choices": [], "usage": plan.usage.to_dict()}
 

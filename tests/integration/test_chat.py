@@ -95,6 +95,29 @@ def test_stream_yields_the_spec_sequence(client: openai.OpenAI) -> None:
     assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
 
 
+def test_logprobs_come_back_as_the_upstream_sent_them(client: openai.OpenAI) -> None:
+    # The canonical answer carries them as JSON text, unread: whole and streamed.
+    plain = client.chat.completions.create(
+        model="deepseek-v4-flash", messages=MESSAGES, logprobs=True, top_logprobs=2
+    )
+    logprobs = plain.choices[0].logprobs
+    assert logprobs is not None and logprobs.content
+    assert "".join(t.token for t in logprobs.content) == plain.choices[0].message.content
+    assert all(len(t.top_logprobs) == 2 and t.logprob < 0 for t in logprobs.content)
+    chunks = list(
+        client.chat.completions.create(
+            model="deepseek-v4-flash", messages=MESSAGES, logprobs=True, top_logprobs=2, stream=True
+        )
+    )
+    streamed = [
+        token
+        for c in chunks
+        if c.choices and c.choices[0].logprobs is not None
+        for token in c.choices[0].logprobs.content or ()
+    ]
+    assert streamed == logprobs.content
+
+
 def test_raw_stream_framing(http: httpx.Client) -> None:
     with http.stream(
         "POST",

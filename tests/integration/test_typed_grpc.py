@@ -134,6 +134,30 @@ def test_complete(text: text_pb2_grpc.TextStub, account: Account, model: str) ->
     assert reply.cost_micros > 0 and Decimal(reply.cost_idr) * 1_000_000 == reply.cost_micros
 
 
+def test_logprobs_when_asked_for(text: text_pb2_grpc.TextStub, account: Account) -> None:
+    reply: text_pb2.TextCompletion = text.Complete(
+        text_pb2.TextRequest(
+            model="deepseek-v4-flash",
+            messages=[HAIKU],
+            max_tokens=64,
+            logprobs=True,
+            top_logprobs=1,
+        ),
+        metadata=key(account),
+        timeout=TIMEOUT,
+    )
+    (choice,) = reply.choices
+    tokens = json.loads(choice.logprobs_json)["content"]
+    assert "".join(t["token"] for t in tokens) == choice.message.text
+    assert all(len(t["top_logprobs"]) == 1 for t in tokens)
+    plain: text_pb2.TextCompletion = text.Complete(
+        text_pb2.TextRequest(model="deepseek-v4-flash", messages=[HAIKU], max_tokens=64),
+        metadata=key(account),
+        timeout=TIMEOUT,
+    )
+    assert plain.choices[0].logprobs_json == ""
+
+
 @pytest.mark.parametrize("model", ["deepseek-v4-flash", "claude-haiku-4-5", "gpt-5.4-mini"])
 def test_stream(text: text_pb2_grpc.TextStub, account: Account, model: str) -> None:
     chunks = list(

@@ -629,3 +629,48 @@ def test_openai_reasoning_models_refuse_what_openai_refuses(
     # Defaults are accepted, and other models are unaffected.
     openai_chat.parse_request({**body("Hi"), "model": "gpt-5.4", "temperature": 1})
     openai_chat.parse_request({**body("Hi"), **extra})
+
+
+# --- logprobs ----------------------------------------------------------------------------
+
+
+def test_logprobs_are_null_unless_asked_for() -> None:
+    plan = answer(body())
+    assert openai_chat.completion_body(plan, "c", 1)["choices"][0]["logprobs"] is None
+    chunks, _ = frames(body(stream=True))
+    assert all(c["choices"][0]["logprobs"] is None for c in chunks[:-1] if c["choices"])
+
+
+def test_logprobs_cover_every_content_token_with_its_alternatives() -> None:
+    plan = answer(body(logprobs=True, top_logprobs=2))
+    (choice,) = openai_chat.completion_body(plan, "c", 1)["choices"]
+    content = choice["logprobs"]["content"]
+    assert "".join(t["token"] for t in content) == choice["message"]["content"]
+    for entry in content:
+        assert entry["logprob"] < 0 and bytes(entry["bytes"]) == entry["token"].encode()
+        alternatives = entry["top_logprobs"]
+        assert alternatives[0]["token"] == entry["token"] and len(alternatives) == 2
+        assert alternatives[0]["logprob"] > alternatives[1]["logprob"]
+    # The stream carries the same tokens, one per content chunk, at the same positions.
+    chunks, _ = frames(body(logprobs=True, top_logprobs=2, stream=True))
+    streamed = [
+        entry
+        for c in chunks[:-1]
+        if c["choices"] and c["choices"][0]["logprobs"] is not None
+        for entry in c["choices"][0]["logprobs"]["content"]
+    ]
+    assert streamed == content
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"logprobs": "yes"}, "logprobs"),
+    ],
+)
+def test_bad_logprobs_settings_are_400s(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        openai_chat.parse_request(body(**extra))
+    assert openai_error_body(refused.value)["error"]["param"] == param
