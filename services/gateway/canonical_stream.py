@@ -3,7 +3,7 @@
 Providers stream the canonical answer (TextChunk); Messages and Responses render it
 in their own events. Both need the same facts from it: the first choice's reasoning
 and text, its tool-call pieces (and which piece starts a new call), and the finish
-reason (its chat name). They read them here, so a change to the canonical answer is
+reason. They read them here, so a change to the canonical answer is
 one change.
 """
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiport.v1 import text_pb2
-
-from services.common.canonical_answer import FINISH_REASONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +27,7 @@ class Delta:
     reasoning: str
     content: str
     tool_calls: tuple[ToolCallPiece, ...]
-    finish: str | None  # OpenAI chat's name for it: stop, length, tool_calls, content_filter
+    finish: text_pb2.FinishReason  # FINISH_REASON_UNSPECIFIED: not on this chunk
 
 
 class CanonicalChunks:
@@ -57,7 +55,7 @@ class CanonicalChunks:
             reasoning=choice.reasoning_content,
             content=choice.text,
             tool_calls=self._pieces(list(choice.tool_calls)),
-            finish=FINISH_REASONS.get(choice.finish_reason),
+            finish=choice.finish_reason,
         )
 
 

@@ -34,17 +34,16 @@ from typing import Any
 import orjson
 from aiport.v1 import text_pb2
 
-from services.common.canonical_answer import FINISH_REASONS
 from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
 from services.gateway.errors import PublicError
 
-STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
+STOP_REASONS: dict[text_pb2.FinishReason, str] = {
+    text_pb2.FINISH_REASON_STOP: "end_turn",
+    text_pb2.FINISH_REASON_LENGTH: "max_tokens",
+    text_pb2.FINISH_REASON_TOOL_CALLS: "tool_use",
+    text_pb2.FINISH_REASON_CONTENT_FILTER: "refusal",
 }
 DEFAULT_STOP_REASON = "end_turn"
 
@@ -123,7 +122,6 @@ def render_message(completion: text_pb2.TextCompletion, usage: Usage, model: str
                 "input": _tool_input(call.function.arguments),
             }
         )
-    finish = FINISH_REASONS.get(choice.finish_reason)
     return orjson.dumps(
         {
             "id": message_id(completion.id),
@@ -131,7 +129,7 @@ def render_message(completion: text_pb2.TextCompletion, usage: Usage, model: str
             "role": "assistant",
             "model": model,
             "content": content,
-            "stop_reason": STOP_REASONS.get(finish or "", DEFAULT_STOP_REASON),
+            "stop_reason": STOP_REASONS.get(choice.finish_reason, DEFAULT_STOP_REASON),
             "stop_sequence": None,
             "usage": usage_fields(usage),
         }
@@ -176,7 +174,7 @@ class MessageStream:
         self.block = Block.NONE
         self.index = -1  # the open (or last) block's index
         self.chunks = CanonicalChunks()
-        self.finish: str | None = None
+        self.finish = text_pb2.FINISH_REASON_UNSPECIFIED
 
     def _move(self, move: str) -> None:
         after = TRANSITIONS.get((self.phase, move))
@@ -283,7 +281,7 @@ class MessageStream:
                 {
                     "type": "message_delta",
                     "delta": {
-                        "stop_reason": STOP_REASONS.get(self.finish or "", DEFAULT_STOP_REASON),
+                        "stop_reason": STOP_REASONS.get(self.finish, DEFAULT_STOP_REASON),
                         "stop_sequence": None,
                     },
                     "usage": usage_fields(usage),

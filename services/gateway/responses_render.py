@@ -40,7 +40,6 @@ from typing import Any
 import orjson
 from aiport.v1 import text_pb2
 
-from services.common.canonical_answer import FINISH_REASONS
 from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
@@ -48,7 +47,10 @@ from services.gateway.errors import PublicError
 from services.gateway.responses_request import ResponseEcho
 
 # finish_reason -> why a response is incomplete (others complete it).
-INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+INCOMPLETE_REASONS: dict[text_pb2.FinishReason, str] = {
+    text_pb2.FINISH_REASON_LENGTH: "max_output_tokens",
+    text_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+}
 
 
 def response_id(completion_id: str) -> str:
@@ -86,11 +88,11 @@ class ResponseFrame:
         output: list[dict[str, Any]],
         usage: Usage | None = None,
         *,
-        finish: str | None = None,
+        finish: text_pb2.FinishReason = text_pb2.FINISH_REASON_UNSPECIFIED,
         error: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         echo = self.echo
-        reason = INCOMPLETE_REASONS.get(finish or "")
+        reason = INCOMPLETE_REASONS.get(finish)
         if status == "completed" and reason is not None:
             status = "incomplete"
         return {
@@ -226,8 +228,7 @@ def render_response(
                 "completed",
             )
         )
-    finish = FINISH_REASONS.get(choice.finish_reason)
-    return orjson.dumps(frame.render("completed", output, usage, finish=finish))
+    return orjson.dumps(frame.render("completed", output, usage, finish=choice.finish_reason))
 
 
 class Phase(Enum):
@@ -264,7 +265,7 @@ class ResponseStream:
         self.text = ""  # the open item's text or arguments so far
         self.call: tuple[str, str] = ("", "")  # the open function call's call_id, name
         self.chunks = CanonicalChunks()
-        self.finish: str | None = None
+        self.finish = text_pb2.FINISH_REASON_UNSPECIFIED
 
     def _move(self, move: str) -> None:
         after = TRANSITIONS.get((self.phase, move))
