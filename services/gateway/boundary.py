@@ -7,6 +7,11 @@ here they become the edge's error shape (trailing metadata the Lua filter turns
 into the HTTP status and JSON body). What nobody expected is logged with its
 traceback for the operator and reaches the client as the edge's plain 500, or a
 503 when a backend was unreachable: never a stack trace, never gRPC's UNKNOWN.
+
+Response headers a method wants (a job's 202, a call's cost) are collected with
+`add_response_header` and sent here, once, as the call's initial metadata (the
+edge turns it into HTTP headers): gRPC sends initial metadata only once, so no
+method sends its own. An error answer carries them in its trailers instead.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import grpc
@@ -35,9 +41,36 @@ Resp = TypeVar("Resp")
 MARK = "__aiport_public_boundary__"
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
+Headers = list[tuple[str, str]]
+# The headers this call's answer will carry: one list per call (each gRPC call
+# runs in a task of its own, with its own context).
+_pending: ContextVar[Headers | None] = ContextVar("aiport_response_headers", default=None)
+
+
+def add_response_header(name: str, value: str) -> None:
+    """Have the call's answer carry `name: value` (lowercase ASCII name). Only inside
+    a public method, before its first message."""
+    pending = _pending.get()
+    if pending is None:
+        raise RuntimeError("add_response_header outside a public method")
+    pending.append((name, value))
+
+
+def collect_response_headers() -> None:
+    """A public method's call begins: nothing to send yet. (Each boundary calls it.)"""
+    _pending.set([])
+
+
+async def send_response_headers(context: ServicerContext) -> None:
+    """Send what was collected, as initial metadata, before the first message."""
+    pending = _pending.get()
+    if pending:
+        await context.send_initial_metadata(tuple(pending))
+        pending.clear()
+
 
 async def abort_with(context: ServicerContext, error: PublicError) -> None:
-    context.set_trailing_metadata(error.trailing_metadata())
+    context.set_trailing_metadata((*(_pending.get() or ()), *error.trailing_metadata()))
     await context.abort(error.grpc_code, error.message)
 
 
@@ -67,8 +100,11 @@ def public_unary(
     shape: Shape = _as_is,
 ) -> Callable[[S, Req, ServicerContext], Awaitable[Resp]]:
     async def wrapper(self: S, request: Req, context: ServicerContext) -> Resp:
+        collect_response_headers()
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
+            await send_response_headers(context)
+            return response
         except grpc.aio.AbortError:
             raise  # already answered (context.abort)
         except Exception as exc:
@@ -91,8 +127,11 @@ def public_stream(
         self: S, request: Req, context: ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         started = False
+        collect_response_headers()
         try:
             async for item in method(self, request, context):
+                if not started:
+                    await send_response_headers(context)
                 started = True
                 yield item
         except grpc.aio.AbortError:
@@ -126,9 +165,12 @@ def anthropic_unary(
 __all__ = [
     "MARK",
     "abort_with",
+    "add_response_header",
     "anthropic_stream",
     "anthropic_unary",
+    "collect_response_headers",
     "public_error",
     "public_stream",
     "public_unary",
+    "send_response_headers",
 ]

@@ -43,7 +43,7 @@ from services.common.job_states import JobStatus, status_label
 from services.common.logs import fields
 from services.common.money import micros_to_idr
 from services.gateway import errors
-from services.gateway.boundary import public_unary
+from services.gateway.boundary import add_response_header, public_unary
 from services.gateway.generate_request import (
     JobPlan,
     parse_image_generate,
@@ -67,7 +67,6 @@ RETRYABLE = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 # every few seconds (a client polling the job id may get a 404 until then).
 RECONCILE_FIRST_PAUSE_SECONDS = 0.5
 RECONCILE_MAX_PAUSE_SECONDS = 5.0
-ACCEPTED = (("x-aiport-http-status", "202"),)
 
 Parser = Callable[[bytes, Catalog], JobPlan]
 
@@ -287,7 +286,7 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
             caller = await self.backends.authenticate(context)
             await self.references.resolve(plan.spec, caller.account_id)
         accepted = await self.jobs.create(context, plan, endpoint)
-        await context.send_initial_metadata(ACCEPTED)
+        add_response_header(errors.STATUS_HEADER, "202")  # error_shaping.lua sets it
         return accepted
 
     @public_unary

@@ -27,7 +27,12 @@ from google.rpc import error_details_pb2, status_pb2
 
 from services.common.catalog import Catalog
 from services.common.grpc_server import ServicerContext
-from services.gateway.boundary import MARK, public_error
+from services.gateway.boundary import (
+    MARK,
+    collect_response_headers,
+    public_error,
+    send_response_headers,
+)
 from services.gateway.errors import PublicError
 from services.gateway.generate_request import JobPlan
 from services.gateway.jobs_api import JobsBackend
@@ -103,8 +108,11 @@ def typed_unary(
     method: Callable[[S, Req, ServicerContext], Awaitable[Resp]],
 ) -> Callable[[S, Req, ServicerContext], Awaitable[Resp]]:
     async def wrapper(self: S, request: Req, context: ServicerContext) -> Resp:
+        collect_response_headers()
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
+            await send_response_headers(context)
+            return response
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
@@ -123,8 +131,13 @@ def typed_stream(
     messages (gRPC sends the status after the last message)."""
 
     async def wrapper(self: S, request: Req, context: ServicerContext) -> AsyncIterator[Resp]:
+        collect_response_headers()
+        started = False
         try:
             async for item in method(self, request, context):
+                if not started:
+                    await send_response_headers(context)
+                    started = True
                 yield item
         except grpc.aio.AbortError:
             raise
