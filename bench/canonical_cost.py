@@ -146,7 +146,7 @@ def completion_as_json_bytes() -> object:
 def completion_as_typed() -> object:
     completion, usage = public_completion(UPSTREAM_COMPLETION, IDENTITY)
     wire = providers_pb2.ChatCompleted(completion=completion).SerializeToString()
-    return chat_completion(providers_pb2.ChatCompleted.FromString(wire).completion, usage)
+    return chat_completion(providers_pb2.ChatCompleted.FromString(wire).completion, usage, 0)
 
 
 def compare(name: str, before: Callable[[], object], after: Callable[[], object]) -> None:

@@ -47,6 +47,7 @@ MODEL = "deepseek-v4-flash"
 MAX_TOKENS = 16
 CALLS = 5_000
 ROUNDS = 7
+COST_MICROS = 1_234_500
 USAGE = Usage(prompt_tokens=12, completion_tokens=6)
 
 Parser = Callable[[bytes, Catalog], object]
@@ -92,9 +93,9 @@ def one_request(surface: surfaces.Surface, stream: bool, catalog: Catalog) -> Ca
         parse(body, catalog)
         r = renderer()
         if not stream:
-            return r.completion(completion, USAGE)
+            return r.completion(completion, USAGE, COST_MICROS)
         out = [r.chunk(c) for c in chunks]
-        out.append(r.stream_end(USAGE))
+        out.append(r.stream_end(USAGE, COST_MICROS))
         return b"".join(out)
 
     return run

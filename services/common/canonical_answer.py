@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiport.v1 import text_pb2
 
+from services.common.money import micros_to_idr
 from services.common.usage import Usage
 
 FINISH_REASONS: dict[text_pb2.FinishReason, str] = {
@@ -62,7 +63,13 @@ def _message(message: text_pb2.Message) -> dict[str, Any]:
     return out
 
 
-def chat_completion(completion: text_pb2.TextCompletion, usage: Usage) -> bytes:
+def chat_usage(usage: Usage, cost_micros: int) -> dict[str, Any]:
+    """OpenAI's `usage` object, and what the call cost in IDR (`cost_idr`, an exact
+    decimal string: an extra field OpenAI's SDKs keep)."""
+    return usage.to_public() | {"cost_idr": micros_to_idr(cost_micros)}
+
+
+def chat_completion(completion: text_pb2.TextCompletion, usage: Usage, cost_micros: int) -> bytes:
     """A whole answer as a chat.completion object."""
     choices = []
     for choice in completion.choices:
@@ -78,7 +85,7 @@ def chat_completion(completion: text_pb2.TextCompletion, usage: Usage) -> bytes:
             "created": completion.created,
             "model": completion.model,
             "choices": choices,
-            "usage": usage.to_public(),
+            "usage": chat_usage(usage, cost_micros),
         }
     )
 
@@ -121,10 +128,13 @@ def chat_chunk(chunk: text_pb2.TextChunk) -> bytes:
     return orjson.dumps(_chunk_head(chunk.id, chunk.model, chunk.created) | {"choices": choices})
 
 
-def chat_usage_chunk(completion_id: str, model: str, created: int, usage: Usage) -> bytes:
-    """A stream's last chunk: no choices, the usage (OpenAI's include_usage chunk)."""
+def chat_usage_chunk(
+    completion_id: str, model: str, created: int, usage: Usage, cost_micros: int
+) -> bytes:
+    """A stream's last chunk: no choices, the usage and cost (OpenAI's include_usage chunk)."""
     return orjson.dumps(
-        _chunk_head(completion_id, model, created) | {"choices": [], "usage": usage.to_public()}
+        _chunk_head(completion_id, model, created)
+        | {"choices": [], "usage": chat_usage(usage, cost_micros)}
     )
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 from aiport.v1 import text_pb2
 
+from services.common.money import micros_to_idr
 from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
@@ -81,8 +82,9 @@ def message_id(completion_id: str) -> str:
     return "msg_" + completion_id.removeprefix("chatcmpl-")
 
 
-def usage_fields(usage: Usage) -> dict[str, int]:
-    """Messages' usage: input_tokens excludes what was read from or written to the cache."""
+def usage_fields(usage: Usage, cost_micros: int) -> dict[str, Any]:
+    """Messages' usage: input_tokens excludes what was read from or written to the cache;
+    cost_idr is ours (what the call cost, an exact decimal string)."""
     cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
     written = min(usage.cache_write_prompt_tokens, usage.prompt_tokens - cached)
     return {
@@ -90,6 +92,7 @@ def usage_fields(usage: Usage) -> dict[str, int]:
         "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
         "output_tokens": usage.completion_tokens,
+        "cost_idr": micros_to_idr(cost_micros),
     }
 
 
@@ -104,7 +107,9 @@ def _tool_input(arguments: Any) -> Any:
     return parsed if isinstance(parsed, dict) else {"_value": parsed}
 
 
-def render_message(completion: text_pb2.TextCompletion, usage: Usage, model: str) -> bytes:
+def render_message(
+    completion: text_pb2.TextCompletion, usage: Usage, model: str, cost_micros: int
+) -> bytes:
     """A whole answer as a Messages `message` object (its first choice: Messages has one)."""
     choice = completion.choices[0] if completion.choices else text_pb2.Choice()
     message = choice.message
@@ -131,13 +136,39 @@ def render_message(completion: text_pb2.TextCompletion, usage: Usage, model: str
             "content": content,
             "stop_reason": STOP_REASONS.get(choice.finish_reason, DEFAULT_STOP_REASON),
             "stop_sequence": None,
-            "usage": usage_fields(usage),
+            "usage": usage_fields(usage, cost_micros),
         }
     )
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:
     return named_frame(name, orjson.dumps(data))
+
+
+# -- a passed-through answer (Claude's own JSON and events), priced ------------------------
+
+# The events that close a passed-through stream: sent once the call is captured.
+CLOSING_EVENTS = (b"event: message_delta\n", b"event: message_stop\n")
+
+
+def _with_cost(body: Any, cost_micros: int) -> Any:
+    if isinstance(body, dict) and isinstance(body.get("usage"), dict):
+        body["usage"]["cost_idr"] = micros_to_idr(cost_micros)
+    return body
+
+
+def priced_message(raw: bytes, cost_micros: int) -> bytes:
+    """A passed-through `message` with our cost_idr on its usage."""
+    return orjson.dumps(_with_cost(orjson.loads(raw), cost_micros))
+
+
+def priced_event(frame: bytes, cost_micros: int) -> bytes:
+    """A passed-through closing event (one `event:`/`data:` frame), message_delta's
+    usage with our cost_idr; any other event as it is."""
+    head, sep, rest = frame.partition(b"\ndata: ")
+    if not sep or head != b"event: message_delta":
+        return frame
+    return named_frame("message_delta", orjson.dumps(_with_cost(orjson.loads(rest), cost_micros)))
 
 
 class Block(Enum):
@@ -270,8 +301,8 @@ class MessageStream:
             self.finish = delta.finish
         return b"".join(out)
 
-    def end(self, usage: Usage) -> bytes:
-        """The call ended with its usage: close the message."""
+    def end(self, usage: Usage, cost_micros: int) -> bytes:
+        """The call ended with its usage (and cost): close the message."""
         out = self._start() if self.phase is Phase.BEFORE else []
         self._move("end")
         out += self._close()
@@ -284,7 +315,7 @@ class MessageStream:
                         "stop_reason": STOP_REASONS.get(self.finish, DEFAULT_STOP_REASON),
                         "stop_sequence": None,
                     },
-                    "usage": usage_fields(usage),
+                    "usage": usage_fields(usage, cost_micros),
                 },
             )
         )
@@ -293,8 +324,11 @@ class MessageStream:
 
 
 __all__ = [
+    "CLOSING_EVENTS",
     "MessageStream",
     "anthropic_error",
+    "priced_event",
+    "priced_message",
     "render_message",
     "usage_fields",
 ]

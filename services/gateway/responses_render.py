@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 from aiport.v1 import text_pb2
 
+from services.common.money import micros_to_idr
 from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.gateway.canonical_stream import CanonicalChunks, ToolCallPiece
@@ -57,7 +58,8 @@ def response_id(completion_id: str) -> str:
     return "resp_" + completion_id.removeprefix("chatcmpl-")
 
 
-def usage_fields(usage: Usage) -> dict[str, Any]:
+def usage_fields(usage: Usage, cost_micros: int) -> dict[str, Any]:
+    """Responses' usage, and ours: cost_idr (what the call cost, an exact decimal string)."""
     return {
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": {
@@ -67,6 +69,7 @@ def usage_fields(usage: Usage) -> dict[str, Any]:
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "cost_idr": micros_to_idr(cost_micros),
     }
 
 
@@ -88,6 +91,7 @@ class ResponseFrame:
         output: list[dict[str, Any]],
         usage: Usage | None = None,
         *,
+        cost_micros: int = 0,
         finish: text_pb2.FinishReason = text_pb2.FINISH_REASON_UNSPECIFIED,
         error: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -118,7 +122,7 @@ class ResponseFrame:
             "tools": echo.tools,
             "top_p": echo.top_p,
             "truncation": "disabled",
-            "usage": None if usage is None else usage_fields(usage),
+            "usage": None if usage is None else usage_fields(usage, cost_micros),
             "user": echo.user,
         }
 
@@ -206,7 +210,7 @@ def _call_item(
 
 
 def render_response(
-    completion: text_pb2.TextCompletion, usage: Usage, frame: ResponseFrame
+    completion: text_pb2.TextCompletion, usage: Usage, frame: ResponseFrame, cost_micros: int
 ) -> bytes:
     """A whole answer as a Response object (its first choice: a Response has one)."""
     choice = completion.choices[0] if completion.choices else text_pb2.Choice()
@@ -228,7 +232,11 @@ def render_response(
                 "completed",
             )
         )
-    return orjson.dumps(frame.render("completed", output, usage, finish=choice.finish_reason))
+    return orjson.dumps(
+        frame.render(
+            "completed", output, usage, cost_micros=cost_micros, finish=choice.finish_reason
+        )
+    )
 
 
 class Phase(Enum):
@@ -410,12 +418,14 @@ class ResponseStream:
             self.finish = delta.finish
         return b"".join(out)
 
-    def end(self, usage: Usage) -> bytes:
-        """The call ended with its usage: close the response."""
+    def end(self, usage: Usage, cost_micros: int) -> bytes:
+        """The call ended with its usage (and cost): close the response."""
         out = self._start() if self.phase is Phase.BEFORE else []
         self._move("end")
         out += self._close()
-        response = self.frame.render("completed", self.output, usage, finish=self.finish)
+        response = self.frame.render(
+            "completed", self.output, usage, cost_micros=cost_micros, finish=self.finish
+        )
         out.append(self._event(f"response.{response['status']}", response=response))
         return b"".join(out)
 

@@ -56,6 +56,7 @@ from services.common.wire import (
 )
 from services.gateway import bad_keys, errors, sessions
 from services.gateway.boundary import (
+    add_response_header,
     anthropic_stream,
     anthropic_unary,
     public_stream,
@@ -108,6 +109,8 @@ SESSION_REFUSED = "The session has ended or is not valid. Log in again."
 CHAT_ENDPOINT = "chat.completions"
 MESSAGES_ENDPOINT = "messages"
 RESPONSES_ENDPOINT = "responses"
+# What a whole text answer cost, in IDR (an exact decimal): what billing captured.
+COST_HEADER = "x-aiport-cost-idr"
 # The largest Messages body also sent natively: with its canonical copy (about as
 # large) it stays well inside one gRPC message to providers.
 NATIVE_BODY_MAX_BYTES = MAX_MESSAGE_BYTES // 4
@@ -419,18 +422,18 @@ class Backends:
         )
 
     async def _settle_shielded(
-        self, name: str, call: Callable[[], Awaitable[object]], hold_id: str
-    ) -> None:
+        self, name: str, call: Callable[[], Awaitable[T]], hold_id: str
+    ) -> T | None:
         """Settle in a task of its own: a client leaving mid-capture cancels the
-        request's task, and must not cancel the capture of what it already got."""
-        await asyncio.shield(self.settle_later(self._settle(name, call, hold_id)))
+        request's task, and must not cancel the capture of what it already got.
+        Billing's answer, or None when it refused or never answered."""
+        return await asyncio.shield(self.settle_later(self._settle(name, call, hold_id)))
 
-    async def _settle(self, name: str, call: Callable[[], Awaitable[object]], hold_id: str) -> None:
+    async def _settle(self, name: str, call: Callable[[], Awaitable[T]], hold_id: str) -> T | None:
         # Capture and release are idempotent per hold, so retrying is safe.
         for attempt in range(SETTLE_ATTEMPTS):
             try:
-                await call()
-                return
+                return await call()
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in (
                     grpc.StatusCode.UNAVAILABLE,
@@ -440,10 +443,11 @@ class Backends:
                         f"{name} refused",
                         extra={"fields": {"hold_id": hold_id, "detail": exc.details()}},
                     )
-                    return
+                    return None
                 await asyncio.sleep(0.2 * 2**attempt)
         # The hold expires and is released by billing: the customer is not charged.
         log.error(f"{name} failed; hold left to expire", extra={"fields": {"hold_id": hold_id}})
+        return None
 
     async def capture(
         self,
@@ -453,7 +457,9 @@ class Backends:
         provider: str = "",
         usage: Usage | None = None,
         latency_ms: int = 0,
-    ) -> None:
+    ) -> int:
+        """Capture `amount` of the hold: what billing charged (the settled hold says;
+        `amount` itself when billing's answer never came: the capture may yet land)."""
         request = billing_pb2.CaptureHoldRequest(
             hold_id=hold_id,
             amount_micros=amount,
@@ -462,11 +468,12 @@ class Backends:
             usage=usage.to_proto() if usage is not None else None,
             latency_ms=latency_ms,
         )
-        await self._settle_shielded(
+        settled = await self._settle_shielded(
             "capture",
             lambda: capture_within_hold(self.billing, request, BILLING_TIMEOUT_SECONDS, {}),
             hold_id,
         )
+        return amount if settled is None else settled.captured_micros
 
     async def release(self, hold_id: str, reason: str, latency_ms: int = 0) -> None:
         request = billing_pb2.ReleaseHoldRequest(
@@ -575,6 +582,8 @@ class ChatRelay:
         self.fields = fields
         self.settlement = ChatSettlement(call)
         self.provider = ""  # who served the call, once providers says (on its last event)
+        # What the call was charged, once captured (µIDR): its x-aiport-cost-idr.
+        self.cost_micros: int | None = None
         # Unbounded: the upstream's output is (max_tokens); it must never wait on a client.
         self.outbox: asyncio.Queue[RelayItem] = asyncio.Queue()
 
@@ -610,7 +619,7 @@ class ChatRelay:
                         data = (
                             self.renderer.chunk(event.chunk)
                             if kind == "chunk"
-                            else self.renderer.native(event.native_chunk)
+                            else self.renderer.native_chunk(event.native_chunk)
                         )
                         if data:
                             self._send(
@@ -623,21 +632,26 @@ class ChatRelay:
                             raise _ProvidersBrokeProtocol("usage without the completion")
                         usage = Usage.from_proto(event.usage)
                         self.provider = event.provider
-                        await self._carry_out(settlement.handle(UsageReported(usage)))
+                        cost = await self._carry_out(settlement.handle(UsageReported(usage)))
+                        self.cost_micros = cost
                         if completion is None:  # a stream: its chunks are all out
                             self._send(
                                 httpbody_pb2.HttpBody(
                                     content_type="text/event-stream",
-                                    data=self.renderer.stream_end(usage),
+                                    data=self.renderer.stream_end(usage, cost),
                                 )
                             )
                         else:
                             self._send(
                                 httpbody_pb2.HttpBody(
                                     content_type="application/json",
-                                    data=self.renderer.completion(completion.completion, usage)
+                                    data=self.renderer.completion(
+                                        completion.completion, usage, cost
+                                    )
                                     if completion.HasField("completion")
-                                    else self.renderer.native(completion.native_completion),
+                                    else self.renderer.native_completion(
+                                        completion.native_completion, cost
+                                    ),
                                 )
                             )
                         return
@@ -678,10 +692,11 @@ class ChatRelay:
         finally:
             self._send(_END)
 
-    async def _carry_out(self, decision: Decision | None) -> None:
-        """Do what the settlement decided, in billing, and tell the operator."""
+    async def _carry_out(self, decision: Decision | None) -> int:
+        """Do what the settlement decided, in billing, and tell the operator. Returns
+        what the call was charged (µIDR)."""
         if decision is None:
-            return
+            return 0
         hold_id = self.hold.hold_id
         latency_ms = round((time.monotonic() - self.started) * 1000)
         if isinstance(decision, Release):
@@ -689,8 +704,8 @@ class ChatRelay:
             log.warning(
                 decision.summary, extra={"fields": self._log_fields(detail=decision.reason)}
             )
-            return
-        await self.backends.capture(
+            return 0
+        charged = await self.backends.capture(
             hold_id,
             decision.amount_micros,
             decision.note,
@@ -705,6 +720,7 @@ class ChatRelay:
             log.info(decision.summary, extra={"fields": fields})
         else:
             log.warning(decision.summary, extra={"fields": fields})
+        return charged
 
     def _abandon(self, why: str) -> None:
         """The relay cannot follow the call to its end (this task is being cancelled
@@ -778,6 +794,9 @@ async def relay_chat(
                     content_type="text/event-stream", data=rendering.failure(item)
                 )
                 return
+            if not sent and not call.stream and relay.cost_micros is not None:
+                # A whole answer is sent after its capture: the headers can say the cost.
+                add_response_header(COST_HEADER, micros_to_idr(relay.cost_micros))
             sent = True
             yield item
         finished = True

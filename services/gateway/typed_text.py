@@ -24,7 +24,6 @@ from services.common.money import micros_to_idr
 from services.common.usage import Usage
 from services.gateway.chat_request import ChatCall, parse_chat_body
 from services.gateway.errors import PublicError, invalid_request
-from services.gateway.pricing import cost_micros
 
 # -- in ---------------------------------------------------------------------------------------
 
@@ -99,29 +98,33 @@ def parse_text_request(
 class CanonicalRenderer:
     """The relay's output for typed callers: the canonical answer itself, serialized
     (the relay carries bytes), with the usage and its cost on a stream's last chunk
-    and on a whole completion (what the relay captured: the settlement prices usage
-    the same way)."""
+    and on a whole completion (what the relay captured)."""
 
     def __init__(self, completion_id: str, model: TextModel, created: int) -> None:
         self.completion_id = completion_id
         self.model = model
         self.created = created
 
-    def _account(self, message: text_pb2.TextCompletion | text_pb2.TextChunk, usage: Usage) -> None:
+    @staticmethod
+    def _account(
+        message: text_pb2.TextCompletion | text_pb2.TextChunk, usage: Usage, cost_micros: int
+    ) -> None:
         message.usage.CopyFrom(usage.to_proto())
-        message.cost_micros = cost_micros(self.model, usage)
-        message.cost_idr = micros_to_idr(message.cost_micros)
+        message.cost_micros = cost_micros
+        message.cost_idr = micros_to_idr(cost_micros)
 
     def chunk(self, chunk: text_pb2.TextChunk) -> bytes:
         return chunk.SerializeToString()
 
-    def stream_end(self, usage: Usage) -> bytes:
+    def stream_end(self, usage: Usage, cost_micros: int) -> bytes:
         end = text_pb2.TextChunk(id=self.completion_id, model=self.model.id, created=self.created)
-        self._account(end, usage)
+        self._account(end, usage, cost_micros)
         return end.SerializeToString()
 
-    def completion(self, completion: text_pb2.TextCompletion, usage: Usage) -> bytes:
-        self._account(completion, usage)
+    def completion(
+        self, completion: text_pb2.TextCompletion, usage: Usage, cost_micros: int
+    ) -> bytes:
+        self._account(completion, usage, cost_micros)
         return completion.SerializeToString()
 
     def failure(self, error: PublicError) -> bytes:
@@ -129,7 +132,10 @@ class CanonicalRenderer:
         # error's status after the chunks already sent.
         raise error
 
-    def native(self, data: bytes) -> bytes:
+    def native_chunk(self, data: bytes) -> bytes:
+        raise RuntimeError("typed callers never ask for a native passthrough")
+
+    def native_completion(self, data: bytes, cost_micros: int) -> bytes:
         raise RuntimeError("typed callers never ask for a native passthrough")
 
 

@@ -65,5 +65,8 @@ def chunk_json(chunk: text_pb2.TextChunk) -> dict[str, Any]:
 
 
 def completion_json(completion: text_pb2.TextCompletion, usage: Usage) -> dict[str, Any]:
-    body: dict[str, Any] = orjson.loads(chat_completion(completion, usage))
+    """An adapter's answer as a chat client would read it, without the cost (adapters
+    do not price: the gateway adds what it captured)."""
+    body: dict[str, Any] = orjson.loads(chat_completion(completion, usage, 0))
+    del body["usage"]["cost_idr"]
     return body

@@ -899,7 +899,7 @@ def test_streamed_cache_writes_reach_the_usage_apart_but_not_the_public_chunk() 
     )
     # The usage chunk the client gets (written from the usage event) has no cache-write field.
     public = orjson.loads(
-        chat_usage_chunk(identity.completion_id, identity.model, identity.created, usage)
+        chat_usage_chunk(identity.completion_id, identity.model, identity.created, usage, 0)
     )
     assert public["usage"] == {
         "prompt_tokens": 55,
@@ -907,6 +907,7 @@ def test_streamed_cache_writes_reach_the_usage_apart_but_not_the_public_chunk() 
         "total_tokens": 58,
         "prompt_tokens_details": {"cached_tokens": 10},
         "completion_tokens_details": {"reasoning_tokens": 0},
+        "cost_idr": "0",
     }
 
 

@@ -14,6 +14,8 @@ from services.common.canonical_answer import (
 )
 from services.common.usage import Usage
 
+# What the call was charged (µIDR): 1.2345 IDR, rendered as cost_idr "1.2345".
+COST = 1_234_500
 USAGE = Usage(prompt_tokens=5, completion_tokens=2, cached_prompt_tokens=1)
 
 
@@ -41,7 +43,7 @@ def test_a_completion_with_text_tools_reasoning_and_logprobs() -> None:
             )
         ],
     )
-    assert orjson.loads(chat_completion(completion, USAGE)) == {
+    assert orjson.loads(chat_completion(completion, USAGE, COST)) == {
         "id": "chatcmpl-x",
         "object": "chat.completion",
         "created": 7,
@@ -65,7 +67,7 @@ def test_a_completion_with_text_tools_reasoning_and_logprobs() -> None:
                 "finish_reason": "tool_calls",
             }
         ],
-        "usage": USAGE.to_public(),
+        "usage": USAGE.to_public() | {"cost_idr": "1.2345"},
     }
 
 
@@ -73,7 +75,7 @@ def test_a_message_without_text_has_null_content_and_an_unset_finish_is_stop() -
     completion = text_pb2.TextCompletion(
         choices=[text_pb2.Choice(message=text_pb2.Message(role=text_pb2.ROLE_ASSISTANT))]
     )
-    choice = orjson.loads(chat_completion(completion, USAGE))["choices"][0]
+    choice = orjson.loads(chat_completion(completion, USAGE, COST))["choices"][0]
     assert choice == {
         "index": 0,
         "message": {"role": "assistant", "content": None},
@@ -128,13 +130,13 @@ def test_chunks_carry_only_what_is_set() -> None:
 
 
 def test_the_usage_chunk_has_no_choices() -> None:
-    assert orjson.loads(chat_usage_chunk("c", "m", 3, USAGE)) == {
+    assert orjson.loads(chat_usage_chunk("c", "m", 3, USAGE, COST)) == {
         "id": "c",
         "object": "chat.completion.chunk",
         "created": 3,
         "model": "m",
         "choices": [],
-        "usage": USAGE.to_public(),
+        "usage": USAGE.to_public() | {"cost_idr": "1.2345"},
     }
 
 

@@ -12,11 +12,20 @@ from aiport.v1 import text_pb2
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
 
+from services.common.sse import named_frame
 from services.common.usage import Usage
 from services.gateway import errors
-from services.gateway.messages_render import MessageStream, anthropic_error, render_message
+from services.gateway.messages_render import (
+    MessageStream,
+    anthropic_error,
+    priced_event,
+    render_message,
+)
+from services.gateway.renderers import MessagesRenderer
 from tests.unit.canonical_answers import ASSISTANT, call, chunk, completion
 
+# What the call was charged (µIDR): 1.2345 IDR, rendered as cost_idr "1.2345".
+COST = 1_234_500
 USAGE = Usage(
     prompt_tokens=100,
     completion_tokens=20,
@@ -55,7 +64,7 @@ def test_a_completion_becomes_a_message() -> None:
         ),
         text_pb2.FINISH_REASON_TOOL_CALLS,
     )
-    message = orjson.loads(render_message(answer, USAGE, "m"))
+    message = orjson.loads(render_message(answer, USAGE, "m", COST))
     assert message == {
         "id": "msg_abc",
         "type": "message",
@@ -74,6 +83,7 @@ def test_a_completion_becomes_a_message() -> None:
             "cache_creation_input_tokens": 10,
             "cache_read_input_tokens": 30,
             "output_tokens": 20,
+            "cost_idr": "1.2345",  # ours: what the call was charged
         },
     }
 
@@ -89,7 +99,7 @@ def test_a_completion_becomes_a_message() -> None:
 )
 def test_stop_reasons(finish: text_pb2.FinishReason, stop_reason: str) -> None:
     answer = completion(text_pb2.Message(role=ASSISTANT, text="a"), finish)
-    assert orjson.loads(render_message(answer, USAGE, "m"))["stop_reason"] == stop_reason
+    assert orjson.loads(render_message(answer, USAGE, "m", COST))["stop_reason"] == stop_reason
 
 
 def test_unparsable_tool_arguments_are_kept() -> None:
@@ -97,7 +107,7 @@ def test_unparsable_tool_arguments_are_kept() -> None:
         text_pb2.Message(role=ASSISTANT, tool_calls=[tool_call("c", "f", "{oops")]),
         text_pb2.FINISH_REASON_TOOL_CALLS,
     )
-    block = orjson.loads(render_message(answer, USAGE, "m"))["content"][0]
+    block = orjson.loads(render_message(answer, USAGE, "m", COST))["content"][0]
     assert block["input"] == {"_unparsed_arguments": "{oops"}
 
 
@@ -116,7 +126,7 @@ def test_a_stream_renders_anthropics_event_sequence() -> None:
             stream.chunk(chunk(finish=text_pb2.FINISH_REASON_TOOL_CALLS)),
             # A chunk without choices (none is sent today) makes no events.
             stream.chunk(text_pb2.TextChunk(id="chatcmpl-abc", model="m")),
-            stream.end(USAGE),
+            stream.end(USAGE, COST),
         ]
     )
     sequence = events(data)
@@ -176,7 +186,7 @@ def test_a_stream_renders_anthropics_event_sequence() -> None:
 
 def test_a_stream_with_no_output_still_opens_and_closes_the_message() -> None:
     stream = MessageStream("chatcmpl-abc", "m")
-    names = [name for name, _ in events(stream.end(USAGE))]
+    names = [name for name, _ in events(stream.end(USAGE, COST))]
     assert names == ["message_start", "ping", "message_delta", "message_stop"]
     with pytest.raises(RuntimeError):
         stream.chunk(chunk(text="late"))
@@ -207,3 +217,48 @@ def test_errors_in_messages_shape(error: errors.PublicError, status: int, kind: 
     assert anthropic_error(shaped) is shaped
     # The retry signals travel unchanged.
     assert shaped.retry_after_seconds == error.retry_after_seconds
+
+
+# -- a passed-through answer (Claude's own), priced -------------------------------------
+
+
+def test_a_passed_through_message_gets_our_cost_and_keeps_the_rest() -> None:
+    raw = orjson.dumps(
+        {
+            "id": "msg_x",
+            "type": "message",
+            "content": [{"type": "text", "text": "Hi", "citations": None}],
+            "usage": {"input_tokens": 3, "output_tokens": 1, "service_tier": "standard"},
+        }
+    )
+    priced = orjson.loads(MessagesRenderer("c", "m").native_completion(raw, COST))
+    assert priced["usage"] == {
+        "input_tokens": 3,
+        "output_tokens": 1,
+        "service_tier": "standard",
+        "cost_idr": "1.2345",
+    }
+    assert priced["content"] == [{"type": "text", "text": "Hi", "citations": None}]
+
+
+def test_a_passed_through_stream_closes_after_the_capture_with_its_cost() -> None:
+    renderer = MessagesRenderer("c", "m")
+    start = named_frame("message_start", b'{"type":"message_start","message":{}}')
+    delta = named_frame(
+        "message_delta",
+        b'{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}',
+    )
+    stop = named_frame("message_stop", b'{"type":"message_stop"}')
+    assert renderer.native_chunk(start) == start
+    # The closing events wait: the cost is known only once the usage is captured.
+    assert renderer.native_chunk(delta) == b""
+    assert renderer.native_chunk(stop) == b""
+    closed = events(renderer.stream_end(USAGE, COST))
+    assert [name for name, _ in closed] == ["message_delta", "message_stop"]
+    assert closed[0][1]["usage"] == {"output_tokens": 2, "cost_idr": "1.2345"}
+    assert closed[0][1]["delta"] == {"stop_reason": "end_turn"}
+
+
+def test_priced_event_leaves_other_events_as_they_are() -> None:
+    stop = named_frame("message_stop", b'{"type":"message_stop"}')
+    assert priced_event(stop, COST) == stop

@@ -308,7 +308,7 @@ def test_public_completion_tool_calls_keep_null_content() -> None:
     )
     completion, usage = public_completion(upstream, IDENTITY)
     assert not completion.choices[0].message.HasField("text")
-    raw = chat_completion(completion, usage)
+    raw = chat_completion(completion, usage, 0)
     assert b'"content":null' in raw
     body = completion_json(completion, usage)
     assert body["choices"] == [

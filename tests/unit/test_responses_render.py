@@ -21,6 +21,8 @@ from services.gateway.responses_render import ResponseFrame, ResponseStream, ren
 from services.gateway.responses_request import ResponseEcho
 from tests.unit.canonical_answers import ASSISTANT, STOP, call, chunk, completion
 
+# What the call was charged (µIDR): 1.2345 IDR, rendered as cost_idr "1.2345".
+COST = 1_234_500
 USAGE = Usage(
     prompt_tokens=100,
     completion_tokens=20,
@@ -85,7 +87,10 @@ def test_a_completion_becomes_a_response() -> None:
     )
     body = orjson.loads(
         render_response(
-            completion(message, text_pb2.FINISH_REASON_TOOL_CALLS), USAGE, frame(tools=TOOLS)
+            completion(message, text_pb2.FINISH_REASON_TOOL_CALLS),
+            USAGE,
+            frame(tools=TOOLS),
+            COST,
         )
     )
     Response.model_validate(body)
@@ -126,11 +131,12 @@ def test_a_completion_becomes_a_response() -> None:
         "output_tokens": 20,
         "output_tokens_details": {"reasoning_tokens": 5},
         "total_tokens": 120,
+        "cost_idr": "1.2345",  # ours: what the call was charged
     }
 
 
 def test_the_sdk_reads_output_text_of_a_rendered_response() -> None:
-    body = render_response(completion(said("Hi.")), USAGE, frame())
+    body = render_response(completion(said("Hi.")), USAGE, frame(), COST)
     assert Response.model_validate_json(body).output_text == "Hi."
 
 
@@ -140,6 +146,7 @@ def test_a_length_stop_is_incomplete_with_its_reason() -> None:
             completion(said("Hi"), text_pb2.FINISH_REASON_LENGTH),
             USAGE,
             frame(max_output_tokens=16),
+            COST,
         )
     )
     assert body["status"] == "incomplete"
@@ -159,7 +166,7 @@ def test_the_request_is_echoed() -> None:
         "metadata": {"k": "v"},
         "user": "u1",
     }
-    body = orjson.loads(render_response(completion(said("{}")), USAGE, frame(**echo)))
+    body = orjson.loads(render_response(completion(said("{}")), USAGE, frame(**echo), COST))
     Response.model_validate(body)
     assert body["instructions"] == "Be brief."
     assert body["tool_choice"] == {"type": "function", "name": "f"}
@@ -175,7 +182,7 @@ def test_a_text_stream_is_responses_event_sequence() -> None:
     data = stream.chunk(chunk(text="Hel", first=True))
     data += stream.chunk(chunk(text="lo"))
     data += stream.chunk(chunk(finish=STOP))
-    data += stream.end(USAGE)
+    data += stream.end(USAGE, COST)
     bodies = events(data)
     assert [b["type"] for b in bodies] == [
         "response.created",
@@ -198,7 +205,7 @@ def test_a_text_stream_is_responses_event_sequence() -> None:
     assert final.usage.input_tokens == 100
     assert (
         bodies[-1]["response"]["output"]
-        == orjson.loads(render_response(completion(said("Hello")), USAGE, frame()))["output"]
+        == orjson.loads(render_response(completion(said("Hello")), USAGE, frame(), COST))["output"]
     )
 
 
@@ -213,7 +220,7 @@ def test_reasoning_then_text_then_two_calls() -> None:
             stream.chunk(chunk(calls=(call(0, ":1}"),))),
             stream.chunk(chunk(calls=(call(1, "{}", "call_2", "f"),))),
             stream.chunk(chunk(finish=text_pb2.FINISH_REASON_TOOL_CALLS)),
-            stream.end(USAGE),
+            stream.end(USAGE, COST),
         ]
     )
     bodies = events(data)
@@ -233,14 +240,14 @@ def test_a_length_stop_streams_response_incomplete() -> None:
     stream = ResponseStream(frame())
     data = stream.chunk(chunk(text="Hi"))
     data += stream.chunk(chunk(finish=text_pb2.FINISH_REASON_LENGTH))
-    bodies = events(data + stream.end(USAGE))
+    bodies = events(data + stream.end(USAGE, COST))
     assert bodies[-1]["type"] == "response.incomplete"
     assert bodies[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
 def test_an_empty_stream_still_opens_and_completes() -> None:
     stream = ResponseStream(frame())
-    bodies = events(stream.end(USAGE))
+    bodies = events(stream.end(USAGE, COST))
     assert [b["type"] for b in bodies] == [
         "response.created",
         "response.in_progress",
@@ -274,6 +281,6 @@ def test_a_chunk_without_choices_sends_nothing() -> None:
 
 def test_an_event_after_the_end_is_a_bug() -> None:
     stream = ResponseStream(frame())
-    stream.end(USAGE)
+    stream.end(USAGE, COST)
     with pytest.raises(RuntimeError):
         stream.chunk(chunk(text="late"))
