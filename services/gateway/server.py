@@ -69,6 +69,7 @@ from services.gateway.holds import HoldKey, HoldKind, HoldPurpose, new_call_id
 from services.gateway.messages_render import message_id
 from services.gateway.messages_request import parse_messages_request
 from services.gateway.pricing import hold_micros, prompt_token_bound
+from services.gateway.quotes import quote
 from services.gateway.renderers import (
     ChatCompletionsRenderer,
     ClientRenderer,
@@ -944,6 +945,26 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         if model is None:
             raise errors.model_not_found(request.model)
         return self._model(model)
+
+    @public_unary
+    async def CreateQuote(
+        self, request: httpbody_pb2.HttpBody, context: ServicerContext
+    ) -> catalog_pb2.Quote:
+        self.backends.api_key(context)  # no key at all: 401 before anything else
+        await self.backends.authenticate(context)
+        found = quote(request.data, self.catalog)
+        return catalog_pb2.Quote(
+            object="quote",
+            path=found.path,
+            model=found.model,
+            currency=self.catalog.currency,
+            hold_idr=micros_to_idr(found.hold_micros),
+            expected_cost_idr=micros_to_idr(found.expected_cost_micros),
+            prompt_tokens=found.prompt_tokens,
+            max_output_tokens=found.max_output_tokens,
+            units=found.units,
+            unit_price_idr=micros_to_idr(found.unit_price_micros) if found.units else "",
+        )
 
     @public_unary
     async def GetPricing(
