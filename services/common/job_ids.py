@@ -20,3 +20,14 @@ def is_job_id(value: str) -> bool:
     return (
         value.startswith(PREFIX) and len(body) == RANDOM_CHARS and body.isascii() and body.isalnum()
     )
+
+
+# A client's own id for a job (client_task_id): printable ASCII without spaces, as
+# the jobs table's CHECK constraint has it.
+MAX_CLIENT_TASK_ID_CHARS = 64
+
+
+def is_client_task_id(value: str) -> bool:
+    return 1 <= len(value) <= MAX_CLIENT_TASK_ID_CHARS and all(
+        "\x21" <= char <= "\x7e" for char in value
+    )

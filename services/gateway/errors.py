@@ -288,6 +288,17 @@ def idempotency_key_reused() -> PublicError:
     )
 
 
+def client_task_id_reused(task_id: str) -> PublicError:
+    return PublicError(
+        422,
+        "invalid_request_error",
+        "client_task_id_reused",
+        f"client_task_id '{task_id}' names an earlier job of yours that asked for "
+        "different work. Use a new client_task_id for a new job.",
+        "client_task_id",
+    )
+
+
 def invalid_cursor() -> PublicError:
     """GET /v1/jobs's `after`: malformed, or naming a job that is not the caller's
     (the same answer for both, so a cursor tells nothing about other accounts)."""

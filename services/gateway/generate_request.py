@@ -18,6 +18,7 @@ from aiport.v1 import job_state_pb2
 
 from services.common import blobs
 from services.common.catalog import Catalog, ImageModel, VideoModel
+from services.common.job_ids import MAX_CLIENT_TASK_ID_CHARS, is_client_task_id
 from services.common.job_states import Modality
 from services.gateway import errors
 from services.gateway.errors import PublicError, json_object_body
@@ -70,6 +71,8 @@ class JobPlan:
     unit_price_micros: int  # µIDR per image, or per second of video
     estimated_units: int  # 1 image, or the requested duration in seconds
     min_billable_units: int  # 0, or the multimodal with-reference floor
+    # The client's own id for the job ("" for none): unique per account.
+    client_task_id: str = ""
 
     @property
     def estimated_cost_micros(self) -> int:
@@ -97,6 +100,19 @@ def _one_of(values: Sequence[str]) -> str:
 
 def _body(raw: bytes) -> dict[str, Any]:
     return json_object_body(raw, _invalid)
+
+
+def _client_task_id(body: dict[str, Any]) -> str:
+    value = body.get("client_task_id")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not is_client_task_id(value):
+        raise _invalid(
+            f"'client_task_id' must be 1 to {MAX_CLIENT_TASK_ID_CHARS} printable ASCII "
+            "characters without spaces.",
+            "client_task_id",
+        )
+    return value
 
 
 def _model_id(body: dict[str, Any], default: str) -> str:
@@ -321,6 +337,7 @@ def _image_plan(body: dict[str, Any], model: ImageModel, spec: job_state_pb2.Wor
         unit_price_micros=price,
         estimated_units=1,
         min_billable_units=0,
+        client_task_id=_client_task_id(body),
     )
 
 
@@ -386,6 +403,7 @@ def _video_plan(
         unit_price_micros=prices[resolution],
         estimated_units=duration,
         min_billable_units=min_billable,
+        client_task_id=_client_task_id(body),
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from aiport.v1 import jobs_pb2
 
-from services.common.job_ids import is_job_id
+from services.common.job_ids import MAX_CLIENT_TASK_ID_CHARS, is_client_task_id, is_job_id
 from services.common.job_states import JobStatus
 from services.gateway import errors
 
@@ -38,6 +38,7 @@ class JobListing:
     after_job_id: str | None
     status: JobStatus | None
     model: str | None
+    client_task_id: str | None
 
 
 def encode_cursor(job_id: str) -> str:
@@ -93,6 +94,18 @@ def _model(text: str) -> str | None:
     return text
 
 
+def _client_task_id(text: str) -> str | None:
+    if not text:
+        return None
+    if not is_client_task_id(text):
+        raise errors.invalid_parameter(
+            f"client_task_id must be 1 to {MAX_CLIENT_TASK_ID_CHARS} printable ASCII "
+            "characters without spaces.",
+            "client_task_id",
+        )
+    return text
+
+
 def parse_listing(request: jobs_pb2.ListJobsRequest) -> JobListing:
     """The query parameters, or a 400 naming the first that is wrong."""
     return JobListing(
@@ -100,4 +113,5 @@ def parse_listing(request: jobs_pb2.ListJobsRequest) -> JobListing:
         after_job_id=decode_cursor(request.after) if request.after else None,
         status=_status(request.status),
         model=_model(request.model),
+        client_task_id=_client_task_id(request.client_task_id),
     )

@@ -107,6 +107,7 @@ def public_job(job: job_state_pb2.JobRecord, base_url: str) -> jobs_pb2.Job:
         result_url=_value(blobs.public_url(base_url, job.result_key) if job.result_key else ""),
         error_message=_value(job.error_message if failed else ""),
         error_code=_value(job.error_code if failed else ""),
+        client_task_id=_value(job.client_task_id),
         created_at=_rfc3339(job.created_at_unix),
         model=job.model,
         estimated_cost_idr=micros_to_idr(job.estimated_cost_micros),
@@ -157,6 +158,7 @@ class JobsBackend:
             estimated_cost_micros=amount,
             idempotency_key=caller.call_id,
             job_id=job_id,
+            client_task_id=plan.client_task_id,
         )
         # No await since the hold was placed. Creating the job, or settling the
         # hold when it cannot be created, runs in a task of its own: a client
@@ -167,11 +169,24 @@ class JobsBackend:
         if created is Creation.UNKNOWN:
             raise errors.job_status_unknown(request.job_id)
         if created is Creation.KEY_REUSED:
+            # Our own key is new on every call: only the client's task id repeats.
+            if plan.client_task_id:
+                raise errors.client_task_id_reused(plan.client_task_id)
             raise errors.idempotency_key_reused()
         if created is Creation.NOT_CREATED:
             raise errors.service_unavailable("Jobs cannot be accepted right now. Please try again.")
+        job = created.job
+        if job.hold_id != hold.hold_id:
+            # The client's task id named an earlier call's job, for the same work: that
+            # job is the answer, and this call's hold (not the job's) goes back.
+            await self.backends.release(hold.hold_id, "repeat of an existing client task id")
+            return generate_pb2.JobAccepted(
+                job_id=job.job_id,
+                status=JobStatus.from_proto(job.status).value,
+                estimated_cost_idr=micros_to_idr(job.estimated_cost_micros),
+            )
         return generate_pb2.JobAccepted(
-            job_id=created.job.job_id,
+            job_id=job.job_id,
             status=JobStatus.PENDING.value,
             estimated_cost_idr=micros_to_idr(amount),
         )
@@ -220,6 +235,11 @@ class JobsBackend:
                 if exc.code() in RETRYABLE and time.monotonic() < deadline:
                     pause = min(pause * 2, RECONCILE_MAX_PAUSE_SECONDS)
                     continue
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    # The client's task id names another job, of different work: no
+                    # job owns this call's hold.
+                    await self.backends.release(request.hold_id, "client task id reused")
+                    return None
                 # The hold expires and billing releases it; a job that exists is
                 # settled by the jobs service before that (its hold outlives it).
                 log.error(
@@ -235,6 +255,9 @@ class JobsBackend:
                     request_id=request_id, job_id=job.job_id, status=status_label(job.status)
                 ),
             )
+            if job.hold_id != request.hold_id:
+                # An earlier call's job under the client's task id: it owns its own hold.
+                await self.backends.release(request.hold_id, "repeat of a client task id")
             return job
 
     async def _create_job(self, request: job_state_pb2.CreateJobRequest) -> job_state_pb2.JobRecord:
@@ -407,6 +430,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                         else job_state_pb2.JOB_STATUS_UNSPECIFIED
                     ),
                     model=listing.model or "",
+                    client_task_id=listing.client_task_id or "",
                 ),
                 timeout=JOBS_TIMEOUT_SECONDS,
             )

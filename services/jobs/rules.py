@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from aiport.v1 import job_state_pb2
 
-from services.common.job_ids import is_job_id, new_job_id
+from services.common.job_ids import is_client_task_id, is_job_id, new_job_id
 from services.common.job_states import JobStatus
 
 __all__ = ["new_job_id"]
@@ -145,6 +145,18 @@ def creation_input_hash(request: job_state_pb2.CreateJobRequest) -> bytes:
     return hashlib.sha256(guarded.SerializeToString(deterministic=True)).digest()
 
 
+def client_input_hash(request: job_state_pb2.CreateJobRequest) -> bytes:
+    """sha256 of the work a client task id asked for: the creation without the ids
+    each call makes afresh (key, hold, job id), so two calls asking for the same work
+    under one task id match, and any other difference (model, spec, price) does not."""
+    guarded = job_state_pb2.CreateJobRequest()
+    guarded.CopyFrom(request)
+    guarded.idempotency_key = ""
+    guarded.hold_id = ""
+    guarded.job_id = ""
+    return hashlib.sha256(guarded.SerializeToString(deterministic=True)).digest()
+
+
 def same_input(stored_hash: bytes | None, request_hash: bytes) -> bool:
     """A job created before hashes were stored (None) matches any retry."""
     return stored_hash is None or bytes(stored_hash) == request_hash
@@ -168,6 +180,7 @@ class Listing:
     after_job_id: str | None
     status: JobStatus | None
     model: str | None
+    client_task_id: str | None
 
 
 def listing(request: job_state_pb2.ListJobRecordsRequest) -> Listing:
@@ -180,6 +193,8 @@ def listing(request: job_state_pb2.ListJobRecordsRequest) -> Listing:
         raise InvalidListing("after_job_id is not a job id")
     if len(request.model) > MAX_MODEL_CHARS:
         raise InvalidListing(f"model is longer than {MAX_MODEL_CHARS} characters")
+    if request.client_task_id and not is_client_task_id(request.client_task_id):
+        raise InvalidListing("client_task_id is not a client task id")
     status = None
     if request.status != job_state_pb2.JOB_STATUS_UNSPECIFIED:
         try:
@@ -192,6 +207,7 @@ def listing(request: job_state_pb2.ListJobRecordsRequest) -> Listing:
         after_job_id=request.after_job_id or None,
         status=status,
         model=request.model or None,
+        client_task_id=request.client_task_id or None,
     )
 
 

@@ -64,6 +64,7 @@ def record(job: JobRow) -> job_state_pb2.JobRecord:
         finished_at_unix=int(job.finished_at.timestamp()) if job.finished_at else 0,
         upstream_task_id=job.upstream_task_id or "",
         attempts=job.attempts,
+        client_task_id=job.client_task_id or "",
     )
 
 
@@ -269,6 +270,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
             or not request.model
             or request.estimated_cost_micros <= 0
             or (request.job_id and not job_ids.is_job_id(request.job_id))
+            or (request.client_task_id and not job_ids.is_client_task_id(request.client_task_id))
         ):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incomplete CreateJobRequest")
             raise AssertionError("unreachable")
@@ -383,6 +385,7 @@ class JobStateService(job_state_pb2_grpc.JobStateServicer):
                 after_job_id=asked.after_job_id,
                 status=asked.status,
                 model=asked.model,
+                client_task_id=asked.client_task_id,
             )
         except store.UnknownAnchor:
             # Another account's job, like a missing one: the page cannot start there.

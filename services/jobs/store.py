@@ -40,7 +40,8 @@ COLUMNS = (
     " estimated_units, min_billable_units, estimated_cost_micros, actual_cost_micros,"
     " result_key, last_frame_key, error_message, error_code, upstream_task_id, attempts,"
     " created_at, finished_at, settled_at, input_hash, lease_token, lease_expires_at,"
-    " charged_micros, settle_refusals, settle_error, provider"
+    " charged_micros, settle_refusals, settle_error, provider, client_task_id,"
+    " client_input_hash"
 )
 
 
@@ -95,6 +96,8 @@ class JobRow:
     settle_refusals: int
     settle_error: str | None
     provider: str  # whose route produced the result ('' unless done)
+    client_task_id: str | None
+    client_input_hash: bytes | None
 
     @property
     def finished(self) -> bool:
@@ -131,12 +134,14 @@ async def _one(conn: AsyncConnection[DictRow], sql: str, params: dict[str, Any])
 _INSERT_JOB = f"""
     INSERT INTO jobs.jobs (id, account_id, idempotency_key, input_hash, model, modality, spec,
         hold_id, unit_price_micros, estimated_units, min_billable_units, estimated_cost_micros,
-        status, error_message, error_code, actual_cost_micros, finished_at)
+        status, error_message, error_code, actual_cost_micros, finished_at, client_task_id,
+        client_input_hash)
     VALUES (%(id)s, %(account_id)s, %(key)s, %(hash)s, %(model)s, %(modality)s, %(spec)s,
         %(hold_id)s, %(unit_price)s, %(units)s, %(min_units)s, %(estimated)s,
         %(status)s, %(error)s, %(code)s, %(cost)s,
-        CASE WHEN %(finished)s THEN now() END)
-    ON CONFLICT (idempotency_key) DO NOTHING
+        CASE WHEN %(finished)s THEN now() END, %(task)s, %(task_hash)s)
+    -- Our key (a retried CreateJob) or the client's task id (a repeat): _existing says.
+    ON CONFLICT DO NOTHING
     RETURNING {COLUMNS}
 """
 
@@ -163,19 +168,34 @@ def _job_params(
         "error": None,
         "code": None,
         "cost": None,
+        "task": request.client_task_id or None,
+        "task_hash": rules.client_input_hash(request) if request.client_task_id else None,
     }
 
 
 async def _existing(
     conn: AsyncConnection[DictRow], request: job_state_pb2.CreateJobRequest, input_hash: bytes
 ) -> JobRow:
-    """The job a repeated key created, if it guarded the same input."""
+    """The job a repeated key created, if it guarded the same input; else the job
+    the client's task id named before, if it asked for the same work."""
     existing = await _one(
         conn,
         f"SELECT {COLUMNS} FROM jobs.jobs WHERE idempotency_key = %(key)s",
         {"key": request.idempotency_key},
     )
-    assert existing is not None  # the conflict says it exists
+    if existing is None:
+        # The conflict was the client's task id: a new call repeating an earlier one.
+        assert request.client_task_id  # else only the key can conflict
+        existing = await _one(
+            conn,
+            f"SELECT {COLUMNS} FROM jobs.jobs"
+            " WHERE account_id = %(account)s AND client_task_id = %(task)s",
+            {"account": request.account_id, "task": request.client_task_id},
+        )
+        assert existing is not None
+        if not rules.same_input(existing.client_input_hash, rules.client_input_hash(request)):
+            raise IdempotencyConflict(existing.id)
+        return existing
     if not rules.same_input(existing.input_hash, input_hash):
         raise IdempotencyConflict(existing.id)
     return existing
@@ -233,6 +253,8 @@ async def abandon_creation(
     async with pg.transaction(pool) as conn:
         job = await _one(conn, _INSERT_JOB, params)
         if job is None:
+            # The job under the key; or an earlier call's job under the client's task
+            # id, which does not own this call's hold (the caller releases that).
             return await _existing(conn, request, input_hash), False
         return job, True
 
@@ -369,6 +391,7 @@ async def list_jobs(
     after_job_id: str | None = None,
     status: JobStatus | None = None,
     model: str | None = None,
+    client_task_id: str | None = None,
 ) -> JobPage:
     """The account's jobs, newest first, by keyset: the page after `after_job_id`
     (the previous page's last job, which must be the account's: UnknownAnchor
@@ -385,6 +408,9 @@ async def list_jobs(
     if model is not None:
         conditions.append("model = %(model)s")
         params["model"] = model
+    if client_task_id is not None:
+        conditions.append("client_task_id = %(task)s")
+        params["task"] = client_task_id
     async with pool.connection() as conn:
         if after_job_id is not None:
             anchor = await (

@@ -1111,3 +1111,18 @@ def test_malformed_reference_rules_stop_the_catalog(rules: dict[str, Any], compl
     entry = _video_entry("img2video", reference_image=rules)
     with pytest.raises(CatalogError, match=complaint):
         custom_catalog(video=[entry])
+
+
+# -- client_task_id ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", list(PARSERS))
+def test_every_job_endpoint_takes_a_client_task_id(endpoint: str) -> None:
+    assert plan(endpoint).client_task_id == ""
+    assert plan(endpoint, client_task_id="order-42/a").client_task_id == "order-42/a"
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 65, "ünï", 42])
+def test_a_malformed_client_task_id_is_refused(bad: Any) -> None:
+    error = refused("image", body("image", client_task_id=bad))
+    assert (error.status, error.param) == (400, "client_task_id")

@@ -76,8 +76,17 @@ def test_the_after_parameter_is_decoded() -> None:
 
 def test_defaults() -> None:
     assert parse_listing(jobs_pb2.ListJobsRequest()) == JobListing(
-        limit=DEFAULT_LIMIT, after_job_id=None, status=None, model=None
+        limit=DEFAULT_LIMIT, after_job_id=None, status=None, model=None, client_task_id=None
     )
+
+
+def test_client_task_id_filter() -> None:
+    listing = parse_listing(jobs_pb2.ListJobsRequest(client_task_id="order-42/a"))
+    assert listing.client_task_id == "order-42/a"
+    for bad in ("has space", "x" * 65, "ünï"):
+        with pytest.raises(PublicError) as caught:
+            parse_listing(jobs_pb2.ListJobsRequest(client_task_id=bad))
+        assert caught.value.param == "client_task_id"
 
 
 @pytest.mark.parametrize("limit", ["1", "7", "020", str(MAX_LIMIT)])
@@ -159,9 +168,10 @@ def test_the_jobs_service_reads_a_listing() -> None:
             after_job_id=job_id,
             status=JobStatus.FAILED.to_proto(),
             model="m",
+            client_task_id="t-1",
         )
     )
-    assert asked == rules.Listing("acct_1", 5, job_id, JobStatus.FAILED, "m")
+    assert asked == rules.Listing("acct_1", 5, job_id, JobStatus.FAILED, "m", "t-1")
     bare = rules.listing(job_state_pb2.ListJobRecordsRequest(account_id="acct_1", limit=1))
     assert (bare.after_job_id, bare.status, bare.model) == (None, None, None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Coroutine
 from typing import Any
 
@@ -38,7 +39,10 @@ class FakeJobState:
         self.calls.append(request.idempotency_key)
         if self.failures:
             raise rpc_error(self.failures.pop(0))
-        return job_state_pb2.JobRecord(job_id="job_1", status=JobStatus.PENDING.to_proto())
+        # The job owns the hold it was created with.
+        return job_state_pb2.JobRecord(
+            job_id="job_1", hold_id=request.hold_id, status=JobStatus.PENDING.to_proto()
+        )
 
 
 def backend(fake: FakeJobState) -> JobsBackend:
@@ -145,7 +149,9 @@ class Unreachable(FakeJobState):
         self.abandoned.append(request)
         if self.abandon_failures:
             raise rpc_error(self.abandon_failures.pop(0))
-        return job_state_pb2.JobRecord(job_id=request.job_id, status=JobStatus.FAILED.to_proto())
+        return job_state_pb2.JobRecord(
+            job_id=request.job_id, hold_id=request.hold_id, status=JobStatus.FAILED.to_proto()
+        )
 
 
 PLAN = JobPlan(
@@ -250,3 +256,34 @@ def test_a_record_without_a_status_is_not_shown_as_pending() -> None:
     # A jobs service of another version leaves the enum unset: refused, not guessed.
     with pytest.raises(ValueError, match="no job status"):
         public_job(job_state_pb2.JobRecord(job_id="job_1"), "https://x")
+
+
+# -- client task ids ---------------------------------------------------------------
+
+
+class EarlierTask(FakeJobState):
+    """The client's task id names an earlier call's job (which owns its own hold)."""
+
+    async def CreateJob(
+        self,
+        request: job_state_pb2.CreateJobRequest,
+        timeout: float,  # noqa: ASYNC109 (the stub's signature)
+    ) -> job_state_pb2.JobRecord:
+        self.calls.append(request.client_task_id)
+        return job_state_pb2.JobRecord(
+            job_id="job_earlier",
+            hold_id="hold_earlier",
+            status=JobStatus.DONE.to_proto(),
+            estimated_cost_micros=700_000_000,
+        )
+
+
+async def test_a_repeated_client_task_id_answers_the_earlier_job_and_releases_this_hold() -> None:
+    billing = FakeBackends()
+    fake = EarlierTask([])
+    plan = dataclasses.replace(PLAN, client_task_id="order-1")
+    accepted = await jobs_with(fake, billing).create(None, plan, "image.generate")  # type: ignore[arg-type]
+    assert fake.calls == ["order-1"]
+    assert (accepted.job_id, accepted.status) == ("job_earlier", "done")
+    assert accepted.estimated_cost_idr == "700"
+    assert billing.released == ["hold_1"]  # this call's, never the earlier job's
