@@ -65,6 +65,7 @@ def test_raw_json_is_byte_compatible(http: httpx.Client) -> None:
         "total_tokens",
         "prompt_tokens_details",
         "completion_tokens_details",
+        "cost_idr",  # ours: an extra field OpenAI's SDKs keep
     ]
     assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
 
