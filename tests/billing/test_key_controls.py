@@ -32,7 +32,7 @@ from services.billing.rules import (
 )
 from services.common import billing_errors
 
-from .helpers import IDR, funded_account
+from .helpers import IDR, funded_account, make_overdue
 
 pytestmark = pytest.mark.usefixtures("check_invariants")
 
@@ -378,3 +378,17 @@ async def test_grpc_expired_key_is_unauthenticated_and_says_so(
     trailers = _trailers(expired.value)
     assert trailers[billing_errors.REFUSAL_TRAILER] == billing_errors.KEY_EXPIRED
     assert int(trailers[billing_errors.KEY_EXPIRED_AT_TRAILER]) < soon
+
+
+async def test_an_expired_hold_gives_its_room_back(engine: AsyncEngine, timed_money: Money) -> None:
+    _, api_key = await capped_key(engine, timed_money, daily_cap_micros=4 * IDR)
+    _, first = await timed_money.authorize_hold(api_key, 3 * IDR, hold_key())
+    _, second = await timed_money.authorize_hold(api_key, IDR, hold_key())
+    with pytest.raises(BudgetExceeded):
+        await timed_money.authorize_hold(api_key, 1, hold_key())
+    await make_overdue(engine, first.id, second.id)
+    expired = await timed_money.expire_due_holds()
+    assert expired.holds >= 2
+    key = await key_row(engine, api_key)
+    assert key.controls.spend.day_micros == 0 == key.controls.spend.lifetime_micros
+    await timed_money.authorize_hold(api_key, 4 * IDR, hold_key())
