@@ -29,7 +29,8 @@ AIPORT_BILLING_ADDR. Exit status 0 on success, 1 on any error (with --json:
 `ledger verify` and `report` read billing's schema directly (read-only, one
 consistent snapshot; AIPORT_DATABASE_URL or --database), so they work while
 billing is down. `ledger verify` proves every cached balance equals the sum of
-its postings and every transaction balances; it exits 2 and prints the
+its postings, every transaction balances and every key's spend counters equal
+its holds; it exits 2 and prints the
 differences when any is found. `report revenue` covers [--from, --to): dates
 (YYYY-MM-DD, UTC) or RFC 3339 times.
 
