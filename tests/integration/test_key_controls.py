@@ -169,6 +169,20 @@ def test_a_job_over_the_cap_is_402_and_an_unlisted_model_403(
         error = error_of(job)
         assert error["code"] == "budget_exceeded"
         assert "lifetime spend cap" in error["message"]
+        # Messages answers in its own shape; a client is told not to retry.
+        message = http.post(
+            "/v1/messages",
+            headers={"x-api-key": tight.api_key, "anthropic-version": "2023-06-01"},
+            json={
+                "model": MODEL,
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
+        assert message.status_code == 429, message.text
+        assert message.json()["type"] == "error"
+        assert "lifetime spend cap" in message.json()["error"]["message"]
+        assert message.headers.get("x-should-retry") == "false"
 
         listed = new_key(
             billing, account, allowed_models=billing_pb2.ModelAllowlist(models=["gpt-5.4-mini"])
