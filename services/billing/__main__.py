@@ -50,12 +50,13 @@ async def run() -> int:
             hold_ttl = config.hold_ttl_seconds()
             sweep_every = config.hold_sweep_seconds()
             sweep_batch = config.hold_sweep_batch()
+            cap_time_zone = config.spend_cap_time_zone()
             # Fail closed: no caller tokens, no billing (never the tokens in the log).
             tokens = service_auth.caller_tokens()
         except (ValueError, OSError) as exc:
             log.error("bad configuration", extra=logs.fields(error=str(exc)))
             return 1
-        money = Money(url)
+        money = Money(url, cap_time_zone=cap_time_zone)
         await money.open()
         servicer = BillingServicer(engine, money, hold_ttl_seconds=hold_ttl)
         sweeper_task = asyncio.create_task(

@@ -5,7 +5,8 @@ account row equals the sum of its postings (and `held` the sum of its open
 holds; the debt it caches, minus the sum of its `debt` postings), that every
 transaction balances with two legs or more, that no posting lost its
 transaction, and that every hold was placed once and settled at most
-once, the way its status says. `revenue` and `liabilities` are reports from
+once, the way its status says, and that every key's spend counters (what its
+caps count) equal what its holds count. `revenue` and `liabilities` are reports from
 the same postings.
 
 These read billing's own schema directly (not over gRPC): an audit must work
@@ -107,6 +108,32 @@ WHERE COALESCE(x.placed, 0) <> 1
                       ELSE 'expire' END))
    OR COALESCE(r.revenue, 0) <> h.captured_micros
 ORDER BY h.id
+"""
+# A key's caps count its holds: the amount while open, the capture once
+# captured; ever, and in the day and month each hold counted in.
+_KEY_SPEND_DRIFT = """
+WITH h AS (
+    SELECT key_id, spend_day, spend_month,
+           CASE status WHEN 'open' THEN amount_micros
+                       WHEN 'captured' THEN captured_micros ELSE 0 END AS counted
+    FROM billing.holds WHERE key_id IS NOT NULL
+), per_key AS (
+    SELECT ak.id AS key_id,
+           ak.spent_lifetime_micros AS cached_lifetime,
+           ak.spent_day_micros AS cached_day,
+           ak.spent_month_micros AS cached_month,
+           (SELECT COALESCE(sum(counted), 0) FROM h WHERE h.key_id = ak.id)::bigint
+               AS holds_lifetime,
+           (SELECT COALESCE(sum(counted), 0) FROM h
+            WHERE h.key_id = ak.id AND h.spend_day = ak.spent_day)::bigint AS holds_day,
+           (SELECT COALESCE(sum(counted), 0) FROM h
+            WHERE h.key_id = ak.id AND h.spend_month = ak.spent_month)::bigint AS holds_month
+    FROM billing.api_keys ak
+)
+SELECT * FROM per_key
+WHERE cached_lifetime <> holds_lifetime OR cached_day <> holds_day
+   OR cached_month <> holds_month
+ORDER BY key_id
 """
 _REVENUE = """
 SELECT substr(p.account, %(prefix_chars)s + 1) AS model, t.provider,
@@ -218,6 +245,22 @@ def hold_difference(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def key_spend_differences(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """One key of _KEY_SPEND_DRIFT -> a difference per counter that drifted."""
+    return [
+        {
+            "check": "key_spend",
+            "key_id": row["key_id"],
+            "counter": counter,
+            "cached_idr": rules.idr(row[f"cached_{counter}"]),
+            "holds_idr": rules.idr(row[f"holds_{counter}"]),
+            "difference_idr": rules.idr(row[f"cached_{counter}"] - row[f"holds_{counter}"]),
+        }
+        for counter in ("lifetime", "day", "month")
+        if row[f"cached_{counter}"] != row[f"holds_{counter}"]
+    ]
+
+
 def _connect(url: str) -> psycopg.Connection[DictRow]:
     return psycopg.connect(libpq_conninfo(url), row_factory=dict_row, connect_timeout=10)
 
@@ -238,6 +281,7 @@ def verify(url: str) -> Verdict:
             ("transactions", _UNBALANCED, lambda r: [transaction_difference(r)]),
             ("orphan_postings", _ORPHANS, lambda r: [orphan_difference(r)]),
             ("holds", _HOLD_LIFECYCLE, lambda r: [hold_difference(r)]),
+            ("key_spend", _KEY_SPEND_DRIFT, key_spend_differences),
         ]
         for name, sql, shape in checks:
             found = 0

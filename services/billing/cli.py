@@ -2,7 +2,12 @@
 
     aiportctl account create NAME
     aiportctl topup ACCOUNT_ID AMOUNT_IDR [--idempotency-key K] [--description D]
-    aiportctl key create ACCOUNT_ID | key list ACCOUNT_ID | key revoke KEY_ID
+    aiportctl key create ACCOUNT_ID [CONTROLS] | key list ACCOUNT_ID | key revoke KEY_ID
+    aiportctl key set KEY_ID [--name N] [CONTROLS]
+        CONTROLS: --daily-cap IDR --monthly-cap IDR --lifetime-cap IDR ("none" removes)
+                  --models ID,ID ("all" removes) --expires TIME ("never" removes)
+                  --rpm N --concurrent N ("default" or 0: the deployment's)
+    aiportctl account limits ACCOUNT_ID [--rpm N] [--concurrent N]
     aiportctl balance ACCOUNT_ID
     aiportctl ledger ACCOUNT_ID [--limit N] [--after ENTRY_ID] [--all]
     aiportctl adjust ACCOUNT_ID AMOUNT_IDR --reason R --idempotency-key K [--promotion]
@@ -24,7 +29,8 @@ AIPORT_BILLING_ADDR. Exit status 0 on success, 1 on any error (with --json:
 `ledger verify` and `report` read billing's schema directly (read-only, one
 consistent snapshot; AIPORT_DATABASE_URL or --database), so they work while
 billing is down. `ledger verify` proves every cached balance equals the sum of
-its postings and every transaction balances; it exits 2 and prints the
+its postings, every transaction balances and every key's spend counters equal
+its holds; it exits 2 and prints the
 differences when any is found. `report revenue` covers [--from, --to): dates
 (YYYY-MM-DD, UTC) or RFC 3339 times.
 
@@ -86,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     account_cmds.add_parser("enable", help="let a disabled account's keys work again").add_argument(
         "account_id"
     )
+    limits = account_cmds.add_parser(
+        "limits", help="the account's rate limits (the gateway enforces them)"
+    )
+    limits.add_argument("account_id")
+    limits.add_argument("--rpm", default="default", help="requests per minute, or default")
+    limits.add_argument("--concurrent", default="default", help="calls at once, or default")
 
     topup = commands.add_parser("topup", help="add IDR to an account")
     topup.add_argument("account_id")
@@ -101,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     key_create.add_argument(
         "--manage", action="store_true", help="may also manage the account's keys (/v1/keys)"
     )
+    _control_flags(key_create)
+    key_set = key_cmds.add_parser("set", help="change a key's name and controls")
+    key_set.add_argument("key_id")
+    key_set.add_argument("--name", help="a new name")
+    _control_flags(key_set)
     key_cmds.add_parser("list", help="list an account's keys").add_argument("account_id")
     key_cmds.add_parser("revoke", help="revoke a key now").add_argument("key_id")
 
@@ -141,6 +158,101 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (revenue, liabilities):
         sub.add_argument("--database", metavar="URL", help="PostgreSQL URL of billing")
     return parser
+
+
+def _control_flags(parser: argparse.ArgumentParser) -> None:
+    """A key's controls; a flag not given leaves that control as it is."""
+    for period in rules.CAPS:
+        parser.add_argument(
+            f"--{period}-cap",
+            metavar="IDR",
+            help=f"{period} spend cap in IDR (open holds + charges), or none",
+        )
+    parser.add_argument("--models", metavar="ID,ID", help="model allowlist, or all")
+    parser.add_argument("--expires", metavar="TIME", help="RFC 3339 time or date, or never")
+    parser.add_argument("--rpm", help="requests per minute, or default")
+    parser.add_argument("--concurrent", help="calls at once, or default")
+
+
+def _limit(text: str, flag: str) -> int:
+    """A rate limit typed by an operator: a positive count, or default (0)."""
+    if text.strip().lower() in ("default", "0"):
+        return 0
+    if not text.strip().isdigit():
+        raise rules.InvalidArgument(f"{flag} must be a positive whole number or default")
+    return int(text)
+
+
+def _key_settings(ns: argparse.Namespace) -> billing_pb2.ApiKeySettings:
+    settings = billing_pb2.ApiKeySettings()
+    for period in rules.CAPS:
+        text = getattr(ns, f"{period}_cap")
+        if text is not None:
+            micros = 0 if text.strip().lower() in ("none", "0") else rules.parse_idr_amount(text)
+            setattr(settings, rules.CAP_COLUMNS[period], micros)
+    if ns.models is not None:
+        models = [] if ns.models.strip().lower() == "all" else ns.models.split(",")
+        settings.allowed_models.CopyFrom(
+            billing_pb2.ModelAllowlist(models=[m.strip() for m in models])
+        )
+    if ns.expires is not None:
+        never = ns.expires.strip().lower() == "never"
+        settings.expires_at_unix = (
+            0 if never else int(parse_moment(ns.expires, "--expires").timestamp())
+        )
+    if ns.rpm is not None:
+        settings.requests_per_minute = _limit(ns.rpm, "--rpm")
+    if ns.concurrent is not None:
+        settings.concurrent_requests = _limit(ns.concurrent, "--concurrent")
+    return settings
+
+
+def _key_data(k: billing_pb2.ApiKeyInfo) -> dict[str, Any]:
+    def cap(micros: int) -> str | None:
+        return rules.idr(micros) if micros else None
+
+    return {
+        "key_id": k.key_id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "created_at": rules.rfc3339(k.created_at_unix),
+        "revoked_at": rules.rfc3339(k.revoked_at_unix),
+        "daily_cap_idr": cap(k.daily_cap_micros),
+        "monthly_cap_idr": cap(k.monthly_cap_micros),
+        "lifetime_cap_idr": cap(k.lifetime_cap_micros),
+        "spent_today_idr": rules.idr(k.spent_today_micros),
+        "spent_this_month_idr": rules.idr(k.spent_this_month_micros),
+        "spent_lifetime_idr": rules.idr(k.spent_lifetime_micros),
+        "allowed_models": list(k.allowed_models) or None,
+        "expires_at": rules.rfc3339(k.expires_at_unix),
+        "requests_per_minute": k.requests_per_minute or None,
+        "concurrent_requests": k.concurrent_requests or None,
+    }
+
+
+def _key_line(k: dict[str, Any]) -> str:
+    state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
+    controls = [
+        f"{period} cap {k[f'{period}_cap_idr']} IDR"
+        for period in rules.CAPS
+        if k[f"{period}_cap_idr"] is not None
+    ]
+    controls.append(
+        f"spent today {k['spent_today_idr']}, this month {k['spent_this_month_idr']},"
+        f" ever {k['spent_lifetime_idr']} IDR"
+    )
+    if k["allowed_models"]:
+        controls.append("models " + ",".join(k["allowed_models"]))
+    if k["expires_at"]:
+        controls.append(f"expires {k['expires_at']}")
+    for field, label in (("requests_per_minute", "rpm"), ("concurrent_requests", "concurrent")):
+        if k[field]:
+            controls.append(f"{label} {k[field]}")
+    name = f" {k['name']!r}" if k["name"] else ""
+    return (
+        f"{k['key_id']}{name}  {k['prefix']}...  created {k['created_at']}  {state}  "
+        + "; ".join(controls)
+    )
 
 
 def _split_global_flags(argv: Sequence[str]) -> tuple[list[str], bool, str | None]:
@@ -208,6 +320,26 @@ def _run(stub: billing_pb2_grpc.BillingStub, ns: argparse.Namespace) -> Output:
             f"{changed.account_id} {state}"
         )
 
+    if ns.command == "account" and ns.action == "limits":
+        rules.check_account_id(ns.account_id)
+        account: billing_pb2.AccountInfo = stub.SetAccountRateLimits(
+            billing_pb2.SetAccountRateLimitsRequest(
+                account_id=ns.account_id,
+                requests_per_minute=_limit(ns.rpm, "--rpm"),
+                concurrent_requests=_limit(ns.concurrent, "--concurrent"),
+            ),
+            timeout=timeout,
+        )
+        data = {
+            "account_id": account.account_id,
+            "requests_per_minute": account.requests_per_minute or None,
+            "concurrent_requests": account.concurrent_requests or None,
+        }
+        return data, (
+            f"{account.account_id}: {account.requests_per_minute or 'default'} requests per"
+            f" minute, {account.concurrent_requests or 'default'} at once"
+        )
+
     if ns.command == "account":
         name = " ".join(ns.name)
         rules.check_name(name)
@@ -239,30 +371,27 @@ def _run(stub: billing_pb2_grpc.BillingStub, ns: argparse.Namespace) -> Output:
                     account_id=ns.account_id,
                     name=ns.name,
                     scopes=["inference", "manage"] if ns.manage else ["inference"],
+                    settings=_key_settings(ns),
                 ),
                 timeout=timeout,
             )
             human = f"{created.key_id} {created.api_key}  (shown once: store it now)"
             return {"key_id": created.key_id, "api_key": created.api_key}, human
+        if ns.action == "set":
+            rules.check_key_id(ns.key_id)
+            request = billing_pb2.UpdateApiKeyRequest(key_id=ns.key_id, settings=_key_settings(ns))
+            if ns.name is not None:
+                request.name = ns.name
+            updated: billing_pb2.ApiKeyInfo = stub.UpdateApiKey(request, timeout=timeout)
+            data = _key_data(updated)
+            return data, _key_line(data)
         if ns.action == "list":
             rules.check_account_id(ns.account_id)
             listed: billing_pb2.ApiKeyList = stub.ListApiKeys(
                 billing_pb2.ListApiKeysRequest(account_id=ns.account_id), timeout=timeout
             )
-            keys = [
-                {
-                    "key_id": k.key_id,
-                    "prefix": k.prefix,
-                    "created_at": rules.rfc3339(k.created_at_unix),
-                    "revoked_at": rules.rfc3339(k.revoked_at_unix),
-                }
-                for k in listed.keys
-            ]
-            lines = [
-                f"{k['key_id']}  {k['prefix']}...  created {k['created_at']}  "
-                + (f"revoked {k['revoked_at']}" if k["revoked_at"] else "active")
-                for k in keys
-            ]
+            keys = [_key_data(k) for k in listed.keys]
+            lines = [_key_line(k) for k in keys]
             return {"keys": keys}, "\n".join(lines) if lines else "no keys"
         rules.check_key_id(ns.key_id)
         revoked: billing_pb2.ApiKeyInfo = stub.RevokeApiKey(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.settings import env_int
+from services.common.settings import env, env_int
 
 from . import rules
 
@@ -27,3 +27,14 @@ def hold_sweep_seconds() -> int:
 def hold_sweep_batch() -> int:
     """AIPORT_HOLD_SWEEP_BATCH: expired holds settled per transaction."""
     return _bounded("AIPORT_HOLD_SWEEP_BATCH", 500, 1, 10_000)
+
+
+def spend_cap_time_zone() -> str:
+    """AIPORT_SPEND_CAP_TIME_ZONE: where keys' daily and monthly spend caps reset
+    at midnight (an IANA name; Asia/Jakarta by default)."""
+    value = env("AIPORT_SPEND_CAP_TIME_ZONE", rules.DEFAULT_TIME_ZONE)
+    try:
+        rules.check_cap_time_zone(value)
+    except rules.InvalidArgument as exc:
+        raise ValueError(f"AIPORT_SPEND_CAP_TIME_ZONE: {exc}") from None
+    return value

@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Row, text
@@ -50,6 +50,9 @@ class Account:
     disabled_reason: str = ""
     # The operator (accounts user id) who disabled it; "" for aiportctl.
     disabled_by: str = ""
+    # Rate-limit overrides for the whole account; 0 = the deployment's default.
+    requests_per_minute: int = 0
+    concurrent_requests: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,29 @@ class ApiKey:
     name: str = ""
     scopes: tuple[str, ...] = (rules.SCOPE_INFERENCE,)
     last_used_at: datetime | None = None
+    controls: KeyControls = field(default_factory=lambda: KeyControls())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyControls:
+    """A key's developer controls and what its caps have counted."""
+
+    caps: rules.SpendCaps = field(default_factory=rules.SpendCaps)
+    spend: rules.KeySpend = field(default_factory=rules.KeySpend)
+    allowed_models: tuple[str, ...] = ()  # empty: every model
+    expires_at: datetime | None = None
+    requests_per_minute: int = 0  # 0: the deployment's default
+    concurrent_requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What the gateway's limiter enforces for a caller; 0 = the deployment's default."""
+
+    key_requests_per_minute: int = 0
+    key_concurrent_requests: int = 0
+    account_requests_per_minute: int = 0
+    account_concurrent_requests: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +114,18 @@ class CreatedApiKey:
     created_at: datetime
     name: str = ""
     scopes: tuple[str, ...] = (rules.SCOPE_INFERENCE,)
+    controls: KeyControls = field(default_factory=lambda: KeyControls())
 
     def info(self) -> ApiKey:
         return ApiKey(
-            self.key_id, self.account_id, self.prefix, self.created_at, None, self.name, self.scopes
+            self.key_id,
+            self.account_id,
+            self.prefix,
+            self.created_at,
+            None,
+            self.name,
+            self.scopes,
+            controls=self.controls,
         )
 
 
@@ -100,6 +134,7 @@ class Principal:
     account_id: str
     key_id: str  # "" for a principal named by account
     scopes: tuple[str, ...] = ()
+    rate_limits: RateLimits = RateLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +227,16 @@ ENTRY_COLUMNS = (
     " actor, debt_change_micros"
 )
 BALANCE_COLUMNS = "balance_micros, held_micros, debt_micros, low_balance_threshold_micros"
-KEY_COLUMNS = "id, account_id, prefix, created_at, revoked_at, name, scopes, last_used_at"
-ACCOUNT_COLUMNS = "id, name, created_at, disabled_at, disabled_reason, disabled_by"
+KEY_COLUMNS = (
+    "id, account_id, prefix, created_at, revoked_at, name, scopes, last_used_at,"
+    " daily_cap_micros, monthly_cap_micros, lifetime_cap_micros, spent_lifetime_micros,"
+    " spent_day, spent_day_micros, spent_month, spent_month_micros, allowed_models, expires_at,"
+    " requests_per_minute, concurrent_requests"
+)
+ACCOUNT_COLUMNS = (
+    "id, name, created_at, disabled_at, disabled_reason, disabled_by, requests_per_minute,"
+    " concurrent_requests"
+)
 
 _INSERT_ACCOUNT = text(
     "INSERT INTO billing.accounts (id, name) VALUES (:id, :name) RETURNING created_at"
@@ -206,9 +249,15 @@ _LIST_ENTRIES = text(
 )
 
 _INSERT_KEY = text(
-    "INSERT INTO billing.api_keys (id, account_id, key_hash, prefix, name, scopes)"
-    " SELECT :id, a.id, :hash, :prefix, :name, :scopes FROM billing.accounts a"
-    " WHERE a.id = :account_id RETURNING created_at"
+    "INSERT INTO billing.api_keys (id, account_id, key_hash, prefix, name, scopes"
+    + "".join(f", {column}" for column in rules.KEY_SETTING_COLUMNS)
+    + ") SELECT :id, a.id, :hash, :prefix, :name, :scopes"
+    + "".join(f", :{column}" for column in rules.KEY_SETTING_COLUMNS)
+    + f" FROM billing.accounts a WHERE a.id = :account_id RETURNING {KEY_COLUMNS}"
+)
+_SET_ACCOUNT_RATE_LIMITS = text(
+    "UPDATE billing.accounts SET requests_per_minute = :rpm, concurrent_requests = :concurrency"
+    f" WHERE id = :id RETURNING {ACCOUNT_COLUMNS}"
 )
 _LIST_KEYS = text(
     f"SELECT {KEY_COLUMNS} FROM billing.api_keys WHERE account_id = :id"
@@ -302,6 +351,22 @@ def _key(row: Row[Any]) -> ApiKey:
         name=row.name,
         scopes=tuple(row.scopes),
         last_used_at=row.last_used_at,
+        controls=KeyControls(
+            caps=rules.SpendCaps(
+                row.daily_cap_micros, row.monthly_cap_micros, row.lifetime_cap_micros
+            ),
+            spend=rules.KeySpend(
+                row.spent_lifetime_micros,
+                row.spent_day,
+                row.spent_day_micros,
+                row.spent_month,
+                row.spent_month_micros,
+            ),
+            allowed_models=tuple(row.allowed_models or ()),
+            expires_at=row.expires_at,
+            requests_per_minute=row.requests_per_minute or 0,
+            concurrent_requests=row.concurrent_requests or 0,
+        ),
     )
 
 
@@ -399,16 +464,23 @@ async def ledger_page(
 
 @_retry_conflicts
 async def create_api_key(
-    engine: AsyncEngine, account_id: str, *, name: str = "", scopes: Sequence[str] = ()
+    engine: AsyncEngine,
+    account_id: str,
+    *,
+    name: str = "",
+    scopes: Sequence[str] = (),
+    settings: Mapping[str, object] | None = None,
 ) -> CreatedApiKey:
+    """`settings`: the key's controls as rules.check_key_settings returns them."""
     account_id = rules.check_account_id(account_id)
     name = rules.check_key_name(name)
     granted = rules.check_scopes(scopes)
     key_id = rules.new_key_id()
     api_key = rules.new_api_key()
     prefix = rules.key_display_prefix(api_key)
+    controls = {column: None for column in rules.KEY_SETTING_COLUMNS} | dict(settings or {})
     async with engine.begin() as conn:
-        created_at = (
+        row = (
             await conn.execute(
                 _INSERT_KEY,
                 {
@@ -418,12 +490,90 @@ async def create_api_key(
                     "prefix": prefix,
                     "name": name,
                     "scopes": granted,
+                    **controls,
                 },
             )
-        ).scalar_one_or_none()
-        if created_at is None:
+        ).first()
+        if row is None:
             raise NotFound(f"account {account_id} not found")
-    return CreatedApiKey(key_id, account_id, api_key, prefix, created_at, name, tuple(granted))
+    stored = _key(row)
+    return CreatedApiKey(
+        key_id,
+        account_id,
+        api_key,
+        prefix,
+        stored.created_at,
+        name,
+        tuple(granted),
+        stored.controls,
+    )
+
+
+@_retry_conflicts
+async def update_api_key(
+    engine: AsyncEngine,
+    key_id: str,
+    *,
+    account_id: str = "",
+    name: str | None = None,
+    settings: Mapping[str, object] | None = None,
+) -> ApiKey:
+    """Change a key's name and controls (only those given). With an account,
+    another account's key is not found; a revoked key cannot be changed. A
+    cap lowered below what the key already spent refuses its next holds."""
+    key_id = rules.check_key_id(key_id)
+    columns = dict(settings or {})
+    if name is not None:
+        columns["name"] = rules.check_key_name(name)
+    unknown = set(columns) - {"name", *rules.KEY_SETTING_COLUMNS}
+    if unknown:
+        raise ValueError(f"not a key setting: {sorted(unknown)}")
+    params = {"id": key_id, "account_id": rules.check_account_id(account_id) if account_id else ""}
+    async with engine.begin() as conn:
+        row = (await conn.execute(_KEY_BY_ID, params)).first()
+        if row is None:
+            raise NotFound(f"API key {key_id} not found")
+        if row.revoked_at is not None:
+            raise rules.FailedPrecondition(f"API key {key_id} is revoked; it cannot be changed")
+        if not columns:
+            return _key(row)
+        # Column names come from the fixed list above, never from the caller.
+        assignments = ", ".join(f"{column} = :{column}" for column in columns)
+        row = (
+            await conn.execute(
+                text(
+                    f"UPDATE billing.api_keys SET {assignments}"
+                    f" WHERE id = :id AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+                ),
+                {**params, **columns},
+            )
+        ).first()
+        if row is None:
+            raise rules.FailedPrecondition(f"API key {key_id} is revoked; it cannot be changed")
+    return _key(row)
+
+
+@_retry_conflicts
+async def set_account_rate_limits(
+    engine: AsyncEngine, account_id: str, *, requests_per_minute: int, concurrent_requests: int
+) -> Account:
+    """An operator's rate-limit overrides for the whole account (0: the default)."""
+    account_id = rules.check_account_id(account_id)
+    limits = rules.check_key_settings(
+        datetime.now(UTC),
+        requests_per_minute=requests_per_minute,
+        concurrent_requests=concurrent_requests,
+    )
+    params = {
+        "id": account_id,
+        "rpm": limits["requests_per_minute"],
+        "concurrency": limits["concurrent_requests"],
+    }
+    async with engine.begin() as conn:
+        row = (await conn.execute(_SET_ACCOUNT_RATE_LIMITS, params)).first()
+    if row is None:
+        raise NotFound(f"account {account_id} not found")
+    return _account(row)
 
 
 async def list_api_keys(engine: AsyncEngine, account_id: str) -> list[ApiKey]:
@@ -511,7 +661,14 @@ async def claim_low_balance_alerts(engine: AsyncEngine, limit: int = 0) -> list[
 
 def _account(row: Row[Any]) -> Account:
     return Account(
-        row.id, row.name, row.created_at, row.disabled_at, row.disabled_reason, row.disabled_by
+        row.id,
+        row.name,
+        row.created_at,
+        row.disabled_at,
+        row.disabled_reason,
+        row.disabled_by,
+        row.requests_per_minute or 0,
+        row.concurrent_requests or 0,
     )
 
 

@@ -33,6 +33,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from psycopg import errors
@@ -49,6 +50,7 @@ from .ledger import (
     ExpiredBatch,
     Hold,
     Principal,
+    RateLimits,
     balance_of,
 )
 from .postings import Kind, ReversalReason
@@ -85,48 +87,99 @@ _HOLD_FIELDS = (
     "settled_at",
 )
 
-# A live key of an enabled account. Its last use is recorded at most once a
-# minute (a busy key does not rewrite its row on every call).
+# A live (not revoked, not expired) key of an enabled account, with what a
+# hold checks (its allowlist, whether it has spend caps) and the rate limits
+# the gateway enforces. Its last use is recorded at most once a minute (a busy
+# key does not rewrite its row for it on every call).
 _KEY_PRINCIPAL = """
-SELECT ak.id AS key_id, ak.account_id, ak.scopes
+SELECT ak.id AS key_id, ak.account_id, ak.scopes, ak.allowed_models,
+       (ak.daily_cap_micros IS NOT NULL OR ak.monthly_cap_micros IS NOT NULL
+        OR ak.lifetime_cap_micros IS NOT NULL) AS capped,
+       ak.requests_per_minute AS key_rpm, ak.concurrent_requests AS key_concurrency,
+       a.requests_per_minute AS account_rpm, a.concurrent_requests AS account_concurrency
 FROM billing.api_keys ak JOIN billing.accounts a ON a.id = ak.account_id
 WHERE ak.key_hash = %(principal)s AND ak.revoked_at IS NULL AND a.disabled_at IS NULL
+  AND (ak.expires_at IS NULL OR ak.expires_at > now())
 """
-_KEY_USED = """
+_LAST_USED = "(last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')"
+_KEY_USED = f"""
 UPDATE billing.api_keys SET last_used_at = now()
-WHERE id = (SELECT key_id FROM k)
-  AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
+WHERE id = (SELECT key_id FROM k) AND {_LAST_USED}
 """
 _AUTHENTICATE = f"""
 WITH k AS ({_KEY_PRINCIPAL}), used AS ({_KEY_USED})
-SELECT key_id, account_id, scopes FROM k
+SELECT * FROM k
 """
 _BY_ACCOUNT = """
-SELECT NULL::text AS key_id, id AS account_id, NULL::text[] AS scopes FROM billing.accounts
+SELECT NULL::text AS key_id, id AS account_id, NULL::text[] AS scopes,
+       NULL::text[] AS allowed_models, false AS capped,
+       NULL::integer AS key_rpm, NULL::integer AS key_concurrency,
+       requests_per_minute AS account_rpm, concurrent_requests AS account_concurrency
+FROM billing.accounts
 WHERE id = %(principal)s AND disabled_at IS NULL
+"""
+# Why a key was refused, when it is live but past its expiry.
+_KEY_EXPIRED = """
+SELECT ak.expires_at
+FROM billing.api_keys ak JOIN billing.accounts a ON a.id = ak.account_id
+WHERE ak.key_hash = %(principal)s AND ak.revoked_at IS NULL AND a.disabled_at IS NULL
+  AND ak.expires_at <= now()
+"""
+# A capped key's holds run in a transaction that first locks its account's row
+# and then its own (the order every hold, capture and release takes them in),
+# so that the caps are checked against counters nobody else can change until
+# the hold is placed: concurrent calls cannot pass a cap, not by one µIDR.
+_LOCK_KEY_ACCOUNT = """
+SELECT 1 FROM billing.accounts
+WHERE id = (SELECT account_id FROM billing.api_keys WHERE key_hash = %(principal)s)
+FOR NO KEY UPDATE
+"""
+_LOCK_KEY_SPEND = """
+SELECT daily_cap_micros, monthly_cap_micros, lifetime_cap_micros, spent_lifetime_micros,
+       spent_day, spent_day_micros, spent_month, spent_month_micros
+FROM billing.api_keys WHERE key_hash = %(principal)s FOR NO KEY UPDATE
 """
 
 # Hold: the principal (an API key's owner or a named account), the reservation
-# (only if available covers it and no hold has this key yet), the hold, its
+# (only if available covers it, the key may pay for the model, a capped key's
+# caps were checked under its lock, and no hold has this key yet), the key's
+# spend counters, the hold (remembering the periods it counted in), its
 # transaction and postings. A concurrent twin with the same key makes the hold
-# INSERT hit the unique key, which undoes the whole statement.
+# INSERT hit the unique key, which undoes the whole statement. The key's row is
+# written by `c` when the hold is placed and by `used` when it is not: never
+# twice in one statement.
 _PLACE_HOLD = f"""
-WITH k AS ({{principal}}), {{used}}
+WITH k AS ({{principal}}),
 r AS (
     UPDATE billing.accounts a SET held_micros = a.held_micros + %(amount)s
     FROM k
     WHERE a.id = k.account_id
       AND a.balance_micros - a.held_micros >= %(amount)s
+      AND (k.allowed_models IS NULL OR %(model)s = ANY(k.allowed_models))
+      AND (NOT k.capped OR %(caps_checked)s)
       AND NOT EXISTS (SELECT 1 FROM billing.holds WHERE idempotency_key = %(key)s)
     RETURNING a.id, a.balance_micros
+), {{used}}
+c AS (
+    UPDATE billing.api_keys ak SET
+        spent_lifetime_micros = ak.spent_lifetime_micros + %(amount)s,
+        spent_day_micros = %(amount)s
+            + CASE WHEN ak.spent_day >= %(day)s::date THEN ak.spent_day_micros ELSE 0 END,
+        spent_day = GREATEST(ak.spent_day, %(day)s::date),
+        spent_month_micros = %(amount)s
+            + CASE WHEN ak.spent_month >= %(month)s::date THEN ak.spent_month_micros ELSE 0 END,
+        spent_month = GREATEST(ak.spent_month, %(month)s::date),
+        last_used_at = CASE WHEN {_LAST_USED} THEN now() ELSE ak.last_used_at END
+    FROM r, k WHERE ak.id = k.key_id
+    RETURNING ak.spent_day, ak.spent_month
 ), h AS (
     INSERT INTO billing.holds
         (id, account_id, amount_micros, idempotency_key, input_hash, model, description,
-         expires_at, key_id, endpoint, request_id, job_id)
+         expires_at, key_id, endpoint, request_id, job_id, spend_day, spend_month)
     SELECT %(hold_id)s, r.id, %(amount)s, %(key)s, %(input_hash)s, %(model)s, %(description)s,
            now() + %(ttl)s * interval '1 second', k.key_id, %(endpoint)s, %(request_id)s,
-           %(job_id)s
-    FROM r, k
+           %(job_id)s, c.spent_day, c.spent_month
+    FROM r CROSS JOIN k LEFT JOIN c ON true
     RETURNING {HOLD_COLUMNS}
 ), t AS (
     INSERT INTO billing.transactions (kind, account_id, hold_id, balance_after_micros, description)
@@ -139,11 +192,14 @@ r AS (
          AS v(account, amount)
     RETURNING amount_micros
 )
-SELECT k.key_id, k.account_id AS principal_account_id, k.scopes, h.*,
+SELECT k.key_id, k.account_id AS principal_account_id, k.scopes, k.allowed_models, k.capped,
+       k.key_rpm, k.key_concurrency, k.account_rpm, k.account_concurrency, h.*,
        (SELECT array_agg(amount_micros) FROM p) AS posted
 FROM k LEFT JOIN h ON true
 """
-_PLACE_HOLD_BY_KEY = _PLACE_HOLD.format(principal=_KEY_PRINCIPAL, used=f"used AS ({_KEY_USED}),")
+_PLACE_HOLD_BY_KEY = _PLACE_HOLD.format(
+    principal=_KEY_PRINCIPAL, used=f"used AS ({_KEY_USED} AND NOT EXISTS (SELECT 1 FROM r)),"
+)
 _PLACE_HOLD_BY_ACCOUNT = _PLACE_HOLD.format(principal=_BY_ACCOUNT, used="")
 
 # Capture: close the open hold (only if the amount fits it), move the money on
@@ -157,7 +213,16 @@ WITH h AS (
         output_tokens = %(output_tokens)s, reasoning_tokens = %(reasoning_tokens)s,
         latency_ms = %(latency_ms)s
     WHERE id = %(id)s AND status = 'open' AND amount_micros >= %(amount)s
-    RETURNING {HOLD_COLUMNS}
+    RETURNING {HOLD_COLUMNS}, key_id, spend_day, spend_month
+), kc AS (
+    UPDATE billing.api_keys ak SET
+        spent_lifetime_micros = ak.spent_lifetime_micros - (h.amount_micros - h.captured_micros),
+        spent_day_micros = ak.spent_day_micros - CASE WHEN ak.spent_day = h.spend_day
+            THEN h.amount_micros - h.captured_micros ELSE 0 END,
+        spent_month_micros = ak.spent_month_micros - CASE WHEN ak.spent_month = h.spend_month
+            THEN h.amount_micros - h.captured_micros ELSE 0 END
+    FROM h WHERE ak.id = h.key_id AND h.amount_micros > h.captured_micros
+    RETURNING ak.id
 ), a AS (
     UPDATE billing.accounts acc
     SET held_micros = acc.held_micros - h.amount_micros,
@@ -192,7 +257,24 @@ WITH h AS (
     UPDATE billing.holds SET status = %(status)s, settled_at = now(), settle_note = %(note)s,
         latency_ms = %(latency_ms)s
     WHERE id = ANY(%(ids)s) AND status = 'open'
-    RETURNING {HOLD_COLUMNS}
+    RETURNING {HOLD_COLUMNS}, key_id, spend_day, spend_month
+), per_key AS (
+    SELECT key_id, sum(amount_micros) AS amount, array_agg(spend_day) AS days,
+           array_agg(spend_month) AS months, array_agg(amount_micros) AS amounts
+    FROM h WHERE key_id IS NOT NULL GROUP BY key_id
+), kf AS (
+    -- Each hold gives back to the period it counted in, if the counter is still
+    -- that period's (compared with the row as it is when updated).
+    UPDATE billing.api_keys ak SET
+        spent_lifetime_micros = ak.spent_lifetime_micros - per_key.amount,
+        spent_day_micros = ak.spent_day_micros - (
+            SELECT COALESCE(sum(x.micros), 0) FROM unnest(per_key.days, per_key.amounts)
+                AS x(period, micros) WHERE x.period = ak.spent_day),
+        spent_month_micros = ak.spent_month_micros - (
+            SELECT COALESCE(sum(x.micros), 0) FROM unnest(per_key.months, per_key.amounts)
+                AS x(period, micros) WHERE x.period = ak.spent_month)
+    FROM per_key WHERE ak.id = per_key.key_id
+    RETURNING ak.id
 ), per_account AS (
     SELECT account_id, sum(amount_micros) AS amount FROM h GROUP BY account_id
 ), a AS (
@@ -337,7 +419,35 @@ def _hold(row: DictRow) -> Hold:
 
 
 def _principal(account_id: str, row: DictRow) -> Principal:
-    return Principal(account_id=account_id, key_id=row["key_id"], scopes=tuple(row["scopes"] or ()))
+    return Principal(
+        account_id=account_id,
+        key_id=row["key_id"],
+        scopes=tuple(row["scopes"] or ()),
+        rate_limits=RateLimits(
+            key_requests_per_minute=row["key_rpm"] or 0,
+            key_concurrent_requests=row["key_concurrency"] or 0,
+            account_requests_per_minute=row["account_rpm"] or 0,
+            account_concurrent_requests=row["account_concurrency"] or 0,
+        ),
+    )
+
+
+def _key_spend(row: DictRow) -> tuple[rules.SpendCaps, rules.KeySpend]:
+    caps = rules.SpendCaps(
+        row["daily_cap_micros"], row["monthly_cap_micros"], row["lifetime_cap_micros"]
+    )
+    spend = rules.KeySpend(
+        row["spent_lifetime_micros"],
+        row["spent_day"],
+        row["spent_day_micros"],
+        row["spent_month"],
+        row["spent_month_micros"],
+    )
+    return caps, spend
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +494,12 @@ class Money:
         min_size: int = 2,
         max_size: int = 10,
         timeout_seconds: float = 10.0,
+        cap_time_zone: str = "",
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
+        # Spend caps' days and months start at midnight here (Asia/Jakarta by default).
+        self._cap_zone = rules.check_cap_time_zone(cap_time_zone)
+        self._clock = clock
         self._pool = pg.pool(
             url,
             "billing-money",
@@ -417,16 +532,31 @@ class Money:
             cur = await conn.execute(sql, params)
             return await cur.fetchone()
 
+    def spend_periods(self) -> rules.SpendPeriods:
+        """The caps' current day and month."""
+        return rules.spend_periods(self._clock(), self._cap_zone)
+
     # Keys.
 
     async def authenticate(self, api_key: str) -> Principal:
-        """The key's owner. Unknown, revoked and malformed keys fail alike."""
+        """The key's owner. Unknown, revoked and malformed keys fail alike; an
+        expired key is KeyExpired (it was valid: the caller is told why)."""
         if not rules.looks_like_api_key(api_key):
             raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
-        row = await self._one(_AUTHENTICATE, {"principal": rules.hash_api_key(api_key)})
+        key_hash = rules.hash_api_key(api_key)
+        row = await self._one(_AUTHENTICATE, {"principal": key_hash})
         if row is None:
-            raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+            await self._refuse_key(key_hash)
+        assert row is not None
         return _principal(row["account_id"], row)
+
+    async def _refuse_key(self, key_hash: bytes) -> None:
+        """A key was refused: KeyExpired if it is only past its expiry, else the
+        one Unauthenticated for every other reason."""
+        expired = await self._one(_KEY_EXPIRED, {"principal": key_hash})
+        if expired is not None:
+            raise rules.KeyExpired(expired["expires_at"])
+        raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
 
     # Holds.
 
@@ -442,8 +572,11 @@ class Money:
         model: str = "",
         origin: Origin = NO_ORIGIN,
     ) -> tuple[Principal, Hold]:
-        """The key's owner and its hold, in one statement. Unknown or revoked keys
-        are Unauthenticated; a balance that cannot cover it is InsufficientFunds."""
+        """The key's owner and its hold, in one statement (a key with spend caps:
+        in one transaction that checks them under the key's lock). Unknown or
+        revoked keys are Unauthenticated, expired ones KeyExpired; a model off
+        the key's allowlist is ModelNotAllowed, a cap it would pass
+        BudgetExceeded, a balance that cannot cover it InsufficientFunds."""
         if not rules.looks_like_api_key(api_key):
             raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
         key_hash = rules.hash_api_key(api_key)
@@ -525,6 +658,7 @@ class Money:
             ttl_seconds=ttl_seconds,
             model=model,
         )
+        periods = self.spend_periods()
         params = {
             "principal": principal,
             "amount": amount,
@@ -534,6 +668,9 @@ class Money:
             "model": model,
             "description": description,
             "ttl": ttl,
+            "day": periods.day,
+            "month": periods.month,
+            "caps_checked": False,
             # Descriptive (the usage record), so not part of what the key guards.
             **rules.check_origin(origin.endpoint, origin.request_id, origin.job_id),
         }
@@ -544,20 +681,66 @@ class Money:
             return None, await self._unplaced_hold(None, key, digest, amount)
         if row is None:
             if sql is _PLACE_HOLD_BY_KEY:
-                raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+                assert isinstance(principal, bytes)
+                await self._refuse_key(principal)
             if await self._one(_ACCOUNT_DISABLED, {"id": principal}) is not None:
                 raise FailedPrecondition(f"account {principal!s} is disabled")
             raise NotFound(f"account {principal!s} not found")
+        if row["id"] is None and row["capped"] and self._model_allowed(row, model):
+            # The key has spend caps: placed (or refused) under its lock instead.
+            try:
+                row = await self._place_capped(params, periods)
+            except errors.UniqueViolation:
+                return None, await self._unplaced_hold(None, key, digest, amount)
+            except rules.BudgetExceeded:
+                # A retry of a hold placed before the cap filled is still that hold.
+                prior = await self._one(_HOLD_BY_KEY, {"key": key})
+                if prior is None:
+                    raise
+                return None, await self._unplaced_hold(None, key, digest, amount)
+            if row is None:  # the key was revoked or its account disabled meanwhile
+                raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
         if row["id"] is None:
-            return row, await self._unplaced_hold(row["principal_account_id"], key, digest, amount)
+            return row, await self._unplaced_hold(
+                row["principal_account_id"], key, digest, amount, row, model
+            )
         postings.assert_balanced(f"hold {row['id']}", row["posted"])
         return row, _hold(row)
 
+    @staticmethod
+    def _model_allowed(row: DictRow, model: str) -> bool:
+        allowed = row["allowed_models"]
+        return allowed is None or model in allowed
+
+    async def _place_capped(
+        self, params: dict[str, Any], periods: rules.SpendPeriods
+    ) -> DictRow | None:
+        """A capped key's hold: lock its account's row and its own, check the
+        caps against its counters (nobody else can change them now), and place
+        the hold in the same transaction. BudgetExceeded moves nothing."""
+        async with pg.transaction(self._pool) as conn:
+            await conn.execute(_LOCK_KEY_ACCOUNT, params)
+            locked = await (await conn.execute(_LOCK_KEY_SPEND, params)).fetchone()
+            if locked is None:
+                return None
+            caps, spend = _key_spend(locked)
+            refusal = rules.cap_refusal(caps, spend, periods, params["amount"])
+            if refusal is not None:
+                raise refusal
+            cur = await conn.execute(_PLACE_HOLD_BY_KEY, {**params, "caps_checked": True})
+            return await cur.fetchone()
+
     async def _unplaced_hold(
-        self, account_id: str | None, key: str, digest: bytes, amount: int
+        self,
+        account_id: str | None,
+        key: str,
+        digest: bytes,
+        amount: int,
+        row: DictRow | None = None,
+        model: str = "",
     ) -> Hold:
-        """Nothing was reserved: a retried key (that hold, if the input matches)
-        or a balance that cannot cover the amount."""
+        """Nothing was reserved: a retried key (that hold, if the input matches),
+        a model off the key's allowlist, or a balance that cannot cover the amount."""
         prior = await self._one(_HOLD_BY_KEY, {"key": key})
         if prior is not None:
             if bytes(prior["input_hash"]) != digest:
@@ -568,6 +751,8 @@ class Money:
             return _hold(prior)
         if account_id is None:
             raise RuntimeError("hold idempotency conflict but no hold found")
+        if row is not None and not self._model_allowed(row, model):
+            raise rules.ModelNotAllowed(model)
         balance = await self._balance(account_id)
         raise InsufficientFunds(
             f"insufficient balance: available {rules.idr(balance.available_micros)} IDR,"

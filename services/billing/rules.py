@@ -12,7 +12,7 @@ import unicodedata
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from services.common.money import AmountError, idr_to_micros, micros_to_idr
 
@@ -541,3 +541,195 @@ def unix_seconds(moment: datetime | None) -> int:
 
 def idr(micros: int) -> str:
     return micros_to_idr(micros)
+
+
+# Developer controls on keys: spend caps, a model allowlist, an expiry, rate limits.
+
+CAPS = ("daily", "monthly", "lifetime")
+MAX_ALLOWED_MODELS = 100
+MAX_RATE_LIMIT = 1_000_000
+# The settings a key may carry (ApiKeySettings), by their column names.
+CAP_COLUMNS = {"daily": "daily_cap_micros", "monthly": "monthly_cap_micros"}
+CAP_COLUMNS["lifetime"] = "lifetime_cap_micros"
+KEY_SETTING_COLUMNS = (
+    *CAP_COLUMNS.values(),
+    "allowed_models",
+    "expires_at",
+    "requests_per_minute",
+    "concurrent_requests",
+)
+
+
+class BudgetExceeded(BillingError):
+    """A hold would take a key past one of its spend caps; nothing was held."""
+
+    def __init__(
+        self,
+        cap: str,
+        cap_micros: int,
+        counted_micros: int,
+        amount_micros: int,
+        resets_at: datetime | None,
+    ) -> None:
+        period = {"daily": " today", "monthly": " this month", "lifetime": ""}[cap]
+        when = (
+            f"; it resets at {resets_at.isoformat(timespec='minutes')}"
+            if resets_at is not None
+            else "; it never resets (raise it or use another key)"
+        )
+        super().__init__(
+            f"this API key's {cap} spend cap of {idr(cap_micros)} IDR would be exceeded:"
+            f" {idr(counted_micros)} IDR is already spent or held{period}, and this call"
+            f" needs up to {idr(amount_micros)} IDR{when}"
+        )
+        self.cap = cap
+        self.resets_at = resets_at
+
+
+class ModelNotAllowed(BillingError):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"this API key may not use the model {_shown(model)} (its allowlist)")
+        self.model = model
+
+
+class KeyExpired(BillingError):
+    """A key past its expires_at: refused like a revoked one, but saying why."""
+
+    def __init__(self, expired_at: datetime) -> None:
+        super().__init__(f"this API key expired at {expired_at.isoformat(timespec='seconds')}")
+        self.expired_at = expired_at
+
+
+@dataclass(frozen=True, slots=True)
+class SpendPeriods:
+    """The day and month a hold placed now counts in, and when they end."""
+
+    day: date
+    month: date  # its first day
+    day_resets_at: datetime
+    month_resets_at: datetime
+
+
+def check_cap_time_zone(value: str) -> zoneinfo.ZoneInfo:
+    """The deployment's cap time zone (AIPORT_SPEND_CAP_TIME_ZONE; "" = Asia/Jakarta)."""
+    return zoneinfo.ZoneInfo(check_time_zone(value))
+
+
+def spend_periods(now: datetime, zone: zoneinfo.ZoneInfo) -> SpendPeriods:
+    """Caps' days and months run from midnight to midnight in `zone`."""
+    local = now.astimezone(zone)
+    day = local.date()
+    month = day.replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    return SpendPeriods(
+        day=day,
+        month=month,
+        day_resets_at=datetime.combine(day + timedelta(days=1), time(), tzinfo=zone),
+        month_resets_at=datetime.combine(next_month, time(), tzinfo=zone),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpend:
+    """What a key's caps count (open holds + captures), as its row keeps it: the
+    day's and month's counters hold for the period they name and are 0 after it."""
+
+    lifetime_micros: int = 0
+    day: date | None = None
+    day_micros: int = 0
+    month: date | None = None
+    month_micros: int = 0
+
+    def today(self, periods: SpendPeriods) -> int:
+        # A counter for a later period than ours (another replica's clock ran
+        # ahead at midnight) still counts: money is never left uncounted.
+        return self.day_micros if self.day is not None and self.day >= periods.day else 0
+
+    def this_month(self, periods: SpendPeriods) -> int:
+        return self.month_micros if self.month is not None and self.month >= periods.month else 0
+
+
+@dataclass(frozen=True, slots=True)
+class SpendCaps:
+    daily_micros: int | None = None
+    monthly_micros: int | None = None
+    lifetime_micros: int | None = None
+
+    @property
+    def any(self) -> bool:
+        caps = (self.daily_micros, self.monthly_micros, self.lifetime_micros)
+        return any(cap is not None for cap in caps)
+
+
+def cap_refusal(
+    caps: SpendCaps, spend: KeySpend, periods: SpendPeriods, amount_micros: int
+) -> BudgetExceeded | None:
+    """The cap a hold of `amount_micros` would pass, or None when it fits all.
+    With several, the one that lasts longest is named (telling a caller that
+    the daily cap resets at midnight would mislead while the monthly one holds)."""
+    checks = (
+        ("lifetime", caps.lifetime_micros, spend.lifetime_micros, None),
+        ("monthly", caps.monthly_micros, spend.this_month(periods), periods.month_resets_at),
+        ("daily", caps.daily_micros, spend.today(periods), periods.day_resets_at),
+    )
+    for cap, limit, counted, resets_at in checks:
+        if limit is not None and counted + amount_micros > limit:
+            return BudgetExceeded(cap, limit, counted, amount_micros, resets_at)
+    return None
+
+
+def _optional_positive(field: str, value: int, high: int) -> int | None:
+    """0 removes the control (None); otherwise 1..high."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field} must be an integer")
+    if value == 0:
+        return None
+    if value < 0 or value > high:
+        raise InvalidArgument(f"{field} must be 0 (none) or between 1 and {high}, got {value}")
+    return value
+
+
+def check_allowed_models(models: Sequence[str]) -> list[str] | None:
+    """Model ids, each once in the order given; none is "every model" (None)."""
+    seen: list[str] = []
+    for model in models:
+        check_ledger_name("allowed_models", model, required=True)
+        if model not in seen:
+            seen.append(model)
+    if len(seen) > MAX_ALLOWED_MODELS:
+        raise InvalidArgument(f"allowed_models may list at most {MAX_ALLOWED_MODELS} models")
+    return seen or None
+
+
+def check_key_settings(
+    now: datetime,
+    *,
+    daily_cap_micros: int | None = None,
+    monthly_cap_micros: int | None = None,
+    lifetime_cap_micros: int | None = None,
+    allowed_models: Sequence[str] | None = None,
+    expires_at_unix: int | None = None,
+    requests_per_minute: int | None = None,
+    concurrent_requests: int | None = None,
+) -> dict[str, object]:
+    """The settings given (None = not given), as the columns to write: a cap,
+    limit or expiry of 0 and an empty allowlist are stored as NULL (none)."""
+    columns: dict[str, object] = {}
+    caps = (daily_cap_micros, monthly_cap_micros, lifetime_cap_micros)
+    for column, value in zip(CAP_COLUMNS.values(), caps, strict=True):
+        if value is not None:
+            columns[column] = _optional_positive(column, value, MAX_AMOUNT_MICROS)
+    if allowed_models is not None:
+        columns["allowed_models"] = check_allowed_models(allowed_models)
+    if expires_at_unix is not None:
+        expires = _optional_positive("expires_at_unix", expires_at_unix, MAX_USAGE_UNIX)
+        if expires is not None and expires <= now.timestamp():
+            raise InvalidArgument("expires_at_unix must be in the future (or 0: never)")
+        columns["expires_at"] = None if expires is None else datetime.fromtimestamp(expires, UTC)
+    for column, value in (
+        ("requests_per_minute", requests_per_minute),
+        ("concurrent_requests", concurrent_requests),
+    ):
+        if value is not None:
+            columns[column] = _optional_positive(column, value, MAX_RATE_LIMIT)
+    return columns

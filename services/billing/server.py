@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -20,6 +21,7 @@ from psycopg_pool import PoolClosed, PoolTimeout
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import billing_errors
 from services.common.auth_failures import CLIENT_HEADER, CLIENT_THROTTLED_HEADER
 from services.common.billing_errors import HELD_MICROS_TRAILER
 from services.common.logs import fields
@@ -43,6 +45,9 @@ STATUS_FOR_ERROR: dict[type[rules.BillingError], grpc.StatusCode] = {
     rules.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     rules.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     rules.CaptureExceedsHold: grpc.StatusCode.OUT_OF_RANGE,
+    rules.BudgetExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    rules.ModelNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
+    rules.KeyExpired: grpc.StatusCode.UNAUTHENTICATED,
 }
 # Database trouble a retry may cure: lost connections, timeouts, an exhausted pool.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -74,8 +79,9 @@ def _guarded(
         try:
             return await method(self, request, context)
         except rules.BillingError as error:
-            if isinstance(error, rules.CaptureExceedsHold):
-                context.set_trailing_metadata(((HELD_MICROS_TRAILER, str(error.held_micros)),))
+            trailers = _trailers_for(error)
+            if trailers:
+                context.set_trailing_metadata(trailers)
             await context.abort(status_for(error), str(error))
         except UNAVAILABLE_ERRORS:
             log.exception("database unavailable", extra=fields(rpc=method.__name__))
@@ -89,6 +95,26 @@ def _guarded(
     return wrapper
 
 
+def _trailers_for(error: rules.BillingError) -> tuple[tuple[str, str], ...]:
+    """What a caller needs beyond the status to act on the error (billing.proto)."""
+    if isinstance(error, rules.CaptureExceedsHold):
+        return ((HELD_MICROS_TRAILER, str(error.held_micros)),)
+    if isinstance(error, rules.BudgetExceeded):
+        return (
+            (billing_errors.REFUSAL_TRAILER, billing_errors.BUDGET_EXCEEDED),
+            (billing_errors.BUDGET_CAP_TRAILER, error.cap),
+            (billing_errors.BUDGET_RESETS_AT_TRAILER, str(rules.unix_seconds(error.resets_at))),
+        )
+    if isinstance(error, rules.ModelNotAllowed):
+        return ((billing_errors.REFUSAL_TRAILER, billing_errors.MODEL_NOT_ALLOWED),)
+    if isinstance(error, rules.KeyExpired):
+        return (
+            (billing_errors.REFUSAL_TRAILER, billing_errors.KEY_EXPIRED),
+            (billing_errors.KEY_EXPIRED_AT_TRAILER, str(rules.unix_seconds(error.expired_at))),
+        )
+    return ()
+
+
 def _balance_pb(balance: ledger.Balance) -> billing_pb2.AccountBalance:
     return billing_pb2.AccountBalance(
         account_id=balance.account_id,
@@ -100,7 +126,8 @@ def _balance_pb(balance: ledger.Balance) -> billing_pb2.AccountBalance:
     )
 
 
-def _key_pb(key: ledger.ApiKey) -> billing_pb2.ApiKeyInfo:
+def _key_pb(key: ledger.ApiKey, periods: rules.SpendPeriods) -> billing_pb2.ApiKeyInfo:
+    controls = key.controls
     return billing_pb2.ApiKeyInfo(
         key_id=key.id,
         account_id=key.account_id,
@@ -110,6 +137,37 @@ def _key_pb(key: ledger.ApiKey) -> billing_pb2.ApiKeyInfo:
         name=key.name,
         scopes=key.scopes,
         last_used_at_unix=rules.unix_seconds(key.last_used_at),
+        daily_cap_micros=controls.caps.daily_micros or 0,
+        monthly_cap_micros=controls.caps.monthly_micros or 0,
+        lifetime_cap_micros=controls.caps.lifetime_micros or 0,
+        spent_today_micros=controls.spend.today(periods),
+        spent_this_month_micros=controls.spend.this_month(periods),
+        spent_lifetime_micros=controls.spend.lifetime_micros,
+        allowed_models=controls.allowed_models,
+        expires_at_unix=rules.unix_seconds(controls.expires_at),
+        requests_per_minute=controls.requests_per_minute,
+        concurrent_requests=controls.concurrent_requests,
+        day_resets_at_unix=rules.unix_seconds(periods.day_resets_at),
+        month_resets_at_unix=rules.unix_seconds(periods.month_resets_at),
+    )
+
+
+def _key_settings(pb: billing_pb2.ApiKeySettings) -> dict[str, object]:
+    """The settings a request gives (unset fields: not given), checked."""
+
+    def given(name: str) -> int | None:
+        value: int = getattr(pb, name)
+        return value if pb.HasField(name) else None
+
+    return rules.check_key_settings(
+        datetime.now(UTC),
+        daily_cap_micros=given("daily_cap_micros"),
+        monthly_cap_micros=given("monthly_cap_micros"),
+        lifetime_cap_micros=given("lifetime_cap_micros"),
+        allowed_models=list(pb.allowed_models.models) if pb.HasField("allowed_models") else None,
+        expires_at_unix=given("expires_at_unix"),
+        requests_per_minute=given("requests_per_minute"),
+        concurrent_requests=given("concurrent_requests"),
     )
 
 
@@ -121,12 +179,23 @@ def _account_pb(account: ledger.Account) -> billing_pb2.AccountInfo:
         disabled_at_unix=rules.unix_seconds(account.disabled_at),
         disabled_reason=account.disabled_reason,
         disabled_by=account.disabled_by,
+        requests_per_minute=account.requests_per_minute,
+        concurrent_requests=account.concurrent_requests,
     )
 
 
 def _principal_pb(principal: ledger.Principal) -> billing_pb2.Principal:
+    limits = principal.rate_limits
     return billing_pb2.Principal(
-        account_id=principal.account_id, key_id=principal.key_id, scopes=principal.scopes
+        account_id=principal.account_id,
+        key_id=principal.key_id,
+        scopes=principal.scopes,
+        rate_limits=billing_pb2.RateLimits(
+            key_requests_per_minute=limits.key_requests_per_minute,
+            key_concurrent_requests=limits.key_concurrent_requests,
+            account_requests_per_minute=limits.account_requests_per_minute,
+            account_concurrent_requests=limits.account_concurrent_requests,
+        ),
     )
 
 
@@ -389,7 +458,11 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         self, request: billing_pb2.CreateApiKeyRequest, context: Ctx
     ) -> billing_pb2.CreatedApiKey:
         created = await ledger.create_api_key(
-            self._engine, request.account_id, name=request.name, scopes=request.scopes
+            self._engine,
+            request.account_id,
+            name=request.name,
+            scopes=request.scopes,
+            settings=_key_settings(request.settings),
         )
         log.info(
             "API key created",
@@ -401,7 +474,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             key_id=created.key_id,
             account_id=created.account_id,
             api_key=created.api_key,
-            key=_key_pb(created.info()),
+            key=_key_pb(created.info(), self._money.spend_periods()),
         )
 
     @_guarded
@@ -409,7 +482,8 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         self, request: billing_pb2.ListApiKeysRequest, context: Ctx
     ) -> billing_pb2.ApiKeyList:
         keys = await ledger.list_api_keys(self._engine, request.account_id)
-        return billing_pb2.ApiKeyList(keys=[_key_pb(key) for key in keys])
+        periods = self._money.spend_periods()
+        return billing_pb2.ApiKeyList(keys=[_key_pb(key, periods) for key in keys])
 
     @_guarded
     async def RevokeApiKey(
@@ -417,7 +491,49 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     ) -> billing_pb2.ApiKeyInfo:
         key = await ledger.revoke_api_key(self._engine, request.key_id, request.account_id)
         log.info("API key revoked", extra=fields(account_id=key.account_id, key_id=key.id))
-        return _key_pb(key)
+        return _key_pb(key, self._money.spend_periods())
+
+    @_guarded
+    async def UpdateApiKey(
+        self, request: billing_pb2.UpdateApiKeyRequest, context: Ctx
+    ) -> billing_pb2.ApiKeyInfo:
+        settings = _key_settings(request.settings)
+        key = await ledger.update_api_key(
+            self._engine,
+            request.key_id,
+            account_id=request.account_id,
+            name=request.name if request.HasField("name") else None,
+            settings=settings,
+        )
+        log.info(
+            "API key updated",
+            extra=fields(
+                account_id=key.account_id,
+                key_id=key.id,
+                changed=sorted(settings) + (["name"] if request.HasField("name") else []),
+            ),
+        )
+        return _key_pb(key, self._money.spend_periods())
+
+    @_guarded
+    async def SetAccountRateLimits(
+        self, request: billing_pb2.SetAccountRateLimitsRequest, context: Ctx
+    ) -> billing_pb2.AccountInfo:
+        account = await ledger.set_account_rate_limits(
+            self._engine,
+            request.account_id,
+            requests_per_minute=request.requests_per_minute,
+            concurrent_requests=request.concurrent_requests,
+        )
+        log.info(
+            "account rate limits set",
+            extra=fields(
+                account_id=account.id,
+                requests_per_minute=account.requests_per_minute,
+                concurrent_requests=account.concurrent_requests,
+            ),
+        )
+        return _account_pb(account)
 
     async def _count_failure(self, api_key: str, context: Ctx) -> None:
         """Count a failed authentication for every gateway replica, and send the

@@ -67,3 +67,29 @@ async def capture_within_hold(
     capped.description = f"{request.description} (cost above the hold; capped)"
     capped_hold: billing_pb2.Hold = await billing.CaptureHold(capped, timeout=timeout_seconds)
     return capped_hold
+
+
+# Why AuthorizeHold (or Authenticate) refused a key that is otherwise good: the
+# trailing metadata billing sends with the status, so that the gateway can tell
+# a spent cap from an empty balance and an expired key from an unknown one.
+REFUSAL_TRAILER = "aiport-refusal"
+BUDGET_EXCEEDED = "budget_exceeded"  # RESOURCE_EXHAUSTED
+MODEL_NOT_ALLOWED = "model_not_allowed"  # PERMISSION_DENIED
+KEY_EXPIRED = "key_expired"  # UNAUTHENTICATED
+# daily | monthly | lifetime, and when it starts afresh (unix seconds; 0 = never).
+BUDGET_CAP_TRAILER = "aiport-budget-cap"
+BUDGET_RESETS_AT_TRAILER = "aiport-budget-resets-at"
+KEY_EXPIRED_AT_TRAILER = "aiport-key-expired-at"
+
+
+def refusal_of(exc: grpc.RpcError) -> dict[str, str]:
+    """Billing's refusal trailers of a failed call ({} when it sent none)."""
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return {}
+    pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+    found = {
+        key: value if isinstance(value, str) else value.decode("latin-1")
+        for key, value in pairs
+        if key.startswith("aiport-")
+    }
+    return found if REFUSAL_TRAILER in found else {}

@@ -58,6 +58,7 @@ _GATEWAY = (
     "CreateApiKey",
     "ListApiKeys",
     "RevokeApiKey",
+    "UpdateApiKey",
     # Operators' /v1/admin: only for a session the gateway resolved with accounts
     # to a user with the OPERATOR role (services/gateway/admin_api.py).
     "GetAccount",
@@ -88,6 +89,9 @@ _ADMIN = (
     "ReverseTopUp",
     "SetLowBalanceAlert",
     "ClaimLowBalanceAlerts",
+    "UpdateApiKey",
+    # Rate limits of a whole account are an operator's to set, never a customer's.
+    "SetAccountRateLimits",
 )
 # The accounts service opens a billing account for each new user, and mails
 # the low-balance alerts it claims (polled).

@@ -137,6 +137,32 @@ class AccountService(account_pb2_grpc.AccountServicer):
         return account_views.key_list(keys)
 
     @public_unary
+    async def UpdateKey(
+        self, request: account_pb2.UpdateKeyRequest, context: ServicerContext
+    ) -> account_pb2.Key:
+        caller = await self._manager(context)
+        key_id = account_views.key_id_param(request.key_id)
+        body = errors.json_object_body(request.body.data) if request.body.data.strip() else {}
+        update = account_views.update_key_request(caller.account_id, key_id, body)
+        try:
+            updated = await self.backends.billing_call(
+                self.backends.billing.UpdateApiKey,
+                update,
+                expected=(grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION),
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise errors.key_not_found() from exc
+            raise errors.invalid_request(
+                "This key is revoked; its settings cannot change.", "key_id"
+            ) from exc
+        log.info(
+            "API key updated",
+            extra=fields(account_id=caller.account_id, key_id=key_id, by_key_id=caller.key_id),
+        )
+        return account_views.public_key(updated)
+
+    @public_unary
     async def RevokeKey(
         self, request: account_pb2.RevokeKeyRequest, context: ServicerContext
     ) -> account_pb2.Key:

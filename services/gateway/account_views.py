@@ -17,7 +17,7 @@ from typing import Any
 from aiport.v1 import account_pb2, billing_pb2
 from google.protobuf import struct_pb2
 
-from services.common.money import micros_to_idr
+from services.common.money import AmountError, idr_to_micros, micros_to_idr
 from services.gateway import errors
 from services.gateway.errors import PublicError
 
@@ -172,11 +172,16 @@ def summary_request(
     )
 
 
-def new_key_request(account_id: str, body: dict[str, Any]) -> billing_pb2.CreateApiKeyRequest:
-    """{"name": str, "scopes": [str]}, both optional; nothing else."""
-    unknown = sorted(set(body) - {"name", "scopes"})
-    if unknown:
-        raise _invalid(f"Unknown field '{unknown[0]}'; a key has a name and scopes.", unknown[0])
+CONTROLS = ("spend_caps", "allowed_models", "expires_at", "rate_limits")
+CAP_FIELDS = {"daily_idr": "daily_cap_micros", "monthly_idr": "monthly_cap_micros"}
+CAP_FIELDS["lifetime_idr"] = "lifetime_cap_micros"
+LIMIT_FIELDS = ("requests_per_minute", "concurrent_requests")
+MAX_ALLOWED_MODELS = 100
+MAX_RATE_LIMIT = 1_000_000
+MAX_CAP_MICROS = 10**18
+
+
+def _key_name(body: dict[str, Any]) -> str:
     name = body.get("name", "")
     if not isinstance(name, str):
         raise _invalid("name must be a string.", "name")
@@ -186,6 +191,132 @@ def new_key_request(account_id: str, body: dict[str, Any]) -> billing_pb2.Create
             f"name must be at most {MAX_KEY_NAME_CHARS} characters, without control characters.",
             "name",
         )
+    return name
+
+
+def _section(body: dict[str, Any], name: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A nested object of the body ({} when absent or null), with only `fields`."""
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid(f"{name} must be an object with {', '.join(fields)}.", name)
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise _invalid(
+            f"Unknown field '{unknown[0]}' in {name}; it has {', '.join(fields)}.",
+            f"{name}.{unknown[0]}",
+        )
+    return value
+
+
+def key_settings(body: dict[str, Any]) -> billing_pb2.ApiKeySettings:
+    """A key's controls from a create or update body: a field left out is not
+    set (an update keeps it), null sets "none" (0 or empty for billing)."""
+    settings = billing_pb2.ApiKeySettings()
+    caps = _section(body, "spend_caps", tuple(CAP_FIELDS))
+    for name, column in CAP_FIELDS.items():
+        if name in caps:
+            setattr(settings, column, _cap(caps[name], f"spend_caps.{name}"))
+    if "allowed_models" in body:
+        settings.allowed_models.CopyFrom(
+            billing_pb2.ModelAllowlist(models=_allowed_models(body["allowed_models"]))
+        )
+    if "expires_at" in body:
+        settings.expires_at_unix = _expiry(body["expires_at"])
+    limits = _section(body, "rate_limits", LIMIT_FIELDS)
+    for name in LIMIT_FIELDS:
+        if name in limits:
+            setattr(settings, name, _rate_limit(limits[name], f"rate_limits.{name}"))
+    return settings
+
+
+def _cap(value: object, param: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        try:
+            micros = idr_to_micros(value.strip())
+        except AmountError:
+            micros = -1
+        if 0 < micros <= MAX_CAP_MICROS:
+            return micros
+    raise _invalid(
+        f'{param} must be a positive IDR amount as a decimal string (e.g. "50000"), or null.',
+        param,
+    )
+
+
+def _allowed_models(value: object) -> list[str]:
+    if value is None:
+        return []
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > MAX_ALLOWED_MODELS
+        or any(not isinstance(m, str) or not _MODEL.fullmatch(m) for m in value)
+        or any(len(m) > 100 for m in value)
+    ):
+        raise _invalid(
+            f"allowed_models must be a list of 1 to {MAX_ALLOWED_MODELS} model ids, or null"
+            " (every model).",
+            "allowed_models",
+        )
+    return list(value)
+
+
+def _expiry(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and time.time() < value <= MAX_UNIX:
+        return value
+    raise _invalid(
+        f"expires_at must be a future unix time in seconds (e.g. {int(time.time()) + 86400}),"
+        " or null (never).",
+        "expires_at",
+    )
+
+
+def _rate_limit(value: object, param: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_RATE_LIMIT:
+        return value
+    raise _invalid(
+        f"{param} must be a whole number from 1 to {MAX_RATE_LIMIT}, or null (the default).",
+        param,
+    )
+
+
+def update_key_request(
+    account_id: str, key_id: str, body: dict[str, Any]
+) -> billing_pb2.UpdateApiKeyRequest:
+    """POST /v1/keys/{key_id}: the name and controls given (see key_settings)."""
+    unknown = sorted(set(body) - {"name", *CONTROLS})
+    if unknown:
+        raise _invalid(
+            f"Unknown field '{unknown[0]}'; a key's name and controls can change"
+            f" ({', '.join(('name', *CONTROLS))}).",
+            unknown[0],
+        )
+    request = billing_pb2.UpdateApiKeyRequest(
+        key_id=key_id, account_id=account_id, settings=key_settings(body)
+    )
+    if "name" in body:
+        request.name = _key_name(body)
+    return request
+
+
+def new_key_request(account_id: str, body: dict[str, Any]) -> billing_pb2.CreateApiKeyRequest:
+    """{"name": str, "scopes": [str]} and the key's controls, all optional; nothing else."""
+    unknown = sorted(set(body) - {"name", "scopes", *CONTROLS})
+    if unknown:
+        raise _invalid(
+            f"Unknown field '{unknown[0]}'; a key has a name, scopes and controls"
+            f" ({', '.join(CONTROLS)}).",
+            unknown[0],
+        )
+    name = _key_name(body)
     scopes = body.get("scopes", ["inference"])
     if (
         not isinstance(scopes, list)
@@ -196,7 +327,9 @@ def new_key_request(account_id: str, body: dict[str, Any]) -> billing_pb2.Create
             'scopes must be a non-empty list of "inference" and "manage".',
             "scopes",
         )
-    return billing_pb2.CreateApiKeyRequest(account_id=account_id, name=name, scopes=scopes)
+    return billing_pb2.CreateApiKeyRequest(
+        account_id=account_id, name=name, scopes=scopes, settings=key_settings(body)
+    )
 
 
 def key_id_param(text: str) -> str:
@@ -331,7 +464,37 @@ def _key_fields(info: billing_pb2.ApiKeyInfo) -> dict[str, Any]:
         "created": _u32(info.created_at_unix),
         "last_used": _nullable(info.last_used_at_unix),
         "revoked": _nullable(info.revoked_at_unix),
+        "spend_caps": account_pb2.KeySpendCaps(
+            daily_idr=_nullable_idr(info.daily_cap_micros),
+            monthly_idr=_nullable_idr(info.monthly_cap_micros),
+            lifetime_idr=_nullable_idr(info.lifetime_cap_micros),
+        ),
+        "spent": account_pb2.KeySpend(
+            today_idr=micros_to_idr(info.spent_today_micros),
+            this_month_idr=micros_to_idr(info.spent_this_month_micros),
+            lifetime_idr=micros_to_idr(info.spent_lifetime_micros),
+            day_resets_at=_u32(info.day_resets_at_unix),
+            month_resets_at=_u32(info.month_resets_at_unix),
+        ),
+        "allowed_models": (
+            struct_pb2.Value(
+                list_value=struct_pb2.ListValue(
+                    values=[struct_pb2.Value(string_value=m) for m in info.allowed_models]
+                )
+            )
+            if info.allowed_models
+            else _nullable(None)
+        ),
+        "expires_at": _nullable(info.expires_at_unix),
+        "rate_limits": account_pb2.KeyRateLimits(
+            requests_per_minute=_nullable(info.requests_per_minute),
+            concurrent_requests=_nullable(info.concurrent_requests),
+        ),
     }
+
+
+def _nullable_idr(micros: int) -> struct_pb2.Value:
+    return _nullable(micros_to_idr(micros) if micros else None)
 
 
 def public_key(info: billing_pb2.ApiKeyInfo) -> account_pb2.Key:

@@ -362,3 +362,40 @@ def account_not_found(param: str = "account_id") -> PublicError:
 def insufficient_available(message: str) -> PublicError:
     """An operator's debit larger than what the account has available."""
     return invalid_request(message, "amount_idr")
+
+
+# Refusals by a key's own controls (billing's AuthorizeHold; key_refusals.py).
+
+
+def budget_exceeded(detail: str, *, job: bool) -> PublicError:
+    """A spend cap of the key: 429 for text calls, 402 for jobs (as an empty
+    balance is for each). `detail` is billing's account of the cap: which one,
+    what it counted, and when it resets."""
+    text = detail[:1].upper() + detail[1:]
+    return PublicError(
+        402 if job else 429,
+        "budget_exceeded",
+        "budget_exceeded",
+        f"{text}. Raise the key's cap, or use another key, to continue.",
+        should_retry=False,
+    )
+
+
+def model_not_allowed(model: str) -> PublicError:
+    return PublicError(
+        403,
+        "permission_error",
+        "model_not_allowed",
+        f"This API key may not use the model '{model}': it is not on the key's model allowlist.",
+        "model",
+    )
+
+
+def key_expired(expired_at: str | None) -> PublicError:
+    when = f" at {expired_at}" if expired_at else ""
+    return PublicError(
+        401,
+        "authentication_error",
+        "key_expired",
+        f"This API key expired{when}. Create a new key, or extend this key's expiry.",
+    )

@@ -54,7 +54,7 @@ from services.common.wire import (
     UPSTREAM_FAILURE_KEY,
     completed_events,
 )
-from services.gateway import bad_keys, errors, sessions
+from services.gateway import bad_keys, errors, key_refusals, sessions
 from services.gateway.boundary import (
     add_response_header,
     anthropic_stream,
@@ -327,6 +327,7 @@ class Backends:
                     grpc.StatusCode.UNAUTHENTICATED,
                     grpc.StatusCode.INVALID_ARGUMENT,
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    grpc.StatusCode.PERMISSION_DENIED,  # the key's model allowlist
                 ),
                 metadata=attempt.billing_metadata(),
             )
@@ -340,6 +341,10 @@ class Backends:
                 self.settle_later(self.release_lost_hold(request, attempt))
             raise
         except grpc.aio.AioRpcError as exc:
+            # The key's own controls (spend cap, allowlist, expiry) say why first.
+            refused = key_refusals.public_error(exc, purpose)
+            if refused is not None:
+                raise refused from exc
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise insufficient() from exc
             raise self._refused(attempt, exc) from exc

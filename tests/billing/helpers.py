@@ -55,12 +55,35 @@ _CAPTURE_DRIFT = text(
     """
 )
 
+# Every key whose spend counters disagree with its holds: what a hold counts is
+# its amount while open and its capture once captured, ever (lifetime) and in
+# the day and month it was placed in (the periods it remembers).
+_KEY_SPEND_DRIFT = text(
+    """
+    WITH h AS (
+        SELECT key_id, spend_day, spend_month,
+               CASE status WHEN 'open' THEN amount_micros
+                           WHEN 'captured' THEN captured_micros ELSE 0 END AS counted
+        FROM billing.holds WHERE key_id IS NOT NULL)
+    SELECT ak.id, ak.spent_lifetime_micros, ak.spent_day_micros, ak.spent_month_micros
+    FROM billing.api_keys ak
+    WHERE ak.spent_lifetime_micros
+              <> (SELECT coalesce(sum(counted), 0) FROM h WHERE h.key_id = ak.id)
+       OR ak.spent_day_micros <> (SELECT coalesce(sum(counted), 0) FROM h
+                                  WHERE h.key_id = ak.id AND h.spend_day = ak.spent_day)
+       OR ak.spent_month_micros <> (SELECT coalesce(sum(counted), 0) FROM h
+                                    WHERE h.key_id = ak.id AND h.spend_month = ak.spent_month)
+    """
+)
+
 
 async def assert_invariants(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         accounts = (await conn.execute(_ACCOUNT_DRIFT)).all()
         running = (await conn.execute(_RUNNING_DRIFT)).all()
         captures = (await conn.execute(_CAPTURE_DRIFT)).all()
+        key_spend = (await conn.execute(_KEY_SPEND_DRIFT)).all()
+    assert key_spend == [], f"key spend counters drift from their holds: {key_spend}"
     assert accounts == [], f"balance/held drift from ledger/holds: {accounts}"
     assert running == [], f"ledger balance_after drift: {running}"
     assert captures == [], f"captured holds without matching entries: {captures}"

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import audit, cli, postings, rules
+from services.billing import audit, cli, ledger, postings, rules
 from services.billing.money import Money
 from services.common.db import libpq_conninfo
 from tests.support.databases import drop_database, fresh_database_url, migrate_all
@@ -186,6 +186,34 @@ async def test_verify_reports_a_held_balance_that_open_holds_do_not_explain(
     assert verdict.counts["accounts"] == 1
 
 
+async def test_verify_reports_a_key_spend_counter_its_holds_do_not_explain(
+    database_url: str, engine: AsyncEngine, money: Money
+) -> None:
+    account_id = await funded_account(engine, money, 10 * IDR)
+    created = await ledger.create_api_key(engine, account_id)
+    await money.authorize_hold(created.api_key, 2 * IDR, "audit-key-spend")
+    drift = "UPDATE billing.api_keys SET spent_lifetime_micros = spent_lifetime_micros + :d"
+    drift += " WHERE id = :id"
+    async with engine.begin() as conn:
+        await conn.execute(text(drift), {"d": 5, "id": created.key_id})
+    try:
+        verdict = await asyncio.to_thread(audit.verify, database_url)
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(drift), {"d": -5, "id": created.key_id})
+    assert verdict.counts["key_spend"] == 1
+    assert verdict.differences == [
+        {
+            "check": "key_spend",
+            "key_id": created.key_id,
+            "counter": "lifetime",
+            "cached_idr": "2.000005",
+            "holds_idr": "2",
+            "difference_idr": "0.000005",
+        }
+    ]
+
+
 async def test_verify_cannot_reach_the_database_is_an_error_not_a_pass() -> None:
     url = fresh_database_url("aiport_test_gone")
     drop_database(url)
@@ -302,6 +330,7 @@ def test_verify_finds_a_transaction_without_postings_and_orphan_postings() -> No
             "transactions": 1,
             "orphan_postings": 1,
             "holds": 0,
+            "key_spend": 0,
         }
         assert verdict.differences == [
             {

@@ -370,7 +370,7 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
             assert code == 0, err
         engine = db.create_engine(url, application_name="billing", pool_size=1, max_overflow=0)
         try:
-            assert await ledger.schema_revision(engine) == "0006"
+            assert await ledger.schema_revision(engine) == "0007"
             async with engine.connect() as conn:
                 tables = (
                     await conn.execute(
@@ -502,3 +502,83 @@ async def test_cli_adjust_and_promotion(billing_addr: str) -> None:
         ("promotion", "20"),
         ("topup", "100"),
     ]
+
+
+async def test_cli_key_controls_and_account_limits(
+    billing_addr: str, engine: AsyncEngine, money: Money
+) -> None:
+    account_id = (await ctl(billing_addr, "account", "create", "Controls", "--json"))["account_id"]
+    await ctl(billing_addr, "topup", account_id, "100", "--json")
+    created = await ctl(
+        billing_addr,
+        "key",
+        "create",
+        account_id,
+        "--daily-cap",
+        "2.5",
+        "--models",
+        "m1,m2",
+        "--expires",
+        "2099-01-01",
+        "--rpm",
+        "30",
+        "--json",
+    )
+    listed = (await ctl(billing_addr, "key", "list", account_id, "--json"))["keys"]
+    assert listed[0]["daily_cap_idr"] == "2.5"
+    assert listed[0]["allowed_models"] == ["m1", "m2"]
+    assert listed[0]["expires_at"] == "2099-01-01T00:00:00Z"
+    assert listed[0]["requests_per_minute"] == 30
+    assert listed[0]["monthly_cap_idr"] is None
+
+    # The cap is the hold's: 2.5 IDR fit, a micro-rupiah more does not.
+    await money.authorize_hold(created["api_key"], 2_500_000, "cli-1", model="m1")
+    with pytest.raises(rules.BudgetExceeded, match=r"daily spend cap of 2\.5 IDR"):
+        await money.authorize_hold(created["api_key"], 1, "cli-2", model="m1")
+    with pytest.raises(rules.ModelNotAllowed):
+        await money.authorize_hold(created["api_key"], 1, "cli-3", model="other")
+
+    changed = await ctl(
+        billing_addr,
+        "key",
+        "set",
+        created["key_id"],
+        "--name",
+        "batch",
+        "--daily-cap",
+        "none",
+        "--lifetime-cap",
+        "3",
+        "--models",
+        "all",
+        "--expires",
+        "never",
+        "--rpm",
+        "default",
+        "--concurrent",
+        "2",
+        "--json",
+    )
+    assert changed["name"] == "batch"
+    assert (changed["daily_cap_idr"], changed["lifetime_cap_idr"]) == (None, "3")
+    assert changed["allowed_models"] is None and changed["expires_at"] is None
+    assert (changed["requests_per_minute"], changed["concurrent_requests"]) == (None, 2)
+    assert changed["spent_lifetime_idr"] == "2.5"
+    await money.authorize_hold(created["api_key"], 500_000, "cli-4", model="other")
+    with pytest.raises(rules.BudgetExceeded, match="lifetime"):
+        await money.authorize_hold(created["api_key"], 1, "cli-5", model="other")
+
+    limits = await ctl(
+        billing_addr, "account", "limits", account_id, "--rpm", "600", "--concurrent", "8", "--json"
+    )
+    assert (limits["requests_per_minute"], limits["concurrent_requests"]) == (600, 8)
+    principal = await money.authenticate(created["api_key"])
+    assert principal.rate_limits.account_requests_per_minute == 600
+    assert principal.rate_limits.key_concurrent_requests == 2
+
+    error = await ctl_error(
+        billing_addr, "key", "set", created["key_id"], "--daily-cap", "-5", "--json"
+    )
+    assert error["code"] == "INVALID_ARGUMENT"
+    error = await ctl_error(billing_addr, "key", "set", created["key_id"], "--rpm", "x", "--json")
+    assert "--rpm" in error["message"]

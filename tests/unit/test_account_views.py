@@ -195,3 +195,74 @@ def test_the_statement_in_the_customers_words() -> None:
         None,
     )
     assert (shown["has_more"], shown["next_cursor"]) == (True, "8")
+
+
+def test_a_keys_controls_from_the_body_left_out_null_and_set() -> None:
+    request = account_views.update_key_request(
+        ACCOUNT,
+        KEY,
+        {
+            "spend_caps": {"daily_idr": "50000.5", "lifetime_idr": None},
+            "allowed_models": ["gpt-5.4-mini"],
+            "expires_at": 4_000_000_000,
+            "rate_limits": {"concurrent_requests": 3},
+        },
+    )
+    settings = request.settings
+    assert (request.key_id, request.account_id, request.HasField("name")) == (KEY, ACCOUNT, False)
+    assert settings.daily_cap_micros == 50_000_500_000
+    assert settings.HasField("lifetime_cap_micros") and settings.lifetime_cap_micros == 0
+    assert not settings.HasField("monthly_cap_micros")
+    assert list(settings.allowed_models.models) == ["gpt-5.4-mini"]
+    assert settings.expires_at_unix == 4_000_000_000
+    assert settings.concurrent_requests == 3 and not settings.HasField("requests_per_minute")
+    cleared = account_views.update_key_request(
+        ACCOUNT, KEY, {"name": "ci", "allowed_models": None, "expires_at": None}
+    )
+    assert cleared.name == "ci"
+    assert (
+        cleared.settings.HasField("allowed_models") and not cleared.settings.allowed_models.models
+    )
+    assert cleared.settings.HasField("expires_at_unix")
+    created = account_views.new_key_request(ACCOUNT, {"spend_caps": {"monthly_idr": "10"}})
+    assert created.settings.monthly_cap_micros == 10_000_000
+    for body, param in (
+        ({"spend_caps": {"daily_idr": 5}}, "spend_caps.daily_idr"),
+        ({"spend_caps": {"daily_idr": "-1"}}, "spend_caps.daily_idr"),
+        ({"spend_caps": {"daily_idr": "0"}}, "spend_caps.daily_idr"),
+        ({"spend_caps": {"weekly_idr": "1"}}, "spend_caps.weekly_idr"),
+        ({"spend_caps": "1"}, "spend_caps"),
+        ({"allowed_models": []}, "allowed_models"),
+        ({"allowed_models": ["a b"]}, "allowed_models"),
+        ({"expires_at": 1}, "expires_at"),
+        ({"expires_at": "4000000000"}, "expires_at"),
+        ({"rate_limits": {"requests_per_minute": 0}}, "rate_limits.requests_per_minute"),
+        ({"rate_limits": {"concurrent_requests": True}}, "rate_limits.concurrent_requests"),
+        ({"scopes": ["manage"]}, "scopes"),
+    ):
+        assert param_of(lambda b=body: account_views.update_key_request(ACCOUNT, KEY, b)) == (  # type: ignore[misc]
+            400,
+            param,
+        )
+
+
+def test_a_keys_controls_in_public_shape() -> None:
+    info = billing_pb2.ApiKeyInfo(
+        key_id=KEY,
+        created_at_unix=NOW,
+        daily_cap_micros=2_500_000,
+        spent_today_micros=1_000_000,
+        spent_lifetime_micros=7_000_000,
+        allowed_models=["m"],
+        expires_at_unix=NOW + 60,
+        requests_per_minute=30,
+        day_resets_at_unix=NOW + 10,
+    )
+    shown = public_json(account_views.public_key(info))
+    assert shown["spend_caps"] == {"daily_idr": "2.5", "monthly_idr": None, "lifetime_idr": None}
+    assert shown["spent"]["today_idr"] == "1" and shown["spent"]["lifetime_idr"] == "7"
+    assert shown["spent"]["day_resets_at"] == NOW + 10
+    assert shown["allowed_models"] == ["m"] and shown["expires_at"] == NOW + 60
+    assert shown["rate_limits"] == {"requests_per_minute": 30, "concurrent_requests": None}
+    bare = public_json(account_views.public_key(billing_pb2.ApiKeyInfo(key_id=KEY)))
+    assert (bare["allowed_models"], bare["expires_at"]) == (None, None)
