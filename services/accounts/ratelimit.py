@@ -21,7 +21,9 @@ from enum import StrEnum
 
 import redis.asyncio as aioredis
 
-from services.common.fixed_window import KEY_MARGIN_SECONDS, Limit, window_of
+from services.common.fixed_window import KEY_MARGIN_SECONDS
+from services.common.fixed_window import Limit as Limit  # re-exported: the settings name it
+from services.common.fixed_window import window_of as window_of
 
 from .rules import RateLimited
 
