@@ -42,6 +42,8 @@ from enum import StrEnum
 import redis.asyncio as aioredis
 import redis.exceptions
 from aiport.v1 import billing_pb2
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.common.fixed_window import KEY_MARGIN_SECONDS, millis_left
 from services.common.metrics import RATE_LIMIT_UNAVAILABLE
@@ -255,6 +257,9 @@ def redis_client(url: str) -> aioredis.Redis:
         url,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        # No retries: the client's default backs off for seconds, on every call,
+        # while Redis is away; a call is let through at once instead.
+        retry=Retry(NoBackoff(), 0),
     )
 
 
