@@ -249,6 +249,13 @@ end
 return {refused, used_key, used_account}
 """
 
+# KEYS: the lease's two sets; ARGV: its member. A script, not a pipeline of two
+# ZREMs: one command is cheaper for the client, and this runs on every call.
+RELEASE_SCRIPT = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+"""
+
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError, TimeoutError)
 
 
@@ -271,6 +278,7 @@ class Limiter:
         self._prefix = f"{prefix}:gw"
         self.defaults = defaults
         self._admit = client.register_script(ADMIT_SCRIPT)
+        self._release_script = client.register_script(RELEASE_SCRIPT)
         # Leases of this replica's calls in flight, renewed until given back.
         self._live: dict[str, Lease] = {}
         self._renewer: asyncio.Task[None] | None = None
@@ -324,10 +332,7 @@ class Limiter:
 
     async def _release(self, lease: Lease) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(lease.key_set, lease.member)
-                pipe.zrem(lease.account_set, lease.member)
-                await pipe.execute()
+            await self._release_script(keys=[lease.key_set, lease.account_set], args=[lease.member])
         except REDIS_ERRORS as exc:
             # It expires by itself within LEASE_SECONDS.
             log.warning("lease not given back", extra=_fields(exc))
@@ -358,13 +363,17 @@ class Limiter:
         except REDIS_ERRORS as exc:
             log.warning("leases not renewed", extra=_fields(exc))
 
+    async def drain(self, seconds: float = 2.0) -> None:
+        """Wait (bounded) for the leases being given back."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=seconds)
+
     async def close(self) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=2)
+        await self.drain()
         await self._redis.aclose()
 
 
