@@ -10,10 +10,12 @@ minute's calls first waits for a window with enough of it left."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from deploy.local.stack import Stack, StackConfig
 from services.common import service_auth, settings
 from services.common.money import idr_to_micros
+from services.gateway import rate_limits
 from services.gateway.errors import STATUS_HEADER
 from services.gateway.rate_limits import LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER
 from tests.integration.conftest import REPLICAS, Account, assert_ledger_invariants
@@ -392,3 +395,50 @@ def test_without_redis_calls_are_let_through_and_counted(
     wait_until(
         lambda: edge.get("/v1/models").headers[REMAINING_HEADER] != str(KEY_RPM), "Redis back"
     )
+
+
+def test_a_dead_replicas_slots_expire_and_live_ones_are_renewed() -> None:
+    """Against Redis directly (no stack): a lease nobody renews stops counting
+    LEASE_SECONDS after it was taken, as when its replica died; renew() pushes
+    a live one's expiry on."""
+    one_slot = rate_limits.Limits(
+        key_rpm=100, key_concurrent=1, account_rpm=100, account_concurrent=1
+    )
+    own = billing_pb2.RateLimits()
+
+    async def run() -> None:
+        prefix = f"aiport-test-{uuid.uuid4().hex[:8]}"
+        dead = rate_limits.Limiter(rate_limits.redis_client(settings.redis_url()), prefix, one_slot)
+        alive = rate_limits.Limiter(
+            rate_limits.redis_client(settings.redis_url()), prefix, one_slot
+        )
+        try:
+            taken = time.time() - rate_limits.LEASE_SECONDS - 1
+            first = await dead.admit("acct", "key", own, taken)
+            assert first.lease is not None
+            # Still within the lease's life: the one slot is taken.
+            busy = await alive.admit("acct", "key", own, taken + 1)
+            assert busy.refused is not None and "concurrent" in busy.refused.message
+            # Past it, with nobody renewing: the slot is free again.
+            later = await alive.admit("acct", "key", own, time.time())
+            assert later.refused is None and later.lease is not None
+            client = rate_limits.redis_client(settings.redis_url())
+            try:
+                before = await client.zscore(later.lease.key_set, later.lease.member)
+                await asyncio.sleep(0.01)
+                await alive.renew()
+                after = await client.zscore(later.lease.key_set, later.lease.member)
+                assert before is not None and after is not None and after > before
+                alive.release(later.lease)
+                await alive.drain()
+                assert await client.zcard(later.lease.key_set) == 0
+                keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+                if keys:
+                    await client.delete(*keys)
+            finally:
+                await client.aclose()
+        finally:
+            await dead.close()
+            await alive.close()
+
+    asyncio.run(run())
