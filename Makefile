@@ -84,6 +84,7 @@ test-replicas: gen deps
 bench: gen deps
 	@bash bench/ensure-tools.sh
 	$(VPY) -m bench
+	$(VPY) -m bench.limiter_cost
 
 # Restarts of the machine's PostgreSQL and RabbitMQ under load. make test runs
 # every other fault scenario; these two disturb anything else on the machine.

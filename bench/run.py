@@ -252,6 +252,15 @@ class Bench:
         config.amqp_prefix = f"aiport-bench-{uuid.uuid4().hex[:8]}"
         config.providers_file = PROVIDERS_FILE
         config.upstream_env["AIPORT_BENCH_MOCK_URL"] = self.mock.base_url
+        # One key drives every load level: limits it never meets, still checked on
+        # every call (bench.limiter_cost measures what the check costs).
+        for name in (
+            "AIPORT_KEY_REQUESTS_PER_MINUTE",
+            "AIPORT_ACCOUNT_REQUESTS_PER_MINUTE",
+            "AIPORT_KEY_CONCURRENT_REQUESTS",
+            "AIPORT_ACCOUNT_CONCURRENT_REQUESTS",
+        ):
+            config.extra_env[name] = "100000000"
         self.stack = Stack(config)
         self.cleanup.callback(self._delete_queues, config.amqp_prefix)
         print("bench: starting the stack (migrations, services, edge) ...", flush=True)

@@ -69,7 +69,7 @@ STOP_TIMEOUT_SECONDS = 15.0
 # variables the providers file reads (upstream keys and base URLs) and the
 # sandbox's key go only to the processes that call upstreams.
 DATABASE_USERS = frozenset({"billing", "jobs", "accounts", "payments"})
-REDIS_USERS = frozenset({"accounts"})
+REDIS_USERS = frozenset({"accounts", "gateway"})
 BROKER_USERS = frozenset({"jobs", "worker-image", "worker-video"})
 UPSTREAM_CALLERS = frozenset({"providers", "worker-image", "worker-video"})
 # The only variables a process inherits from the launcher's environment: the

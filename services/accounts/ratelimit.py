@@ -16,12 +16,14 @@ without the limits, password guessing would be unbounded.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 
 import redis.asyncio as aioredis
+
+from services.common.fixed_window import KEY_MARGIN_SECONDS
+from services.common.fixed_window import Limit as Limit  # re-exported: the settings name it
+from services.common.fixed_window import window_of as window_of
 
 from .rules import RateLimited
 
@@ -36,16 +38,6 @@ class Action(StrEnum):
 class Scope(StrEnum):
     ADDRESS = "address"
     EMAIL = "email"
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    count: int
-    window_seconds: int
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or self.window_seconds < 1:
-            raise ValueError("a limit needs a count and a window of at least 1")
 
 
 # Per address the numbers are larger: many people can share one (an office NAT).
@@ -83,13 +75,6 @@ def parse_limits(text: str) -> dict[tuple[Action, Scope], Limit]:
     return limits
 
 
-def window_of(now: float, limit: Limit) -> tuple[int, int]:
-    """(the window `now` falls in, whole seconds until it ends, at least 1)."""
-    index = int(now // limit.window_seconds)
-    ends = (index + 1) * limit.window_seconds
-    return index, max(1, math.ceil(ends - now))
-
-
 def counter_key(prefix: str, action: Action, scope: Scope, value: str, index: int) -> str:
     digest = hashlib.sha256(f"{action}\0{scope}\0{value}".encode()).hexdigest()[:32]
     return f"{prefix}:rl:{action}:{scope}:{digest}:{index}"
@@ -121,7 +106,7 @@ class RateLimiter:
                 index, left = window_of(now, limit)
                 key = counter_key(self._prefix, action, scope, value, index)
                 # The key outlives its window a little: clocks of replicas differ.
-                pipe.set(key, 0, ex=limit.window_seconds + 60, nx=True)
+                pipe.set(key, 0, ex=limit.window_seconds + KEY_MARGIN_SECONDS, nx=True)
                 pipe.incr(key)
                 checks.append((limit, left))
             replies = await pipe.execute()

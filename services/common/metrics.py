@@ -201,6 +201,13 @@ PAYMENT_FLAGS = Counter(
     ("gateway", "flag"),
     registry=REGISTRY,
 )
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "aiport_rate_limit_unavailable",
+    "Calls the gateway decided on without its rate limits (Redis unreachable or slow),"
+    " by limit type and decision (let_through: see services/gateway/rate_limits.py).",
+    ("limit", "decision"),
+    registry=REGISTRY,
+)
 REFRESH_FAILURES = Counter(
     "aiport_metrics_refresh_failures",
     "Periodic gauge refreshes that failed or timed out.",

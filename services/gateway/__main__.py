@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common import blobs, logs, runtime, service_auth, settings
 from services.common.catalog import load_catalog
 from services.common.grpc_server import LenientRequests, channel, serve
+from services.gateway import rate_limits
 from services.gateway.account_api import AccountService
 from services.gateway.admin_api import AdminService
 from services.gateway.jobs_api import GenerateService, JobsBackend, JobsService
@@ -72,7 +73,15 @@ async def main() -> None:
         if payments_token is not None
         else None
     )
-    backends = Backends(billing, providers, accounts)
+    try:
+        defaults = rate_limits.defaults_from_env()
+    except ValueError as exc:
+        raise SystemExit(f"gateway: {exc}") from None
+    # Shared by every replica; when Redis is away, calls are let through (rate_limits.py).
+    limiter = rate_limits.Limiter(
+        rate_limits.redis_client(settings.redis_url()), rate_limits.redis_prefix(), defaults
+    )
+    backends = Backends(billing, providers, accounts, limiter)
     job_state = channel(settings.jobs_addr(), service_auth.metadata(jobs_token))
     jobs = JobsBackend(
         backends,
@@ -135,6 +144,7 @@ async def main() -> None:
             await accounts.close(None)
         if payments is not None:
             await payments.close(None)
+        await limiter.close()
 
     await serve(settings.listen_addr(settings.gateway_addr()), register, on_stop=close)
 

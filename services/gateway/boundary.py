@@ -12,6 +12,8 @@ Response headers a method wants (a job's 202, a call's cost) are collected with
 `add_response_header` and sent here, once, as the call's initial metadata (the
 edge turns it into HTTP headers): gRPC sends initial metadata only once, so no
 method sends its own. An error answer carries them in its trailers instead.
+What must happen when a call ends, however it ends (a rate limit's lease given
+back), is registered on its CallState (call_state.py) and run here.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from google.api import httpbody_pb2
 from services.common import requestctx
 from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
-from services.gateway import errors
+from services.gateway import call_state, errors
 from services.gateway.errors import PublicError
 from services.gateway.messages_render import anthropic_error
 
@@ -101,6 +103,7 @@ def public_unary(
 ) -> Callable[[S, Req, ServicerContext], Awaitable[Resp]]:
     async def wrapper(self: S, request: Req, context: ServicerContext) -> Resp:
         collect_response_headers()
+        state = call_state.begin()
         try:
             response = await method(self, request, context)
             await send_response_headers(context)
@@ -110,6 +113,8 @@ def public_unary(
         except Exception as exc:
             await abort_with(context, shape(public_error(method.__qualname__, exc)))
             raise AssertionError("unreachable") from None  # abort raises
+        finally:
+            state.end()
 
     functools.update_wrapper(wrapper, method)
     setattr(wrapper, MARK, True)
@@ -128,6 +133,7 @@ def public_stream(
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         started = False
         collect_response_headers()
+        state = call_state.begin()
         try:
             async for item in method(self, request, context):
                 if not started:
@@ -142,6 +148,9 @@ def public_stream(
                 await abort_with(context, error)
                 return
             yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=error.sse_event())
+        finally:
+            # The stream is over, or its client left: its lease goes back now.
+            state.end()
 
     functools.update_wrapper(wrapper, method)
     setattr(wrapper, MARK, True)

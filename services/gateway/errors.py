@@ -190,6 +190,18 @@ def too_many_auth_failures(retry_after_seconds: int) -> PublicError:
     )
 
 
+def rate_limit_exceeded(message: str, retry_after_seconds: int) -> PublicError:
+    """A key's or account's own limit (rate_limits.py): retryable after the wait."""
+    return PublicError(
+        429,
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        message,
+        should_retry=True,
+        retry_after_seconds=retry_after_seconds,
+    )
+
+
 # -- models -----------------------------------------------------------------------------------
 
 

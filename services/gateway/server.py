@@ -54,7 +54,7 @@ from services.common.wire import (
     UPSTREAM_FAILURE_KEY,
     completed_events,
 )
-from services.gateway import bad_keys, errors, key_refusals, sessions
+from services.gateway import bad_keys, call_state, errors, key_refusals, sessions
 from services.gateway.boundary import (
     add_response_header,
     anthropic_stream,
@@ -70,6 +70,7 @@ from services.gateway.messages_render import message_id
 from services.gateway.messages_request import parse_messages_request
 from services.gateway.pricing import hold_micros, prompt_token_bound
 from services.gateway.quotes import quote
+from services.gateway.rate_limits import Limiter
 from services.gateway.renderers import (
     ChatCompletionsRenderer,
     ClientRenderer,
@@ -174,8 +175,11 @@ class Backends:
         billing: grpc.aio.Channel,
         providers: grpc.aio.Channel,
         accounts: grpc.aio.Channel | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.billing = billing_pb2_grpc.BillingStub(billing)
+        # None: no rate limits (unit tests that are not about them).
+        self.limiter = limiter
         self.providers = providers_pb2_grpc.ProvidersStub(providers)
         # None: no session auth (every caller needs an API key).
         self.accounts = None if accounts is None else accounts_pb2_grpc.AccountsStub(accounts)
@@ -240,6 +244,7 @@ class Backends:
             )
         except grpc.aio.AioRpcError as exc:
             raise self._refused(attempt, exc) from exc
+        await self.limit(principal)
         return Caller(
             principal.account_id,
             principal.key_id,
@@ -349,6 +354,12 @@ class Backends:
                 raise insufficient() from exc
             raise self._refused(attempt, exc) from exc
         principal = authorized.principal
+        try:
+            await self.limit(principal)
+        except BaseException:
+            # Refused (or cancelled meanwhile): no money moves for this call.
+            self.settle_later(self.release(authorized.hold.hold_id, "refused by a rate limit"))
+            raise
         caller = Caller(
             principal.account_id,
             principal.key_id,
@@ -357,6 +368,27 @@ class Backends:
             tuple(principal.scopes),
         )
         return caller, authorized.hold
+
+    async def limit(self, principal: billing_pb2.Principal) -> None:
+        """Apply the key's and account's rate limits to this call, once per call:
+        the headers join its response, its lease goes back when it ends, and a
+        refusal is raised (a 429). Checked after billing named the caller: a
+        paid call's refusal then costs one release, and an admitted call (the
+        common case) no extra billing round trip."""
+        state = call_state.current()
+        if self.limiter is None or state is None or state.limited or not principal.key_id:
+            return
+        state.limited = True
+        admission = await self.limiter.admit(
+            principal.account_id, principal.key_id, principal.rate_limits, time.time()
+        )
+        for name, value in admission.headers:
+            add_response_header(name, value)
+        lease, limiter = admission.lease, self.limiter
+        if lease is not None:
+            state.at_end(lambda: limiter.release(lease))
+        if admission.refused is not None:
+            raise admission.refused
 
     @staticmethod
     def _refused(attempt: bad_keys.Attempt, exc: grpc.aio.AioRpcError) -> PublicError:

@@ -574,4 +574,5 @@ def test_the_operator_examples_parse_as_their_custom_resources() -> None:
     assert kinds == {
         ("postgresql.cnpg.io/v1", "Cluster"),
         ("rabbitmq.com/v1beta1", "RabbitmqCluster"),
+        ("redis.redis.opstreelabs.in/v1beta2", "Redis"),
     }

@@ -92,7 +92,7 @@ def test_secrets_reach_only_the_services_that_use_them(tmp_path: Path) -> None:
     )
     holders = {
         "AIPORT_DATABASE_URL": {"billing", "jobs", "accounts", "payments"},
-        "AIPORT_REDIS_URL": {"accounts"},
+        "AIPORT_REDIS_URL": {"accounts", "gateway"},
         "AIPORT_AMQP_URL": {"jobs", "worker-image", "worker-video"},
         "AIPORT_SANDBOX_API_KEY": {"sandbox", "providers", "worker-image", "worker-video"},
     }
@@ -182,7 +182,7 @@ def test_relative_paths_are_the_users(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert config.env("files")["AIPORT_BLOB_DIR"] == str(tmp_path / "b")
 
 
-def test_accounts_gets_redis_and_mails_into_the_sink_unless_told_otherwise(
+def test_accounts_and_gateway_get_redis_and_mail_goes_to_the_sink_unless_told_otherwise(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("AIPORT_REDIS_URL", "redis://:pw@127.0.0.1:6390/3")
@@ -193,7 +193,9 @@ def test_accounts_gets_redis_and_mails_into_the_sink_unless_told_otherwise(
     assert (accounts["AIPORT_SMTP_HOST"], accounts["AIPORT_SMTP_PORT"]) == ("127.0.0.1", "2600")
     assert "AIPORT_DATABASE_URL" in accounts
     assert config.mail_folder == tmp_path / "mail"
-    for name in ("gateway", "billing", "jobs", "mail-sink"):
+    # The gateway keeps its rate limits there too.
+    assert config.env("gateway")["AIPORT_REDIS_URL"] == "redis://:pw@127.0.0.1:6390/3"
+    for name in ("billing", "jobs", "mail-sink"):
         assert "AIPORT_REDIS_URL" not in config.env(name)
     # A real relay named by the user replaces the sink.
     monkeypatch.setenv("AIPORT_SMTP_HOST", "smtp.example.test")

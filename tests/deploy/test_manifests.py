@@ -65,6 +65,7 @@ REQUIRED_ENV: Final[dict[str, frozenset[str]]] = {
         "AIPORT_ACCOUNTS_TOKEN",
         "AIPORT_PAYMENTS_ADDR",
         "AIPORT_PAYMENTS_TOKEN",
+        "AIPORT_REDIS_URL",
     },
     "billing": LISTEN
     | {
