@@ -48,6 +48,7 @@ async def run() -> int:
             return 1
         try:
             hold_ttl = config.hold_ttl_seconds()
+            retention = config.idempotency_retention_seconds()
             sweep_every = config.hold_sweep_seconds()
             sweep_batch = config.hold_sweep_batch()
             # Fail closed: no caller tokens, no billing (never the tokens in the log).
@@ -57,7 +58,9 @@ async def run() -> int:
             return 1
         money = Money(url)
         await money.open()
-        servicer = BillingServicer(engine, money, hold_ttl_seconds=hold_ttl)
+        servicer = BillingServicer(
+            engine, money, hold_ttl_seconds=hold_ttl, idempotency_retention_seconds=retention
+        )
         sweeper_task = asyncio.create_task(
             sweeper.run_forever(engine, money, sweep_every, sweep_batch), name="hold-sweeper"
         )

@@ -27,3 +27,9 @@ def hold_sweep_seconds() -> int:
 def hold_sweep_batch() -> int:
     """AIPORT_HOLD_SWEEP_BATCH: expired holds settled per transaction."""
     return _bounded("AIPORT_HOLD_SWEEP_BATCH", 500, 1, 10_000)
+
+
+def idempotency_retention_seconds() -> int:
+    """AIPORT_IDEMPOTENCY_RETENTION_SECONDS: how long a client's Idempotency-Key and
+    its stored answer are kept (24 hours by default)."""
+    return _bounded("AIPORT_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, 60, 30 * 24 * 3600)
