@@ -12,8 +12,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anthropic
 import httpx
 import openai
+import pytest
 from aiport.v1 import billing_pb2, billing_pb2_grpc
 
 from tests.integration.conftest import Account
@@ -253,3 +255,46 @@ def test_a_failure_before_output_frees_the_key(
     assert retried.status_code == failed.status_code
     assert REPLAYED not in retried.headers
     assert captures(billing, account.account_id) == 0
+
+
+def test_anthropic_messages_and_responses_replay_too(
+    base_url: str,
+    http: httpx.Client,
+    sandbox: httpx.Client,
+    billing: billing_pb2_grpc.BillingStub,
+    account: Account,
+) -> None:
+    # The anthropic SDK as a developer configures it (the key as x-api-key).
+    claude = anthropic.Anthropic(base_url=base_url, api_key=account.api_key, max_retries=0)
+    text = prompt()
+    headers = {HEADER: key()}
+    messages: Any = [{"role": "user", "content": text}]
+
+    def ask() -> Any:
+        return claude.messages.with_raw_response.create(
+            model="claude-sonnet-4-6", max_tokens=256, messages=messages, extra_headers=headers
+        )
+
+    first, again = ask(), ask()
+    assert again.headers.get(REPLAYED) == "true"
+    assert again.http_response.content == first.http_response.content
+    assert again.parse().id == first.parse().id
+    # Another body under that key: Anthropic's error shape, 422.
+    with pytest.raises(anthropic.UnprocessableEntityError):
+        claude.messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=256,
+            messages=[{"role": "user", "content": prompt()}],
+            extra_headers=headers,
+        )
+    assert upstream_calls(sandbox, text) == 1
+    responses_text = prompt()
+    body = {"model": "deepseek-v4-flash", "input": responses_text}
+    response_headers = {HEADER: key()}
+    once = http.post("/v1/responses", json=body, headers=response_headers)
+    twice = http.post("/v1/responses", json=body, headers=response_headers)
+    assert once.status_code == twice.status_code == 200, once.text
+    assert twice.headers[REPLAYED] == "true"
+    assert twice.content == once.content
+    assert upstream_calls(sandbox, responses_text) == 1
+    assert captures(billing, account.account_id) == 2
