@@ -35,8 +35,9 @@ class FakeBackends:
         self.calls: list[tuple[str, Any]] = []
         self.relay: ChatRelay | None = None
 
-    async def capture(self, hold_id: str, amount: int, *_: Any, **__: Any) -> None:
+    async def capture(self, hold_id: str, amount: int, *_: Any, **__: Any) -> int:
         self.calls.append(("capture", amount))
+        return amount
 
     async def release(self, hold_id: str, reason: str, *_: Any) -> None:
         self.calls.append(("release", reason))
