@@ -98,7 +98,7 @@ def test_a_repeat_while_the_first_runs_is_409_then_replays(
     billing: billing_pb2_grpc.BillingStub,
     account: Account,
 ) -> None:
-    text = prompt("[sim:delay=2]")
+    text = prompt("[sim:delay=4]")
     headers = {HEADER: key()}
     results: list[httpx.Response] = []
     first = threading.Thread(
