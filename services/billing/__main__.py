@@ -48,6 +48,7 @@ async def run() -> int:
             return 1
         try:
             hold_ttl = config.hold_ttl_seconds()
+            retention = config.idempotency_retention_seconds()
             sweep_every = config.hold_sweep_seconds()
             sweep_batch = config.hold_sweep_batch()
             cap_time_zone = config.spend_cap_time_zone()
@@ -58,7 +59,9 @@ async def run() -> int:
             return 1
         money = Money(url, cap_time_zone=cap_time_zone)
         await money.open()
-        servicer = BillingServicer(engine, money, hold_ttl_seconds=hold_ttl)
+        servicer = BillingServicer(
+            engine, money, hold_ttl_seconds=hold_ttl, idempotency_retention_seconds=retention
+        )
         sweeper_task = asyncio.create_task(
             sweeper.run_forever(engine, money, sweep_every, sweep_batch), name="hold-sweeper"
         )

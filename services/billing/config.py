@@ -38,3 +38,9 @@ def spend_cap_time_zone() -> str:
     except rules.InvalidArgument as exc:
         raise ValueError(f"AIPORT_SPEND_CAP_TIME_ZONE: {exc}") from None
     return value
+
+
+def idempotency_retention_seconds() -> int:
+    """AIPORT_IDEMPOTENCY_RETENTION_SECONDS: how long a client's Idempotency-Key and
+    its stored answer are kept (24 hours by default)."""
+    return _bounded("AIPORT_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, 60, 30 * 24 * 3600)

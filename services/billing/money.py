@@ -42,7 +42,7 @@ from psycopg.rows import DictRow
 from services.common import metrics, pg
 from services.common.logs import fields
 
-from . import postings, rules
+from . import idempotency, postings, rules
 from .ledger import (
     BALANCE_COLUMNS,
     HOLD_COLUMNS,
@@ -463,6 +463,57 @@ NO_ORIGIN = Origin()
 NO_USAGE = rules.RecordedUsage()
 
 
+def _hold_params(
+    principal: str | bytes,
+    presented: str,
+    amount_micros: int,
+    idempotency_key: str,
+    *,
+    description: str,
+    ttl_seconds: int,
+    default_ttl_seconds: int,
+    model: str,
+    origin: Origin,
+) -> dict[str, Any]:
+    """A hold statement's parameters, validated, with the hash its key guards."""
+    amount = rules.check_positive_amount(amount_micros)
+    key = rules.check_idempotency_key(idempotency_key, required=True)
+    assert key is not None
+    description = rules.check_text("description", description)
+    model = rules.check_ledger_name("model", model)
+    ttl = rules.resolve_hold_ttl(ttl_seconds, default_ttl_seconds)
+    digest = rules.input_hash(
+        "hold",
+        principal=presented,
+        amount_micros=amount,
+        description=description,
+        ttl_seconds=ttl_seconds,
+        model=model,
+    )
+    return {
+        "principal": principal,
+        "amount": amount,
+        "key": key,
+        "input_hash": digest,
+        "hold_id": rules.new_hold_id(),
+        "model": model,
+        "description": description,
+        "ttl": ttl,
+        # Descriptive (the usage record), so not part of what the key guards.
+        **rules.check_origin(origin.endpoint, origin.request_id, origin.job_id),
+    }
+
+
+class _NotPlaced(Exception):
+    """Inside a claim's transaction: the hold was not placed, so the claim must not be
+    kept either (rolled back with it); the reason is worked out after."""
+
+    def __init__(self, principal_account_id: str | None, row: DictRow | None = None) -> None:
+        super().__init__("hold not placed")
+        self.principal_account_id = principal_account_id
+        self.row = row  # the statement's answer: the key's allowlist, to say why
+
+
 def _retry_conflicts(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Run a transaction PostgreSQL aborted as a deadlock/serialization victim again."""
 
@@ -600,6 +651,136 @@ class Money:
             principal = _principal(row["principal_account_id"], row)
         return principal, hold
 
+    async def authorize_hold_once(
+        self,
+        api_key: str,
+        amount_micros: int,
+        idempotency_key: str,
+        client: idempotency.ClientKey,
+        *,
+        retention_seconds: int,
+        description: str = "",
+        ttl_seconds: int = 0,
+        default_ttl_seconds: int = 3600,
+        model: str = "",
+        origin: Origin = NO_ORIGIN,
+    ) -> tuple[Principal, Hold | idempotency.Earlier]:
+        """authorize_hold under a client's idempotency key: the key is claimed for
+        the key's account in the hold's own transaction (both or neither), or, when
+        an earlier call holds it, nothing is held and that call's state comes back.
+
+        The claim's owner is the hold's idempotency key: a retry of this very call
+        (its answer was lost) finds its own claim and gets its hold back. An
+        in-flight claim lapses with the hold it guarded (the hold's TTL)."""
+        if not rules.looks_like_api_key(api_key):
+            raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
+        key_hash = rules.hash_api_key(api_key)
+        params = _hold_params(
+            key_hash,
+            f"api_key:{key_hash.hex()}",
+            amount_micros,
+            idempotency_key,
+            description=description,
+            ttl_seconds=ttl_seconds,
+            default_ttl_seconds=default_ttl_seconds,
+            model=model,
+            origin=origin,
+        )
+        periods = self.spend_periods()
+        params |= {"day": periods.day, "month": periods.month, "caps_checked": False}
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                outcome = await self._claim_and_hold(
+                    key_hash, params, client, retention_seconds, periods
+                )
+            except _NotPlaced as missing:
+                if missing.principal_account_id is None:
+                    await self._refuse_key(key_hash)  # expired, or the one 401
+                    raise AssertionError("unreachable") from None
+                return await self._principal_and_unplaced(
+                    api_key, missing.principal_account_id, params, missing.row
+                )
+            except RETRYABLE:
+                continue
+            if outcome is not None:
+                return outcome
+        raise RuntimeError("idempotency claim neither taken nor found")
+
+    async def _claim_and_hold(
+        self,
+        key_hash: bytes,
+        params: dict[str, Any],
+        client: idempotency.ClientKey,
+        retention_seconds: int,
+        periods: rules.SpendPeriods,
+    ) -> tuple[Principal, Hold | idempotency.Earlier] | None:
+        """One transaction: the principal, the claim, the hold (a capped key's caps
+        checked under its lock, as _place_capped does; a cap refused rolls the claim
+        back with it). None: the record that blocked the claim vanished before it
+        could be read (swept): try again."""
+        async with pg.transaction(self._pool) as conn:
+            # The order every hold takes the rows in: its account's, then its key's.
+            await conn.execute(_LOCK_KEY_ACCOUNT, params)
+            found = await (await conn.execute(_AUTHENTICATE, {"principal": key_hash})).fetchone()
+            if found is None:
+                raise _NotPlaced(None)
+            principal = _principal(found["account_id"], found)
+            claim = {
+                "account_id": principal.account_id,
+                "key": client.key,
+                "request_hash": client.request_hash,
+                "owner": params["key"],
+                "claim_seconds": params["ttl"],
+                "retention_seconds": retention_seconds,
+            }
+            claimed = await (await conn.execute(idempotency.CLAIM, claim)).fetchone()
+            if claimed is None:
+                record = await (await conn.execute(idempotency.LIVE_RECORD, claim)).fetchone()
+                if record is None:
+                    return None
+                if record["owner"] != params["key"]:
+                    return principal, idempotency.earlier(record, client.request_hash)
+                # This very call, asked again (its first answer was lost): the
+                # claim is its own, and its hold is found by the hold's key below.
+            else:
+                hold_params = params
+                if found["capped"] and self._model_allowed(found, params["model"]):
+                    locked = await (await conn.execute(_LOCK_KEY_SPEND, params)).fetchone()
+                    assert locked is not None  # the key was found above, in this transaction
+                    caps, spend = _key_spend(locked)
+                    refusal = rules.cap_refusal(caps, spend, periods, params["amount"])
+                    if refusal is not None:
+                        raise refusal
+                    hold_params = {**params, "caps_checked": True}
+                row = await (await conn.execute(_PLACE_HOLD_BY_KEY, hold_params)).fetchone()
+                if row is None or row["id"] is None:
+                    raise _NotPlaced(None if row is None else row["principal_account_id"], row)
+                postings.assert_balanced(f"hold {row['id']}", row["posted"])
+                return principal, _hold(row)
+        prior = await self._one(_HOLD_BY_KEY, {"key": params["key"]})
+        if prior is None:
+            raise RuntimeError("an idempotency claim without its hold")
+        return principal, _hold(prior)
+
+    async def _principal_and_unplaced(
+        self, api_key: str, account_id: str, params: dict[str, Any], row: DictRow | None
+    ) -> tuple[Principal, Hold]:
+        hold = await self._unplaced_hold(
+            account_id, params["key"], params["input_hash"], params["amount"], row, params["model"]
+        )
+        return await self.authenticate(api_key), hold
+
+    async def store_idempotent_answer(
+        self, owner: str, http_status: int, content_type: str, body: bytes
+    ) -> bool:
+        return await idempotency.store_answer(self._pool, owner, http_status, content_type, body)
+
+    async def drop_idempotency_claim(self, owner: str) -> bool:
+        return await idempotency.drop_claim(self._pool, owner)
+
+    async def sweep_idempotency_records(self, batch_size: int = 500) -> int:
+        return await idempotency.sweep(self._pool, batch_size)
+
     async def place_hold(
         self,
         account_id: str,
@@ -644,36 +825,23 @@ class Money:
         model: str,
         origin: Origin,
     ) -> tuple[DictRow | None, Hold]:
-        amount = rules.check_positive_amount(amount_micros)
-        key = rules.check_idempotency_key(idempotency_key, required=True)
-        assert key is not None
-        description = rules.check_text("description", description)
-        model = rules.check_ledger_name("model", model)
-        ttl = rules.resolve_hold_ttl(ttl_seconds, default_ttl_seconds)
-        digest = rules.input_hash(
-            "hold",
-            principal=presented,
-            amount_micros=amount,
+        params = _hold_params(
+            principal,
+            presented,
+            amount_micros,
+            idempotency_key,
             description=description,
             ttl_seconds=ttl_seconds,
+            default_ttl_seconds=default_ttl_seconds,
             model=model,
+            origin=origin,
         )
         periods = self.spend_periods()
-        params = {
-            "principal": principal,
-            "amount": amount,
-            "key": key,
-            "input_hash": digest,
-            "hold_id": rules.new_hold_id(),
-            "model": model,
-            "description": description,
-            "ttl": ttl,
-            "day": periods.day,
-            "month": periods.month,
-            "caps_checked": False,
-            # Descriptive (the usage record), so not part of what the key guards.
-            **rules.check_origin(origin.endpoint, origin.request_id, origin.job_id),
-        }
+        # The key's spend periods (its caps count in them), never part of what the
+        # key guards; caps_checked: set once a capped key's caps were checked under
+        # its lock (_place_capped).
+        params |= {"day": periods.day, "month": periods.month, "caps_checked": False}
+        key, digest, amount = params["key"], params["input_hash"], params["amount"]
         try:
             row = await self._one(sql, params)
         except errors.UniqueViolation:

@@ -26,7 +26,7 @@ from services.common.auth_failures import CLIENT_HEADER, CLIENT_THROTTLED_HEADER
 from services.common.billing_errors import HELD_MICROS_TRAILER
 from services.common.logs import fields
 
-from . import auth_limits, ledger, postings, rules, usage
+from . import auth_limits, idempotency, ledger, postings, rules, usage
 from .money import Money, Origin
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,22 @@ def _hold_pb(hold: ledger.Hold) -> billing_pb2.Hold:
     )
 
 
+_EARLIER_STATE = {
+    idempotency.State.IN_FLIGHT: billing_pb2.IdempotentAnswer.IN_FLIGHT,
+    idempotency.State.COMPLETED: billing_pb2.IdempotentAnswer.COMPLETED,
+    idempotency.State.MISMATCH: billing_pb2.IdempotentAnswer.MISMATCH,
+}
+
+
+def _earlier_pb(earlier: idempotency.Earlier) -> billing_pb2.IdempotentAnswer:
+    return billing_pb2.IdempotentAnswer(
+        state=_EARLIER_STATE[earlier.state],
+        http_status=earlier.http_status,
+        content_type=earlier.content_type,
+        body=earlier.body,
+    )
+
+
 def _entry_pb(entry: ledger.LedgerEntry) -> billing_pb2.LedgerEntry:
     return billing_pb2.LedgerEntry(
         entry_id=entry.id,
@@ -288,10 +304,18 @@ ADJUST_KINDS = {
 
 
 class BillingServicer(billing_pb2_grpc.BillingServicer):
-    def __init__(self, engine: AsyncEngine, money: Money, *, hold_ttl_seconds: int = 3600) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        money: Money,
+        *,
+        hold_ttl_seconds: int = 3600,
+        idempotency_retention_seconds: int = 24 * 3600,
+    ) -> None:
         self._engine = engine
         self._money = money
         self._hold_ttl_seconds = hold_ttl_seconds
+        self._retention_seconds = idempotency_retention_seconds
 
     @_guarded
     async def CreateAccount(
@@ -589,6 +613,8 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def AuthorizeHold(
         self, request: billing_pb2.AuthorizeHoldRequest, context: Ctx
     ) -> billing_pb2.AuthorizedHold:
+        if request.HasField("client_idempotency"):
+            return await self._authorize_hold_once(request, context)
         try:
             principal, hold = await self._money.authorize_hold(
                 request.api_key,
@@ -604,6 +630,50 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             await self._count_failure(request.api_key, context)
             raise
         return billing_pb2.AuthorizedHold(principal=_principal_pb(principal), hold=_hold_pb(hold))
+
+    async def _authorize_hold_once(
+        self, request: billing_pb2.AuthorizeHoldRequest, context: Ctx
+    ) -> billing_pb2.AuthorizedHold:
+        client = idempotency.check_client_key(
+            request.client_idempotency.key, request.client_idempotency.request_hash
+        )
+        try:
+            principal, placed = await self._money.authorize_hold_once(
+                request.api_key,
+                request.amount_micros,
+                request.idempotency_key,
+                client,
+                retention_seconds=self._retention_seconds,
+                description=request.description,
+                ttl_seconds=request.ttl_seconds,
+                default_ttl_seconds=self._hold_ttl_seconds,
+                model=request.model,
+                origin=_origin(request.origin),
+            )
+        except rules.Unauthenticated:
+            await self._count_failure(request.api_key, context)
+            raise
+        if isinstance(placed, idempotency.Earlier):
+            return billing_pb2.AuthorizedHold(
+                principal=_principal_pb(principal), earlier=_earlier_pb(placed)
+            )
+        return billing_pb2.AuthorizedHold(principal=_principal_pb(principal), hold=_hold_pb(placed))
+
+    @_guarded
+    async def StoreIdempotentAnswer(
+        self, request: billing_pb2.StoreIdempotentAnswerRequest, context: Ctx
+    ) -> billing_pb2.IdempotencyClaimResult:
+        changed = await self._money.store_idempotent_answer(
+            request.owner, request.http_status, request.content_type, request.body
+        )
+        return billing_pb2.IdempotencyClaimResult(changed=changed)
+
+    @_guarded
+    async def DropIdempotencyClaim(
+        self, request: billing_pb2.DropIdempotencyClaimRequest, context: Ctx
+    ) -> billing_pb2.IdempotencyClaimResult:
+        changed = await self._money.drop_idempotency_claim(request.owner)
+        return billing_pb2.IdempotencyClaimResult(changed=changed)
 
     @_guarded
     async def CaptureHold(

@@ -1,4 +1,5 @@
-"""Background expiry: open holds past their `expires_at` are released, in bounded batches."""
+"""Background expiry: open holds past their `expires_at` are released, and clients'
+idempotency records past their retention deleted, in bounded batches."""
 
 from __future__ import annotations
 
@@ -38,6 +39,19 @@ async def sweep_once(money: Money, batch_size: int = 500) -> int:
     return total
 
 
+async def sweep_idempotency_records(money: Money, batch_size: int = 500) -> int:
+    """Delete clients' idempotency records past their retention, batch by batch."""
+    total = 0
+    for _ in range(MAX_BATCHES_PER_SWEEP):
+        deleted = await money.sweep_idempotency_records(batch_size)
+        total += deleted
+        if deleted < batch_size:
+            break
+    if total:
+        log.info("idempotency records past retention deleted", extra=fields(records=total))
+    return total
+
+
 async def run_forever(
     engine: AsyncEngine, money: Money, interval_seconds: float, batch_size: int = 500
 ) -> None:
@@ -51,6 +65,7 @@ async def run_forever(
             await sweep_once(money, batch_size)
             # Keeps the shared failed-authentication table bounded.
             await auth_limits.prune(engine)
+            await sweep_idempotency_records(money, batch_size)
         except Exception:
             log.exception("hold sweep failed; will retry")
         await asyncio.sleep(interval_seconds)

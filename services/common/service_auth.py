@@ -50,6 +50,9 @@ _GATEWAY = (
     "AuthorizeHold",
     "CaptureHold",
     "ReleaseHold",
+    # Clients' Idempotency-Key answers (services/gateway/idempotency.py).
+    "StoreIdempotentAnswer",
+    "DropIdempotencyClaim",
     "GetAccountBalance",
     # A customer's own records and keys (/v1/usage, /v1/statement, /v1/keys).
     "ListUsage",
@@ -81,6 +84,8 @@ _ADMIN = (
     "AuthorizeHold",
     "CaptureHold",
     "ReleaseHold",
+    "StoreIdempotentAnswer",
+    "DropIdempotencyClaim",
     "ListLedger",
     "SetAccountDisabled",
     "ListUsage",

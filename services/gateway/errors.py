@@ -37,6 +37,7 @@ _GRPC_CODE = {
     402: grpc.StatusCode.FAILED_PRECONDITION,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ABORTED,
     413: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.FAILED_PRECONDITION,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -308,6 +309,43 @@ def client_task_id_reused(task_id: str) -> PublicError:
         f"client_task_id '{task_id}' names an earlier job of yours that asked for "
         "different work. Use a new client_task_id for a new job.",
         "client_task_id",
+    )
+
+
+# -- Idempotency-Key (services/gateway/idempotency.py) ----------------------------------------
+
+
+def invalid_idempotency_key() -> PublicError:
+    return invalid_request(
+        "The Idempotency-Key header must be 1 to 255 printable ASCII characters "
+        "(and not an API key or other credential).",
+        "Idempotency-Key",
+    )
+
+
+def idempotent_request_in_progress() -> PublicError:
+    """A repeat of a key whose first request is still running: retry after it ends."""
+    return PublicError(
+        409,
+        "invalid_request_error",
+        "idempotent_request_in_progress",
+        "A request with this Idempotency-Key is still being processed. "
+        "Retry after it has finished to get its answer.",
+        "Idempotency-Key",
+        should_retry=True,
+    )
+
+
+def idempotent_answer_not_kept() -> PublicError:
+    """The key's request finished, but its answer was too large to keep for replay."""
+    return PublicError(
+        409,
+        "invalid_request_error",
+        "idempotent_answer_not_kept",
+        "The request with this Idempotency-Key has finished (and was charged once), but its "
+        "answer was too large to keep for replay. Use a new key for a new request.",
+        "Idempotency-Key",
+        should_retry=False,
     )
 
 

@@ -42,7 +42,7 @@ from services.common.job_ids import new_job_id
 from services.common.job_states import JobStatus, status_label
 from services.common.logs import fields
 from services.common.money import micros_to_idr
-from services.gateway import errors
+from services.gateway import errors, idempotency
 from services.gateway.boundary import add_response_header, public_unary
 from services.gateway.generate_request import (
     JobPlan,
@@ -52,7 +52,7 @@ from services.gateway.generate_request import (
     parse_video_img2video,
     parse_video_multimodal,
 )
-from services.gateway.holds import HoldKind, HoldPurpose
+from services.gateway.holds import HoldKey, HoldKind, HoldPurpose
 from services.gateway.job_listing import encode_cursor, parse_listing
 from services.gateway.references import ReferenceResolver, own_references
 from services.gateway.server import Backends
@@ -131,9 +131,15 @@ class JobsBackend:
         self.hold_ttl_seconds = hold_ttl_seconds
 
     async def create(
-        self, context: ServicerContext, plan: JobPlan, endpoint: str
+        self,
+        context: ServicerContext,
+        plan: JobPlan,
+        endpoint: str,
+        claim: idempotency.ClientClaim | None = None,
     ) -> generate_pb2.JobAccepted:
-        """`endpoint` names the public endpoint on the customer's usage record."""
+        """`endpoint` names the public endpoint on the customer's usage record.
+        `claim`: the client's Idempotency-Key; a repeat raises idempotency.Replay
+        with the first call's JobAccepted (the same job_id), and no second job."""
         amount = plan.estimated_cost_micros
         # Ours, so that the client can be told what to poll whatever happens (and
         # the hold's usage record names the job from the start).
@@ -145,7 +151,9 @@ class JobsBackend:
             lambda: errors.insufficient_balance(amount),
             # Longer than the job timeout: the jobs service settles first.
             ttl_seconds=self.hold_ttl_seconds,
+            claim=claim,
         )
+        owner = "" if claim is None else str(HoldKey(HoldKind.JOB, caller.call_id))
         request = job_state_pb2.CreateJobRequest(
             account_id=caller.account_id,
             hold_id=hold.hold_id,
@@ -164,7 +172,7 @@ class JobsBackend:
         # hold when it cannot be created, runs in a task of its own: a client
         # that leaves (or whose deadline passes) meanwhile cannot strand the hold.
         created = await asyncio.shield(
-            self.backends.settle_later(self._create_or_settle(request, caller.request_id))
+            self.backends.settle_later(self._create_or_settle(request, caller.request_id, owner))
         )
         if created is Creation.UNKNOWN:
             raise errors.job_status_unknown(request.job_id)
@@ -180,24 +188,17 @@ class JobsBackend:
             # The client's task id named an earlier call's job, for the same work: that
             # job is the answer, and this call's hold (not the job's) goes back.
             await self.backends.release(hold.hold_id, "repeat of an existing client task id")
-            return generate_pb2.JobAccepted(
-                job_id=job.job_id,
-                status=JobStatus.from_proto(job.status).value,
-                estimated_cost_idr=micros_to_idr(job.estimated_cost_micros),
-            )
-        return generate_pb2.JobAccepted(
-            job_id=job.job_id,
-            status=JobStatus.PENDING.value,
-            estimated_cost_idr=micros_to_idr(amount),
-        )
+        return accepted_job(job, hold.hold_id, amount)
 
     async def _create_or_settle(
-        self, request: job_state_pb2.CreateJobRequest, request_id: str
+        self, request: job_state_pb2.CreateJobRequest, request_id: str, owner: str = ""
     ) -> Created | Creation:
         """The job, which now owns the hold; or why there is none (the hold then
-        released, or kept while the creation is reconciled)."""
+        released, or kept while the creation is reconciled). With a client's
+        Idempotency-Key (`owner`: its claim) the answer is stored first, or the
+        claim dropped when no job owns the hold."""
         try:
-            return Created(await self._create_job(request))
+            job = await self._create_job(request)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code in RETRYABLE:
@@ -207,14 +208,40 @@ class JobsBackend:
                     "job creation outcome unknown; reconciling",
                     extra=fields(request_id=request_id, job_id=request.job_id, code=code.name),
                 )
-                self.backends.settle_later(self.reconcile(request, request_id))
+                self.backends.settle_later(self._reconcile_claimed(request, request_id, owner))
                 return Creation.UNKNOWN
             # No job owns the hold (or it was failed and refunded already): free it.
             await self.backends.release(request.hold_id, f"job not created: {code.name}")
             log.error("job not created", extra=fields(request_id=request_id, code=code.name))
+            if owner:
+                await self.backends.drop_claim(owner)
             if code == grpc.StatusCode.FAILED_PRECONDITION:
                 return Creation.KEY_REUSED
             return Creation.NOT_CREATED
+        if owner:
+            await self._keep(owner, job, request)
+        return Created(job)
+
+    async def _keep(
+        self, owner: str, job: job_state_pb2.JobRecord, request: job_state_pb2.CreateJobRequest
+    ) -> None:
+        accepted = accepted_job(job, request.hold_id, request.estimated_cost_micros)
+        answer = idempotency.StoredAnswer(202, idempotency.PROTOBUF, accepted.SerializeToString())
+        await self.backends.keep_answer(owner, answer)
+
+    async def _reconcile_claimed(
+        self, request: job_state_pb2.CreateJobRequest, request_id: str, owner: str
+    ) -> None:
+        """Reconcile an unanswered creation; under a client's key, a job that exists
+        becomes the key's answer, and one that was failed instead frees the key.
+        Until then a repeat gets 409 (in flight)."""
+        job = await self.reconcile(request, request_id)
+        if not owner or job is None:
+            return  # unresolved: the claim lapses with the hold
+        if JobStatus.from_proto(job.status) is JobStatus.FAILED and not job.actual_cost_micros:
+            await self.backends.drop_claim(owner)
+        else:
+            await self._keep(owner, job, request)
 
     async def reconcile(
         self, request: job_state_pb2.CreateJobRequest, request_id: str
@@ -277,6 +304,24 @@ class JobsBackend:
         raise AssertionError("unreachable")
 
 
+def accepted_job(
+    job: job_state_pb2.JobRecord, hold_id: str, amount_micros: int
+) -> generate_pb2.JobAccepted:
+    """The 202's body: a new job (it owns this call's hold) is pending at this call's
+    estimate; an earlier call's job (a repeated client_task_id) is shown as it is."""
+    if job.hold_id != hold_id:
+        return generate_pb2.JobAccepted(
+            job_id=job.job_id,
+            status=JobStatus.from_proto(job.status).value,
+            estimated_cost_idr=micros_to_idr(job.estimated_cost_micros),
+        )
+    return generate_pb2.JobAccepted(
+        job_id=job.job_id,
+        status=JobStatus.PENDING.value,
+        estimated_cost_idr=micros_to_idr(amount_micros),
+    )
+
+
 class GenerateService(generate_pb2_grpc.GenerateServicer):
     def __init__(
         self,
@@ -304,11 +349,16 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
     ) -> generate_pb2.JobAccepted:
         self.backends.api_key(context)  # no key at all: 401 before anything else
         plan = parse(request.data, self.catalog)
+        # Validated first: a request refused as invalid never claims the key.
+        claim = idempotency.claim_of(_header(context, idempotency.HEADER), endpoint, request.data)
         if own_references(plan.spec):
             # Our blobs must be the caller's: resolved before anything is held.
             caller = await self.backends.authenticate(context)
             await self.references.resolve(plan.spec, caller.account_id)
-        accepted = await self.jobs.create(context, plan, endpoint)
+        try:
+            accepted = await self.jobs.create(context, plan, endpoint, claim)
+        except idempotency.Replay as replay:
+            return _replayed_job(replay.answer)
         add_response_header(errors.STATUS_HEADER, "202")  # error_shaping.lua sets it
         return accepted
 
@@ -440,6 +490,22 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                 raise errors.invalid_cursor() from exc
             raise _jobs_unavailable() from exc
         return job_list(page, self.public_base_url)
+
+
+def _header(context: ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def _replayed_job(answer: idempotency.StoredAnswer) -> generate_pb2.JobAccepted:
+    """The first call's JobAccepted again: the same job, its status, Idempotent-Replayed."""
+    if answer.content_type != idempotency.PROTOBUF:
+        raise errors.idempotency_key_reused()  # the key's answer is not a job's
+    add_response_header(idempotency.REPLAYED_HEADER, "true")
+    add_response_header(errors.STATUS_HEADER, str(answer.http_status))
+    return generate_pb2.JobAccepted.FromString(answer.body)
 
 
 def job_list(page: job_state_pb2.JobRecordPage, base_url: str) -> jobs_pb2.JobList:

@@ -54,7 +54,7 @@ from services.common.wire import (
     UPSTREAM_FAILURE_KEY,
     completed_events,
 )
-from services.gateway import bad_keys, call_state, errors, key_refusals, sessions
+from services.gateway import bad_keys, call_state, errors, idempotency, key_refusals, sessions
 from services.gateway.boundary import (
     add_response_header,
     anthropic_stream,
@@ -306,9 +306,13 @@ class Backends:
         purpose: HoldPurpose,
         insufficient: Callable[[], PublicError],
         ttl_seconds: int = 0,
+        claim: idempotency.ClientClaim | None = None,
     ) -> tuple[Caller, billing_pb2.Hold]:
         """Authenticate and reserve the worst-case cost in one billing call (the
-        purpose's model names the revenue account the capture credits)."""
+        purpose's model names the revenue account the capture credits). With a
+        client's Idempotency-Key (`claim`), billing claims it with the hold; a key
+        already claimed places nothing and raises idempotency.Replay (its stored
+        answer) or the 409/422 a repeat gets."""
         key = self.api_key(context)
         request_id = self.request_id(context)
         hold_key = HoldKey.new(purpose.kind)
@@ -323,6 +327,7 @@ class Backends:
             origin=billing_pb2.CallOrigin(
                 endpoint=purpose.endpoint, request_id=request_id, job_id=purpose.job_id
             ),
+            client_idempotency=None if claim is None else claim.to_proto(),
         )
         try:
             authorized: billing_pb2.AuthorizedHold = await self.billing_call(
@@ -353,6 +358,8 @@ class Backends:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise insufficient() from exc
             raise self._refused(attempt, exc) from exc
+        if authorized.HasField("earlier"):
+            raise idempotency.answer_to(authorized.earlier)
         principal = authorized.principal
         try:
             await self.limit(principal)
@@ -448,7 +455,11 @@ class Backends:
                 )
                 return
             hold_id = authorized.hold.hold_id
+            if not hold_id:  # the client's key is another call's now: nothing of ours
+                return
             await self.release(hold_id, "call ended before its hold was known")
+            if request.HasField("client_idempotency"):
+                await self.drop_claim(key)
             log.warning(
                 "hold of a lost authorization released",
                 extra={"fields": {"idempotency_key": key, "hold_id": hold_id}},
@@ -512,6 +523,31 @@ class Backends:
             hold_id,
         )
         return amount if settled is None else settled.captured_micros
+
+    async def keep_answer(self, owner: str, answer: idempotency.StoredAnswer) -> None:
+        """Store the answer of the call that claimed a client's key (`owner`: its
+        hold's key), for repeats to replay. Never raises: if billing cannot be
+        reached the claim stays in flight (repeats get 409) until it lapses."""
+        request = billing_pb2.StoreIdempotentAnswerRequest(
+            owner=owner,
+            http_status=answer.http_status,
+            content_type=answer.content_type,
+            body=answer.body,
+        )
+        await self._settle_shielded(
+            "storing an idempotent answer",
+            lambda: self.billing.StoreIdempotentAnswer(request, timeout=BILLING_TIMEOUT_SECONDS),
+            owner,
+        )
+
+    async def drop_claim(self, owner: str) -> None:
+        """Free a client's key whose call failed before any money moved."""
+        request = billing_pb2.DropIdempotencyClaimRequest(owner=owner)
+        await self._settle_shielded(
+            "dropping an idempotency claim",
+            lambda: self.billing.DropIdempotencyClaim(request, timeout=BILLING_TIMEOUT_SECONDS),
+            owner,
+        )
 
     async def release(self, hold_id: str, reason: str, latency_ms: int = 0) -> None:
         request = billing_pb2.ReleaseHoldRequest(
@@ -610,8 +646,13 @@ class ChatRelay:
         fields: dict[str, object],
         started: float,
         renderer: ClientRenderer,
+        idempotency_owner: str = "",
     ) -> None:
         self.backends = backends
+        # With a client's Idempotency-Key: its claim's owner (the hold's key), and
+        # the answer as it goes out, stored before its last part is sent.
+        self.idempotency_owner = idempotency_owner
+        self.record = idempotency.AnswerRecord() if idempotency_owner else None
         self.renderer = renderer
         self.started = started  # time.monotonic() when the request arrived
         self.call = call
@@ -638,8 +679,38 @@ class ChatRelay:
         )
 
     def _send(self, item: RelayItem) -> None:
+        if self.record is not None and isinstance(item, httpbody_pb2.HttpBody):
+            self.record.add(item.content_type, item.data)  # kept whether or not delivered
         if not self.settlement.client_gone:
             self.outbox.put_nowait(item)
+
+    async def _finish(self, item: httpbody_pb2.HttpBody | PublicError) -> None:
+        """Send the answer's last part (or its error), after storing the whole answer
+        for the client's Idempotency-Key: a repeat that follows the answer replays it
+        and never meets the claim still in flight."""
+        record = self.record
+        if record is None:
+            self._send(item)
+            return
+        failed = isinstance(item, PublicError)
+        if not idempotency.keeps(record.started or self.settlement.chunks > 0, failed):
+            # Failed before any output: the hold was released, so the key may run again.
+            await self.backends.drop_claim(self.idempotency_owner)
+            self._send(item)
+            return
+        self.record = None  # recorded here: _send must not add it twice
+        if isinstance(item, PublicError) and not record.started:
+            # Charged (output was produced) but nothing sent yet: the error answer.
+            answer = idempotency.StoredAnswer(item.status, "application/json", item.body())
+        else:
+            if isinstance(item, PublicError):
+                # After output the error goes in-band (relay_chat renders it the same way).
+                record.add("text/event-stream", self.renderer.failure(item))
+            else:
+                record.add(item.content_type, item.data)
+            answer = record.answer(200)
+        await self.backends.keep_answer(self.idempotency_owner, answer)
+        self._send(item)
 
     def _log_fields(self, **more: object) -> dict[str, object]:
         return {**self.fields, "client_left": self.settlement.client_gone, **more}
@@ -673,14 +744,14 @@ class ChatRelay:
                         cost = await self._carry_out(settlement.handle(UsageReported(usage)))
                         self.cost_micros = cost
                         if completion is None:  # a stream: its chunks are all out
-                            self._send(
+                            await self._finish(
                                 httpbody_pb2.HttpBody(
                                     content_type="text/event-stream",
                                     data=self.renderer.stream_end(usage, cost),
                                 )
                             )
                         else:
-                            self._send(
+                            await self._finish(
                                 httpbody_pb2.HttpBody(
                                     content_type="application/json",
                                     data=self.renderer.completion(
@@ -703,7 +774,7 @@ class ChatRelay:
                         await self._carry_out(
                             settlement.handle(UpstreamFailed(broke.message, estimate))
                         )
-                        self._send(errors.provider_error(broke.message))
+                        await self._finish(errors.provider_error(broke.message))
                         return
                 decision = settlement.handle(STREAM_ENDED)
                 failure = errors.service_unavailable("The call ended unexpectedly.")
@@ -717,7 +788,7 @@ class ChatRelay:
                 failure = errors.service_unavailable("The call ended unexpectedly.")
             await self._carry_out(decision)
             # Before any output the edge answers with an error status; after, in-band.
-            self._send(failure)
+            await self._finish(failure)
         except asyncio.CancelledError:
             # Only the gateway stopping cancels a relay: settle what is known.
             self._abandon("gateway stopping")
@@ -726,7 +797,7 @@ class ChatRelay:
             log.exception("chat relay failed", extra={"fields": self.fields})
             self.upstream.cancel()
             self._abandon("gateway error")
-            self._send(errors.service_unavailable("The call ended unexpectedly."))
+            await self._finish(errors.service_unavailable("The call ended unexpectedly."))
         finally:
             self._send(_END)
 
@@ -776,25 +847,32 @@ async def relay_chat(
     renderer: Callable[[str, int], ClientRenderer],
     started: float,
     native: Callable[[str], providers_pb2.NativeRequest] | None = None,
+    claim: idempotency.ClientClaim | None = None,
 ) -> AsyncIterator[httpbody_pb2.HttpBody]:
     """One text call, whatever client protocol it came in: hold, the upstream call
     in its relay, and the relay's output rendered by the protocol's renderer
     (made from the call's completion id and creation time). `native` makes the client's own request,
-    for a route that speaks its protocol to pass through (providers.proto)."""
+    for a route that speaks its protocol to pass through (providers.proto). `claim`: the
+    client's Idempotency-Key; a repeat gets the first call's stored answer, whole."""
     completion_id = "chatcmpl-" + secrets.token_urlsafe(18)
     created = int(time.time())
     chat = from_chat_body(call.upstream_request)  # typed before any money moves
     amount = hold_micros(call)
-    caller, hold = await backends.authorize_hold(
-        context,
-        amount,
-        HoldPurpose(HoldKind.CHAT, call.model.id, endpoint=endpoint),
-        lambda: errors.insufficient_quota(
-            "Your IDR balance cannot cover this request "
-            f"(it may cost up to {micros_to_idr(amount)} IDR). "
-            "Top up, or lower max_tokens, to continue."
-        ),
-    )
+    try:
+        caller, hold = await backends.authorize_hold(
+            context,
+            amount,
+            HoldPurpose(HoldKind.CHAT, call.model.id, endpoint=endpoint),
+            lambda: errors.insufficient_quota(
+                "Your IDR balance cannot cover this request "
+                f"(it may cost up to {micros_to_idr(amount)} IDR). "
+                "Top up, or lower max_tokens, to continue."
+            ),
+            claim=claim,
+        )
+    except idempotency.Replay as replay:
+        yield replayed(replay.answer)
+        return
     fields: dict[str, object] = {
         "request_id": caller.request_id,
         "account_id": caller.account_id,
@@ -817,7 +895,8 @@ async def relay_chat(
     )
     # No await since the hold was placed: from here the relay owns it.
     rendering = renderer(completion_id, created)
-    relay = ChatRelay(backends, call, hold, upstream, fields, started, rendering)
+    owner = "" if claim is None else str(HoldKey(HoldKind.CHAT, caller.call_id))
+    relay = ChatRelay(backends, call, hold, upstream, fields, started, rendering, owner)
     backends.settle_later(relay.run())
     finished = False
     sent = False
@@ -843,6 +922,15 @@ async def relay_chat(
             relay.client_left()
 
 
+def replayed(answer: idempotency.StoredAnswer) -> httpbody_pb2.HttpBody:
+    """A stored answer sent again: with Idempotent-Replayed, its status (the edge sets
+    it from x-aiport-http-status), and as one message (a stream's events all at once).
+    No cost header: a replay moves no money (the body says what the first call cost)."""
+    add_response_header(idempotency.REPLAYED_HEADER, "true")
+    add_response_header(errors.STATUS_HEADER, str(answer.http_status))
+    return httpbody_pb2.HttpBody(content_type=answer.content_type, data=answer.body)
+
+
 class ChatService(chat_pb2_grpc.ChatServicer):
     def __init__(self, catalog: Catalog, backends: Backends) -> None:
         self.catalog = catalog
@@ -855,6 +943,9 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         started = time.monotonic()
         self.backends.api_key(context)  # no key at all: 401 before anything else
         call = parse_chat_request(request.data, self.catalog)
+        claim = idempotency.claim_of(
+            _metadata(context, idempotency.HEADER), CHAT_ENDPOINT, request.data
+        )
         model = call.model.id
         async for item in relay_chat(
             self.backends,
@@ -863,6 +954,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
             CHAT_ENDPOINT,
             lambda completion_id, created: ChatCompletionsRenderer(completion_id, model, created),
             started,
+            claim=claim,
         ):
             yield item
 
@@ -894,6 +986,9 @@ class MessagesService(messages_pb2_grpc.MessagesServicer):
         started = time.monotonic()
         self.backends.api_key(context)
         call = parse_messages_request(request.data, self.catalog)
+        claim = idempotency.claim_of(
+            _metadata(context, idempotency.HEADER), MESSAGES_ENDPOINT, request.data
+        )
         model = call.model.id
         async for item in relay_chat(
             self.backends,
@@ -903,6 +998,7 @@ class MessagesService(messages_pb2_grpc.MessagesServicer):
             lambda completion_id, _created: MessagesRenderer(completion_id, model),
             started,
             _messages_passthrough(request.data),
+            claim,
         ):
             yield item
 
@@ -939,6 +1035,9 @@ class ResponsesService(responses_pb2_grpc.ResponsesServicer):
         started = time.monotonic()
         self.backends.api_key(context)
         call = parse_responses_request(request.data, self.catalog)
+        claim = idempotency.claim_of(
+            _metadata(context, idempotency.HEADER), RESPONSES_ENDPOINT, request.data
+        )
         echo = call.echo
         async for item in relay_chat(
             self.backends,
@@ -949,6 +1048,7 @@ class ResponsesService(responses_pb2_grpc.ResponsesServicer):
                 ResponseFrame(response_id(completion_id), echo)
             ),
             started,
+            claim=claim,
         ):
             yield item
 

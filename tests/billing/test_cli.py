@@ -370,7 +370,7 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
             assert code == 0, err
         engine = db.create_engine(url, application_name="billing", pool_size=1, max_overflow=0)
         try:
-            assert await ledger.schema_revision(engine) == "0007"
+            assert await ledger.schema_revision(engine) == "0008"
             async with engine.connect() as conn:
                 tables = (
                     await conn.execute(
@@ -386,6 +386,7 @@ async def test_migrate_module_creates_and_upgrades_from_any_cwd(tmp_path: Path) 
                     "api_keys",
                     "auth_failures",
                     "holds",
+                    "idempotency_records",  # clients' Idempotency-Key answers (0008)
                     "ledger_entries",  # a view since 0003: the customer's statement
                     "postings",
                     "transactions",

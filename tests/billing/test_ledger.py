@@ -494,4 +494,4 @@ async def test_schema_refuses_bad_money(engine: AsyncEngine, money: Money) -> No
 
 
 async def test_schema_revision(engine: AsyncEngine) -> None:
-    assert await ledger.schema_revision(engine) == "0007"
+    assert await ledger.schema_revision(engine) == "0008"

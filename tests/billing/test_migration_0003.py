@@ -110,7 +110,7 @@ def test_old_rows_become_postings_and_balances_stay(old_database: str) -> None:
 
     migrate.upgrade(url)
 
-    assert query(url, "SELECT version_num FROM billing.alembic_version") == [("0007",)]
+    assert query(url, "SELECT version_num FROM billing.alembic_version") == [("0008",)]
     assert query(url, BALANCES) == balances
     # The statement is the same rows, ids included (cursors stay valid).
     assert query(url, ENTRIES) == entries

@@ -109,7 +109,7 @@ def test_0005_rows_stay_as_they_were(database_0005: str) -> None:
 
     migrate.upgrade(url)
 
-    assert query(url, "SELECT version_num FROM billing.alembic_version") == [("0007",)]
+    assert query(url, "SELECT version_num FROM billing.alembic_version") == [("0008",)]
     assert query(url, ACCOUNTS) == accounts
     assert query(url, ENTRIES) == entries
     assert query(
@@ -150,7 +150,7 @@ def test_0005_rows_stay_as_they_were(database_0005: str) -> None:
     config = migrations.alembic_config(url, migrate.MIGRATIONS_DIR)
     with pytest.raises(Exception, match="reversals or debt exist"):
         command.downgrade(config, "0005")
-    assert query(url, "SELECT version_num FROM billing.alembic_version") == [("0007",)]
+    assert query(url, "SELECT version_num FROM billing.alembic_version") == [("0008",)]
 
 
 def test_0006_goes_back_while_nothing_depends_on_it(database_0005: str) -> None:

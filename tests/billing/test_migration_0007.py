@@ -66,7 +66,7 @@ def test_lifetime_counters_start_at_what_the_holds_count(database_0006: str) -> 
 
     migrate.upgrade(url)
 
-    assert query(url, "SELECT version_num FROM billing.alembic_version") == [("0007",)]
+    assert query(url, "SELECT version_num FROM billing.alembic_version") == [("0008",)]
     assert query(
         url,
         "SELECT id, spent_lifetime_micros, spent_day, spent_day_micros, spent_month,"

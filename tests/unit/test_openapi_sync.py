@@ -93,8 +93,18 @@ def test_path_parameters_are_declared() -> None:
         for method in HTTP_METHODS:
             if method not in item:
                 continue
-            declared = {p["name"] for p in item[method].get("parameters", []) if p["in"] == "path"}
+            parameters = [_resolved(p) for p in item[method].get("parameters", [])]
+            declared = {p["name"] for p in parameters if p["in"] == "path"}
             assert declared == names, f"{method.upper()} {path}"
+
+
+def _resolved(parameter: dict[str, Any]) -> dict[str, Any]:
+    """A parameter as written, or the shared one it refers to (components/parameters)."""
+    ref = parameter.get("$ref")
+    if ref is None:
+        return parameter
+    shared: dict[str, Any] = _document()["components"]["parameters"][ref.rsplit("/", 1)[-1]]
+    return shared
 
 
 def test_only_pricing_is_public() -> None:
