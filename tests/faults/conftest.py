@@ -19,6 +19,7 @@ from services.common import service_auth
 from services.common.money import idr_to_micros
 from tests.integration.conftest import assert_ledger_invariants
 from tests.support.databases import drop_database, fresh_database_url
+from tests.support.limits import UNREACHED_RATE_LIMITS
 
 JOB_TIMEOUT_SECONDS = 15
 # Chat holds orphaned by a killed gateway are released by billing's sweeper
@@ -59,6 +60,8 @@ def fault_stack(replicas: int = 1, extra_env: dict[str, str] | None = None) -> I
             "AIPORT_BREAKER_COOLDOWN_SECONDS": "2",
             "AIPORT_HOLD_TTL_SECONDS": str(HOLD_TTL_SECONDS),
             "AIPORT_HOLD_SWEEP_SECONDS": "1",
+            # Load, restarts and drills here, not rate limits.
+            **UNREACHED_RATE_LIMITS,
             **(extra_env or {}),
         }
     )

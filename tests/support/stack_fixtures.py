@@ -34,6 +34,7 @@ from deploy.local.stack import Stack, StackConfig
 from services.common import service_auth
 from services.common.money import idr_to_micros
 from tests.support.databases import drop_database, fresh_database_url
+from tests.support.limits import UNREACHED_RATE_LIMITS
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def stack() -> Iterator[Stack]:
     config.extra_env["AIPORT_BREAKER_COOLDOWN_SECONDS"] = str(BREAKER_COOLDOWN_SECONDS)
     # One "rpc" log line per call, so every hop of a request can be found by its id.
     config.extra_env["AIPORT_GRPC_ACCESS_LOG"] = "1"
+    # The fuzz test alone sends well over a key's default 600 a minute.
+    config.extra_env.update(UNREACHED_RATE_LIMITS)
     stack = Stack(config)
     try:
         stack.start()
