@@ -156,6 +156,38 @@ async def drop_claim(pool: pg.Pool, owner: str) -> bool:
     return await pg.fetchone(pool, _DROP, {"owner": _owner(owner)}) is not None
 
 
+async def claim(
+    pool: pg.Pool,
+    account_id: str,
+    client: ClientKey,
+    owner: str,
+    *,
+    claim_seconds: int,
+    retention_seconds: int,
+) -> Earlier | None:
+    """Claim the client's key for a call that places no hold: None when claimed for
+    `owner`, else what the earlier call under the key left. The primary key is
+    where parallel repeats meet: exactly one inserts."""
+    params = {
+        "account_id": account_id,
+        "key": client.key,
+        "request_hash": client.request_hash,
+        "owner": _owner(owner),
+        "claim_seconds": claim_seconds,
+        "retention_seconds": retention_seconds,
+    }
+    for _ in range(3):  # the record that blocked the claim may be swept meanwhile
+        async with pg.transaction(pool) as conn:
+            if await (await conn.execute(CLAIM, params)).fetchone() is not None:
+                return None
+            record = await (await conn.execute(LIVE_RECORD, params)).fetchone()
+            if record is not None:
+                if record["owner"] == owner:  # this very call, asked again
+                    return None
+                return earlier(record, client.request_hash)
+    raise RuntimeError("idempotency claim neither taken nor found")
+
+
 async def sweep(pool: pg.Pool, batch_size: int = 500) -> int:
     """Delete up to `batch_size` records past their retention; how many."""
     async with pg.transaction(pool) as conn:

@@ -775,6 +775,24 @@ class Money:
     ) -> bool:
         return await idempotency.store_answer(self._pool, owner, http_status, content_type, body)
 
+    async def claim_idempotency_key(
+        self,
+        account_id: str,
+        client: idempotency.ClientKey,
+        owner: str,
+        *,
+        claim_seconds: int,
+        retention_seconds: int,
+    ) -> idempotency.Earlier | None:
+        return await idempotency.claim(
+            self._pool,
+            account_id,
+            client,
+            owner,
+            claim_seconds=claim_seconds,
+            retention_seconds=retention_seconds,
+        )
+
     async def drop_idempotency_claim(self, owner: str) -> bool:
         return await idempotency.drop_claim(self._pool, owner)
 

@@ -669,6 +669,20 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         return billing_pb2.IdempotencyClaimResult(changed=changed)
 
     @_guarded
+    async def ClaimIdempotencyKey(
+        self, request: billing_pb2.ClaimIdempotencyKeyRequest, context: Ctx
+    ) -> billing_pb2.IdempotentAnswer:
+        client = idempotency.check_client_key(request.client.key, request.client.request_hash)
+        found = await self._money.claim_idempotency_key(
+            rules.check_account_id(request.account_id),
+            client,
+            request.owner,
+            claim_seconds=request.claim_seconds or self._hold_ttl_seconds,
+            retention_seconds=self._retention_seconds,
+        )
+        return billing_pb2.IdempotentAnswer() if found is None else _earlier_pb(found)
+
+    @_guarded
     async def DropIdempotencyClaim(
         self, request: billing_pb2.DropIdempotencyClaimRequest, context: Ctx
     ) -> billing_pb2.IdempotencyClaimResult:

@@ -53,6 +53,7 @@ _GATEWAY = (
     # Clients' Idempotency-Key answers (services/gateway/idempotency.py).
     "StoreIdempotentAnswer",
     "DropIdempotencyClaim",
+    "ClaimIdempotencyKey",
     "GetAccountBalance",
     # A customer's own records and keys (/v1/usage, /v1/statement, /v1/keys).
     "ListUsage",
@@ -86,6 +87,7 @@ _ADMIN = (
     "ReleaseHold",
     "StoreIdempotentAnswer",
     "DropIdempotencyClaim",
+    "ClaimIdempotencyKey",
     "ListLedger",
     "SetAccountDisabled",
     "ListUsage",

@@ -17,6 +17,7 @@ from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
 from services.gateway import account_views, errors
 from services.gateway.boundary import public_unary
+from services.gateway.idempotent_calls import once
 from services.gateway.server import Backends, Caller
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,18 @@ class AccountService(account_pb2_grpc.AccountServicer):
     ) -> account_pb2.Balance:
         caller = await self._manager(context)
         threshold = account_views.alert_threshold(errors.json_object_body(request.data))
-        balance = await self.backends.billing_call(
-            self.backends.billing.SetLowBalanceAlert,
-            billing_pb2.SetLowBalanceAlertRequest(
-                account_id=caller.account_id, threshold_micros=threshold
+        balance = await once(
+            self.backends,
+            context,
+            caller,
+            "balance.alert",
+            request.data,
+            billing_pb2.AccountBalance,
+            lambda: self.backends.billing_call(
+                self.backends.billing.SetLowBalanceAlert,
+                billing_pb2.SetLowBalanceAlertRequest(
+                    account_id=caller.account_id, threshold_micros=threshold
+                ),
             ),
         )
         log.info(
@@ -113,9 +122,17 @@ class AccountService(account_pb2_grpc.AccountServicer):
     ) -> account_pb2.CreatedKey:
         caller = await self._manager(context)
         body = errors.json_object_body(request.data) if request.data.strip() else {}
-        created = await self.backends.billing_call(
-            self.backends.billing.CreateApiKey,
-            account_views.new_key_request(caller.account_id, body),
+        new_key = account_views.new_key_request(caller.account_id, body)
+        created = await once(
+            self.backends,
+            context,
+            caller,
+            "keys.create",
+            request.data,
+            billing_pb2.CreatedApiKey,
+            lambda: self.backends.billing_call(self.backends.billing.CreateApiKey, new_key),
+            # A key's value is shown once: a repeat shows the same key without it.
+            kept=_without_secret,
         )
         log.info(
             "API key created",
@@ -145,10 +162,18 @@ class AccountService(account_pb2_grpc.AccountServicer):
         body = errors.json_object_body(request.body.data) if request.body.data.strip() else {}
         update = account_views.update_key_request(caller.account_id, key_id, body)
         try:
-            updated = await self.backends.billing_call(
-                self.backends.billing.UpdateApiKey,
-                update,
-                expected=(grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION),
+            updated = await once(
+                self.backends,
+                context,
+                caller,
+                f"keys.update {key_id}",
+                request.body.data,
+                billing_pb2.ApiKeyInfo,
+                lambda: self.backends.billing_call(
+                    self.backends.billing.UpdateApiKey,
+                    update,
+                    expected=(grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION),
+                ),
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -181,3 +206,11 @@ class AccountService(account_pb2_grpc.AccountServicer):
             extra=fields(account_id=caller.account_id, key_id=key_id, by_key_id=caller.key_id),
         )
         return account_views.public_key(revoked)
+
+
+def _without_secret(created: billing_pb2.CreatedApiKey) -> billing_pb2.CreatedApiKey:
+    """What a repeat of a key's creation is answered: the key, never its value again."""
+    kept = billing_pb2.CreatedApiKey()
+    kept.CopyFrom(created)
+    kept.api_key = ""
+    return kept

@@ -53,6 +53,7 @@ from services.gateway.generate_request import (
     parse_video_multimodal,
 )
 from services.gateway.holds import HoldKey, HoldKind, HoldPurpose
+from services.gateway.idempotent_calls import once
 from services.gateway.job_listing import encode_cursor, parse_listing
 from services.gateway.references import ReferenceResolver, own_references
 from services.gateway.server import Backends
@@ -403,31 +404,39 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
             info = await self.images.verify(image.data)
         except InvalidImage as exc:
             raise errors.invalid_image(exc.message, FILE_FIELD) from None
-        key = blobs.new_key("uploads", f"image.{info.extension}")
-        try:
-            await self.store.record_owner(key, caller.account_id)
-            await self.store.put_bytes(key, image.data)
-        except OSError as exc:  # disk full, permissions: ours, not the client's
-            log.error("upload not stored", extra=fields(error=repr(exc)))
-            raise errors.service_unavailable(
-                "Uploads are temporarily unavailable. Please try again."
-            ) from exc
-        token = blobs.parse_key(key)
-        assert token is not None
-        log.info(
-            "upload stored",
-            extra=fields(
-                request_id=caller.request_id,
-                account_id=caller.account_id,
-                bytes=len(image.data),
+
+        async def store() -> generate_pb2.Upload:
+            key = blobs.new_key("uploads", f"image.{info.extension}")
+            try:
+                await self.store.record_owner(key, caller.account_id)
+                await self.store.put_bytes(key, image.data)
+            except OSError as exc:  # disk full, permissions: ours, not the client's
+                log.error("upload not stored", extra=fields(error=repr(exc)))
+                raise errors.service_unavailable(
+                    "Uploads are temporarily unavailable. Please try again."
+                ) from exc
+            token = blobs.parse_key(key)
+            assert token is not None
+            log.info(
+                "upload stored",
+                extra=fields(
+                    request_id=caller.request_id,
+                    account_id=caller.account_id,
+                    bytes=len(image.data),
+                    content_type=info.content_type,
+                ),
+            )
+            return generate_pb2.Upload(
+                upload_id=f"upl_{token.token}",
+                url=blobs.public_url(self.public_base_url, key),
                 content_type=info.content_type,
-            ),
-        )
-        return generate_pb2.Upload(
-            upload_id=f"upl_{token.token}",
-            url=blobs.public_url(self.public_base_url, key),
-            content_type=info.content_type,
-            size_bytes=len(image.data),
+                size_bytes=len(image.data),
+            )
+
+        # What the key guards is the image itself, not the multipart body around it
+        # (its boundary is random: two sends of one file differ).
+        return await once(
+            self.backends, context, caller, "image.upload", image.data, generate_pb2.Upload, store
         )
 
 

@@ -17,6 +17,7 @@ from services.common.grpc_server import ServicerContext
 from services.common.logs import fields
 from services.gateway import account_views, errors, topup_views
 from services.gateway.boundary import public_unary
+from services.gateway.idempotent_calls import once
 from services.gateway.server import Backends, Caller
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,15 @@ class TopUpsService(topups_pb2_grpc.TopUpsServicer):
     ) -> topups_pb2.TopUp:
         caller = await self._manager(context)
         body = errors.json_object_body(request.data)
-        order = await self._call(
-            lambda p: p.CreateOrder,
-            topup_views.create_request(caller.account_id, body, caller.email),
+        create = topup_views.create_request(caller.account_id, body, caller.email)
+        order = await once(
+            self.backends,
+            context,
+            caller,
+            "topups.create",
+            request.data,
+            payments_pb2.PaymentOrder,
+            lambda: self._call(lambda p: p.CreateOrder, create),
         )
         log.info(
             "top-up created",

@@ -244,3 +244,51 @@ async def test_a_refused_claim_is_not_kept(stub: Stub) -> None:
     assert model.value.code() == grpc.StatusCode.PERMISSION_DENIED
     placed = await stub.AuthorizeHold(claimed(api_key, "again", IDR))
     assert placed.hold.hold_id
+
+
+# -- a claim without a hold (keys, top-ups, uploads) -------------------------------------
+
+
+def claim_only(
+    account_id: str, client_key: str, owner: str, body: bytes = b"{}"
+) -> pb.ClaimIdempotencyKeyRequest:
+    return pb.ClaimIdempotencyKeyRequest(
+        account_id=account_id,
+        client=pb.ClientIdempotency(key=client_key, request_hash=hashlib.sha256(body).digest()),
+        owner=owner,
+    )
+
+
+async def test_a_claim_without_a_hold_has_one_winner_then_replays(stub: Stub) -> None:
+    account_id, _ = await funded_key(stub)
+    owners = [f"call:{i}" for i in range(30)]
+    answers = await asyncio.gather(
+        *(stub.ClaimIdempotencyKey(claim_only(account_id, "topup-1", o)) for o in owners)
+    )
+    winners = [
+        o for o, a in zip(owners, answers, strict=True) if a.state == State.STATE_UNSPECIFIED
+    ]
+    assert len(winners) == 1
+    assert sum(a.state == State.IN_FLIGHT for a in answers) == 29
+    await stub.StoreIdempotentAnswer(
+        pb.StoreIdempotentAnswerRequest(
+            owner=winners[0], http_status=200, content_type="application/x-protobuf", body=b"x"
+        )
+    )
+    again = await stub.ClaimIdempotencyKey(claim_only(account_id, "topup-1", "call:later"))
+    assert (again.state, again.body) == (State.COMPLETED, b"x")
+    other = await stub.ClaimIdempotencyKey(claim_only(account_id, "topup-1", "call:x", b"[]"))
+    assert other.state == State.MISMATCH
+    # Another account's key of the same name is its own.
+    theirs, _ = await funded_key(stub)
+    fresh = await stub.ClaimIdempotencyKey(claim_only(theirs, "topup-1", "call:theirs"))
+    assert fresh.state == State.STATE_UNSPECIFIED
+
+
+async def test_a_dropped_claim_without_a_hold_frees_the_key(stub: Stub) -> None:
+    account_id, _ = await funded_key(stub)
+    first = await stub.ClaimIdempotencyKey(claim_only(account_id, "k", "call:a"))
+    assert first.state == State.STATE_UNSPECIFIED
+    await stub.DropIdempotencyClaim(pb.DropIdempotencyClaimRequest(owner="call:a"))
+    retry = await stub.ClaimIdempotencyKey(claim_only(account_id, "k", "call:b"))
+    assert retry.state == State.STATE_UNSPECIFIED

@@ -372,11 +372,14 @@ class _Aborted(Exception):
 
 
 class _Context:
-    """The two calls abort_with makes on a servicer context."""
+    """The calls abort_with makes on a servicer context, and the request's metadata."""
 
     def __init__(self) -> None:
         self.trailing: tuple[tuple[str, str], ...] = ()
         self.code: object = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()  # no Idempotency-Key
 
     def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self.trailing = metadata
