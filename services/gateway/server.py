@@ -364,8 +364,11 @@ class Backends:
         try:
             await self.limit(principal)
         except BaseException:
-            # Refused (or cancelled meanwhile): no money moves for this call.
+            # Refused (or cancelled meanwhile): no money moves for this call, and a
+            # client's Idempotency-Key it claimed is free for the retry.
             self.settle_later(self.release(authorized.hold.hold_id, "refused by a rate limit"))
+            if claim is not None:
+                self.settle_later(self.drop_claim(str(hold_key)))
             raise
         caller = Caller(
             principal.account_id,

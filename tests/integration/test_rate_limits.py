@@ -281,6 +281,29 @@ def test_the_keys_concurrency_refuses_one_more_stream_until_one_ends(
     wait_until(lambda: in_flight(real_redis, limited, funded.key_id) == 0, "slot given back")
 
 
+def test_a_refused_call_leaves_its_idempotency_key_free(
+    limited: Stack, funded: Account, edge: httpx.Client, real_redis: redis.Redis
+) -> None:
+    """Its hold and its claim of the key both go back: the retry runs, not a 409."""
+    fresh_window()
+    once = {"Idempotency-Key": "refused-then-retried"}
+    with open_streams(edge, KEY_CONCURRENT) as streams:
+        assert_refused(
+            edge.post(CHAT, json=HELLO, headers=once),
+            f"API key's limit of {KEY_CONCURRENT} concurrent requests",
+        )
+        streams.close()
+        wait_until(lambda: in_flight(real_redis, limited, funded.key_id) == 0, "slots given back")
+
+    def retried() -> bool:
+        answer = edge.post(CHAT, json=HELLO, headers=once)
+        # The claim is dropped in the background just after the 429: a 409 until then.
+        assert answer.status_code in (200, 409), answer.text
+        return answer.status_code == 200 and "idempotent-replayed" not in answer.headers
+
+    wait_until(retried, "the retry runs under the same key", seconds=5)
+
+
 def test_the_openai_sdk_waits_as_told_and_retries(
     limited: Stack, funded: Account, edge: httpx.Client, real_redis: redis.Redis
 ) -> None:
