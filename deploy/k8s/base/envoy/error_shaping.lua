@@ -73,7 +73,9 @@ local CREDENTIAL_NAMES = { "key", "token", "secret", "passw", "auth", "cookie", 
 
 -- Names that contain a credential word but name an identifier, not a secret
 -- (GET /v1/usage?key_id=key_...). Their values are still checked below.
-local IDENTIFIER_NAMES = { key_id = true }
+-- Idempotency-Key names a request, not a secret: it must reach the gateway (as
+-- gRPC metadata), so it is exempt by name; a credential-looking value is refused.
+local IDENTIFIER_NAMES = { key_id = true, ["idempotency-key"] = true }
 
 local function credential_name(name)
   local lower = string.lower(name)
@@ -170,13 +172,23 @@ function envoy_on_request(handle)
     handle:respond({ [":status"] = "401", ["content-type"] = "application/json" }, UNAUTHORIZED)
     return
   end
+  -- A non-ASCII Idempotency-Key would fail as gRPC metadata (a 500), and a
+  -- credential must not be stored as a request's key: either is sent on empty,
+  -- which the gateway refuses with its 400 naming the header (an edge reply
+  -- here would be rewritten by the local reply mappers).
+  local idempotency_key = headers:get("idempotency-key")
+  if not console and idempotency_key ~= nil and (string.find(idempotency_key, "[^\32-\126]") ~= nil
+      or credential_value(idempotency_key)) then
+    headers:replace("idempotency-key", "")
+  end
   local unfit = nil
   for name, value in pairs(headers) do
     local kept = (name == "authorization" and not console) or (name == "cookie" and console)
     if string.sub(name, 1, 1) ~= ":" and (
         (console and name == "authorization")
         or (not kept and (string.find(name, "[^0-9a-z_.%-]") ~= nil or internal(name)
-                          or credential_name(name) or credential_value(value)))) then
+                          or credential_name(name)
+                          or (name ~= "idempotency-key" and credential_value(value))))) then
       unfit = unfit or {}
       table.insert(unfit, name)
     end
