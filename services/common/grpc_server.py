@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 # A servicer's context, whatever its message types.
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
+
+def request_metadata(context: ServicerContext, name: str) -> str | None:
+    """The value of one of a call's metadata entries (a request header), or None."""
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
 # Bigger than any request the edge lets through (Envoy caps bodies first).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Above the edge's 64 KiB header cap, so whatever Envoy accepts we accept too

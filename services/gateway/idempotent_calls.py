@@ -22,7 +22,7 @@ from typing import TypeVar
 from aiport.v1 import billing_pb2
 from google.protobuf.message import Message
 
-from services.common.grpc_server import ServicerContext
+from services.common.grpc_server import ServicerContext, request_metadata
 from services.gateway import idempotency
 from services.gateway.boundary import add_response_header
 from services.gateway.errors import PublicError
@@ -30,13 +30,6 @@ from services.gateway.holds import new_call_id
 from services.gateway.server import Backends, Caller
 
 M = TypeVar("M", bound=Message)
-
-
-def _header(context: ServicerContext, name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name:
-            return value if isinstance(value, str) else value.decode("latin-1")
-    return None
 
 
 async def once(
@@ -51,7 +44,7 @@ async def once(
 ) -> M:
     """Run `call` once per Idempotency-Key of the caller's account (or plainly, when
     the request has none); a repeat gets the first answer."""
-    claim = idempotency.claim_of(_header(context, idempotency.HEADER), endpoint, body)
+    claim = idempotency.claim_of(request_metadata(context, idempotency.HEADER), endpoint, body)
     if claim is None:
         return await call()
     owner = f"call:{new_call_id()}"  # ours: names the claim in billing

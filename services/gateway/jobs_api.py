@@ -36,7 +36,7 @@ from google.protobuf import struct_pb2
 
 from services.common import blobs
 from services.common.catalog import Catalog
-from services.common.grpc_server import ServicerContext
+from services.common.grpc_server import ServicerContext, request_metadata
 from services.common.images import DecodeGate, InvalidImage
 from services.common.job_ids import new_job_id
 from services.common.job_states import JobStatus, status_label
@@ -351,7 +351,9 @@ class GenerateService(generate_pb2_grpc.GenerateServicer):
         self.backends.api_key(context)  # no key at all: 401 before anything else
         plan = parse(request.data, self.catalog)
         # Validated first: a request refused as invalid never claims the key.
-        claim = idempotency.claim_of(_header(context, idempotency.HEADER), endpoint, request.data)
+        claim = idempotency.claim_of(
+            request_metadata(context, idempotency.HEADER), endpoint, request.data
+        )
         if own_references(plan.spec):
             # Our blobs must be the caller's: resolved before anything is held.
             caller = await self.backends.authenticate(context)
@@ -499,13 +501,6 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                 raise errors.invalid_cursor() from exc
             raise _jobs_unavailable() from exc
         return job_list(page, self.public_base_url)
-
-
-def _header(context: ServicerContext, name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name:
-            return value if isinstance(value, str) else value.decode("latin-1")
-    return None
 
 
 def _replayed_job(answer: idempotency.StoredAnswer) -> generate_pb2.JobAccepted:

@@ -45,7 +45,7 @@ from services.common.catalog import (
     TextModel,
     VideoModel,
 )
-from services.common.grpc_server import MAX_MESSAGE_BYTES, ServicerContext
+from services.common.grpc_server import MAX_MESSAGE_BYTES, ServicerContext, request_metadata
 from services.common.money import micros_to_idr
 from services.common.usage import Usage
 from services.common.wire import (
@@ -132,13 +132,6 @@ class Caller:
     email: str = ""
 
 
-def _metadata(context: ServicerContext, name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name:
-            return value if isinstance(value, str) else value.decode("latin-1")
-    return None
-
-
 def _trailer(exc: grpc.aio.AioRpcError, name: str) -> str | None:
     # At run time this is a sequence of (key, value) pairs; grpc-stubs says otherwise.
     pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
@@ -213,7 +206,7 @@ class Backends:
     @staticmethod
     def api_key(context: ServicerContext) -> str:
         """The Bearer key of the call (401 when there is none)."""
-        header = _metadata(context, "authorization") or ""
+        header = request_metadata(context, "authorization") or ""
         key = header[len(BEARER) :].strip()
         if header[: len(BEARER)].lower() != BEARER or not key:
             raise errors.unauthorized()
@@ -223,13 +216,13 @@ class Backends:
     def request_id(context: ServicerContext) -> str:
         """The call's request id: the one the server interceptor made current (the
         edge's x-request-id, cleaned), so logs, holds and every hop share it."""
-        return requestctx.current() or requestctx.ensure(_metadata(context, "x-request-id"))
+        return requestctx.current() or requestctx.ensure(request_metadata(context, "x-request-id"))
 
     async def authenticate(self, context: ServicerContext) -> Caller:
         """The caller of a read or key-management method: an API key, or (without
         an Authorization header) the console's session metadata (sessions.py)."""
-        if _metadata(context, "authorization") is None:
-            session = _metadata(context, sessions.SESSION_METADATA)
+        if request_metadata(context, "authorization") is None:
+            session = request_metadata(context, sessions.SESSION_METADATA)
             if session is not None:
                 return await self._session_caller(context, session)
         key = self.api_key(context)
@@ -272,8 +265,8 @@ class Backends:
         people, through the console's session, so that every change names one:
         no session is a 401; an API key (even with a session) or a session whose
         user lacks the OPERATOR role is a 403."""
-        session = _metadata(context, sessions.SESSION_METADATA)
-        if _metadata(context, "authorization") is not None:
+        session = request_metadata(context, sessions.SESSION_METADATA)
+        if request_metadata(context, "authorization") is not None:
             raise errors.operators_only()
         if session is None:
             raise errors.unauthorized("Log in to the console as an operator.")
@@ -947,7 +940,7 @@ class ChatService(chat_pb2_grpc.ChatServicer):
         self.backends.api_key(context)  # no key at all: 401 before anything else
         call = parse_chat_request(request.data, self.catalog)
         claim = idempotency.claim_of(
-            _metadata(context, idempotency.HEADER), CHAT_ENDPOINT, request.data
+            request_metadata(context, idempotency.HEADER), CHAT_ENDPOINT, request.data
         )
         model = call.model.id
         async for item in relay_chat(
@@ -990,7 +983,7 @@ class MessagesService(messages_pb2_grpc.MessagesServicer):
         self.backends.api_key(context)
         call = parse_messages_request(request.data, self.catalog)
         claim = idempotency.claim_of(
-            _metadata(context, idempotency.HEADER), MESSAGES_ENDPOINT, request.data
+            request_metadata(context, idempotency.HEADER), MESSAGES_ENDPOINT, request.data
         )
         model = call.model.id
         async for item in relay_chat(
@@ -1039,7 +1032,7 @@ class ResponsesService(responses_pb2_grpc.ResponsesServicer):
         self.backends.api_key(context)
         call = parse_responses_request(request.data, self.catalog)
         claim = idempotency.claim_of(
-            _metadata(context, idempotency.HEADER), RESPONSES_ENDPOINT, request.data
+            request_metadata(context, idempotency.HEADER), RESPONSES_ENDPOINT, request.data
         )
         echo = call.echo
         async for item in relay_chat(
