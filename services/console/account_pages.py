@@ -29,6 +29,7 @@ from aiport.v1 import account_pb2, accounts_pb2, jobs_pb2, topups_pb2
 from services.console import (
     i18n,
     jobs_view,
+    money,
     security,
     spend_chart,
     times,
@@ -511,6 +512,7 @@ async def _keys_page(
             "created": times.format_datetime(key.created, lang, zone_of(request)),
             "last_used": _when(usage_view.value_text(key.last_used), lang, zone_of(request)),
             "revoked": _when(usage_view.value_text(key.revoked), lang, zone_of(request)),
+            "limits": _limits(request, key, lang),
         }
         for key in keys.data
     ]
@@ -518,6 +520,34 @@ async def _keys_page(
     context.setdefault("errors", {})
     context.setdefault("values", {})
     return render(request, "api_keys.html", status, keys=rows, **context)
+
+
+def _limits(request: web.Request, key: account_pb2.Key, lang: str) -> list[str]:
+    """A key's controls as lines a person reads: each spend cap with what it counted,
+    its model allowlist and its expiry ([] for a key without any)."""
+    value = usage_view.value_text
+    lines = []
+    for name, cap, spent in (
+        ("keys.cap.daily", key.spend_caps.daily_idr, key.spent.today_idr),
+        ("keys.cap.monthly", key.spend_caps.monthly_idr, key.spent.this_month_idr),
+        ("keys.cap.lifetime", key.spend_caps.lifetime_idr, key.spent.lifetime_idr),
+    ):
+        if value(cap):
+            lines.append(
+                t(
+                    request,
+                    name,
+                    spent=money.format_idr(spent or "0"),
+                    cap=money.format_idr(value(cap)),
+                )
+            )
+    models = key.allowed_models.list_value.values if key.HasField("allowed_models") else []
+    if models:
+        lines.append(t(request, "keys.models", models=", ".join(m.string_value for m in models)))
+    expires = value(key.expires_at)
+    if expires:
+        lines.append(t(request, "keys.expires", when=_when(expires, lang, zone_of(request))))
+    return lines
 
 
 def _when(unix_text: str, lang: str, zone: str) -> str:

@@ -390,6 +390,17 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "keys.col.prefix": "Awalan",
         "keys.col.created": "Dibuat",
         "keys.col.last_used": "Terakhir dipakai",
+        "keys.col.limits": "Batas",
+        "keys.cap.daily": "Hari ini {spent} dari {cap}",
+        "keys.cap.monthly": "Bulan ini {spent} dari {cap}",
+        "keys.cap.lifetime": "Total {spent} dari {cap}",
+        "keys.models": "Model: {models}",
+        "keys.expires": "Berlaku sampai {when}",
+        "keys.no_limits": "Tanpa batas",
+        "keys.limits_hint": (
+            "Batas belanja, daftar model, dan masa berlaku key diatur lewat API "
+            "(POST /v1/keys/{id}); batas harian dan bulanan dimulai ulang tengah malam WIB."
+        ),
         "keys.col.status": "Status",
         "keys.col.actions": "Tindakan",
         "keys.never": "Belum pernah",
@@ -801,6 +812,17 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "keys.col.prefix": "Prefix",
         "keys.col.created": "Created",
         "keys.col.last_used": "Last used",
+        "keys.col.limits": "Limits",
+        "keys.cap.daily": "Today {spent} of {cap}",
+        "keys.cap.monthly": "This month {spent} of {cap}",
+        "keys.cap.lifetime": "In all {spent} of {cap}",
+        "keys.models": "Models: {models}",
+        "keys.expires": "Valid until {when}",
+        "keys.no_limits": "No limits",
+        "keys.limits_hint": (
+            "Set a key's spend caps, models and expiry through the API "
+            "(POST /v1/keys/{id}); daily and monthly caps start afresh at midnight WIB."
+        ),
         "keys.col.status": "Status",
         "keys.col.actions": "Actions",
         "keys.never": "Never",

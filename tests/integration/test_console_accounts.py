@@ -420,3 +420,34 @@ def test_an_operator_adjusts_disables_and_enables_an_account_from_admin(
             enabled = web.post(f"/admin/accounts/{account_id}/enable", data={"csrf_token": token})
             assert enabled.status_code == 303
             assert api.get("/v1/balance").json()["available_idr"] == "12500.5"
+
+
+def test_the_keys_page_shows_a_keys_controls(
+    person: Person, billing: billing_pb2_grpc.BillingStub, accounts: accounts_pb2_grpc.AccountsStub
+) -> None:
+    """Set through the API (here billing, as the keys API and aiportctl do), read here."""
+    web = person.web
+    key_id, _ = create_key(web, "capped")
+    plain_id, _ = create_key(web, "plain")
+    billing.UpdateApiKey(
+        billing_pb2.UpdateApiKeyRequest(
+            key_id=key_id,
+            account_id=account_of(accounts, person.email),
+            settings=billing_pb2.ApiKeySettings(
+                daily_cap_micros=5_000_000_000,
+                allowed_models=billing_pb2.ModelAllowlist(models=["kimi-k2.6"]),
+            ),
+        )
+    )
+    page = web.get("/dashboard/api-keys").text
+
+    def limits(row_key: str) -> str:
+        cell = re.search(
+            r'<tr data-key-id="' + row_key + r'".*?<td class="limits">(.*?)</td>', page, re.S
+        )
+        assert cell, page
+        return cell.group(1)
+
+    capped = limits(key_id)
+    assert "5.000" in capped and "kimi-k2.6" in capped
+    assert limits(plain_id) in ("No limits", "Tanpa batas")
