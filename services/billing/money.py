@@ -474,6 +474,7 @@ def _hold_params(
     default_ttl_seconds: int,
     model: str,
     origin: Origin,
+    periods: rules.SpendPeriods,
 ) -> dict[str, Any]:
     """A hold statement's parameters, validated, with the hash its key guards."""
     amount = rules.check_positive_amount(amount_micros)
@@ -501,6 +502,12 @@ def _hold_params(
         "ttl": ttl,
         # Descriptive (the usage record), so not part of what the key guards.
         **rules.check_origin(origin.endpoint, origin.request_id, origin.job_id),
+        # The key's spend periods (its caps count in them), never part of what the
+        # key guards; caps_checked: set once a capped key's caps were checked under
+        # its lock (_place_capped, _claim_and_hold).
+        "day": periods.day,
+        "month": periods.month,
+        "caps_checked": False,
     }
 
 
@@ -675,6 +682,7 @@ class Money:
         if not rules.looks_like_api_key(api_key):
             raise Unauthenticated(rules.UNAUTHENTICATED_MESSAGE)
         key_hash = rules.hash_api_key(api_key)
+        periods = self.spend_periods()
         params = _hold_params(
             key_hash,
             f"api_key:{key_hash.hex()}",
@@ -685,9 +693,8 @@ class Money:
             default_ttl_seconds=default_ttl_seconds,
             model=model,
             origin=origin,
+            periods=periods,
         )
-        periods = self.spend_periods()
-        params |= {"day": periods.day, "month": periods.month, "caps_checked": False}
         for _ in range(MAX_ATTEMPTS):
             try:
                 outcome = await self._claim_and_hold(
@@ -843,6 +850,7 @@ class Money:
         model: str,
         origin: Origin,
     ) -> tuple[DictRow | None, Hold]:
+        periods = self.spend_periods()
         params = _hold_params(
             principal,
             presented,
@@ -853,12 +861,8 @@ class Money:
             default_ttl_seconds=default_ttl_seconds,
             model=model,
             origin=origin,
+            periods=periods,
         )
-        periods = self.spend_periods()
-        # The key's spend periods (its caps count in them), never part of what the
-        # key guards; caps_checked: set once a capped key's caps were checked under
-        # its lock (_place_capped).
-        params |= {"day": periods.day, "month": periods.month, "caps_checked": False}
         key, digest, amount = params["key"], params["input_hash"], params["amount"]
         try:
             row = await self._one(sql, params)
